@@ -1,2 +1,18 @@
 //! civicast: keeps public-service slogans rotating on a city's displays and proves every play.
+//!
+//! A functional core (`model`, `catalog`, `rotation`, `audit`, `wire`) with thin shells
+//! around it (`broker`, `mqtt`, `store`, `daemon`, `sim`).
+pub mod audit;
+pub mod broker;
+pub mod catalog;
+pub mod city;
+pub mod cli;
+pub mod daemon;
+pub mod metrics;
 pub mod model;
+pub mod mqtt;
+pub mod rotation;
+pub mod settings;
+pub mod sim;
+pub mod store;
+pub mod wire;

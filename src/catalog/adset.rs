@@ -1,0 +1,451 @@
+//! Ad sets: `schedules/adsets/*.toml|*.json` and uploads.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
+
+use crate::model::{AdSet, Id, Slogan};
+
+use super::tree::{
+    self, expect_array, expect_int, expect_str, known_list, quote, Node, Sink, Span, Table,
+};
+use super::{check_text, display, files_with_ext, read_text, AdSetContext, Problem};
+
+pub(crate) fn load_adsets(
+    dir: &Path,
+    ctx: &AdSetContext,
+    problems: &mut Vec<Problem>,
+) -> Vec<AdSet> {
+    if !dir.is_dir() {
+        problems.push(Problem::warning(
+            &display(dir),
+            None,
+            None,
+            "no ad set directory: only ad sets uploaded over HTTP will play",
+        ));
+        return Vec::new();
+    }
+    let mut out: Vec<AdSet> = Vec::new();
+    let mut seen: HashMap<String, String> = HashMap::new();
+    for path in files_with_ext(dir, &["toml", "json"], problems) {
+        let file = display(&path);
+        let Some(text) = read_text(&path, &file, problems) else {
+            continue;
+        };
+        let is_json = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| e.eq_ignore_ascii_case("json"));
+        let (adset, mut found) = parse_adset_inner(&text, is_json, &file, ctx);
+        problems.append(&mut found.problems);
+        if let Some((adset, id_line)) = adset {
+            if let Some(first) = seen.get(adset.id.as_str()) {
+                problems.push(Problem::error(
+                    &file,
+                    id_line,
+                    Some("id"),
+                    format!("duplicate ad set id \"{}\" (also in {first})", adset.id),
+                ));
+            } else {
+                seen.insert(adset.id.as_str().to_owned(), file.clone());
+                out.push(adset);
+            }
+        }
+    }
+    out
+}
+
+/// Parses one ad set (TOML, or JSON when `is_json`) and checks it against `ctx`. `file` names
+/// the source in problems. `rev` is 1; the caller sets the real revision. Warnings are dropped
+/// on success (see [`parse_adset_checked`] to keep them).
+pub fn parse_adset(
+    text: &str,
+    is_json: bool,
+    file: &str,
+    ctx: &AdSetContext,
+) -> Result<AdSet, Vec<Problem>> {
+    match parse_adset_checked(text, is_json, file, ctx) {
+        (Some(a), _) => Ok(a),
+        (None, problems) => Err(problems),
+    }
+}
+
+/// Like [`parse_adset`], but returns every problem, warnings included: the ad set is `Some`
+/// if and only if no problem is an error.
+pub fn parse_adset_checked(
+    text: &str,
+    is_json: bool,
+    file: &str,
+    ctx: &AdSetContext,
+) -> (Option<AdSet>, Vec<Problem>) {
+    let (a, sink) = parse_adset_inner(text, is_json, file, ctx);
+    (a.map(|(a, _)| a), sink.problems)
+}
+
+/// The ad set (only without errors) with the line of its id.
+fn parse_adset_inner<'a>(
+    text: &'a str,
+    is_json: bool,
+    file: &'a str,
+    ctx: &AdSetContext,
+) -> (Option<(AdSet, Option<usize>)>, Sink<'a>) {
+    let mut sink = Sink::new(file, text);
+    let parsed = if is_json {
+        tree::parse_json(text)
+    } else {
+        tree::parse_toml(text)
+    };
+    let root = match parsed {
+        Ok(r) => r,
+        Err((line, msg)) => {
+            let what = if is_json { "JSON" } else { "TOML" };
+            sink.error_at(line, "", format!("{what} syntax error: {msg}"));
+            return (None, sink);
+        }
+    };
+    let adset = read_adset(&root, ctx, &mut sink);
+    if sink.has_errors() {
+        (None, sink)
+    } else {
+        (adset, sink)
+    }
+}
+
+fn read_adset(root: &Node, ctx: &AdSetContext, sink: &mut Sink) -> Option<(AdSet, Option<usize>)> {
+    let mut t = Table::new(root, "", sink)?;
+
+    let mut id = None;
+    let mut id_line = None;
+    if let Some(n) = tree::required(&mut t, sink, "id") {
+        id_line = sink.line(&n.span);
+        if let Some(s) = expect_str(sink, n, "id") {
+            match Id::parse(s) {
+                Ok(v) => id = Some(v),
+                Err(e) => sink.error(&n.span, "id", e.to_string()),
+            }
+        }
+    }
+
+    let mut title = String::new();
+    if let Some(n) = t.get("title") {
+        if let Some(s) = expect_str(sink, n, "title") {
+            title = s.to_owned();
+        }
+    }
+
+    let from = tree::required(&mut t, sink, "valid_from")
+        .and_then(|n| instant(n, "valid_from", false, ctx, sink));
+    let until = tree::required(&mut t, sink, "valid_until")
+        .and_then(|n| instant(n, "valid_until", true, ctx, sink));
+    if let (Some((f, _)), Some((u, uspan))) = (&from, &until) {
+        if u <= f {
+            sink.error(
+                uspan,
+                "valid_until",
+                format!(
+                    "valid_until ({}) is not after valid_from ({})",
+                    u.with_timezone(&ctx.timezone).to_rfc3339(),
+                    f.with_timezone(&ctx.timezone).to_rfc3339()
+                ),
+            );
+        }
+    }
+
+    let mut feeds: Option<Vec<Id>> = None;
+    if let Some(n) = t.get("feeds") {
+        if let Some(items) = expect_array(sink, n, "feeds") {
+            let mut list: Vec<Id> = Vec::new();
+            for item in items {
+                let span = item.span.clone().or_else(|| n.span.clone());
+                let Some(s) = expect_str(sink, item, "feeds") else {
+                    continue;
+                };
+                let fid = match Id::parse(s) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        sink.error(&span, "feeds", e.to_string());
+                        continue;
+                    }
+                };
+                if !ctx.feeds.iter().any(|f| f.id == fid) {
+                    sink.error(
+                        &span,
+                        "feeds",
+                        format!(
+                            "unknown feed \"{fid}\" (known: {})",
+                            known_list(ctx.feeds.iter().map(|f| f.id.as_str()))
+                        ),
+                    );
+                }
+                if !list.contains(&fid) {
+                    list.push(fid);
+                }
+            }
+            if items.is_empty() {
+                sink.warn(
+                    &n.span,
+                    "feeds",
+                    "an empty feed list: this ad set plays nowhere",
+                );
+            }
+            feeds = Some(list);
+        }
+    }
+
+    let mut priority = 0;
+    if let Some(n) = t.get("priority") {
+        if let Some(v) = expect_int(sink, n, "priority") {
+            match i32::try_from(v) {
+                Ok(v) => priority = v,
+                Err(_) => sink.error(&n.span, "priority", format!("priority {v} is out of range")),
+            }
+        }
+    }
+
+    // The classes this ad set reaches: those of the members of its feeds.
+    let reached: BTreeSet<&str> = ctx
+        .feeds
+        .iter()
+        .filter(|f| feeds.as_ref().map_or(true, |list| list.contains(&f.id)))
+        .flat_map(|f| ctx.devices.iter().filter(|d| f.select.matches(d)))
+        .map(|d| d.class.as_str())
+        .collect();
+
+    let mut slogans = Vec::new();
+    let slogan_key = if !t.has("slogan") && t.has("slogans") {
+        "slogans"
+    } else {
+        "slogan"
+    };
+    match tree::required(&mut t, sink, slogan_key) {
+        None => {}
+        Some(n) => {
+            if let Some(items) = expect_array(sink, n, slogan_key) {
+                if items.is_empty() {
+                    sink.error(&n.span, slogan_key, "an ad set needs at least one slogan");
+                }
+                let mut seen: HashMap<String, Option<usize>> = HashMap::new();
+                for (i, item) in items.iter().enumerate() {
+                    let path = format!("{slogan_key}[{}]", i + 1);
+                    let Some((slogan, id, line)) = read_slogan(item, &path, ctx, &reached, sink)
+                    else {
+                        continue;
+                    };
+                    let Some(id) = id else { continue };
+                    if let Some(prev) = seen.get(id.as_str()) {
+                        let at = prev
+                            .map(|l| format!(" (also at line {l})"))
+                            .unwrap_or_default();
+                        sink.error_at(
+                            line,
+                            &format!("{path}.id"),
+                            format!("duplicate slogan id \"{id}\"{at}"),
+                        );
+                    } else {
+                        seen.insert(id.as_str().to_owned(), line);
+                        slogans.extend(slogan);
+                    }
+                }
+            }
+        }
+    }
+    t.finish(sink);
+
+    if id.is_some() && reached.is_empty() && !sink.has_errors() {
+        sink.warn(&None, "feeds", "this ad set reaches no display");
+    }
+
+    let adset = AdSet {
+        id: id?,
+        title,
+        rev: 1,
+        valid_from: from?.0,
+        valid_until: until?.0,
+        feeds,
+        priority,
+        slogans,
+    };
+    Some((adset, id_line))
+}
+
+/// The slogan (if valid), its id (if valid) and the line of its id; `None` if not a table.
+fn read_slogan(
+    node: &Node,
+    path: &str,
+    ctx: &AdSetContext,
+    reached: &BTreeSet<&str>,
+    sink: &mut Sink,
+) -> Option<(Option<Slogan>, Option<Id>, Option<usize>)> {
+    let mut t = Table::new(node, path, sink)?;
+    let mut id = None;
+    let mut id_line = sink.line(&t.span);
+    let field = t.field("id");
+    if let Some(n) = tree::required(&mut t, sink, "id") {
+        id_line = sink.line(&n.span).or(id_line);
+        if let Some(s) = expect_str(sink, n, &field) {
+            match Id::parse(s) {
+                Ok(v) => id = Some(v),
+                Err(e) => sink.error(&n.span, &field, e.to_string()),
+            }
+        }
+    }
+    let label = match &id {
+        Some(id) => format!("slogan \"{id}\""),
+        None => path.to_owned(),
+    };
+
+    let mut text = None;
+    let text_field = t.field("text");
+    let mut text_span: Span = t.span.clone();
+    if let Some(n) = tree::required(&mut t, sink, "text") {
+        text_span = n.span.clone().or(text_span);
+        if let Some(s) = expect_str(sink, n, &text_field) {
+            if s.trim().is_empty() {
+                sink.error(&n.span, &text_field, format!("{label}: empty text"));
+            } else {
+                text = Some(s.to_owned());
+            }
+        }
+    }
+
+    let mut weight = 1;
+    let field = t.field("weight");
+    if let Some(n) = t.get("weight") {
+        if let Some(v) = expect_int(sink, n, &field) {
+            match u32::try_from(v) {
+                Ok(v) if v >= 1 => weight = v,
+                _ => sink.error(
+                    &n.span,
+                    &field,
+                    format!("{label}: weight must be at least 1, not {v}"),
+                ),
+            }
+        }
+    }
+
+    let mut by_class: BTreeMap<String, String> = BTreeMap::new();
+    let by_field = t.field("text_by_class");
+    if let Some(n) = t.get("text_by_class") {
+        if let Some(mut bt) = Table::new(n, &by_field, sink) {
+            for (k, v) in bt.entries() {
+                let kf = format!("{by_field}.{}", k.name);
+                let span = v.span.clone().or_else(|| k.span.clone());
+                let Some(s) = expect_str(sink, v, &kf) else {
+                    continue;
+                };
+                let Some(class) = ctx.classes.get(&k.name) else {
+                    sink.error(
+                        &k.span.clone().or(span),
+                        &kf,
+                        format!(
+                            "unknown class {:?} (known: {})",
+                            k.name,
+                            known_list(ctx.classes.keys().map(String::as_str))
+                        ),
+                    );
+                    continue;
+                };
+                if s.trim().is_empty() {
+                    sink.error(&span, &kf, format!("{label}: empty text"));
+                    continue;
+                }
+                for m in check_text(s, class) {
+                    sink.error(&span, &kf, format!("{label}: text {}: {m}", quote(s, 40)));
+                }
+                by_class.insert(k.name.clone(), s.to_owned());
+            }
+        }
+    }
+    t.finish(sink);
+
+    if let Some(text) = &text {
+        for class in reached.iter().filter(|c| !by_class.contains_key(**c)) {
+            if let Some(profile) = ctx.classes.get(*class) {
+                for m in check_text(text, profile) {
+                    sink.error(
+                        &text_span,
+                        &text_field,
+                        format!("{label}: text {}: {m}", quote(text, 40)),
+                    );
+                }
+            }
+        }
+    }
+
+    let slogan = match (&id, text) {
+        (Some(id), Some(text)) => Some(Slogan {
+            id: id.clone(),
+            text,
+            weight,
+            text_by_class: by_class,
+        }),
+        _ => None,
+    };
+    Some((slogan, id, id_line))
+}
+
+/// A `valid_from` / `valid_until` value as an instant, with the span of its value.
+/// A date is the start of that day in the feeds' time zone; a `valid_until` date is inclusive,
+/// so it yields the start of the next day.
+fn instant(
+    node: &Node,
+    field: &str,
+    until: bool,
+    ctx: &AdSetContext,
+    sink: &mut Sink,
+) -> Option<(DateTime<Utc>, Span)> {
+    let s = expect_str(sink, node, field)?;
+    match parse_instant(s, until, ctx.timezone) {
+        Ok(t) => Some((t, node.span.clone())),
+        Err(e) => {
+            sink.error(&node.span, field, e);
+            None
+        }
+    }
+}
+
+pub(crate) fn parse_instant(
+    s: &str,
+    until: bool,
+    tz: chrono_tz::Tz,
+) -> Result<DateTime<Utc>, String> {
+    let t = s.trim();
+    if let Ok(d) = NaiveDate::parse_from_str(t, "%Y-%m-%d") {
+        let day = if until { d.succ_opt() } else { Some(d) };
+        return day
+            .and_then(|d| start_of_day(d, tz))
+            .ok_or_else(|| format!("date {t:?} is out of range"));
+    }
+    if let Ok(dt) = DateTime::parse_from_rfc3339(t) {
+        return Ok(dt.with_timezone(&Utc));
+    }
+    // A local time without an offset (e.g. an unquoted TOML local datetime): in the feeds' zone.
+    for fmt in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M",
+    ] {
+        if let Ok(ndt) = NaiveDateTime::parse_from_str(t, fmt) {
+            return tz
+                .from_local_datetime(&ndt)
+                .earliest()
+                .map(|x| x.with_timezone(&Utc))
+                .ok_or_else(|| format!("{t:?} does not exist in time zone {tz}"));
+        }
+    }
+    Err(format!(
+        "invalid date or time {t:?}: write a date such as \"2026-12-01\" or an RFC 3339 time such as \"2026-12-01T06:00:00+08:00\""
+    ))
+}
+
+/// Midnight in `tz`, or the first instant of the day when a clock change skips midnight.
+fn start_of_day(d: NaiveDate, tz: chrono_tz::Tz) -> Option<DateTime<Utc>> {
+    let midnight = d.and_hms_opt(0, 0, 0)?;
+    (0..=24 * 4).find_map(|q| {
+        let local = midnight + chrono::Duration::minutes(15 * q);
+        tz.from_local_datetime(&local)
+            .earliest()
+            .map(|x| x.with_timezone(&Utc))
+    })
+}

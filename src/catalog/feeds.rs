@@ -1,0 +1,246 @@
+//! `schedules/feeds.toml`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::str::FromStr;
+
+use crate::model::{ClassProfile, Daypart, Device, Feed, Id, Selector};
+
+use super::devices::scalar_text;
+use super::tree::{self, expect_array, expect_str, known_list, Kind, Node, Sink, Table};
+use super::{display, parse_duration, read_text, Problem, DEFAULT_INTERVAL, DEFAULT_TIMEZONE};
+
+pub(crate) fn load_feeds(
+    path: &Path,
+    classes: Option<&BTreeMap<String, ClassProfile>>,
+    devices: &[Device],
+    problems: &mut Vec<Problem>,
+) -> (chrono_tz::Tz, Vec<Feed>) {
+    let file = display(path);
+    match read_text(path, &file, problems) {
+        Some(text) => parse_feeds(&text, &file, classes, devices, problems),
+        None => (DEFAULT_TIMEZONE, Vec::new()),
+    }
+}
+
+/// The time zone and the feeds. A feed with a bad field is still returned (with defaults for
+/// that field) so that ad sets naming it are not reported as naming an unknown feed.
+pub(crate) fn parse_feeds(
+    text: &str,
+    file: &str,
+    classes: Option<&BTreeMap<String, ClassProfile>>,
+    devices: &[Device],
+    problems: &mut Vec<Problem>,
+) -> (chrono_tz::Tz, Vec<Feed>) {
+    let mut sink = Sink::new(file, text);
+    let mut tz = DEFAULT_TIMEZONE;
+    let mut feeds = Vec::new();
+    let root = match tree::parse_toml(text) {
+        Ok(r) => r,
+        Err((line, msg)) => {
+            sink.error_at(line, "", format!("TOML syntax error: {msg}"));
+            problems.append(&mut sink.problems);
+            return (tz, feeds);
+        }
+    };
+    if let Some(mut top) = Table::new(&root, "", &mut sink) {
+        if let Some(n) = top.get("timezone") {
+            if let Some(s) = expect_str(&mut sink, n, "timezone") {
+                match chrono_tz::Tz::from_str(s.trim()) {
+                    Ok(t) => tz = t,
+                    Err(_) => sink.error(
+                        &n.span,
+                        "timezone",
+                        format!(
+                            "unknown time zone {s:?} (use an IANA name such as \"Asia/Shanghai\")"
+                        ),
+                    ),
+                }
+            }
+        }
+        match top.get("feed") {
+            None => sink.warn(&None, "feed", "no feed is defined (add [[feed]] tables)"),
+            Some(n) => {
+                if let Some(items) = expect_array(&mut sink, n, "feed") {
+                    let mut seen: HashMap<String, Option<usize>> = HashMap::new();
+                    for (i, item) in items.iter().enumerate() {
+                        let path = format!("feed[{}]", i + 1);
+                        if let Some(f) = parse_feed(item, &path, classes, devices, &mut sink) {
+                            let (id, line) = f;
+                            let Some(feed) = id else { continue };
+                            if let Some(prev) = seen.get(feed.id.as_str()) {
+                                let at = prev
+                                    .map(|l| format!(" (also at line {l})"))
+                                    .unwrap_or_default();
+                                sink.error_at(
+                                    line,
+                                    &format!("{path}.id"),
+                                    format!("duplicate feed id \"{}\"{at}", feed.id),
+                                );
+                            } else {
+                                seen.insert(feed.id.as_str().to_owned(), line);
+                                feeds.push(feed);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        top.finish(&mut sink);
+    }
+    problems.append(&mut sink.problems);
+    (tz, feeds)
+}
+
+/// The feed (if its id is valid) and the line of its id.
+fn parse_feed(
+    node: &Node,
+    path: &str,
+    classes: Option<&BTreeMap<String, ClassProfile>>,
+    devices: &[Device],
+    sink: &mut Sink,
+) -> Option<(Option<Feed>, Option<usize>)> {
+    let mut t = Table::new(node, path, sink)?;
+    let mut id = None;
+    let mut id_line = sink.line(&t.span);
+    let field = t.field("id");
+    if let Some(n) = tree::required(&mut t, sink, "id") {
+        id_line = sink.line(&n.span).or(id_line);
+        if let Some(s) = expect_str(sink, n, &field) {
+            match Id::parse(s) {
+                Ok(v) => id = Some(v),
+                Err(e) => sink.error(&n.span, &field, e.to_string()),
+            }
+        }
+    }
+
+    let mut select = Selector::default();
+    let field = t.field("select");
+    let mut select_span = t.span.clone();
+    if let Some(n) = tree::required(&mut t, sink, "select") {
+        select_span = n.span.clone().or(select_span);
+        if let Some(mut st) = Table::new(n, &field, sink) {
+            for (k, v) in st.entries() {
+                let kf = format!("{field}.{}", k.name);
+                let span = v.span.clone().or_else(|| k.span.clone());
+                let values: Option<Vec<String>> = match &v.kind {
+                    Kind::Array(items) => {
+                        let vals: Vec<Option<String>> =
+                            items.iter().map(|x| scalar_text(&x.kind)).collect();
+                        if vals.is_empty() {
+                            sink.error(&span, &kf, "an empty list matches no display");
+                            None
+                        } else if vals.iter().any(Option::is_none) {
+                            sink.error(&span, &kf, "expected a list of strings");
+                            None
+                        } else {
+                            Some(vals.into_iter().flatten().collect())
+                        }
+                    }
+                    other => match scalar_text(other) {
+                        Some(s) => Some(vec![s]),
+                        None => {
+                            sink.error(
+                                &span,
+                                &kf,
+                                format!(
+                                    "expected a string or a list of strings, found {}",
+                                    other.describe()
+                                ),
+                            );
+                            None
+                        }
+                    },
+                };
+                if let Some(values) = values {
+                    if let (Some(classes), "class") = (classes, k.name.as_str()) {
+                        for c in values.iter().filter(|c| !classes.contains_key(c.as_str())) {
+                            sink.warn(
+                                &span,
+                                &kf,
+                                format!(
+                                    "unknown class {c:?} (known: {})",
+                                    known_list(classes.keys().map(String::as_str))
+                                ),
+                            );
+                        }
+                    }
+                    select.terms.insert(k.name.clone(), values);
+                }
+            }
+        }
+    }
+
+    let mut interval = DEFAULT_INTERVAL;
+    let field = t.field("interval");
+    if let Some(n) = t.get("interval") {
+        if let Some(s) = expect_str(sink, n, &field) {
+            match parse_duration(s) {
+                Ok(d) => interval = d,
+                Err(e) => sink.error(&n.span, &field, e),
+            }
+        }
+    }
+
+    let mut daypart = None;
+    let field = t.field("daypart");
+    if let Some(n) = t.get("daypart") {
+        if let Some(s) = expect_str(sink, n, &field) {
+            match parse_cron(s) {
+                Ok(d) => daypart = Some(d),
+                Err(e) => sink.error(&n.span, &field, e),
+            }
+        }
+    }
+    t.finish(sink);
+
+    let feed = id.map(|id| Feed {
+        id,
+        select,
+        interval,
+        daypart,
+    });
+    if let Some(f) = &feed {
+        if !devices.iter().any(|d| f.select.matches(d)) {
+            sink.warn(
+                &select_span,
+                &format!("{path}.select"),
+                format!("feed \"{}\" matches no display", f.id),
+            );
+        }
+    }
+    Some((feed, id_line))
+}
+
+/// A cron daypart as the `cron` crate reads it (6 or 7 fields: sec min hour day month weekday
+/// [year]).
+pub(crate) fn parse_cron(s: &str) -> Result<Daypart, String> {
+    let src = s.trim().to_owned();
+    let parsed = std::panic::catch_unwind(|| cron::Schedule::from_str(&src));
+    match parsed {
+        Ok(Ok(schedule)) => Ok(Daypart {
+            source: src,
+            schedule,
+        }),
+        Ok(Err(e)) => {
+            // The cron error repeats the expression on a line of its own; keep the reason.
+            let e = e.to_string();
+            let reason: Vec<&str> = e
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && *l != src)
+                .collect();
+            let reason = if reason.is_empty() {
+                "not a valid expression".to_owned()
+            } else {
+                reason.join("; ")
+            };
+            Err(format!(
+                "invalid cron daypart {s:?}: {reason} (6 fields: sec min hour day month weekday)"
+            ))
+        }
+        Err(_) => Err(format!(
+            "invalid cron daypart {s:?} (6 fields: sec min hour day month weekday)"
+        )),
+    }
+}

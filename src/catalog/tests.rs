@@ -1,0 +1,1088 @@
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use chrono::{TimeZone, Utc};
+
+use super::*;
+use crate::model::{Charset, Id};
+
+const CLASSES: &str = r#"
+[class.bus_led]
+max_chars = 40
+charset = "gb2312"
+duration = "15s"
+
+[class.taxi_top]
+max_chars = 8
+charset = "gb2312"
+duration = "10s"
+
+[class.brt_screen]
+max_chars = 120
+charset = "utf-8"
+"#;
+
+const FLEET: &str = "id,class,route,district,operator
+bus-K1-0421,bus_led,K1,haizhou,city-bus
+bus-K1-0422,bus_led,K1,haizhou,city-bus
+taxi-0007,taxi_top,,lianyun,jiaotong-taxi
+";
+
+const BRT: &str = "id,class,route
+brt-1,brt_screen,B1
+";
+
+const FEEDS: &str = r#"
+timezone = "Asia/Shanghai"
+
+[[feed]]
+id = "bus-led-all"
+select = { class = "bus_led" }
+interval = "3m"
+daypart = "* * 6-22 * * *"
+
+[[feed]]
+id = "taxi-all"
+select = { class = ["taxi_top"] }
+
+[[feed]]
+id = "brt"
+select = { class = "brt_screen", route = ["B1", "B2"] }
+interval = "90s"
+"#;
+
+const ADSET: &str = r#"
+id = "wenming-2026-12"
+title = "Civility month"
+valid_from = "2026-12-01"
+valid_until = "2026-12-31"
+feeds = ["bus-led-all", "taxi-all"]
+priority = 0
+
+[[slogan]]
+id = "jiang-wenming"
+text = "讲文明 树新风"
+weight = 2
+[slogan.text_by_class]
+taxi_top = "讲文明"
+
+[[slogan]]
+id = "li-rang"
+text = "礼让斑马线"
+"#;
+
+const ADSET_JSON: &str = r#"{
+  "id": "brt-2026",
+  "valid_from": "2026-01-01T00:00:00+08:00",
+  "valid_until": "2027-01-01T00:00:00+08:00",
+  "priority": 1,
+  "feeds": ["brt"],
+  "slogan": [{"id": "emoji-ok", "text": "Be kind 😀"}]
+}"#;
+
+struct Dirs {
+    root: PathBuf,
+    devices: PathBuf,
+    schedules: PathBuf,
+}
+
+impl Drop for Dirs {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+fn tmp_dirs(files: &[(&str, &str)]) -> Dirs {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let root = std::env::temp_dir().join(format!(
+        "civicast-catalog-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
+    let _ = std::fs::remove_dir_all(&root);
+    for (name, text) in files {
+        let p = root.join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, text).unwrap();
+    }
+    std::fs::create_dir_all(root.join("devices")).unwrap();
+    std::fs::create_dir_all(root.join("schedules")).unwrap();
+    Dirs {
+        devices: root.join("devices"),
+        schedules: root.join("schedules"),
+        root,
+    }
+}
+
+fn valid_files() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("devices/classes.toml", CLASSES),
+        ("devices/fleet.csv", FLEET),
+        ("devices/brt.csv", BRT),
+        ("schedules/feeds.toml", FEEDS),
+        ("schedules/adsets/wenming.toml", ADSET),
+        ("schedules/adsets/brt.json", ADSET_JSON),
+    ]
+}
+
+/// Loads the valid files with `replace` swapped in (or added).
+fn load_with(replace: &[(&'static str, &'static str)]) -> (Report, Dirs) {
+    let mut files = valid_files();
+    for (name, text) in replace {
+        match files.iter_mut().find(|(n, _)| n == name) {
+            Some(f) => f.1 = text,
+            None => files.push((name, text)),
+        }
+    }
+    let d = tmp_dirs(&files);
+    (load_dirs(&d.devices, &d.schedules), d)
+}
+
+fn rel(d: &Dirs, name: &str) -> String {
+    d.root.join(name).display().to_string()
+}
+
+/// The one error whose message contains `needle`, checked for file, line and field.
+fn expect_error(r: &Report, d: &Dirs, file: &str, line: Option<usize>, field: &str, needle: &str) {
+    let found: Vec<&Problem> = r
+        .problems
+        .iter()
+        .filter(|p| p.is_error() && p.message.contains(needle))
+        .collect();
+    assert!(
+        !found.is_empty(),
+        "no error containing {needle:?} in:\n{}",
+        show(&r.problems)
+    );
+    let p = found[0];
+    assert_eq!(p.file, rel(d, file), "{p}");
+    assert_eq!(p.line, line, "{p}");
+    assert_eq!(p.field.as_deref(), Some(field), "{p}");
+    assert!(r.catalog.is_none());
+}
+
+fn show(ps: &[Problem]) -> String {
+    ps.iter().map(|p| format!("  {p}\n")).collect()
+}
+
+#[test]
+fn valid_files_load_into_a_catalog() {
+    let (r, _d) = load_with(&[]);
+    assert_eq!(r.errors(), 0, "{}", show(&r.problems));
+    assert_eq!(r.warnings(), 0, "{}", show(&r.problems));
+    let c = r.catalog.expect("catalog");
+    assert_eq!(c.timezone, chrono_tz::Asia::Shanghai);
+    assert_eq!(c.classes.len(), 3);
+    let bus = &c.classes["bus_led"];
+    assert_eq!(
+        (bus.max_chars, bus.charset, bus.duration),
+        (40, Charset::Gb2312, Duration::from_secs(15))
+    );
+    assert_eq!(c.classes["brt_screen"].charset, Charset::Utf8);
+    assert_eq!(c.classes["brt_screen"].duration, DEFAULT_CLASS_DURATION);
+
+    // brt.csv sorts before fleet.csv.
+    let ids: Vec<&str> = c.devices.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids, ["brt-1", "bus-K1-0421", "bus-K1-0422", "taxi-0007"]);
+    let taxi = &c.devices[3];
+    assert_eq!(taxi.class, "taxi_top");
+    assert_eq!(taxi.attrs.get("route"), None, "empty cells are left out");
+    assert_eq!(taxi.attrs["district"], "lianyun");
+    assert!(!taxi.attrs.contains_key("id") && !taxi.attrs.contains_key("class"));
+
+    let feed_ids: Vec<&str> = c.feeds.iter().map(|f| f.id.as_str()).collect();
+    assert_eq!(feed_ids, ["bus-led-all", "taxi-all", "brt"]);
+    assert_eq!(c.feeds[0].interval, Duration::from_secs(180));
+    assert_eq!(c.feeds[1].interval, DEFAULT_INTERVAL);
+    assert_eq!(c.feeds[2].interval, Duration::from_secs(90));
+    assert!(c.feeds[0].daypart.is_some() && c.feeds[1].daypart.is_none());
+    let members: Vec<&str> = c.members(&c.feeds[0]).map(|d| d.id.as_str()).collect();
+    assert_eq!(members, ["bus-K1-0421", "bus-K1-0422"]);
+    assert_eq!(c.members(&c.feeds[2]).count(), 1);
+    assert_eq!(
+        c.feeds_of(&c.devices[3]),
+        vec![Id::parse("taxi-all").unwrap()]
+    );
+
+    assert_eq!(c.adsets.len(), 2);
+    let brt = &c.adsets[0];
+    assert_eq!(brt.id.as_str(), "brt-2026");
+    assert_eq!(brt.priority, 1);
+    assert_eq!(
+        brt.valid_from,
+        Utc.with_ymd_and_hms(2025, 12, 31, 16, 0, 0).unwrap()
+    );
+    let w = &c.adsets[1];
+    assert_eq!(w.id.as_str(), "wenming-2026-12");
+    assert_eq!(w.title, "Civility month");
+    assert_eq!(w.rev, 1);
+    // Dates in Asia/Shanghai; valid_until is inclusive: the start of 2027-01-01 there.
+    assert_eq!(
+        w.valid_from,
+        Utc.with_ymd_and_hms(2026, 11, 30, 16, 0, 0).unwrap()
+    );
+    assert_eq!(
+        w.valid_until,
+        Utc.with_ymd_and_hms(2026, 12, 31, 16, 0, 0).unwrap()
+    );
+    assert_eq!(w.feeds.as_ref().map(Vec::len), Some(2));
+    assert_eq!(w.slogans.len(), 2);
+    assert_eq!(w.slogans[0].weight, 2);
+    assert_eq!(w.slogans[1].weight, 1);
+    assert_eq!(w.slogans[0].text_for("taxi_top"), "讲文明");
+    assert_eq!(w.slogans[0].text_for("bus_led"), "讲文明 树新风");
+}
+
+#[test]
+fn timezone_defaults_to_shanghai_and_can_be_set() {
+    let (r, _d) = load_with(&[(
+        "schedules/feeds.toml",
+        "[[feed]]\nid = \"bus-led-all\"\nselect = {}\n[[feed]]\nid = \"taxi-all\"\nselect = { class = \"taxi_top\" }\n[[feed]]\nid = \"brt\"\nselect = { class = \"brt_screen\" }\n",
+    )]);
+    assert_eq!(r.errors(), 0, "{}", show(&r.problems));
+    assert_eq!(r.catalog.unwrap().timezone, chrono_tz::Asia::Shanghai);
+
+    let (r, d) = load_with(&[(
+        "schedules/feeds.toml",
+        "timezone = \"Europe/Berlin\"\n[[feed]]\nid = \"bus-led-all\"\nselect = { class = \"bus_led\" }\n[[feed]]\nid = \"taxi-all\"\nselect = { class = \"taxi_top\" }\n[[feed]]\nid = \"brt\"\nselect = { class = \"brt_screen\" }\n",
+    )]);
+    assert_eq!(r.errors(), 0, "{}", show(&r.problems));
+    let c = r.catalog.unwrap();
+    assert_eq!(c.timezone, chrono_tz::Europe::Berlin);
+    let w = c
+        .adsets
+        .iter()
+        .find(|a| a.id.as_str() == "wenming-2026-12")
+        .unwrap();
+    assert_eq!(
+        w.valid_from,
+        Utc.with_ymd_and_hms(2026, 11, 30, 23, 0, 0).unwrap()
+    );
+
+    let (r, d2) = load_with(&[("schedules/feeds.toml", "timezone = \"Mars/Olympus\"\n")]);
+    expect_error(
+        &r,
+        &d2,
+        "schedules/feeds.toml",
+        Some(1),
+        "timezone",
+        "unknown time zone \"Mars/Olympus\"",
+    );
+    drop(d);
+}
+
+#[test]
+fn missing_dirs_and_files_are_errors_naming_them() {
+    let d = tmp_dirs(&[]);
+    let r = load_dirs(&d.root.join("nope"), &d.schedules);
+    assert!(r.catalog.is_none());
+    let text = show(&r.problems);
+    assert!(
+        text.contains(&format!(
+            "{}: directory not found",
+            d.root.join("nope").display()
+        )),
+        "{text}"
+    );
+    assert!(text.contains("feeds.toml: file not found"), "{text}");
+
+    let r = load_dirs(&d.devices, &d.schedules);
+    let text = show(&r.problems);
+    assert!(text.contains("classes.toml: file not found"), "{text}");
+    assert!(
+        text.contains("warning: ") && text.contains("adsets"),
+        "{text}"
+    );
+}
+
+#[test]
+fn unknown_class_in_csv_names_file_line_field() {
+    let (r, d) = load_with(&[(
+        "devices/fleet.csv",
+        "id,class,route\nbus-1,bus_led,K1\n\nbus-2,bus_lde,K1\n",
+    )]);
+    expect_error(
+        &r,
+        &d,
+        "devices/fleet.csv",
+        Some(4),
+        "class",
+        "unknown class \"bus_lde\" (known: brt_screen, bus_led, taxi_top)",
+    );
+    let p = r
+        .problems
+        .iter()
+        .find(|p| p.message.contains("bus_lde"))
+        .unwrap();
+    assert_eq!(
+        p.to_string(),
+        format!(
+            "{}:4: field `class`: unknown class \"bus_lde\" (known: brt_screen, bus_led, taxi_top)",
+            rel(&d, "devices/fleet.csv")
+        )
+    );
+}
+
+#[test]
+fn duplicate_display_id_across_files_names_both() {
+    let (r, d) = load_with(&[(
+        "devices/more.csv",
+        "id,class\nx-1,bus_led\nbus-K1-0422,bus_led\n",
+    )]);
+    expect_error(
+        &r,
+        &d,
+        "devices/more.csv",
+        Some(3),
+        "id",
+        "duplicate display id \"bus-K1-0422\"",
+    );
+    let p = r
+        .problems
+        .iter()
+        .find(|p| p.message.contains("duplicate display"))
+        .unwrap();
+    assert!(
+        p.message
+            .contains(&format!("{}:3", rel(&d, "devices/fleet.csv"))),
+        "{p}"
+    );
+}
+
+#[test]
+fn bad_csv_rows() {
+    let (r, d) = load_with(&[(
+        "devices/fleet.csv",
+        "id,class,route\nbad id!,bus_led,K1\n,bus_led,K1\nok-1,,K1\nok-2,bus_led\n",
+    )]);
+    expect_error(&r, &d, "devices/fleet.csv", Some(2), "id", "not a valid id");
+    expect_error(
+        &r,
+        &d,
+        "devices/fleet.csv",
+        Some(3),
+        "id",
+        "missing display id",
+    );
+    expect_error(
+        &r,
+        &d,
+        "devices/fleet.csv",
+        Some(4),
+        "class",
+        "missing display class",
+    );
+    let p = r
+        .problems
+        .iter()
+        .find(|p| p.message.contains("2 cells"))
+        .unwrap();
+    assert_eq!(p.line, Some(5));
+
+    let (r, d) = load_with(&[("devices/fleet.csv", "name,class\nx,bus_led\n")]);
+    expect_error(&r, &d, "devices/fleet.csv", Some(1), "id", "no `id` column");
+}
+
+#[test]
+fn bad_classes() {
+    let (r, d) = load_with(&[(
+        "devices/classes.toml",
+        "[class.bus_led]\nmax_chars = 0\ncharset = \"big5\"\nduration = \"soon\"\n[class.taxi_top]\nmax_chars = 8\ncharset = \"gb2312\"\nduration = \"0s\"\n[class.brt_screen]\ncharset = \"utf-8\"\ncolour = \"red\"\n",
+    )]);
+    let f = "devices/classes.toml";
+    expect_error(&r, &d, f, Some(2), "class.bus_led.max_chars", "at least 1");
+    expect_error(
+        &r,
+        &d,
+        f,
+        Some(3),
+        "class.bus_led.charset",
+        "unknown charset \"big5\"",
+    );
+    expect_error(
+        &r,
+        &d,
+        f,
+        Some(4),
+        "class.bus_led.duration",
+        "invalid duration \"soon\"",
+    );
+    expect_error(
+        &r,
+        &d,
+        f,
+        Some(8),
+        "class.taxi_top.duration",
+        "more than zero",
+    );
+    expect_error(
+        &r,
+        &d,
+        f,
+        Some(9),
+        "class.brt_screen.max_chars",
+        "missing required key `max_chars`",
+    );
+    let w = r.problems.iter().find(|p| !p.is_error()).unwrap();
+    assert_eq!(
+        (w.line, w.field.as_deref()),
+        (Some(11), Some("class.brt_screen.colour")),
+        "{w}"
+    );
+    assert!(w.to_string().starts_with("warning: "));
+    // The classes still exist, so the devices are not reported as of an unknown class.
+    assert!(
+        !r.problems
+            .iter()
+            .any(|p| p.message.contains("unknown class")),
+        "{}",
+        show(&r.problems)
+    );
+}
+
+#[test]
+fn toml_syntax_error_has_a_line() {
+    let (r, d) = load_with(&[(
+        "schedules/feeds.toml",
+        "timezone = \"Asia/Shanghai\"\n\n[[feed]\nid = 1\n",
+    )]);
+    let p = r.problems.iter().find(|p| p.is_error()).unwrap();
+    assert_eq!(p.file, rel(&d, "schedules/feeds.toml"));
+    assert_eq!(p.line, Some(3), "{p}");
+    assert!(p.message.contains("TOML syntax error"), "{p}");
+}
+
+#[test]
+fn bad_feeds() {
+    let (r, d) = load_with(&[(
+        "schedules/feeds.toml",
+        r#"
+[[feed]]
+id = "bus-led-all"
+select = { class = "bus_led" }
+interval = "0s"
+
+[[feed]]
+id = "taxi-all"
+select = { class = "taxi_top" }
+interval = "often"
+daypart = "* * 25 * * *"
+
+[[feed]]
+id = "brt"
+select = { class = "brt_screen" }
+daypart = "0 6-22 * * *"
+speed = 3
+
+[[feed]]
+id = "brt"
+select = { class = "brt_screen" }
+
+[[feed]]
+id = "bad id"
+select = { route = "nowhere" }
+"#,
+    )]);
+    let f = "schedules/feeds.toml";
+    expect_error(&r, &d, f, Some(5), "feed[1].interval", "more than zero");
+    expect_error(
+        &r,
+        &d,
+        f,
+        Some(10),
+        "feed[2].interval",
+        "invalid duration \"often\"",
+    );
+    expect_error(
+        &r,
+        &d,
+        f,
+        Some(11),
+        "feed[2].daypart",
+        "invalid cron daypart \"* * 25 * * *\"",
+    );
+    expect_error(
+        &r,
+        &d,
+        f,
+        Some(16),
+        "feed[3].daypart",
+        "invalid cron daypart \"0 6-22 * * *\"",
+    );
+    expect_error(
+        &r,
+        &d,
+        f,
+        Some(20),
+        "feed[4].id",
+        "duplicate feed id \"brt\" (also at line 14)",
+    );
+    expect_error(&r, &d, f, Some(24), "feed[5].id", "not a valid id");
+    let w = r
+        .problems
+        .iter()
+        .find(|p| p.field.as_deref() == Some("feed[3].speed"))
+        .unwrap();
+    assert_eq!((w.severity, w.line), (Severity::Warning, Some(17)));
+}
+
+#[test]
+fn feed_matching_no_display_is_only_a_warning() {
+    let (r, d) = load_with(&[(
+        "schedules/feeds.toml",
+        "[[feed]]\nid = \"bus-led-all\"\nselect = { class = \"bus_led\" }\n[[feed]]\nid = \"taxi-all\"\nselect = { class = \"taxi_top\" }\n[[feed]]\nid = \"brt\"\nselect = { route = \"Z9\" }\n",
+    )]);
+    assert_eq!(r.errors(), 0, "{}", show(&r.problems));
+    let ws: Vec<&Problem> = r
+        .problems
+        .iter()
+        .filter(|p| p.message.contains("matches no display"))
+        .collect();
+    assert_eq!(ws.len(), 1, "{}", show(&r.problems));
+    let w = ws[0];
+    assert_eq!(w.file, rel(&d, "schedules/feeds.toml"));
+    assert_eq!(
+        (w.line, w.field.as_deref()),
+        (Some(9), Some("feed[3].select"))
+    );
+    assert!(r.catalog.is_some());
+    // The BRT ad set plays only on that feed.
+    assert!(r
+        .problems
+        .iter()
+        .any(|p| p.message.contains("reaches no display")));
+}
+
+#[test]
+fn adset_errors_name_line_and_field() {
+    let (r, d) = load_with(&[(
+        "schedules/adsets/wenming.toml",
+        r#"id = "wenming-2026-12"
+valid_from = "2026-12-31"
+valid_until = "2026-12-01"
+feeds = ["bus-led-all", "no-such-feed"]
+
+[[slogan]]
+id = "a"
+text = "讲文明 树新风"
+weight = 0
+
+[[slogan]]
+id = "a"
+text = ""
+
+[[slogan]]
+id = "bad id"
+text = "们"
+colour = "red"
+[slogan.text_by_class]
+taxi_tpo = "x"
+"#,
+    )]);
+    let f = "schedules/adsets/wenming.toml";
+    expect_error(&r, &d, f, Some(3), "valid_until", "is not after valid_from");
+    expect_error(
+        &r,
+        &d,
+        f,
+        Some(4),
+        "feeds",
+        "unknown feed \"no-such-feed\" (known: bus-led-all, taxi-all, brt)",
+    );
+    expect_error(
+        &r,
+        &d,
+        f,
+        Some(9),
+        "slogan[1].weight",
+        "weight must be at least 1",
+    );
+    expect_error(
+        &r,
+        &d,
+        f,
+        Some(12),
+        "slogan[2].id",
+        "duplicate slogan id \"a\" (also at line 7)",
+    );
+    expect_error(&r, &d, f, Some(13), "slogan[2].text", "empty text");
+    expect_error(&r, &d, f, Some(16), "slogan[3].id", "not a valid id");
+    expect_error(
+        &r,
+        &d,
+        f,
+        Some(20),
+        "slogan[3].text_by_class.taxi_tpo",
+        "unknown class \"taxi_tpo\"",
+    );
+    let w = r
+        .problems
+        .iter()
+        .find(|p| p.field.as_deref() == Some("slogan[3].colour"))
+        .unwrap();
+    assert_eq!((w.severity, w.line), (Severity::Warning, Some(18)));
+}
+
+#[test]
+fn adset_text_checked_for_every_class_it_reaches() {
+    // All feeds (no `feeds` key): reaches bus_led, taxi_top and brt_screen.
+    let (r, d) = load_with(&[(
+        "schedules/adsets/wenming.toml",
+        r#"id = "w"
+valid_from = "2026-12-01T06:00:00+08:00"
+valid_until = "2026-12-02"
+
+[[slogan]]
+id = "long"
+text = "文明出行从我做起礼让行人"
+
+[[slogan]]
+id = "x"
+text = "讲𠀀明"
+[slogan.text_by_class]
+taxi_top = "們好"
+"#,
+    )]);
+    let f = "schedules/adsets/wenming.toml";
+    expect_error(
+        &r,
+        &d,
+        f,
+        Some(7),
+        "slogan[1].text",
+        "12 characters, more than the 8 that class taxi_top can show",
+    );
+    expect_error(
+        &r,
+        &d,
+        f,
+        Some(11),
+        "slogan[2].text",
+        "slogan \"x\": text \"讲𠀀明\": character '𠀀' at position 2 cannot be drawn by class bus_led (gb2312)",
+    );
+    expect_error(
+        &r,
+        &d,
+        f,
+        Some(13),
+        "slogan[2].text_by_class.taxi_top",
+        "character '們' at position 1 cannot be drawn by class taxi_top (gb2312)",
+    );
+    // The overridden class is not checked against the main text; brt_screen is utf-8.
+    assert!(!r.problems.iter().any(|p| p
+        .message
+        .contains("'𠀀' at position 2 cannot be drawn by class taxi_top")));
+    assert!(
+        !r.problems.iter().any(|p| p.message.contains("brt_screen")),
+        "{}",
+        show(&r.problems)
+    );
+    assert_eq!(r.errors(), 3, "{}", show(&r.problems));
+}
+
+#[test]
+fn adset_only_checked_for_the_feeds_it_plays_on() {
+    // An emoji is fine on the utf-8 BRT screens only.
+    let (r, _d) = load_with(&[]);
+    assert!(r.catalog.is_some());
+    let (r, d) = load_with(&[(
+        "schedules/adsets/brt.json",
+        r#"{"id": "brt-2026", "valid_from": "2026-01-01", "valid_until": "2026-02-01",
+            "feeds": ["brt", "taxi-all"], "slogan": [{"id": "e", "text": "Be kind 😀"}]}"#,
+    )]);
+    expect_error(
+        &r,
+        &d,
+        "schedules/adsets/brt.json",
+        Some(2),
+        "slogan[1].text",
+        "character '😀' at position 9 cannot be drawn by class taxi_top",
+    );
+}
+
+#[test]
+fn bad_dates() {
+    let (r, d) = load_with(&[(
+        "schedules/adsets/wenming.toml",
+        "id = \"w\"\nvalid_from = \"2026-13-01\"\nvalid_until = \"tomorrow\"\n[[slogan]]\nid = \"a\"\ntext = \"讲文明\"\n",
+    )]);
+    let f = "schedules/adsets/wenming.toml";
+    expect_error(
+        &r,
+        &d,
+        f,
+        Some(2),
+        "valid_from",
+        "invalid date or time \"2026-13-01\"",
+    );
+    expect_error(
+        &r,
+        &d,
+        f,
+        Some(3),
+        "valid_until",
+        "invalid date or time \"tomorrow\"",
+    );
+
+    // Unquoted TOML dates work too.
+    let (r, _d) = load_with(&[(
+        "schedules/adsets/wenming.toml",
+        "id = \"w\"\nvalid_from = 2026-12-01\nvalid_until = 2026-12-01T18:00:00+08:00\n[[slogan]]\nid = \"a\"\ntext = \"讲文明\"\n",
+    )]);
+    assert_eq!(r.errors(), 0, "{}", show(&r.problems));
+    let c = r.catalog.unwrap();
+    let w = c.adsets.iter().find(|a| a.id.as_str() == "w").unwrap();
+    assert_eq!(
+        w.valid_until,
+        Utc.with_ymd_and_hms(2026, 12, 1, 10, 0, 0).unwrap()
+    );
+}
+
+#[test]
+fn duplicate_adset_id_across_files() {
+    let (r, d) = load_with(&[("schedules/adsets/zz.toml", ADSET)]);
+    expect_error(
+        &r,
+        &d,
+        "schedules/adsets/zz.toml",
+        Some(2),
+        "id",
+        "duplicate ad set id \"wenming-2026-12\"",
+    );
+    let p = r.problems.iter().find(|p| p.is_error()).unwrap();
+    assert!(
+        p.message
+            .contains(&rel(&d, "schedules/adsets/wenming.toml")),
+        "{p}"
+    );
+}
+
+#[test]
+fn invalid_adset_id() {
+    let (r, d) = load_with(&[(
+        "schedules/adsets/wenming.toml",
+        "id = \"civility month\"\nvalid_from = \"2026-12-01\"\nvalid_until = \"2026-12-02\"\n[[slogan]]\nid = \"a\"\ntext = \"讲文明\"\n",
+    )]);
+    expect_error(
+        &r,
+        &d,
+        "schedules/adsets/wenming.toml",
+        Some(1),
+        "id",
+        "not a valid id",
+    );
+}
+
+fn ctx_catalog() -> crate::model::Catalog {
+    let (r, _d) = load_with(&[]);
+    r.catalog.unwrap()
+}
+
+#[test]
+fn parse_adset_upload_toml_and_json() {
+    let c = ctx_catalog();
+    let ctx = AdSetContext::of(&c);
+    let a = parse_adset(ADSET, false, "upload", &ctx).unwrap();
+    assert_eq!(a.id.as_str(), "wenming-2026-12");
+    assert_eq!(a.rev, 1);
+    let j = parse_adset(ADSET_JSON, true, "upload", &ctx).unwrap();
+    assert_eq!(j.slogans[0].text, "Be kind 😀");
+
+    let errs = parse_adset("{\"id\": \"x\",\n\"valid_from\": }", true, "upload", &ctx).unwrap_err();
+    assert_eq!(errs.len(), 1);
+    assert_eq!((errs[0].file.as_str(), errs[0].line), ("upload", Some(2)));
+    assert!(errs[0].message.contains("JSON syntax error"), "{}", errs[0]);
+
+    // JSON problems name their line as well; null means absent.
+    let errs = parse_adset(
+        "{\"id\": \"x\", \"title\": null,\n \"valid_from\": \"2026-12-01\",\n \"valid_until\": \"2026-12-02\",\n \"slogan\": [\n  {\"id\": \"a\", \"text\": \"\\u8bb2\"},\n  {\"id\": \"b\",\n   \"weight\": 0, \"text\": \"x\"}]}",
+        true,
+        "upload",
+        &ctx,
+    )
+    .unwrap_err();
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(
+        (errs[0].line, errs[0].field.as_deref()),
+        (Some(7), Some("slogan[2].weight"))
+    );
+
+    let errs = parse_adset("[1, 2]", true, "upload", &ctx).unwrap_err();
+    assert!(
+        errs[0]
+            .message
+            .contains("expected the document to be a table"),
+        "{}",
+        errs[0]
+    );
+
+    let errs = parse_adset("id = \"x\"\n", false, "upload", &ctx).unwrap_err();
+    let fields: Vec<&str> = errs.iter().filter_map(|p| p.field.as_deref()).collect();
+    assert_eq!(fields, ["valid_from", "valid_until", "slogan"]);
+
+    let (a, ps) = parse_adset_checked(
+        "id = \"x\"\nvalid_from = \"2026-12-01\"\nvalid_until = \"2026-12-02\"\nextra = 1\n[[slogan]]\nid = \"a\"\ntext = \"讲文明\"\n",
+        false,
+        "upload",
+        &ctx,
+    );
+    assert!(a.is_some());
+    assert_eq!(ps.len(), 1);
+    assert_eq!(
+        ps[0].to_string(),
+        "warning: upload:4: field `extra`: unknown key `extra` is ignored"
+    );
+}
+
+fn class(name: &str, max: usize, charset: Charset) -> ClassProfile {
+    ClassProfile {
+        name: name.into(),
+        max_chars: max,
+        charset,
+        duration: Duration::from_secs(15),
+    }
+}
+
+#[test]
+fn gb2312_check() {
+    let gb = class("taxi_top", 100, Charset::Gb2312);
+    assert!(check_text("讲文明 树新风", &gb).is_empty());
+    assert!(check_text("Hello, world! 0123 ~", &gb).is_empty());
+    assert!(check_text("礼让斑马线，文明出行。“你好”", &gb).is_empty());
+    assert!(check_text("第１名 ＡＢＣ ①②", &gb).is_empty());
+    for bad in ['𠀀', '😀', '們', '€', '\u{e000}', 'ⅰ', '™', '喆'] {
+        let text = format!("讲{bad}");
+        let m = check_text(&text, &gb);
+        assert_eq!(m.len(), 1, "{bad:?}: {m:?}");
+        assert_eq!(
+            m[0],
+            format!("character {bad:?} at position 2 cannot be drawn by class taxi_top (gb2312)")
+        );
+    }
+    let utf = class("brt_screen", 100, Charset::Utf8);
+    assert!(check_text("們 😀 𠀀", &utf).is_empty());
+}
+
+#[test]
+fn gb2312_has_exactly_its_7445_characters() {
+    let n = (0..=0x10FFFFu32)
+        .filter_map(char::from_u32)
+        .filter(|c| !c.is_ascii() && text::gb2312_can_draw(*c))
+        .count();
+    assert_eq!(n, 7445);
+}
+
+#[test]
+fn length_check_counts_chars() {
+    let c = class("bus_led", 3, Charset::Utf8);
+    assert!(check_text("讲文明", &c).is_empty());
+    assert_eq!(
+        check_text("讲文明树", &c),
+        vec!["4 characters, more than the 3 that class bus_led can show".to_string()]
+    );
+    // Many bad characters: capped list.
+    let gb = class("g", 1000, Charset::Gb2312);
+    assert_eq!(check_text(&"😀".repeat(50), &gb).len(), 11);
+}
+
+#[test]
+fn durations() {
+    assert_eq!(parse_duration("40s"), Ok(Duration::from_secs(40)));
+    assert_eq!(parse_duration(" 3m "), Ok(Duration::from_secs(180)));
+    assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
+    assert!(parse_duration("0s").is_err());
+    assert!(parse_duration("").is_err());
+    assert!(parse_duration("fast").is_err());
+    assert!(parse_duration("-3s").is_err());
+}
+
+#[test]
+fn problem_display() {
+    let p = Problem::error(
+        "devices/fleet.csv",
+        Some(3),
+        Some("class"),
+        "unknown class \"bus_lde\"",
+    );
+    assert_eq!(
+        p.to_string(),
+        "devices/fleet.csv:3: field `class`: unknown class \"bus_lde\""
+    );
+    let w = Problem::warning("schedules/feeds.toml", None, None, "no feed");
+    assert_eq!(w.to_string(), "warning: schedules/feeds.toml: no feed");
+    assert_eq!(
+        serde_json::to_value(&p).unwrap()["severity"],
+        serde_json::json!("error")
+    );
+}
+
+#[test]
+fn non_utf8_csv_is_an_error() {
+    let d = tmp_dirs(&valid_files());
+    std::fs::write(d.devices.join("gbk.csv"), b"id,class\n\xbd\xb2,bus_led\n").unwrap();
+    let r = load_dirs(&d.devices, &d.schedules);
+    let p = r.problems.iter().find(|p| p.is_error()).unwrap();
+    assert_eq!(
+        (p.file.clone(), p.line),
+        (d.devices.join("gbk.csv").display().to_string(), Some(2))
+    );
+}
+
+#[test]
+fn bom_and_comments_are_fine() {
+    let (r, _d) = load_with(&[(
+        "devices/fleet.csv",
+        "\u{feff}# displays\nid,class\nbus-1,bus_led\ntaxi-1,taxi_top\n",
+    )]);
+    assert_eq!(r.errors(), 0, "{}", show(&r.problems));
+    let (r, d) = load_with(&[(
+        "devices/fleet.csv",
+        "\u{feff}# displays\r\n\r\nid,class\r\nbus-1,bus_led\r\n# taxis\r\n\r\ntaxi-1,taxi\r\n",
+    )]);
+    expect_error(
+        &r,
+        &d,
+        "devices/fleet.csv",
+        Some(7),
+        "class",
+        "unknown class \"taxi\"",
+    );
+}
+
+fn small_classes() -> BTreeMap<String, ClassProfile> {
+    [
+        class("bus_led", 10, Charset::Gb2312),
+        class("brt_screen", 20, Charset::Utf8),
+    ]
+    .into_iter()
+    .map(|c| (c.name.clone(), c))
+    .collect()
+}
+
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn ctx_parts() -> (
+        BTreeMap<String, ClassProfile>,
+        Vec<crate::model::Feed>,
+        Vec<crate::model::Device>,
+    ) {
+        let classes = small_classes();
+        let mut ps = Vec::new();
+        let devices = devices::parse_devices_csv(
+            "id,class,route\nb1,bus_led,K1\nr1,brt_screen,B1\n",
+            "d.csv",
+            Some(&classes),
+            &mut Default::default(),
+            &mut ps,
+        );
+        let (_, feeds) = feeds::parse_feeds(
+            "[[feed]]\nid = \"all\"\nselect = {}\n",
+            "f.toml",
+            Some(&classes),
+            &devices,
+            &mut ps,
+        );
+        assert!(ps.is_empty(), "{ps:?}");
+        (classes, feeds, devices)
+    }
+
+    fn toml_ish() -> impl Strategy<Value = String> {
+        let atoms = prop::sample::select(vec![
+            "id = \"a\"\n",
+            "valid_from = \"2026-12-01\"\n",
+            "valid_until = 2026-12-02\n",
+            "[[slogan]]\n",
+            "text = \"讲文明\"\n",
+            "weight = -1\n",
+            "[slogan.text_by_class]\n",
+            "bus_led = \"😀\"\n",
+            "feeds = [\"all\", 3]\n",
+            "priority = 99999999999\n",
+            "[x]\n",
+            "a.b.c = { d = [1, { e = 2 }] }\n",
+            "\"\n",
+            "= =\n",
+            "[[feed]]\n",
+            "select = { class = [] }\n",
+            "interval = \"0s\"\n",
+            "daypart = \"* * * * *\"\n",
+            "[class.bus_led]\n",
+            "max_chars = 1e3\n",
+            "charset = 7\n",
+            "timezone = \"\"\n",
+            "id,class\n",
+            ",,,\n",
+            "\"a\"\"b\",c\n",
+            "\r\n",
+        ]);
+        prop::collection::vec(atoms, 0..12).prop_map(|v| v.concat())
+    }
+
+    proptest! {
+        #[test]
+        fn parsers_never_panic_on_arbitrary_text(s in ".{0,300}") {
+            let (classes, feeds, devices) = ctx_parts();
+            let ctx = AdSetContext { timezone: DEFAULT_TIMEZONE, classes: &classes, feeds: &feeds, devices: &devices };
+            let _ = parse_adset(&s, false, "u", &ctx);
+            let _ = parse_adset(&s, true, "u", &ctx);
+            let mut ps = Vec::new();
+            let _ = devices::parse_devices_csv(&s, "d.csv", Some(&classes), &mut Default::default(), &mut ps);
+            let _ = devices::parse_classes(&s, "c.toml", &mut ps);
+            let _ = feeds::parse_feeds(&s, "f.toml", Some(&classes), &devices, &mut ps);
+            let _ = check_text(&s, &classes["bus_led"]);
+        }
+
+        #[test]
+        fn parsers_never_panic_on_toml_like_text(s in toml_ish()) {
+            let (classes, feeds, devices) = ctx_parts();
+            let ctx = AdSetContext { timezone: DEFAULT_TIMEZONE, classes: &classes, feeds: &feeds, devices: &devices };
+            let r = parse_adset(&s, false, "u", &ctx);
+            if let Err(ps) = r {
+                prop_assert!(ps.iter().any(Problem::is_error));
+                for p in &ps {
+                    if let Some(l) = p.line { prop_assert!(l >= 1 && l <= s.lines().count().max(1) + 1, "{p}"); }
+                }
+            }
+            let mut ps = Vec::new();
+            let _ = devices::parse_devices_csv(&s, "d.csv", Some(&classes), &mut Default::default(), &mut ps);
+            let _ = devices::parse_classes(&s, "c.toml", &mut ps);
+            let _ = feeds::parse_feeds(&s, "f.toml", Some(&classes), &devices, &mut ps);
+        }
+
+        #[test]
+        fn cron_never_panics(s in "[0-9*/,\\-A-Za-z? ]{0,40}") {
+            let _ = feeds::parse_cron(&s);
+        }
+    }
+}
+
+#[test]
+fn problem_paths_are_as_given() {
+    // Paths given relative are reported as given.
+    let p = Path::new("devices").join("fleet.csv");
+    assert_eq!(super::display(&p), "devices/fleet.csv");
+}
+
+#[test]
+fn json_reader_keeps_spans_on_tricky_json() {
+    let text = " {\"a\\\"b\": [1, -0, 1.5E-3, 1e5, true, false, null, \"x\\\\\", \"\\ud83d\\ude00\"],\n\"c\" : {\"d\": {}} , \"e\": [] } ";
+    let n = tree::parse_json(text).unwrap();
+    assert!(n.span.is_some());
+    let tree::Kind::Table(entries) = &n.kind else {
+        panic!("{n:?}")
+    };
+    assert_eq!(entries[0].0.name, "a\"b");
+    assert_eq!(entries[1].0.name, "c");
+    assert_eq!(
+        tree::line_of(text, entries[1].1.span.clone().unwrap().start),
+        2
+    );
+    let tree::Kind::Array(items) = &entries[0].1.kind else {
+        panic!()
+    };
+    assert!(matches!(&items[8].kind, tree::Kind::Str(s) if s == "😀"));
+}

@@ -1,0 +1,525 @@
+//! The `civicast` command line: argument parsing and the glue that runs each command. The
+//! binary's `main` only calls `cli::main`.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::audit::{self, PlaysParams, PlaysQuery};
+use crate::catalog;
+use crate::daemon::{self, SystemClock};
+use crate::model::Catalog;
+use crate::settings::Settings;
+use crate::sim::{self, SimDisplay, SimStats};
+use crate::store::{SqliteStore, Store};
+
+/// Exit code for bad configuration (sysexits EX_USAGE-style, as linkerd does).
+pub const EXIT_CONFIG: u8 = 64;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "civicast",
+    version,
+    about = "Keeps public-service slogans rotating on a city's displays and proves every play"
+)]
+pub struct Cli {
+    /// A config file (TOML) with the same keys as the CIVICAST_* variables, lower-case
+    /// without the prefix; the environment wins.
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Run the daemon: broker (embedded unless CIVICAST_MQTT_URL is set), rotation, receipts.
+    Serve,
+    /// Validate devices/ and schedules/ and list every problem; exit 1 on errors.
+    Check {
+        /// A folder holding devices/ and schedules/ (default: CIVICAST_DEVICES and
+        /// CIVICAST_SCHEDULES).
+        dir: Option<PathBuf>,
+    },
+    /// Audits of what was played.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+    /// The whole loop on one machine: embedded broker, a SQLite file and a simulated fleet
+    /// of the first city, one MQTT connection per display.
+    Demo(DemoArgs),
+    /// Write the first city's inventory, classes, feeds and an ad set where missing.
+    Init {
+        /// Where to write devices/ and schedules/.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCmd {
+    /// Play counts, grouped and filtered.
+    Plays(PlaysArgs),
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
+pub enum Format {
+    Table,
+    Json,
+    Csv,
+}
+
+#[derive(Args, Debug)]
+pub struct PlaysArgs {
+    /// Comma list of slogan, adset, device, class, feed, day, hour.
+    #[arg(long)]
+    pub group_by: Option<String>,
+    /// RFC 3339 time or a date (inclusive).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// RFC 3339 time or a date (exclusive).
+    #[arg(long)]
+    pub to: Option<String>,
+    #[arg(long)]
+    pub class: Option<String>,
+    #[arg(long)]
+    pub device: Option<String>,
+    #[arg(long)]
+    pub slogan: Option<String>,
+    #[arg(long)]
+    pub feed: Option<String>,
+    /// played (default), skipped, expired or failed.
+    #[arg(long)]
+    pub status: Option<String>,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
+    /// The deployment's time zone for days and hours.
+    #[arg(long, default_value = "Asia/Shanghai")]
+    pub timezone: String,
+}
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Time compression: 3 minutes become 180/N seconds.
+    #[arg(long, default_value_t = 30.0)]
+    pub speed: f64,
+    /// Stop after this long (40s, 10m); default: run until Ctrl-C.
+    #[arg(long)]
+    pub duration: Option<String>,
+    /// The embedded broker's address (default: a free loopback port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub mqtt_listen: String,
+    /// Displays powering on per second.
+    #[arg(long, default_value_t = 400.0)]
+    pub ramp: f64,
+    /// Where devices/ and schedules/ are (written with the first city if missing).
+    #[arg(long, default_value = ".")]
+    pub dir: PathBuf,
+    /// The demo's database (recreated at each run).
+    #[arg(long, default_value = "civicast-demo.db")]
+    pub database: PathBuf,
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(matches!(cli.cmd, Cmd::Serve));
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("civicast: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("civicast: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(serving: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = if serving {
+        "info,rumqttd=warn"
+    } else {
+        "warn,rumqttd=error"
+    };
+    let filter =
+        EnvFilter::try_from_env("CIVICAST_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("CIVICAST_LOG_FORMAT").as_deref() == Ok("json") {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let settings = match Settings::load(cli.config.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("civicast: bad configuration: {e}");
+            return Ok(ExitCode::from(EXIT_CONFIG));
+        }
+    };
+    match cli.cmd {
+        Cmd::Serve => serve(settings).await,
+        Cmd::Check { dir } => {
+            let (d, s) = match dir {
+                Some(root) => (root.join("devices"), root.join("schedules")),
+                None => (settings.devices.clone(), settings.schedules.clone()),
+            };
+            let report = catalog::load_dirs(&d, &s);
+            print_problems(&report.problems);
+            let (e, w) = (report.errors(), report.warnings());
+            match &report.catalog {
+                Some(c) if e == 0 => {
+                    println!(
+                        "ok: {} displays, {} classes, {} feeds, {} ad sets ({w} warnings)",
+                        c.devices.len(),
+                        c.classes.len(),
+                        c.feeds.len(),
+                        c.adsets.len()
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                _ => {
+                    println!("{e} errors, {w} warnings");
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+        Cmd::Audit(AuditCmd::Plays(a)) => audit_plays(&settings, a).await,
+        Cmd::Demo(a) => demo(settings, a).await,
+        Cmd::Init { dir } => {
+            for p in crate::city::write_first_city(&dir)? {
+                println!("wrote {}", p.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn print_problems(problems: &[catalog::Problem]) {
+    for p in problems {
+        eprintln!("{p}");
+    }
+}
+
+/// Loads and validates the operators' files, or says why not.
+fn load_catalog(devices: &Path, schedules: &Path) -> Result<Catalog, usize> {
+    let report = catalog::load_dirs(devices, schedules);
+    print_problems(&report.problems);
+    match report.catalog {
+        Some(c) if report.errors() == 0 => Ok(c),
+        _ => Err(report.errors()),
+    }
+}
+
+async fn open_sqlite(url: &str) -> anyhow::Result<SqliteStore> {
+    SqliteStore::connect(url)
+        .await
+        .with_context(|| format!("opening the database {url}"))
+}
+
+fn unsupported_database(url: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "CIVICAST_DATABASE_URL={url:?}: only sqlite:// databases are supported by this build"
+    )
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
+    let catalog = match load_catalog(&settings.devices, &settings.schedules) {
+        Ok(c) => c,
+        Err(n) => {
+            eprintln!("civicast: refusing to start: {n} errors in devices/ or schedules/");
+            return Ok(ExitCode::from(EXIT_CONFIG));
+        }
+    };
+    if !settings.database_url.starts_with("sqlite:") {
+        return Err(unsupported_database(&settings.database_url));
+    }
+    let store = open_sqlite(&settings.database_url).await?;
+    let shutdown = CancellationToken::new();
+    let running = daemon::start(
+        &settings,
+        store,
+        catalog,
+        None,
+        Arc::new(SystemClock),
+        shutdown.clone(),
+    )
+    .await?;
+    shutdown_signal().await;
+    info!("shutting down: committing pending receipts");
+    shutdown.cancel();
+    running.wait().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn audit_plays(settings: &Settings, a: PlaysArgs) -> anyhow::Result<ExitCode> {
+    let tz: chrono_tz::Tz = match a.timezone.parse() {
+        Ok(tz) => tz,
+        Err(_) => {
+            eprintln!(
+                "civicast: --timezone {:?} is not a time zone name",
+                a.timezone
+            );
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let params = PlaysParams {
+        from: a.from,
+        to: a.to,
+        group_by: a.group_by,
+        class: a.class,
+        device: a.device,
+        slogan: a.slogan,
+        feed: a.feed,
+        status: a.status,
+    };
+    let q = match PlaysQuery::parse(&params, tz) {
+        Ok(q) => q,
+        Err(e) => {
+            eprintln!("civicast: --{}: {}", e.field.replace('_', "-"), e.message);
+            return Ok(ExitCode::from(2));
+        }
+    };
+    if !settings.database_url.starts_with("sqlite:") {
+        return Err(unsupported_database(&settings.database_url));
+    }
+    let store = open_sqlite(&settings.database_url).await?;
+    store.migrate().await?;
+    let rows = store.audit_plays(&q).await?;
+    let out = match a.format {
+        Format::Json => serde_json::to_string_pretty(&audit::answer(&q, &rows))? + "\n",
+        Format::Csv => audit::csv(&q, &rows)?,
+        Format::Table => audit::table(&q, &rows),
+    };
+    std::io::stdout().write_all(out.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn demo(mut settings: Settings, a: DemoArgs) -> anyhow::Result<ExitCode> {
+    if !(a.speed > 0.0 && a.speed.is_finite()) {
+        eprintln!("civicast: --speed must be a positive number");
+        return Ok(ExitCode::from(2));
+    }
+    let duration = match a
+        .duration
+        .as_deref()
+        .map(catalog::parse_duration)
+        .transpose()
+    {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("civicast: --duration: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    for p in crate::city::write_first_city(&a.dir)? {
+        println!("wrote {}", p.display());
+    }
+    let mut catalog = match load_catalog(&a.dir.join("devices"), &a.dir.join("schedules")) {
+        Ok(c) => c,
+        Err(n) => {
+            eprintln!("civicast: {n} errors in the demo's devices/ or schedules/");
+            return Ok(ExitCode::from(EXIT_CONFIG));
+        }
+    };
+    let scale = 1.0 / a.speed;
+    for f in &mut catalog.feeds {
+        f.interval = f.interval.mul_f64(scale).max(Duration::from_millis(100));
+    }
+    for c in catalog.classes.values_mut() {
+        c.duration = c.duration.mul_f64(scale);
+    }
+    for ext in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{ext}", a.database.display()));
+    }
+    settings.database_url = format!("sqlite://{}", a.database.display());
+    settings.mqtt_url = None;
+    let listener = tokio::net::TcpListener::bind(&a.mqtt_listen)
+        .await
+        .with_context(|| format!("binding {}", a.mqtt_listen))?;
+    let store = open_sqlite(&settings.database_url).await?;
+    let shutdown = CancellationToken::new();
+    let displays: Vec<SimDisplay> = catalog
+        .devices
+        .iter()
+        .enumerate()
+        .map(|(i, d)| SimDisplay {
+            id: d.id.to_string(),
+            class: d.class.clone(),
+            v5: i % 2 == 0,
+        })
+        .collect();
+    let total = displays.len();
+    let running = daemon::start(
+        &settings,
+        store.clone(),
+        catalog,
+        Some(listener),
+        Arc::new(SystemClock),
+        shutdown.clone(),
+    )
+    .await?;
+    let addr = running.mqtt_addr.context("embedded broker address")?;
+    println!("embedded MQTT broker: mqtt://{addr} (MQTT 3.1.1 and 5; outside displays may join)");
+    println!("database: {}", settings.database_url);
+    println!(
+        "{total} displays powering on at {} a second; speed x{}",
+        a.ramp, a.speed
+    );
+    let stats = Arc::new(SimStats::default());
+    let fleet_stop = CancellationToken::new();
+    let fleet = sim::spawn_fleet(
+        displays,
+        addr.ip().to_string(),
+        addr.port(),
+        &settings.prefix,
+        scale,
+        a.ramp,
+        stats.clone(),
+        fleet_stop.clone(),
+    );
+    let started = Instant::now();
+    let m = running.shared.metrics.clone();
+    let tty = std::io::stderr().is_terminal();
+    let mut last = (Instant::now(), 0u64);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let stop = async {
+        match duration {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(stop);
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = &mut signal => break,
+            _ = tick.tick() => {}
+        }
+        let stored = m.receipts_stored.load(Ordering::Relaxed);
+        let rate = (stored - last.1) as f64 / last.0.elapsed().as_secs_f64().max(0.001);
+        last = (Instant::now(), stored);
+        let by_class = m
+            .online_by_class
+            .lock()
+            .map(|c| {
+                c.iter()
+                    .map(|(k, v)| format!("{k} {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default();
+        let line = format!(
+            "{:>5.0}s online {}/{total} [{by_class}] plays {} receipts {} ({rate:.0}/s) rejects {}",
+            started.elapsed().as_secs_f64(),
+            stats.online.load(Ordering::Relaxed),
+            m.plays_published.load(Ordering::Relaxed),
+            stored,
+            m.rejects_total(),
+        );
+        if tty {
+            eprint!("\r{line}\x1b[K");
+        } else {
+            eprintln!("{line}");
+        }
+    }
+    if tty {
+        eprintln!();
+    }
+    // Stop answering plays, let the last scrolls finish and their receipts land.
+    stats.stopping.store(true, Ordering::Relaxed);
+    let settle = Instant::now() + Duration::from_secs_f64(15.0 * scale + 2.0);
+    loop {
+        let sent = stats.receipts_sent.load(Ordering::Relaxed);
+        let handled = m.receipts_stored.load(Ordering::Relaxed)
+            + m.receipts_duplicate.load(Ordering::Relaxed)
+            + m.rejects_total();
+        if Instant::now() > settle && handled >= sent {
+            break;
+        }
+        if Instant::now() > settle + Duration::from_secs(10) {
+            eprintln!(
+                "civicast: {} receipts sent but not yet stored at exit",
+                sent.saturating_sub(handled)
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let elapsed = started.elapsed();
+    fleet_stop.cancel();
+    fleet.close();
+    let _ = tokio::time::timeout(Duration::from_secs(5), fleet.wait()).await;
+    shutdown.cancel();
+    running.wait().await;
+
+    let q = PlaysQuery::parse(
+        &PlaysParams {
+            group_by: Some("class,slogan".into()),
+            ..Default::default()
+        },
+        chrono_tz::Asia::Shanghai,
+    )?;
+    let rows = store.audit_plays(&q).await?;
+    println!();
+    print!("{}", audit::table(&q, &rows));
+    let stored = m.receipts_stored.load(Ordering::Relaxed);
+    println!(
+        "{} plays published, {} receipts stored in {:.0} s ({:.0}/s), {} duplicates, {} rejected; displays sent {}",
+        m.plays_published.load(Ordering::Relaxed),
+        stored,
+        elapsed.as_secs_f64(),
+        stored as f64 / elapsed.as_secs_f64().max(0.001),
+        m.receipts_duplicate.load(Ordering::Relaxed),
+        m.rejects_total(),
+        stats.receipts_sent.load(Ordering::Relaxed),
+    );
+    println!(
+        "audit it again: CIVICAST_DATABASE_URL={} civicast audit plays --group-by class,slogan",
+        settings.database_url
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,737 @@
+//! The running daemon: the rotation scheduler that publishes plays, the ingest worker that
+//! stores receipts and presence in batches and acknowledges them only after they commit,
+//! and the retained display configs.
+//!
+//! Owns: the tasks and their shutdown order. Decisions (which slogan, is a receipt valid)
+//! come from the core (`rotation`, `wire`); bytes go through `mqtt` and `store`.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use rumqttc::v5::AsyncClient;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, error, info, warn};
+
+use crate::broker::{self, BrokerOptions};
+use crate::metrics::Metrics;
+use crate::model::{Catalog, Feed};
+use crate::mqtt::{self, Inbound, SessionOptions};
+use crate::rotation::{self, Cursor};
+use crate::settings::{MqttUrl, Settings};
+use crate::store::{
+    Batch, DeviceRow, Keys, Membership, NewPlay, PlayRow, PresenceEvent, ReceiptRow, Store,
+};
+use crate::wire::{self, DisplayConfig, PlayCommand, Reject, Topics};
+
+/// Where time comes from; tests pass their own.
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The system's wall clock.
+pub struct SystemClock;
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// Which feeds each display belonged to and when.
+#[derive(Debug, Default)]
+struct MemberIndex {
+    spans: HashMap<(i64, i64), Vec<(i64, Option<i64>)>>,
+}
+
+impl MemberIndex {
+    fn new(ms: Vec<Membership>) -> Self {
+        let mut spans: HashMap<(i64, i64), Vec<(i64, Option<i64>)>> = HashMap::new();
+        for m in ms {
+            spans
+                .entry((m.device, m.feed))
+                .or_default()
+                .push((m.since_ms, m.until_ms));
+        }
+        MemberIndex { spans }
+    }
+    /// Whether `device` was on `feed` when a play was issued at `at_ms`.
+    fn member_at(&self, device: i64, feed: i64, at_ms: i64) -> bool {
+        self.spans.get(&(device, feed)).is_some_and(|v| {
+            v.iter()
+                .any(|(since, until)| *since <= at_ms && until.is_none_or(|u| at_ms < u))
+        })
+    }
+}
+
+/// State shared by the daemon's tasks.
+pub struct Shared {
+    pub catalog: RwLock<Arc<Catalog>>,
+    pub metrics: Arc<Metrics>,
+    keys: RwLock<Keys>,
+    members: RwLock<MemberIndex>,
+    /// Recent plays by their public id, for the receipt check without a database read.
+    plays: Mutex<HashMap<String, PlayRow>>,
+    classes_by_key: RwLock<HashMap<i64, String>>,
+    online: Mutex<HashMap<i64, bool>>,
+}
+
+/// How long plays stay in the in-memory index; older ones are read from the database.
+const PLAY_CACHE_MS: i64 = 6 * 3600 * 1000;
+
+/// A started daemon.
+pub struct Running {
+    /// Where displays connect, when the broker is embedded.
+    pub mqtt_addr: Option<std::net::SocketAddr>,
+    pub shared: Arc<Shared>,
+    pub tasks: TaskTracker,
+}
+
+impl Running {
+    /// Waits for every task to end (after the shutdown token is cancelled).
+    pub async fn wait(self) {
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
+/// Starts the daemon: the embedded broker (when `settings.mqtt_url` is unset; it listens on
+/// `mqtt_listener`), the MQTT session, the scheduler and the ingest worker.
+pub async fn start<S: Store>(
+    settings: &Settings,
+    store: S,
+    catalog: Catalog,
+    mqtt_listener: Option<TcpListener>,
+    clock: Arc<dyn Clock>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Running> {
+    store.migrate().await.context("migrating the database")?;
+    let now = clock.now();
+    let keys = sync_inventory(&store, &catalog, now.timestamp_millis()).await?;
+    let members = MemberIndex::new(store.memberships().await?);
+    let recent = store
+        .plays_since(now.timestamp_millis() - PLAY_CACHE_MS)
+        .await?;
+    let classes_by_key = catalog
+        .devices
+        .iter()
+        .filter_map(|d| Some((*keys.devices.get(d.id.as_str())?, d.class.clone())))
+        .collect();
+    let metrics = Arc::new(Metrics::default());
+    metrics.database_ok.store(true, Ordering::Relaxed);
+    let shared = Arc::new(Shared {
+        catalog: RwLock::new(Arc::new(catalog)),
+        metrics,
+        keys: RwLock::new(keys),
+        members: RwLock::new(members),
+        plays: Mutex::new(recent.into_iter().map(|p| (p.play_id.clone(), p)).collect()),
+        classes_by_key: RwLock::new(classes_by_key),
+        online: Mutex::new(HashMap::new()),
+    });
+
+    let topics = Topics::new(settings.prefix.clone());
+    let tasks = TaskTracker::new();
+    // The broker outlives the session so that the daemon can say goodbye cleanly.
+    let broker_stop = CancellationToken::new();
+    let (host, port, username, password, mqtt_addr) = match &settings.mqtt_url {
+        Some(u) => {
+            let u = MqttUrl::parse(u).map_err(|e| anyhow::anyhow!("CIVICAST_MQTT_URL: {e}"))?;
+            (u.host, u.port, u.username, u.password, None)
+        }
+        None => {
+            let listener = match mqtt_listener {
+                Some(l) => l,
+                None => TcpListener::bind(&settings.mqtt_listen)
+                    .await
+                    .with_context(|| {
+                        format!("binding the MQTT listener {}", settings.mqtt_listen)
+                    })?,
+            };
+            let b = broker::start(
+                listener,
+                BrokerOptions {
+                    max_connections: settings.broker_max_connections,
+                    ..Default::default()
+                },
+                broker_stop.clone(),
+            )
+            .await?;
+            (
+                b.internal_v5.ip().to_string(),
+                b.internal_v5.port(),
+                None,
+                None,
+                Some(b.addr),
+            )
+        }
+    };
+    let mqtt_stop = CancellationToken::new();
+    let session = mqtt::start(
+        SessionOptions {
+            host,
+            port,
+            client_id: settings.mqtt_client_id.clone(),
+            username,
+            password,
+            filters: {
+                let share = Some(settings.share_group.as_str())
+                    .filter(|g| !g.is_empty() && settings.mqtt_url.is_some());
+                vec![topics.receipts_filter(share), topics.status_filter(share)]
+            },
+            receive_maximum: 10_000,
+        },
+        mqtt_stop.clone(),
+    );
+    let client = session.client.clone();
+    {
+        let connected = session.connected.clone();
+        let m = shared.metrics.clone();
+        let stop = mqtt_stop.clone();
+        tasks.spawn(async move {
+            loop {
+                m.broker_connected
+                    .store(connected.load(Ordering::Relaxed), Ordering::Relaxed);
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                }
+            }
+            m.broker_connected.store(false, Ordering::Relaxed);
+        });
+    }
+
+    publish_configs(&client, &topics, &shared).await;
+
+    let play_ttl = settings.play_ttl;
+    // rumqttd 0.20 panics when it forwards a publish with MQTT 5 properties to an MQTT 3.1.1
+    // subscriber, so the embedded broker gets plays without the expiry property; displays
+    // still refuse stale plays by `expires_at`, and rumqttd keeps no offline queues on disk.
+    let expiry_property = mqtt_addr.is_none();
+    tasks.spawn(scheduler(
+        store.clone(),
+        client.clone(),
+        topics.clone(),
+        shared.clone(),
+        clock.clone(),
+        play_ttl,
+        expiry_property,
+        shutdown.clone(),
+    ));
+    let ingest_done = CancellationToken::new();
+    tasks.spawn({
+        let ingest = ingest(
+            store,
+            client.clone(),
+            session.inbound,
+            topics,
+            shared.clone(),
+            clock,
+            settings.batch_max,
+            settings.batch_wait.unwrap_or(Duration::from_millis(50)),
+            shutdown.clone(),
+        );
+        let done = ingest_done.clone();
+        async move {
+            ingest.await;
+            done.cancel();
+        }
+    });
+    // Shutdown order: the ingest worker commits and acknowledges what it holds, then the
+    // session says DISCONNECT, then the broker stops.
+    tasks.spawn(async move {
+        ingest_done.cancelled().await;
+        let _ = client.try_disconnect();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        mqtt_stop.cancel();
+        broker_stop.cancel();
+    });
+    Ok(Running {
+        mqtt_addr,
+        shared,
+        tasks,
+    })
+}
+
+async fn sync_inventory<S: Store>(store: &S, c: &Catalog, now_ms: i64) -> anyhow::Result<Keys> {
+    let devices: Vec<DeviceRow> = c
+        .devices
+        .iter()
+        .map(|d| DeviceRow {
+            name: d.id.to_string(),
+            class: d.class.clone(),
+            feeds: c.feeds_of(d).into_iter().map(String::from).collect(),
+        })
+        .collect();
+    let feeds: Vec<String> = c.feeds.iter().map(|f| f.id.to_string()).collect();
+    Ok(store.sync_inventory(&devices, &feeds, now_ms).await?)
+}
+
+/// Publishes every display's retained config.
+async fn publish_configs(client: &AsyncClient, topics: &Topics, shared: &Shared) {
+    let catalog = shared.catalog.read().map(|c| c.clone());
+    let Ok(catalog) = catalog else { return };
+    for d in &catalog.devices {
+        let cfg = DisplayConfig {
+            v: 1,
+            device_id: d.id.to_string(),
+            class: d.class.clone(),
+            feeds: catalog.feeds_of(d).into_iter().map(String::from).collect(),
+            prefix: topics.prefix.clone(),
+        };
+        let Ok(payload) = serde_json::to_vec(&cfg) else {
+            continue;
+        };
+        if let Err(e) = mqtt::publish_retained(client, topics.config(d.id.as_str()), payload).await
+        {
+            warn!(device = %d.id, error = %e, "could not queue display config");
+        } else {
+            shared
+                .metrics
+                .configs_published
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    info!(
+        displays = catalog.devices.len(),
+        "display configs published"
+    );
+}
+
+/// What a feed's plays carry for its members' classes.
+struct FeedShape {
+    classes: BTreeSet<String>,
+    duration_s: u32,
+    members: i64,
+}
+
+fn feed_shape(c: &Catalog, f: &Feed) -> FeedShape {
+    let mut classes = BTreeSet::new();
+    let mut members = 0;
+    for d in c.members(f) {
+        classes.insert(d.class.clone());
+        members += 1;
+    }
+    let duration_s = classes
+        .iter()
+        .filter_map(|k| c.classes.get(k))
+        .map(|p| p.duration.as_secs_f64().ceil() as u32)
+        .max()
+        .unwrap_or(15)
+        .max(1);
+    FeedShape {
+        classes,
+        duration_s,
+        members,
+    }
+}
+
+struct FeedRun {
+    cursor: Cursor,
+}
+
+/// Publishes plays on every feed at its slots, forever.
+#[allow(clippy::too_many_arguments)]
+async fn scheduler<S: Store>(
+    store: S,
+    client: AsyncClient,
+    topics: Topics,
+    shared: Arc<Shared>,
+    clock: Arc<dyn Clock>,
+    play_ttl: Option<Duration>,
+    expiry_property: bool,
+    shutdown: CancellationToken,
+) {
+    let catalog = match shared.catalog.read() {
+        Ok(c) => c.clone(),
+        Err(_) => return,
+    };
+    let mut runs: HashMap<String, FeedRun> = HashMap::new();
+    let mut heap: BinaryHeap<Reverse<(DateTime<Utc>, usize)>> = BinaryHeap::new();
+    let now = clock.now();
+    for (i, f) in catalog.feeds.iter().enumerate() {
+        let cursor = match store.feed_state(f.id.as_str()).await {
+            Ok(Some((json, _))) => serde_json::from_str(&json).unwrap_or_else(|e| {
+                warn!(feed = %f.id, error = %e, "stored rotation cursor unreadable; starting afresh");
+                Cursor::default()
+            }),
+            Ok(None) => Cursor::default(),
+            Err(e) => {
+                warn!(feed = %f.id, error = %e, "could not read rotation cursor; starting afresh");
+                Cursor::default()
+            }
+        };
+        runs.insert(f.id.to_string(), FeedRun { cursor });
+        heap.push(Reverse((rotation::next_slot(&f.id, f.interval, now), i)));
+    }
+    let mut slogan_keys: HashMap<(String, i64, String), i64> = HashMap::new();
+    let shapes: Vec<FeedShape> = catalog
+        .feeds
+        .iter()
+        .map(|f| feed_shape(&catalog, f))
+        .collect();
+    while let Some(Reverse((due, i))) = heap.pop() {
+        let wait = (due - clock.now()).to_std().unwrap_or(Duration::ZERO);
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        let feed = &catalog.feeds[i];
+        let now = clock.now();
+        heap.push(Reverse((
+            rotation::next_slot(&feed.id, feed.interval, due.max(now)),
+            i,
+        )));
+        let shape = &shapes[i];
+        if shape.members == 0 {
+            continue;
+        }
+        let candidates = rotation::eligible(feed, &catalog.adsets, now, catalog.timezone);
+        let Some(run) = runs.get_mut(feed.id.as_str()) else {
+            continue;
+        };
+        let mut next_cursor = run.cursor.clone();
+        let Some(pick) = next_cursor.pick(&candidates) else {
+            debug!(feed = %feed.id, "nothing eligible to play");
+            continue;
+        };
+        let cand = &candidates[pick];
+        let Some(adset) = catalog
+            .adsets
+            .iter()
+            .find(|a| a.id == cand.adset && a.rev == cand.rev)
+        else {
+            continue;
+        };
+        let Some(slogan) = adset.slogans.iter().find(|s| s.id == cand.slogan) else {
+            continue;
+        };
+        let key = (cand.adset.to_string(), cand.rev, cand.slogan.to_string());
+        let slogan_key = match slogan_keys.get(&key) {
+            Some(k) => *k,
+            None => match store.slogan_key(&key.0, key.1, &key.2).await {
+                Ok(k) => {
+                    slogan_keys.insert(key.clone(), k);
+                    k
+                }
+                Err(e) => {
+                    warn!(feed = %feed.id, error = %e, "could not record slogan; skipping this slot");
+                    continue;
+                }
+            },
+        };
+        let issued = now;
+        let expires = rotation::expires_at(issued, feed.interval, play_ttl);
+        let play_id = ulid::Ulid::new().to_string();
+        let (text, text_by_class) = if shape.classes.len() == 1 {
+            let class = shape
+                .classes
+                .iter()
+                .next()
+                .map(String::as_str)
+                .unwrap_or("");
+            (slogan.text_for(class).to_owned(), BTreeMap::new())
+        } else {
+            let by_class = shape
+                .classes
+                .iter()
+                .filter_map(|c| Some((c.clone(), slogan.text_by_class.get(c)?.clone())))
+                .collect();
+            (slogan.text.clone(), by_class)
+        };
+        let tz = catalog.timezone;
+        let cmd = PlayCommand {
+            v: 1,
+            play_id: play_id.clone(),
+            feed: Some(feed.id.to_string()),
+            adset: adset.id.to_string(),
+            rev: adset.rev,
+            slogan: slogan.id.to_string(),
+            text,
+            text_by_class,
+            duration_s: shape.duration_s,
+            priority: adset.priority,
+            issued_at: issued.with_timezone(&tz).fixed_offset(),
+            expires_at: expires.with_timezone(&tz).fixed_offset(),
+        };
+        let feed_key = shared
+            .keys
+            .read()
+            .ok()
+            .and_then(|k| k.feeds.get(feed.id.as_str()).copied());
+        let new = NewPlay {
+            play_id: play_id.clone(),
+            feed: feed_key,
+            device: None,
+            slogan: slogan_key,
+            issued_ms: issued.timestamp_millis(),
+            expires_ms: expires.timestamp_millis(),
+            members: shape.members,
+        };
+        let cursor_json = serde_json::to_string(&next_cursor).unwrap_or_default();
+        // Recorded before it is published: a receipt can never arrive for a play we do not know.
+        let key = match store
+            .record_play(&new, Some((feed.id.as_str(), &cursor_json)))
+            .await
+        {
+            Ok(k) => k,
+            Err(e) => {
+                shared.metrics.database_ok.store(false, Ordering::Relaxed);
+                warn!(feed = %feed.id, error = %e, "could not record play; skipping this slot");
+                continue;
+            }
+        };
+        run.cursor = next_cursor;
+        if let Ok(mut plays) = shared.plays.lock() {
+            if plays.len() > 100_000 {
+                let cutoff = now.timestamp_millis() - PLAY_CACHE_MS;
+                plays.retain(|_, p| p.issued_ms >= cutoff);
+            }
+            plays.insert(
+                play_id.clone(),
+                PlayRow {
+                    key,
+                    play_id: play_id.clone(),
+                    feed: feed_key,
+                    device: None,
+                    slogan: slogan_key,
+                    issued_ms: new.issued_ms,
+                    expires_ms: new.expires_ms,
+                },
+            );
+        }
+        let Ok(payload) = serde_json::to_vec(&cmd) else {
+            continue;
+        };
+        let expiry = expiry_property
+            .then(|| (expires - issued).num_seconds().clamp(1, u32::MAX as i64) as u32);
+        match mqtt::publish_play(&client, topics.feed(feed.id.as_str()), payload, expiry).await {
+            Ok(()) => {
+                shared.metrics.play(feed.id.as_str());
+                debug!(feed = %feed.id, %play_id, slogan = %slogan.id, "play published");
+            }
+            Err(e) => error!(feed = %feed.id, error = %e, "could not queue play"),
+        }
+    }
+    info!("scheduler stopped");
+}
+
+/// Reads receipts and presence, stores them in batches, acknowledges after commit.
+#[allow(clippy::too_many_arguments)]
+async fn ingest<S: Store>(
+    store: S,
+    client: AsyncClient,
+    mut inbound: mpsc::Receiver<Inbound>,
+    topics: Topics,
+    shared: Arc<Shared>,
+    clock: Arc<dyn Clock>,
+    batch_max: usize,
+    batch_wait: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut stopping = false;
+    loop {
+        let mut batch = Batch::default();
+        let mut acks = Vec::new();
+        let first = if stopping {
+            match inbound.try_recv() {
+                Ok(m) => m,
+                Err(_) => break,
+            }
+        } else {
+            tokio::select! {
+                _ = shutdown.cancelled() => { stopping = true; continue; }
+                m = inbound.recv() => match m { Some(m) => m, None => break },
+            }
+        };
+        handle(
+            &store, &topics, &shared, &*clock, first, &mut batch, &mut acks,
+        )
+        .await;
+        let deadline = tokio::time::Instant::now() + batch_wait;
+        while acks.len() < batch_max {
+            let m = match inbound.try_recv() {
+                Ok(m) => m,
+                Err(_) if stopping => break,
+                Err(_) => tokio::select! {
+                    _ = tokio::time::sleep_until(deadline) => break,
+                    _ = shutdown.cancelled() => { stopping = true; continue; }
+                    m = inbound.recv() => match m { Some(m) => m, None => break },
+                },
+            };
+            handle(&store, &topics, &shared, &*clock, m, &mut batch, &mut acks).await;
+        }
+        commit(&store, &shared, &batch).await;
+        for p in &acks {
+            if let Err(e) = client.ack(p).await {
+                warn!(error = %e, "could not queue acknowledgement");
+            }
+        }
+    }
+    info!("ingest stopped");
+}
+
+/// Commits a batch, retrying until it is stored: nothing is acknowledged before that.
+async fn commit<S: Store>(store: &S, shared: &Shared, batch: &Batch) {
+    if batch.is_empty() {
+        return;
+    }
+    let m = &shared.metrics;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let t0 = Instant::now();
+        match store.commit_batch(batch).await {
+            Ok(out) => {
+                m.database_ok.store(true, Ordering::Relaxed);
+                m.batches.fetch_add(1, Ordering::Relaxed);
+                m.batch_rows
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                m.commit_micros
+                    .fetch_add(t0.elapsed().as_micros() as u64, Ordering::Relaxed);
+                m.receipts_stored
+                    .fetch_add(out.stored as u64, Ordering::Relaxed);
+                m.receipts_duplicate
+                    .fetch_add(out.duplicates as u64, Ordering::Relaxed);
+                for (r, _) in &batch.rejects {
+                    m.reject(*r);
+                }
+                return;
+            }
+            Err(e) => {
+                m.database_ok.store(false, Ordering::Relaxed);
+                m.commit_failures.fetch_add(1, Ordering::Relaxed);
+                warn!(error = %e, rows = batch.len(), retry_in_ms = backoff.as_millis() as u64, "batch commit failed; receipts stay unacknowledged");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+fn day_of(ms: i64) -> i64 {
+    ms.div_euclid(86_400_000)
+}
+
+async fn handle<S: Store>(
+    store: &S,
+    topics: &Topics,
+    shared: &Shared,
+    clock: &dyn Clock,
+    msg: Inbound,
+    batch: &mut Batch,
+    acks: &mut Vec<rumqttc::v5::mqttbytes::v5::Publish>,
+) {
+    let p = msg.publish;
+    let now_ms = clock.now().timestamp_millis();
+    let topic = String::from_utf8_lossy(&p.topic).into_owned();
+    debug!(%topic, pkid = p.pkid, bytes = p.payload.len(), "inbound");
+    match topics.classify(&topic) {
+        Some(wire::Inbound::Receipt(dev)) => {
+            match check_receipt(store, shared, dev, &p.payload).await {
+                Ok(row) => batch.receipts.push(row),
+                Err(r) => {
+                    debug!(device = dev, reason = r.as_str(), "receipt rejected");
+                    batch.rejects.push((r, day_of(now_ms)));
+                }
+            }
+        }
+        Some(wire::Inbound::Status(dev)) => {
+            let key = shared
+                .keys
+                .read()
+                .ok()
+                .and_then(|k| k.devices.get(dev).copied());
+            if let (Some(key), Some(pr)) = (key, wire::parse_presence(&p.payload)) {
+                let changed = shared
+                    .online
+                    .lock()
+                    .map(|mut o| o.insert(key, pr.online) != Some(pr.online))
+                    .unwrap_or(true);
+                if changed {
+                    batch.presence.push(PresenceEvent {
+                        device: key,
+                        online: pr.online,
+                        at_ms: now_ms,
+                    });
+                    update_online(shared, key, pr.online);
+                }
+            }
+        }
+        None => {}
+    }
+    acks.push(p);
+}
+
+fn update_online(shared: &Shared, key: i64, online: bool) {
+    let class = shared
+        .classes_by_key
+        .read()
+        .ok()
+        .and_then(|c| c.get(&key).cloned());
+    if let (Some(class), Ok(mut m)) = (class, shared.metrics.online_by_class.lock()) {
+        *m.entry(class).or_default() += if online { 1 } else { -1 };
+    }
+}
+
+async fn check_receipt<S: Store>(
+    store: &S,
+    shared: &Shared,
+    dev: &str,
+    payload: &[u8],
+) -> Result<ReceiptRow, Reject> {
+    let device = shared
+        .keys
+        .read()
+        .ok()
+        .and_then(|k| k.devices.get(dev).copied())
+        .ok_or(Reject::UnknownDevice)?;
+    let r = wire::parse_receipt(dev, payload)?;
+    let cached = shared
+        .plays
+        .lock()
+        .ok()
+        .and_then(|p| p.get(&r.play_id).cloned());
+    let play = match cached {
+        Some(p) => p,
+        None => match store.play_by_id(&r.play_id).await {
+            Ok(Some(p)) => p,
+            Ok(None) => return Err(Reject::UnknownPlay),
+            Err(e) => {
+                // Treated as unknown rather than stalling the batch; logged loudly.
+                error!(error = %e, "play lookup failed");
+                return Err(Reject::UnknownPlay);
+            }
+        },
+    };
+    let sent = match (play.feed, play.device) {
+        (_, Some(d)) => d == device,
+        (Some(f), None) => shared
+            .members
+            .read()
+            .map(|m| m.member_at(device, f, play.issued_ms))
+            .unwrap_or(false),
+        (None, None) => false,
+    };
+    if !sent {
+        return Err(Reject::NotSent);
+    }
+    let issued = DateTime::from_timestamp_millis(play.issued_ms).unwrap_or_default();
+    let expires = DateTime::from_timestamp_millis(play.expires_ms).unwrap_or_default();
+    if !wire::in_window(r.started_at, issued, expires) {
+        return Err(Reject::OutOfWindow);
+    }
+    Ok(ReceiptRow {
+        device,
+        play: play.key,
+        started_ms: r.started_at.timestamp_millis(),
+        duration_ms: r.duration_ms,
+        status: r.status,
+        slogan: play.slogan,
+        feed: play.feed.unwrap_or(0),
+    })
+}

@@ -1,0 +1,159 @@
+//! The daemon's own MQTT session (rumqttc, MQTT 5): one task polls the event loop and only
+//! polls; publishes go through the `AsyncClient` from other tasks.
+//!
+//! Pitfalls this module exists to handle (design.md): rumqttc reconnects at once with no
+//! backoff, so we sleep with jitter after an error; we resubscribe on every ConnAck; the
+//! session is persistent (clean start off, long session expiry) so the broker keeps
+//! receipts while the daemon is away; acknowledgements are manual, sent by the ingest worker
+//! only after a receipt's batch commits.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use rumqttc::v5::mqttbytes::v5::{Packet, Publish, PublishProperties};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// Where and how the daemon connects.
+#[derive(Debug, Clone)]
+pub struct SessionOptions {
+    pub host: String,
+    pub port: u16,
+    pub client_id: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// Filters subscribed on every ConnAck.
+    pub filters: Vec<String>,
+    /// Most unacknowledged messages the broker may push to us (MQTT 5 receive maximum).
+    pub receive_maximum: u16,
+}
+
+/// A message from the broker, to be acknowledged once handled.
+#[derive(Debug)]
+pub struct Inbound {
+    pub publish: Publish,
+}
+
+/// The daemon's session: publish with `client`, read `inbound`, watch `connected`.
+pub struct Session {
+    pub client: AsyncClient,
+    pub inbound: mpsc::Receiver<Inbound>,
+    pub connected: Arc<AtomicBool>,
+}
+
+/// Connects and spawns the polling task; it runs until `shutdown`.
+pub fn start(opts: SessionOptions, shutdown: CancellationToken) -> Session {
+    let mut o = MqttOptions::new(opts.client_id.clone(), opts.host.clone(), opts.port);
+    o.set_keep_alive(Duration::from_secs(30))
+        .set_clean_start(false)
+        // Keep the session (and the receipts queued in it) for a week of downtime.
+        .set_session_expiry_interval(Some(7 * 24 * 3600))
+        .set_manual_acks(true)
+        .set_receive_maximum(Some(opts.receive_maximum))
+        .set_max_packet_size(Some(1024 * 1024))
+        .set_request_channel_capacity(10_000)
+        .set_outgoing_inflight_upper_limit(1_000);
+    if let (Some(u), p) = (&opts.username, &opts.password) {
+        o.set_credentials(u.clone(), p.clone().unwrap_or_default());
+    }
+    let (client, mut eventloop) = AsyncClient::new(o, 10_000);
+    // Room for a few batches: when the writer falls behind, the poller waits here, and the
+    // broker holds the rest (they are unacknowledged, so nothing is lost).
+    let (tx, rx) = mpsc::channel(opts.receive_maximum as usize * 2 + 1024);
+    let connected = Arc::new(AtomicBool::new(false));
+    let sub_client = client.clone();
+    let flag = connected.clone();
+    tokio::spawn(async move {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let ev = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                ev = eventloop.poll() => ev,
+            };
+            match ev {
+                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                    info!(host = %opts.host, port = opts.port, session_present = ack.session_present, "connected to MQTT broker");
+                    flag.store(true, Ordering::Relaxed);
+                    backoff = Duration::from_millis(100);
+                    // Never `.await` a request from the polling task: the request channel
+                    // could be full and only this task drains it.
+                    for f in &opts.filters {
+                        if let Err(e) = sub_client.try_subscribe(f.clone(), QoS::AtLeastOnce) {
+                            warn!(filter = %f, error = %e, "could not queue subscription");
+                        }
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let send = tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        r = tx.send(Inbound { publish: p }) => r,
+                    };
+                    if send.is_err() {
+                        break;
+                    }
+                }
+                Ok(Event::Incoming(Packet::Disconnect(d))) => {
+                    warn!(reason = ?d.reason_code, "broker sent DISCONNECT");
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    flag.store(false, Ordering::Relaxed);
+                    let jitter = rand::thread_rng().gen_range(0..=backoff.as_millis() as u64 / 2);
+                    let wait = backoff + Duration::from_millis(jitter);
+                    warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "MQTT connection lost");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+        flag.store(false, Ordering::Relaxed);
+        debug!("MQTT polling task ended");
+    });
+    Session {
+        client,
+        inbound: rx,
+        connected,
+    }
+}
+
+/// Publishes a play (QoS 1, not retained); with `expiry_s`, brokers drop it once it expires.
+pub async fn publish_play(
+    client: &AsyncClient,
+    topic: String,
+    payload: Vec<u8>,
+    expiry_s: Option<u32>,
+) -> Result<(), rumqttc::v5::ClientError> {
+    match expiry_s {
+        Some(s) => {
+            let props = PublishProperties {
+                message_expiry_interval: Some(s.max(1)),
+                ..Default::default()
+            };
+            client
+                .publish_with_properties(topic, QoS::AtLeastOnce, false, payload, props)
+                .await
+        }
+        None => {
+            client
+                .publish(topic, QoS::AtLeastOnce, false, payload)
+                .await
+        }
+    }
+}
+
+/// Publishes a retained message (display configs).
+pub async fn publish_retained(
+    client: &AsyncClient,
+    topic: String,
+    payload: Vec<u8>,
+) -> Result<(), rumqttc::v5::ClientError> {
+    client.publish(topic, QoS::AtLeastOnce, true, payload).await
+}

@@ -1,0 +1,162 @@
+//! Durable state: displays, feeds, plays, receipts and their hourly rollup, presence, the
+//! rotation cursors. One trait, a backend per database chosen from the URL scheme.
+//!
+//! Owns: SQL and migrations. Must not touch: MQTT (the daemon acknowledges receipts only
+//! after `commit_batch` returns), rotation decisions, HTTP.
+
+pub mod sqlite;
+
+use std::collections::HashMap;
+use std::future::Future;
+
+use crate::audit::{PlaysQuery, PlaysRow};
+use crate::wire::{Reject, Status};
+
+pub use sqlite::SqliteStore;
+
+/// Store errors carry the operation; SQL text and paths stay in the logs.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("database migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// One display as the inventory gives it.
+#[derive(Debug, Clone)]
+pub struct DeviceRow {
+    pub name: String,
+    pub class: String,
+    pub feeds: Vec<String>,
+}
+
+/// Integer keys handed out by the store.
+#[derive(Debug, Clone, Default)]
+pub struct Keys {
+    pub devices: HashMap<String, i64>,
+    pub feeds: HashMap<String, i64>,
+}
+
+/// A play about to be published.
+#[derive(Debug, Clone)]
+pub struct NewPlay {
+    pub play_id: String,
+    pub feed: Option<i64>,
+    pub device: Option<i64>,
+    pub slogan: i64,
+    pub issued_ms: i64,
+    pub expires_ms: i64,
+    pub members: i64,
+}
+
+/// A play as the receipt check needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlayRow {
+    pub key: i64,
+    pub play_id: String,
+    pub feed: Option<i64>,
+    pub device: Option<i64>,
+    pub slogan: i64,
+    pub issued_ms: i64,
+    pub expires_ms: i64,
+}
+
+/// A receipt that passed every check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReceiptRow {
+    pub device: i64,
+    pub play: i64,
+    pub started_ms: i64,
+    pub duration_ms: i64,
+    pub status: Status,
+    pub slogan: i64,
+    /// 0 for a direct play.
+    pub feed: i64,
+}
+
+/// A presence change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PresenceEvent {
+    pub device: i64,
+    pub online: bool,
+    pub at_ms: i64,
+}
+
+/// What one transaction writes.
+#[derive(Debug, Clone, Default)]
+pub struct Batch {
+    pub receipts: Vec<ReceiptRow>,
+    pub rejects: Vec<(Reject, i64)>,
+    pub presence: Vec<PresenceEvent>,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.receipts.is_empty() && self.rejects.is_empty() && self.presence.is_empty()
+    }
+    pub fn len(&self) -> usize {
+        self.receipts.len() + self.rejects.len() + self.presence.len()
+    }
+}
+
+/// What a committed batch did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Outcome {
+    pub stored: usize,
+    pub duplicates: usize,
+}
+
+/// A membership interval of a display in a feed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Membership {
+    pub device: i64,
+    pub feed: i64,
+    pub since_ms: i64,
+    pub until_ms: Option<i64>,
+}
+
+/// Everything the daemon and the audits need from a database.
+pub trait Store: Send + Sync + Clone + 'static {
+    /// Brings the schema up to date.
+    fn migrate(&self) -> impl Future<Output = Result<()>> + Send;
+    /// Records the inventory: new displays and feeds get keys, membership changes open and
+    /// close intervals at `now_ms`. Displays no longer listed keep their history.
+    fn sync_inventory(
+        &self,
+        devices: &[DeviceRow],
+        feeds: &[String],
+        now_ms: i64,
+    ) -> impl Future<Output = Result<Keys>> + Send;
+    /// Membership intervals, for the check that a play was sent to a display.
+    fn memberships(&self) -> impl Future<Output = Result<Vec<Membership>>> + Send;
+    /// The key of a slogan revision, created on first use.
+    fn slogan_key(
+        &self,
+        adset: &str,
+        rev: i64,
+        slogan: &str,
+    ) -> impl Future<Output = Result<i64>> + Send;
+    /// Stores a play and its feed's cursor in one transaction, before the play is published.
+    fn record_play(
+        &self,
+        play: &NewPlay,
+        cursor: Option<(&str, &str)>,
+    ) -> impl Future<Output = Result<i64>> + Send;
+    /// The stored cursor of a feed and when it last played.
+    fn feed_state(&self, feed: &str) -> impl Future<Output = Result<Option<(String, i64)>>> + Send;
+    /// Plays issued at or after `since_ms`.
+    fn plays_since(&self, since_ms: i64) -> impl Future<Output = Result<Vec<PlayRow>>> + Send;
+    fn play_by_id(&self, play_id: &str) -> impl Future<Output = Result<Option<PlayRow>>> + Send;
+    /// Writes receipts (at most once per display and play), their rollup, rejections and
+    /// presence in one transaction.
+    fn commit_batch(&self, batch: &Batch) -> impl Future<Output = Result<Outcome>> + Send;
+    /// Play counts for an audit.
+    fn audit_plays(&self, q: &PlaysQuery) -> impl Future<Output = Result<Vec<PlaysRow>>> + Send;
+    /// Rejections by reason over all time.
+    fn reject_counts(&self) -> impl Future<Output = Result<Vec<(String, i64)>>> + Send;
+}
