@@ -44,15 +44,18 @@ impl Clock for SystemClock {
     }
 }
 
+/// (since, until) of one membership, ms since the epoch.
+type Span = (i64, Option<i64>);
+
 /// Which feeds each display belonged to and when.
 #[derive(Debug, Default)]
 struct MemberIndex {
-    spans: HashMap<(i64, i64), Vec<(i64, Option<i64>)>>,
+    spans: HashMap<(i64, i64), Vec<Span>>,
 }
 
 impl MemberIndex {
     fn new(ms: Vec<Membership>) -> Self {
-        let mut spans: HashMap<(i64, i64), Vec<(i64, Option<i64>)>> = HashMap::new();
+        let mut spans: HashMap<(i64, i64), Vec<Span>> = HashMap::new();
         for m in ms {
             spans
                 .entry((m.device, m.feed))

@@ -581,7 +581,7 @@ mod tests {
 
     #[test]
     fn eligible_respects_daypart_in_the_feeds_timezone() {
-        let sets = vec![adset("all", 0, None, &[("x", 1)])];
+        let sets = [adset("all", 0, None, &[("x", 1)])];
         let mut set = sets[0].clone();
         set.valid_from = DateTime::from_timestamp(0, 0).unwrap();
         set.valid_until = DateTime::<Utc>::MAX_UTC;

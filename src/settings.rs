@@ -274,12 +274,16 @@ mod tests {
 
     #[test]
     fn bad_values_are_named() {
-        let mut s = Settings::default();
-        s.http_listen = "localhost".into();
+        let s = Settings {
+            http_listen: "localhost".into(),
+            ..Settings::default()
+        };
         let e = s.check().expect_err("bad").to_string();
         assert!(e.contains("CIVICAST_HTTP_LISTEN"), "{e}");
-        let mut s = Settings::default();
-        s.database_url = "mysql://x".into();
+        let s = Settings {
+            database_url: "mysql://x".into(),
+            ..Settings::default()
+        };
         assert!(s
             .check()
             .expect_err("bad")

@@ -141,6 +141,7 @@ impl DisplayLogic {
 }
 
 /// Runs the fleet until `stop`; connections ramp up at `per_second`.
+#[allow(clippy::too_many_arguments)]
 pub fn spawn_fleet(
     displays: Vec<SimDisplay>,
     host: String,

@@ -207,7 +207,7 @@ fn read_adset(root: &Node, ctx: &AdSetContext, sink: &mut Sink) -> Option<(AdSet
     let reached: BTreeSet<&str> = ctx
         .feeds
         .iter()
-        .filter(|f| feeds.as_ref().map_or(true, |list| list.contains(&f.id)))
+        .filter(|f| feeds.as_ref().is_none_or(|list| list.contains(&f.id)))
         .flat_map(|f| ctx.devices.iter().filter(|d| f.select.matches(d)))
         .map(|d| d.class.as_str())
         .collect();
