@@ -1,0 +1,101 @@
+//! The command line as an operator meets it: clear errors, exit codes, nothing started on
+//! bad files.
+
+use std::process::Command;
+
+fn civicast(dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_civicast"))
+        .args(args)
+        .current_dir(dir)
+        .env(
+            "CIVICAST_DATABASE_URL",
+            format!("sqlite://{}", dir.join("t.db").display()),
+        )
+        .env("CIVICAST_MQTT_LISTEN", "127.0.0.1:0")
+        .env("CIVICAST_HTTP_LISTEN", "127.0.0.1:0")
+        .env_remove("CIVICAST_MQTT_URL")
+        .env_remove("CIVICAST_DEVICES")
+        .env_remove("CIVICAST_SCHEDULES")
+        .output()
+        .expect("run civicast");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_files_are_listed_and_serve_refuses_to_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (code, out, _) = civicast(dir.path(), &["init", "."]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out, err) = civicast(dir.path(), &["check"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("3149 displays"), "{out}");
+
+    // A taxi text with a character a GB2312 board cannot draw, and a display of no class.
+    let adset = dir.path().join("schedules/adsets/wenming-city.toml");
+    let text = std::fs::read_to_string(&adset).expect("read");
+    std::fs::write(
+        &adset,
+        text.replace("taxi_top = \"礼让斑马线\"", "taxi_top = \"禮讓斑馬線\""),
+    )
+    .expect("write");
+    let csv = dir.path().join("devices/city.csv");
+    let mut rows = std::fs::read_to_string(&csv).expect("read");
+    rows.push_str("bus-X-1,bus_lde,X,haizhou,city-bus\n");
+    std::fs::write(&csv, rows).expect("write");
+
+    let (code, out, err) = civicast(dir.path(), &["check"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("devices/city.csv:3151"),
+        "names file and line: {err}"
+    );
+    assert!(err.contains("bus_lde"), "{err}");
+    assert!(err.contains("wenming-city.toml:"), "{err}");
+    assert!(
+        err.contains("'禮'") && err.contains("taxi_top"),
+        "names the character and class: {err}"
+    );
+
+    let (code, _, err) = civicast(dir.path(), &["serve"]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("bus_lde"), "{err}");
+}
+
+#[test]
+fn audit_options_are_checked_before_any_query() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (code, _, err) = civicast(
+        dir.path(),
+        &["audit", "plays", "--group-by", "device,colour"],
+    );
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("--group-by") && err.contains("colour"),
+        "{err}"
+    );
+    let (code, _, err) = civicast(
+        dir.path(),
+        &[
+            "audit",
+            "plays",
+            "--from",
+            "2026-12-01",
+            "--to",
+            "2026-11-01",
+        ],
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("--from"), "{err}");
+    let (code, out, err) = civicast(
+        dir.path(),
+        &["audit", "plays", "--group-by", "device", "--format", "json"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["rows"], serde_json::json!([]));
+    assert_eq!(v["total"], 0);
+}
