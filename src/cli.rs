@@ -399,16 +399,7 @@ async fn demo(mut settings: Settings, a: DemoArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("binding {}", a.mqtt_listen))?;
     let store = open_sqlite(&settings.database_url).await?;
     let shutdown = CancellationToken::new();
-    let displays: Vec<SimDisplay> = catalog
-        .devices
-        .iter()
-        .enumerate()
-        .map(|(i, d)| SimDisplay {
-            id: d.id.to_string(),
-            class: d.class.clone(),
-            v5: i % 2 == 0,
-        })
-        .collect();
+    let displays = SimDisplay::fleet(&catalog);
     let total = displays.len();
     let running = daemon::start(
         &settings,
@@ -566,16 +557,7 @@ async fn simulate(settings: Settings, a: SimulateArgs) -> anyhow::Result<ExitCod
             return Ok(ExitCode::from(EXIT_CONFIG));
         }
     };
-    let displays: Vec<SimDisplay> = catalog
-        .devices
-        .iter()
-        .enumerate()
-        .map(|(i, d)| SimDisplay {
-            id: d.id.to_string(),
-            class: d.class.clone(),
-            v5: i % 2 == 0,
-        })
-        .collect();
+    let displays = SimDisplay::fleet(&catalog);
     let total = displays.len();
     let stats = Arc::new(SimStats::default());
     let stop = CancellationToken::new();

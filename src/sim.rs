@@ -24,6 +24,22 @@ pub struct SimDisplay {
     pub v5: bool,
 }
 
+impl SimDisplay {
+    /// One simulated display per display of the inventory, every other one on MQTT 5.
+    pub fn fleet(catalog: &crate::model::Catalog) -> Vec<SimDisplay> {
+        catalog
+            .devices
+            .iter()
+            .enumerate()
+            .map(|(i, d)| SimDisplay {
+                id: d.id.to_string(),
+                class: d.class.clone(),
+                v5: i % 2 == 0,
+            })
+            .collect()
+    }
+}
+
 /// What the fleet has done so far.
 #[derive(Debug, Default)]
 pub struct SimStats {

@@ -181,30 +181,7 @@ fn receipt(play_id: &str, extra: &str) -> String {
 async fn receipts_count_once_and_junk_is_rejected_by_reason() {
     let dir = tempfile::tempdir().expect("tempdir");
     write_city(dir.path());
-    let report =
-        civicast::catalog::load_dirs(&dir.path().join("devices"), &dir.path().join("schedules"));
-    let catalog = report.catalog.expect("the test city is valid");
-    let url = format!("sqlite://{}", dir.path().join("civicast.db").display());
-    let store = SqliteStore::connect(&url).await.expect("sqlite");
-    let settings = Settings {
-        batch_wait: Some(Duration::from_millis(20)),
-        ..Settings::default()
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let shutdown = CancellationToken::new();
-    let running = daemon::start(
-        &settings,
-        store.clone(),
-        catalog,
-        Some(listener),
-        Arc::new(SystemClock),
-        shutdown.clone(),
-    )
-    .await
-    .expect("daemon starts");
-    let port = running.mqtt_addr.expect("embedded broker").port();
+    let (running, shutdown, port, store) = start_daemon(dir.path()).await;
     let m = running.shared.metrics.clone();
 
     // Displays learn their feeds from the retained config, as the contract says.
