@@ -55,6 +55,9 @@ pub enum Cmd {
     /// The whole loop on one machine: embedded broker, a SQLite file and a simulated fleet
     /// of the first city, one MQTT connection per display.
     Demo(DemoArgs),
+    /// API tokens: create, list, revoke.
+    #[command(subcommand)]
+    Token(TokenCmd),
     /// Run a simulated fleet of displays (one MQTT connection each) against a broker.
     Simulate(SimulateArgs),
     /// Write the first city's inventory, classes, feeds and an ad set where missing.
@@ -69,6 +72,67 @@ pub enum Cmd {
 pub enum AuditCmd {
     /// Play counts, grouped and filtered.
     Plays(PlaysArgs),
+    /// Per-display rotation compliance: online time, plays, mean interval, longest gap.
+    Compliance(ComplianceArgs),
+    /// The weekly inspection sample, stratified by class, with each display's evidence.
+    Sample(SampleArgs),
+    /// Planned versus played per feed and day, the shortfall by reason.
+    Reconcile(ReconcileArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCmd {
+    /// Create a token; it is printed once, as the last line.
+    Create {
+        #[arg(long)]
+        role: String,
+        /// Who holds it (approvals are by a different name than the upload's).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List tokens (never the tokens themselves).
+    List,
+    /// Revoke a token by id or name.
+    Revoke { id_or_name: String },
+}
+
+#[derive(Args, Debug)]
+pub struct ComplianceArgs {
+    #[arg(long)]
+    pub from: Option<String>,
+    #[arg(long)]
+    pub to: Option<String>,
+    #[arg(long)]
+    pub class: Option<String>,
+    #[arg(long)]
+    pub device: Option<String>,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
+}
+
+#[derive(Args, Debug)]
+pub struct SampleArgs {
+    /// ISO week, e.g. 2026-W48 (default: this week).
+    #[arg(long)]
+    pub week: Option<String>,
+    #[arg(long)]
+    pub seed: Option<String>,
+    #[arg(long)]
+    pub per_class: Option<String>,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
+}
+
+#[derive(Args, Debug)]
+pub struct ReconcileArgs {
+    #[arg(long)]
+    pub from: Option<String>,
+    #[arg(long)]
+    pub to: Option<String>,
+    #[arg(long)]
+    pub feed: Option<String>,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
@@ -134,6 +198,9 @@ pub struct DemoArgs {
     /// The embedded broker's address (default: a free loopback port).
     #[arg(long, default_value = "127.0.0.1:0")]
     pub mqtt_listen: String,
+    /// The HTTP API's address (default: a free loopback port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub http_listen: String,
     /// Displays powering on per second.
     #[arg(long, default_value_t = 400.0)]
     pub ramp: f64,
@@ -223,6 +290,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Cmd::Audit(AuditCmd::Plays(a)) => audit_plays(&settings, a).await,
+        Cmd::Audit(cmd) => audit_report(&settings, cmd).await,
+        Cmd::Token(cmd) => token(&settings, cmd).await,
         Cmd::Demo(a) => demo(settings, a).await,
         Cmd::Simulate(a) => simulate(settings, a).await,
         Cmd::Init { dir } => {
@@ -295,19 +364,17 @@ async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
         return Err(unsupported_database(&settings.database_url));
     }
     let store = open_sqlite(&settings.database_url).await?;
+    let http = tokio::net::TcpListener::bind(&settings.http_listen)
+        .await
+        .with_context(|| format!("binding the HTTP listener {}", settings.http_listen))?;
     let shutdown = CancellationToken::new();
-    let running = daemon::start(
-        &settings,
-        store,
-        catalog,
-        None,
-        Arc::new(SystemClock),
-        shutdown.clone(),
-    )
-    .await?;
+    let clock: Arc<dyn daemon::Clock> = Arc::new(SystemClock);
+    let running = daemon::start(&settings, store.clone(), catalog, None, clock.clone(), shutdown.clone()).await?;
+    let api = spawn_api(http, store, &running, clock, shutdown.clone())?;
     shutdown_signal().await;
-    info!("shutting down: committing pending receipts");
+    info!("shutting down: draining requests, committing pending receipts");
     shutdown.cancel();
+    let _ = api.await;
     running.wait().await;
     Ok(ExitCode::SUCCESS)
 }
@@ -383,12 +450,10 @@ async fn demo(mut settings: Settings, a: DemoArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let scale = 1.0 / a.speed;
-    for f in &mut catalog.feeds {
-        f.interval = f.interval.mul_f64(scale).max(Duration::from_millis(100));
-    }
-    for c in catalog.classes.values_mut() {
-        c.duration = c.duration.mul_f64(scale);
-    }
+    daemon::scale_time(&mut catalog, scale);
+    settings.time_scale = scale;
+    settings.devices = a.dir.join("devices");
+    settings.schedules = a.dir.join("schedules");
     for ext in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{ext}", a.database.display()));
     }
@@ -398,6 +463,9 @@ async fn demo(mut settings: Settings, a: DemoArgs) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("binding {}", a.mqtt_listen))?;
     let store = open_sqlite(&settings.database_url).await?;
+    let http = tokio::net::TcpListener::bind(&a.http_listen)
+        .await
+        .with_context(|| format!("binding {}", a.http_listen))?;
     let shutdown = CancellationToken::new();
     let displays = SimDisplay::fleet(&catalog);
     let total = displays.len();
@@ -411,7 +479,18 @@ async fn demo(mut settings: Settings, a: DemoArgs) -> anyhow::Result<ExitCode> {
     )
     .await?;
     let addr = running.mqtt_addr.context("embedded broker address")?;
+    let http_addr = http.local_addr()?;
+    let api = spawn_api(http, store.clone(), &running, Arc::new(SystemClock), shutdown.clone())?;
+    let auditor = crate::api::new_token();
+    {
+        use crate::store::ApiStore;
+        store
+            .create_token("demo-auditor", crate::store::Role::Auditor, &crate::api::token_hash(&auditor), chrono::Utc::now().timestamp_millis())
+            .await?;
+    }
     println!("embedded MQTT broker: mqtt://{addr} (MQTT 3.1.1 and 5; outside displays may join)");
+    println!("HTTP API: http://{http_addr}/api/v1 (auditor token: {auditor})");
+    println!("  curl -H 'Authorization: Bearer {auditor}' 'http://{http_addr}/api/v1/audit/plays?group_by=class'");
     println!("database: {}", settings.database_url);
     println!(
         "{total} displays powering on at {} a second; speed x{}",
@@ -504,6 +583,7 @@ async fn demo(mut settings: Settings, a: DemoArgs) -> anyhow::Result<ExitCode> {
     fleet.close();
     let _ = tokio::time::timeout(Duration::from_secs(5), fleet.wait()).await;
     shutdown.cancel();
+    let _ = api.await;
     running.wait().await;
 
     let q = PlaysQuery::parse(
@@ -609,5 +689,137 @@ async fn simulate(settings: Settings, a: SimulateArgs) -> anyhow::Result<ExitCod
         stats.plays_seen.load(Ordering::Relaxed),
         stats.receipts_sent.load(Ordering::Relaxed)
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn spawn_api<S: crate::store::ApiStore>(
+    http: tokio::net::TcpListener,
+    store: S,
+    running: &daemon::Running,
+    clock: Arc<dyn daemon::Clock>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let addr = http.local_addr()?;
+    info!(%addr, "HTTP API listening");
+    let state = Arc::new(crate::api::ApiState {
+        store,
+        shared: running.shared.clone(),
+        clock,
+        factors: Default::default(),
+    });
+    Ok(tokio::spawn(async move {
+        if let Err(e) = crate::api::serve(http, state, shutdown).await {
+            tracing::error!(error = %e, "HTTP server stopped");
+        }
+    }))
+}
+
+fn emit<T: serde::Serialize>(
+    format: Format,
+    answer: &T,
+    columns: &[&str],
+    rows: &[impl serde::Serialize],
+) -> anyhow::Result<()> {
+    let out = match format {
+        Format::Json => serde_json::to_string_pretty(answer)? + "\n",
+        Format::Csv => crate::reports::csv_of(columns, rows)?,
+        Format::Table => crate::reports::table_of(columns, rows),
+    };
+    std::io::stdout().write_all(out.as_bytes())?;
+    Ok(())
+}
+
+async fn audit_report(settings: &Settings, cmd: AuditCmd) -> anyhow::Result<ExitCode> {
+    use crate::reports;
+    let catalog = match load_catalog(&settings.devices, &settings.schedules) {
+        Ok(c) => c,
+        Err(n) => {
+            eprintln!("civicast: {n} errors in devices/ or schedules/");
+            return Ok(ExitCode::from(EXIT_CONFIG));
+        }
+    };
+    if !settings.database_url.starts_with("sqlite:") {
+        return Err(unsupported_database(&settings.database_url));
+    }
+    let store = open_sqlite(&settings.database_url).await?;
+    store.migrate().await?;
+    let now = chrono::Utc::now();
+    let factors = Default::default();
+    let fail = |e: reports::ReportError| -> anyhow::Result<ExitCode> {
+        match e {
+            reports::ReportError::Query(q) => {
+                eprintln!("civicast: --{}: {}", q.field.replace('_', "-"), q.message);
+                Ok(ExitCode::from(2))
+            }
+            reports::ReportError::Store(s) => Err(s.into()),
+        }
+    };
+    match cmd {
+        AuditCmd::Plays(_) => unreachable!("handled by audit_plays"),
+        AuditCmd::Compliance(a) => {
+            let p = reports::ComplianceParams { from: a.from, to: a.to, class: a.class, device: a.device };
+            match reports::compliance_report(&store, &catalog, &p, now, factors).await {
+                Ok(ans) => emit(a.format, &ans, &reports::COMPLIANCE_COLUMNS, &ans.rows)?,
+                Err(e) => return fail(e),
+            }
+        }
+        AuditCmd::Sample(a) => {
+            let p = reports::SampleParams { week: a.week, seed: a.seed, per_class: a.per_class };
+            match reports::sample_report(&store, &catalog, &p, now, factors).await {
+                Ok(ans) => emit(a.format, &ans, &reports::SAMPLE_COLUMNS, &ans.rows)?,
+                Err(e) => return fail(e),
+            }
+        }
+        AuditCmd::Reconcile(a) => {
+            let p = reports::ReconcileParams { from: a.from, to: a.to, feed: a.feed };
+            match reports::reconcile_report(&store, &catalog, &p, now).await {
+                Ok(ans) => emit(a.format, &ans, &reports::RECONCILE_COLUMNS, &ans.rows)?,
+                Err(e) => return fail(e),
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn token(settings: &Settings, cmd: TokenCmd) -> anyhow::Result<ExitCode> {
+    use crate::store::{ApiStore, Role};
+    if !settings.database_url.starts_with("sqlite:") {
+        return Err(unsupported_database(&settings.database_url));
+    }
+    let store = open_sqlite(&settings.database_url).await?;
+    store.migrate().await?;
+    let now = chrono::Utc::now().timestamp_millis();
+    match cmd {
+        TokenCmd::Create { role, name } => {
+            let Some(r) = Role::parse(&role) else {
+                eprintln!("civicast: --role {role:?}: use operator, auditor or admin");
+                return Ok(ExitCode::from(2));
+            };
+            let token = crate::api::new_token();
+            let name = name.unwrap_or_else(|| format!("{}-{}", r.as_str(), &token[4..10]));
+            let id = store.create_token(&name, r, &crate::api::token_hash(&token), now).await?;
+            println!("token {id} for {name:?}, role {}: keep it secret, it is not shown again", r.as_str());
+            println!("{token}");
+        }
+        TokenCmd::List => {
+            for t in store.tokens().await? {
+                println!(
+                    "{}\t{}\t{}\t{}",
+                    t.id,
+                    t.name,
+                    t.role.as_str(),
+                    if t.revoked_ms.is_some() { "revoked" } else { "live" }
+                );
+            }
+        }
+        TokenCmd::Revoke { id_or_name } => {
+            let n = store.revoke_token(&id_or_name, now).await?;
+            if n == 0 {
+                eprintln!("civicast: no live token {id_or_name:?}");
+                return Ok(ExitCode::from(1));
+            }
+            println!("revoked {n} token(s)");
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }

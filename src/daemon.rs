@@ -26,8 +26,10 @@ use crate::model::{Catalog, Feed};
 use crate::mqtt::{self, Inbound, SessionOptions};
 use crate::rotation::{self, Cursor};
 use crate::settings::{MqttUrl, Settings};
+use crate::adsets;
 use crate::store::{
-    Batch, DeviceRow, Keys, Membership, NewPlay, PlayRow, PresenceEvent, ReceiptRow, Store,
+    ApiStore, Batch, DeviceRow, Keys, Membership, NewPlay, PlayRow, PresenceEvent, ReceiptRow,
+    Store,
 };
 use crate::wire::{self, DisplayConfig, PlayCommand, Reject, Topics};
 
@@ -75,7 +77,14 @@ impl MemberIndex {
 
 /// State shared by the daemon's tasks.
 pub struct Shared {
+    /// What plays: the files' displays and feeds with the effective ad sets.
     pub catalog: RwLock<Arc<Catalog>>,
+    /// The last good state of `devices/` and `schedules/` alone.
+    base: RwLock<Arc<Catalog>>,
+    /// Wakes the scheduler when `catalog` changes.
+    pub reload: tokio::sync::Notify,
+    /// Serialises reloads (file watcher and API) so that one never undoes another.
+    reloading: tokio::sync::Mutex<()>,
     pub metrics: Arc<Metrics>,
     keys: RwLock<Keys>,
     members: RwLock<MemberIndex>,
@@ -83,6 +92,70 @@ pub struct Shared {
     plays: Mutex<HashMap<String, PlayRow>>,
     classes_by_key: RwLock<HashMap<i64, String>>,
     online: Mutex<HashMap<i64, bool>>,
+    /// The newest play of each feed, for the inventory.
+    last_play: Mutex<HashMap<String, PlayCommand>>,
+}
+
+impl Shared {
+    /// Presence by display name, as last reported.
+    pub fn online_names(&self) -> HashMap<String, bool> {
+        let names: HashMap<i64, String> = match self.keys.read() {
+            Ok(k) => k.devices.iter().map(|(n, k)| (*k, n.clone())).collect(),
+            Err(_) => return HashMap::new(),
+        };
+        match self.online.lock() {
+            Ok(o) => o
+                .iter()
+                .filter_map(|(k, v)| Some((names.get(k)?.clone(), *v)))
+                .collect(),
+            Err(_) => HashMap::new(),
+        }
+    }
+    /// The newest play of each feed.
+    pub fn last_plays(&self) -> HashMap<String, PlayCommand> {
+        self.last_play.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+    /// What plays now.
+    pub fn current(&self) -> Arc<Catalog> {
+        match self.catalog.read() {
+            Ok(c) => c.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+    fn base(&self) -> Arc<Catalog> {
+        match self.base.read() {
+            Ok(c) => c.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+}
+
+/// Re-reads the effective ad sets (after an upload, approval or retirement) and tells the
+/// scheduler; the change plays from the feeds' next slot.
+pub async fn refresh_adsets<S: ApiStore>(store: &S, shared: &Shared) -> anyhow::Result<()> {
+    let _guard = shared.reloading.lock().await;
+    let base = shared.base();
+    let adsets = adsets::effective(store, &base).await?;
+    let mut c = (*base).clone();
+    c.adsets = adsets;
+    if let Ok(mut w) = shared.catalog.write() {
+        *w = Arc::new(c);
+    }
+    shared.reload.notify_one();
+    Ok(())
+}
+
+/// Scales feed intervals and on-screen durations (the demo's time compression).
+pub fn scale_time(c: &mut Catalog, scale: f64) {
+    if (scale - 1.0).abs() < f64::EPSILON {
+        return;
+    }
+    for f in &mut c.feeds {
+        f.interval = f.interval.mul_f64(scale).max(Duration::from_millis(100));
+    }
+    for k in c.classes.values_mut() {
+        k.duration = k.duration.mul_f64(scale);
+    }
 }
 
 /// How long plays stay in the in-memory index; older ones are read from the database.
@@ -106,7 +179,7 @@ impl Running {
 
 /// Starts the daemon: the embedded broker (when `settings.mqtt_url` is unset; it listens on
 /// `mqtt_listener`), the MQTT session, the scheduler and the ingest worker.
-pub async fn start<S: Store>(
+pub async fn start<S: ApiStore>(
     settings: &Settings,
     store: S,
     catalog: Catalog,
@@ -117,6 +190,10 @@ pub async fn start<S: Store>(
     store.migrate().await.context("migrating the database")?;
     let now = clock.now();
     let keys = sync_inventory(&store, &catalog, now.timestamp_millis()).await?;
+    adsets::register_files(&store, &catalog, &settings.schedules, now.timestamp_millis()).await?;
+    let base = Arc::new(catalog.clone());
+    let mut catalog = catalog;
+    catalog.adsets = adsets::effective(&store, &base).await?;
     let members = MemberIndex::new(store.memberships().await?);
     let recent = store
         .plays_since(now.timestamp_millis() - PLAY_CACHE_MS)
@@ -130,12 +207,16 @@ pub async fn start<S: Store>(
     metrics.database_ok.store(true, Ordering::Relaxed);
     let shared = Arc::new(Shared {
         catalog: RwLock::new(Arc::new(catalog)),
+        base: RwLock::new(base),
+        reload: tokio::sync::Notify::new(),
+        reloading: tokio::sync::Mutex::new(()),
         metrics,
         keys: RwLock::new(keys),
         members: RwLock::new(members),
         plays: Mutex::new(recent.into_iter().map(|p| (p.play_id.clone(), p)).collect()),
         classes_by_key: RwLock::new(classes_by_key),
         online: Mutex::new(HashMap::new()),
+        last_play: Mutex::new(HashMap::new()),
     });
 
     let topics = Topics::new(settings.prefix.clone());
@@ -210,6 +291,18 @@ pub async fn start<S: Store>(
     }
 
     publish_configs(&client, &topics, &shared).await;
+    if let Some(every) = settings.watch_every {
+        tasks.spawn(watch_files(
+            store.clone(),
+            client.clone(),
+            topics.clone(),
+            shared.clone(),
+            settings.clone(),
+            clock.clone(),
+            every,
+            shutdown.clone(),
+        ));
+    }
 
     let play_ttl = settings.play_ttl;
     // rumqttd 0.20 panics when it forwards a publish with MQTT 5 properties to an MQTT 3.1.1
@@ -277,8 +370,7 @@ async fn sync_inventory<S: Store>(store: &S, c: &Catalog, now_ms: i64) -> anyhow
 
 /// Publishes every display's retained config.
 async fn publish_configs(client: &AsyncClient, topics: &Topics, shared: &Shared) {
-    let catalog = shared.catalog.read().map(|c| c.clone());
-    let Ok(catalog) = catalog else { return };
+    let catalog = shared.current();
     for d in &catalog.devices {
         let cfg = DisplayConfig {
             v: 1,
@@ -304,6 +396,101 @@ async fn publish_configs(client: &AsyncClient, topics: &Topics, shared: &Shared)
         displays = catalog.devices.len(),
         "display configs published"
     );
+}
+
+/// A cheap summary of the operators' folders: every file's path, size and mtime.
+fn fingerprint(dirs: &[&std::path::Path]) -> Vec<(std::path::PathBuf, u64, Option<std::time::SystemTime>)> {
+    let mut out = Vec::new();
+    let mut stack: Vec<std::path::PathBuf> = dirs.iter().map(|d| d.to_path_buf()).collect();
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let p = e.path();
+            match e.metadata() {
+                Ok(m) if m.is_dir() => stack.push(p),
+                Ok(m) => out.push((p, m.len(), m.modified().ok())),
+                Err(_) => {}
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Picks up edits to `devices/` and `schedules/` while running. A bad edit is refused and
+/// logged; the last good state keeps playing.
+#[allow(clippy::too_many_arguments)]
+async fn watch_files<S: ApiStore>(
+    store: S,
+    client: AsyncClient,
+    topics: Topics,
+    shared: Arc<Shared>,
+    settings: Settings,
+    clock: Arc<dyn Clock>,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    let dirs = [settings.devices.as_path(), settings.schedules.as_path()];
+    let mut last = fingerprint(&dirs);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let now = fingerprint(&dirs);
+        if now == last {
+            continue;
+        }
+        last = now;
+        let report = crate::catalog::load_dirs(&settings.devices, &settings.schedules);
+        let errors = report.errors();
+        let Some(mut catalog) = report.catalog.filter(|_| errors == 0) else {
+            for p in report.problems.iter().filter(|p| p.is_error()) {
+                warn!(problem = %p, "edited file refused");
+            }
+            warn!(errors, "devices/ or schedules/ has errors; the last good state keeps playing");
+            continue;
+        };
+        scale_time(&mut catalog, settings.time_scale);
+        if let Err(e) = apply_files(&store, &shared, &settings, catalog, clock.now().timestamp_millis()).await {
+            warn!(error = %e, "could not apply the edited files; the last good state keeps playing");
+            continue;
+        }
+        publish_configs(&client, &topics, &shared).await;
+        info!("devices/ and schedules/ reloaded");
+    }
+}
+
+/// Makes a newly loaded catalog current: inventory and memberships, file ad sets, configs.
+async fn apply_files<S: ApiStore>(
+    store: &S,
+    shared: &Shared,
+    settings: &Settings,
+    catalog: Catalog,
+    now_ms: i64,
+) -> anyhow::Result<()> {
+    let keys = sync_inventory(store, &catalog, now_ms).await?;
+    let members = MemberIndex::new(store.memberships().await?);
+    adsets::register_files(store, &catalog, &settings.schedules, now_ms).await?;
+    let classes: HashMap<i64, String> = catalog
+        .devices
+        .iter()
+        .filter_map(|d| Some((*keys.devices.get(d.id.as_str())?, d.class.clone())))
+        .collect();
+    // Members first, then keys: a receipt checked in between sees a superset, never a hole.
+    if let Ok(mut m) = shared.members.write() {
+        *m = members;
+    }
+    if let Ok(mut k) = shared.keys.write() {
+        *k = keys;
+    }
+    if let Ok(mut c) = shared.classes_by_key.write() {
+        *c = classes;
+    }
+    if let Ok(mut b) = shared.base.write() {
+        *b = Arc::new(catalog);
+    }
+    refresh_adsets(store, shared).await
 }
 
 /// What a feed's plays carry for its members' classes.
@@ -338,6 +525,20 @@ struct FeedRun {
     cursor: Cursor,
 }
 
+async fn load_cursor<S: Store>(store: &S, f: &Feed) -> Cursor {
+    match store.feed_state(f.id.as_str()).await {
+        Ok(Some((json, _))) => serde_json::from_str(&json).unwrap_or_else(|e| {
+            warn!(feed = %f.id, error = %e, "stored rotation cursor unreadable; starting afresh");
+            Cursor::default()
+        }),
+        Ok(None) => Cursor::default(),
+        Err(e) => {
+            warn!(feed = %f.id, error = %e, "could not read rotation cursor; starting afresh");
+            Cursor::default()
+        }
+    }
+}
+
 /// Publishes plays on every feed at its slots, forever.
 #[allow(clippy::too_many_arguments)]
 async fn scheduler<S: Store>(
@@ -350,40 +551,42 @@ async fn scheduler<S: Store>(
     expiry_property: bool,
     shutdown: CancellationToken,
 ) {
-    let catalog = match shared.catalog.read() {
-        Ok(c) => c.clone(),
-        Err(_) => return,
-    };
     let mut runs: HashMap<String, FeedRun> = HashMap::new();
+    let mut slogan_keys: HashMap<(String, i64, String), i64> = HashMap::new();
+    let mut catalog = shared.current();
+    let mut shapes: Vec<FeedShape> = Vec::new();
     let mut heap: BinaryHeap<Reverse<(DateTime<Utc>, usize)>> = BinaryHeap::new();
-    let now = clock.now();
-    for (i, f) in catalog.feeds.iter().enumerate() {
-        let cursor = match store.feed_state(f.id.as_str()).await {
-            Ok(Some((json, _))) => serde_json::from_str(&json).unwrap_or_else(|e| {
-                warn!(feed = %f.id, error = %e, "stored rotation cursor unreadable; starting afresh");
-                Cursor::default()
-            }),
-            Ok(None) => Cursor::default(),
-            Err(e) => {
-                warn!(feed = %f.id, error = %e, "could not read rotation cursor; starting afresh");
-                Cursor::default()
+    let mut stale = true;
+    loop {
+        if stale {
+            // New files or ad sets: the grid of each feed is fixed by its id and interval, so
+            // rebuilding from now keeps every feed's phase; cursors carry over by feed id.
+            stale = false;
+            catalog = shared.current();
+            shapes = catalog.feeds.iter().map(|f| feed_shape(&catalog, f)).collect();
+            heap.clear();
+            let now = clock.now();
+            for (i, f) in catalog.feeds.iter().enumerate() {
+                if !runs.contains_key(f.id.as_str()) {
+                    let cursor = load_cursor(&store, f).await;
+                    runs.insert(f.id.to_string(), FeedRun { cursor });
+                }
+                heap.push(Reverse((rotation::next_slot(&f.id, f.interval, now), i)));
+            }
+        }
+        let Some(&Reverse((due, i))) = heap.peek() else {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = shared.reload.notified() => { stale = true; continue; }
             }
         };
-        runs.insert(f.id.to_string(), FeedRun { cursor });
-        heap.push(Reverse((rotation::next_slot(&f.id, f.interval, now), i)));
-    }
-    let mut slogan_keys: HashMap<(String, i64, String), i64> = HashMap::new();
-    let shapes: Vec<FeedShape> = catalog
-        .feeds
-        .iter()
-        .map(|f| feed_shape(&catalog, f))
-        .collect();
-    while let Some(Reverse((due, i))) = heap.pop() {
         let wait = (due - clock.now()).to_std().unwrap_or(Duration::ZERO);
         tokio::select! {
             _ = shutdown.cancelled() => break,
+            _ = shared.reload.notified() => { stale = true; continue; }
             _ = tokio::time::sleep(wait) => {}
         }
+        heap.pop();
         let feed = &catalog.feeds[i];
         let now = clock.now();
         heap.push(Reverse((
@@ -516,6 +719,9 @@ async fn scheduler<S: Store>(
         match mqtt::publish_play(&client, topics.feed(feed.id.as_str()), payload, expiry).await {
             Ok(()) => {
                 shared.metrics.play(feed.id.as_str());
+                if let Ok(mut m) = shared.last_play.lock() {
+                    m.insert(feed.id.to_string(), cmd);
+                }
                 debug!(feed = %feed.id, %play_id, slogan = %slogan.id, "play published");
             }
             Err(e) => error!(feed = %feed.id, error = %e, "could not queue play"),

@@ -2,6 +2,8 @@
 //!
 //! A functional core (`model`, `catalog`, `rotation`, `audit`, `wire`) with thin shells
 //! around it (`broker`, `mqtt`, `store`, `daemon`, `sim`).
+pub mod adsets;
+pub mod api;
 pub mod audit;
 pub mod broker;
 pub mod catalog;
@@ -11,6 +13,7 @@ pub mod daemon;
 pub mod metrics;
 pub mod model;
 pub mod mqtt;
+pub mod reports;
 pub mod rotation;
 pub mod settings;
 pub mod sim;

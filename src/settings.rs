@@ -37,6 +37,12 @@ pub struct Settings {
     pub batch_wait: Option<Duration>,
     /// Most connections the embedded broker takes.
     pub broker_max_connections: usize,
+    /// Multiplies feed intervals and on-screen durations (the demo compresses time).
+    #[serde(skip)]
+    pub time_scale: f64,
+    /// How often `devices/` and `schedules/` are checked for edits.
+    #[serde(with = "humantime_serde_opt")]
+    pub watch_every: Option<Duration>,
 }
 
 impl Default for Settings {
@@ -55,6 +61,8 @@ impl Default for Settings {
             batch_max: 2_000,
             batch_wait: Some(Duration::from_millis(50)),
             broker_max_connections: 20_000,
+            time_scale: 1.0,
+            watch_every: Some(Duration::from_secs(2)),
         }
     }
 }

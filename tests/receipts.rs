@@ -348,8 +348,13 @@ async fn start_daemon(
         .await
         .expect("bind");
     let shutdown = CancellationToken::new();
+    let settings = Settings {
+        devices: dir.join("devices"),
+        schedules: dir.join("schedules"),
+        ..Settings::default()
+    };
     let running = daemon::start(
-        &Settings::default(),
+        &settings,
         store.clone(),
         catalog,
         Some(listener),

@@ -3,6 +3,10 @@
 //!
 //! Pure: the store runs the SQL and hands back hourly rows; nothing here does I/O.
 
+pub mod compliance;
+pub mod reconcile;
+pub mod sample;
+
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, NaiveDate, NaiveTime, TimeZone, Utc};

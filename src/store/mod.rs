@@ -4,6 +4,7 @@
 //! Owns: SQL and migrations. Must not touch: MQTT (the daemon acknowledges receipts only
 //! after `commit_batch` returns), rotation decisions, HTTP.
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::collections::HashMap;
@@ -12,6 +13,8 @@ use std::future::Future;
 use crate::audit::{PlaysQuery, PlaysRow};
 use crate::wire::{Reject, Status};
 
+
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 /// Store errors carry the operation; SQL text and paths stay in the logs.
@@ -120,6 +123,75 @@ pub struct Membership {
     pub until_ms: Option<i64>,
 }
 
+/// A role a token carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Operator,
+    Auditor,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Operator => "operator",
+            Role::Auditor => "auditor",
+            Role::Admin => "admin",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Role> {
+        [Role::Operator, Role::Auditor, Role::Admin]
+            .into_iter()
+            .find(|r| r.as_str() == s)
+    }
+}
+
+/// A stored token (never the token itself).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct TokenRow {
+    pub id: i64,
+    pub name: String,
+    pub role: Role,
+    pub created_ms: i64,
+    pub revoked_ms: Option<i64>,
+}
+
+/// One revision of an ad set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Revision {
+    pub adset: String,
+    pub rev: i64,
+    pub format: String,
+    pub body: String,
+    pub origin: String,
+    pub uploaded_by: String,
+    pub uploaded_ms: i64,
+    pub approved_by: Option<String>,
+    pub approved_ms: Option<i64>,
+}
+
+/// An ad set's revisions and whether it is retired.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdSetHistory {
+    pub adset: String,
+    pub revisions: Vec<Revision>,
+    pub retired: Option<(String, i64)>,
+}
+
+/// Why an approval was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ApproveError {
+    #[error("no ad set {0:?}")]
+    NotFound(String),
+    #[error("ad set {0:?} is retired")]
+    Retired(String),
+    #[error("revision {1} of {0:?} is already approved")]
+    AlreadyApproved(String, i64),
+    #[error("revision {1} of {0:?} was uploaded by {2:?}: another operator (or an admin) must approve it")]
+    OwnUpload(String, i64, String),
+}
+
 /// Everything the daemon and the audits need from a database.
 pub trait Store: Send + Sync + Clone + 'static {
     /// Brings the schema up to date.
@@ -159,4 +231,77 @@ pub trait Store: Send + Sync + Clone + 'static {
     fn audit_plays(&self, q: &PlaysQuery) -> impl Future<Output = Result<Vec<PlaysRow>>> + Send;
     /// Rejections by reason over all time.
     fn reject_counts(&self) -> impl Future<Output = Result<Vec<(String, i64)>>> + Send;
+}
+
+/// What the HTTP API and the audit reports need beyond the daemon's loop: tokens, ad-set
+/// revisions, and the raw material of compliance, samples and reconciliation.
+pub trait ApiStore: Store {
+    fn create_token(
+        &self,
+        name: &str,
+        role: Role,
+        hash: &str,
+        now_ms: i64,
+    ) -> impl Future<Output = Result<i64>> + Send;
+    /// The live (not revoked) token with this hash.
+    fn token_by_hash(&self, hash: &str) -> impl Future<Output = Result<Option<TokenRow>>> + Send;
+    fn tokens(&self) -> impl Future<Output = Result<Vec<TokenRow>>> + Send;
+    /// Revokes by id or name; the number revoked.
+    fn revoke_token(&self, id_or_name: &str, now_ms: i64) -> impl Future<Output = Result<u64>> + Send;
+
+    /// Adds a revision; returns its number. `approved` for files reviewed in version control.
+    fn add_revision(
+        &self,
+        rev: &Revision,
+        approved: bool,
+    ) -> impl Future<Output = Result<i64>> + Send;
+    fn adset_history(&self, adset: &str) -> impl Future<Output = Result<Option<AdSetHistory>>> + Send;
+    fn adset_histories(&self) -> impl Future<Output = Result<Vec<AdSetHistory>>> + Send;
+    /// Approves the latest revision; `admin` may approve their own upload.
+    fn approve_latest(
+        &self,
+        adset: &str,
+        by: &str,
+        admin: bool,
+        now_ms: i64,
+    ) -> impl Future<Output = Result<std::result::Result<Revision, ApproveError>>> + Send;
+    /// Retires an ad set; false when there is no such ad set.
+    fn retire(&self, adset: &str, by: &str, now_ms: i64) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Presence intervals overlapping [from, to): (device name, start, end or None).
+    fn presence_between(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> impl Future<Output = Result<Vec<(String, i64, Option<i64>)>>> + Send;
+    /// Start times of `played` receipts in [from, to): (device name, started_at), ordered.
+    fn played_between(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+        device: Option<&str>,
+    ) -> impl Future<Output = Result<Vec<(String, i64)>>> + Send;
+    /// The newest receipt of each named display: (device, started_at, status).
+    fn last_receipts(
+        &self,
+        devices: &[String],
+    ) -> impl Future<Output = Result<Vec<(String, i64, Status)>>> + Send;
+    /// Plays on feeds issued in [from, to): (play key, feed name, issued_at, feed key).
+    fn feed_plays_between(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> impl Future<Output = Result<Vec<(i64, String, i64, i64)>>> + Send;
+    /// Receipts of plays issued in [from, to): (device key, play key, status).
+    fn receipts_for_plays_between(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> impl Future<Output = Result<Vec<(i64, i64, Status)>>> + Send;
+    /// Presence intervals overlapping [from, to) by device key.
+    fn presence_keys_between(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> impl Future<Output = Result<Vec<(i64, i64, Option<i64>)>>> + Send;
 }

@@ -499,3 +499,317 @@ where
     }
     Ok(out)
 }
+
+fn token_row(r: &sqlx::sqlite::SqliteRow) -> std::result::Result<TokenRow, StoreError> {
+    let role: String = r.try_get("role")?;
+    Ok(TokenRow {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        role: Role::parse(&role).ok_or_else(|| StoreError::Invalid(format!("stored role {role:?}")))?,
+        created_ms: r.try_get("created_at")?,
+        revoked_ms: r.try_get("revoked_at")?,
+    })
+}
+
+fn revision_row(r: &sqlx::sqlite::SqliteRow) -> std::result::Result<Revision, sqlx::Error> {
+    Ok(Revision {
+        adset: r.try_get("adset")?,
+        rev: r.try_get("rev")?,
+        format: r.try_get("format")?,
+        body: r.try_get("body")?,
+        origin: r.try_get("origin")?,
+        uploaded_by: r.try_get("uploaded_by")?,
+        uploaded_ms: r.try_get("uploaded_at")?,
+        approved_by: r.try_get("approved_by")?,
+        approved_ms: r.try_get("approved_at")?,
+    })
+}
+
+const REVISION_COLS: &str =
+    "adset, rev, format, body, origin, uploaded_by, uploaded_at, approved_by, approved_at";
+
+impl ApiStore for SqliteStore {
+    async fn create_token(&self, name: &str, role: Role, hash: &str, now_ms: i64) -> Result<i64> {
+        let r = sqlx::query(
+            "INSERT INTO tokens (name, role, hash, created_at) VALUES (?, ?, ?, ?) RETURNING id",
+        )
+        .bind(name)
+        .bind(role.as_str())
+        .bind(hash)
+        .bind(now_ms)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(r.try_get("id")?)
+    }
+
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRow>> {
+        let r = sqlx::query(
+            "SELECT id, name, role, created_at, revoked_at FROM tokens WHERE hash = ? AND revoked_at IS NULL",
+        )
+        .bind(hash)
+        .fetch_optional(&self.read)
+        .await?;
+        r.as_ref().map(token_row).transpose()
+    }
+
+    async fn tokens(&self) -> Result<Vec<TokenRow>> {
+        let rows = sqlx::query("SELECT id, name, role, created_at, revoked_at FROM tokens ORDER BY id")
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter().map(token_row).collect()
+    }
+
+    async fn revoke_token(&self, id_or_name: &str, now_ms: i64) -> Result<u64> {
+        let id: i64 = id_or_name.parse().unwrap_or(-1);
+        let r = sqlx::query(
+            "UPDATE tokens SET revoked_at = ? WHERE (id = ? OR name = ?) AND revoked_at IS NULL",
+        )
+        .bind(now_ms)
+        .bind(id)
+        .bind(id_or_name)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
+    async fn add_revision(&self, rev: &Revision, approved: bool) -> Result<i64> {
+        let mut tx = self.pool.begin().await?;
+        let next: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(rev), 0) + 1 FROM adset_revisions WHERE adset = ?")
+            .bind(&rev.adset)
+            .fetch_one(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO adset_revisions (adset, rev, format, body, origin, uploaded_by, uploaded_at, approved_by, approved_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&rev.adset)
+        .bind(next)
+        .bind(&rev.format)
+        .bind(&rev.body)
+        .bind(&rev.origin)
+        .bind(&rev.uploaded_by)
+        .bind(rev.uploaded_ms)
+        .bind(approved.then_some(rev.uploaded_by.as_str()))
+        .bind(approved.then_some(rev.uploaded_ms))
+        .execute(&mut *tx)
+        .await?;
+        // A new upload of a retired ad set brings it back (pending until approved).
+        sqlx::query("DELETE FROM adset_retired WHERE adset = ?")
+            .bind(&rev.adset)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(next)
+    }
+
+    async fn adset_history(&self, adset: &str) -> Result<Option<AdSetHistory>> {
+        let revs = sqlx::query(&format!(
+            "SELECT {REVISION_COLS} FROM adset_revisions WHERE adset = ? ORDER BY rev"
+        ))
+        .bind(adset)
+        .fetch_all(&self.read)
+        .await?;
+        if revs.is_empty() {
+            return Ok(None);
+        }
+        let retired = sqlx::query("SELECT retired_by, retired_at FROM adset_retired WHERE adset = ?")
+            .bind(adset)
+            .fetch_optional(&self.read)
+            .await?;
+        Ok(Some(AdSetHistory {
+            adset: adset.to_owned(),
+            revisions: revs.iter().map(revision_row).collect::<std::result::Result<_, _>>()?,
+            retired: match retired {
+                Some(r) => Some((r.try_get("retired_by")?, r.try_get("retired_at")?)),
+                None => None,
+            },
+        }))
+    }
+
+    async fn adset_histories(&self) -> Result<Vec<AdSetHistory>> {
+        let revs = sqlx::query(&format!(
+            "SELECT {REVISION_COLS} FROM adset_revisions ORDER BY adset, rev"
+        ))
+        .fetch_all(&self.read)
+        .await?;
+        let retired: HashMap<String, (String, i64)> =
+            sqlx::query("SELECT adset, retired_by, retired_at FROM adset_retired")
+                .fetch_all(&self.read)
+                .await?
+                .iter()
+                .map(|r| Ok((r.try_get("adset")?, (r.try_get("retired_by")?, r.try_get("retired_at")?))))
+                .collect::<std::result::Result<_, sqlx::Error>>()?;
+        let mut out: Vec<AdSetHistory> = Vec::new();
+        for r in &revs {
+            let rev = revision_row(r)?;
+            match out.last_mut() {
+                Some(h) if h.adset == rev.adset => h.revisions.push(rev),
+                _ => out.push(AdSetHistory {
+                    adset: rev.adset.clone(),
+                    retired: retired.get(&rev.adset).cloned(),
+                    revisions: vec![rev],
+                }),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn approve_latest(
+        &self,
+        adset: &str,
+        by: &str,
+        admin: bool,
+        now_ms: i64,
+    ) -> Result<std::result::Result<Revision, ApproveError>> {
+        let mut tx = self.pool.begin().await?;
+        let latest = sqlx::query(&format!(
+            "SELECT {REVISION_COLS} FROM adset_revisions WHERE adset = ? ORDER BY rev DESC LIMIT 1"
+        ))
+        .bind(adset)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(latest) = latest else {
+            return Ok(Err(ApproveError::NotFound(adset.to_owned())));
+        };
+        let mut rev = revision_row(&latest)?;
+        let retired: Option<i64> = sqlx::query_scalar("SELECT retired_at FROM adset_retired WHERE adset = ?")
+            .bind(adset)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if retired.is_some() {
+            return Ok(Err(ApproveError::Retired(adset.to_owned())));
+        }
+        if rev.approved_by.is_some() {
+            return Ok(Err(ApproveError::AlreadyApproved(adset.to_owned(), rev.rev)));
+        }
+        if rev.uploaded_by == by && !admin {
+            return Ok(Err(ApproveError::OwnUpload(adset.to_owned(), rev.rev, by.to_owned())));
+        }
+        sqlx::query("UPDATE adset_revisions SET approved_by = ?, approved_at = ? WHERE adset = ? AND rev = ?")
+            .bind(by)
+            .bind(now_ms)
+            .bind(adset)
+            .bind(rev.rev)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        rev.approved_by = Some(by.to_owned());
+        rev.approved_ms = Some(now_ms);
+        Ok(Ok(rev))
+    }
+
+    async fn retire(&self, adset: &str, by: &str, now_ms: i64) -> Result<bool> {
+        let exists: Option<i64> = sqlx::query_scalar("SELECT rev FROM adset_revisions WHERE adset = ? LIMIT 1")
+            .bind(adset)
+            .fetch_optional(&self.pool)
+            .await?;
+        if exists.is_none() {
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO adset_retired (adset, retired_by, retired_at) VALUES (?, ?, ?) ON CONFLICT (adset) DO NOTHING",
+        )
+        .bind(adset)
+        .bind(by)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(true)
+    }
+
+    async fn presence_between(&self, from_ms: i64, to_ms: i64) -> Result<Vec<(String, i64, Option<i64>)>> {
+        let rows = sqlx::query(
+            "SELECT d.name, p.online_from, p.online_until FROM presence p JOIN devices d ON d.id = p.device
+             WHERE p.online_from < ? AND (p.online_until IS NULL OR p.online_until > ?)",
+        )
+        .bind(to_ms)
+        .bind(from_ms)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect()
+    }
+
+    async fn played_between(&self, from_ms: i64, to_ms: i64, device: Option<&str>) -> Result<Vec<(String, i64)>> {
+        let rows = sqlx::query(
+            "SELECT d.name, r.started_at FROM receipts r JOIN devices d ON d.id = r.device
+             WHERE r.status = 0 AND r.started_at >= ? AND r.started_at < ? AND (? IS NULL OR d.name = ?)
+             ORDER BY r.device, r.started_at",
+        )
+        .bind(from_ms)
+        .bind(to_ms)
+        .bind(device)
+        .bind(device)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+    }
+
+    async fn last_receipts(&self, devices: &[String]) -> Result<Vec<(String, i64, Status)>> {
+        let mut out = Vec::new();
+        for d in devices {
+            let r = sqlx::query(
+                "SELECT r.started_at, r.status FROM receipts r JOIN devices d ON d.id = r.device
+                 WHERE d.name = ? ORDER BY r.started_at DESC LIMIT 1",
+            )
+            .bind(d)
+            .fetch_optional(&self.read)
+            .await?;
+            if let Some(r) = r {
+                let code: i64 = r.try_get(1)?;
+                if let Some(st) = Status::from_code(code) {
+                    out.push((d.clone(), r.try_get(0)?, st));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn feed_plays_between(&self, from_ms: i64, to_ms: i64) -> Result<Vec<(i64, String, i64, i64)>> {
+        let rows = sqlx::query(
+            "SELECT p.id, f.name, p.issued_at, f.id FROM plays p JOIN feeds f ON f.id = p.feed
+             WHERE p.issued_at >= ? AND p.issued_at < ? ORDER BY p.id",
+        )
+        .bind(from_ms)
+        .bind(to_ms)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)))
+            .collect()
+    }
+
+    async fn receipts_for_plays_between(&self, from_ms: i64, to_ms: i64) -> Result<Vec<(i64, i64, Status)>> {
+        let rows = sqlx::query(
+            "SELECT r.device, r.play, r.status FROM receipts r JOIN plays p ON p.id = r.play
+             WHERE p.issued_at >= ? AND p.issued_at < ?",
+        )
+        .bind(from_ms)
+        .bind(to_ms)
+        .fetch_all(&self.read)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let code: i64 = r.try_get(2)?;
+            if let Some(st) = Status::from_code(code) {
+                out.push((r.try_get(0)?, r.try_get(1)?, st));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn presence_keys_between(&self, from_ms: i64, to_ms: i64) -> Result<Vec<(i64, i64, Option<i64>)>> {
+        let rows = sqlx::query(
+            "SELECT device, online_from, online_until FROM presence
+             WHERE online_from < ? AND (online_until IS NULL OR online_until > ?)",
+        )
+        .bind(to_ms)
+        .bind(from_ms)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect()
+    }
+}

@@ -1,0 +1,748 @@
+//! The PostgreSQL backend: for fleets whose receipts outgrow one SQLite file.
+//!
+//! Owns: the PostgreSQL SQL (migrations/postgres), the connection pool, and the daily
+//! partitions of `receipts` (creating them ahead of time, dropping old ones for retention).
+//! Semantics match [`SqliteStore`](super::SqliteStore) method for method; the audit SQL is
+//! shared through [`audit_sql`](super::sqlite::audit_sql).
+//!
+//! `receipts` is partitioned by `play_day`, the UTC day of the play's issue time, which the
+//! store derives from `plays` while inserting: the dedupe key (device, play, play_day) then
+//! means exactly (device, play). migrations/postgres/0001_init.sql explains the choice.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgConnection, PgPool, Row};
+use tracing::{info, instrument, warn};
+
+use super::sqlite::{audit_sql, raw_rows, Bind};
+use super::*;
+
+/// Rows per receipt or rollup statement. Rows travel as one array per column, so this only
+/// bounds the size of one message, not the number of parameters.
+const ROWS_PER_STATEMENT: usize = 10_000;
+const MS_PER_DAY: i64 = 86_400_000;
+/// Partitions `migrate()` makes sure of, around today.
+const DAYS_BEHIND: i64 = 7;
+const DAYS_AHEAD: u32 = 14;
+/// How often `commit_batch` checks that partitions exist ahead of time.
+const PARTITION_CHECK_MS: i64 = 3_600_000;
+/// Creating a partition locks `receipts` briefly; behind a long audit it gives up and
+/// retries at the next check rather than holding up receipt writes.
+const PARTITION_LOCK_TIMEOUT: &str = "5s";
+
+#[derive(Clone)]
+pub struct PgStore {
+    pool: PgPool,
+    /// When `commit_batch` next checks the partitions (ms since the epoch).
+    next_partition_check: Arc<AtomicI64>,
+}
+
+impl PgStore {
+    /// Connects to the database at `url` (`postgres://...`), a pool of 8 connections.
+    pub async fn connect(url: &str) -> Result<PgStore> {
+        let opts = PgConnectOptions::from_str(url)?;
+        Self::connect_with(opts).await
+    }
+
+    /// Like [`connect`](Self::connect), with every table in `schema` (created if missing):
+    /// for tests, and for several deployments in one database. `schema` is an identifier of
+    /// ASCII letters, digits and underscores.
+    pub async fn connect_schema(url: &str, schema: &str) -> Result<PgStore> {
+        check_ident(schema)?;
+        let mut c = PgConnection::connect(url).await?;
+        ddl(&mut c, &format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"")).await?;
+        c.close().await?;
+        let opts = PgConnectOptions::from_str(url)?.options([("search_path", schema)]);
+        Self::connect_with(opts).await
+    }
+
+    async fn connect_with(opts: PgConnectOptions) -> Result<PgStore> {
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(opts)
+            .await?;
+        Ok(PgStore {
+            pool,
+            next_partition_check: Arc::new(AtomicI64::new(0)),
+        })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Makes sure `receipts` has a partition for each UTC day `from_day ..= from_day +
+    /// days_ahead` (days since the epoch), named `receipts_YYYYMMDD`. Rows of those days
+    /// that went to the DEFAULT partition meanwhile move into the new partition. Returns how
+    /// many partitions were created.
+    #[instrument(skip(self))]
+    pub async fn ensure_partitions(&self, from_day: i64, days_ahead: u32) -> Result<usize> {
+        let existing: HashSet<i64> = self
+            .partitions()
+            .await?
+            .into_iter()
+            .map(|(day, _, _)| day)
+            .collect();
+        let mut missing = Vec::new();
+        for day in from_day..=from_day.saturating_add(i64::from(days_ahead)) {
+            if !existing.contains(&day) {
+                missing.push((day, partition_name(day)?));
+            }
+        }
+        if missing.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.pool.begin().await?;
+        ddl(
+            &mut tx,
+            &format!("SET LOCAL lock_timeout = '{PARTITION_LOCK_TIMEOUT}'"),
+        )
+        .await?;
+        // Lock the parent first: inserts lock it before any partition, so taking it first
+        // cannot deadlock with them, and no row can reach the DEFAULT partition while we
+        // look at it.
+        ddl(&mut tx, "LOCK TABLE ONLY receipts IN ACCESS EXCLUSIVE MODE").await?;
+        for (day, name) in &missing {
+            // Days outside the partition key's range belong to DEFAULT for good.
+            let (Ok(lo), Ok(hi)) = (i32::try_from(*day), i32::try_from(day + 1)) else {
+                continue;
+            };
+            let strays: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM receipts_default WHERE play_day >= $1 AND play_day < $2)",
+            )
+            .bind(lo)
+            .bind(hi)
+            .fetch_one(&mut *tx)
+            .await?;
+            if !strays {
+                ddl(
+                    &mut tx,
+                    &format!(
+                        "CREATE TABLE IF NOT EXISTS \"{name}\" PARTITION OF receipts FOR VALUES FROM ({lo}) TO ({hi})"
+                    ),
+                )
+                .await?;
+                continue;
+            }
+            // Creating the partition would fail on rows of its day in DEFAULT: build it
+            // beside, move them, then attach (which builds the indexes to match).
+            ddl(
+                &mut tx,
+                &format!(
+                    "CREATE TABLE \"{name}\" (LIKE receipts INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"
+                ),
+            )
+            .await?;
+            let moved = ddl(
+                &mut tx,
+                &format!(
+                    "WITH moved AS (
+                         DELETE FROM receipts_default WHERE play_day >= {lo} AND play_day < {hi}
+                         RETURNING device, play, started_at, duration_ms, play_day, status)
+                     INSERT INTO \"{name}\" (device, play, started_at, duration_ms, play_day, status)
+                     SELECT device, play, started_at, duration_ms, play_day, status FROM moved"
+                ),
+            )
+            .await?;
+            ddl(
+                &mut tx,
+                &format!(
+                    "ALTER TABLE receipts ATTACH PARTITION \"{name}\" FOR VALUES FROM ({lo}) TO ({hi})"
+                ),
+            )
+            .await?;
+            info!(partition = %name, rows = moved, "moved receipts out of the default partition");
+        }
+        tx.commit().await?;
+        info!(created = missing.len(), "receipt partitions created");
+        Ok(missing.len())
+    }
+
+    /// Retention: drops every daily partition of `receipts` for a day before `day` (days
+    /// since the epoch, UTC, by the play's issue day) and deletes such rows from the DEFAULT
+    /// partition. Rollups stay. Returns how many partitions were dropped.
+    #[instrument(skip(self))]
+    pub async fn drop_partitions_before(&self, day: i64) -> Result<usize> {
+        let old: Vec<_> = self
+            .partitions()
+            .await?
+            .into_iter()
+            .filter(|(d, _, _)| *d < day)
+            .collect();
+        let mut tx = self.pool.begin().await?;
+        if !old.is_empty() {
+            ddl(
+                &mut tx,
+                &format!("SET LOCAL lock_timeout = '{PARTITION_LOCK_TIMEOUT}'"),
+            )
+            .await?;
+            ddl(&mut tx, "LOCK TABLE ONLY receipts IN ACCESS EXCLUSIVE MODE").await?;
+        }
+        for (_, schema, name) in &old {
+            ddl(
+                &mut tx,
+                &format!("DROP TABLE IF EXISTS \"{schema}\".\"{name}\""),
+            )
+            .await?;
+        }
+        let cut = i32::try_from(day).unwrap_or(if day < 0 { i32::MIN } else { i32::MAX });
+        sqlx::query("DELETE FROM receipts_default WHERE play_day < $1")
+            .bind(cut)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        if !old.is_empty() {
+            info!(
+                dropped = old.len(),
+                before_day = day,
+                "receipt partitions dropped"
+            );
+        }
+        Ok(old.len())
+    }
+
+    /// The daily partitions of `receipts`: (day, schema, table), by day.
+    pub async fn partitions(&self) -> Result<Vec<(i64, String, String)>> {
+        let rows = sqlx::query(
+            "SELECT n.nspname::text AS schema, c.relname::text AS name
+             FROM pg_inherits i
+             JOIN pg_class c ON c.oid = i.inhrelid
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE i.inhparent = 'receipts'::regclass",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let schema: String = r.try_get("schema")?;
+            let name: String = r.try_get("name")?;
+            if let Some(day) = partition_day(&name) {
+                out.push((day, schema, name));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Called from `commit_batch`: once an hour, makes sure partitions exist two weeks
+    /// ahead. Failures are logged, never passed on: the DEFAULT partition takes the rows.
+    async fn maintain_partitions(&self) {
+        let now = chrono::Utc::now().timestamp_millis();
+        let next = self.next_partition_check.load(Ordering::Relaxed);
+        if now < next
+            || self
+                .next_partition_check
+                .compare_exchange(
+                    next,
+                    now + PARTITION_CHECK_MS,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_err()
+        {
+            return;
+        }
+        if let Err(e) = self
+            .ensure_partitions(now.div_euclid(MS_PER_DAY) - 1, DAYS_AHEAD + 1)
+            .await
+        {
+            warn!(error = %e, "could not create receipt partitions ahead; will retry");
+        }
+    }
+}
+
+/// `receipts_YYYYMMDD` for a day since the epoch.
+fn partition_name(day: i64) -> Result<String> {
+    let d = day
+        .checked_mul(86_400)
+        .and_then(|s| chrono::DateTime::from_timestamp(s, 0))
+        .ok_or_else(|| StoreError::Invalid(format!("day {day} is out of range")))?;
+    Ok(format!("receipts_{}", d.format("%Y%m%d")))
+}
+
+/// The day of a partition named by `partition_name`.
+fn partition_day(name: &str) -> Option<i64> {
+    let ymd = name.strip_prefix("receipts_")?;
+    if ymd.len() != 8 || !ymd.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let d = chrono::NaiveDate::parse_from_str(ymd, "%Y%m%d").ok()?;
+    Some(
+        d.and_time(chrono::NaiveTime::MIN)
+            .and_utc()
+            .timestamp()
+            .div_euclid(86_400),
+    )
+}
+
+/// Runs a statement built at run time (DDL, no parameters) without caching it as a
+/// prepared statement. Returns the rows affected.
+async fn ddl(c: &mut PgConnection, sql: &str) -> Result<u64> {
+    Ok(sqlx::query(sql)
+        .persistent(false)
+        .execute(c)
+        .await?
+        .rows_affected())
+}
+
+fn check_ident(s: &str) -> Result<()> {
+    let ok = !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && !s.as_bytes()[0].is_ascii_digit();
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(format!(
+            "{s:?} is not a plain schema name (letters, digits, underscores)"
+        )))
+    }
+}
+
+fn play_row(r: &sqlx::postgres::PgRow) -> std::result::Result<PlayRow, sqlx::Error> {
+    Ok(PlayRow {
+        key: r.try_get("id")?,
+        play_id: r.try_get("play_id")?,
+        feed: r.try_get("feed")?,
+        device: r.try_get("device")?,
+        slogan: r.try_get("slogan")?,
+        issued_ms: r.try_get("issued_at")?,
+        expires_ms: r.try_get("expires_at")?,
+    })
+}
+
+impl Store for PgStore {
+    async fn migrate(&self) -> Result<()> {
+        sqlx::migrate!("./migrations/postgres")
+            .run(&self.pool)
+            .await?;
+        let today = chrono::Utc::now().timestamp_millis().div_euclid(MS_PER_DAY);
+        self.ensure_partitions(today - DAYS_BEHIND, DAYS_BEHIND as u32 + DAYS_AHEAD)
+            .await?;
+        self.next_partition_check.store(
+            chrono::Utc::now().timestamp_millis() + PARTITION_CHECK_MS,
+            Ordering::Relaxed,
+        );
+        Ok(())
+    }
+
+    #[instrument(skip_all, fields(devices = devices.len(), feeds = feeds.len()))]
+    async fn sync_inventory(
+        &self,
+        devices: &[DeviceRow],
+        feeds: &[String],
+        now_ms: i64,
+    ) -> Result<Keys> {
+        let mut tx = self.pool.begin().await?;
+        for chunk in feeds.chunks(ROWS_PER_STATEMENT) {
+            sqlx::query(
+                "INSERT INTO feeds (name) SELECT * FROM UNNEST($1::text[]) ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(chunk)
+            .execute(&mut *tx)
+            .await?;
+        }
+        // A device listed twice in one statement would hit "cannot affect row a second
+        // time"; the last listing wins, as it would row by row.
+        let mut class_of: BTreeMap<&str, &str> = BTreeMap::new();
+        for d in devices {
+            class_of.insert(&d.name, &d.class);
+        }
+        let names: Vec<&str> = class_of.keys().copied().collect();
+        let classes: Vec<&str> = class_of.values().copied().collect();
+        for (n, c) in names
+            .chunks(ROWS_PER_STATEMENT)
+            .zip(classes.chunks(ROWS_PER_STATEMENT))
+        {
+            sqlx::query(
+                "INSERT INTO devices (name, class) SELECT * FROM UNNEST($1::text[], $2::text[])
+                 ON CONFLICT (name) DO UPDATE SET class = excluded.class
+                 WHERE devices.class IS DISTINCT FROM excluded.class",
+            )
+            .bind(n)
+            .bind(c)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let mut keys = Keys::default();
+        for r in sqlx::query("SELECT id, name FROM feeds")
+            .fetch_all(&mut *tx)
+            .await?
+        {
+            keys.feeds.insert(r.try_get("name")?, r.try_get("id")?);
+        }
+        for r in sqlx::query("SELECT id, name FROM devices")
+            .fetch_all(&mut *tx)
+            .await?
+        {
+            keys.devices.insert(r.try_get("name")?, r.try_get("id")?);
+        }
+        // Open memberships now, against what the inventory says.
+        let mut open: HashSet<(i64, i64)> = HashSet::new();
+        for r in sqlx::query("SELECT device, feed FROM memberships WHERE until IS NULL")
+            .fetch_all(&mut *tx)
+            .await?
+        {
+            open.insert((r.try_get("device")?, r.try_get("feed")?));
+        }
+        let mut want: HashSet<(i64, i64)> = HashSet::new();
+        for d in devices {
+            let Some(&dk) = keys.devices.get(&d.name) else {
+                continue;
+            };
+            for f in &d.feeds {
+                if let Some(&fk) = keys.feeds.get(f) {
+                    want.insert((dk, fk));
+                }
+            }
+        }
+        let mut closing: Vec<_> = open.difference(&want).copied().collect();
+        let mut opening: Vec<_> = want.difference(&open).copied().collect();
+        closing.sort_unstable();
+        opening.sort_unstable();
+        for chunk in closing.chunks(ROWS_PER_STATEMENT) {
+            let (d, f): (Vec<i64>, Vec<i64>) = chunk.iter().copied().unzip();
+            sqlx::query(
+                "UPDATE memberships m SET until = $1
+                 FROM UNNEST($2::bigint[], $3::bigint[]) AS c(device, feed)
+                 WHERE m.device = c.device AND m.feed = c.feed AND m.until IS NULL",
+            )
+            .bind(now_ms)
+            .bind(d)
+            .bind(f)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for chunk in opening.chunks(ROWS_PER_STATEMENT) {
+            let (d, f): (Vec<i64>, Vec<i64>) = chunk.iter().copied().unzip();
+            sqlx::query(
+                "INSERT INTO memberships (device, feed, since)
+                 SELECT device, feed, $1 FROM UNNEST($2::bigint[], $3::bigint[]) AS o(device, feed)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(now_ms)
+            .bind(d)
+            .bind(f)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(keys)
+    }
+
+    async fn memberships(&self) -> Result<Vec<Membership>> {
+        let rows = sqlx::query("SELECT device, feed, since, until FROM memberships")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Membership {
+                    device: r.try_get("device")?,
+                    feed: r.try_get("feed")?,
+                    since_ms: r.try_get("since")?,
+                    until_ms: r.try_get("until")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn slogan_key(&self, adset: &str, rev: i64, slogan: &str) -> Result<i64> {
+        let r = sqlx::query(
+            "INSERT INTO slogans (adset, rev, slogan) VALUES ($1, $2, $3)
+             ON CONFLICT (adset, rev, slogan) DO UPDATE SET slogan = excluded.slogan
+             RETURNING id",
+        )
+        .bind(adset)
+        .bind(rev)
+        .bind(slogan)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(r.try_get("id")?)
+    }
+
+    #[instrument(skip_all, fields(play_id = %play.play_id))]
+    async fn record_play(&self, play: &NewPlay, cursor: Option<(&str, &str)>) -> Result<i64> {
+        let mut tx = self.pool.begin().await?;
+        let r = sqlx::query(
+            "INSERT INTO plays (play_id, feed, device, slogan, issued_at, expires_at, members)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+        )
+        .bind(&play.play_id)
+        .bind(play.feed)
+        .bind(play.device)
+        .bind(play.slogan)
+        .bind(play.issued_ms)
+        .bind(play.expires_ms)
+        .bind(play.members)
+        .fetch_one(&mut *tx)
+        .await?;
+        if let Some((feed, cur)) = cursor {
+            sqlx::query(
+                "INSERT INTO feed_state (feed, cursor, last_issued) VALUES ($1, $2, $3)
+                 ON CONFLICT (feed) DO UPDATE SET cursor = excluded.cursor, last_issued = excluded.last_issued",
+            )
+            .bind(feed)
+            .bind(cur)
+            .bind(play.issued_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(r.try_get("id")?)
+    }
+
+    async fn feed_state(&self, feed: &str) -> Result<Option<(String, i64)>> {
+        let r = sqlx::query("SELECT cursor, last_issued FROM feed_state WHERE feed = $1")
+            .bind(feed)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match r {
+            Some(r) => Some((r.try_get("cursor")?, r.try_get("last_issued")?)),
+            None => None,
+        })
+    }
+
+    async fn plays_since(&self, since_ms: i64) -> Result<Vec<PlayRow>> {
+        let rows = sqlx::query(
+            "SELECT id, play_id, feed, device, slogan, issued_at, expires_at FROM plays WHERE issued_at >= $1",
+        )
+        .bind(since_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(play_row)
+            .collect::<std::result::Result<_, _>>()?)
+    }
+
+    async fn play_by_id(&self, play_id: &str) -> Result<Option<PlayRow>> {
+        let r = sqlx::query(
+            "SELECT id, play_id, feed, device, slogan, issued_at, expires_at FROM plays WHERE play_id = $1",
+        )
+        .bind(play_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(r.as_ref().map(play_row).transpose()?)
+    }
+
+    #[instrument(skip_all, fields(receipts = batch.receipts.len(), rejects = batch.rejects.len()))]
+    async fn commit_batch(&self, batch: &Batch) -> Result<Outcome> {
+        self.maintain_partitions().await;
+        let mut tx = self.pool.begin().await?;
+        let mut stored: Vec<&ReceiptRow> = Vec::with_capacity(batch.receipts.len());
+        // A batch may carry the same receipt twice (a redelivery); the first one wins.
+        let mut seen = HashSet::with_capacity(batch.receipts.len());
+        let mut unique: Vec<&ReceiptRow> = batch
+            .receipts
+            .iter()
+            .filter(|r| seen.insert((r.device, r.play)))
+            .collect();
+        // One key order for every writer, so concurrent batches cannot deadlock.
+        unique.sort_unstable_by_key(|r| (r.device, r.play));
+        let by_key: HashMap<(i64, i64), &ReceiptRow> =
+            unique.iter().map(|r| ((r.device, r.play), *r)).collect();
+        for chunk in unique.chunks(ROWS_PER_STATEMENT) {
+            let n = chunk.len();
+            let (mut dev, mut play, mut start, mut dur, mut st) = (
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+            );
+            for r in chunk {
+                dev.push(r.device);
+                play.push(r.play);
+                start.push(r.started_ms);
+                dur.push(r.duration_ms);
+                st.push(r.status.code() as i16);
+            }
+            // play_day is the play's issue day (see the migration); a receipt for a play
+            // that is not stored (the daemon checks before) falls back to its own day.
+            let rows = sqlx::query(
+                "INSERT INTO receipts (device, play, started_at, duration_ms, play_day, status)
+                 SELECT v.device, v.play, v.started_at, v.duration_ms,
+                        floor(COALESCE(p.issued_at, v.started_at) / 86400000.0)::integer, v.status
+                 FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::smallint[])
+                      AS v(device, play, started_at, duration_ms, status)
+                 LEFT JOIN plays p ON p.id = v.play
+                 ON CONFLICT (device, play, play_day) DO NOTHING
+                 RETURNING device, play",
+            )
+            .bind(dev)
+            .bind(play)
+            .bind(start)
+            .bind(dur)
+            .bind(st)
+            .fetch_all(&mut *tx)
+            .await?;
+            for row in rows {
+                let k: (i64, i64) = (row.try_get("device")?, row.try_get("play")?);
+                if let Some(r) = by_key.get(&k) {
+                    stored.push(r);
+                }
+            }
+        }
+        // Sum in memory, then one upsert per rollup row, in key order.
+        let mut roll: BTreeMap<(i64, i64, i64, i64, i16), i64> = BTreeMap::new();
+        for r in &stored {
+            *roll
+                .entry((
+                    r.started_ms.div_euclid(3_600_000),
+                    r.device,
+                    r.slogan,
+                    r.feed,
+                    r.status.code() as i16,
+                ))
+                .or_default() += 1;
+        }
+        let roll: Vec<_> = roll.into_iter().collect();
+        for chunk in roll.chunks(ROWS_PER_STATEMENT) {
+            let n = chunk.len();
+            let (mut h, mut d, mut s, mut f, mut st, mut c) = (
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+            );
+            for ((hh, dd, ss, ff, tt), nn) in chunk {
+                h.push(*hh);
+                d.push(*dd);
+                s.push(*ss);
+                f.push(*ff);
+                st.push(*tt);
+                c.push(*nn);
+            }
+            sqlx::query(
+                "INSERT INTO rollup_hourly (hour, device, slogan, feed, status, plays)
+                 SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::smallint[], $6::bigint[])
+                 ON CONFLICT (hour, device, slogan, feed, status)
+                 DO UPDATE SET plays = rollup_hourly.plays + excluded.plays",
+            )
+            .bind(h)
+            .bind(d)
+            .bind(s)
+            .bind(f)
+            .bind(st)
+            .bind(c)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let mut rejects: BTreeMap<(i64, &str), i64> = BTreeMap::new();
+        for (reason, day) in &batch.rejects {
+            *rejects.entry((*day, reason.as_str())).or_default() += 1;
+        }
+        if !rejects.is_empty() {
+            let mut days = Vec::with_capacity(rejects.len());
+            let mut reasons = Vec::with_capacity(rejects.len());
+            let mut counts = Vec::with_capacity(rejects.len());
+            for ((day, reason), n) in rejects {
+                days.push(day);
+                reasons.push(reason);
+                counts.push(n);
+            }
+            sqlx::query(
+                "INSERT INTO rejects (day, reason, count)
+                 SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::bigint[])
+                 ON CONFLICT (day, reason) DO UPDATE SET count = rejects.count + excluded.count",
+            )
+            .bind(days)
+            .bind(reasons)
+            .bind(counts)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for p in &batch.presence {
+            let open: Option<i64> = sqlx::query_scalar(
+                "SELECT online_from FROM presence WHERE device = $1 AND online_until IS NULL",
+            )
+            .bind(p.device)
+            .fetch_optional(&mut *tx)
+            .await?;
+            match (p.online, open) {
+                (true, None) => {
+                    sqlx::query(
+                        "INSERT INTO presence (device, online_from) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(p.device)
+                    .bind(p.at_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                (false, Some(from)) => {
+                    sqlx::query(
+                        "UPDATE presence SET online_until = $1 WHERE device = $2 AND online_from = $3",
+                    )
+                    .bind(p.at_ms.max(from))
+                    .bind(p.device)
+                    .bind(from)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                _ => {}
+            }
+        }
+        tx.commit().await?;
+        Ok(Outcome {
+            stored: stored.len(),
+            duplicates: batch.receipts.len() - stored.len(),
+        })
+    }
+
+    #[instrument(skip_all)]
+    async fn audit_plays(&self, q: &PlaysQuery) -> Result<Vec<PlaysRow>> {
+        let (sql, binds) = audit_sql(q, |n| format!("${n}"));
+        let mut query = sqlx::query(&sql);
+        for b in binds {
+            query = match b {
+                Bind::Int(i) => query.bind(i),
+                Bind::Text(t) => query.bind(t),
+            };
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        Ok(crate::audit::fold(q, raw_rows(q, rows)?))
+    }
+
+    async fn reject_counts(&self) -> Result<Vec<(String, i64)>> {
+        let rows = sqlx::query(
+            "SELECT reason, CAST(SUM(count) AS BIGINT) AS n FROM rejects GROUP BY reason ORDER BY reason",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("reason")?, r.try_get("n")?)))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_names_round_trip() {
+        for day in [0, 19_000, 20_000, 20_454] {
+            let name = partition_name(day).unwrap();
+            assert_eq!(partition_day(&name), Some(day), "{name}");
+        }
+        assert_eq!(partition_name(0).unwrap(), "receipts_19700101");
+        assert_eq!(partition_day("receipts_default"), None);
+        assert_eq!(partition_day("receipts_2024011"), None);
+    }
+
+    #[test]
+    fn schema_names_are_plain() {
+        assert!(check_ident("t_01hx").is_ok());
+        assert!(check_ident("a\"b").is_err());
+        assert!(check_ident("1a").is_err());
+        assert!(check_ident("").is_err());
+    }
+}
