@@ -20,7 +20,12 @@ pub fn read_files(schedules: &Path) -> Vec<(String, bool, String)> {
     let mut files: Vec<_> = entries
         .filter_map(|e| e.ok())
         .map(|e| e.path())
-        .filter(|p| matches!(p.extension().and_then(|x| x.to_str()), Some("toml" | "json")))
+        .filter(|p| {
+            matches!(
+                p.extension().and_then(|x| x.to_str()),
+                Some("toml" | "json")
+            )
+        })
         .collect();
     files.sort();
     files
@@ -91,7 +96,12 @@ pub async fn effective<S: ApiStore>(store: &S, catalog: &Catalog) -> anyhow::Res
         let Some(r) = h.revisions.iter().rev().find(|r| r.approved_by.is_some()) else {
             continue;
         };
-        match catalog::parse_adset(&r.body, r.format == "json", &format!("{}@{}", r.adset, r.rev), &ctx) {
+        match catalog::parse_adset(
+            &r.body,
+            r.format == "json",
+            &format!("{}@{}", r.adset, r.rev),
+            &ctx,
+        ) {
             Ok(mut a) => {
                 a.rev = r.rev;
                 out.push(a);

@@ -369,7 +369,15 @@ async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("binding the HTTP listener {}", settings.http_listen))?;
     let shutdown = CancellationToken::new();
     let clock: Arc<dyn daemon::Clock> = Arc::new(SystemClock);
-    let running = daemon::start(&settings, store.clone(), catalog, None, clock.clone(), shutdown.clone()).await?;
+    let running = daemon::start(
+        &settings,
+        store.clone(),
+        catalog,
+        None,
+        clock.clone(),
+        shutdown.clone(),
+    )
+    .await?;
     let api = spawn_api(http, store, &running, clock, shutdown.clone())?;
     shutdown_signal().await;
     info!("shutting down: draining requests, committing pending receipts");
@@ -480,12 +488,23 @@ async fn demo(mut settings: Settings, a: DemoArgs) -> anyhow::Result<ExitCode> {
     .await?;
     let addr = running.mqtt_addr.context("embedded broker address")?;
     let http_addr = http.local_addr()?;
-    let api = spawn_api(http, store.clone(), &running, Arc::new(SystemClock), shutdown.clone())?;
+    let api = spawn_api(
+        http,
+        store.clone(),
+        &running,
+        Arc::new(SystemClock),
+        shutdown.clone(),
+    )?;
     let auditor = crate::api::new_token();
     {
         use crate::store::ApiStore;
         store
-            .create_token("demo-auditor", crate::store::Role::Auditor, &crate::api::token_hash(&auditor), chrono::Utc::now().timestamp_millis())
+            .create_token(
+                "demo-auditor",
+                crate::store::Role::Auditor,
+                &crate::api::token_hash(&auditor),
+                chrono::Utc::now().timestamp_millis(),
+            )
             .await?;
     }
     println!("embedded MQTT broker: mqtt://{addr} (MQTT 3.1.1 and 5; outside displays may join)");
@@ -757,21 +776,34 @@ async fn audit_report(settings: &Settings, cmd: AuditCmd) -> anyhow::Result<Exit
     match cmd {
         AuditCmd::Plays(_) => unreachable!("handled by audit_plays"),
         AuditCmd::Compliance(a) => {
-            let p = reports::ComplianceParams { from: a.from, to: a.to, class: a.class, device: a.device };
+            let p = reports::ComplianceParams {
+                from: a.from,
+                to: a.to,
+                class: a.class,
+                device: a.device,
+            };
             match reports::compliance_report(&store, &catalog, &p, now, factors).await {
                 Ok(ans) => emit(a.format, &ans, &reports::COMPLIANCE_COLUMNS, &ans.rows)?,
                 Err(e) => return fail(e),
             }
         }
         AuditCmd::Sample(a) => {
-            let p = reports::SampleParams { week: a.week, seed: a.seed, per_class: a.per_class };
+            let p = reports::SampleParams {
+                week: a.week,
+                seed: a.seed,
+                per_class: a.per_class,
+            };
             match reports::sample_report(&store, &catalog, &p, now, factors).await {
                 Ok(ans) => emit(a.format, &ans, &reports::SAMPLE_COLUMNS, &ans.rows)?,
                 Err(e) => return fail(e),
             }
         }
         AuditCmd::Reconcile(a) => {
-            let p = reports::ReconcileParams { from: a.from, to: a.to, feed: a.feed };
+            let p = reports::ReconcileParams {
+                from: a.from,
+                to: a.to,
+                feed: a.feed,
+            };
             match reports::reconcile_report(&store, &catalog, &p, now).await {
                 Ok(ans) => emit(a.format, &ans, &reports::RECONCILE_COLUMNS, &ans.rows)?,
                 Err(e) => return fail(e),
@@ -797,8 +829,13 @@ async fn token(settings: &Settings, cmd: TokenCmd) -> anyhow::Result<ExitCode> {
             };
             let token = crate::api::new_token();
             let name = name.unwrap_or_else(|| format!("{}-{}", r.as_str(), &token[4..10]));
-            let id = store.create_token(&name, r, &crate::api::token_hash(&token), now).await?;
-            println!("token {id} for {name:?}, role {}: keep it secret, it is not shown again", r.as_str());
+            let id = store
+                .create_token(&name, r, &crate::api::token_hash(&token), now)
+                .await?;
+            println!(
+                "token {id} for {name:?}, role {}: keep it secret, it is not shown again",
+                r.as_str()
+            );
             println!("{token}");
         }
         TokenCmd::List => {
@@ -808,7 +845,11 @@ async fn token(settings: &Settings, cmd: TokenCmd) -> anyhow::Result<ExitCode> {
                     t.id,
                     t.name,
                     t.role.as_str(),
-                    if t.revoked_ms.is_some() { "revoked" } else { "live" }
+                    if t.revoked_ms.is_some() {
+                        "revoked"
+                    } else {
+                        "live"
+                    }
                 );
             }
         }

@@ -20,13 +20,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
+use crate::adsets;
 use crate::broker::{self, BrokerOptions};
 use crate::metrics::Metrics;
 use crate::model::{Catalog, Feed};
 use crate::mqtt::{self, Inbound, SessionOptions};
 use crate::rotation::{self, Cursor};
 use crate::settings::{MqttUrl, Settings};
-use crate::adsets;
 use crate::store::{
     ApiStore, Batch, DeviceRow, Keys, Membership, NewPlay, PlayRow, PresenceEvent, ReceiptRow,
     Store,
@@ -190,7 +190,13 @@ pub async fn start<S: ApiStore>(
     store.migrate().await.context("migrating the database")?;
     let now = clock.now();
     let keys = sync_inventory(&store, &catalog, now.timestamp_millis()).await?;
-    adsets::register_files(&store, &catalog, &settings.schedules, now.timestamp_millis()).await?;
+    adsets::register_files(
+        &store,
+        &catalog,
+        &settings.schedules,
+        now.timestamp_millis(),
+    )
+    .await?;
     let base = Arc::new(catalog.clone());
     let mut catalog = catalog;
     catalog.adsets = adsets::effective(&store, &base).await?;
@@ -399,11 +405,15 @@ async fn publish_configs(client: &AsyncClient, topics: &Topics, shared: &Shared)
 }
 
 /// A cheap summary of the operators' folders: every file's path, size and mtime.
-fn fingerprint(dirs: &[&std::path::Path]) -> Vec<(std::path::PathBuf, u64, Option<std::time::SystemTime>)> {
+fn fingerprint(
+    dirs: &[&std::path::Path],
+) -> Vec<(std::path::PathBuf, u64, Option<std::time::SystemTime>)> {
     let mut out = Vec::new();
     let mut stack: Vec<std::path::PathBuf> = dirs.iter().map(|d| d.to_path_buf()).collect();
     while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in rd.flatten() {
             let p = e.path();
             match e.metadata() {
@@ -448,11 +458,22 @@ async fn watch_files<S: ApiStore>(
             for p in report.problems.iter().filter(|p| p.is_error()) {
                 warn!(problem = %p, "edited file refused");
             }
-            warn!(errors, "devices/ or schedules/ has errors; the last good state keeps playing");
+            warn!(
+                errors,
+                "devices/ or schedules/ has errors; the last good state keeps playing"
+            );
             continue;
         };
         scale_time(&mut catalog, settings.time_scale);
-        if let Err(e) = apply_files(&store, &shared, &settings, catalog, clock.now().timestamp_millis()).await {
+        if let Err(e) = apply_files(
+            &store,
+            &shared,
+            &settings,
+            catalog,
+            clock.now().timestamp_millis(),
+        )
+        .await
+        {
             warn!(error = %e, "could not apply the edited files; the last good state keeps playing");
             continue;
         }
@@ -563,7 +584,11 @@ async fn scheduler<S: Store>(
             // rebuilding from now keeps every feed's phase; cursors carry over by feed id.
             stale = false;
             catalog = shared.current();
-            shapes = catalog.feeds.iter().map(|f| feed_shape(&catalog, f)).collect();
+            shapes = catalog
+                .feeds
+                .iter()
+                .map(|f| feed_shape(&catalog, f))
+                .collect();
             heap.clear();
             let now = clock.now();
             for (i, f) in catalog.feeds.iter().enumerate() {

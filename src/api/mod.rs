@@ -90,7 +90,10 @@ impl IntoResponse for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         warn!(error = %e, "database error in a request");
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the database is unavailable; try again")
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the database is unavailable; try again",
+        )
     }
 }
 
@@ -127,7 +130,10 @@ pub fn new_token() -> String {
     use rand::RngCore;
     let mut b = [0u8; 24];
     rand::rngs::OsRng.fill_bytes(&mut b);
-    format!("cvc_{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>())
+    format!(
+        "cvc_{}",
+        b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+    )
 }
 
 /// Who is calling, checked against the roles a route allows (admin may do all).
@@ -154,7 +160,11 @@ async fn caller<S: ApiStore>(
         let names: Vec<&str> = allowed.iter().map(|r| r.as_str()).collect();
         Err(ApiError::new(
             StatusCode::FORBIDDEN,
-            format!("this needs the role {} (the token has {})", names.join(" or "), row.role.as_str()),
+            format!(
+                "this needs the role {} (the token has {})",
+                names.join(" or "),
+                row.role.as_str()
+            ),
         ))
     }
 }
@@ -201,7 +211,11 @@ async fn healthz<S: ApiStore>(State(st): State<Arc<ApiState<S>>>) -> Response {
         "broker": if broker { "connected" } else { "disconnected" },
         "database": if database { "ok" } else { "failing: receipts are held unacknowledged until it returns" },
     });
-    let code = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let code = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (code, Json(body)).into_response()
 }
 
@@ -260,7 +274,10 @@ async fn upload<S: ApiStore>(
         let details = problems_to_details(&problems);
         return Err(ApiError {
             status: StatusCode::UNPROCESSABLE_ENTITY,
-            error: format!("the ad set has {} problems; nothing was stored", details.len()),
+            error: format!(
+                "the ad set has {} problems; nothing was stored",
+                details.len()
+            ),
             details,
         });
     };
@@ -285,7 +302,11 @@ async fn upload<S: ApiStore>(
         .await?;
     // A re-upload may un-retire the set: what plays must be recomputed either way.
     daemon::refresh_adsets(&st.store, &st.shared).await?;
-    let warnings: Vec<String> = problems.iter().filter(|p| !p.is_error()).map(|p| p.to_string()).collect();
+    let warnings: Vec<String> = problems
+        .iter()
+        .filter(|p| !p.is_error())
+        .map(|p| p.to_string())
+        .collect();
     Ok((
         StatusCode::CREATED,
         Json(json!({"id": id, "rev": rev, "status": "pending", "uploaded_by": who.name, "warnings": warnings})),
@@ -299,7 +320,12 @@ fn ms_text(ms: Option<i64>, tz: chrono_tz::Tz) -> Option<String> {
 }
 
 fn history_json(h: &AdSetHistory, tz: chrono_tz::Tz, bodies: bool) -> serde_json::Value {
-    let approved = h.revisions.iter().rev().find(|r| r.approved_by.is_some()).map(|r| r.rev);
+    let approved = h
+        .revisions
+        .iter()
+        .rev()
+        .find(|r| r.approved_by.is_some())
+        .map(|r| r.rev);
     let latest = h.revisions.last().map(|r| r.rev);
     let status = if h.retired.is_some() {
         "retired"
@@ -367,7 +393,11 @@ async fn show_adset<S: ApiStore>(
     let tz = st.shared.current().timezone;
     match st.store.adset_history(&id).await? {
         Some(h) => Ok(Json(history_json(&h, tz, true)).into_response()),
-        None => Err(ApiError::field(StatusCode::NOT_FOUND, "id", format!("no ad set {id:?}"))),
+        None => Err(ApiError::field(
+            StatusCode::NOT_FOUND,
+            "id",
+            format!("no ad set {id:?}"),
+        )),
     }
 }
 
@@ -378,7 +408,11 @@ async fn approve<S: ApiStore>(
 ) -> Result<Response, ApiError> {
     let who = caller(&st, &headers, &[Role::Operator]).await?;
     let now = st.clock.now().timestamp_millis();
-    match st.store.approve_latest(&id, &who.name, who.role == Role::Admin, now).await? {
+    match st
+        .store
+        .approve_latest(&id, &who.name, who.role == Role::Admin, now)
+        .await?
+    {
         Ok(rev) => {
             daemon::refresh_adsets(&st.store, &st.shared).await?;
             let playing = st
@@ -390,8 +424,12 @@ async fn approve<S: ApiStore>(
             Ok(Json(json!({"id": id, "rev": rev.rev, "status": "approved", "approved_by": who.name, "playing": playing}))
                 .into_response())
         }
-        Err(e @ ApproveError::NotFound(_)) => Err(ApiError::field(StatusCode::NOT_FOUND, "id", e.to_string())),
-        Err(e @ ApproveError::OwnUpload(..)) => Err(ApiError::new(StatusCode::FORBIDDEN, e.to_string())),
+        Err(e @ ApproveError::NotFound(_)) => {
+            Err(ApiError::field(StatusCode::NOT_FOUND, "id", e.to_string()))
+        }
+        Err(e @ ApproveError::OwnUpload(..)) => {
+            Err(ApiError::new(StatusCode::FORBIDDEN, e.to_string()))
+        }
         Err(e) => Err(ApiError::new(StatusCode::CONFLICT, e.to_string())),
     }
 }
@@ -404,7 +442,11 @@ async fn retire<S: ApiStore>(
     let who = caller(&st, &headers, &[Role::Operator]).await?;
     let now = st.clock.now().timestamp_millis();
     if !st.store.retire(&id, &who.name, now).await? {
-        return Err(ApiError::field(StatusCode::NOT_FOUND, "id", format!("no ad set {id:?}")));
+        return Err(ApiError::field(
+            StatusCode::NOT_FOUND,
+            "id",
+            format!("no ad set {id:?}"),
+        ));
     }
     daemon::refresh_adsets(&st.store, &st.shared).await?;
     Ok(Json(json!({"id": id, "status": "retired", "retired_by": who.name})).into_response())
@@ -490,12 +532,18 @@ async fn audit_plays<S: ApiStore>(
     let q = PlaysQuery::parse(&p, c.timezone)?;
     if let Some(k) = &q.class {
         if !c.classes.contains_key(k) {
-            return Err(ApiError::field(StatusCode::BAD_REQUEST, "class", format!("unknown class {k:?}")));
+            return Err(ApiError::field(
+                StatusCode::BAD_REQUEST,
+                "class",
+                format!("unknown class {k:?}"),
+            ));
         }
     }
     let rows = st.store.audit_plays(&q).await?;
     if csv {
-        return Ok(csv_response(audit::csv(&q, &rows).map_err(anyhow::Error::from)?));
+        return Ok(csv_response(
+            audit::csv(&q, &rows).map_err(anyhow::Error::from)?,
+        ));
     }
     Ok(Json(audit::answer(&q, &rows)).into_response())
 }

@@ -13,7 +13,6 @@ use std::future::Future;
 use crate::audit::{PlaysQuery, PlaysRow};
 use crate::wire::{Reject, Status};
 
-
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -247,7 +246,11 @@ pub trait ApiStore: Store {
     fn token_by_hash(&self, hash: &str) -> impl Future<Output = Result<Option<TokenRow>>> + Send;
     fn tokens(&self) -> impl Future<Output = Result<Vec<TokenRow>>> + Send;
     /// Revokes by id or name; the number revoked.
-    fn revoke_token(&self, id_or_name: &str, now_ms: i64) -> impl Future<Output = Result<u64>> + Send;
+    fn revoke_token(
+        &self,
+        id_or_name: &str,
+        now_ms: i64,
+    ) -> impl Future<Output = Result<u64>> + Send;
 
     /// Adds a revision; returns its number. `approved` for files reviewed in version control.
     fn add_revision(
@@ -255,7 +258,10 @@ pub trait ApiStore: Store {
         rev: &Revision,
         approved: bool,
     ) -> impl Future<Output = Result<i64>> + Send;
-    fn adset_history(&self, adset: &str) -> impl Future<Output = Result<Option<AdSetHistory>>> + Send;
+    fn adset_history(
+        &self,
+        adset: &str,
+    ) -> impl Future<Output = Result<Option<AdSetHistory>>> + Send;
     fn adset_histories(&self) -> impl Future<Output = Result<Vec<AdSetHistory>>> + Send;
     /// Approves the latest revision; `admin` may approve their own upload.
     fn approve_latest(
@@ -266,7 +272,12 @@ pub trait ApiStore: Store {
         now_ms: i64,
     ) -> impl Future<Output = Result<std::result::Result<Revision, ApproveError>>> + Send;
     /// Retires an ad set; false when there is no such ad set.
-    fn retire(&self, adset: &str, by: &str, now_ms: i64) -> impl Future<Output = Result<bool>> + Send;
+    fn retire(
+        &self,
+        adset: &str,
+        by: &str,
+        now_ms: i64,
+    ) -> impl Future<Output = Result<bool>> + Send;
 
     /// Presence intervals overlapping [from, to): (device name, start, end or None).
     fn presence_between(

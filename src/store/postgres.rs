@@ -108,6 +108,7 @@ impl PgStore {
         // cannot deadlock with them, and no row can reach the DEFAULT partition while we
         // look at it.
         ddl(&mut tx, "LOCK TABLE ONLY receipts IN ACCESS EXCLUSIVE MODE").await?;
+        let mut created = 0;
         for (day, name) in &missing {
             // Days outside the partition key's range belong to DEFAULT for good.
             let (Ok(lo), Ok(hi)) = (i32::try_from(*day), i32::try_from(day + 1)) else {
@@ -128,6 +129,7 @@ impl PgStore {
                     ),
                 )
                 .await?;
+                created += 1;
                 continue;
             }
             // Creating the partition would fail on rows of its day in DEFAULT: build it
@@ -158,10 +160,11 @@ impl PgStore {
             )
             .await?;
             info!(partition = %name, rows = moved, "moved receipts out of the default partition");
+            created += 1;
         }
         tx.commit().await?;
-        info!(created = missing.len(), "receipt partitions created");
-        Ok(missing.len())
+        info!(created, "receipt partitions created");
+        Ok(created)
     }
 
     /// Retention: drops every daily partition of `receipts` for a day before `day` (days

@@ -505,7 +505,8 @@ fn token_row(r: &sqlx::sqlite::SqliteRow) -> std::result::Result<TokenRow, Store
     Ok(TokenRow {
         id: r.try_get("id")?,
         name: r.try_get("name")?,
-        role: Role::parse(&role).ok_or_else(|| StoreError::Invalid(format!("stored role {role:?}")))?,
+        role: Role::parse(&role)
+            .ok_or_else(|| StoreError::Invalid(format!("stored role {role:?}")))?,
         created_ms: r.try_get("created_at")?,
         revoked_ms: r.try_get("revoked_at")?,
     })
@@ -553,9 +554,10 @@ impl ApiStore for SqliteStore {
     }
 
     async fn tokens(&self) -> Result<Vec<TokenRow>> {
-        let rows = sqlx::query("SELECT id, name, role, created_at, revoked_at FROM tokens ORDER BY id")
-            .fetch_all(&self.read)
-            .await?;
+        let rows =
+            sqlx::query("SELECT id, name, role, created_at, revoked_at FROM tokens ORDER BY id")
+                .fetch_all(&self.read)
+                .await?;
         rows.iter().map(token_row).collect()
     }
 
@@ -574,10 +576,12 @@ impl ApiStore for SqliteStore {
 
     async fn add_revision(&self, rev: &Revision, approved: bool) -> Result<i64> {
         let mut tx = self.pool.begin().await?;
-        let next: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(rev), 0) + 1 FROM adset_revisions WHERE adset = ?")
-            .bind(&rev.adset)
-            .fetch_one(&mut *tx)
-            .await?;
+        let next: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(MAX(rev), 0) + 1 FROM adset_revisions WHERE adset = ?",
+        )
+        .bind(&rev.adset)
+        .fetch_one(&mut *tx)
+        .await?;
         sqlx::query(
             "INSERT INTO adset_revisions (adset, rev, format, body, origin, uploaded_by, uploaded_at, approved_by, approved_at)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -612,13 +616,17 @@ impl ApiStore for SqliteStore {
         if revs.is_empty() {
             return Ok(None);
         }
-        let retired = sqlx::query("SELECT retired_by, retired_at FROM adset_retired WHERE adset = ?")
-            .bind(adset)
-            .fetch_optional(&self.read)
-            .await?;
+        let retired =
+            sqlx::query("SELECT retired_by, retired_at FROM adset_retired WHERE adset = ?")
+                .bind(adset)
+                .fetch_optional(&self.read)
+                .await?;
         Ok(Some(AdSetHistory {
             adset: adset.to_owned(),
-            revisions: revs.iter().map(revision_row).collect::<std::result::Result<_, _>>()?,
+            revisions: revs
+                .iter()
+                .map(revision_row)
+                .collect::<std::result::Result<_, _>>()?,
             retired: match retired {
                 Some(r) => Some((r.try_get("retired_by")?, r.try_get("retired_at")?)),
                 None => None,
@@ -637,7 +645,12 @@ impl ApiStore for SqliteStore {
                 .fetch_all(&self.read)
                 .await?
                 .iter()
-                .map(|r| Ok((r.try_get("adset")?, (r.try_get("retired_by")?, r.try_get("retired_at")?))))
+                .map(|r| {
+                    Ok((
+                        r.try_get("adset")?,
+                        (r.try_get("retired_by")?, r.try_get("retired_at")?),
+                    ))
+                })
                 .collect::<std::result::Result<_, sqlx::Error>>()?;
         let mut out: Vec<AdSetHistory> = Vec::new();
         for r in &revs {
@@ -672,18 +685,26 @@ impl ApiStore for SqliteStore {
             return Ok(Err(ApproveError::NotFound(adset.to_owned())));
         };
         let mut rev = revision_row(&latest)?;
-        let retired: Option<i64> = sqlx::query_scalar("SELECT retired_at FROM adset_retired WHERE adset = ?")
-            .bind(adset)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let retired: Option<i64> =
+            sqlx::query_scalar("SELECT retired_at FROM adset_retired WHERE adset = ?")
+                .bind(adset)
+                .fetch_optional(&mut *tx)
+                .await?;
         if retired.is_some() {
             return Ok(Err(ApproveError::Retired(adset.to_owned())));
         }
         if rev.approved_by.is_some() {
-            return Ok(Err(ApproveError::AlreadyApproved(adset.to_owned(), rev.rev)));
+            return Ok(Err(ApproveError::AlreadyApproved(
+                adset.to_owned(),
+                rev.rev,
+            )));
         }
         if rev.uploaded_by == by && !admin {
-            return Ok(Err(ApproveError::OwnUpload(adset.to_owned(), rev.rev, by.to_owned())));
+            return Ok(Err(ApproveError::OwnUpload(
+                adset.to_owned(),
+                rev.rev,
+                by.to_owned(),
+            )));
         }
         sqlx::query("UPDATE adset_revisions SET approved_by = ?, approved_at = ? WHERE adset = ? AND rev = ?")
             .bind(by)
@@ -699,10 +720,11 @@ impl ApiStore for SqliteStore {
     }
 
     async fn retire(&self, adset: &str, by: &str, now_ms: i64) -> Result<bool> {
-        let exists: Option<i64> = sqlx::query_scalar("SELECT rev FROM adset_revisions WHERE adset = ? LIMIT 1")
-            .bind(adset)
-            .fetch_optional(&self.pool)
-            .await?;
+        let exists: Option<i64> =
+            sqlx::query_scalar("SELECT rev FROM adset_revisions WHERE adset = ? LIMIT 1")
+                .bind(adset)
+                .fetch_optional(&self.pool)
+                .await?;
         if exists.is_none() {
             return Ok(false);
         }
@@ -717,7 +739,11 @@ impl ApiStore for SqliteStore {
         Ok(true)
     }
 
-    async fn presence_between(&self, from_ms: i64, to_ms: i64) -> Result<Vec<(String, i64, Option<i64>)>> {
+    async fn presence_between(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<(String, i64, Option<i64>)>> {
         let rows = sqlx::query(
             "SELECT d.name, p.online_from, p.online_until FROM presence p JOIN devices d ON d.id = p.device
              WHERE p.online_from < ? AND (p.online_until IS NULL OR p.online_until > ?)",
@@ -731,7 +757,12 @@ impl ApiStore for SqliteStore {
             .collect()
     }
 
-    async fn played_between(&self, from_ms: i64, to_ms: i64, device: Option<&str>) -> Result<Vec<(String, i64)>> {
+    async fn played_between(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+        device: Option<&str>,
+    ) -> Result<Vec<(String, i64)>> {
         let rows = sqlx::query(
             "SELECT d.name, r.started_at FROM receipts r JOIN devices d ON d.id = r.device
              WHERE r.status = 0 AND r.started_at >= ? AND r.started_at < ? AND (? IS NULL OR d.name = ?)
@@ -743,7 +774,9 @@ impl ApiStore for SqliteStore {
         .bind(device)
         .fetch_all(&self.read)
         .await?;
-        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
     }
 
     async fn last_receipts(&self, devices: &[String]) -> Result<Vec<(String, i64, Status)>> {
@@ -766,7 +799,11 @@ impl ApiStore for SqliteStore {
         Ok(out)
     }
 
-    async fn feed_plays_between(&self, from_ms: i64, to_ms: i64) -> Result<Vec<(i64, String, i64, i64)>> {
+    async fn feed_plays_between(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<(i64, String, i64, i64)>> {
         let rows = sqlx::query(
             "SELECT p.id, f.name, p.issued_at, f.id FROM plays p JOIN feeds f ON f.id = p.feed
              WHERE p.issued_at >= ? AND p.issued_at < ? ORDER BY p.id",
@@ -780,7 +817,11 @@ impl ApiStore for SqliteStore {
             .collect()
     }
 
-    async fn receipts_for_plays_between(&self, from_ms: i64, to_ms: i64) -> Result<Vec<(i64, i64, Status)>> {
+    async fn receipts_for_plays_between(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<(i64, i64, Status)>> {
         let rows = sqlx::query(
             "SELECT r.device, r.play, r.status FROM receipts r JOIN plays p ON p.id = r.play
              WHERE p.issued_at >= ? AND p.issued_at < ?",
@@ -799,7 +840,11 @@ impl ApiStore for SqliteStore {
         Ok(out)
     }
 
-    async fn presence_keys_between(&self, from_ms: i64, to_ms: i64) -> Result<Vec<(i64, i64, Option<i64>)>> {
+    async fn presence_keys_between(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<(i64, i64, Option<i64>)>> {
         let rows = sqlx::query(
             "SELECT device, online_from, online_until FROM presence
              WHERE online_from < ? AND (online_until IS NULL OR online_until > ?)",
