@@ -726,6 +726,439 @@ impl Store for PgStore {
     }
 }
 
+fn token_row(r: &sqlx::postgres::PgRow) -> std::result::Result<TokenRow, StoreError> {
+    let role: String = r.try_get("role")?;
+    Ok(TokenRow {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        role: Role::parse(&role)
+            .ok_or_else(|| StoreError::Invalid(format!("stored role {role:?}")))?,
+        created_ms: r.try_get("created_at")?,
+        revoked_ms: r.try_get("revoked_at")?,
+    })
+}
+
+fn revision_row(r: &sqlx::postgres::PgRow) -> std::result::Result<Revision, sqlx::Error> {
+    Ok(Revision {
+        adset: r.try_get("adset")?,
+        rev: r.try_get("rev")?,
+        format: r.try_get("format")?,
+        body: r.try_get("body")?,
+        origin: r.try_get("origin")?,
+        uploaded_by: r.try_get("uploaded_by")?,
+        uploaded_ms: r.try_get("uploaded_at")?,
+        approved_by: r.try_get("approved_by")?,
+        approved_ms: r.try_get("approved_at")?,
+    })
+}
+
+/// A stored `status` (SMALLINT); None for a code this build does not know, which the
+/// readers skip, as SQLite's do.
+fn status_of(
+    r: &sqlx::postgres::PgRow,
+    i: usize,
+) -> std::result::Result<Option<Status>, sqlx::Error> {
+    let code: i16 = r.try_get(i)?;
+    Ok(Status::from_code(i64::from(code)))
+}
+
+const REVISION_COLS: &str =
+    "adset, rev, format, body, origin, uploaded_by, uploaded_at, approved_by, approved_at";
+
+/// First key of the advisory locks that serialize writes to one ad set's revisions (the
+/// second key is a hash of the schema and ad set name); an arbitrary constant ("adst").
+const ADSET_LOCK_NS: i32 = 0x6164_7374;
+
+/// Takes the transaction-scoped lock of `adset`: `add_revision`, `approve_latest` and
+/// `retire` of one ad set run one at a time, as on SQLite's single writer. A hash collision
+/// only makes two ad sets wait for each other.
+async fn lock_adset(c: &mut PgConnection, adset: &str) -> Result<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext(current_schema() || '.' || $2))")
+        .bind(ADSET_LOCK_NS)
+        .bind(adset)
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
+/// Clamps a day number to the range of `play_day` (INTEGER).
+fn day_i32(day: i64) -> i32 {
+    i32::try_from(day).unwrap_or(if day < 0 { i32::MIN } else { i32::MAX })
+}
+
+impl ApiStore for PgStore {
+    async fn create_token(&self, name: &str, role: Role, hash: &str, now_ms: i64) -> Result<i64> {
+        let r = sqlx::query(
+            "INSERT INTO tokens (name, role, hash, created_at) VALUES ($1, $2, $3, $4) RETURNING id",
+        )
+        .bind(name)
+        .bind(role.as_str())
+        .bind(hash)
+        .bind(now_ms)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(r.try_get("id")?)
+    }
+
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRow>> {
+        let r = sqlx::query(
+            "SELECT id, name, role, created_at, revoked_at FROM tokens WHERE hash = $1 AND revoked_at IS NULL",
+        )
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        r.as_ref().map(token_row).transpose()
+    }
+
+    async fn tokens(&self) -> Result<Vec<TokenRow>> {
+        let rows =
+            sqlx::query("SELECT id, name, role, created_at, revoked_at FROM tokens ORDER BY id")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(token_row).collect()
+    }
+
+    async fn revoke_token(&self, id_or_name: &str, now_ms: i64) -> Result<u64> {
+        let id: i64 = id_or_name.parse().unwrap_or(-1);
+        let r = sqlx::query(
+            "UPDATE tokens SET revoked_at = $1 WHERE (id = $2 OR name = $3) AND revoked_at IS NULL",
+        )
+        .bind(now_ms)
+        .bind(id)
+        .bind(id_or_name)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
+    async fn add_revision(&self, rev: &Revision, approved: bool) -> Result<i64> {
+        let mut tx = self.pool.begin().await?;
+        // Two uploads of one ad set would otherwise both read the same MAX(rev) and one
+        // would fail on the primary key. Under READ COMMITTED the SELECT below takes its
+        // snapshot after the lock is granted, so it sees the other upload's revision.
+        lock_adset(&mut tx, &rev.adset).await?;
+        let next: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(MAX(rev), 0) + 1 FROM adset_revisions WHERE adset = $1",
+        )
+        .bind(&rev.adset)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO adset_revisions (adset, rev, format, body, origin, uploaded_by, uploaded_at, approved_by, approved_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&rev.adset)
+        .bind(next)
+        .bind(&rev.format)
+        .bind(&rev.body)
+        .bind(&rev.origin)
+        .bind(&rev.uploaded_by)
+        .bind(rev.uploaded_ms)
+        .bind(approved.then_some(rev.uploaded_by.as_str()))
+        .bind(approved.then_some(rev.uploaded_ms))
+        .execute(&mut *tx)
+        .await?;
+        // A new upload of a retired ad set brings it back (pending until approved).
+        sqlx::query("DELETE FROM adset_retired WHERE adset = $1")
+            .bind(&rev.adset)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(next)
+    }
+
+    async fn adset_history(&self, adset: &str) -> Result<Option<AdSetHistory>> {
+        let revs = sqlx::query(&format!(
+            "SELECT {REVISION_COLS} FROM adset_revisions WHERE adset = $1 ORDER BY rev"
+        ))
+        .bind(adset)
+        .fetch_all(&self.pool)
+        .await?;
+        if revs.is_empty() {
+            return Ok(None);
+        }
+        let retired =
+            sqlx::query("SELECT retired_by, retired_at FROM adset_retired WHERE adset = $1")
+                .bind(adset)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(Some(AdSetHistory {
+            adset: adset.to_owned(),
+            revisions: revs
+                .iter()
+                .map(revision_row)
+                .collect::<std::result::Result<_, _>>()?,
+            retired: match retired {
+                Some(r) => Some((r.try_get("retired_by")?, r.try_get("retired_at")?)),
+                None => None,
+            },
+        }))
+    }
+
+    async fn adset_histories(&self) -> Result<Vec<AdSetHistory>> {
+        // Byte order of names, as SQLite's BINARY collation sorts them. Revisions and
+        // retirements are read in one snapshot.
+        let mut tx = self.pool.begin().await?;
+        ddl(
+            &mut tx,
+            "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY",
+        )
+        .await?;
+        let revs = sqlx::query(&format!(
+            "SELECT {REVISION_COLS} FROM adset_revisions ORDER BY adset COLLATE \"C\", rev"
+        ))
+        .fetch_all(&mut *tx)
+        .await?;
+        let retired: HashMap<String, (String, i64)> =
+            sqlx::query("SELECT adset, retired_by, retired_at FROM adset_retired")
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|r| {
+                    Ok((
+                        r.try_get("adset")?,
+                        (r.try_get("retired_by")?, r.try_get("retired_at")?),
+                    ))
+                })
+                .collect::<std::result::Result<_, sqlx::Error>>()?;
+        tx.commit().await?;
+        let mut out: Vec<AdSetHistory> = Vec::new();
+        for r in &revs {
+            let rev = revision_row(r)?;
+            match out.last_mut() {
+                Some(h) if h.adset == rev.adset => h.revisions.push(rev),
+                _ => out.push(AdSetHistory {
+                    adset: rev.adset.clone(),
+                    retired: retired.get(&rev.adset).cloned(),
+                    revisions: vec![rev],
+                }),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn approve_latest(
+        &self,
+        adset: &str,
+        by: &str,
+        admin: bool,
+        now_ms: i64,
+    ) -> Result<std::result::Result<Revision, ApproveError>> {
+        let mut tx = self.pool.begin().await?;
+        // Serialized with uploads and retirements of the same ad set: two approvers cannot
+        // both approve, nor approve a revision that a concurrent upload just superseded.
+        lock_adset(&mut tx, adset).await?;
+        let latest = sqlx::query(&format!(
+            "SELECT {REVISION_COLS} FROM adset_revisions WHERE adset = $1 ORDER BY rev DESC LIMIT 1"
+        ))
+        .bind(adset)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(latest) = latest else {
+            return Ok(Err(ApproveError::NotFound(adset.to_owned())));
+        };
+        let mut rev = revision_row(&latest)?;
+        let retired: Option<i64> =
+            sqlx::query_scalar("SELECT retired_at FROM adset_retired WHERE adset = $1")
+                .bind(adset)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if retired.is_some() {
+            return Ok(Err(ApproveError::Retired(adset.to_owned())));
+        }
+        if rev.approved_by.is_some() {
+            return Ok(Err(ApproveError::AlreadyApproved(
+                adset.to_owned(),
+                rev.rev,
+            )));
+        }
+        if rev.uploaded_by == by && !admin {
+            return Ok(Err(ApproveError::OwnUpload(
+                adset.to_owned(),
+                rev.rev,
+                by.to_owned(),
+            )));
+        }
+        sqlx::query(
+            "UPDATE adset_revisions SET approved_by = $1, approved_at = $2 WHERE adset = $3 AND rev = $4",
+        )
+        .bind(by)
+        .bind(now_ms)
+        .bind(adset)
+        .bind(rev.rev)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rev.approved_by = Some(by.to_owned());
+        rev.approved_ms = Some(now_ms);
+        Ok(Ok(rev))
+    }
+
+    async fn retire(&self, adset: &str, by: &str, now_ms: i64) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        lock_adset(&mut tx, adset).await?;
+        let exists: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM adset_revisions WHERE adset = $1)")
+                .bind(adset)
+                .fetch_one(&mut *tx)
+                .await?;
+        if !exists {
+            return Ok(false);
+        }
+        // Retiring twice keeps the first retirement.
+        sqlx::query(
+            "INSERT INTO adset_retired (adset, retired_by, retired_at) VALUES ($1, $2, $3)
+             ON CONFLICT (adset) DO NOTHING",
+        )
+        .bind(adset)
+        .bind(by)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn presence_between(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<(String, i64, Option<i64>)>> {
+        let rows = sqlx::query(
+            "SELECT d.name, p.online_from, p.online_until FROM presence p JOIN devices d ON d.id = p.device
+             WHERE p.online_from < $1 AND (p.online_until IS NULL OR p.online_until > $2)",
+        )
+        .bind(to_ms)
+        .bind(from_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect()
+    }
+
+    async fn played_between(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+        device: Option<&str>,
+    ) -> Result<Vec<(String, i64)>> {
+        // By started_at, not play_day: no partition pruning, but the BRIN index on
+        // started_at limits the scan to the matching blocks of each partition.
+        let rows = sqlx::query(
+            "SELECT d.name, r.started_at FROM receipts r JOIN devices d ON d.id = r.device
+             WHERE r.status = 0 AND r.started_at >= $1 AND r.started_at < $2
+               AND ($3::text IS NULL OR d.name = $3)
+             ORDER BY r.device, r.started_at",
+        )
+        .bind(from_ms)
+        .bind(to_ms)
+        .bind(device)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
+    }
+
+    async fn last_receipts(&self, devices: &[String]) -> Result<Vec<(String, i64, Status)>> {
+        if devices.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One query: the newest receipt per display (DISTINCT ON), returned in the order
+        // the names were asked, once per asked name, as SQLite's per-name loop does.
+        let rows = sqlx::query(
+            "WITH asked AS (
+                 SELECT u.name, u.ord, d.id FROM UNNEST($1::text[]) WITH ORDINALITY AS u(name, ord)
+                 JOIN devices d ON d.name = u.name
+             ), last AS (
+                 SELECT DISTINCT ON (r.device) r.device, r.started_at, r.status
+                 FROM receipts r
+                 WHERE r.device IN (SELECT id FROM asked)
+                 ORDER BY r.device, r.started_at DESC, r.play DESC
+             )
+             SELECT a.name, l.started_at, l.status FROM asked a JOIN last l ON l.device = a.id
+             ORDER BY a.ord",
+        )
+        .bind(devices)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            if let Some(st) = status_of(r, 2)? {
+                out.push((r.try_get(0)?, r.try_get(1)?, st));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn feed_plays_between(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<(i64, String, i64, i64)>> {
+        let rows = sqlx::query(
+            "SELECT p.id, f.name, p.issued_at, f.id FROM plays p JOIN feeds f ON f.id = p.feed
+             WHERE p.issued_at >= $1 AND p.issued_at < $2 ORDER BY p.id",
+        )
+        .bind(from_ms)
+        .bind(to_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)))
+            .collect()
+    }
+
+    async fn receipts_for_plays_between(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<(i64, i64, Status)>> {
+        // A receipt of a play carries that play's issue day as play_day (see the
+        // migration), so bounding play_day by the issue range prunes the partitions to
+        // those days without losing a row.
+        let first_day = day_i32(from_ms.div_euclid(MS_PER_DAY));
+        let last_day = day_i32(to_ms.saturating_sub(1).div_euclid(MS_PER_DAY));
+        let rows = sqlx::query(
+            "SELECT r.device, r.play, r.status FROM receipts r JOIN plays p ON p.id = r.play
+             WHERE p.issued_at >= $1 AND p.issued_at < $2
+               AND r.play_day >= $3 AND r.play_day <= $4",
+        )
+        .bind(from_ms)
+        .bind(to_ms)
+        .bind(first_day)
+        .bind(last_day)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            if let Some(st) = status_of(r, 2)? {
+                out.push((r.try_get(0)?, r.try_get(1)?, st));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn presence_keys_between(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<(i64, i64, Option<i64>)>> {
+        let rows = sqlx::query(
+            "SELECT device, online_from, online_until FROM presence
+             WHERE online_from < $1 AND (online_until IS NULL OR online_until > $2)",
+        )
+        .bind(to_ms)
+        .bind(from_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
