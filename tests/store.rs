@@ -15,8 +15,8 @@ use chrono::{DateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use civicast::audit::{PlaysParams, PlaysQuery, PlaysRow};
 use civicast::store::{
-    Batch, DeviceRow, Membership, NewPlay, PgStore, PlayRow, PresenceEvent, ReceiptRow,
-    SqliteStore, Store,
+    AdSetHistory, ApiStore, ApproveError, Batch, DeviceRow, Membership, NewPlay, PgStore, PlayRow,
+    PresenceEvent, ReceiptRow, Revision, Role, SqliteStore, Store, TokenRow,
 };
 use civicast::wire::{Reject, Status};
 use sqlx::Connection;
@@ -750,6 +750,498 @@ async fn audits<S: Store>(s: S) {
 }
 
 // ---------------------------------------------------------------------------------------
+// The API contract (`ApiStore`), once for every backend
+
+async fn tokens<S: ApiStore>(s: S) {
+    assert!(s.tokens().await.expect("no tokens").is_empty());
+    let ops = s
+        .create_token("ops", Role::Operator, "hash-ops", 1_000)
+        .await
+        .expect("create ops");
+    let aud = s
+        .create_token("aud", Role::Auditor, "hash-aud", 1_100)
+        .await
+        .expect("create aud");
+    let ci1 = s
+        .create_token("ci", Role::Admin, "hash-ci1", 1_200)
+        .await
+        .expect("create ci 1");
+    let ci2 = s
+        .create_token("ci", Role::Operator, "hash-ci2", 1_300)
+        .await
+        .expect("create ci 2");
+    assert!(ops < aud && aud < ci1 && ci1 < ci2, "ids grow");
+    assert!(
+        s.create_token("other", Role::Admin, "hash-ops", 1_400)
+            .await
+            .is_err(),
+        "a hash is stored once"
+    );
+
+    let row = |id, name: &str, role, created_ms, revoked_ms| TokenRow {
+        id,
+        name: name.to_owned(),
+        role,
+        created_ms,
+        revoked_ms,
+    };
+    assert_eq!(
+        s.token_by_hash("hash-ops").await.expect("find ops"),
+        Some(row(ops, "ops", Role::Operator, 1_000, None))
+    );
+    assert_eq!(
+        s.token_by_hash("hash-ci1").await.expect("find ci1"),
+        Some(row(ci1, "ci", Role::Admin, 1_200, None))
+    );
+    assert_eq!(s.token_by_hash("nope").await.expect("find nope"), None);
+
+    // By id.
+    assert_eq!(
+        s.revoke_token(&ops.to_string(), 2_000)
+            .await
+            .expect("revoke ops"),
+        1
+    );
+    assert_eq!(
+        s.token_by_hash("hash-ops").await.expect("find revoked"),
+        None,
+        "a revoked token is not found"
+    );
+    assert_eq!(
+        s.revoke_token(&ops.to_string(), 2_500)
+            .await
+            .expect("revoke again"),
+        0,
+        "revoking twice revokes nothing"
+    );
+    // By name: every live token of that name.
+    assert_eq!(s.revoke_token("ci", 3_000).await.expect("revoke ci"), 2);
+    assert_eq!(s.token_by_hash("hash-ci2").await.expect("find ci2"), None);
+    assert_eq!(s.revoke_token("nobody", 3_000).await.expect("revoke"), 0);
+    assert_eq!(s.revoke_token("-1", 3_000).await.expect("revoke"), 0);
+    assert_eq!(
+        s.token_by_hash("hash-aud").await.expect("find aud"),
+        Some(row(aud, "aud", Role::Auditor, 1_100, None)),
+        "other tokens stay live"
+    );
+
+    assert_eq!(
+        s.tokens().await.expect("tokens"),
+        vec![
+            row(ops, "ops", Role::Operator, 1_000, Some(2_000)),
+            row(aud, "aud", Role::Auditor, 1_100, None),
+            row(ci1, "ci", Role::Admin, 1_200, Some(3_000)),
+            row(ci2, "ci", Role::Operator, 1_300, Some(3_000)),
+        ]
+    );
+}
+
+/// A pending upload of `adset` by `by` at `at`.
+fn upload(adset: &str, by: &str, at: i64) -> Revision {
+    Revision {
+        adset: adset.to_owned(),
+        rev: 0,
+        format: "toml".to_owned(),
+        body: format!("# {adset} from {by} at {at}\n"),
+        origin: "upload".to_owned(),
+        uploaded_by: by.to_owned(),
+        uploaded_ms: at,
+        approved_by: None,
+        approved_ms: None,
+    }
+}
+
+/// (rev, uploaded_by, approved_by) of each revision.
+fn revs(h: &AdSetHistory) -> Vec<(i64, &str, Option<&str>)> {
+    h.revisions
+        .iter()
+        .map(|r| (r.rev, r.uploaded_by.as_str(), r.approved_by.as_deref()))
+        .collect()
+}
+
+async fn revisions<S: ApiStore>(s: S) {
+    let cv = "civility";
+    assert_eq!(s.adset_history(cv).await.expect("history"), None);
+    assert!(s.adset_histories().await.expect("histories").is_empty());
+    for (by, at, want) in [("alice", 1_000, 1), ("bob", 2_000, 2), ("alice", 3_000, 3)] {
+        assert_eq!(
+            s.add_revision(&upload(cv, by, at), false)
+                .await
+                .expect("upload"),
+            want
+        );
+    }
+    let h = s
+        .adset_history(cv)
+        .await
+        .expect("history")
+        .expect("civility exists");
+    assert_eq!(h.adset, cv);
+    assert_eq!(h.retired, None);
+    assert_eq!(
+        revs(&h),
+        vec![(1, "alice", None), (2, "bob", None), (3, "alice", None)]
+    );
+    assert_eq!(
+        h.revisions[0],
+        Revision {
+            rev: 1,
+            ..upload(cv, "alice", 1_000)
+        },
+        "a revision reads back as written"
+    );
+
+    // Approval: of the latest revision, never by its uploader unless an admin.
+    assert_eq!(
+        s.approve_latest("nope", "bob", true, 4_000)
+            .await
+            .expect("approve"),
+        Err(ApproveError::NotFound("nope".to_owned()))
+    );
+    assert_eq!(
+        s.approve_latest(cv, "alice", false, 4_000)
+            .await
+            .expect("approve"),
+        Err(ApproveError::OwnUpload(
+            cv.to_owned(),
+            3,
+            "alice".to_owned()
+        ))
+    );
+    let approved = s
+        .approve_latest(cv, "bob", false, 4_100)
+        .await
+        .expect("approve")
+        .expect("bob approves alice's upload");
+    assert_eq!(
+        approved,
+        Revision {
+            rev: 3,
+            approved_by: Some("bob".to_owned()),
+            approved_ms: Some(4_100),
+            ..upload(cv, "alice", 3_000)
+        }
+    );
+    assert_eq!(
+        s.approve_latest(cv, "carol", false, 4_200)
+            .await
+            .expect("approve"),
+        Err(ApproveError::AlreadyApproved(cv.to_owned(), 3))
+    );
+    s.add_revision(&upload(cv, "alice", 5_000), false)
+        .await
+        .expect("upload 4");
+    let own = s
+        .approve_latest(cv, "alice", true, 5_100)
+        .await
+        .expect("approve")
+        .expect("an admin approves their own upload");
+    assert_eq!(
+        (own.rev, own.approved_by.as_deref(), own.approved_ms),
+        (4, Some("alice"), Some(5_100))
+    );
+    assert_eq!(
+        revs(&s.adset_history(cv).await.expect("history").expect("exists")),
+        vec![
+            (1, "alice", None),
+            (2, "bob", None),
+            (3, "alice", Some("bob")),
+            (4, "alice", Some("alice")),
+        ]
+    );
+
+    // Files reviewed in version control come in approved.
+    assert_eq!(
+        s.add_revision(
+            &Revision {
+                origin: "file".to_owned(),
+                format: "json".to_owned(),
+                ..upload("parks", "schedules/parks.json", 6_000)
+            },
+            true,
+        )
+        .await
+        .expect("file revision"),
+        1
+    );
+    let parks = s
+        .adset_history("parks")
+        .await
+        .expect("history")
+        .expect("parks exists");
+    assert_eq!(
+        parks.revisions[0].approved_by.as_deref(),
+        Some("schedules/parks.json")
+    );
+    assert_eq!(parks.revisions[0].approved_ms, Some(6_000));
+    assert_eq!(parks.revisions[0].format, "json");
+    assert_eq!(parks.revisions[0].origin, "file");
+    assert_eq!(
+        s.approve_latest("parks", "bob", false, 6_100)
+            .await
+            .expect("approve"),
+        Err(ApproveError::AlreadyApproved("parks".to_owned(), 1))
+    );
+
+    // Retirement: refuses approval (before any other check), a second retirement keeps
+    // the first, and a new upload brings the ad set back, pending.
+    assert!(!s.retire("nope", "carol", 7_000).await.expect("retire"));
+    assert_eq!(s.adset_history("nope").await.expect("history"), None);
+    assert!(s.retire(cv, "carol", 7_000).await.expect("retire"));
+    assert!(s.retire(cv, "dave", 7_500).await.expect("retire again"));
+    assert_eq!(
+        s.adset_history(cv)
+            .await
+            .expect("history")
+            .expect("exists")
+            .retired,
+        Some(("carol".to_owned(), 7_000))
+    );
+    assert_eq!(
+        s.approve_latest(cv, "bob", true, 7_600)
+            .await
+            .expect("approve"),
+        Err(ApproveError::Retired(cv.to_owned()))
+    );
+    assert_eq!(
+        s.add_revision(&upload(cv, "bob", 8_000), false)
+            .await
+            .expect("re-upload"),
+        5
+    );
+    let h = s.adset_history(cv).await.expect("history").expect("exists");
+    assert_eq!(h.retired, None, "a new upload un-retires");
+    assert_eq!(h.revisions.len(), 5);
+    assert_eq!(h.revisions[4].approved_by, None, "and is pending");
+    assert_eq!(
+        s.approve_latest(cv, "alice", false, 8_100)
+            .await
+            .expect("approve")
+            .map(|r| r.rev),
+        Ok(5)
+    );
+
+    // "Zoo" sorts before "civility" byte-wise, as SQLite orders names.
+    s.add_revision(&upload("Zoo", "carol", 9_000), false)
+        .await
+        .expect("upload Zoo");
+    s.add_revision(&upload("Zoo", "dave", 9_100), false)
+        .await
+        .expect("upload Zoo 2");
+    assert!(s.retire("Zoo", "erin", 9_200).await.expect("retire Zoo"));
+    let all = s.adset_histories().await.expect("histories");
+    let names: Vec<&str> = all.iter().map(|h| h.adset.as_str()).collect();
+    assert_eq!(names, vec!["Zoo", "civility", "parks"]);
+    assert_eq!(
+        all[0].retired,
+        Some(("erin".to_owned(), 9_200)),
+        "retirement goes with its own ad set"
+    );
+    assert_eq!(revs(&all[0]), vec![(1, "carol", None), (2, "dave", None)]);
+    assert_eq!(all[1].retired, None);
+    assert_eq!(
+        all[1].revisions.iter().map(|r| r.rev).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4, 5]
+    );
+    assert_eq!(all[2].retired, None);
+    assert_eq!(
+        revs(&all[2]),
+        vec![(1, "schedules/parks.json", Some("schedules/parks.json"))]
+    );
+    for h in &all {
+        assert_eq!(
+            Some(h),
+            s.adset_history(&h.adset).await.expect("history").as_ref(),
+            "adset_history agrees with adset_histories"
+        );
+    }
+
+    // Concurrent uploads of one ad set get distinct, consecutive numbers.
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                s.add_revision(&upload("rush", &format!("op{i}"), 10_000 + i), false)
+                    .await
+            })
+        })
+        .collect();
+    let mut got = Vec::new();
+    for t in tasks {
+        got.push(t.await.expect("join").expect("concurrent upload"));
+    }
+    got.sort_unstable();
+    assert_eq!(got, (1..=8).collect::<Vec<i64>>());
+    assert_eq!(
+        s.adset_history("rush")
+            .await
+            .expect("history")
+            .expect("exists")
+            .revisions
+            .len(),
+        8
+    );
+}
+
+/// The raw material of the compliance, sample and reconciliation reports.
+async fn reports<S: ApiStore>(s: S) {
+    let c = city(&s).await;
+
+    // Presence, checked over [150, 650).
+    let ev = |device, online, at_ms| PresenceEvent {
+        device,
+        online,
+        at_ms,
+    };
+    s.commit_batch(&Batch {
+        presence: vec![
+            ev(c.a, true, 100), // [100, 200): overlaps the start
+            ev(c.a, false, 200),
+            ev(c.a, true, 400), // [400, 600): inside
+            ev(c.a, false, 600),
+            ev(c.b, true, 50), // [50, 150): ends at the start, out
+            ev(c.b, false, 150),
+            ev(c.b, true, 640), // [640, open): overlaps the end
+            ev(c.c, true, 650), // [650, open): starts at the end, out
+        ],
+        ..Batch::default()
+    })
+    .await
+    .expect("presence");
+    let mut named = s.presence_between(150, 650).await.expect("presence");
+    named.sort_unstable();
+    assert_eq!(
+        named,
+        vec![
+            ("a".to_owned(), 100, Some(200)),
+            ("a".to_owned(), 400, Some(600)),
+            ("b".to_owned(), 640, None),
+        ]
+    );
+    let mut keyed = s.presence_keys_between(150, 650).await.expect("presence");
+    keyed.sort_unstable();
+    let mut want = vec![
+        (c.a, 100, Some(200)),
+        (c.a, 400, Some(600)),
+        (c.b, 640, None),
+    ];
+    want.sort_unstable();
+    assert_eq!(keyed, want);
+    assert_eq!(
+        s.presence_between(0, 10_000).await.expect("presence").len(),
+        5
+    );
+    assert!(s
+        .presence_keys_between(600, 640)
+        .await
+        .expect("presence")
+        .is_empty());
+
+    // Plays around midnight, the issue range [t0, t1) spanning two days.
+    let min = 60_000;
+    let t0 = ms(2024, 3, 1, 23, 50, 0);
+    let t1 = t0 + 20 * min;
+    let p_before = play(&s, "before", Some(c.bus), None, c.x, t0 - 60 * min).await;
+    let p_start = play(&s, "start", Some(c.bus), None, c.x, t0).await;
+    let p_direct = play(&s, "direct", None, Some(c.c), c.y, t0 + min).await;
+    let p_late = play(&s, "late", Some(c.bus), None, c.y, t1 - min).await;
+    let p_end = play(&s, "end", Some(c.bus), None, c.x, t1).await;
+    s.commit_batch(&Batch {
+        receipts: vec![
+            receipt(c.a, &p_before, t0 - 59 * min, Status::Played),
+            receipt(c.a, &p_start, t0 + 1_000, Status::Played),
+            receipt(c.b, &p_start, t0 + 2_000, Status::Skipped),
+            receipt(c.c, &p_direct, t0 + min + 1_000, Status::Played),
+            // Issued inside the range, started after it.
+            receipt(c.a, &p_late, t1 + 30_000, Status::Played),
+            receipt(c.a, &p_end, t1 + 1_000, Status::Played),
+            receipt(c.b, &p_end, t1 + 2_000, Status::Failed),
+        ],
+        ..Batch::default()
+    })
+    .await
+    .expect("receipts");
+
+    // Played receipts by start time, only status played, by display then time.
+    assert_eq!(
+        s.played_between(t0, t1, None).await.expect("played"),
+        vec![
+            ("a".to_owned(), t0 + 1_000),
+            ("c".to_owned(), t0 + min + 1_000),
+        ]
+    );
+    assert_eq!(
+        s.played_between(t0 + 1_000, t0 + min + 1_000, None)
+            .await
+            .expect("played"),
+        vec![("a".to_owned(), t0 + 1_000)],
+        "from is inclusive, to exclusive"
+    );
+    assert_eq!(
+        s.played_between(t0 - 120 * min, t1 + 120 * min, Some("a"))
+            .await
+            .expect("played a"),
+        vec![
+            ("a".to_owned(), t0 - 59 * min),
+            ("a".to_owned(), t0 + 1_000),
+            ("a".to_owned(), t1 + 1_000),
+            ("a".to_owned(), t1 + 30_000),
+        ]
+    );
+    assert!(s
+        .played_between(t0 - 120 * min, t1 + 120 * min, Some("b"))
+        .await
+        .expect("played b")
+        .is_empty());
+
+    // The newest receipt of each asked display, in the order asked.
+    assert_eq!(
+        s.last_receipts(&strings(&["c", "nobody", "b", "a"]))
+            .await
+            .expect("last"),
+        vec![
+            ("c".to_owned(), t0 + min + 1_000, Status::Played),
+            ("b".to_owned(), t1 + 2_000, Status::Failed),
+            ("a".to_owned(), t1 + 30_000, Status::Played),
+        ]
+    );
+    assert!(s.last_receipts(&[]).await.expect("last").is_empty());
+
+    // Plays on feeds issued in the range, and the receipts of plays issued in it.
+    assert_eq!(
+        s.feed_plays_between(t0, t1).await.expect("feed plays"),
+        vec![
+            (p_start.key, "bus".to_owned(), t0, c.bus),
+            (p_late.key, "bus".to_owned(), t1 - min, c.bus),
+        ]
+    );
+    let mut got: Vec<(i64, i64, String)> = s
+        .receipts_for_plays_between(t0, t1)
+        .await
+        .expect("receipts")
+        .into_iter()
+        .map(|(d, p, st)| (d, p, format!("{st:?}")))
+        .collect();
+    got.sort_unstable();
+    let mut want: Vec<(i64, i64, String)> = [
+        (c.a, p_start.key, Status::Played),
+        (c.b, p_start.key, Status::Skipped),
+        (c.c, p_direct.key, Status::Played),
+        (c.a, p_late.key, Status::Played),
+    ]
+    .into_iter()
+    .map(|(d, p, st)| (d, p, format!("{st:?}")))
+    .collect();
+    want.sort_unstable();
+    assert_eq!(got, want);
+    assert!(s
+        .receipts_for_plays_between(t1 + 1, t1 + 60 * min)
+        .await
+        .expect("receipts")
+        .is_empty());
+}
+
+// ---------------------------------------------------------------------------------------
 // PostgreSQL only: partitions
 
 async fn pg_partitions(s: PgStore) {
@@ -940,6 +1432,36 @@ async fn sqlite_audits() {
 #[ignore = "needs CIVICAST_TEST_PG (PostgreSQL)"]
 async fn pg_audits() {
     on_pg(audits).await;
+}
+
+#[tokio::test]
+async fn sqlite_tokens() {
+    on_sqlite(tokens).await;
+}
+#[tokio::test]
+#[ignore = "needs CIVICAST_TEST_PG (PostgreSQL)"]
+async fn pg_tokens() {
+    on_pg(tokens).await;
+}
+
+#[tokio::test]
+async fn sqlite_revisions() {
+    on_sqlite(revisions).await;
+}
+#[tokio::test]
+#[ignore = "needs CIVICAST_TEST_PG (PostgreSQL)"]
+async fn pg_revisions() {
+    on_pg(revisions).await;
+}
+
+#[tokio::test]
+async fn sqlite_reports() {
+    on_sqlite(reports).await;
+}
+#[tokio::test]
+#[ignore = "needs CIVICAST_TEST_PG (PostgreSQL)"]
+async fn pg_reports() {
+    on_pg(reports).await;
 }
 
 #[tokio::test]
