@@ -99,3 +99,39 @@ fn audit_options_are_checked_before_any_query() {
     assert_eq!(v["rows"], serde_json::json!([]));
     assert_eq!(v["total"], 0);
 }
+
+#[test]
+fn the_inspection_sample_is_the_same_for_the_same_week_and_seed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    assert_eq!(civicast(dir.path(), &["init", "."]).0, 0);
+    let args = [
+        "audit", "sample", "--week", "2026-W48", "--seed", "s7", "--format", "json",
+    ];
+    let (code, first, err) = civicast(dir.path(), &args);
+    assert_eq!(code, 0, "{err}");
+    let (_, second, _) = civicast(dir.path(), &args);
+    assert_eq!(first, second);
+    let v: serde_json::Value = serde_json::from_str(&first).expect("json");
+    let rows = v["rows"].as_array().expect("rows");
+    // 59 of each class (every class of the first city has more than 59 displays).
+    assert_eq!(rows.len(), 4 * 59);
+    let (_, other, _) = civicast(
+        dir.path(),
+        &[
+            "audit", "sample", "--week", "2026-W48", "--seed", "s8", "--format", "json",
+        ],
+    );
+    assert_ne!(first, other, "another seed, another sample");
+    let (code, _, err) = civicast(dir.path(), &["audit", "sample", "--week", "2026-48"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--week"), "{err}");
+    let (code, _, err) = civicast(dir.path(), &["audit", "sample", "--per-class", "many"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--per-class"), "{err}");
+    let (code, out, err) = civicast(dir.path(), &["audit", "reconcile", "--format", "csv"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("feed,day,plays,targeted,online,played,shortfall,offline,expired,skipped,failed,no_receipt\n"), "{out}");
+    let (code, _, err) = civicast(dir.path(), &["audit", "compliance", "--class", "tram"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--class") && err.contains("tram"), "{err}");
+}
