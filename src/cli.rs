@@ -21,6 +21,20 @@ use crate::settings::Settings;
 use crate::sim::{self, SimDisplay, SimStats};
 use crate::store::{SqliteStore, Store};
 
+/// Runs `$body` with `$store` bound to the backend that the URL's scheme names.
+macro_rules! with_store {
+    ($url:expr, |$store:ident| $body:expr) => {{
+        let url: &str = $url;
+        if url.starts_with("sqlite:") {
+            let $store = open_sqlite(url).await?;
+            $body
+        } else {
+            let $store = open_pg(url).await?;
+            $body
+        }
+    }};
+}
+
 /// Exit code for bad configuration (sysexits EX_USAGE-style, as linkerd does).
 pub const EXIT_CONFIG: u8 = 64;
 
@@ -325,10 +339,10 @@ async fn open_sqlite(url: &str) -> anyhow::Result<SqliteStore> {
         .with_context(|| format!("opening the database {url}"))
 }
 
-fn unsupported_database(url: &str) -> anyhow::Error {
-    anyhow::anyhow!(
-        "CIVICAST_DATABASE_URL={url:?}: only sqlite:// databases are supported by this build"
-    )
+async fn open_pg(url: &str) -> anyhow::Result<crate::store::PgStore> {
+    crate::store::PgStore::connect(url)
+        .await
+        .context("connecting to PostgreSQL (CIVICAST_DATABASE_URL)")
 }
 
 async fn shutdown_signal() {
@@ -360,10 +374,17 @@ async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_CONFIG));
         }
     };
-    if !settings.database_url.starts_with("sqlite:") {
-        return Err(unsupported_database(&settings.database_url));
-    }
-    let store = open_sqlite(&settings.database_url).await?;
+    with_store!(&settings.database_url.clone(), |store| serve_with(
+        store, settings, catalog
+    )
+    .await)
+}
+
+async fn serve_with<S: crate::store::ApiStore>(
+    store: S,
+    settings: Settings,
+    catalog: Catalog,
+) -> anyhow::Result<ExitCode> {
     let http = tokio::net::TcpListener::bind(&settings.http_listen)
         .await
         .with_context(|| format!("binding the HTTP listener {}", settings.http_listen))?;
@@ -415,12 +436,10 @@ async fn audit_plays(settings: &Settings, a: PlaysArgs) -> anyhow::Result<ExitCo
             return Ok(ExitCode::from(2));
         }
     };
-    if !settings.database_url.starts_with("sqlite:") {
-        return Err(unsupported_database(&settings.database_url));
-    }
-    let store = open_sqlite(&settings.database_url).await?;
-    store.migrate().await?;
-    let rows = store.audit_plays(&q).await?;
+    let rows = with_store!(&settings.database_url, |store| {
+        store.migrate().await?;
+        store.audit_plays(&q).await?
+    });
     let out = match a.format {
         Format::Json => serde_json::to_string_pretty(&audit::answer(&q, &rows))? + "\n",
         Format::Csv => audit::csv(&q, &rows)?,
@@ -749,7 +768,6 @@ fn emit<T: serde::Serialize>(
 }
 
 async fn audit_report(settings: &Settings, cmd: AuditCmd) -> anyhow::Result<ExitCode> {
-    use crate::reports;
     let catalog = match load_catalog(&settings.devices, &settings.schedules) {
         Ok(c) => c,
         Err(n) => {
@@ -757,10 +775,18 @@ async fn audit_report(settings: &Settings, cmd: AuditCmd) -> anyhow::Result<Exit
             return Ok(ExitCode::from(EXIT_CONFIG));
         }
     };
-    if !settings.database_url.starts_with("sqlite:") {
-        return Err(unsupported_database(&settings.database_url));
-    }
-    let store = open_sqlite(&settings.database_url).await?;
+    with_store!(&settings.database_url, |store| audit_report_with(
+        store, catalog, cmd
+    )
+    .await)
+}
+
+async fn audit_report_with<S: crate::store::ApiStore>(
+    store: S,
+    catalog: Catalog,
+    cmd: AuditCmd,
+) -> anyhow::Result<ExitCode> {
+    use crate::reports;
     store.migrate().await?;
     let now = chrono::Utc::now();
     let factors = Default::default();
@@ -814,11 +840,14 @@ async fn audit_report(settings: &Settings, cmd: AuditCmd) -> anyhow::Result<Exit
 }
 
 async fn token(settings: &Settings, cmd: TokenCmd) -> anyhow::Result<ExitCode> {
-    use crate::store::{ApiStore, Role};
-    if !settings.database_url.starts_with("sqlite:") {
-        return Err(unsupported_database(&settings.database_url));
-    }
-    let store = open_sqlite(&settings.database_url).await?;
+    with_store!(&settings.database_url, |store| token_with(store, cmd).await)
+}
+
+async fn token_with<S: crate::store::ApiStore>(
+    store: S,
+    cmd: TokenCmd,
+) -> anyhow::Result<ExitCode> {
+    use crate::store::Role;
     store.migrate().await?;
     let now = chrono::Utc::now().timestamp_millis();
     match cmd {
