@@ -94,6 +94,9 @@ pub struct Shared {
     online: Mutex<HashMap<i64, bool>>,
     /// The newest play of each feed, for the inventory.
     last_play: Mutex<HashMap<String, PlayCommand>>,
+    /// Raw receipts older than this are pruned, so a late copy could no longer be matched
+    /// against the stored one: receipts for plays that old are refused.
+    retention_ms: Option<i64>,
 }
 
 impl Shared {
@@ -223,6 +226,7 @@ pub async fn start<S: ApiStore>(
         classes_by_key: RwLock::new(classes_by_key),
         online: Mutex::new(HashMap::new()),
         last_play: Mutex::new(HashMap::new()),
+        retention_ms: settings.retention_days.map(|d| i64::from(d) * 86_400_000),
     });
 
     let topics = Topics::new(settings.prefix.clone());
@@ -297,6 +301,25 @@ pub async fn start<S: ApiStore>(
     }
 
     publish_configs(&client, &topics, &shared).await;
+    if let Some(days) = settings.retention_days {
+        let (store, clock, stop) = (store.clone(), clock.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            loop {
+                let before = clock.now().timestamp_millis() - i64::from(days) * 86_400_000;
+                match store.prune_receipts(before).await {
+                    Ok(n) if n > 0 => {
+                        info!(removed = n, days, "raw receipts past retention pruned")
+                    }
+                    Ok(_) => {}
+                    Err(e) => warn!(error = %e, "pruning old receipts failed; will retry"),
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+                }
+            }
+        });
+    }
     if let Some(every) = settings.watch_every {
         tasks.spawn(watch_files(
             store.clone(),
@@ -866,7 +889,7 @@ async fn handle<S: Store>(
     debug!(%topic, pkid = p.pkid, bytes = p.payload.len(), "inbound");
     match topics.classify(&topic) {
         Some(wire::Inbound::Receipt(dev)) => {
-            match check_receipt(store, shared, dev, &p.payload).await {
+            match check_receipt(store, shared, dev, &p.payload, now_ms).await {
                 Ok(row) => batch.receipts.push(row),
                 Err(r) => {
                     debug!(device = dev, reason = r.as_str(), "receipt rejected");
@@ -917,6 +940,7 @@ async fn check_receipt<S: Store>(
     shared: &Shared,
     dev: &str,
     payload: &[u8],
+    now_ms: i64,
 ) -> Result<ReceiptRow, Reject> {
     let device = shared
         .keys
@@ -958,6 +982,12 @@ async fn check_receipt<S: Store>(
     let expires = DateTime::from_timestamp_millis(play.expires_ms).unwrap_or_default();
     if !wire::in_window(r.started_at, issued, expires) {
         return Err(Reject::OutOfWindow);
+    }
+    if shared
+        .retention_ms
+        .is_some_and(|keep| play.issued_ms < now_ms - keep)
+    {
+        return Err(Reject::PastRetention);
     }
     Ok(ReceiptRow {
         device,

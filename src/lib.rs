@@ -5,6 +5,7 @@
 pub mod adsets;
 pub mod api;
 pub mod audit;
+pub mod bench;
 pub mod broker;
 pub mod catalog;
 pub mod city;

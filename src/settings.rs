@@ -40,6 +40,8 @@ pub struct Settings {
     /// Multiplies feed intervals and on-screen durations (the demo compresses time).
     #[serde(skip)]
     pub time_scale: f64,
+    /// Days of raw receipts to keep (the hourly rollup is kept for good); unset: all.
+    pub retention_days: Option<u32>,
     /// How often `devices/` and `schedules/` are checked for edits.
     #[serde(with = "humantime_serde_opt")]
     pub watch_every: Option<Duration>,
@@ -62,6 +64,7 @@ impl Default for Settings {
             batch_wait: Some(Duration::from_millis(50)),
             broker_max_connections: 20_000,
             time_scale: 1.0,
+            retention_days: None,
             watch_every: Some(Duration::from_secs(2)),
         }
     }
@@ -163,6 +166,17 @@ impl Settings {
                         value: v.clone(),
                         message: e.to_string(),
                     })?;
+        }
+        if let Some(v) = get("CIVICAST_RETENTION_DAYS") {
+            self.retention_days =
+                Some(
+                    v.parse()
+                        .map_err(|e: std::num::ParseIntError| SettingsError::Bad {
+                            name: "CIVICAST_RETENTION_DAYS",
+                            value: v.clone(),
+                            message: e.to_string(),
+                        })?,
+                );
         }
         if let Some(v) = get("CIVICAST_BROKER_MAX_CONNECTIONS") {
             self.broker_max_connections =

@@ -163,10 +163,12 @@ pub enum Reject {
     UnknownPlay,
     NotSent,
     OutOfWindow,
+    /// For a play older than the receipts kept (`CIVICAST_RETENTION_DAYS`).
+    PastRetention,
 }
 
 impl Reject {
-    pub const ALL: [Reject; 10] = [
+    pub const ALL: [Reject; 11] = [
         Reject::TooLarge,
         Reject::Malformed,
         Reject::MissingField,
@@ -177,6 +179,7 @@ impl Reject {
         Reject::UnknownPlay,
         Reject::NotSent,
         Reject::OutOfWindow,
+        Reject::PastRetention,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -190,6 +193,7 @@ impl Reject {
             Reject::UnknownPlay => "unknown_play",
             Reject::NotSent => "not_sent",
             Reject::OutOfWindow => "out_of_window",
+            Reject::PastRetention => "past_retention",
         }
     }
 }

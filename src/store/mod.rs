@@ -230,6 +230,9 @@ pub trait Store: Send + Sync + Clone + 'static {
     fn audit_plays(&self, q: &PlaysQuery) -> impl Future<Output = Result<Vec<PlaysRow>>> + Send;
     /// Rejections by reason over all time.
     fn reject_counts(&self) -> impl Future<Output = Result<Vec<(String, i64)>>> + Send;
+    /// Drops raw receipts of plays from before `before_ms` (the hourly rollup stays, so
+    /// play counts are kept for good); the number of rows or partitions removed.
+    fn prune_receipts(&self, before_ms: i64) -> impl Future<Output = Result<u64>> + Send;
 }
 
 /// What the HTTP API and the audit reports need beyond the daemon's loop: tokens, ad-set

@@ -714,6 +714,14 @@ impl Store for PgStore {
         Ok(crate::audit::fold(q, raw_rows(q, rows)?))
     }
 
+    async fn prune_receipts(&self, before_ms: i64) -> Result<u64> {
+        // Whole partitions: no row-by-row delete, no bloat.
+        let n = self
+            .drop_partitions_before(before_ms.div_euclid(86_400_000))
+            .await?;
+        Ok(n as u64)
+    }
+
     async fn reject_counts(&self) -> Result<Vec<(String, i64)>> {
         let rows = sqlx::query(
             "SELECT reason, CAST(SUM(count) AS BIGINT) AS n FROM rejects GROUP BY reason ORDER BY reason",

@@ -375,6 +375,16 @@ impl Store for SqliteStore {
         Ok(crate::audit::fold(q, raw_rows(q, rows)?))
     }
 
+    async fn prune_receipts(&self, before_ms: i64) -> Result<u64> {
+        let r = sqlx::query(
+            "DELETE FROM receipts WHERE play IN (SELECT id FROM plays WHERE issued_at < ?)",
+        )
+        .bind(before_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
     async fn reject_counts(&self) -> Result<Vec<(String, i64)>> {
         let rows = sqlx::query(
             "SELECT reason, SUM(count) AS n FROM rejects GROUP BY reason ORDER BY reason",
