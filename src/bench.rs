@@ -364,7 +364,6 @@ fn receipt_payload(play_id: &str, at: DateTime<Utc>) -> String {
 /// `n` MQTT 3.1.1 clients connected to `host:port`; each one's poller counts PUBACKs.
 struct Fleet {
     clients: Vec<rumqttc::AsyncClient>,
-    acked: Arc<AtomicU64>,
     stop: CancellationToken,
 }
 
@@ -376,7 +375,6 @@ async fn connect_fleet(
     queue: usize,
 ) -> anyhow::Result<Fleet> {
     let connected = Arc::new(AtomicUsize::new(0));
-    let acked = Arc::new(AtomicU64::new(0));
     let stop = CancellationToken::new();
     let mut clients = Vec::with_capacity(n);
     for i in 0..n {
@@ -384,7 +382,7 @@ async fn connect_fleet(
         o.set_keep_alive(Duration::from_secs(60))
             .set_clean_session(true);
         let (c, mut ev) = rumqttc::AsyncClient::new(o, queue + 16);
-        let (connected, acked, stop) = (connected.clone(), acked.clone(), stop.clone());
+        let (connected, stop) = (connected.clone(), stop.clone());
         tokio::spawn(async move {
             let mut first = true;
             loop {
@@ -398,9 +396,6 @@ async fn connect_fleet(
                             connected.fetch_add(1, Ordering::Relaxed);
                             first = false;
                         }
-                    }
-                    Ok(rumqttc::Event::Incoming(rumqttc::Incoming::PubAck(_))) => {
-                        acked.fetch_add(1, Ordering::Relaxed);
                     }
                     Ok(_) => {}
                     Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
@@ -424,11 +419,7 @@ async fn connect_fleet(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    Ok(Fleet {
-        clients,
-        acked,
-        stop,
-    })
+    Ok(Fleet { clients, stop })
 }
 
 impl Fleet {

@@ -400,7 +400,7 @@ async fn sync_inventory<S: Store>(store: &S, c: &Catalog, now_ms: i64) -> anyhow
 /// Publishes every display's retained config.
 async fn publish_configs(client: &AsyncClient, topics: &Topics, shared: &Shared) {
     let catalog = shared.current();
-    for d in &catalog.devices {
+    for d in catalog.devices.iter() {
         let cfg = DisplayConfig {
             v: 1,
             device_id: d.id.to_string(),

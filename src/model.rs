@@ -195,7 +195,9 @@ impl AdSet {
 pub struct Catalog {
     pub timezone: chrono_tz::Tz,
     pub classes: BTreeMap<String, ClassProfile>,
-    pub devices: Vec<Device>,
+    /// Shared: the daemon keeps several catalogs (files alone, files with ad sets) that
+    /// differ only in ad sets, and a country's inventory is a million rows.
+    pub devices: std::sync::Arc<Vec<Device>>,
     pub feeds: Vec<Feed>,
     pub adsets: Vec<AdSet>,
 }

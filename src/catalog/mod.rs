@@ -201,7 +201,7 @@ pub fn load_dirs(devices_dir: &Path, schedules_dir: &Path) -> Report {
         Some(Catalog {
             timezone,
             classes,
-            devices,
+            devices: std::sync::Arc::new(devices),
             feeds,
             adsets,
         })

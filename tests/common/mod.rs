@@ -386,11 +386,10 @@ impl PgSchema {
     /// The database server's address.
     pub async fn upstream(&self) -> SocketAddr {
         let hostport = self.parts().2;
-        tokio::net::lookup_host(&hostport)
+        let mut addrs = tokio::net::lookup_host(hostport)
             .await
-            .expect("resolve the database host")
-            .next()
-            .expect("an address for the database host")
+            .expect("resolve the database host");
+        addrs.next().expect("an address for the database host")
     }
 
     /// `base` pointed at `via` instead of the database server.
@@ -950,7 +949,11 @@ impl Serve {
     pub async fn ready(&mut self, secs: u64) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
         loop {
-            if let Some(st) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(st) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 panic!("civicast serve exited ({st}):\n{}", self.log());
             }
             if self.http.is_none() {
