@@ -351,6 +351,7 @@ async fn start_daemon(
     let settings = Settings {
         devices: dir.join("devices"),
         schedules: dir.join("schedules"),
+        watch_every: Some(Duration::from_millis(200)),
         ..Settings::default()
     };
     let running = daemon::start(
@@ -412,4 +413,56 @@ async fn a_restart_continues_the_rotation_from_its_stored_cursor() {
         .map(|_| cands[cur.pick(&cands).expect("pick")].slogan.to_string())
         .collect();
     assert_eq!(slogans, want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edited_files_are_picked_up_and_a_bad_edit_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_city(dir.path());
+    let (running, shutdown, port, _) = start_daemon(dir.path()).await;
+    let bus1 = connect(
+        "bus-1",
+        port,
+        false,
+        &["civicast/v1/devices/bus-1/config".into()],
+    )
+    .await;
+    wait_for("bus-1's config", 10, || {
+        !bus1.seen.lock().expect("lock").is_empty()
+    })
+    .await;
+    let adset_now = |r: &daemon::Running| r.shared.last_plays().get("bus").map(|p| p.adset.clone());
+    wait_for("a play", 10, || adset_now(&running).is_some()).await;
+
+    // A new ad set of higher priority, and a new feed that reaches bus-1.
+    let high = ADSET.replace("id = \"civility\"", "id = \"winter\"\npriority = 3");
+    std::fs::write(dir.path().join("schedules/adsets/winter.toml"), high).expect("write");
+    let feeds = format!(
+        "{FEEDS}\n[[feed]]\nid = \"route-k1\"\nselect = {{ route = \"K1\" }}\ninterval = \"1s\"\n"
+    );
+    std::fs::write(dir.path().join("schedules/feeds.toml"), feeds).expect("write");
+    wait_for("the new ad set to play", 10, || {
+        adset_now(&running).as_deref() == Some("winter")
+    })
+    .await;
+    wait_for("bus-1's new config", 10, || {
+        bus1.seen
+            .lock()
+            .expect("lock")
+            .iter()
+            .any(|(_, v)| v["feeds"] == serde_json::json!(["bus", "route-k1"]))
+    })
+    .await;
+
+    // A broken edit: refused, the last good state keeps playing.
+    std::fs::write(
+        dir.path().join("schedules/adsets/winter.toml"),
+        "id = \"winter\"\n[[slogan]]\nid=",
+    )
+    .expect("write");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(adset_now(&running).as_deref(), Some("winter"));
+    assert_eq!(running.shared.current().feeds.len(), 3);
+    shutdown.cancel();
+    running.wait().await;
 }
