@@ -510,6 +510,25 @@ fn wants_csv(headers: &HeaderMap, format: Option<&str>) -> Result<bool, ApiError
         .is_some_and(|a| a.contains("text/csv")))
 }
 
+/// A CSV answer written as the store yields rows: a year of rows never sits in memory. A
+/// database error midway ends the body early (the client sees a truncated transfer).
+fn stream_plays_csv<S: ApiStore>(store: S, q: PlaysQuery) -> Response {
+    let (tx, rx) = tokio::sync::mpsc::channel::<audit::PlaysRow>(1024);
+    let header = q.csv_header();
+    tokio::spawn(async move {
+        if let Err(e) = store.stream_plays(&q, tx).await {
+            warn!(error = %e, "streaming play counts failed");
+        }
+    });
+    let head = futures_util::stream::once(async move { Ok::<_, std::io::Error>(header) });
+    let rows = futures_util::stream::unfold(rx, |mut rx| async move {
+        let r = rx.recv().await?;
+        Some((Ok(audit::csv_line(&r.values, r.plays)), rx))
+    });
+    let body = axum::body::Body::from_stream(futures_util::StreamExt::chain(head, rows));
+    ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response()
+}
+
 fn csv_response(body: String) -> Response {
     ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response()
 }
@@ -538,6 +557,9 @@ async fn audit_plays<S: ApiStore>(
                 format!("unknown class {k:?}"),
             ));
         }
+    }
+    if csv && q.streamable() {
+        return Ok(stream_plays_csv(st.store.clone(), q));
     }
     let rows = st.store.audit_plays(&q).await?;
     if csv {

@@ -199,6 +199,76 @@ impl PlaysQuery {
     }
 }
 
+impl PlaysQuery {
+    /// The zone's offset in whole hours when it is the same all year (no daylight saving):
+    /// then a local day is a fixed group of 24 UTC hours.
+    pub fn fixed_offset_hours(&self) -> Option<i64> {
+        use chrono::Offset;
+        let at = |y, m| {
+            NaiveDate::from_ymd_opt(y, m, 1)
+                .and_then(|d| d.and_hms_opt(12, 0, 0))
+                .map(|t| self.tz.offset_from_utc_datetime(&t).fix().local_minus_utc())
+        };
+        let jan = at(2026, 1)?;
+        (at(2026, 7)? == jan && jan % 3600 == 0).then_some(i64::from(jan / 3600))
+    }
+}
+
+impl PlaysQuery {
+    /// Whether the store can stream the answer row by row (`Store::stream_plays`).
+    pub fn streamable(&self) -> bool {
+        let day_only =
+            self.group_by.contains(&GroupKey::Day) && !self.group_by.contains(&GroupKey::Hour);
+        !day_only || self.fixed_offset_hours().is_some()
+    }
+    /// The CSV header line.
+    pub fn csv_header(&self) -> String {
+        let mut h: Vec<&str> = self.group_by.iter().map(|k| k.as_str()).collect();
+        h.push("plays");
+        h.join(",") + "\n"
+    }
+}
+
+/// One streamed row: its values formatted, the bucket being an hour, or a local day
+/// number when days are asked without hours (see `fixed_offset_hours`).
+pub fn stream_row(q: &PlaysQuery, raw: RawRow) -> PlaysRow {
+    let hourly = q.group_by.contains(&GroupKey::Hour);
+    let local = raw
+        .hour
+        .filter(|_| hourly)
+        .and_then(|h| DateTime::from_timestamp(h * 3600, 0))
+        .map(|t| t.with_timezone(&q.tz));
+    let mut keys = raw.keys.into_iter();
+    let values = q
+        .group_by
+        .iter()
+        .map(|k| match k {
+            GroupKey::Day if hourly => local.map(|t| t.format("%Y-%m-%d").to_string()),
+            GroupKey::Day => raw
+                .hour
+                .and_then(|d| DateTime::from_timestamp(d * 86_400, 0))
+                .map(|t| t.format("%Y-%m-%d").to_string()),
+            GroupKey::Hour => local.map(|t| t.format("%Y-%m-%dT%H:00:00%:z").to_string()),
+            _ => keys.next(),
+        })
+        .map(Option::unwrap_or_default)
+        .collect();
+    PlaysRow {
+        values,
+        plays: raw.plays,
+    }
+}
+
+/// CSV of one row (no header), for streaming.
+pub fn csv_line(values: &[String], plays: i64) -> String {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let mut rec: Vec<String> = values.to_vec();
+    rec.push(plays.to_string());
+    let _ = w.write_record(&rec);
+    let bytes = w.into_inner().unwrap_or_default();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
 /// What the store hands back: the plain columns' values, the hour when asked, a count.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RawRow {

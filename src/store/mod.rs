@@ -230,6 +230,13 @@ pub trait Store: Send + Sync + Clone + 'static {
     fn audit_plays(&self, q: &PlaysQuery) -> impl Future<Output = Result<Vec<PlaysRow>>> + Send;
     /// Rejections by reason over all time.
     fn reject_counts(&self) -> impl Future<Output = Result<Vec<(String, i64)>>> + Send;
+    /// Sends the answer's rows in order without holding them all; false (and nothing sent)
+    /// when the query needs folding in memory (days in a zone with daylight saving).
+    fn stream_plays(
+        &self,
+        q: &PlaysQuery,
+        tx: tokio::sync::mpsc::Sender<PlaysRow>,
+    ) -> impl Future<Output = Result<bool>> + Send;
     /// Drops raw receipts of plays from before `before_ms` (the hourly rollup stays, so
     /// play counts are kept for good); the number of rows or partitions removed.
     fn prune_receipts(&self, before_ms: i64) -> impl Future<Output = Result<u64>> + Send;

@@ -19,7 +19,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool, Row};
 use tracing::{info, instrument, warn};
 
-use super::sqlite::{audit_sql, raw_rows, Bind};
+use super::sqlite::{audit_sql, audit_sql_streaming, raw_row, raw_rows, Bind};
 use super::*;
 
 /// Rows per receipt or rollup statement. Rows travel as one array per column, so this only
@@ -712,6 +712,33 @@ impl Store for PgStore {
         }
         let rows = query.fetch_all(&self.pool).await?;
         Ok(crate::audit::fold(q, raw_rows(q, rows)?))
+    }
+
+    async fn stream_plays(
+        &self,
+        q: &PlaysQuery,
+        tx: tokio::sync::mpsc::Sender<PlaysRow>,
+    ) -> Result<bool> {
+        use futures_util::TryStreamExt;
+        let Some((sql, binds)) = audit_sql_streaming(q, |n| format!("${n}")) else {
+            return Ok(false);
+        };
+        let mut query = sqlx::query(&sql);
+        for b in binds {
+            query = match b {
+                Bind::Int(i) => query.bind(i),
+                Bind::Text(t) => query.bind(t),
+            };
+        }
+        let mut rows = query.fetch(&self.pool);
+        while let Some(r) = rows.try_next().await? {
+            if let Some(raw) = raw_row(q, &r)? {
+                if tx.send(crate::audit::stream_row(q, raw)).await.is_err() {
+                    break;
+                }
+            }
+        }
+        Ok(true)
     }
 
     async fn prune_receipts(&self, before_ms: i64) -> Result<u64> {

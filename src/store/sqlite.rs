@@ -375,6 +375,33 @@ impl Store for SqliteStore {
         Ok(crate::audit::fold(q, raw_rows(q, rows)?))
     }
 
+    async fn stream_plays(
+        &self,
+        q: &PlaysQuery,
+        tx: tokio::sync::mpsc::Sender<PlaysRow>,
+    ) -> Result<bool> {
+        use futures_util::TryStreamExt;
+        let Some((sql, binds)) = audit_sql_streaming(q, |_| "?".to_owned()) else {
+            return Ok(false);
+        };
+        let mut query = sqlx::query(&sql);
+        for b in binds {
+            query = match b {
+                Bind::Int(i) => query.bind(i),
+                Bind::Text(t) => query.bind(t),
+            };
+        }
+        let mut rows = query.fetch(&self.read);
+        while let Some(r) = rows.try_next().await? {
+            if let Some(raw) = raw_row(q, &r)? {
+                if tx.send(crate::audit::stream_row(q, raw)).await.is_err() {
+                    break;
+                }
+            }
+        }
+        Ok(true)
+    }
+
     async fn prune_receipts(&self, before_ms: i64) -> Result<u64> {
         let r = sqlx::query(
             "DELETE FROM receipts WHERE play IN (SELECT id FROM plays WHERE issued_at < ?)",
@@ -409,6 +436,38 @@ pub enum Bind {
 /// (`?` for SQLite, `$n` for PostgreSQL). The columns come back as the plain keys (text),
 /// the hour when asked, then the count.
 pub fn audit_sql(q: &PlaysQuery, ph: fn(usize) -> String) -> (String, Vec<Bind>) {
+    build_audit_sql(q, ph, None)
+}
+
+/// The same query with one row per answer row, in order, for streaming: when days are
+/// asked without hours and the zone's offset is fixed (`off` hours), the day is computed
+/// in SQL so that nothing is left to fold in memory.
+pub fn audit_sql_streaming(q: &PlaysQuery, ph: fn(usize) -> String) -> Option<(String, Vec<Bind>)> {
+    let day_only = q.group_by.contains(&GroupKey::Day) && !q.group_by.contains(&GroupKey::Hour);
+    let off = if day_only {
+        Some(q.fixed_offset_hours()?)
+    } else {
+        None
+    };
+    let (mut sql, binds) = build_audit_sql(q, ph, off);
+    let n = q.plain_keys().len() + usize::from(q.needs_hour());
+    if n > 0 {
+        sql += &format!(
+            " ORDER BY {}",
+            (1..=n)
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Some((sql, binds))
+}
+
+fn build_audit_sql(
+    q: &PlaysQuery,
+    ph: fn(usize) -> String,
+    day_offset: Option<i64>,
+) -> (String, Vec<Bind>) {
     let rollup = q.rollup_ok();
     let source = if rollup {
         "SELECT hour, device, slogan, feed, status, plays FROM rollup_hourly"
@@ -427,8 +486,16 @@ pub fn audit_sql(q: &PlaysQuery, ph: fn(usize) -> String) -> (String, Vec<Bind>)
             _ => "COALESCE(f.name, '')",
         })
         .collect();
+    let day_col;
     if q.needs_hour() {
-        cols.push("x.hour");
+        match day_offset {
+            // The offset is a number from the code, never user text.
+            Some(off) => {
+                day_col = format!("((x.hour + {off}) / 24)");
+                cols.push(&day_col);
+            }
+            None => cols.push("x.hour"),
+        }
     }
     let mut binds = vec![Bind::Int(q.status.code())];
     let mut wh = vec![format!("x.status = {}", ph(1))];
@@ -490,24 +557,34 @@ where
     String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
 {
-    let n = q.plain_keys().len();
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
-        let keys = (0..n)
-            .map(|i| r.try_get::<String, _>(i))
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        let hour = if q.needs_hour() {
-            Some(r.try_get::<i64, _>(n)?)
-        } else {
-            None
-        };
-        // SUM over no rows is NULL.
-        let plays: Option<i64> = r.try_get(n + usize::from(q.needs_hour()))?;
-        if let Some(plays) = plays.filter(|p| *p > 0) {
-            out.push(RawRow { keys, hour, plays });
-        }
+        out.extend(raw_row(q, &r)?);
     }
     Ok(out)
+}
+
+/// One result row; None for the empty sum.
+pub fn raw_row<R: Row>(q: &PlaysQuery, r: &R) -> std::result::Result<Option<RawRow>, sqlx::Error>
+where
+    usize: sqlx::ColumnIndex<R>,
+    String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let n = q.plain_keys().len();
+    let keys = (0..n)
+        .map(|i| r.try_get::<String, _>(i))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let hour = if q.needs_hour() {
+        Some(r.try_get::<i64, _>(n)?)
+    } else {
+        None
+    };
+    // SUM over no rows is NULL.
+    let plays: Option<i64> = r.try_get(n + usize::from(q.needs_hour()))?;
+    Ok(plays
+        .filter(|p| *p > 0)
+        .map(|plays| RawRow { keys, hour, plays }))
 }
 
 fn token_row(r: &sqlx::sqlite::SqliteRow) -> std::result::Result<TokenRow, StoreError> {

@@ -587,6 +587,8 @@ struct DisplayState {
     errors: AtomicUsize,
     /// Receipts sent a second time (a display that lost the PUBACK and retries).
     repeats: AtomicUsize,
+    /// MQTT 5 PUBACK reasons other than Success.
+    odd_pubacks: Mutex<Vec<String>>,
     seen: Mutex<HashSet<String>>,
     /// Unique plays, in arrival order.
     plays: Mutex<Vec<(Instant, String)>>,
@@ -619,7 +621,7 @@ impl Display {
         let stop = CancellationToken::new();
         let pw = format!("pw-{id}");
         if v5 {
-            use rumqttc::v5::mqttbytes::v5::Packet;
+            use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason};
             let mut o = rumqttc::v5::MqttOptions::new(id, "127.0.0.1", port);
             o.set_credentials(id, pw)
                 .set_clean_start(false)
@@ -641,8 +643,16 @@ impl Display {
                             let t = String::from_utf8_lossy(&m.topic).into_owned();
                             on_message(&p2, &st2, &id2, &t, &m.payload);
                         }
-                        Ok(rumqttc::v5::Event::Incoming(Packet::PubAck(_))) => {
+                        Ok(rumqttc::v5::Event::Incoming(Packet::PubAck(a))) => {
                             st2.pubacks.fetch_add(1, Ordering::Relaxed);
+                            if a.reason != PubAckReason::Success {
+                                // 16 "no matching subscribers" is a success code too, but
+                                // it says nobody took the receipt.
+                                st2.odd_pubacks
+                                    .lock()
+                                    .expect("lock")
+                                    .push(format!("{:?}", a.reason));
+                            }
                         }
                         Ok(_) => {}
                         Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
@@ -715,6 +725,10 @@ impl Display {
         let s = self.st.sent.lock().expect("lock");
         s.values().filter(|t| **t >= from && **t < to).count()
     }
+    /// When the receipt for `play_id` was handed to the client.
+    pub fn sent_at(&self, play_id: &str) -> Option<Instant> {
+        self.st.sent.lock().expect("lock").get(play_id).copied()
+    }
     pub fn sent_ids(&self) -> BTreeSet<String> {
         self.st.sent.lock().expect("lock").keys().cloned().collect()
     }
@@ -726,13 +740,14 @@ impl Display {
     }
     pub fn summary(&self) -> String {
         format!(
-            "{} (MQTT {}): {} plays, {} receipts sent (+{} repeats), {} PUBACKs, {} connacks, {} publish errors, {} waiting",
+            "{} (MQTT {}): {} plays, {} receipts sent (+{} repeats), {} PUBACKs (not Success: {:?}), {} connacks, {} publish errors, {} waiting",
             self.id,
             if self.v5 { "5" } else { "3.1.1" },
             self.plays(),
             self.sent(),
             self.repeats(),
             self.st.pubacks.load(Ordering::Relaxed),
+            self.st.odd_pubacks.lock().expect("lock"),
             self.connacks(),
             self.st.errors.load(Ordering::Relaxed),
             self.st.outstanding.load(Ordering::Relaxed),
