@@ -1063,6 +1063,9 @@ fn offset_ms(device: i64) -> i64 {
     (device % 30) * 1_000
 }
 
+/// A rollup row's key: hour, device, slogan, feed, status.
+type RollKey = (i64, i64, i64, i64, i64);
+
 #[derive(Debug, Clone, Copy)]
 struct SynthPlay {
     id: i64,
@@ -1268,10 +1271,10 @@ pub async fn load_sqlite(
                 .collect()
         })
         .collect();
-    let mut pending: BTreeMap<(i64, i64, i64, i64, i64), i64> = BTreeMap::new();
+    let mut pending: BTreeMap<RollKey, i64> = BTreeMap::new();
     let mut rollup_rows = 0i64;
     let mut tx = pool.begin().await?;
-    let mut out: Vec<((i64, i64, i64, i64, i64), i64)> = Vec::with_capacity(40_000);
+    let mut out: Vec<(RollKey, i64)> = Vec::with_capacity(40_000);
     let mut in_tx = 0usize;
     for (i, p) in plays.iter().enumerate() {
         let hour_now = p.issued.div_euclid(3_600_000);
@@ -1498,7 +1501,9 @@ fn day_string(day: i64) -> String {
         .unwrap_or_default()
 }
 
-/// The naive answer: GROUP BY over raw receipts joined to plays/slogans/devices.
+/// The naive answer: GROUP BY over raw receipts joined to plays/slogans/devices, one scan of
+/// `receipts` (SQLite's CROSS JOIN fixes the join order: left to itself the planner may loop
+/// over plays and search receipts, keyed by device first, once per play).
 async fn naive(
     store: &SqliteStore,
     by: &str,
@@ -1508,12 +1513,12 @@ async fn naive(
     let sql = match by {
         "slogan,day" => {
             "SELECT s.slogan, (r.started_at + 28800000) / 86400000 AS day, COUNT(*) AS n \
-             FROM receipts r JOIN plays p ON p.id = r.play JOIN slogans s ON s.id = p.slogan \
+             FROM receipts r CROSS JOIN plays p ON p.id = r.play CROSS JOIN slogans s ON s.id = p.slogan \
              WHERE r.status = 0 AND r.started_at >= ? AND r.started_at < ? \
              GROUP BY s.slogan, day"
         }
         _ => {
-            "SELECT d.name, COUNT(*) AS n FROM receipts r JOIN devices d ON d.id = r.device \
+            "SELECT d.name, COUNT(*) AS n FROM receipts r CROSS JOIN devices d ON d.id = r.device \
              WHERE r.status = 0 AND r.started_at >= ? AND r.started_at < ? GROUP BY d.name"
         }
     };

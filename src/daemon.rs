@@ -729,13 +729,16 @@ async fn scheduler<S: Store>(
         };
         let cursor_json = serde_json::to_string(&next_cursor).unwrap_or_default();
         // Recorded before it is published: a receipt can never arrive for a play we do not know.
-        let key = match store
-            .record_play(&new, Some((feed.id.as_str(), &cursor_json)))
+        let key = match shared
+            .metrics
+            .write(
+                Utc::now().timestamp_millis(),
+                store.record_play(&new, Some((feed.id.as_str(), &cursor_json))),
+            )
             .await
         {
             Ok(k) => k,
             Err(e) => {
-                shared.metrics.database_ok.store(false, Ordering::Relaxed);
                 warn!(feed = %feed.id, error = %e, "could not record play; skipping this slot");
                 continue;
             }
@@ -842,9 +845,11 @@ async fn commit<S: Store>(store: &S, shared: &Shared, batch: &Batch) {
     let mut backoff = Duration::from_millis(100);
     loop {
         let t0 = Instant::now();
-        match store.commit_batch(batch).await {
+        match m
+            .write(Utc::now().timestamp_millis(), store.commit_batch(batch))
+            .await
+        {
             Ok(out) => {
-                m.database_ok.store(true, Ordering::Relaxed);
                 m.batches.fetch_add(1, Ordering::Relaxed);
                 m.batch_rows
                     .fetch_add(batch.len() as u64, Ordering::Relaxed);
@@ -860,7 +865,6 @@ async fn commit<S: Store>(store: &S, shared: &Shared, batch: &Batch) {
                 return;
             }
             Err(e) => {
-                m.database_ok.store(false, Ordering::Relaxed);
                 m.commit_failures.fetch_add(1, Ordering::Relaxed);
                 warn!(error = %e, rows = batch.len(), retry_in_ms = backoff.as_millis() as u64, "batch commit failed; receipts stay unacknowledged");
                 tokio::time::sleep(backoff).await;

@@ -23,10 +23,36 @@ pub struct Metrics {
     pub configs_published: AtomicU64,
     pub broker_connected: AtomicBool,
     pub database_ok: AtomicBool,
+    /// When the write in flight started (ms since the epoch), 0 when none: a write that
+    /// hangs says as much about the database as one that fails.
+    pub write_started_ms: std::sync::atomic::AtomicI64,
     pub online_by_class: Mutex<BTreeMap<String, i64>>,
 }
 
+/// A write pending longer than this marks the database as failing.
+pub const WRITE_STALL_MS: i64 = 5_000;
+
 impl Metrics {
+    /// Whether the database answers: the last write succeeded and none hangs.
+    pub fn database_healthy(&self, now_ms: i64) -> bool {
+        let started = self.write_started_ms.load(Ordering::Relaxed);
+        self.database_ok.load(Ordering::Relaxed)
+            && (started == 0 || now_ms - started < WRITE_STALL_MS)
+    }
+    /// Runs a database write, keeping `database_ok` and the stall clock up to date.
+    pub async fn write<T, E>(
+        &self,
+        now_ms: i64,
+        f: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
+        self.write_started_ms
+            .store(now_ms.max(1), Ordering::Relaxed);
+        let r = f.await;
+        self.write_started_ms.store(0, Ordering::Relaxed);
+        self.database_ok.store(r.is_ok(), Ordering::Relaxed);
+        r
+    }
+
     pub fn reject(&self, r: Reject) {
         if let Some(i) = Reject::ALL.iter().position(|x| *x == r) {
             self.rejects[i].fetch_add(1, Ordering::Relaxed);
@@ -130,13 +156,13 @@ impl Metrics {
         );
         let _ = writeln!(
             o,
-            "# HELP civicast_database_ok Whether the last database write succeeded."
+            "# HELP civicast_database_ok Whether the last database write succeeded and none hangs."
         );
         let _ = writeln!(o, "# TYPE civicast_database_ok gauge");
         let _ = writeln!(
             o,
             "civicast_database_ok {}",
-            u8::from(self.database_ok.load(Ordering::Relaxed))
+            u8::from(self.database_healthy(chrono::Utc::now().timestamp_millis()))
         );
         let _ = writeln!(
             o,

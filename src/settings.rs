@@ -24,8 +24,11 @@ pub struct Settings {
     pub prefix: String,
     /// The daemon's MQTT client id; its persistent session keeps receipts while it is down.
     pub mqtt_client_id: String,
-    /// Shared-subscription group of the daemons on an external broker (the embedded broker
-    /// has one daemon, and rumqttd 0.20 holds back the newest message of a shared group).
+    /// Shared-subscription group when several daemons split the receipts on an external
+    /// broker; empty (the default): a plain subscription. Mosquitto 2.0.11 does not restore
+    /// shared subscriptions from its database after a restart, so with one daemon a plain
+    /// subscription is what keeps receipts queued across a broker restart; rumqttd 0.20
+    /// (the embedded broker) holds back the newest message of a shared group.
     pub share_group: String,
     /// How long a play stays valid; default one feed interval.
     #[serde(with = "humantime_serde_opt")]
@@ -58,7 +61,7 @@ impl Default for Settings {
             schedules: "schedules".into(),
             prefix: "civicast/v1".into(),
             mqtt_client_id: "civicast-daemon".into(),
-            share_group: "civicast".into(),
+            share_group: String::new(),
             play_ttl: None,
             batch_max: 2_000,
             batch_wait: Some(Duration::from_millis(50)),

@@ -148,7 +148,7 @@ async fn sigkill_of_serve_loses_no_receipt_counts_none_twice_and_resumes_the_rot
         );
         new_plays_for_all(&displays, up_at, 3, 20).await;
         stop_and_drain(&displays).await;
-        let problems = wait_all_stored_once(&store, &displays, 30).await;
+        let problems = wait_all_stored_once(&store, &displays, 20).await;
         assert!(problems.is_empty(), "{}", problems.join("\n"));
 
         let plays = assert_rotation_uninterrupted(&store).await;
@@ -231,7 +231,7 @@ async fn a_mosquitto_restart_mid_run_loses_no_receipt_and_counts_none_twice() {
         let back_after = up_at.elapsed();
         new_plays_for_all(&displays, up_at, 3, 30).await;
         stop_and_drain(&displays).await;
-        let problems = wait_all_stored_once(&store, &displays, 30).await;
+        let problems = wait_all_stored_once(&store, &displays, 20).await;
         watcher.abort();
 
         if !problems.is_empty() {
@@ -409,7 +409,7 @@ async fn thirty_seconds_without_postgresql_acknowledge_nothing_and_lose_nothing(
         }
         new_plays_for_all(&displays, restored_at, 3, 30).await;
         stop_and_drain(&displays).await;
-        problems.extend(wait_all_stored_once(&direct, &displays, 30).await);
+        problems.extend(wait_all_stored_once(&direct, &displays, 20).await);
 
         let sent = total_sent(&displays) as u64;
         let stored = m.receipts_stored.load(Ordering::Relaxed);

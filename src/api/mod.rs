@@ -204,7 +204,7 @@ pub async fn serve<S: ApiStore>(
 async fn healthz<S: ApiStore>(State(st): State<Arc<ApiState<S>>>) -> Response {
     let m = &st.shared.metrics;
     let broker = m.broker_connected.load(Ordering::Relaxed);
-    let database = m.database_ok.load(Ordering::Relaxed);
+    let database = m.database_healthy(st.clock.now().timestamp_millis());
     let ok = broker && database;
     let body = json!({
         "status": if ok { "ok" } else { "degraded" },

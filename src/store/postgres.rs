@@ -64,7 +64,9 @@ impl PgStore {
     async fn connect_with(opts: PgConnectOptions) -> Result<PgStore> {
         let pool = PgPoolOptions::new()
             .max_connections(8)
-            .acquire_timeout(Duration::from_secs(30))
+            // Short: a database that is down must surface as an error (and in /healthz) within
+            // seconds; the daemon retries on its own.
+            .acquire_timeout(Duration::from_secs(5))
             .connect_with(opts)
             .await?;
         Ok(PgStore {

@@ -1,0 +1,87 @@
+//! A tiny run of every `civicast bench` scenario so the harness cannot rot. Only internal
+//! consistency is asserted (everything sent is stored once, the rollup answers what the naive
+//! GROUP BY answers, sizes add up), never a timing.
+
+use civicast::bench::{self, IngestOptions, LoadOptions};
+use civicast::settings::Settings;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_stores_every_receipt_once_beside_both_baselines() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let o = IngestOptions {
+        displays: 20,
+        plays: 5,
+        database: None,
+        mqtt: None,
+        dir: dir.path().to_path_buf(),
+    };
+    let r = bench::ingest(&Settings::default(), &o)
+        .await
+        .expect("ingest");
+    assert_eq!(r.sent, 100);
+    assert_eq!(r.stored, 100, "{r:?}");
+    assert_eq!(r.rejected, 0, "{r:?}");
+    assert_eq!(r.rows_in_receipts, 100);
+    assert_eq!(
+        r.rows_in_rollup, 100,
+        "the rollup counts every stored receipt"
+    );
+    assert_eq!(r.broker_raw.count, 100, "the raw subscriber got everything");
+    assert_eq!(r.store_raw.count, 100);
+    assert!(r.ingest.secs > 0.0 && r.broker_raw.secs > 0.0 && r.store_raw.secs > 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_rollup_answers_equal_the_naive_group_by() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let o = LoadOptions {
+        receipts: 60_000,
+        displays: 60,
+        feeds: 3,
+        ..LoadOptions::default()
+    };
+    let (store, load) = bench::load_sqlite(&dir.path().join("audit.db"), &o)
+        .await
+        .expect("load");
+    // About what was asked (3 % of displays miss each play).
+    assert!(
+        (55_000..=65_000).contains(&load.receipts),
+        "{}",
+        load.receipts
+    );
+    assert!(load.rollup_rows > 0 && load.rollup_rows <= load.receipts);
+    let rolled: i64 = sqlx::query_scalar("SELECT SUM(plays) FROM rollup_hourly")
+        .fetch_one(store.pool())
+        .await
+        .expect("sum");
+    assert_eq!(rolled, load.receipts, "rollup and receipts agree in total");
+    let r = bench::audit(&store, &o, 2, 1).await.expect("audit");
+    assert_eq!(r.queries.len(), 2);
+    for q in &r.queries {
+        assert!(q.identical, "{} differs from the naive answer", q.name);
+        assert!(q.rows > 0 && q.total > 0, "{q:?}");
+    }
+    // Every display played in the last week.
+    assert_eq!(r.queries[1].rows, 60);
+
+    let s = bench::storage(&store, &load).await.expect("storage");
+    assert_eq!(s.receipts, load.receipts);
+    assert!(s.receipts_bytes > 0 && s.rollup_bytes > 0, "{s:?}");
+    assert!(s.file_bytes >= s.receipts_bytes + s.rollup_bytes, "{s:?}");
+    assert!(s.heap_bytes_per_row > 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_measures_a_small_inventory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let m = bench::memory_one(&Settings::default(), dir.path(), 2_000, false)
+        .await
+        .expect("memory");
+    assert_eq!(m.displays, 2_000);
+    assert!(
+        m.start_kib > 0 && m.catalog_kib > 0 && m.synced_kib > 0,
+        "{m:?}"
+    );
+    assert!(m.peak_kib >= m.synced_kib, "{m:?}");
+    assert!(m.daemon_kib.is_none());
+}
