@@ -358,7 +358,7 @@ pub async fn start<S: ApiStore>(
             shared.clone(),
             clock,
             settings.batch_max,
-            settings.batch_wait.unwrap_or(Duration::from_millis(50)),
+            settings.batch_wait.unwrap_or(Duration::ZERO),
             shutdown.clone(),
         );
         let done = ingest_done.clone();
@@ -817,7 +817,11 @@ async fn ingest<S: Store>(
         while acks.len() < batch_max {
             let m = match inbound.try_recv() {
                 Ok(m) => m,
-                Err(_) if stopping => break,
+                // Nothing more waiting: commit now. While it commits the next batch gathers,
+                // so batches grow with the load (group commit) instead of with a timer; a
+                // broker that stops forwarding after ~100 unacknowledged messages (rumqttd)
+                // would otherwise leave every batch waiting out the whole window.
+                Err(_) if stopping || batch_wait.is_zero() => break,
                 Err(_) => tokio::select! {
                     _ = tokio::time::sleep_until(deadline) => break,
                     _ = shutdown.cancelled() => { stopping = true; continue; }

@@ -35,7 +35,8 @@ pub struct Settings {
     pub play_ttl: Option<Duration>,
     /// Most receipts in one database transaction.
     pub batch_max: usize,
-    /// Longest a receipt waits for its batch.
+    /// Longest a receipt waits for more to join its batch; zero (the default): commit as
+    /// soon as nothing more is waiting, and let the next batch gather meanwhile.
     #[serde(with = "humantime_serde_opt")]
     pub batch_wait: Option<Duration>,
     /// Most connections the embedded broker takes.
@@ -64,7 +65,7 @@ impl Default for Settings {
             share_group: String::new(),
             play_ttl: None,
             batch_max: 2_000,
-            batch_wait: Some(Duration::from_millis(50)),
+            batch_wait: Some(Duration::ZERO),
             broker_max_connections: 20_000,
             time_scale: 1.0,
             retention_days: None,

@@ -189,7 +189,7 @@ fn valid_files_load_into_a_catalog() {
     let taxi = &c.devices[3];
     assert_eq!(taxi.class, "taxi_top");
     assert_eq!(taxi.attrs.get("route"), None, "empty cells are left out");
-    assert_eq!(taxi.attrs["district"], "lianyun");
+    assert_eq!(taxi.attrs.get("district"), Some("lianyun"));
     assert!(!taxi.attrs.contains_key("id") && !taxi.attrs.contains_key("class"));
 
     let feed_ids: Vec<&str> = c.feeds.iter().map(|f| f.id.as_str()).collect();
