@@ -63,7 +63,8 @@ pub struct BenchArgs {
     #[arg(long)]
     pub database: Option<String>,
     /// ingest: an external broker `host:port` (e.g. Mosquitto at 127.0.0.1:1883) instead of
-    /// the embedded one.
+    /// the embedded one; memory --daemon: the same (use a private broker: the daemon leaves
+    /// one retained config per display under `civicast-bench/<ulid>`).
     #[arg(long)]
     pub mqtt: Option<String>,
     /// Where the bench writes its databases and generated inventories.
@@ -75,8 +76,8 @@ pub struct BenchArgs {
     /// audit: timed runs of each naive query.
     #[arg(long, default_value_t = 3)]
     pub naive_runs: usize,
-    /// memory: start the whole daemon (embedded broker included), not only the catalog and
-    /// the store's inventory sync.
+    /// memory: start the whole daemon (embedded broker included unless --mqtt), not only the
+    /// catalog and the store's inventory sync.
     #[arg(long)]
     pub daemon: bool,
 }
@@ -165,6 +166,9 @@ pub async fn run(settings: Settings, a: BenchArgs) -> anyhow::Result<ExitCode> {
                 if a.daemon {
                     cmd.arg("--daemon");
                 }
+                if let Some(m) = &a.mqtt {
+                    cmd.args(["--mqtt", m]);
+                }
                 let out = cmd.output().context("running the memory child")?;
                 let text = String::from_utf8_lossy(&out.stdout);
                 let line = text
@@ -184,7 +188,7 @@ pub async fn run(settings: Settings, a: BenchArgs) -> anyhow::Result<ExitCode> {
         }
         Scenario::MemoryOne => {
             let n = a.displays.first().copied().unwrap_or(100_000) as usize;
-            let m = memory_one(&settings, &a.dir, n, a.daemon).await?;
+            let m = memory_one(&settings, &a.dir, n, a.daemon, a.mqtt.as_deref()).await?;
             println!("MEMORY {}", serde_json::to_string(&m)?);
             Ok(ExitCode::SUCCESS)
         }
@@ -256,12 +260,6 @@ fn device_name(i: usize) -> String {
     format!("bench-{i:07}")
 }
 
-/// Displays per generated CSV file. The catalog finds each row's line number by counting
-/// newlines from the start of its file (`csv_line` -> `tree::line_of`), quadratic in a file's
-/// rows: one file of 1,000,000 rows did not load in 10 minutes here, so the inventory is
-/// split, as operators may split theirs.
-pub const ROWS_PER_FILE: usize = 1_000;
-
 /// Writes `devices/` and `schedules/` for `n` displays of one class in one feed.
 pub fn write_inventory(root: &Path, n: usize) -> anyhow::Result<()> {
     let w = |rel: &str, text: &str| -> anyhow::Result<()> {
@@ -272,17 +270,17 @@ pub fn write_inventory(root: &Path, n: usize) -> anyhow::Result<()> {
         std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))
     };
     let _ = std::fs::remove_dir_all(root.join("devices"));
-    for (f, start) in (0..n).step_by(ROWS_PER_FILE).enumerate() {
-        let mut csv = String::with_capacity(ROWS_PER_FILE * 28 + 32);
-        csv.push_str("id,class,route\n");
-        for i in start..(start + ROWS_PER_FILE).min(n) {
-            csv.push_str(&device_name(i));
-            csv.push_str(",bench_led,K");
-            csv.push_str(&(i % 300).to_string());
-            csv.push('\n');
-        }
-        w(&format!("devices/fleet-{f:05}.csv"), &csv)?;
+    // One file, as an operator would keep it (loading is linear in a file's rows).
+    let mut csv = String::with_capacity(n * 28 + 32);
+    csv.push_str("id,class,route\n");
+    for i in 0..n {
+        csv.push_str(&device_name(i));
+        csv.push_str(",bench_led,K");
+        csv.push_str(&(i % 300).to_string());
+        csv.push('\n');
     }
+    w("devices/fleet.csv", &csv)?;
+    drop(csv);
     w("devices/classes.toml", CLASSES)?;
     w("schedules/feeds.toml", FEEDS)?;
     w("schedules/adsets/civility.toml", ADSET)?;
@@ -1657,6 +1655,9 @@ pub struct MemoryReport {
     pub synced_kib: u64,
     /// The whole daemon started and idle for a few seconds, when asked.
     pub daemon_kib: Option<u64>,
+    /// The daemon's broker: "embedded" or the external `host:port`.
+    #[serde(default)]
+    pub broker: Option<String>,
     pub peak_kib: u64,
     pub load_secs: f64,
     pub sync_secs: f64,
@@ -1675,12 +1676,14 @@ pub fn rss_kib() -> (u64, u64) {
     (get("VmRSS:"), get("VmHWM:"))
 }
 
-/// One size of the memory scenario, in this process.
+/// One size of the memory scenario, in this process. With `start_daemon`, `mqtt` is an
+/// external broker `host:port` for the daemon (the embedded one when `None`).
 pub async fn memory_one(
     settings: &Settings,
     dir: &Path,
     n: usize,
     start_daemon: bool,
+    mqtt: Option<&str>,
 ) -> anyhow::Result<MemoryReport> {
     let root = dir.join(format!("memory-{n}"));
     write_inventory(&root, n)?;
@@ -1708,15 +1711,30 @@ pub async fn memory_one(
         s.devices = root.join("devices");
         s.schedules = root.join("schedules");
         s.watch_every = None;
-        s.mqtt_url = None;
         s.broker_max_connections = 1_000;
+        let listener = match mqtt {
+            Some(hp) => {
+                // As `ingest` on an external broker: its own topics and client id.
+                let run_id = ulid::Ulid::new().to_string().to_lowercase();
+                s.prefix = format!("civicast-bench/{run_id}");
+                s.mqtt_client_id = format!("civicast-bench-{run_id}");
+                s.mqtt_url = Some(format!("mqtt://{}", hp.trim_start_matches("mqtt://")));
+                report.broker = Some(hp.to_owned());
+                None
+            }
+            None => {
+                s.mqtt_url = None;
+                report.broker = Some("embedded".into());
+                Some(tokio::net::TcpListener::bind("127.0.0.1:0").await?)
+            }
+        };
         let shutdown = CancellationToken::new();
         let t = Instant::now();
         let running = daemon::start(
             &s,
             store.clone(),
             catalog,
-            Some(tokio::net::TcpListener::bind("127.0.0.1:0").await?),
+            listener,
             Arc::new(SystemClock),
             shutdown.clone(),
         )
@@ -1792,10 +1810,10 @@ fn print_memory(rows: &[MemoryReport]) {
         println!(
             "target: RSS <= 200 MB at {} displays ({}): {} ({:.0} MB)",
             m.displays,
-            if m.daemon_kib.is_some() {
-                "daemon idle"
-            } else {
-                "catalog + store sync"
+            match (&m.daemon_kib, &m.broker) {
+                (Some(_), Some(b)) => format!("daemon idle, broker {b}"),
+                (Some(_), None) => "daemon idle".into(),
+                _ => "catalog + store sync".into(),
             },
             met(top * 1024 <= 200_000_000),
             (top * 1024) as f64 / 1e6

@@ -74,7 +74,7 @@ async fn audit_rollup_answers_equal_the_naive_group_by() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_measures_a_small_inventory() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let m = bench::memory_one(&Settings::default(), dir.path(), 2_000, false)
+    let m = bench::memory_one(&Settings::default(), dir.path(), 2_000, false, None)
         .await
         .expect("memory");
     assert_eq!(m.displays, 2_000);

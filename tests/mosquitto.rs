@@ -8,8 +8,7 @@
 //! Run without the variable, these tests fail instead of skipping.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,187 +21,16 @@ use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+mod common;
+use common::{Mosquitto, P};
+
 const NEEDS: &str = "needs CIVICAST_TEST_MQTT (Mosquitto installed)";
-const P: &str = "civicast/v1";
-/// Accounts in the password file; each password is `pw-{account}`.
-const ACCOUNTS: [&str; 5] = ["civicast", "observer", "bus-1", "bus-2", "taxi-1"];
 
 fn require_mosquitto() {
     assert!(
         std::env::var_os("CIVICAST_TEST_MQTT").is_some(),
         "{NEEDS}: set it to run these tests"
     );
-}
-
-fn deploy(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("deploy/mosquitto")
-        .join(rel)
-}
-
-/// A Mosquitto child process on a temporary folder; killed on drop (also on panic).
-struct Mosquitto {
-    child: Option<Child>,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl Mosquitto {
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()
-    }
-
-    /// Writes the deploy files into a new folder and starts Mosquitto on them.
-    async fn start() -> Mosquitto {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let d = dir.path();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("bind")
-            .local_addr()
-            .expect("addr")
-            .port();
-        let conf = std::fs::read_to_string(deploy("mosquitto.conf")).expect("mosquitto.conf");
-        let mut rewritten = 0;
-        let lines: Vec<String> = conf
-            .lines()
-            .map(|l| {
-                let new = match l.split_whitespace().next() {
-                    Some("listener") => format!("listener {port} 127.0.0.1"),
-                    Some("password_file") => {
-                        format!("password_file {}", d.join("passwd").display())
-                    }
-                    Some("acl_file") => format!("acl_file {}", d.join("acl").display()),
-                    Some("persistence_location") => {
-                        format!("persistence_location {}/", d.display())
-                    }
-                    _ => return l.to_owned(),
-                };
-                rewritten += 1;
-                new
-            })
-            .collect();
-        assert_eq!(
-            rewritten, 4,
-            "the deploy conf has one listener and one of each path"
-        );
-        std::fs::write(d.join("mosquitto.conf"), lines.join("\n") + "\n").expect("write conf");
-        std::fs::copy(deploy("acl"), d.join("acl")).expect("copy acl");
-        for (i, a) in ACCOUNTS.iter().enumerate() {
-            let mut c = Command::new("mosquitto_passwd");
-            c.arg("-b");
-            if i == 0 {
-                c.arg("-c");
-            }
-            let st = c
-                .arg(d.join("passwd"))
-                .arg(a)
-                .arg(format!("pw-{a}"))
-                .status()
-                .expect("mosquitto_passwd runs");
-            assert!(st.success(), "mosquitto_passwd {a}");
-        }
-        own_by_mosquitto_if_root(d);
-        Self::spawn(dir, port).await
-    }
-
-    async fn spawn(dir: tempfile::TempDir, port: u16) -> Mosquitto {
-        let d = dir.path();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(d.join("mosquitto.log"))
-            .expect("log file");
-        let child = Command::new("mosquitto")
-            .arg("-c")
-            .arg(d.join("mosquitto.conf"))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("mosquitto starts");
-        let mut m = Mosquitto {
-            child: Some(child),
-            port,
-            dir,
-        };
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                break;
-            }
-            let exited = m.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
-            assert!(
-                exited.is_none(),
-                "mosquitto exited ({exited:?}):\n{}",
-                m.log()
-            );
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "mosquitto did not listen on {port}:\n{}",
-                m.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        m
-    }
-
-    /// Stops Mosquitto the way systemd does (SIGTERM: it saves its database) and starts it
-    /// again on the same folder and port.
-    async fn restart(mut self) -> Mosquitto {
-        let mut child = self.child.take().expect("running");
-        let st = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status()
-            .expect("kill");
-        assert!(st.success());
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while child.try_wait().expect("wait").is_none() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "mosquitto ignores SIGTERM"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let port = self.port;
-        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));
-        Mosquitto::spawn(dir, port).await
-    }
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!("--- mosquitto log ---\n{}", self.log());
-        }
-    }
-}
-
-/// Run as root, Mosquitto drops to the `mosquitto` user, which must read the password and
-/// ACL files and write its database (the production layout: owned by mosquitto, 0640).
-fn own_by_mosquitto_if_root(d: &Path) {
-    let id = |args: &[&str]| -> Option<u32> {
-        let o = Command::new("id").args(args).output().ok()?;
-        String::from_utf8(o.stdout).ok()?.trim().parse().ok()
-    };
-    if id(&["-u"]) != Some(0) {
-        return;
-    }
-    let (Some(uid), Some(gid)) = (id(&["-u", "mosquitto"]), id(&["-g", "mosquitto"])) else {
-        return;
-    };
-    use std::os::unix::fs::PermissionsExt;
-    for p in [d.to_path_buf(), d.join("passwd"), d.join("acl")] {
-        std::os::unix::fs::chown(&p, Some(uid), Some(gid)).expect("chown");
-    }
-    std::fs::set_permissions(d.join("passwd"), std::fs::Permissions::from_mode(0o640))
-        .expect("chmod");
 }
 
 /// What one client saw.
@@ -795,7 +623,9 @@ async fn the_loop_runs_through_mosquitto_on_mqtt_3_and_5() {
         let topic = format!("{P}/devices/{id}/receipts");
         assert_eq!(c.publish(topic, receipt(&pid, ""), false).await, "Success");
     }
-    let broker = broker.restart().await;
+    let mut broker = broker;
+    broker.stop().await;
+    let broker = broker.start_again().await;
     let (running, shutdown, store) = start_daemon(dir.path(), broker.port).await;
     let m = running.shared.metrics.clone();
     wait_for("the receipts queued while the daemon was down", 20, || {

@@ -570,6 +570,21 @@ async fn audit_plays<S: ApiStore>(
     Ok(Json(audit::answer(&q, &rows)).into_response())
 }
 
+/// A report in JSON (the whole answer) or CSV (its rows, under `columns`).
+fn report_response<A: Serialize, R: Serialize>(
+    csv: bool,
+    answer: &A,
+    columns: &[&str],
+    rows: &[R],
+) -> Result<Response, ApiError> {
+    if csv {
+        return Ok(csv_response(
+            reports::csv_of(columns, rows).map_err(anyhow::Error::from)?,
+        ));
+    }
+    Ok(Json(answer).into_response())
+}
+
 async fn audit_compliance<S: ApiStore>(
     State(st): State<Arc<ApiState<S>>>,
     headers: HeaderMap,
@@ -580,12 +595,7 @@ async fn audit_compliance<S: ApiStore>(
     let csv = wants_csv(&headers, f.format.as_deref())?;
     let c = st.shared.current();
     let a = reports::compliance_report(&st.store, &c, &p, st.clock.now(), st.factors).await?;
-    if csv {
-        return Ok(csv_response(
-            reports::csv_of(&reports::COMPLIANCE_COLUMNS, &a.rows).map_err(anyhow::Error::from)?,
-        ));
-    }
-    Ok(Json(a).into_response())
+    report_response(csv, &a, &reports::COMPLIANCE_COLUMNS, &a.rows)
 }
 
 async fn audit_sample<S: ApiStore>(
@@ -598,12 +608,7 @@ async fn audit_sample<S: ApiStore>(
     let csv = wants_csv(&headers, f.format.as_deref())?;
     let c = st.shared.current();
     let a = reports::sample_report(&st.store, &c, &p, st.clock.now(), st.factors).await?;
-    if csv {
-        return Ok(csv_response(
-            reports::csv_of(&reports::SAMPLE_COLUMNS, &a.rows).map_err(anyhow::Error::from)?,
-        ));
-    }
-    Ok(Json(a).into_response())
+    report_response(csv, &a, &reports::SAMPLE_COLUMNS, &a.rows)
 }
 
 async fn audit_reconcile<S: ApiStore>(
@@ -616,10 +621,5 @@ async fn audit_reconcile<S: ApiStore>(
     let csv = wants_csv(&headers, f.format.as_deref())?;
     let c = st.shared.current();
     let a = reports::reconcile_report(&st.store, &c, &p, st.clock.now()).await?;
-    if csv {
-        return Ok(csv_response(
-            reports::csv_of(&reports::RECONCILE_COLUMNS, &a.rows).map_err(anyhow::Error::from)?,
-        ));
-    }
-    Ok(Json(a).into_response())
+    report_response(csv, &a, &reports::RECONCILE_COLUMNS, &a.rows)
 }

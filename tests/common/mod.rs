@@ -1,5 +1,5 @@
 //! Helpers shared by integration tests that run against real infrastructure: Mosquitto on
-//! the deploy files (copied from `tests/mosquitto.rs`), a fresh PostgreSQL schema per test,
+//! the deploy files, a fresh PostgreSQL schema per test,
 //! displays that answer plays the way a real board does, and a TCP proxy that can cut the
 //! daemon off its database.
 #![allow(dead_code)]
