@@ -796,7 +796,10 @@ async fn ingest<S: Store>(
 ) {
     let mut stopping = false;
     loop {
-        let mut batch = Batch::default();
+        let mut batch = Batch {
+            utc_offset_h: crate::audit::fixed_offset_hours(shared.current().timezone),
+            ..Batch::default()
+        };
         let mut acks = Vec::new();
         let first = if stopping {
             match inbound.try_recv() {

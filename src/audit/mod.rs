@@ -203,14 +203,7 @@ impl PlaysQuery {
     /// The zone's offset in whole hours when it is the same all year (no daylight saving):
     /// then a local day is a fixed group of 24 UTC hours.
     pub fn fixed_offset_hours(&self) -> Option<i64> {
-        use chrono::Offset;
-        let at = |y, m| {
-            NaiveDate::from_ymd_opt(y, m, 1)
-                .and_then(|d| d.and_hms_opt(12, 0, 0))
-                .map(|t| self.tz.offset_from_utc_datetime(&t).fix().local_minus_utc())
-        };
-        let jan = at(2026, 1)?;
-        (at(2026, 7)? == jan && jan % 3600 == 0).then_some(i64::from(jan / 3600))
+        fixed_offset_hours(self.tz)
     }
 }
 
@@ -227,6 +220,18 @@ impl PlaysQuery {
         h.push("plays");
         h.join(",") + "\n"
     }
+}
+
+/// A zone's offset in whole hours when it is the same all year (no daylight saving).
+pub fn fixed_offset_hours(tz: Tz) -> Option<i64> {
+    use chrono::Offset;
+    let at = |y, m| {
+        NaiveDate::from_ymd_opt(y, m, 1)
+            .and_then(|d| d.and_hms_opt(12, 0, 0))
+            .map(|t| tz.offset_from_utc_datetime(&t).fix().local_minus_utc())
+    };
+    let jan = at(2026, 1)?;
+    (at(2026, 7)? == jan && jan % 3600 == 0).then_some(i64::from(jan / 3600))
 }
 
 /// One streamed row: its values formatted, the bucket being an hour, or a local day

@@ -4,6 +4,7 @@
 //! Owns: SQL and migrations. Must not touch: MQTT (the daemon acknowledges receipts only
 //! after `commit_batch` returns), rotation decisions, HTTP.
 
+pub mod daily;
 pub mod postgres;
 pub mod sqlite;
 
@@ -92,6 +93,9 @@ pub struct PresenceEvent {
 /// What one transaction writes.
 #[derive(Debug, Clone, Default)]
 pub struct Batch {
+    /// The deployment zone's fixed UTC offset in hours, when it has one: the daily
+    /// rollups are kept for it. None (a zone with daylight saving): hourly only.
+    pub utc_offset_h: Option<i64>,
     pub receipts: Vec<ReceiptRow>,
     pub rejects: Vec<(Reject, i64)>,
     pub presence: Vec<PresenceEvent>,

@@ -19,7 +19,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool, Row};
 use tracing::{info, instrument, warn};
 
-use super::sqlite::{audit_sql, audit_sql_streaming, raw_row, raw_rows, Bind};
+use super::sqlite::{audit_sql, audit_sql_streaming, daily_audit_sql, raw_row, raw_rows, Bind};
 use super::*;
 
 /// Rows per receipt or rollup statement. Rows travel as one array per column, so this only
@@ -322,6 +322,22 @@ fn play_row(r: &sqlx::postgres::PgRow) -> std::result::Result<PlayRow, sqlx::Err
     })
 }
 
+impl PgStore {
+    /// The daily-rollup form of `q`, when a daily table answers it and holds all history.
+    async fn daily_sql(&self, q: &PlaysQuery) -> Result<Option<(String, Vec<Bind>)>> {
+        let Some((table, off)) = super::daily::table_for(q) else {
+            return Ok(None);
+        };
+        let covered: Option<i64> = sqlx::query_scalar(
+            "SELECT utc_offset FROM rollup_daily_coverage WHERE utc_offset = $1",
+        )
+        .bind(off)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(covered.map(|_| daily_audit_sql(q, |n| format!("${n}"), table, off)))
+    }
+}
+
 impl Store for PgStore {
     async fn migrate(&self) -> Result<()> {
         sqlx::migrate!("./migrations/postgres")
@@ -608,6 +624,31 @@ impl Store for PgStore {
                 .or_default() += 1;
         }
         let roll: Vec<_> = roll.into_iter().collect();
+        if let Some(off) = batch.utc_offset_h {
+            // First batch for this zone: bring the daily tables up to the hourly one.
+            let covered: Option<i64> = sqlx::query_scalar(
+                "SELECT utc_offset FROM rollup_daily_coverage WHERE utc_offset = $1",
+            )
+            .bind(off)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if covered.is_none() {
+                for sql in super::daily::backfill(off) {
+                    sqlx::query(&sql).execute(&mut *tx).await?;
+                }
+            }
+            let wide: Vec<super::daily::HourlyDelta> = roll
+                .iter()
+                .map(|((h, d, s, f, st), n)| ((*h, *d, *s, *f, i64::from(*st)), *n))
+                .collect();
+            for (sql, binds) in super::daily::upserts(&wide, off, |n| format!("${n}"), true) {
+                let mut q = sqlx::query(&sql);
+                for b in binds {
+                    q = q.bind(b);
+                }
+                q.execute(&mut *tx).await?;
+            }
+        }
         for chunk in roll.chunks(ROWS_PER_STATEMENT) {
             let n = chunk.len();
             let (mut h, mut d, mut s, mut f, mut st, mut c) = (
@@ -704,6 +745,20 @@ impl Store for PgStore {
 
     #[instrument(skip_all)]
     async fn audit_plays(&self, q: &PlaysQuery) -> Result<Vec<PlaysRow>> {
+        if let Some((sql, binds)) = self.daily_sql(q).await? {
+            let mut query = sqlx::query(&sql);
+            for b in binds {
+                query = match b {
+                    Bind::Int(i) => query.bind(i),
+                    Bind::Text(t) => query.bind(t),
+                };
+            }
+            let rows = query.fetch_all(&self.pool).await?;
+            return Ok(raw_rows(q, rows)?
+                .into_iter()
+                .map(|r| crate::audit::stream_row(q, r))
+                .collect());
+        }
         let (sql, binds) = audit_sql(q, |n| format!("${n}"));
         let mut query = sqlx::query(&sql);
         for b in binds {
@@ -722,7 +777,9 @@ impl Store for PgStore {
         tx: tokio::sync::mpsc::Sender<PlaysRow>,
     ) -> Result<bool> {
         use futures_util::TryStreamExt;
-        let Some((sql, binds)) = audit_sql_streaming(q, |n| format!("${n}")) else {
+        let daily = self.daily_sql(q).await?;
+        let Some((sql, binds)) = daily.or_else(|| audit_sql_streaming(q, |n| format!("${n}")))
+        else {
             return Ok(false);
         };
         let mut query = sqlx::query(&sql);

@@ -292,6 +292,27 @@ impl Store for SqliteStore {
                 .or_default() += 1;
         }
         let roll: Vec<_> = roll.into_iter().collect();
+        if let Some(off) = batch.utc_offset_h {
+            // First batch for this zone: bring the daily tables up to the hourly one.
+            let covered: Option<i64> = sqlx::query_scalar(
+                "SELECT utc_offset FROM rollup_daily_coverage WHERE utc_offset = ?",
+            )
+            .bind(off)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if covered.is_none() {
+                for sql in super::daily::backfill(off) {
+                    sqlx::query(&sql).execute(&mut *tx).await?;
+                }
+            }
+            for (sql, binds) in super::daily::upserts(&roll, off, |_| "?".to_owned(), false) {
+                let mut q = sqlx::query(&sql);
+                for b in binds {
+                    q = q.bind(b);
+                }
+                q.execute(&mut *tx).await?;
+            }
+        }
         for chunk in roll.chunks(ROWS_PER_STATEMENT / 2) {
             let mut q = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO rollup_hourly (hour, device, slogan, feed, status, plays) ",
@@ -363,6 +384,29 @@ impl Store for SqliteStore {
 
     #[instrument(skip_all)]
     async fn audit_plays(&self, q: &PlaysQuery) -> Result<Vec<PlaysRow>> {
+        if let Some((table, off)) = super::daily::table_for(q) {
+            let covered: Option<i64> = sqlx::query_scalar(
+                "SELECT utc_offset FROM rollup_daily_coverage WHERE utc_offset = ?",
+            )
+            .bind(off)
+            .fetch_optional(&self.read)
+            .await?;
+            if covered.is_some() {
+                let (sql, binds) = daily_audit_sql(q, |_| "?".to_owned(), table, off);
+                let mut query = sqlx::query(&sql);
+                for b in binds {
+                    query = match b {
+                        Bind::Int(i) => query.bind(i),
+                        Bind::Text(t) => query.bind(t),
+                    };
+                }
+                let rows = query.fetch_all(&self.read).await?;
+                return Ok(raw_rows(q, rows)?
+                    .into_iter()
+                    .map(|r| crate::audit::stream_row(q, r))
+                    .collect());
+            }
+        }
         let (sql, binds) = audit_sql(q, |_| "?".to_owned());
         let mut query = sqlx::query(&sql);
         for b in binds {
@@ -381,7 +425,20 @@ impl Store for SqliteStore {
         tx: tokio::sync::mpsc::Sender<PlaysRow>,
     ) -> Result<bool> {
         use futures_util::TryStreamExt;
-        let Some((sql, binds)) = audit_sql_streaming(q, |_| "?".to_owned()) else {
+        let daily = match super::daily::table_for(q) {
+            Some((table, off)) => {
+                let covered: Option<i64> = sqlx::query_scalar(
+                    "SELECT utc_offset FROM rollup_daily_coverage WHERE utc_offset = ?",
+                )
+                .bind(off)
+                .fetch_optional(&self.read)
+                .await?;
+                covered.map(|_| daily_audit_sql(q, |_| "?".to_owned(), table, off))
+            }
+            None => None,
+        };
+        let Some((sql, binds)) = daily.or_else(|| audit_sql_streaming(q, |_| "?".to_owned()))
+        else {
             return Ok(false);
         };
         let mut query = sqlx::query(&sql);
@@ -437,6 +494,78 @@ pub enum Bind {
 /// the hour when asked, then the count.
 pub fn audit_sql(q: &PlaysQuery, ph: fn(usize) -> String) -> (String, Vec<Bind>) {
     build_audit_sql(q, ph, None)
+}
+
+/// The play-count query over a daily rollup (`daily::table_for`): one row per answer row,
+/// in order, days as local day numbers.
+pub fn daily_audit_sql(
+    q: &PlaysQuery,
+    ph: fn(usize) -> String,
+    table: &str,
+    off: i64,
+) -> (String, Vec<Bind>) {
+    let by_device = table == "rollup_daily_device";
+    let mut cols: Vec<&str> = q
+        .plain_keys()
+        .iter()
+        .map(|k| match k {
+            GroupKey::Slogan => "s.slogan",
+            GroupKey::Adset => "s.adset",
+            GroupKey::Device => "d.name",
+            GroupKey::Class => "d.class",
+            _ => "COALESCE(f.name, '')",
+        })
+        .collect();
+    if q.needs_hour() {
+        cols.push("x.day");
+    }
+    let mut binds = vec![Bind::Int(q.status.code())];
+    let mut wh = vec![
+        format!("x.utc_offset = {off}"),
+        format!("x.status = {}", ph(1)),
+    ];
+    let day = |t: chrono::DateTime<chrono::Utc>| (t.timestamp() + off * 3600).div_euclid(86_400);
+    let push = |expr: &str, b: Bind, binds: &mut Vec<Bind>, wh: &mut Vec<String>| {
+        binds.push(b);
+        wh.push(format!("{expr} {}", ph(binds.len())));
+    };
+    if let Some(t) = q.from {
+        push("x.day >=", Bind::Int(day(t)), &mut binds, &mut wh);
+    }
+    if let Some(t) = q.to {
+        push("x.day <", Bind::Int(day(t)), &mut binds, &mut wh);
+    }
+    let joins = if by_device {
+        for (v, expr) in [(&q.class, "d.class ="), (&q.device, "d.name =")] {
+            if let Some(v) = v {
+                push(expr, Bind::Text(v.clone()), &mut binds, &mut wh);
+            }
+        }
+        "JOIN devices d ON d.id = x.device"
+    } else {
+        for (v, expr) in [(&q.slogan, "s.slogan ="), (&q.feed, "f.name =")] {
+            if let Some(v) = v {
+                push(expr, Bind::Text(v.clone()), &mut binds, &mut wh);
+            }
+        }
+        "JOIN slogans s ON s.id = x.slogan LEFT JOIN feeds f ON f.id = x.feed"
+    };
+    let mut sql = format!(
+        "SELECT {}CAST(SUM(x.plays) AS BIGINT) AS plays FROM {table} x {joins} WHERE {}",
+        cols.iter().map(|c| format!("{c}, ")).collect::<String>(),
+        wh.join(" AND ")
+    );
+    if !cols.is_empty() {
+        sql += &format!(" GROUP BY {}", cols.join(", "));
+        sql += &format!(
+            " ORDER BY {}",
+            (1..=cols.len())
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    (sql, binds)
 }
 
 /// The same query with one row per answer row, in order, for streaming: when days are
