@@ -1564,6 +1564,19 @@ pub async fn audit(
             .await?,
         ..Default::default()
     };
+    // What the daemon's first batch does on a database without daily rollups: fill them
+    // from the hourly one for the deployment's zone.
+    let t = Instant::now();
+    store
+        .commit_batch(&crate::store::Batch {
+            utc_offset_h: crate::audit::fixed_offset_hours(tz),
+            ..Default::default()
+        })
+        .await?;
+    eprintln!(
+        "audit: daily rollups backfilled from the hourly one in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
     for (name, by, days) in [
         ("plays by slogan by day, 30 days", "slogan,day", 30),
         ("plays by display, 7 days", "device", 7),
