@@ -19,7 +19,9 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool, Row};
 use tracing::{info, instrument, warn};
 
-use super::sqlite::{audit_sql, audit_sql_streaming, daily_audit_sql, raw_row, raw_rows, Bind};
+use super::sqlite::{
+    audit_sql, audit_sql_streaming, bind_all, daily_audit_sql, raw_row, raw_rows, Bind,
+};
 use super::*;
 
 /// Rows per receipt or rollup statement. Rows travel as one array per column, so this only
@@ -746,13 +748,7 @@ impl Store for PgStore {
     #[instrument(skip_all)]
     async fn audit_plays(&self, q: &PlaysQuery) -> Result<Vec<PlaysRow>> {
         if let Some((sql, binds)) = self.daily_sql(q).await? {
-            let mut query = sqlx::query(&sql);
-            for b in binds {
-                query = match b {
-                    Bind::Int(i) => query.bind(i),
-                    Bind::Text(t) => query.bind(t),
-                };
-            }
+            let query = bind_all(sqlx::query(&sql), binds);
             let rows = query.fetch_all(&self.pool).await?;
             return Ok(raw_rows(q, rows)?
                 .into_iter()
@@ -760,13 +756,7 @@ impl Store for PgStore {
                 .collect());
         }
         let (sql, binds) = audit_sql(q, |n| format!("${n}"));
-        let mut query = sqlx::query(&sql);
-        for b in binds {
-            query = match b {
-                Bind::Int(i) => query.bind(i),
-                Bind::Text(t) => query.bind(t),
-            };
-        }
+        let query = bind_all(sqlx::query(&sql), binds);
         let rows = query.fetch_all(&self.pool).await?;
         Ok(crate::audit::fold(q, raw_rows(q, rows)?))
     }
@@ -782,13 +772,7 @@ impl Store for PgStore {
         else {
             return Ok(false);
         };
-        let mut query = sqlx::query(&sql);
-        for b in binds {
-            query = match b {
-                Bind::Int(i) => query.bind(i),
-                Bind::Text(t) => query.bind(t),
-            };
-        }
+        let query = bind_all(sqlx::query(&sql), binds);
         let mut rows = query.fetch(&self.pool);
         while let Some(r) = rows.try_next().await? {
             if let Some(raw) = raw_row(q, &r)? {

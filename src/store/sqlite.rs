@@ -48,6 +48,19 @@ impl SqliteStore {
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
+
+    /// The daily-rollup form of `q`, when a daily table answers it and holds all history.
+    async fn daily_sql(&self, q: &PlaysQuery) -> Result<Option<(String, Vec<Bind>)>> {
+        let Some((table, off)) = super::daily::table_for(q) else {
+            return Ok(None);
+        };
+        let covered: Option<i64> =
+            sqlx::query_scalar("SELECT utc_offset FROM rollup_daily_coverage WHERE utc_offset = ?")
+                .bind(off)
+                .fetch_optional(&self.read)
+                .await?;
+        Ok(covered.map(|_| daily_audit_sql(q, |_| "?".to_owned(), table, off)))
+    }
 }
 
 fn play_row(r: &sqlx::sqlite::SqliteRow) -> std::result::Result<PlayRow, sqlx::Error> {
@@ -384,38 +397,19 @@ impl Store for SqliteStore {
 
     #[instrument(skip_all)]
     async fn audit_plays(&self, q: &PlaysQuery) -> Result<Vec<PlaysRow>> {
-        if let Some((table, off)) = super::daily::table_for(q) {
-            let covered: Option<i64> = sqlx::query_scalar(
-                "SELECT utc_offset FROM rollup_daily_coverage WHERE utc_offset = ?",
-            )
-            .bind(off)
-            .fetch_optional(&self.read)
-            .await?;
-            if covered.is_some() {
-                let (sql, binds) = daily_audit_sql(q, |_| "?".to_owned(), table, off);
-                let mut query = sqlx::query(&sql);
-                for b in binds {
-                    query = match b {
-                        Bind::Int(i) => query.bind(i),
-                        Bind::Text(t) => query.bind(t),
-                    };
-                }
-                let rows = query.fetch_all(&self.read).await?;
-                return Ok(raw_rows(q, rows)?
-                    .into_iter()
-                    .map(|r| crate::audit::stream_row(q, r))
-                    .collect());
-            }
+        if let Some((sql, binds)) = self.daily_sql(q).await? {
+            let rows = bind_all(sqlx::query(&sql), binds)
+                .fetch_all(&self.read)
+                .await?;
+            return Ok(raw_rows(q, rows)?
+                .into_iter()
+                .map(|r| crate::audit::stream_row(q, r))
+                .collect());
         }
         let (sql, binds) = audit_sql(q, |_| "?".to_owned());
-        let mut query = sqlx::query(&sql);
-        for b in binds {
-            query = match b {
-                Bind::Int(i) => query.bind(i),
-                Bind::Text(t) => query.bind(t),
-            };
-        }
-        let rows = query.fetch_all(&self.read).await?;
+        let rows = bind_all(sqlx::query(&sql), binds)
+            .fetch_all(&self.read)
+            .await?;
         Ok(crate::audit::fold(q, raw_rows(q, rows)?))
     }
 
@@ -425,29 +419,12 @@ impl Store for SqliteStore {
         tx: tokio::sync::mpsc::Sender<PlaysRow>,
     ) -> Result<bool> {
         use futures_util::TryStreamExt;
-        let daily = match super::daily::table_for(q) {
-            Some((table, off)) => {
-                let covered: Option<i64> = sqlx::query_scalar(
-                    "SELECT utc_offset FROM rollup_daily_coverage WHERE utc_offset = ?",
-                )
-                .bind(off)
-                .fetch_optional(&self.read)
-                .await?;
-                covered.map(|_| daily_audit_sql(q, |_| "?".to_owned(), table, off))
-            }
-            None => None,
-        };
+        let daily = self.daily_sql(q).await?;
         let Some((sql, binds)) = daily.or_else(|| audit_sql_streaming(q, |_| "?".to_owned()))
         else {
             return Ok(false);
         };
-        let mut query = sqlx::query(&sql);
-        for b in binds {
-            query = match b {
-                Bind::Int(i) => query.bind(i),
-                Bind::Text(t) => query.bind(t),
-            };
-        }
+        let query = bind_all(sqlx::query(&sql), binds);
         let mut rows = query.fetch(&self.read);
         while let Some(r) = rows.try_next().await? {
             if let Some(raw) = raw_row(q, &r)? {
@@ -479,6 +456,24 @@ impl Store for SqliteStore {
             .map(|r| Ok((r.try_get("reason")?, r.try_get("n")?)))
             .collect()
     }
+}
+
+/// Binds the values `audit_sql` and `daily_audit_sql` produced, in order.
+pub fn bind_all<'q, DB: sqlx::Database>(
+    mut query: sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>,
+    binds: Vec<Bind>,
+) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>
+where
+    i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    for b in binds {
+        query = match b {
+            Bind::Int(i) => query.bind(i),
+            Bind::Text(t) => query.bind(t),
+        };
+    }
+    query
 }
 
 /// A value bound to a query parameter.
