@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
+use rumqttc::v5::mqttbytes::v5::Publish;
 use rumqttc::v5::AsyncClient;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -348,6 +349,7 @@ pub async fn start<S: ApiStore>(
         expiry_property,
         shutdown.clone(),
     ));
+    let embedded = mqtt_addr.is_some();
     let ingest_done = CancellationToken::new();
     tasks.spawn({
         let ingest = ingest(
@@ -359,6 +361,7 @@ pub async fn start<S: ApiStore>(
             clock,
             settings.batch_max,
             settings.batch_wait.unwrap_or(Duration::ZERO),
+            embedded,
             shutdown.clone(),
         );
         let done = ingest_done.clone();
@@ -782,6 +785,21 @@ async fn scheduler<S: Store>(
 }
 
 /// Reads receipts and presence, stores them in batches, acknowledges after commit.
+///
+/// Two batches are in play at once: one commits (in its own task) while the next gathers,
+/// and the next is handed over the moment the commit ends, however large it has grown
+/// (group commit). Brokers bound what they forward unacknowledged (rumqttd: 100 messages,
+/// Mosquitto: our receive maximum), so a worker that stopped reading while it committed
+/// would leave that window idle for the whole commit. Batches commit one at a time and in
+/// order, and their acknowledgements follow in order: rumqttd drops out-of-order acks.
+///
+/// `ack_on_receipt` is for the embedded broker only. It lives and dies with this process
+/// and keeps nothing on disk, and it acknowledges a display's publish as soon as its router
+/// has it, so holding our acknowledgement back protects nothing the process itself does not;
+/// it would only hold rumqttd's fixed window of 100 unacknowledged messages per session
+/// (its `MAX_INFLIGHT`) open across every commit. The batch is still committed before it is
+/// let go, retried until it is stored, and the bounded inbound channel pushes back on the
+/// broker while a commit is slow.
 #[allow(clippy::too_many_arguments)]
 async fn ingest<S: Store>(
     store: S,
@@ -792,55 +810,104 @@ async fn ingest<S: Store>(
     clock: Arc<dyn Clock>,
     batch_max: usize,
     batch_wait: Duration,
+    ack_on_receipt: bool,
     shutdown: CancellationToken,
 ) {
+    let mut batch = Batch::default();
+    // Acknowledgements owed once `batch` commits; `held` counts its messages either way.
+    let mut acks: Vec<Publish> = Vec::new();
+    let mut held = 0usize;
+    let mut committing: Option<tokio::task::JoinHandle<()>> = None;
+    // With a `batch_wait`, a batch is not handed over before its first message is this old.
+    let mut ready_at = tokio::time::Instant::now();
     let mut stopping = false;
+    let mut closed = false;
     loop {
-        let mut batch = Batch {
-            utc_offset_h: crate::audit::fixed_offset_hours(shared.current().timezone),
-            ..Batch::default()
-        };
-        let mut acks = Vec::new();
-        let first = if stopping {
-            match inbound.try_recv() {
-                Ok(m) => m,
-                Err(_) => break,
-            }
-        } else {
-            tokio::select! {
-                _ = shutdown.cancelled() => { stopping = true; continue; }
-                m = inbound.recv() => match m { Some(m) => m, None => break },
-            }
-        };
-        handle(
-            &store, &topics, &shared, &*clock, first, &mut batch, &mut acks,
-        )
-        .await;
-        let deadline = tokio::time::Instant::now() + batch_wait;
-        while acks.len() < batch_max {
-            let m = match inbound.try_recv() {
-                Ok(m) => m,
-                // Nothing more waiting: commit now. While it commits the next batch gathers,
-                // so batches grow with the load (group commit) instead of with a timer; a
-                // broker that stops forwarding after ~100 unacknowledged messages (rumqttd)
-                // would otherwise leave every batch waiting out the whole window.
-                Err(_) if stopping || batch_wait.is_zero() => break,
-                Err(_) => tokio::select! {
-                    _ = tokio::time::sleep_until(deadline) => break,
-                    _ = shutdown.cancelled() => { stopping = true; continue; }
-                    m = inbound.recv() => match m { Some(m) => m, None => break },
-                },
-            };
-            handle(&store, &topics, &shared, &*clock, m, &mut batch, &mut acks).await;
+        let full = held >= batch_max;
+        let due = stopping || closed || full || tokio::time::Instant::now() >= ready_at;
+        if committing.is_none() && held > 0 && due {
+            held = 0;
+            batch.utc_offset_h = crate::audit::fixed_offset_hours(shared.current().timezone);
+            let work = commit_and_ack(
+                store.clone(),
+                client.clone(),
+                shared.clone(),
+                std::mem::take(&mut batch),
+                std::mem::take(&mut acks),
+            );
+            committing = Some(tokio::spawn(work));
+            continue;
         }
-        commit(&store, &shared, &batch).await;
-        for p in &acks {
-            if let Err(e) = client.ack(p).await {
-                warn!(error = %e, "could not queue acknowledgement");
+        if (stopping || closed) && held == 0 {
+            // Drain what the session already handed over; the broker keeps the rest.
+            if let (false, Ok(m)) = (closed, inbound.try_recv()) {
+                handle(&store, &topics, &shared, &*clock, m, &mut batch, &mut acks).await;
+                held += 1;
+                if ack_on_receipt {
+                    ack_now(&client, &mut acks).await;
+                }
+                continue;
             }
+            match committing.take() {
+                Some(c) => {
+                    if let Err(e) = c.await {
+                        error!(error = %e, "commit task failed; its receipts stay unacknowledged");
+                    }
+                    continue;
+                }
+                None => break,
+            }
+        }
+        let waiting = committing.is_none() && held > 0;
+        tokio::select! {
+            r = async {
+                match committing.as_mut() {
+                    Some(c) => c.await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                if let Err(e) = r {
+                    error!(error = %e, "commit task failed; its receipts stay unacknowledged");
+                }
+                committing = None;
+            }
+            _ = tokio::time::sleep_until(ready_at), if waiting => {}
+            _ = shutdown.cancelled(), if !stopping => stopping = true,
+            m = inbound.recv(), if !full && !closed => match m {
+                Some(m) => {
+                    if held == 0 {
+                        ready_at = tokio::time::Instant::now() + batch_wait;
+                    }
+                    handle(&store, &topics, &shared, &*clock, m, &mut batch, &mut acks).await;
+                    held += 1;
+                    if ack_on_receipt {
+                        ack_now(&client, &mut acks).await;
+                    }
+                }
+                None => closed = true,
+            },
         }
     }
     info!("ingest stopped");
+}
+
+async fn ack_now(client: &AsyncClient, acks: &mut Vec<Publish>) {
+    for p in acks.drain(..) {
+        if let Err(e) = client.ack(&p).await {
+            warn!(error = %e, "could not queue acknowledgement");
+        }
+    }
+}
+
+async fn commit_and_ack<S: Store>(
+    store: S,
+    client: AsyncClient,
+    shared: Arc<Shared>,
+    batch: Batch,
+    mut acks: Vec<Publish>,
+) {
+    commit(&store, &shared, &batch).await;
+    ack_now(&client, &mut acks).await;
 }
 
 /// Commits a batch, retrying until it is stored: nothing is acknowledged before that.
@@ -892,7 +959,7 @@ async fn handle<S: Store>(
     clock: &dyn Clock,
     msg: Inbound,
     batch: &mut Batch,
-    acks: &mut Vec<rumqttc::v5::mqttbytes::v5::Publish>,
+    acks: &mut Vec<Publish>,
 ) {
     let p = msg.publish;
     let now_ms = clock.now().timestamp_millis();

@@ -57,7 +57,7 @@ pub fn upserts(
         .into_iter()
         .map(|((day, s, f, st), n)| vec![day, offset_h, s, f, st, n])
         .collect();
-    for chunk in slogan_rows.chunks(1000) {
+    for chunk in super::sized_chunks(&slogan_rows, 512) {
         out.push(stmt(
             "rollup_daily_slogan",
             "day, utc_offset, slogan, feed, status, plays",
@@ -69,7 +69,7 @@ pub fn upserts(
         .into_iter()
         .map(|((day, d, st), n)| vec![day, offset_h, d, st, n])
         .collect();
-    for chunk in device_rows.chunks(1000) {
+    for chunk in super::sized_chunks(&device_rows, 512) {
         out.push(stmt(
             "rollup_daily_device",
             "day, utc_offset, device, status, plays",

@@ -30,6 +30,27 @@ pub enum StoreError {
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
+/// Splits rows into statements whose sizes come from a small fixed set: `max` (a power of
+/// two), then the remainder by descending powers of two. Each multi-row statement's SQL
+/// depends on its row count, and the driver caches prepared statements by their SQL, so
+/// batches of every size would otherwise be parsed and planned afresh at each commit.
+pub fn sized_chunks<T>(rows: &[T], max: usize) -> Vec<&[T]> {
+    let max = max.max(1).next_power_of_two();
+    let mut out = Vec::with_capacity(rows.len() / max + 12);
+    let mut rest = rows;
+    while !rest.is_empty() {
+        let n = if rest.len() >= max {
+            max
+        } else {
+            1 << (usize::BITS - 1 - rest.len().leading_zeros())
+        };
+        let (head, tail) = rest.split_at(n);
+        out.push(head);
+        rest = tail;
+    }
+    out
+}
+
 /// One display as the inventory gives it.
 #[derive(Debug, Clone)]
 pub struct DeviceRow {
@@ -329,4 +350,26 @@ pub trait ApiStore: Store {
         from_ms: i64,
         to_ms: i64,
     ) -> impl Future<Output = Result<Vec<(i64, i64, Option<i64>)>>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sized_chunks;
+
+    #[test]
+    fn chunks_cover_every_row_once_in_few_sizes() {
+        let rows: Vec<usize> = (0..3_333).collect();
+        let chunks = sized_chunks(&rows, 1_000);
+        let sizes: Vec<usize> = chunks.iter().map(|c| c.len()).collect();
+        assert_eq!(sizes, vec![1024, 1024, 1024, 256, 4, 1]);
+        let flat: Vec<usize> = chunks.concat();
+        assert_eq!(flat, rows);
+        assert!(sized_chunks::<u8>(&[], 64).is_empty());
+        for n in 1..=300 {
+            let rows: Vec<usize> = (0..n).collect();
+            let c = sized_chunks(&rows, 64);
+            assert_eq!(c.concat(), rows);
+            assert!(c.iter().all(|c| c.len().is_power_of_two() && c.len() <= 64));
+        }
+    }
 }

@@ -272,7 +272,7 @@ impl Store for SqliteStore {
             .collect();
         let by_key: HashMap<(i64, i64), &ReceiptRow> =
             unique.iter().map(|r| ((r.device, r.play), *r)).collect();
-        for chunk in unique.chunks(ROWS_PER_STATEMENT) {
+        for chunk in super::sized_chunks(&unique, 1024) {
             let mut q = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO receipts (device, play, started_at, duration_ms, status) ",
             );
@@ -326,7 +326,7 @@ impl Store for SqliteStore {
                 q.execute(&mut *tx).await?;
             }
         }
-        for chunk in roll.chunks(ROWS_PER_STATEMENT / 2) {
+        for chunk in super::sized_chunks(&roll, 512) {
             let mut q = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO rollup_hourly (hour, device, slogan, feed, status, plays) ",
             );
