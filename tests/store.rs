@@ -50,7 +50,8 @@ impl Inspect for SqliteStore {
 
 impl Inspect for PgStore {
     async fn receipt_count(&self) -> i64 {
-        sqlx::query_scalar("SELECT COUNT(*) FROM receipts")
+        // Raw and packed (closed days) alike.
+        sqlx::query_scalar("SELECT COUNT(*) FROM receipts_all")
             .fetch_one(self.pool())
             .await
             .expect("count receipts")
@@ -1372,6 +1373,365 @@ async fn pg_partitions(s: PgStore) {
 }
 
 // ---------------------------------------------------------------------------------------
+// PostgreSQL only: packing closed days
+
+/// Everything the readers of raw receipts answer over the compaction test's days.
+#[derive(Debug, PartialEq)]
+struct RawView {
+    raw_audit: Vec<PlaysRow>,
+    streamed: Vec<PlaysRow>,
+    played: Vec<(String, i64)>,
+    played_a: Vec<(String, i64)>,
+    last: Vec<(String, i64, String)>,
+    for_plays: Vec<(i64, i64, String)>,
+    for_day1: Vec<(i64, i64, String)>,
+    all_rows: i64,
+}
+
+async fn raw_view(s: &PgStore, from: i64, to: i64) -> RawView {
+    // Bounds off the hour: answered from receipts, not the rollups.
+    let q = query(PlaysParams {
+        group_by: Some("device,day".into()),
+        from: Some("2024-06-03T00:00:00.5Z".into()),
+        to: Some("2024-06-07T00:00:00.5Z".into()),
+        ..Default::default()
+    });
+    assert!(!q.rollup_ok());
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    let (s2, q2) = (s.clone(), q.clone());
+    let task = tokio::spawn(async move { s2.stream_plays(&q2, tx).await });
+    let mut streamed = Vec::new();
+    while let Some(r) = rx.recv().await {
+        streamed.push(r);
+    }
+    assert!(task.await.expect("join").expect("stream"));
+    let keyed = |v: Vec<(i64, i64, Status)>| {
+        let mut v: Vec<_> = v
+            .into_iter()
+            .map(|(d, p, st)| (d, p, format!("{st:?}")))
+            .collect();
+        v.sort_unstable();
+        v
+    };
+    RawView {
+        raw_audit: s.audit_plays(&q).await.expect("raw audit"),
+        streamed,
+        played: s.played_between(from, to, None).await.expect("played"),
+        played_a: s
+            .played_between(from, to, Some("a"))
+            .await
+            .expect("played a"),
+        last: s
+            .last_receipts(&strings(&["c", "b", "a"]))
+            .await
+            .expect("last")
+            .into_iter()
+            .map(|(d, t, st)| (d, t, format!("{st:?}")))
+            .collect(),
+        for_plays: keyed(
+            s.receipts_for_plays_between(from, to)
+                .await
+                .expect("receipts of plays"),
+        ),
+        for_day1: keyed(
+            s.receipts_for_plays_between(from + 86_400_000, from + 2 * 86_400_000)
+                .await
+                .expect("receipts of day 1"),
+        ),
+        all_rows: sqlx::query_scalar("SELECT COUNT(*) FROM receipts_all")
+            .fetch_one(s.pool())
+            .await
+            .expect("count receipts_all"),
+    }
+}
+
+async fn pg_compaction(s: PgStore) {
+    let c = city(&s).await;
+    let day = 86_400_000;
+    let d0 = ms(2024, 6, 3, 0, 0, 0);
+    let first = d0.div_euclid(day);
+    s.ensure_partitions(first, 3).await.expect("partitions");
+    let in_table = |t: String| {
+        let pool = s.pool().clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(&format!("SELECT COUNT(*) FROM ONLY {t}"))
+                .fetch_one(&pool)
+                .await
+                .expect("count")
+        }
+    };
+
+    // Three days; a play just before midnight has receipts after it (they stay in its day).
+    let mut receipts = Vec::new();
+    let mut late_play = None;
+    for i in 0..3 {
+        let base = d0 + i * day;
+        let morning = play(
+            &s,
+            &format!("m{i}"),
+            Some(c.bus),
+            None,
+            c.x,
+            base + 8 * 3_600_000,
+        )
+        .await;
+        let night = play(
+            &s,
+            &format!("n{i}"),
+            Some(c.bus),
+            None,
+            c.y,
+            base + day - 120_000,
+        )
+        .await;
+        let direct = play(
+            &s,
+            &format!("d{i}"),
+            None,
+            Some(c.c),
+            c.y,
+            base + 43_200_000,
+        )
+        .await;
+        let noon = play(
+            &s,
+            &format!("o{i}"),
+            Some(c.bus),
+            None,
+            c.x,
+            base + 45_000_000,
+        )
+        .await;
+        receipts.extend([
+            receipt(c.a, &morning, morning.issued_ms + 1_000, Status::Played),
+            receipt(c.b, &morning, morning.issued_ms + 2_000, Status::Skipped),
+            receipt(c.a, &night, night.issued_ms + 180_000, Status::Played),
+            receipt(c.b, &night, night.issued_ms + 3_000, Status::Failed),
+            receipt(c.c, &direct, direct.issued_ms + 1_500, Status::Played),
+            // b never acknowledges the noon play: its receipt comes late, below.
+            receipt(c.a, &noon, noon.issued_ms + 4_000, Status::Played),
+        ]);
+        if i == 0 {
+            late_play = Some(noon.clone());
+        }
+        if i == 1 {
+            // A duration the packed arrays cannot hold (days): this one stays raw.
+            let mut long = receipt(c.b, &noon, noon.issued_ms + 5_000, Status::Played);
+            long.duration_ms = 1_000_000_000;
+            receipts.push(long);
+        }
+    }
+    let late_play = late_play.expect("day 0 noon play");
+    let out = s
+        .commit_batch(&Batch {
+            receipts: receipts.clone(),
+            ..Batch::default()
+        })
+        .await
+        .expect("batch");
+    assert_eq!(out.stored, 19);
+    let (from, to) = (d0, d0 + 4 * day);
+    let all = query(PlaysParams::default());
+    // Played receipts only: four a day, five on day 1.
+    assert_eq!(total(&s.audit_plays(&all).await.expect("audit")), 13);
+    let before = raw_view(&s, from, to).await;
+    assert_eq!(before.all_rows, 19);
+
+    // Pack days 0 and 1; day 2 stays raw.
+    let done = s.compact_receipts(first + 2).await.expect("compact");
+    assert_eq!((done.days, done.receipts, done.left_raw), (2, 12, 1));
+    assert_eq!(in_table("receipts_20240603".into()).await, 0);
+    assert_eq!(
+        in_table("receipts_20240604".into()).await,
+        1,
+        "the long one"
+    );
+    assert_eq!(in_table("receipts_20240605".into()).await, 6);
+    let packed: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM receipts_packed")
+        .fetch_one(s.pool())
+        .await
+        .expect("packed rows");
+    assert_eq!(packed, 6, "one row per display and day");
+    assert_eq!(
+        raw_view(&s, from, to).await,
+        before,
+        "readers see packed days unchanged"
+    );
+    let again = s.compact_receipts(first + 2).await.expect("again");
+    assert_eq!(
+        (again.days, again.receipts, again.left_raw),
+        (0, 0, 1),
+        "idempotent"
+    );
+
+    // A late copy of a packed receipt is a duplicate, even with another start time.
+    let mut dup = receipts[0].clone();
+    dup.started_ms += 7_000;
+    let out = s
+        .commit_batch(&Batch {
+            receipts: vec![dup.clone()],
+            ..Batch::default()
+        })
+        .await
+        .expect("late duplicate");
+    assert_eq!((out.stored, out.duplicates), (0, 1));
+    assert_eq!(total(&s.audit_plays(&all).await.expect("audit")), 13);
+
+    // A late new receipt of a packed day is stored (raw) and counted, once.
+    let late = receipt(c.b, &late_play, late_play.issued_ms + 9_000, Status::Played);
+    let out = s
+        .commit_batch(&Batch {
+            receipts: vec![late.clone(), late.clone(), dup.clone()],
+            ..Batch::default()
+        })
+        .await
+        .expect("late receipt");
+    assert_eq!((out.stored, out.duplicates), (1, 2));
+    assert_eq!(total(&s.audit_plays(&all).await.expect("audit")), 14);
+    assert_eq!(in_table("receipts_20240603".into()).await, 1);
+    let with_late = raw_view(&s, from, to).await;
+    assert_eq!(with_late.all_rows, 20);
+    assert!(with_late
+        .played
+        .contains(&("b".to_owned(), late.started_ms)));
+    assert_ne!(with_late.raw_audit, before.raw_audit);
+
+    // The next compaction appends it to b's packed row of day 0 (and packs day 2: every
+    // reader, the newest receipt of each display included, now reads packed rows only).
+    let done = s.compact_receipts(first + 3).await.expect("compact late");
+    assert_eq!((done.days, done.receipts), (2, 7));
+    assert_eq!(in_table("receipts_20240603".into()).await, 0);
+    assert_eq!(in_table("receipts_20240605".into()).await, 0);
+    let b_day0: i32 = sqlx::query_scalar(
+        "SELECT cardinality(plays) FROM receipts_packed WHERE play_day = $1 AND device = $2",
+    )
+    .bind(first as i32)
+    .bind(c.b)
+    .fetch_one(s.pool())
+    .await
+    .expect("b's row");
+    assert_eq!(b_day0, 3);
+    assert_eq!(raw_view(&s, from, to).await, with_late);
+    let out = s
+        .commit_batch(&Batch {
+            receipts: vec![late.clone()],
+            ..Batch::default()
+        })
+        .await
+        .expect("late again");
+    assert_eq!((out.stored, out.duplicates), (0, 1), "packed late receipt");
+
+    // Retention drops packed days too; rollups stay.
+    s.prune_receipts(d0 + day).await.expect("prune");
+    let after = raw_view(&s, from, to).await;
+    assert_eq!(after.all_rows, 13);
+    assert!(after.for_plays.iter().all(|(_, p, _)| *p != late_play.key));
+    assert_eq!(after.for_day1, before.for_day1);
+    assert!(after.played.iter().all(|(_, t)| *t >= d0 + day));
+    let left: i64 = sqlx::query_scalar(
+        "SELECT (SELECT COUNT(*) FROM receipts_packed WHERE play_day < $1)
+              + (SELECT COUNT(*) FROM receipts_packed_days WHERE day < $1)",
+    )
+    .bind((first + 1) as i32)
+    .fetch_one(s.pool())
+    .await
+    .expect("packed left");
+    assert_eq!(left, 0);
+    assert_eq!(total(&s.audit_plays(&all).await.expect("audit")), 14);
+}
+
+/// Packing a day while batches keep writing receipts of it (copies and new ones): every
+/// receipt is stored once and counted once.
+async fn pg_packing_beside_writers(s: PgStore) {
+    let c = city(&s).await;
+    let d0 = ms(2024, 7, 1, 0, 0, 0);
+    let day = d0.div_euclid(86_400_000);
+    s.ensure_partitions(day, 0).await.expect("partition");
+    let mut plays = Vec::new();
+    for i in 0..40 {
+        plays.push(
+            play(
+                &s,
+                &format!("w{i}"),
+                Some(c.bus),
+                None,
+                c.x,
+                d0 + i * 600_000,
+            )
+            .await,
+        );
+    }
+    let pair = |p: &PlayRow| {
+        vec![
+            receipt(c.a, p, p.issued_ms + 1_000, Status::Played),
+            receipt(c.b, p, p.issued_ms + 2_000, Status::Played),
+        ]
+    };
+    let first: Vec<ReceiptRow> = plays[..20].iter().flat_map(pair).collect();
+    let out = s
+        .commit_batch(&Batch {
+            receipts: first,
+            ..Batch::default()
+        })
+        .await
+        .expect("first half");
+    assert_eq!(out.stored, 40);
+    let packer = {
+        let s = s.clone();
+        tokio::spawn(async move {
+            let mut packed = 0;
+            for _ in 0..20 {
+                packed += s.compact_receipts(day + 1).await.expect("compact").receipts;
+                tokio::task::yield_now().await;
+            }
+            packed
+        })
+    };
+    // Every play's pair twice: the first 20 are copies of stored receipts.
+    let mut writers = Vec::new();
+    for half in [0, 1] {
+        let s = s.clone();
+        let batches: Vec<Vec<ReceiptRow>> = plays.iter().map(pair).collect();
+        writers.push(tokio::spawn(async move {
+            let mut stored = 0;
+            for (i, b) in batches.into_iter().enumerate() {
+                if i % 2 == half {
+                    continue;
+                }
+                for _ in 0..2 {
+                    let out = s
+                        .commit_batch(&Batch {
+                            receipts: b.clone(),
+                            ..Batch::default()
+                        })
+                        .await
+                        .expect("writer batch");
+                    stored += out.stored;
+                }
+            }
+            stored
+        }));
+    }
+    let mut stored = 0;
+    for w in writers {
+        stored += w.await.expect("writer");
+    }
+    packer.await.expect("packer");
+    assert_eq!(stored, 40, "only the second half is new");
+    s.compact_receipts(day + 1).await.expect("last compaction");
+    let (rows, distinct, raw): (i64, i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*), COUNT(DISTINCT (device, play)), (SELECT COUNT(*) FROM receipts)
+         FROM receipts_all",
+    )
+    .fetch_one(s.pool())
+    .await
+    .expect("counts");
+    assert_eq!((rows, distinct, raw), (80, 80, 0));
+    let all = query(PlaysParams::default());
+    assert_eq!(total(&s.audit_plays(&all).await.expect("audit")), 80);
+}
+
+// ---------------------------------------------------------------------------------------
 // Entry points: SQLite always, PostgreSQL with CIVICAST_TEST_PG
 
 #[tokio::test]
@@ -1468,6 +1828,18 @@ async fn pg_reports() {
 #[ignore = "needs CIVICAST_TEST_PG (PostgreSQL)"]
 async fn pg_partition_retention() {
     on_pg(pg_partitions).await;
+}
+
+#[tokio::test]
+#[ignore = "needs CIVICAST_TEST_PG (PostgreSQL)"]
+async fn pg_packed_days() {
+    on_pg(pg_compaction).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs CIVICAST_TEST_PG (PostgreSQL)"]
+async fn pg_packing_beside_batches() {
+    on_pg(pg_packing_beside_writers).await;
 }
 
 /// Pruning drops raw receipts of old plays but keeps their counts (the hourly rollup).

@@ -8,10 +8,15 @@
 //! `receipts` is partitioned by `play_day`, the UTC day of the play's issue time, which the
 //! store derives from `plays` while inserting: the dedupe key (device, play, play_day) then
 //! means exactly (device, play). migrations/postgres/0001_init.sql explains the choice.
+//!
+//! Closed days are packed ([`PgStore::compact_receipts`], migrations/postgres/0004): one
+//! `receipts_packed` row per (day, display) holding arrays, the raw day partition emptied.
+//! Every reader of receipts reads raw and packed rows together (`receipts_all` or the same
+//! union bounded by time, `receipts_in`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::str::FromStr;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,12 +41,34 @@ const PARTITION_CHECK_MS: i64 = 3_600_000;
 /// Creating a partition locks `receipts` briefly; behind a long audit it gives up and
 /// retries at the next check rather than holding up receipt writes.
 const PARTITION_LOCK_TIMEOUT: &str = "5s";
+/// Days whose receipts stay raw: the periodic maintenance packs the receipts of plays
+/// issued before UTC midnight `COMPACT_AFTER_DAYS` days ago. Plays expire within minutes,
+/// so by then a day only gets the odd late redelivery (which stays correct, just raw until
+/// the next compaction).
+pub const COMPACT_AFTER_DAYS: i64 = 2;
+/// The per-day advisory lock: shared by `commit_batch` for the play days it writes,
+/// exclusive for the compaction of one day. First key: the schema (several deployments or
+/// tests in one database must not wait for each other), second: the day.
+const DAY_LOCK_KEY: &str = "hashtext(current_schema() || '.receipt_day')";
 
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
     /// When `commit_batch` next checks the partitions (ms since the epoch).
     next_partition_check: Arc<AtomicI64>,
+    /// A background compaction is running: the next check does not start another.
+    compacting: Arc<AtomicBool>,
+}
+
+/// What one [`PgStore::compact_receipts`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Compacted {
+    /// Day partitions whose receipts were packed.
+    pub days: usize,
+    /// Receipts moved into packed rows.
+    pub receipts: u64,
+    /// Receipts left raw because a start or duration does not fit the packed arrays.
+    pub left_raw: u64,
 }
 
 impl PgStore {
@@ -74,6 +101,7 @@ impl PgStore {
         Ok(PgStore {
             pool,
             next_partition_check: Arc::new(AtomicI64::new(0)),
+            compacting: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -199,10 +227,13 @@ impl PgStore {
             .await?;
         }
         let cut = i32::try_from(day).unwrap_or(if day < 0 { i32::MIN } else { i32::MAX });
-        sqlx::query("DELETE FROM receipts_default WHERE play_day < $1")
-            .bind(cut)
-            .execute(&mut *tx)
-            .await?;
+        for sql in [
+            "DELETE FROM receipts_default WHERE play_day < $1",
+            "DELETE FROM receipts_packed WHERE play_day < $1",
+            "DELETE FROM receipts_packed_days WHERE day < $1",
+        ] {
+            sqlx::query(sql).bind(cut).execute(&mut *tx).await?;
+        }
         tx.commit().await?;
         if !old.is_empty() {
             info!(
@@ -237,8 +268,123 @@ impl PgStore {
         Ok(out)
     }
 
+    /// Packs the receipts of every daily partition of a day before `before_day` (days since
+    /// the epoch, UTC, by the play's issue day) into `receipts_packed`, one row per display
+    /// and day, and empties the partition. Idempotent: an empty partition is skipped; late
+    /// receipts that reached a packed day's partition since are appended to its packed
+    /// rows. Safe beside `commit_batch`: each day is packed in its own transaction under
+    /// that day's advisory lock, which writers of the day hold shared. The DEFAULT partition
+    /// is left as it is. Receipts are never lost on failure (one transaction per day).
+    #[instrument(skip(self))]
+    pub async fn compact_receipts(&self, before_day: i64) -> Result<Compacted> {
+        let mut done = Compacted::default();
+        for (day, schema, name) in self.partitions().await? {
+            if day >= before_day {
+                break;
+            }
+            let Ok(d) = i32::try_from(day) else {
+                continue;
+            };
+            let table = format!("\"{schema}\".\"{name}\"");
+            // Most old days are packed already: skip them without taking any lock.
+            let any: bool = sqlx::query_scalar(&format!("SELECT EXISTS (SELECT 1 FROM {table})"))
+                .persistent(false)
+                .fetch_one(&self.pool)
+                .await?;
+            if !any {
+                continue;
+            }
+            let (packed, left) = self.compact_day(d, &table).await?;
+            if packed > 0 {
+                done.days += 1;
+            }
+            done.receipts += packed;
+            done.left_raw += left;
+        }
+        if done.days > 0 {
+            info!(
+                days = done.days,
+                receipts = done.receipts,
+                left_raw = done.left_raw,
+                "receipts packed"
+            );
+        }
+        Ok(done)
+    }
+
+    /// Packs one day's partition `table`: (receipts packed, receipts left raw).
+    async fn compact_day(&self, day: i32, table: &str) -> Result<(u64, u64)> {
+        let base = i64::from(day) * MS_PER_DAY;
+        // What the packed arrays can hold (see the migration); the rest stays raw.
+        let fits = format!(
+            "started_at - {base} BETWEEN -2147483648 AND 2147483647 \
+             AND duration_ms BETWEEN 0 AND 268435455 AND status BETWEEN 0 AND 7"
+        );
+        let mut tx = self.pool.begin().await?;
+        ddl(
+            &mut tx,
+            &format!("SET LOCAL lock_timeout = '{PARTITION_LOCK_TIMEOUT}'"),
+        )
+        .await?;
+        // Waits for the batches writing this day; later ones wait for this transaction and
+        // then see the packed rows (their dedupe check runs after their lock).
+        sqlx::query(&format!("SELECT pg_advisory_xact_lock({DAY_LOCK_KEY}, $1)"))
+            .bind(day)
+            .execute(&mut *tx)
+            .await?;
+        let (total, fitting): (i64, i64) = sqlx::query_as(&format!(
+            "SELECT COUNT(*), COUNT(*) FILTER (WHERE {fits}) FROM {table}"
+        ))
+        .persistent(false)
+        .fetch_one(&mut *tx)
+        .await?;
+        if fitting == 0 {
+            tx.rollback().await?;
+            return Ok((0, u64::try_from(total).unwrap_or(0)));
+        }
+        // Late receipts of a day packed before are appended to its existing rows.
+        ddl(
+            &mut tx,
+            &format!(
+                "INSERT INTO receipts_packed AS k
+                     (device, play_day, min_start, max_start, plays, starts, outcomes)
+                 SELECT device, {day}, MIN(started_at), MAX(started_at),
+                        array_agg(play ORDER BY play),
+                        array_agg((started_at - {base})::integer ORDER BY play),
+                        array_agg((duration_ms * 8 + status)::integer ORDER BY play)
+                 FROM {table} WHERE {fits}
+                 GROUP BY device
+                 ON CONFLICT (device, play_day) DO UPDATE SET
+                     min_start = LEAST(k.min_start, excluded.min_start),
+                     max_start = GREATEST(k.max_start, excluded.max_start),
+                     plays = k.plays || excluded.plays,
+                     starts = k.starts || excluded.starts,
+                     outcomes = k.outcomes || excluded.outcomes"
+            ),
+        )
+        .await?;
+        if fitting == total {
+            // TRUNCATE gives the space back at once (a DELETE would leave the index
+            // full-sized). It waits for readers of this partition, within lock_timeout.
+            ddl(&mut tx, &format!("TRUNCATE {table}")).await?;
+        } else {
+            ddl(&mut tx, &format!("DELETE FROM {table} WHERE {fits}")).await?;
+        }
+        sqlx::query("INSERT INTO receipts_packed_days (day) VALUES ($1) ON CONFLICT DO NOTHING")
+            .bind(day)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok((
+            u64::try_from(fitting).unwrap_or(0),
+            u64::try_from(total - fitting).unwrap_or(0),
+        ))
+    }
+
     /// Called from `commit_batch`: once an hour, makes sure partitions exist two weeks
-    /// ahead. Failures are logged, never passed on: the DEFAULT partition takes the rows.
+    /// ahead, and starts packing closed days in the background (a day's compaction can take
+    /// a while; the batch does not wait for it). Failures are logged, never passed on: the
+    /// DEFAULT partition takes the rows, and raw receipts stay readable until packed.
     async fn maintain_partitions(&self) {
         let now = chrono::Utc::now().timestamp_millis();
         let next = self.next_partition_check.load(Ordering::Relaxed);
@@ -261,7 +407,135 @@ impl PgStore {
         {
             warn!(error = %e, "could not create receipt partitions ahead; will retry");
         }
+        if self.compacting.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let store = self.clone();
+        tokio::spawn(async move {
+            let before = now.div_euclid(MS_PER_DAY) - COMPACT_AFTER_DAYS;
+            if let Err(e) = store.compact_receipts(before).await {
+                warn!(error = %e, "could not pack closed days of receipts; will retry");
+            }
+            store.compacting.store(false, Ordering::Release);
+        });
     }
+}
+
+/// Which of `receipts` are already stored in a packed row: (device, play). Runs after
+/// `lock_play_days`, so no compaction of those days is under way and this statement's
+/// snapshot sees every packed row of them. Only receipts of packed days are looked up.
+async fn packed_duplicates(
+    tx: &mut PgConnection,
+    receipts: &[&ReceiptRow],
+    day_of: &impl Fn(&ReceiptRow) -> i32,
+) -> Result<HashSet<(i64, i64)>> {
+    let mut days: Vec<i32> = receipts.iter().map(|r| day_of(r)).collect();
+    days.sort_unstable();
+    days.dedup();
+    let mut hits = HashSet::new();
+    if days.is_empty() {
+        return Ok(hits);
+    }
+    let packed: HashSet<i32> =
+        sqlx::query_scalar("SELECT day FROM receipts_packed_days WHERE day = ANY($1)")
+            .bind(&days)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .collect();
+    if packed.is_empty() {
+        return Ok(hits);
+    }
+    let late: Vec<&&ReceiptRow> = receipts
+        .iter()
+        .filter(|r| packed.contains(&day_of(r)))
+        .collect();
+    for chunk in late.chunks(ROWS_PER_STATEMENT) {
+        let dev: Vec<i64> = chunk.iter().map(|r| r.device).collect();
+        let play: Vec<i64> = chunk.iter().map(|r| r.play).collect();
+        let day: Vec<i32> = chunk.iter().map(|r| day_of(r)).collect();
+        // LATERAL ... LIMIT 1: one primary-key probe per receipt, never a scan of the
+        // packed table, whatever the planner thinks of UNNEST's row count.
+        let rows = sqlx::query(
+            "SELECT v.device, v.play
+             FROM UNNEST($1::bigint[], $2::bigint[], $3::integer[]) AS v(device, play, day)
+             CROSS JOIN LATERAL (
+                 SELECT 1 FROM receipts_packed k
+                 WHERE k.device = v.device AND k.play_day = v.day AND v.play = ANY(k.plays)
+                 LIMIT 1) hit",
+        )
+        .bind(dev)
+        .bind(play)
+        .bind(day)
+        .fetch_all(&mut *tx)
+        .await?;
+        for r in rows {
+            hits.insert((r.try_get(0)?, r.try_get(1)?));
+        }
+    }
+    Ok(hits)
+}
+
+/// Receipts, raw and packed, as rows (device, play, started_at, duration_ms, play_day,
+/// status) with started_at in [from, to) (SQL expressions: placeholders or numbers; None
+/// for no bound). The packed branch skips rows by their start bounds (BRIN) before
+/// unnesting, which a filter on the `receipts_all` view cannot do.
+fn receipts_in(from: Option<&str>, to: Option<&str>) -> String {
+    const START: &str = "(k.play_day::bigint * 86400000 + u.start_ms)";
+    let mut raw = Vec::new();
+    let mut packed = Vec::new();
+    if let Some(f) = from {
+        raw.push(format!("started_at >= {f}"));
+        packed.push(format!("k.max_start >= {f}"));
+        packed.push(format!("{START} >= {f}"));
+    }
+    if let Some(t) = to {
+        raw.push(format!("started_at < {t}"));
+        packed.push(format!("k.min_start < {t}"));
+        packed.push(format!("{START} < {t}"));
+    }
+    let wh = |c: Vec<String>| {
+        if c.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", c.join(" AND "))
+        }
+    };
+    format!(
+        "SELECT device, play, started_at, duration_ms, play_day, status FROM receipts{} \
+         UNION ALL \
+         SELECT k.device, u.play, {START}, (u.outcome >> 3)::bigint, k.play_day, \
+                (u.outcome & 7)::smallint \
+         FROM receipts_packed k \
+         CROSS JOIN LATERAL unnest(k.plays, k.starts, k.outcomes) AS u(play, start_ms, outcome){}",
+        wh(raw),
+        wh(packed)
+    )
+}
+
+/// The shared play-count SQL (`audit_sql`) with its raw-receipts source widened to packed
+/// receipts, bounded by the query's times. The rollup forms are returned as they are.
+fn with_packed(q: &PlaysQuery, sql: String) -> Result<String> {
+    const RAW: &str = "FROM receipts r JOIN plays p";
+    if !sql.contains(RAW) {
+        if q.rollup_ok() {
+            return Ok(sql);
+        }
+        // The shared SQL changed shape: reading `receipts` alone would miss packed days.
+        return Err(StoreError::Invalid(
+            "the raw audit SQL no longer reads `FROM receipts r JOIN plays p`".into(),
+        ));
+    }
+    let from = q.from.map(|t| t.timestamp_millis().to_string());
+    let to = q.to.map(|t| t.timestamp_millis().to_string());
+    Ok(sql.replacen(
+        RAW,
+        &format!(
+            "FROM ({}) r JOIN plays p",
+            receipts_in(from.as_deref(), to.as_deref())
+        ),
+        1,
+    ))
 }
 
 /// `receipts_YYYYMMDD` for a day since the epoch.
@@ -337,6 +611,50 @@ impl PgStore {
         .fetch_optional(&self.pool)
         .await?;
         Ok(covered.map(|_| daily_audit_sql(q, |n| format!("${n}"), table, off)))
+    }
+
+    /// The play day (partition key) of each receipt's play, taking the shared advisory
+    /// lock of every day the batch writes, so that no compaction of those days runs until
+    /// this transaction ends. A play the store does not have falls back to the receipt's
+    /// own day (the daemon checks plays before; that day is locked too).
+    async fn lock_play_days(
+        &self,
+        tx: &mut PgConnection,
+        receipts: &[&ReceiptRow],
+    ) -> Result<HashMap<i64, i32>> {
+        let mut keys: Vec<i64> = receipts.iter().map(|r| r.play).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let mut days: HashMap<i64, i32> = HashMap::with_capacity(keys.len());
+        for chunk in keys.chunks(ROWS_PER_STATEMENT) {
+            let rows = sqlx::query("SELECT id, issued_at FROM plays WHERE id = ANY($1)")
+                .bind(chunk)
+                .fetch_all(&mut *tx)
+                .await?;
+            for r in rows {
+                let issued: i64 = r.try_get("issued_at")?;
+                days.insert(r.try_get("id")?, day_i32(issued.div_euclid(MS_PER_DAY)));
+            }
+        }
+        let mut wanted: Vec<i32> = receipts
+            .iter()
+            .map(|r| {
+                days.get(&r.play)
+                    .copied()
+                    .unwrap_or_else(|| day_i32(r.started_ms.div_euclid(MS_PER_DAY)))
+            })
+            .collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        if !wanted.is_empty() {
+            sqlx::query(&format!(
+                "SELECT pg_advisory_xact_lock_shared({DAY_LOCK_KEY}, d) FROM UNNEST($1::integer[]) AS d"
+            ))
+            .bind(&wanted)
+            .execute(&mut *tx)
+            .await?;
+        }
+        Ok(days)
     }
 }
 
@@ -568,11 +886,22 @@ impl Store for PgStore {
             .collect();
         // One key order for every writer, so concurrent batches cannot deadlock.
         unique.sort_unstable_by_key(|r| (r.device, r.play));
+        let days = self.lock_play_days(&mut tx, &unique).await?;
+        let day_of = |r: &ReceiptRow| {
+            days.get(&r.play)
+                .copied()
+                .unwrap_or_else(|| day_i32(r.started_ms.div_euclid(MS_PER_DAY)))
+        };
+        let packed = packed_duplicates(&mut tx, &unique, &day_of).await?;
+        if !packed.is_empty() {
+            unique.retain(|r| !packed.contains(&(r.device, r.play)));
+        }
         let by_key: HashMap<(i64, i64), &ReceiptRow> =
             unique.iter().map(|r| ((r.device, r.play), *r)).collect();
         for chunk in unique.chunks(ROWS_PER_STATEMENT) {
             let n = chunk.len();
-            let (mut dev, mut play, mut start, mut dur, mut st) = (
+            let (mut dev, mut play, mut start, mut dur, mut day, mut st) = (
+                Vec::with_capacity(n),
                 Vec::with_capacity(n),
                 Vec::with_capacity(n),
                 Vec::with_capacity(n),
@@ -584,17 +913,13 @@ impl Store for PgStore {
                 play.push(r.play);
                 start.push(r.started_ms);
                 dur.push(r.duration_ms);
+                day.push(day_of(r));
                 st.push(r.status.code() as i16);
             }
-            // play_day is the play's issue day (see the migration); a receipt for a play
-            // that is not stored (the daemon checks before) falls back to its own day.
             let rows = sqlx::query(
                 "INSERT INTO receipts (device, play, started_at, duration_ms, play_day, status)
-                 SELECT v.device, v.play, v.started_at, v.duration_ms,
-                        floor(COALESCE(p.issued_at, v.started_at) / 86400000.0)::integer, v.status
-                 FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::smallint[])
-                      AS v(device, play, started_at, duration_ms, status)
-                 LEFT JOIN plays p ON p.id = v.play
+                 SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[],
+                                      $5::integer[], $6::smallint[])
                  ON CONFLICT (device, play, play_day) DO NOTHING
                  RETURNING device, play",
             )
@@ -602,6 +927,7 @@ impl Store for PgStore {
             .bind(play)
             .bind(start)
             .bind(dur)
+            .bind(day)
             .bind(st)
             .fetch_all(&mut *tx)
             .await?;
@@ -756,6 +1082,7 @@ impl Store for PgStore {
                 .collect());
         }
         let (sql, binds) = audit_sql(q, |n| format!("${n}"));
+        let sql = with_packed(q, sql)?;
         let query = bind_all(sqlx::query(&sql), binds);
         let rows = query.fetch_all(&self.pool).await?;
         Ok(crate::audit::fold(q, raw_rows(q, rows)?))
@@ -768,8 +1095,13 @@ impl Store for PgStore {
     ) -> Result<bool> {
         use futures_util::TryStreamExt;
         let daily = self.daily_sql(q).await?;
-        let Some((sql, binds)) = daily.or_else(|| audit_sql_streaming(q, |n| format!("${n}")))
-        else {
+        let Some((sql, binds)) = (match daily {
+            Some(d) => Some(d),
+            None => match audit_sql_streaming(q, |n| format!("${n}")) {
+                Some((sql, binds)) => Some((with_packed(q, sql)?, binds)),
+                None => None,
+            },
+        }) else {
             return Ok(false);
         };
         let query = bind_all(sqlx::query(&sql), binds);
@@ -1121,14 +1453,15 @@ impl ApiStore for PgStore {
         to_ms: i64,
         device: Option<&str>,
     ) -> Result<Vec<(String, i64)>> {
-        // By started_at, not play_day: no partition pruning, but the BRIN index on
-        // started_at limits the scan to the matching blocks of each partition.
-        let rows = sqlx::query(
-            "SELECT d.name, r.started_at FROM receipts r JOIN devices d ON d.id = r.device
-             WHERE r.status = 0 AND r.started_at >= $1 AND r.started_at < $2
-               AND ($3::text IS NULL OR d.name = $3)
-             ORDER BY r.device, r.started_at",
-        )
+        // By started_at, not play_day: no partition pruning, but the BRIN indexes on
+        // started_at (raw) and on the packed rows' start bounds limit the scan to the
+        // matching blocks. Play breaks ties so raw and packed rows sort alike.
+        let rows = sqlx::query(&format!(
+            "SELECT d.name, r.started_at FROM ({}) r JOIN devices d ON d.id = r.device
+             WHERE r.status = 0 AND ($3::text IS NULL OR d.name = $3)
+             ORDER BY r.device, r.started_at, r.play",
+            receipts_in(Some("$1"), Some("$2"))
+        ))
         .bind(from_ms)
         .bind(to_ms)
         .bind(device)
@@ -1144,15 +1477,30 @@ impl ApiStore for PgStore {
             return Ok(Vec::new());
         }
         // One query: the newest receipt per display (DISTINCT ON), returned in the order
-        // the names were asked, once per asked name, as SQLite's per-name loop does.
+        // the names were asked, once per asked name, as SQLite's per-name loop does. Of the
+        // packed rows only those holding the display's latest start are unnested; they are
+        // found in the primary key alone (it carries max_start).
         let rows = sqlx::query(
             "WITH asked AS (
                  SELECT u.name, u.ord, d.id FROM UNNEST($1::text[]) WITH ORDINALITY AS u(name, ord)
                  JOIN devices d ON d.name = u.name
+             ), newest_packed AS (
+                 SELECT k.device, k.play_day::bigint * 86400000 + u.start_ms AS started_at,
+                        u.play, (u.outcome & 7)::smallint AS status
+                 FROM (SELECT DISTINCT id FROM asked) a
+                 CROSS JOIN LATERAL (
+                     SELECT x.play_day FROM receipts_packed x
+                     WHERE x.device = a.id
+                       AND x.max_start = (SELECT MAX(y.max_start) FROM receipts_packed y
+                                          WHERE y.device = a.id)) top
+                 JOIN receipts_packed k ON k.device = a.id AND k.play_day = top.play_day
+                 CROSS JOIN LATERAL unnest(k.plays, k.starts, k.outcomes) AS u(play, start_ms, outcome)
              ), last AS (
                  SELECT DISTINCT ON (r.device) r.device, r.started_at, r.status
-                 FROM receipts r
-                 WHERE r.device IN (SELECT id FROM asked)
+                 FROM (SELECT device, started_at, play, status FROM receipts
+                       WHERE device IN (SELECT id FROM asked)
+                       UNION ALL
+                       SELECT device, started_at, play, status FROM newest_packed) r
                  ORDER BY r.device, r.started_at DESC, r.play DESC
              )
              SELECT a.name, l.started_at, l.status FROM asked a JOIN last l ON l.device = a.id
@@ -1194,12 +1542,12 @@ impl ApiStore for PgStore {
         to_ms: i64,
     ) -> Result<Vec<(i64, i64, Status)>> {
         // A receipt of a play carries that play's issue day as play_day (see the
-        // migration), so bounding play_day by the issue range prunes the partitions to
-        // those days without losing a row.
+        // migration), so bounding play_day by the issue range prunes the partitions (and
+        // the packed rows, by their BRIN index) to those days without losing a row.
         let first_day = day_i32(from_ms.div_euclid(MS_PER_DAY));
         let last_day = day_i32(to_ms.saturating_sub(1).div_euclid(MS_PER_DAY));
         let rows = sqlx::query(
-            "SELECT r.device, r.play, r.status FROM receipts r JOIN plays p ON p.id = r.play
+            "SELECT r.device, r.play, r.status FROM receipts_all r JOIN plays p ON p.id = r.play
              WHERE p.issued_at >= $1 AND p.issued_at < $2
                AND r.play_day >= $3 AND r.play_day <= $4",
         )
@@ -1250,6 +1598,30 @@ mod tests {
         assert_eq!(partition_name(0).unwrap(), "receipts_19700101");
         assert_eq!(partition_day("receipts_default"), None);
         assert_eq!(partition_day("receipts_2024011"), None);
+    }
+
+    #[test]
+    fn raw_audits_read_packed_receipts_too() {
+        // Bounds off the hour: the shared SQL reads raw receipts, which must be widened.
+        let q = PlaysQuery::parse(
+            &crate::audit::PlaysParams {
+                from: Some("2026-01-01T00:00:00.5Z".into()),
+                ..Default::default()
+            },
+            chrono_tz::Tz::UTC,
+        )
+        .unwrap();
+        assert!(!q.rollup_ok());
+        let (sql, _) = audit_sql(&q, |n| format!("${n}"));
+        let sql = with_packed(&q, sql).unwrap();
+        assert!(sql.contains("FROM receipts_packed k"), "{sql}");
+        assert!(sql.contains("k.max_start >= 1767225600500"), "{sql}");
+        let (sql, _) = audit_sql_streaming(&q, |n| format!("${n}")).unwrap();
+        assert!(with_packed(&q, sql).unwrap().contains("receipts_packed"));
+        // The rollup form is left alone.
+        let q = PlaysQuery::parse(&Default::default(), chrono_tz::Tz::UTC).unwrap();
+        let (sql, _) = audit_sql(&q, |n| format!("${n}"));
+        assert_eq!(with_packed(&q, sql.clone()).unwrap(), sql);
     }
 
     #[test]
