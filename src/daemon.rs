@@ -23,14 +23,14 @@ use tracing::{debug, error, info, warn};
 
 use crate::adsets;
 use crate::broker::{self, BrokerOptions};
+use crate::inventory::{self, Inventory, MemberIndex};
 use crate::metrics::Metrics;
 use crate::model::{Catalog, Feed};
 use crate::mqtt::{self, Inbound, SessionOptions};
 use crate::rotation::{self, Cursor};
 use crate::settings::{MqttUrl, Settings};
 use crate::store::{
-    ApiStore, Batch, DeviceRow, Keys, Membership, NewPlay, PlayRow, PresenceEvent, ReceiptRow,
-    Store,
+    ApiStore, Batch, DeviceRow, Keys, NewPlay, PlayRow, PresenceEvent, ReceiptRow, Store,
 };
 use crate::wire::{self, DisplayConfig, PlayCommand, Reject, Topics};
 
@@ -47,35 +47,6 @@ impl Clock for SystemClock {
     }
 }
 
-/// (since, until) of one membership, ms since the epoch.
-type Span = (i64, Option<i64>);
-
-/// Which feeds each display belonged to and when.
-#[derive(Debug, Default)]
-struct MemberIndex {
-    spans: HashMap<(i64, i64), Vec<Span>>,
-}
-
-impl MemberIndex {
-    fn new(ms: Vec<Membership>) -> Self {
-        let mut spans: HashMap<(i64, i64), Vec<Span>> = HashMap::new();
-        for m in ms {
-            spans
-                .entry((m.device, m.feed))
-                .or_default()
-                .push((m.since_ms, m.until_ms));
-        }
-        MemberIndex { spans }
-    }
-    /// Whether `device` was on `feed` when a play was issued at `at_ms`.
-    fn member_at(&self, device: i64, feed: i64, at_ms: i64) -> bool {
-        self.spans.get(&(device, feed)).is_some_and(|v| {
-            v.iter()
-                .any(|(since, until)| *since <= at_ms && until.is_none_or(|u| at_ms < u))
-        })
-    }
-}
-
 /// State shared by the daemon's tasks.
 pub struct Shared {
     /// What plays: the files' displays and feeds with the effective ad sets.
@@ -87,11 +58,10 @@ pub struct Shared {
     /// Serialises reloads (file watcher and API) so that one never undoes another.
     reloading: tokio::sync::Mutex<()>,
     pub metrics: Arc<Metrics>,
-    keys: RwLock<Keys>,
+    inventory: RwLock<Arc<Inventory>>,
     members: RwLock<MemberIndex>,
     /// Recent plays by their public id, for the receipt check without a database read.
     plays: Mutex<HashMap<String, PlayRow>>,
-    classes_by_key: RwLock<HashMap<i64, String>>,
     online: Mutex<HashMap<i64, bool>>,
     /// The newest play of each feed, for the inventory.
     last_play: Mutex<HashMap<String, PlayCommand>>,
@@ -103,14 +73,11 @@ pub struct Shared {
 impl Shared {
     /// Presence by display name, as last reported.
     pub fn online_names(&self) -> HashMap<String, bool> {
-        let names: HashMap<i64, String> = match self.keys.read() {
-            Ok(k) => k.devices.iter().map(|(n, k)| (*k, n.clone())).collect(),
-            Err(_) => return HashMap::new(),
-        };
+        let inv = self.inventory();
         match self.online.lock() {
             Ok(o) => o
                 .iter()
-                .filter_map(|(k, v)| Some((names.get(k)?.clone(), *v)))
+                .filter_map(|(k, v)| Some((inv.id_of(*k)?.to_owned(), *v)))
                 .collect(),
             Err(_) => HashMap::new(),
         }
@@ -123,6 +90,12 @@ impl Shared {
     pub fn current(&self) -> Arc<Catalog> {
         match self.catalog.read() {
             Ok(c) => c.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+    fn inventory(&self) -> Arc<Inventory> {
+        match self.inventory.read() {
+            Ok(i) => i.clone(),
             Err(p) => p.into_inner().clone(),
         }
     }
@@ -205,14 +178,11 @@ pub async fn start<S: ApiStore>(
     let mut catalog = catalog;
     catalog.adsets = adsets::effective(&store, &base).await?;
     let members = MemberIndex::new(store.memberships().await?);
+    let inventory = Inventory::new(catalog.devices.clone(), keys);
     let recent = store
         .plays_since(now.timestamp_millis() - PLAY_CACHE_MS)
         .await?;
-    let classes_by_key = catalog
-        .devices
-        .iter()
-        .filter_map(|d| Some((*keys.devices.get(d.id.as_str())?, d.class.clone())))
-        .collect();
+    inventory::release_free_memory();
     let metrics = Arc::new(Metrics::default());
     metrics.database_ok.store(true, Ordering::Relaxed);
     let shared = Arc::new(Shared {
@@ -221,10 +191,9 @@ pub async fn start<S: ApiStore>(
         reload: tokio::sync::Notify::new(),
         reloading: tokio::sync::Mutex::new(()),
         metrics,
-        keys: RwLock::new(keys),
+        inventory: RwLock::new(Arc::new(inventory)),
         members: RwLock::new(members),
         plays: Mutex::new(recent.into_iter().map(|p| (p.play_id.clone(), p)).collect()),
-        classes_by_key: RwLock::new(classes_by_key),
         online: Mutex::new(HashMap::new()),
         last_play: Mutex::new(HashMap::new()),
         retention_ms: settings.retention_days.map(|d| i64::from(d) * 86_400_000),
@@ -392,7 +361,7 @@ async fn sync_inventory<S: Store>(store: &S, c: &Catalog, now_ms: i64) -> anyhow
         .iter()
         .map(|d| DeviceRow {
             name: d.id.to_string(),
-            class: d.class.clone(),
+            class: d.class.to_string(),
             feeds: c.feeds_of(d).into_iter().map(String::from).collect(),
         })
         .collect();
@@ -407,7 +376,7 @@ async fn publish_configs(client: &AsyncClient, topics: &Topics, shared: &Shared)
         let cfg = DisplayConfig {
             v: 1,
             device_id: d.id.to_string(),
-            class: d.class.clone(),
+            class: d.class.to_string(),
             feeds: catalog.feeds_of(d).into_iter().map(String::from).collect(),
             prefix: topics.prefix.clone(),
         };
@@ -519,21 +488,15 @@ async fn apply_files<S: ApiStore>(
     let keys = sync_inventory(store, &catalog, now_ms).await?;
     let members = MemberIndex::new(store.memberships().await?);
     adsets::register_files(store, &catalog, &settings.schedules, now_ms).await?;
-    let classes: HashMap<i64, String> = catalog
-        .devices
-        .iter()
-        .filter_map(|d| Some((*keys.devices.get(d.id.as_str())?, d.class.clone())))
-        .collect();
+    let inventory = Arc::new(Inventory::new(catalog.devices.clone(), keys));
     // Members first, then keys: a receipt checked in between sees a superset, never a hole.
     if let Ok(mut m) = shared.members.write() {
         *m = members;
     }
-    if let Ok(mut k) = shared.keys.write() {
-        *k = keys;
+    if let Ok(mut i) = shared.inventory.write() {
+        *i = inventory;
     }
-    if let Ok(mut c) = shared.classes_by_key.write() {
-        *c = classes;
-    }
+    inventory::release_free_memory();
     if let Ok(mut b) = shared.base.write() {
         *b = Arc::new(catalog);
     }
@@ -551,7 +514,7 @@ fn feed_shape(c: &Catalog, f: &Feed) -> FeedShape {
     let mut classes = BTreeSet::new();
     let mut members = 0;
     for d in c.members(f) {
-        classes.insert(d.class.clone());
+        classes.insert(d.class.to_string());
         members += 1;
     }
     let duration_s = classes
@@ -716,11 +679,7 @@ async fn scheduler<S: Store>(
             issued_at: issued.with_timezone(&tz).fixed_offset(),
             expires_at: expires.with_timezone(&tz).fixed_offset(),
         };
-        let feed_key = shared
-            .keys
-            .read()
-            .ok()
-            .and_then(|k| k.feeds.get(feed.id.as_str()).copied());
+        let feed_key = shared.inventory().feed_key(feed.id.as_str());
         let new = NewPlay {
             play_id: play_id.clone(),
             feed: feed_key,
@@ -976,11 +935,7 @@ async fn handle<S: Store>(
             }
         }
         Some(wire::Inbound::Status(dev)) => {
-            let key = shared
-                .keys
-                .read()
-                .ok()
-                .and_then(|k| k.devices.get(dev).copied());
+            let key = shared.inventory().key(dev);
             if let (Some(key), Some(pr)) = (key, wire::parse_presence(&p.payload)) {
                 let changed = shared
                     .online
@@ -1003,11 +958,7 @@ async fn handle<S: Store>(
 }
 
 fn update_online(shared: &Shared, key: i64, online: bool) {
-    let class = shared
-        .classes_by_key
-        .read()
-        .ok()
-        .and_then(|c| c.get(&key).cloned());
+    let class = shared.inventory().device(key).map(|d| d.class.to_string());
     if let (Some(class), Ok(mut m)) = (class, shared.metrics.online_by_class.lock()) {
         *m.entry(class).or_default() += if online { 1 } else { -1 };
     }
@@ -1020,12 +971,7 @@ async fn check_receipt<S: Store>(
     payload: &[u8],
     now_ms: i64,
 ) -> Result<ReceiptRow, Reject> {
-    let device = shared
-        .keys
-        .read()
-        .ok()
-        .and_then(|k| k.devices.get(dev).copied())
-        .ok_or(Reject::UnknownDevice)?;
+    let device = shared.inventory().key(dev).ok_or(Reject::UnknownDevice)?;
     let r = wire::parse_receipt(dev, payload)?;
     let cached = shared
         .plays

@@ -11,6 +11,7 @@ pub mod catalog;
 pub mod city;
 pub mod cli;
 pub mod daemon;
+pub mod inventory;
 pub mod metrics;
 pub mod model;
 pub mod mqtt;

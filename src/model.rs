@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 /// An id of a display or a feed as the wire contract allows it: `[A-Za-z0-9_-]{1,64}`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct Id(String);
+pub struct Id(compact_str::CompactString);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0:?} is not a valid id: 1 to 64 characters of A-Z, a-z, 0-9, '_' and '-'")]
@@ -26,7 +26,7 @@ impl Id {
             && s.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
         if ok {
-            Ok(Id(s.to_owned()))
+            Ok(Id(compact_str::CompactString::new(s)))
         } else {
             Err(BadId(s.to_owned()))
         }
@@ -44,7 +44,7 @@ impl TryFrom<String> for Id {
 }
 impl From<Id> for String {
     fn from(id: Id) -> String {
-        id.0
+        id.0.into()
     }
 }
 impl fmt::Display for Id {
@@ -78,28 +78,30 @@ pub struct ClassProfile {
     pub duration: Duration,
 }
 
-/// One display from `devices/*.csv`.
+/// One display from `devices/*.csv`. A country holds a million of these: 56 bytes each, as
+/// the id is inline and the class and the attribute list are shared.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Device {
     pub id: Id,
-    pub class: String,
+    /// Shared with every display of the class.
+    pub class: std::sync::Arc<str>,
     /// Every column but `id` and `class`; empty cells are left out.
     pub attrs: Attrs,
 }
 
-/// A display's attributes: a few (name, value) pairs, sorted by name, their strings shared
-/// between displays (a city has a few hundred routes for a million displays). A map per
-/// display cost about 650 bytes at a million displays; this costs about a hundred.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct Attrs(Vec<(std::sync::Arc<str>, std::sync::Arc<str>)>);
+/// A display's attributes: a few (name, value) pairs, sorted by name. Both the strings and
+/// whole lists are shared between displays through an `Interner` (a city has a few hundred
+/// routes for a million displays): a map per display cost about 650 bytes at a million
+/// displays, a list of shared strings about a hundred, a shared list 16.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct Attrs(std::sync::Arc<[(std::sync::Arc<str>, std::sync::Arc<str>)]>);
 
 impl Attrs {
     /// From pairs; the first value of a repeated name wins.
     pub fn new(mut pairs: Vec<(std::sync::Arc<str>, std::sync::Arc<str>)>) -> Self {
         pairs.sort_by(|a, b| a.0.cmp(&b.0));
         pairs.dedup_by(|later, first| later.0 == first.0);
-        pairs.shrink_to_fit();
-        Attrs(pairs)
+        Attrs(pairs.into())
     }
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0
@@ -132,17 +134,29 @@ impl Serialize for Attrs {
     }
 }
 
-/// Shares equal strings: one allocation per distinct attribute name or value.
+/// Shares equal strings (one allocation per distinct class, attribute name or value) and
+/// equal attribute lists.
 #[derive(Debug, Default)]
-pub struct Interner(std::collections::HashSet<std::sync::Arc<str>>);
+pub struct Interner {
+    strings: std::collections::HashSet<std::sync::Arc<str>>,
+    lists: std::collections::HashSet<Attrs>,
+}
 
 impl Interner {
     pub fn get(&mut self, s: &str) -> std::sync::Arc<str> {
-        if let Some(a) = self.0.get(s) {
+        if let Some(a) = self.strings.get(s) {
             return a.clone();
         }
         let a: std::sync::Arc<str> = s.into();
-        self.0.insert(a.clone());
+        self.strings.insert(a.clone());
+        a
+    }
+    /// The shared copy of an attribute list equal to `a`.
+    pub fn attrs(&mut self, a: Attrs) -> Attrs {
+        if let Some(shared) = self.lists.get(&a) {
+            return shared.clone();
+        }
+        self.lists.insert(a.clone());
         a
     }
 }
@@ -158,7 +172,7 @@ impl Selector {
     pub fn matches(&self, d: &Device) -> bool {
         self.terms.iter().all(|(k, vals)| {
             let v = match k.as_str() {
-                "class" => Some(d.class.as_str()),
+                "class" => Some(&*d.class),
                 "id" => Some(d.id.as_str()),
                 _ => d.attrs.get(k),
             };

@@ -136,7 +136,7 @@ pub async fn compliance_rows<S: ApiStore>(
         });
         rows.push(ComplianceRow {
             device: id.to_owned(),
-            class: d.class.clone(),
+            class: d.class.to_string(),
             online_seconds: o.online_seconds,
             plays: o.plays,
             mean_interval_s: o.mean_interval_s,
@@ -174,7 +174,7 @@ pub async fn compliance_report<S: ApiStore>(
         }
     }
     let only = |d: &crate::model::Device| {
-        class.as_ref().is_none_or(|c| &d.class == c)
+        class.as_ref().is_none_or(|c| *d.class == **c)
             && device.as_ref().is_none_or(|x| d.id.as_str() == x)
     };
     let rows = compliance_rows(store, catalog, from, to, &only, factors).await?;
@@ -248,7 +248,7 @@ pub async fn sample_report<S: ApiStore>(
     let all: Vec<(&str, &str)> = catalog
         .devices
         .iter()
-        .map(|d| (d.id.as_str(), d.class.as_str()))
+        .map(|d| (d.id.as_str(), &*d.class))
         .collect();
     let drawn = sample::draw(&all, &week, &seed, per_class);
     let picked: std::collections::HashSet<&str> = drawn.iter().map(|(_, id)| *id).collect();

@@ -33,7 +33,7 @@ impl SimDisplay {
             .enumerate()
             .map(|(i, d)| SimDisplay {
                 id: d.id.to_string(),
-                class: d.class.clone(),
+                class: d.class.to_string(),
                 v5: i % 2 == 0,
             })
             .collect()

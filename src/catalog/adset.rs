@@ -209,7 +209,7 @@ fn read_adset(root: &Node, ctx: &AdSetContext, sink: &mut Sink) -> Option<(AdSet
         .iter()
         .filter(|f| feeds.as_ref().is_none_or(|list| list.contains(&f.id)))
         .flat_map(|f| ctx.devices.iter().filter(|d| f.select.matches(d)))
-        .map(|d| d.class.as_str())
+        .map(|d| &*d.class)
         .collect();
 
     let mut slogans = Vec::new();

@@ -306,11 +306,11 @@ pub(crate) fn parse_devices_csv(
                 })
                 .map(|(_, (n, v))| (interner.get(n), interner.get(v)))
                 .collect();
-            let attrs = crate::model::Attrs::new(attrs);
+            let attrs = interner.attrs(crate::model::Attrs::new(attrs));
             if !bad_header {
                 out.push(Device {
                     id,
-                    class: class.to_owned(),
+                    class: interner.get(class),
                     attrs,
                 });
             }

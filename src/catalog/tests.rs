@@ -187,7 +187,7 @@ fn valid_files_load_into_a_catalog() {
     let ids: Vec<&str> = c.devices.iter().map(|d| d.id.as_str()).collect();
     assert_eq!(ids, ["brt-1", "bus-K1-0421", "bus-K1-0422", "taxi-0007"]);
     let taxi = &c.devices[3];
-    assert_eq!(taxi.class, "taxi_top");
+    assert_eq!(&*taxi.class, "taxi_top");
     assert_eq!(taxi.attrs.get("route"), None, "empty cells are left out");
     assert_eq!(taxi.attrs.get("district"), Some("lianyun"));
     assert!(!taxi.attrs.contains_key("id") && !taxi.attrs.contains_key("class"));
