@@ -63,6 +63,37 @@ async fn audit_rollup_answers_equal_the_naive_group_by() {
     }
     // Every display played in the last week.
     assert_eq!(r.queries[1].rows, 60);
+    // Compliance for the same week: every display judged, from presence written beside the
+    // receipts, the report path equal to the naive fold over raw rows.
+    let c = r.compliance.as_ref().expect("compliance ran");
+    assert!(
+        c.identical,
+        "compliance differs from the naive answer: {c:?}"
+    );
+    assert_eq!(c.rows, 60, "{c:?}");
+    assert!(
+        c.plays > 0 && c.receipts_read > 0 && c.presence_read > 0,
+        "{c:?}"
+    );
+    assert!(
+        c.plays as usize <= c.receipts_read,
+        "only receipts in counted time count: {c:?}"
+    );
+    assert!(r.identical());
+    let intervals: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM presence")
+        .fetch_one(store.pool())
+        .await
+        .expect("presence");
+    assert!(intervals > 0);
+    // No stored receipt starts while its display is offline.
+    let offline: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM receipts r WHERE NOT EXISTS (SELECT 1 FROM presence p \
+         WHERE p.device = r.device AND p.online_from <= r.started_at AND r.started_at < p.online_until)",
+    )
+    .fetch_one(store.pool())
+    .await
+    .expect("offline receipts");
+    assert_eq!(offline, 0, "receipts outside presence");
 
     let s = bench::storage(&store, &load).await.expect("storage");
     assert_eq!(s.receipts, load.receipts);
@@ -84,4 +115,66 @@ async fn memory_measures_a_small_inventory() {
     );
     assert!(m.peak_kib >= m.synced_kib, "{m:?}");
     assert!(m.daemon_kib.is_none());
+}
+
+/// The PostgreSQL audit/storage path on a tiny history (CIVICAST_TEST_PG names the
+/// database; its own schema, dropped at the end): every receipt stays readable after
+/// packing, the rollup answers what the naive GROUP BY over `receipts_all` answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs CIVICAST_TEST_PG (PostgreSQL)"]
+async fn pg_audit_after_packing_equals_the_naive_group_by() {
+    use sqlx::Connection;
+    let url = std::env::var("CIVICAST_TEST_PG").expect(
+        "CIVICAST_TEST_PG is not set: point it at a PostgreSQL database \
+         (postgres://postgres@127.0.0.1:5432/test) to run the PostgreSQL bench test",
+    );
+    let schema = format!("t_bench_{}", ulid::Ulid::new().to_string().to_lowercase());
+    let o = LoadOptions {
+        receipts: 60_000,
+        displays: 60,
+        feeds: 3,
+        ..LoadOptions::default()
+    };
+    let run = {
+        let (url, schema, o) = (url.clone(), schema.clone(), o.clone());
+        tokio::spawn(async move {
+            let (store, load) = bench::load_pg(&url, &schema, &o).await.expect("load");
+            assert!(
+                (55_000..=65_000).contains(&load.receipts),
+                "{}",
+                load.receipts
+            );
+            assert_eq!(
+                load.compaction.count as i64, load.receipts,
+                "every day packed"
+            );
+            assert_eq!(load.left_raw, 0);
+            let rolled: i64 = sqlx::query_scalar("SELECT SUM(plays)::bigint FROM rollup_hourly")
+                .fetch_one(store.pool())
+                .await
+                .expect("sum");
+            assert_eq!(rolled, load.receipts, "rollup and receipts agree in total");
+            let s = bench::storage_pg(&store, &load).await.expect("storage");
+            assert_eq!(s.readable, load.receipts, "packed receipts stay readable");
+            assert!(s.packed_bytes > 0 && s.raw_bytes > 0, "{s:?}");
+            assert!(s.heap_bytes_per_row > 0.0);
+            let r = bench::audit_pg(&store, &o, 2, 1).await.expect("audit");
+            assert_eq!(r.queries.len(), 2);
+            for q in &r.queries {
+                assert!(q.identical, "{} differs from the naive answer", q.name);
+                assert!(q.rows > 0 && q.total > 0, "{q:?}");
+            }
+            assert_eq!(r.queries[1].rows, 60);
+            store.pool().close().await;
+        })
+        .await
+    };
+    let mut c = sqlx::PgConnection::connect(&url).await.expect("reconnect");
+    sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+        .execute(&mut c)
+        .await
+        .expect("drop test schema");
+    if let Err(e) = run {
+        std::panic::resume_unwind(e.into_panic());
+    }
 }
