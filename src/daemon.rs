@@ -763,7 +763,7 @@ async fn scheduler<S: Store>(
 async fn ingest<S: Store>(
     store: S,
     client: AsyncClient,
-    mut inbound: mpsc::Receiver<Inbound>,
+    mut inbound: mpsc::UnboundedReceiver<Inbound>,
     topics: Topics,
     shared: Arc<Shared>,
     clock: Arc<dyn Clock>,

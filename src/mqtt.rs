@@ -42,7 +42,7 @@ pub struct Inbound {
 /// The daemon's session: publish with `client`, read `inbound`, watch `connected`.
 pub struct Session {
     pub client: AsyncClient,
-    pub inbound: mpsc::Receiver<Inbound>,
+    pub inbound: mpsc::UnboundedReceiver<Inbound>,
     pub connected: Arc<AtomicBool>,
 }
 
@@ -62,9 +62,14 @@ pub fn start(opts: SessionOptions, shutdown: CancellationToken) -> Session {
         o.set_credentials(u.clone(), p.clone().unwrap_or_default());
     }
     let (client, mut eventloop) = AsyncClient::new(o, 10_000);
-    // Room for a few batches: when the writer falls behind, the poller waits here, and the
-    // broker holds the rest (they are unacknowledged, so nothing is lost).
-    let (tx, rx) = mpsc::channel(opts.receive_maximum as usize * 2 + 1024);
+    // Unbounded on purpose: the poller must never wait for the ingest worker, because the
+    // worker's acknowledgements travel through this poller. A bounded channel deadlocked a
+    // daemon with a million configs to publish: the poller waited for room here, so it no
+    // longer read the socket; the broker's PUBACKs for the configs went unread, rumqttc
+    // (outgoing window full) stopped taking requests, so the worker's acks could not be
+    // queued and it stopped draining this channel. What bounds it is the broker's flow
+    // control: at most `receive_maximum` unacknowledged receipts (rumqttd: 100).
+    let (tx, rx) = mpsc::unbounded_channel();
     let connected = Arc::new(AtomicBool::new(false));
     let sub_client = client.clone();
     let flag = connected.clone();
@@ -89,11 +94,7 @@ pub fn start(opts: SessionOptions, shutdown: CancellationToken) -> Session {
                     }
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let send = tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        r = tx.send(Inbound { publish: p }) => r,
-                    };
-                    if send.is_err() {
+                    if tx.send(Inbound { publish: p }).is_err() {
                         break;
                     }
                 }
