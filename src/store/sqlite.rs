@@ -270,9 +270,27 @@ impl Store for SqliteStore {
             .iter()
             .filter(|r| seen.insert((r.device, r.play)))
             .collect();
-        let by_key: HashMap<(i64, i64), &ReceiptRow> =
-            unique.iter().map(|r| ((r.device, r.play), *r)).collect();
-        for chunk in super::sized_chunks(&unique, 1024) {
+        // Which of them are stored already: usually none, so this returns almost no rows.
+        // (RETURNING on the insert named the stored ones instead, but sqlx hands every row
+        // back across its worker thread one at a time: most of a batch's commit time.)
+        let mut stored_before: HashSet<(i64, i64)> = HashSet::new();
+        for chunk in super::sized_chunks(&unique, 512) {
+            let mut q =
+                QueryBuilder::<Sqlite>::new("SELECT r.device, r.play FROM receipts r JOIN (");
+            q.push_values(chunk, |mut b, r| {
+                b.push_bind(r.device).push_bind(r.play);
+            });
+            q.push(") AS k ON r.device = k.column1 AND r.play = k.column2");
+            for row in q.build().fetch_all(&mut *tx).await? {
+                stored_before.insert((row.try_get(0)?, row.try_get(1)?));
+            }
+        }
+        stored.extend(
+            unique
+                .iter()
+                .filter(|r| !stored_before.contains(&(r.device, r.play))),
+        );
+        for chunk in super::sized_chunks(&stored, 1024) {
             let mut q = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO receipts (device, play, started_at, duration_ms, status) ",
             );
@@ -283,12 +301,17 @@ impl Store for SqliteStore {
                     .push_bind(r.duration_ms)
                     .push_bind(r.status.code());
             });
-            q.push(" ON CONFLICT (device, play) DO NOTHING RETURNING device, play");
-            for row in q.build().fetch_all(&mut *tx).await? {
-                let k: (i64, i64) = (row.try_get("device")?, row.try_get("play")?);
-                if let Some(r) = by_key.get(&k) {
-                    stored.push(r);
-                }
+            q.push(" ON CONFLICT (device, play) DO NOTHING");
+            let inserted = q.build().execute(&mut *tx).await?.rows_affected();
+            // One writer holds the database for the whole transaction, so nothing can slip in
+            // between the check and the insert; if it ever did, the rollups would count it
+            // twice: refuse the batch (it rolls back and is retried) rather than miscount.
+            if inserted != chunk.len() as u64 {
+                return Err(StoreError::Invalid(format!(
+                    "{} of {} receipts were stored by another writer during this batch",
+                    chunk.len() as u64 - inserted,
+                    chunk.len()
+                )));
             }
         }
         // Sum in memory, then one upsert per rollup row.
