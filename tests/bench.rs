@@ -117,6 +117,25 @@ async fn memory_measures_a_small_inventory() {
     assert!(m.daemon_kib.is_none());
 }
 
+/// The whole daemon on the embedded broker, idle then rotating: every receipt the rotating
+/// displays send for its plays is stored once, and both readings are taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_of_the_daemon_idle_and_rotating() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let m = bench::memory_one(&Settings::default(), dir.path(), 2_000, true, None)
+        .await
+        .expect("memory");
+    let (sent, stored) = m.rotating_receipts.expect("rotated");
+    assert_eq!(
+        sent,
+        3 * 2_000,
+        "three plays, a receipt from every display: {m:?}"
+    );
+    assert_eq!(stored, sent, "{m:?}");
+    let idle = m.daemon_kib.expect("idle reading");
+    assert!(m.rotating_kib.expect("rotating reading") >= idle, "{m:?}");
+}
+
 /// The PostgreSQL audit/storage path on a tiny history (CIVICAST_TEST_PG names the
 /// database; its own schema, dropped at the end): every receipt stays readable after
 /// packing, the rollup answers what the naive GROUP BY over `receipts_all` answers.
