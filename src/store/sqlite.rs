@@ -1149,12 +1149,21 @@ impl ApiStore for SqliteStore {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<Vec<(i64, i64, Option<i64>)>> {
+        // The same three disjoint index ranges as `presence_between`, for the same reason:
+        // the one-predicate form read every interval ever recorded.
         let rows = sqlx::query(
-            "SELECT device, online_from, online_until FROM presence
-             WHERE online_from < ? AND (online_until IS NULL OR online_until > ?)",
+            "SELECT p.device, p.online_from, p.online_until FROM devices d CROSS JOIN presence p
+               ON p.device = d.id AND p.online_from >= ?1 AND p.online_from < ?2
+             WHERE +p.online_until > ?1 OR +p.online_until IS NULL
+             UNION ALL
+             SELECT device, online_from, online_until FROM presence
+             WHERE online_until > ?1 AND online_from < ?1
+             UNION ALL
+             SELECT device, online_from, online_until FROM presence
+             WHERE online_until IS NULL AND online_from < ?1",
         )
-        .bind(to_ms)
         .bind(from_ms)
+        .bind(to_ms)
         .fetch_all(&self.read)
         .await?;
         rows.iter()
