@@ -14,10 +14,10 @@ use anyhow::Context;
 use sqlx::{Connection, Row};
 
 use super::{
-    day_string, device_name, met, offset_ms, pct, receipt_hash, status_of, synth_plays,
-    AuditReport, LoadOptions, QueryReport, Rate, RollKey, HASH_SQL, MISSING_PCT,
+    day_string, device_name, met, offset_ms, receipt_hash, status_of, synth_plays, AuditReport,
+    LoadOptions, Rate, RollKey, HASH_SQL, MISSING_PCT,
 };
-use crate::audit::{PlaysParams, PlaysQuery, PlaysRow};
+use crate::audit::PlaysRow;
 use crate::store::{PgStore, Store};
 
 const MS_PER_DAY: i64 = 86_400_000;
@@ -513,48 +513,10 @@ pub async fn audit_pg(
         "audit: daily rollups backfilled from the hourly one in {:.1} s",
         t.elapsed().as_secs_f64()
     );
-    for (name, by, days) in [
-        ("plays by slogan by day, 30 days", "slogan,day", 30),
-        ("plays by display, 7 days", "device", 7),
-    ] {
-        let from = end - chrono::Duration::days(days);
-        let q = PlaysQuery::parse(
-            &PlaysParams {
-                group_by: Some(by.into()),
-                from: Some(from.format("%Y-%m-%d").to_string()),
-                to: Some(end.format("%Y-%m-%d").to_string()),
-                ..Default::default()
-            },
-            tz,
-        )?;
-        anyhow::ensure!(q.rollup_ok(), "the bench's bounds fall on whole hours");
-        eprintln!("audit: {name}: {runs} runs through the rollup, {naive_runs} naive...");
-        let mut fast = Vec::with_capacity(runs);
-        let mut answer = Vec::new();
-        for _ in 0..runs {
-            let t = Instant::now();
-            answer = store.audit_plays(&q).await?;
-            fast.push(t.elapsed().as_secs_f64() * 1e3);
-        }
-        let (from_ms, to_ms) = (from.timestamp_millis(), end.timestamp_millis());
-        let mut slow = Vec::with_capacity(naive_runs);
-        let mut plain = Vec::new();
-        for _ in 0..naive_runs {
-            let t = Instant::now();
-            plain = naive_pg(store, by, from_ms, to_ms).await?;
-            slow.push(t.elapsed().as_secs_f64() * 1e3);
-        }
-        report.queries.push(QueryReport {
-            name: name.into(),
-            rows: answer.len(),
-            total: answer.iter().map(|r| r.plays).sum(),
-            rollup_p50_ms: pct(fast.clone(), 0.5),
-            rollup_p95_ms: pct(fast, 0.95),
-            naive_p50_ms: pct(slow.clone(), 0.5),
-            naive_p95_ms: pct(slow, 0.95),
-            identical: answer == plain,
-        });
-    }
+    report.queries = super::play_count_queries(store, end, tz, runs, naive_runs, |by, from, to| {
+        Box::pin(naive_pg(store, by, from, to))
+    })
+    .await?;
     Ok(report)
 }
 
