@@ -523,17 +523,7 @@ pub fn daily_audit_sql(
     off: i64,
 ) -> (String, Vec<Bind>) {
     let by_device = table == "rollup_daily_device";
-    let mut cols: Vec<&str> = q
-        .plain_keys()
-        .iter()
-        .map(|k| match k {
-            GroupKey::Slogan => "s.slogan",
-            GroupKey::Adset => "s.adset",
-            GroupKey::Device => "d.name",
-            GroupKey::Class => "d.class",
-            _ => "COALESCE(f.name, '')",
-        })
-        .collect();
+    let mut cols: Vec<&str> = q.plain_keys().iter().map(group_col).collect();
     if q.needs_hour() {
         cols.push("x.day");
     }
@@ -623,16 +613,7 @@ fn build_audit_sql(
          FROM receipts r JOIN plays p ON p.id = r.play"
     };
     let plain = q.plain_keys();
-    let mut cols: Vec<&str> = plain
-        .iter()
-        .map(|k| match k {
-            GroupKey::Slogan => "s.slogan",
-            GroupKey::Adset => "s.adset",
-            GroupKey::Device => "d.name",
-            GroupKey::Class => "d.class",
-            _ => "COALESCE(f.name, '')",
-        })
-        .collect();
+    let mut cols: Vec<&str> = plain.iter().map(group_col).collect();
     let day_col;
     if q.needs_hour() {
         match day_offset {
@@ -692,6 +673,17 @@ fn build_audit_sql(
         sql += &format!(" GROUP BY {}", cols.join(", "));
     }
     (sql, binds)
+}
+
+/// The column that answers a plain grouping key, in both the rollup and the raw forms.
+fn group_col(k: &GroupKey) -> &'static str {
+    match k {
+        GroupKey::Slogan => "s.slogan",
+        GroupKey::Adset => "s.adset",
+        GroupKey::Device => "d.name",
+        GroupKey::Class => "d.class",
+        _ => "COALESCE(f.name, '')",
+    }
 }
 
 /// Turns the query's result rows into `RawRow`s.
