@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use crate::audit::{PlaysParams, PlaysQuery, PlaysRow};
 use crate::daemon::{self, SystemClock};
 use crate::settings::Settings;
-use crate::store::{ApiStore, DeviceRow, NewPlay, PgStore, SqliteStore, Store};
+use crate::store::{ApiStore, NewPlay, PgStore, SqliteStore, Store};
 use crate::wire::Topics;
 
 mod pg;
@@ -869,19 +869,7 @@ async fn daemon_run<S: ApiStore>(
     // The inventory first, a minute back, so the plays below fall inside the memberships;
     // the daemon's own sync then finds nothing to change.
     let now = Utc::now();
-    let devices: Vec<DeviceRow> = catalog
-        .devices
-        .iter()
-        .map(|d| DeviceRow {
-            name: d.id.to_string(),
-            class: d.class.to_string(),
-            feeds: catalog.feeds_of(d).into_iter().map(String::from).collect(),
-        })
-        .collect();
-    let feeds: Vec<String> = catalog.feeds.iter().map(|f| f.id.to_string()).collect();
-    let keys = store
-        .sync_inventory(&devices, &feeds, now.timestamp_millis() - 60_000)
-        .await?;
+    let keys = daemon::sync_inventory(&store, &catalog, now.timestamp_millis() - 60_000).await?;
     let feed = *keys
         .feeds
         .get("bench")
@@ -2309,20 +2297,7 @@ pub async fn memory_one(
         // held beside the catalog.
         store.migrate().await?;
         let t = Instant::now();
-        let devices: Vec<DeviceRow> = catalog
-            .devices
-            .iter()
-            .map(|d| DeviceRow {
-                name: d.id.to_string(),
-                class: d.class.to_string(),
-                feeds: catalog.feeds_of(d).into_iter().map(String::from).collect(),
-            })
-            .collect();
-        let feeds: Vec<String> = catalog.feeds.iter().map(|f| f.id.to_string()).collect();
-        let keys = store
-            .sync_inventory(&devices, &feeds, Utc::now().timestamp_millis())
-            .await?;
-        drop(devices);
+        let keys = daemon::sync_inventory(&store, &catalog, Utc::now().timestamp_millis()).await?;
         anyhow::ensure!(keys.devices.len() == n, "every display has a key");
         let members = crate::inventory::MemberIndex::new(store.memberships().await?);
         let inventory = crate::inventory::Inventory::new(catalog.devices.clone(), keys);

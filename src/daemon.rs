@@ -355,7 +355,8 @@ pub async fn start<S: ApiStore>(
     })
 }
 
-async fn sync_inventory<S: Store>(store: &S, c: &Catalog, now_ms: i64) -> anyhow::Result<Keys> {
+/// Writes the catalog's displays, feeds and memberships to the store; returns its keys.
+pub async fn sync_inventory<S: Store>(store: &S, c: &Catalog, now_ms: i64) -> anyhow::Result<Keys> {
     let devices: Vec<DeviceRow> = c
         .devices
         .iter()
