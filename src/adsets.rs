@@ -7,8 +7,8 @@ use std::path::Path;
 
 use tracing::{info, warn};
 
-use crate::catalog::{self, AdSetContext};
-use crate::model::{AdSet, Catalog};
+use crate::core::catalog::{self, AdSetContext};
+use crate::core::model::{AdSet, Catalog};
 use crate::store::{ApiStore, Revision};
 
 /// The ad-set files of `schedules/adsets/`: (file name, is_json, text).

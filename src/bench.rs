@@ -27,11 +27,11 @@ use futures_util::future::BoxFuture;
 use sqlx::{QueryBuilder, Row, Sqlite};
 use tokio_util::sync::CancellationToken;
 
-use crate::audit::{PlaysParams, PlaysQuery, PlaysRow};
+use crate::core::audit::{PlaysParams, PlaysQuery, PlaysRow};
+use crate::core::wire::Topics;
 use crate::daemon::{self, SystemClock};
 use crate::settings::Settings;
 use crate::store::{ApiStore, NewPlay, PgStore, SqliteStore, Store};
-use crate::wire::Topics;
 
 mod pg;
 pub use pg::{audit_pg, load_pg, storage_pg, PgLoadReport, PgStorageReport};
@@ -292,8 +292,8 @@ pub fn write_inventory(root: &Path, n: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn load_catalog(root: &Path) -> anyhow::Result<crate::model::Catalog> {
-    let report = crate::catalog::load_dirs(&root.join("devices"), &root.join("schedules"));
+fn load_catalog(root: &Path) -> anyhow::Result<crate::core::model::Catalog> {
+    let report = crate::core::catalog::load_dirs(&root.join("devices"), &root.join("schedules"));
     let errors = report.errors();
     match report.catalog {
         Some(c) if errors == 0 => Ok(c),
@@ -764,9 +764,9 @@ pub async fn ingest(settings: &Settings, o: &IngestOptions) -> anyhow::Result<In
         None => {
             let stop = CancellationToken::new();
             let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-            let b = crate::broker::start(
+            let b = crate::mqtt::broker::start(
                 l,
-                crate::broker::BrokerOptions {
+                crate::mqtt::broker::BrokerOptions {
                     max_connections: settings.broker_max_connections.max(n + 100),
                     ..Default::default()
                 },
@@ -861,7 +861,7 @@ struct DaemonRun {
 async fn daemon_run<S: ApiStore>(
     settings: &Settings,
     store: S,
-    catalog: crate::model::Catalog,
+    catalog: crate::core::model::Catalog,
     topics: &Topics,
     n: usize,
     k: usize,
@@ -1572,7 +1572,7 @@ pub async fn audit(
     let t = Instant::now();
     store
         .commit_batch(&crate::store::Batch {
-            utc_offset_h: crate::audit::fixed_offset_hours(tz),
+            utc_offset_h: crate::core::audit::fixed_offset_hours(tz),
             ..Default::default()
         })
         .await?;
@@ -1864,11 +1864,11 @@ pub struct ComplianceBench {
 /// grouped in Rust and judged by the same pure fold (`compliance::evaluate`).
 async fn naive_compliance(
     store: &SqliteStore,
-    catalog: &crate::model::Catalog,
+    catalog: &crate::core::model::Catalog,
     from_ms: i64,
     to_ms: i64,
 ) -> anyhow::Result<(Vec<crate::reports::ComplianceRow>, usize, usize)> {
-    use crate::audit::compliance;
+    use crate::core::audit::compliance;
     use futures_util::TryStreamExt;
     use std::collections::HashMap;
     let pool = store.pool();
@@ -1996,7 +1996,7 @@ async fn audit_compliance(
         to: Some(end.format("%Y-%m-%d").to_string()),
         ..Default::default()
     };
-    let factors = crate::audit::compliance::Factors::default();
+    let factors = crate::core::audit::compliance::Factors::default();
     let name = "compliance, 7 days";
     eprintln!("audit: {name}: {runs} runs through the report, {naive_runs} naive...");
     let mut fast = Vec::with_capacity(runs);

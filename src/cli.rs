@@ -13,10 +13,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::audit::{self, PlaysParams, PlaysQuery};
-use crate::catalog;
+use crate::core::audit::{self, PlaysParams, PlaysQuery};
+use crate::core::catalog;
+use crate::core::model::Catalog;
 use crate::daemon::{self, SystemClock};
-use crate::model::Catalog;
 use crate::settings::Settings;
 use crate::sim::{self, SimDisplay, SimStats};
 use crate::store::{SqliteStore, Store};

@@ -22,17 +22,17 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
 use crate::adsets;
-use crate::broker::{self, BrokerOptions};
+use crate::core::model::{Catalog, Feed};
+use crate::core::rotation::{self, Cursor};
+use crate::core::wire::{self, DisplayConfig, PlayCommand, Reject, Topics};
 use crate::inventory::{self, Inventory, MemberIndex};
 use crate::metrics::Metrics;
-use crate::model::{Catalog, Feed};
-use crate::mqtt::{self, Inbound, SessionOptions};
-use crate::rotation::{self, Cursor};
+use crate::mqtt::broker::{self, BrokerOptions};
+use crate::mqtt::{self, Delivery, SessionOptions};
 use crate::settings::{MqttUrl, Settings};
 use crate::store::{
     ApiStore, Batch, DeviceRow, Keys, NewPlay, PlayRow, PresenceEvent, ReceiptRow, Store,
 };
-use crate::wire::{self, DisplayConfig, PlayCommand, Reject, Topics};
 
 /// Where time comes from; tests pass their own.
 pub trait Clock: Send + Sync + 'static {
@@ -448,7 +448,7 @@ async fn watch_files<S: ApiStore>(
             continue;
         }
         last = now;
-        let report = crate::catalog::load_dirs(&settings.devices, &settings.schedules);
+        let report = crate::core::catalog::load_dirs(&settings.devices, &settings.schedules);
         let errors = report.errors();
         let Some(mut catalog) = report.catalog.filter(|_| errors == 0) else {
             for p in report.problems.iter().filter(|p| p.is_error()) {
@@ -764,7 +764,7 @@ async fn scheduler<S: Store>(
 async fn ingest<S: Store>(
     store: S,
     client: AsyncClient,
-    mut inbound: mpsc::UnboundedReceiver<Inbound>,
+    mut inbound: mpsc::UnboundedReceiver<Delivery>,
     topics: Topics,
     shared: Arc<Shared>,
     clock: Arc<dyn Clock>,
@@ -787,7 +787,7 @@ async fn ingest<S: Store>(
         let due = stopping || closed || full || tokio::time::Instant::now() >= ready_at;
         if committing.is_none() && held > 0 && due {
             held = 0;
-            batch.utc_offset_h = crate::audit::fixed_offset_hours(shared.current().timezone);
+            batch.utc_offset_h = crate::core::audit::fixed_offset_hours(shared.current().timezone);
             let work = commit_and_ack(
                 store.clone(),
                 client.clone(),
@@ -917,7 +917,7 @@ async fn handle<S: Store>(
     topics: &Topics,
     shared: &Shared,
     clock: &dyn Clock,
-    msg: Inbound,
+    msg: Delivery,
     batch: &mut Batch,
     acks: &mut Vec<Publish>,
 ) {
@@ -926,7 +926,7 @@ async fn handle<S: Store>(
     let topic = String::from_utf8_lossy(&p.topic).into_owned();
     debug!(%topic, pkid = p.pkid, bytes = p.payload.len(), "inbound");
     match topics.classify(&topic) {
-        Some(wire::Inbound::Receipt(dev)) => {
+        Some(wire::TopicKind::Receipt(dev)) => {
             match check_receipt(store, shared, dev, &p.payload, now_ms).await {
                 Ok(row) => batch.receipts.push(row),
                 Err(r) => {
@@ -935,7 +935,7 @@ async fn handle<S: Store>(
                 }
             }
         }
-        Some(wire::Inbound::Status(dev)) => {
+        Some(wire::TopicKind::Status(dev)) => {
             let key = shared.inventory().key(dev);
             if let (Some(key), Some(pr)) = (key, wire::parse_presence(&p.payload)) {
                 let changed = shared

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::model::Device;
+use crate::core::model::Device;
 use crate::store::{Keys, Membership};
 
 /// Store keys of the catalog's displays.
@@ -148,7 +148,7 @@ pub fn limit_malloc_arenas() {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Attrs, Id};
+    use crate::core::model::{Attrs, Id};
 
     fn dev(id: &str) -> Device {
         Device {

@@ -4,20 +4,15 @@
 //! around it (`broker`, `mqtt`, `store`, `daemon`, `sim`).
 pub mod adsets;
 pub mod api;
-pub mod audit;
 pub mod bench;
-pub mod broker;
-pub mod catalog;
 pub mod city;
 pub mod cli;
+pub mod core;
 pub mod daemon;
 pub mod inventory;
 pub mod metrics;
-pub mod model;
 pub mod mqtt;
 pub mod reports;
-pub mod rotation;
 pub mod settings;
 pub mod sim;
 pub mod store;
-pub mod wire;

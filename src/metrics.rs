@@ -6,7 +6,7 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use crate::wire::Reject;
+use crate::core::wire::Reject;
 
 #[derive(Debug, Default)]
 pub struct Metrics {

@@ -8,10 +8,10 @@ use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use chrono_tz::Tz;
 use serde::Serialize;
 
-use crate::audit::{compliance, parse_bound, reconcile, sample, QueryError};
-use crate::model::Catalog;
+use crate::core::audit::{compliance, parse_bound, reconcile, sample, QueryError};
+use crate::core::model::Catalog;
+use crate::core::wire::Status;
 use crate::store::{ApiStore, StoreError};
-use crate::wire::Status;
 
 /// Why a report could not be made: the user's input, or the store.
 #[derive(Debug, thiserror::Error)]
@@ -92,7 +92,7 @@ pub async fn compliance_rows<S: ApiStore>(
     catalog: &Catalog,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
-    only: &(dyn Fn(&crate::model::Device) -> bool + Sync),
+    only: &(dyn Fn(&crate::core::model::Device) -> bool + Sync),
     factors: compliance::Factors,
 ) -> Result<Vec<ComplianceRow>, ReportError> {
     let (f, t) = (from.timestamp_millis(), to.timestamp_millis());
@@ -173,7 +173,7 @@ pub async fn compliance_report<S: ApiStore>(
             return Err(qerr("device", format!("unknown display {d:?}")));
         }
     }
-    let only = |d: &crate::model::Device| {
+    let only = |d: &crate::core::model::Device| {
         class.as_ref().is_none_or(|c| *d.class == **c)
             && device.as_ref().is_none_or(|x| d.id.as_str() == x)
     };

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
 
-use crate::wire::Topics;
+use crate::core::wire::Topics;
 
 /// One simulated display.
 #[derive(Debug, Clone)]
@@ -26,7 +26,7 @@ pub struct SimDisplay {
 
 impl SimDisplay {
     /// One simulated display per display of the inventory, every other one on MQTT 5.
-    pub fn fleet(catalog: &crate::model::Catalog) -> Vec<SimDisplay> {
+    pub fn fleet(catalog: &crate::core::model::Catalog) -> Vec<SimDisplay> {
         catalog
             .devices
             .iter()

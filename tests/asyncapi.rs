@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use civicast::wire::{self, DisplayConfig, PlayCommand, Presence, Status, Topics};
+use civicast::core::wire::{self, DisplayConfig, PlayCommand, Presence, Status, Topics};
 
 fn doc() -> serde_json::Value {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/asyncapi.json"))

@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use civicast::audit::{PlaysParams, PlaysQuery};
+use civicast::core::audit::{PlaysParams, PlaysQuery};
 use civicast::daemon::{self, SystemClock};
 use civicast::settings::Settings;
 use civicast::store::{SqliteStore, Store};
@@ -266,7 +266,7 @@ fn write_city(dir: &Path) {
 
 /// The daemon on `dir`'s city and database, logged in to Mosquitto as `civicast`.
 async fn start_daemon(dir: &Path, port: u16) -> (daemon::Running, CancellationToken, SqliteStore) {
-    let report = civicast::catalog::load_dirs(&dir.join("devices"), &dir.join("schedules"));
+    let report = civicast::core::catalog::load_dirs(&dir.join("devices"), &dir.join("schedules"));
     let catalog = report.catalog.expect("the test city is valid");
     let url = format!("sqlite://{}", dir.join("civicast.db").display());
     let store = SqliteStore::connect(&url).await.expect("sqlite");

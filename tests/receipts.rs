@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use civicast::audit::{PlaysParams, PlaysQuery};
+use civicast::core::audit::{PlaysParams, PlaysQuery};
 use civicast::daemon::{self, SystemClock};
 use civicast::settings::Settings;
 use civicast::store::{SqliteStore, Store};
@@ -340,7 +340,7 @@ async fn receipts_count_once_and_junk_is_rejected_by_reason() {
 async fn start_daemon(
     dir: &std::path::Path,
 ) -> (daemon::Running, CancellationToken, u16, SqliteStore) {
-    let report = civicast::catalog::load_dirs(&dir.join("devices"), &dir.join("schedules"));
+    let report = civicast::core::catalog::load_dirs(&dir.join("devices"), &dir.join("schedules"));
     let catalog = report.catalog.expect("the test city is valid");
     let url = format!("sqlite://{}", dir.join("civicast.db").display());
     let store = SqliteStore::connect(&url).await.expect("sqlite");
@@ -401,14 +401,14 @@ async fn a_restart_continues_the_rotation_from_its_stored_cursor() {
     .expect("plays");
     assert!(slogans.len() >= 8, "{slogans:?}");
     // The same sequence an uninterrupted rotation produces: the cursor was resumed, not reset.
-    let mk = |s: &str, w| civicast::rotation::Candidate {
-        adset: civicast::model::Id::parse("civility").expect("id"),
+    let mk = |s: &str, w| civicast::core::rotation::Candidate {
+        adset: civicast::core::model::Id::parse("civility").expect("id"),
         rev: 1,
-        slogan: civicast::model::Id::parse(s).expect("id"),
+        slogan: civicast::core::model::Id::parse(s).expect("id"),
         weight: w,
     };
     let cands = [mk("jiang-wenming", 2), mk("paidui", 1)];
-    let mut cur = civicast::rotation::Cursor::default();
+    let mut cur = civicast::core::rotation::Cursor::default();
     let want: Vec<String> = (0..slogans.len())
         .map(|_| cands[cur.pick(&cands).expect("pick")].slogan.to_string())
         .collect();

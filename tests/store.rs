@@ -13,12 +13,12 @@ use std::future::Future;
 
 use chrono::{DateTime, TimeZone, Utc};
 use chrono_tz::Tz;
-use civicast::audit::{PlaysParams, PlaysQuery, PlaysRow};
+use civicast::core::audit::{PlaysParams, PlaysQuery, PlaysRow};
+use civicast::core::wire::{Reject, Status};
 use civicast::store::{
     AdSetHistory, ApiStore, ApproveError, Batch, DeviceRow, Membership, NewPlay, PgStore, PlayRow,
     PresenceEvent, ReceiptRow, Revision, Role, SqliteStore, Store, TokenRow,
 };
-use civicast::wire::{Reject, Status};
 use sqlx::Connection;
 
 // ---------------------------------------------------------------------------------------

@@ -19,8 +19,8 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use tracing::{instrument, warn};
 
-use crate::audit::{self, compliance, PlaysParams, PlaysQuery, QueryError};
-use crate::catalog::{self, AdSetContext, Problem};
+use crate::core::audit::{self, compliance, PlaysParams, PlaysQuery, QueryError};
+use crate::core::catalog::{self, AdSetContext, Problem};
 use crate::daemon::{self, Clock, Shared};
 use crate::reports::{self, ReportError};
 use crate::store::{AdSetHistory, ApiStore, ApproveError, Revision, Role, StoreError, TokenRow};

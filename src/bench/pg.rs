@@ -17,7 +17,7 @@ use super::{
     day_string, device_name, met, offset_ms, receipt_hash, status_of, synth_plays, AuditReport,
     LoadOptions, Rate, RollKey, HASH_SQL, MISSING_PCT,
 };
-use crate::audit::PlaysRow;
+use crate::core::audit::PlaysRow;
 use crate::store::{PgStore, Store};
 
 const MS_PER_DAY: i64 = 86_400_000;
@@ -499,7 +499,7 @@ pub async fn audit_pg(
     let t = Instant::now();
     store
         .commit_batch(&crate::store::Batch {
-            utc_offset_h: crate::audit::fixed_offset_hours(tz),
+            utc_offset_h: crate::core::audit::fixed_offset_hours(tz),
             ..Default::default()
         })
         .await?;

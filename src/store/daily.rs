@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::audit::{GroupKey, PlaysQuery};
+use crate::core::audit::{GroupKey, PlaysQuery};
 
 /// One hourly rollup delta: ((hour, device, slogan, feed, status), plays).
 pub type HourlyDelta = ((i64, i64, i64, i64, i64), i64);

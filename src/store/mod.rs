@@ -11,8 +11,8 @@ pub mod sqlite;
 use std::collections::HashMap;
 use std::future::Future;
 
-use crate::audit::{PlaysQuery, PlaysRow};
-use crate::wire::{Reject, Status};
+use crate::core::audit::{PlaysQuery, PlaysRow};
+use crate::core::wire::{Reject, Status};
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;

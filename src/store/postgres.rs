@@ -1078,14 +1078,14 @@ impl Store for PgStore {
             let rows = query.fetch_all(&self.pool).await?;
             return Ok(raw_rows(q, rows)?
                 .into_iter()
-                .map(|r| crate::audit::stream_row(q, r))
+                .map(|r| crate::core::audit::stream_row(q, r))
                 .collect());
         }
         let (sql, binds) = audit_sql(q, |n| format!("${n}"));
         let sql = with_packed(q, sql)?;
         let query = bind_all(sqlx::query(&sql), binds);
         let rows = query.fetch_all(&self.pool).await?;
-        Ok(crate::audit::fold(q, raw_rows(q, rows)?))
+        Ok(crate::core::audit::fold(q, raw_rows(q, rows)?))
     }
 
     async fn stream_plays(
@@ -1108,7 +1108,11 @@ impl Store for PgStore {
         let mut rows = query.fetch(&self.pool);
         while let Some(r) = rows.try_next().await? {
             if let Some(raw) = raw_row(q, &r)? {
-                if tx.send(crate::audit::stream_row(q, raw)).await.is_err() {
+                if tx
+                    .send(crate::core::audit::stream_row(q, raw))
+                    .await
+                    .is_err()
+                {
                     break;
                 }
             }
@@ -1604,7 +1608,7 @@ mod tests {
     fn raw_audits_read_packed_receipts_too() {
         // Bounds off the hour: the shared SQL reads raw receipts, which must be widened.
         let q = PlaysQuery::parse(
-            &crate::audit::PlaysParams {
+            &crate::core::audit::PlaysParams {
                 from: Some("2026-01-01T00:00:00.5Z".into()),
                 ..Default::default()
             },

@@ -9,7 +9,7 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use tracing::instrument;
 
 use super::*;
-use crate::audit::{GroupKey, RawRow};
+use crate::core::audit::{GroupKey, RawRow};
 
 /// SQLite caps bound parameters per statement; receipts take five each.
 const ROWS_PER_STATEMENT: usize = 4_000;
@@ -426,14 +426,14 @@ impl Store for SqliteStore {
                 .await?;
             return Ok(raw_rows(q, rows)?
                 .into_iter()
-                .map(|r| crate::audit::stream_row(q, r))
+                .map(|r| crate::core::audit::stream_row(q, r))
                 .collect());
         }
         let (sql, binds) = audit_sql(q, |_| "?".to_owned());
         let rows = bind_all(sqlx::query(&sql), binds)
             .fetch_all(&self.read)
             .await?;
-        Ok(crate::audit::fold(q, raw_rows(q, rows)?))
+        Ok(crate::core::audit::fold(q, raw_rows(q, rows)?))
     }
 
     async fn stream_plays(
@@ -451,7 +451,11 @@ impl Store for SqliteStore {
         let mut rows = query.fetch(&self.read);
         while let Some(r) = rows.try_next().await? {
             if let Some(raw) = raw_row(q, &r)? {
-                if tx.send(crate::audit::stream_row(q, raw)).await.is_err() {
+                if tx
+                    .send(crate::core::audit::stream_row(q, raw))
+                    .await
+                    .is_err()
+                {
                     break;
                 }
             }
@@ -1033,7 +1037,7 @@ impl ApiStore for SqliteStore {
         // RECEIPT_SLACK_MS, so every receipt of the period belongs to a play in the key range
         // found here: one range of the key per display instead of every receipt ever stored.
         // `+` pins plays_expires: audits ask mostly for recent periods, at its end.
-        let slack = crate::wire::RECEIPT_SLACK_MS;
+        let slack = crate::core::wire::RECEIPT_SLACK_MS;
         let (lo, hi): (Option<i64>, Option<i64>) = sqlx::query_as(
             "SELECT MIN(id), MAX(id) FROM plays WHERE expires_at >= ? AND +issued_at < ?",
         )

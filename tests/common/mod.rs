@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use civicast::audit::{PlaysParams, PlaysQuery};
+use civicast::core::audit::{PlaysParams, PlaysQuery};
 use civicast::daemon::{self, SystemClock};
 use civicast::settings::Settings;
 use civicast::store::{PgStore, Store};
@@ -286,14 +286,14 @@ pub fn write_city(dir: &Path) {
 
 /// What an uninterrupted rotation of the test ad set plays, `n` plays long.
 pub fn uninterrupted_rotation(n: usize) -> Vec<String> {
-    let mk = |s: &str, w| civicast::rotation::Candidate {
-        adset: civicast::model::Id::parse("civility").expect("id"),
+    let mk = |s: &str, w| civicast::core::rotation::Candidate {
+        adset: civicast::core::model::Id::parse("civility").expect("id"),
         rev: 1,
-        slogan: civicast::model::Id::parse(s).expect("id"),
+        slogan: civicast::core::model::Id::parse(s).expect("id"),
         weight: w,
     };
     let cands = [mk("jiang-wenming", 2), mk("paidui", 1)];
-    let mut cur = civicast::rotation::Cursor::default();
+    let mut cur = civicast::core::rotation::Cursor::default();
     (0..n)
         .map(|_| cands[cur.pick(&cands).expect("pick")].slogan.to_string())
         .collect()
@@ -307,7 +307,7 @@ pub async fn start_daemon(
     store: PgStore,
     batch_wait: Duration,
 ) -> (daemon::Running, CancellationToken) {
-    let report = civicast::catalog::load_dirs(&dir.join("devices"), &dir.join("schedules"));
+    let report = civicast::core::catalog::load_dirs(&dir.join("devices"), &dir.join("schedules"));
     let catalog = report.catalog.expect("the test city is valid");
     let settings = Settings {
         mqtt_url: Some(format!("mqtt://civicast:pw-civicast@127.0.0.1:{port}")),

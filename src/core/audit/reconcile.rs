@@ -21,7 +21,7 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use serde::Serialize;
 
-use crate::wire::Status;
+use crate::core::wire::Status;
 
 /// One play as issued on a feed.
 #[derive(Debug, Clone, PartialEq)]

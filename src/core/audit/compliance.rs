@@ -28,7 +28,7 @@ use chrono_tz::Tz;
 use cron::TimeUnitSpec;
 use serde::{Deserialize, Serialize};
 
-use crate::model::Daypart;
+use crate::core::model::Daypart;
 
 /// How much slack the target allows, as multiples of the shortest rotation interval.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

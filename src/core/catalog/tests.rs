@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::{TimeZone, Utc};
 
 use super::*;
-use crate::model::{Charset, Id};
+use crate::core::model::{Charset, Id};
 
 const CLASSES: &str = r#"
 [class.bus_led]
@@ -775,7 +775,7 @@ fn invalid_adset_id() {
     );
 }
 
-fn ctx_catalog() -> crate::model::Catalog {
+fn ctx_catalog() -> crate::core::model::Catalog {
     let (r, _d) = load_with(&[]);
     r.catalog.unwrap()
 }
@@ -967,8 +967,8 @@ mod fuzz {
 
     fn ctx_parts() -> (
         BTreeMap<String, ClassProfile>,
-        Vec<crate::model::Feed>,
-        Vec<crate::model::Device>,
+        Vec<crate::core::model::Feed>,
+        Vec<crate::core::model::Device>,
     ) {
         let classes = small_classes();
         let mut ps = Vec::new();

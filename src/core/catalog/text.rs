@@ -1,6 +1,6 @@
 //! What a display class can draw: length in characters and the GB2312 character set.
 
-use crate::model::{Charset, ClassProfile};
+use crate::core::model::{Charset, ClassProfile};
 
 /// At most this many bad characters are listed for one text.
 const MAX_BAD_CHARS: usize = 10;

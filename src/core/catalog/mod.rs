@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::model::{Catalog, ClassProfile, Device, Feed};
+use crate::core::model::{Catalog, ClassProfile, Device, Feed};
 
 pub use adset::{parse_adset, parse_adset_checked};
 pub use text::check_text;

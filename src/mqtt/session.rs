@@ -35,14 +35,14 @@ pub struct SessionOptions {
 
 /// A message from the broker, to be acknowledged once handled.
 #[derive(Debug)]
-pub struct Inbound {
+pub struct Delivery {
     pub publish: Publish,
 }
 
 /// The daemon's session: publish with `client`, read `inbound`, watch `connected`.
 pub struct Session {
     pub client: AsyncClient,
-    pub inbound: mpsc::UnboundedReceiver<Inbound>,
+    pub inbound: mpsc::UnboundedReceiver<Delivery>,
     pub connected: Arc<AtomicBool>,
 }
 
@@ -94,7 +94,7 @@ pub fn start(opts: SessionOptions, shutdown: CancellationToken) -> Session {
                     }
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
-                    if tx.send(Inbound { publish: p }).is_err() {
+                    if tx.send(Delivery { publish: p }).is_err() {
                         break;
                     }
                 }

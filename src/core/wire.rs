@@ -5,7 +5,7 @@
 use chrono::{DateTime, FixedOffset, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::model::Id;
+use crate::core::model::Id;
 
 /// Payloads larger than this are rejected unread (contract: "A payload over 16 KiB").
 pub const MAX_PAYLOAD: usize = 16 * 1024;
@@ -20,7 +20,7 @@ pub struct Topics {
 
 /// What a topic the daemon reads is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Inbound<'a> {
+pub enum TopicKind<'a> {
     Receipt(&'a str),
     Status(&'a str),
 }
@@ -54,14 +54,14 @@ impl Topics {
         shared(share, format!("{}/devices/+/status", self.prefix))
     }
     /// Splits an inbound topic into what it is and the device id in it (not yet validated).
-    pub fn classify<'a>(&self, topic: &'a str) -> Option<Inbound<'a>> {
+    pub fn classify<'a>(&self, topic: &'a str) -> Option<TopicKind<'a>> {
         let rest = topic
             .strip_prefix(&self.prefix)?
             .strip_prefix("/devices/")?;
         let (dev, kind) = rest.split_once('/')?;
         match kind {
-            "receipts" => Some(Inbound::Receipt(dev)),
-            "status" => Some(Inbound::Status(dev)),
+            "receipts" => Some(TopicKind::Receipt(dev)),
+            "status" => Some(TopicKind::Status(dev)),
             _ => None,
         }
     }
@@ -370,11 +370,11 @@ mod tests {
         assert_eq!(t.feed("bus-led-all"), "civicast/v1/feeds/bus-led-all");
         assert_eq!(
             t.classify(&t.receipts("bus-1")),
-            Some(Inbound::Receipt("bus-1"))
+            Some(TopicKind::Receipt("bus-1"))
         );
         assert_eq!(
             t.classify(&t.status("bus-1")),
-            Some(Inbound::Status("bus-1"))
+            Some(TopicKind::Status("bus-1"))
         );
         assert_eq!(t.classify(&t.cmd("bus-1")), None);
         assert_eq!(t.classify("other/devices/x/receipts"), None);

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use crate::model::{Charset, ClassProfile, Device, Id};
+use crate::core::model::{Charset, ClassProfile, Device, Id};
 
 use super::tree::{self, expect_int, expect_str, known_list, Kind, Sink, Table};
 use super::{display, files_with_ext, parse_duration, read_text, Problem, DEFAULT_CLASS_DURATION};
@@ -157,7 +157,7 @@ pub(crate) fn parse_devices_csv(
     let mut sink = Sink::new(file, text);
     let mut out = Vec::new();
     let nl = newlines(text);
-    let mut interner = crate::model::Interner::default();
+    let mut interner = crate::core::model::Interner::default();
     let mut rdr = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(true)
@@ -306,7 +306,7 @@ pub(crate) fn parse_devices_csv(
                 })
                 .map(|(_, (n, v))| (interner.get(n), interner.get(v)))
                 .collect();
-            let attrs = interner.attrs(crate::model::Attrs::new(attrs));
+            let attrs = interner.attrs(crate::core::model::Attrs::new(attrs));
             if !bad_header {
                 out.push(Device {
                     id,

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::str::FromStr;
 
-use crate::model::{ClassProfile, Daypart, Device, Feed, Id, Selector};
+use crate::core::model::{ClassProfile, Daypart, Device, Feed, Id, Selector};
 
 use super::devices::scalar_text;
 use super::tree::{self, expect_array, expect_str, known_list, Kind, Node, Sink, Table};

@@ -43,7 +43,7 @@ use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::model::{AdSet, Feed, Id};
+use crate::core::model::{AdSet, Feed, Id};
 
 /// One slogan that may play on a feed now.
 #[derive(Debug, Clone, PartialEq)]
@@ -235,7 +235,7 @@ pub fn expires_at(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Daypart, Selector, Slogan};
+    use crate::core::model::{Daypart, Selector, Slogan};
     use proptest::prelude::*;
     use std::collections::HashSet;
     use std::str::FromStr;

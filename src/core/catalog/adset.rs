@@ -5,7 +5,7 @@ use std::path::Path;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
 
-use crate::model::{AdSet, Id, Slogan};
+use crate::core::model::{AdSet, Id, Slogan};
 
 use super::tree::{
     self, expect_array, expect_int, expect_str, known_list, quote, Node, Sink, Span, Table,
