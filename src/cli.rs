@@ -16,7 +16,7 @@ use tracing::info;
 use crate::core::audit::{self, PlaysParams, PlaysQuery};
 use crate::core::catalog;
 use crate::core::model::Catalog;
-use crate::daemon::{self, SystemClock};
+use crate::daemon::{App, Listeners, Startup};
 use crate::settings::Settings;
 use crate::sim::{self, SimDisplay, SimStats};
 use crate::store::{SqliteStore, Store};
@@ -74,9 +74,6 @@ pub enum Cmd {
     Token(TokenCmd),
     /// Run a simulated fleet of displays (one MQTT connection each) against a broker.
     Simulate(SimulateArgs),
-    /// Benchmarks of BENCHMARKS.md (ingest, audit, storage, memory), each beside a baseline
-    /// measured in the same run.
-    Bench(crate::bench::BenchArgs),
     /// Write the first city's inventory, classes, feeds and an ad set where missing.
     Init {
         /// Where to write devices/ and schedules/.
@@ -311,7 +308,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Token(cmd) => token(&settings, cmd).await,
         Cmd::Demo(a) => demo(settings, a).await,
         Cmd::Simulate(a) => simulate(settings, a).await,
-        Cmd::Bench(a) => crate::bench::run(settings, a).await,
         Cmd::Init { dir } => {
             for p in crate::city::write_first_city(&dir)? {
                 println!("wrote {}", p.display());
@@ -347,6 +343,12 @@ async fn open_pg(url: &str) -> anyhow::Result<crate::store::PgStore> {
     crate::store::PgStore::connect(url)
         .await
         .context("connecting to PostgreSQL (CIVICAST_DATABASE_URL)")
+}
+
+async fn bind(addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))
 }
 
 async fn shutdown_signal() {
@@ -389,26 +391,16 @@ async fn serve_with<S: crate::store::ApiStore>(
     settings: Settings,
     catalog: Catalog,
 ) -> anyhow::Result<ExitCode> {
-    let http = tokio::net::TcpListener::bind(&settings.http_listen)
-        .await
-        .with_context(|| format!("binding the HTTP listener {}", settings.http_listen))?;
-    let shutdown = CancellationToken::new();
-    let clock: Arc<dyn daemon::Clock> = Arc::new(SystemClock);
-    let running = daemon::start(
-        &settings,
-        store.clone(),
-        catalog,
-        None,
-        clock.clone(),
-        shutdown.clone(),
-    )
+    let listeners = Listeners::bind(&settings).await?;
+    let app = App::start(Startup {
+        listeners,
+        ..Startup::new(settings, store, catalog)
+    })
     .await?;
-    let api = spawn_api(http, store, &running, clock, shutdown.clone())?;
     shutdown_signal().await;
     info!("shutting down: draining requests, committing pending receipts");
-    shutdown.cancel();
-    let _ = api.await;
-    running.wait().await;
+    app.stop();
+    app.wait().await;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -473,7 +465,7 @@ async fn demo(mut settings: Settings, a: DemoArgs) -> anyhow::Result<ExitCode> {
     for p in crate::city::write_first_city(&a.dir)? {
         println!("wrote {}", p.display());
     }
-    let mut catalog = match load_catalog(&a.dir.join("devices"), &a.dir.join("schedules")) {
+    let catalog = match load_catalog(&a.dir.join("devices"), &a.dir.join("schedules")) {
         Ok(c) => c,
         Err(n) => {
             eprintln!("civicast: {n} errors in the demo's devices/ or schedules/");
@@ -481,8 +473,6 @@ async fn demo(mut settings: Settings, a: DemoArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let scale = 1.0 / a.speed;
-    daemon::scale_time(&mut catalog, scale);
-    settings.time_scale = scale;
     settings.devices = a.dir.join("devices");
     settings.schedules = a.dir.join("schedules");
     for ext in ["", "-wal", "-shm"] {
@@ -490,34 +480,21 @@ async fn demo(mut settings: Settings, a: DemoArgs) -> anyhow::Result<ExitCode> {
     }
     settings.database_url = format!("sqlite://{}", a.database.display());
     settings.mqtt_url = None;
-    let listener = tokio::net::TcpListener::bind(&a.mqtt_listen)
-        .await
-        .with_context(|| format!("binding {}", a.mqtt_listen))?;
+    let listeners = Listeners {
+        mqtt: Some(bind(&a.mqtt_listen).await?),
+        http: Some(bind(&a.http_listen).await?),
+    };
     let store = open_sqlite(&settings.database_url).await?;
-    let http = tokio::net::TcpListener::bind(&a.http_listen)
-        .await
-        .with_context(|| format!("binding {}", a.http_listen))?;
-    let shutdown = CancellationToken::new();
     let displays = SimDisplay::fleet(&catalog);
     let total = displays.len();
-    let running = daemon::start(
-        &settings,
-        store.clone(),
-        catalog,
-        Some(listener),
-        Arc::new(SystemClock),
-        shutdown.clone(),
-    )
+    let app = App::start(Startup {
+        listeners,
+        time_scale: scale,
+        ..Startup::new(settings.clone(), store.clone(), catalog)
+    })
     .await?;
-    let addr = running.mqtt_addr.context("embedded broker address")?;
-    let http_addr = http.local_addr()?;
-    let api = spawn_api(
-        http,
-        store.clone(),
-        &running,
-        Arc::new(SystemClock),
-        shutdown.clone(),
-    )?;
+    let addr = app.mqtt_addr().context("embedded broker address")?;
+    let http_addr = app.http_addr().context("HTTP API address")?;
     let auditor = crate::api::new_token();
     {
         use crate::store::ApiStore;
@@ -551,7 +528,7 @@ async fn demo(mut settings: Settings, a: DemoArgs) -> anyhow::Result<ExitCode> {
         fleet_stop.clone(),
     );
     let started = Instant::now();
-    let m = running.shared.metrics.clone();
+    let m = app.metrics().clone();
     let tty = std::io::stderr().is_terminal();
     let mut last = (Instant::now(), 0u64);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -624,9 +601,8 @@ async fn demo(mut settings: Settings, a: DemoArgs) -> anyhow::Result<ExitCode> {
     fleet_stop.cancel();
     fleet.close();
     let _ = tokio::time::timeout(Duration::from_secs(5), fleet.wait()).await;
-    shutdown.cancel();
-    let _ = api.await;
-    running.wait().await;
+    app.stop();
+    app.wait().await;
 
     let q = PlaysQuery::parse(
         &PlaysParams {
@@ -732,28 +708,6 @@ async fn simulate(settings: Settings, a: SimulateArgs) -> anyhow::Result<ExitCod
         stats.receipts_sent.load(Ordering::Relaxed)
     );
     Ok(ExitCode::SUCCESS)
-}
-
-fn spawn_api<S: crate::store::ApiStore>(
-    http: tokio::net::TcpListener,
-    store: S,
-    running: &daemon::Running,
-    clock: Arc<dyn daemon::Clock>,
-    shutdown: CancellationToken,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let addr = http.local_addr()?;
-    info!(%addr, "HTTP API listening");
-    let state = Arc::new(crate::api::ApiState {
-        store,
-        shared: running.shared.clone(),
-        clock,
-        factors: Default::default(),
-    });
-    Ok(tokio::spawn(async move {
-        if let Err(e) = crate::api::serve(http, state, shutdown).await {
-            tracing::error!(error = %e, "HTTP server stopped");
-        }
-    }))
 }
 
 fn emit<T: serde::Serialize>(

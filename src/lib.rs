@@ -2,14 +2,12 @@
 //!
 //! A functional core (`model`, `catalog`, `rotation`, `audit`, `wire`) with thin shells
 //! around it (`broker`, `mqtt`, `store`, `daemon`, `sim`).
-pub mod adsets;
 pub mod api;
-pub mod bench;
 pub mod city;
 pub mod cli;
 pub mod core;
 pub mod daemon;
-pub mod inventory;
+pub mod memory;
 pub mod metrics;
 pub mod mqtt;
 pub mod reports;

@@ -1,4 +1,4 @@
 fn main() -> std::process::ExitCode {
-    civicast::inventory::limit_malloc_arenas();
+    civicast::memory::limit_malloc_arenas();
     civicast::cli::main()
 }

@@ -41,9 +41,6 @@ pub struct Settings {
     pub batch_wait: Option<Duration>,
     /// Most connections the embedded broker takes.
     pub broker_max_connections: usize,
-    /// Multiplies feed intervals and on-screen durations (the demo compresses time).
-    #[serde(skip)]
-    pub time_scale: f64,
     /// Days of raw receipts to keep (the hourly rollup is kept for good); unset: all.
     pub retention_days: Option<u32>,
     /// How often `devices/` and `schedules/` are checked for edits.
@@ -67,7 +64,6 @@ impl Default for Settings {
             batch_max: 2_000,
             batch_wait: Some(Duration::ZERO),
             broker_max_connections: 20_000,
-            time_scale: 1.0,
             retention_days: None,
             watch_every: Some(Duration::from_secs(2)),
         }

@@ -33,7 +33,7 @@ pub const MAX_BODY: usize = 1024 * 1024;
 /// What every handler sees.
 pub struct ApiState<S> {
     pub store: S,
-    pub shared: Arc<Shared>,
+    pub shared: Shared,
     pub clock: Arc<dyn Clock>,
     pub factors: compliance::Factors,
 }
@@ -202,7 +202,7 @@ pub async fn serve<S: ApiStore>(
 }
 
 async fn healthz<S: ApiStore>(State(st): State<Arc<ApiState<S>>>) -> Response {
-    let m = &st.shared.metrics;
+    let m = &st.shared.metrics();
     let broker = m.broker_connected.load(Ordering::Relaxed);
     let database = m.database_healthy(st.clock.now().timestamp_millis());
     let ok = broker && database;
@@ -222,7 +222,7 @@ async fn healthz<S: ApiStore>(State(st): State<Arc<ApiState<S>>>) -> Response {
 async fn metrics<S: ApiStore>(State(st): State<Arc<ApiState<S>>>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        st.shared.metrics.render(),
+        st.shared.metrics().render(),
     )
         .into_response()
 }

@@ -6,5 +6,7 @@
 pub mod audit;
 pub mod catalog;
 pub mod model;
+pub mod play;
+pub mod receipt;
 pub mod rotation;
 pub mod wire;

@@ -14,6 +14,7 @@ use std::future::Future;
 use crate::core::audit::{PlaysQuery, PlaysRow};
 use crate::core::wire::{Reject, Status};
 
+pub use crate::core::receipt::{PlayRow, ReceiptRow};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -76,31 +77,6 @@ pub struct NewPlay {
     pub issued_ms: i64,
     pub expires_ms: i64,
     pub members: i64,
-}
-
-/// A play as the receipt check needs it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PlayRow {
-    pub key: i64,
-    pub play_id: String,
-    pub feed: Option<i64>,
-    pub device: Option<i64>,
-    pub slogan: i64,
-    pub issued_ms: i64,
-    pub expires_ms: i64,
-}
-
-/// A receipt that passed every check.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ReceiptRow {
-    pub device: i64,
-    pub play: i64,
-    pub started_ms: i64,
-    pub duration_ms: i64,
-    pub status: Status,
-    pub slogan: i64,
-    /// 0 for a direct play.
-    pub feed: i64,
 }
 
 /// A presence change.

@@ -1,0 +1,491 @@
+//! The running daemon, built in one place: `App::start` takes settings, a store, the
+//! operators' catalog, bound listeners, a clock and a shutdown token, and starts every task.
+//! `serve`, `demo`, the tests and the benchmarks all start the daemon through it.
+//!
+//! Owns: the startup order, the tasks and their shutdown order. Each task is a type whose
+//! fields say what it owns, with a `run(self)`: `Scheduler` (plays), `Ingest` (receipts
+//! and presence), `FileWatcher` (edits to the folders), the retention `Pruner`, and the HTTP
+//! API. Decisions come from the core (`core::rotation`, `core::play`, `core::receipt`);
+//! bytes go through `mqtt` and `store`; the state they share is `state::Shared`.
+
+pub mod effective_adsets;
+pub mod ingest;
+pub mod inventory;
+pub mod scheduler;
+pub mod state;
+pub mod watcher;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use rumqttc::v5::AsyncClient;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::core::model::Catalog;
+use crate::core::wire::{DisplayConfig, Topics};
+use crate::metrics::Metrics;
+use crate::mqtt::broker::{self, BrokerOptions};
+use crate::mqtt::{self, SessionOptions};
+use crate::settings::{MqttUrl, Settings};
+use crate::store::{ApiStore, DeviceRow, Keys, Store};
+
+pub use ingest::Ingest;
+pub use inventory::{Inventory, MemberIndex};
+pub use scheduler::Scheduler;
+pub use state::Shared;
+pub use watcher::FileWatcher;
+
+/// Where time comes from; tests pass their own.
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The system's wall clock.
+pub struct SystemClock;
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// The sockets the daemon serves on, bound by the caller (tests bind port 0).
+#[derive(Default)]
+pub struct Listeners {
+    /// The embedded broker's; None with an embedded broker: bound from the settings.
+    /// Unused with an external broker.
+    pub mqtt: Option<TcpListener>,
+    /// The HTTP API's; None: no HTTP API.
+    pub http: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds what the settings name: the HTTP API, and the embedded broker unless an
+    /// external broker is set.
+    pub async fn bind(settings: &Settings) -> anyhow::Result<Listeners> {
+        let mqtt = match settings.mqtt_url {
+            Some(_) => None,
+            None => Some(bind(&settings.mqtt_listen, "the MQTT listener").await?),
+        };
+        let http = Some(bind(&settings.http_listen, "the HTTP listener").await?);
+        Ok(Listeners { mqtt, http })
+    }
+}
+
+async fn bind(addr: &str, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {what} {addr}"))
+}
+
+/// Everything the daemon is built from. `Startup::new` fills in the system clock, a fresh
+/// shutdown token, no listeners given and real time; set the fields to change them.
+pub struct Startup<S> {
+    pub settings: Settings,
+    pub store: S,
+    /// The operators' files, validated.
+    pub catalog: Catalog,
+    pub listeners: Listeners,
+    pub clock: Arc<dyn Clock>,
+    /// Cancelled to stop: pending receipts are committed and acknowledged first.
+    pub shutdown: CancellationToken,
+    /// Multiplies feed intervals and on-screen durations, of the catalog given and of every
+    /// reload (the demo compresses time); 1 in production.
+    pub time_scale: f64,
+}
+
+impl<S: ApiStore> Startup<S> {
+    pub fn new(settings: Settings, store: S, catalog: Catalog) -> Startup<S> {
+        Startup {
+            settings,
+            store,
+            catalog,
+            listeners: Listeners::default(),
+            clock: Arc::new(SystemClock),
+            shutdown: CancellationToken::new(),
+            time_scale: 1.0,
+        }
+    }
+}
+
+/// A started daemon.
+pub struct App {
+    mqtt_addr: Option<SocketAddr>,
+    http_addr: Option<SocketAddr>,
+    shared: Shared,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl App {
+    /// Starts the daemon: the embedded broker (unless an external one is set), the MQTT
+    /// session, the scheduler, the ingest worker, the file watcher, retention and the HTTP
+    /// API (when given a listener).
+    pub async fn start<S: ApiStore>(s: Startup<S>) -> anyhow::Result<App> {
+        let Startup {
+            settings,
+            store,
+            mut catalog,
+            listeners,
+            clock,
+            shutdown,
+            time_scale,
+        } = s;
+        scale_time(&mut catalog, time_scale);
+        let shared = prepare(&settings, &store, catalog, clock.now()).await?;
+        let topics = Topics::new(settings.prefix.clone());
+        let tasks = TaskTracker::new();
+        // The broker outlives the session so that the daemon can say goodbye cleanly.
+        let broker_stop = CancellationToken::new();
+        let (target, mqtt_addr) = mqtt_target(&settings, listeners.mqtt, &broker_stop).await?;
+        let mqtt_stop = CancellationToken::new();
+        let session = mqtt::start(
+            session_options(&settings, target, &topics),
+            mqtt_stop.clone(),
+        );
+        let client = session.client.clone();
+        tasks.spawn(mirror_connected(
+            session.connected.clone(),
+            shared.clone(),
+            mqtt_stop.clone(),
+        ));
+        publish_configs(&client, &topics, &shared).await;
+        if let Some(days) = settings.retention_days {
+            let pruner = Pruner {
+                store: store.clone(),
+                clock: clock.clone(),
+                days,
+                shutdown: shutdown.clone(),
+            };
+            tasks.spawn(pruner.run());
+        }
+        if let Some(every) = settings.watch_every {
+            let watcher = FileWatcher {
+                store: store.clone(),
+                client: client.clone(),
+                topics: topics.clone(),
+                shared: shared.clone(),
+                devices: settings.devices.clone(),
+                schedules: settings.schedules.clone(),
+                time_scale,
+                clock: clock.clone(),
+                every,
+                shutdown: shutdown.clone(),
+            };
+            tasks.spawn(watcher.run());
+        }
+        let embedded = mqtt_addr.is_some();
+        let scheduler = Scheduler {
+            store: store.clone(),
+            client: client.clone(),
+            topics: topics.clone(),
+            shared: shared.clone(),
+            clock: clock.clone(),
+            play_ttl: settings.play_ttl,
+            // rumqttd 0.20 panics when it forwards a publish with MQTT 5 properties to an
+            // MQTT 3.1.1 subscriber, so the embedded broker gets plays without the expiry
+            // property; displays still refuse stale plays by `expires_at`, and rumqttd keeps
+            // no offline queues on disk.
+            expiry_property: !embedded,
+            shutdown: shutdown.clone(),
+        };
+        tasks.spawn(scheduler.run());
+        let http_addr = match listeners.http {
+            Some(http) => Some(spawn_http(
+                &tasks, http, &store, &shared, &clock, &shutdown,
+            )?),
+            None => None,
+        };
+        let ingest = Ingest {
+            store,
+            client: client.clone(),
+            inbound: session.inbound,
+            topics,
+            shared: shared.clone(),
+            clock,
+            batch_max: settings.batch_max,
+            batch_wait: settings.batch_wait.unwrap_or(Duration::ZERO),
+            ack_on_receipt: embedded,
+            shutdown: shutdown.clone(),
+        };
+        // Shutdown order: the ingest worker commits and acknowledges what it holds, then the
+        // session says DISCONNECT, then the broker stops.
+        tasks.spawn(async move {
+            ingest.run().await;
+            let _ = client.try_disconnect();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            mqtt_stop.cancel();
+            broker_stop.cancel();
+        });
+        Ok(App {
+            mqtt_addr,
+            http_addr,
+            shared,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// Where displays connect, when the broker is embedded.
+    pub fn mqtt_addr(&self) -> Option<SocketAddr> {
+        self.mqtt_addr
+    }
+    /// Where the HTTP API answers, when it was given a listener.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+    pub fn shared(&self) -> &Shared {
+        &self.shared
+    }
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        self.shared.metrics()
+    }
+    /// Starts the shutdown; `wait` then returns once everything is committed and closed.
+    pub fn stop(&self) {
+        self.shutdown.cancel();
+    }
+    /// Waits for every task to end (after the shutdown token is cancelled).
+    pub async fn wait(self) {
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
+/// Migrates, records the inventory and the file ad sets, and builds the shared state.
+async fn prepare<S: ApiStore>(
+    settings: &Settings,
+    store: &S,
+    catalog: Catalog,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Shared> {
+    store.migrate().await.context("migrating the database")?;
+    let now_ms = now.timestamp_millis();
+    let keys = sync_inventory(store, &catalog, now_ms).await?;
+    effective_adsets::register_files(store, &catalog, &settings.schedules, now_ms).await?;
+    let base = Arc::new(catalog.clone());
+    let mut catalog = catalog;
+    catalog.adsets = effective_adsets::effective(store, &base).await?;
+    let members = MemberIndex::new(store.memberships().await?);
+    let inventory = Inventory::new(catalog.devices.clone(), keys);
+    let recent = store.plays_since(now_ms - state::PLAY_CACHE_MS).await?;
+    crate::memory::release_free_memory();
+    let metrics = Arc::new(Metrics::default());
+    metrics.database_ok.store(true, Ordering::Relaxed);
+    Ok(Shared::new(state::Initial {
+        catalog,
+        base,
+        inventory,
+        members,
+        recent,
+        metrics,
+        retention_ms: settings.retention_days.map(|d| i64::from(d) * 86_400_000),
+    }))
+}
+
+/// Where the daemon's own session connects: the external broker, or the embedded one
+/// started here on `listener` (bound from the settings when None), with its address.
+async fn mqtt_target(
+    settings: &Settings,
+    listener: Option<TcpListener>,
+    broker_stop: &CancellationToken,
+) -> anyhow::Result<(MqttUrl, Option<SocketAddr>)> {
+    if let Some(u) = &settings.mqtt_url {
+        let u = MqttUrl::parse(u).map_err(|e| anyhow::anyhow!("CIVICAST_MQTT_URL: {e}"))?;
+        return Ok((u, None));
+    }
+    let listener = match listener {
+        Some(l) => l,
+        None => bind(&settings.mqtt_listen, "the MQTT listener").await?,
+    };
+    let options = BrokerOptions {
+        max_connections: settings.broker_max_connections,
+        ..Default::default()
+    };
+    let b = broker::start(listener, options, broker_stop.clone()).await?;
+    let internal = MqttUrl {
+        host: b.internal_v5.ip().to_string(),
+        port: b.internal_v5.port(),
+        username: None,
+        password: None,
+    };
+    Ok((internal, Some(b.addr)))
+}
+
+fn session_options(settings: &Settings, target: MqttUrl, topics: &Topics) -> SessionOptions {
+    let share = Some(settings.share_group.as_str())
+        .filter(|g| !g.is_empty() && settings.mqtt_url.is_some());
+    SessionOptions {
+        host: target.host,
+        port: target.port,
+        client_id: settings.mqtt_client_id.clone(),
+        username: target.username,
+        password: target.password,
+        filters: vec![topics.receipts_filter(share), topics.status_filter(share)],
+        receive_maximum: 10_000,
+    }
+}
+
+/// Keeps the broker gauge in step with the session until it stops.
+async fn mirror_connected(
+    connected: Arc<std::sync::atomic::AtomicBool>,
+    shared: Shared,
+    stop: CancellationToken,
+) {
+    let m = shared.metrics();
+    loop {
+        m.broker_connected
+            .store(connected.load(Ordering::Relaxed), Ordering::Relaxed);
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+    m.broker_connected.store(false, Ordering::Relaxed);
+}
+
+fn spawn_http<S: ApiStore>(
+    tasks: &TaskTracker,
+    http: TcpListener,
+    store: &S,
+    shared: &Shared,
+    clock: &Arc<dyn Clock>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<SocketAddr> {
+    let addr = http.local_addr()?;
+    info!(%addr, "HTTP API listening");
+    let state = Arc::new(crate::api::ApiState {
+        store: store.clone(),
+        shared: shared.clone(),
+        clock: clock.clone(),
+        factors: Default::default(),
+    });
+    let stop = shutdown.clone();
+    tasks.spawn(async move {
+        if let Err(e) = crate::api::serve(http, state, stop).await {
+            tracing::error!(error = %e, "HTTP server stopped");
+        }
+    });
+    Ok(addr)
+}
+
+/// Drops raw receipts past retention, hourly.
+pub struct Pruner<S> {
+    pub store: S,
+    pub clock: Arc<dyn Clock>,
+    pub days: u32,
+    pub shutdown: CancellationToken,
+}
+
+impl<S: Store> Pruner<S> {
+    pub async fn run(self) {
+        loop {
+            let before = self.clock.now().timestamp_millis() - i64::from(self.days) * 86_400_000;
+            match self.store.prune_receipts(before).await {
+                Ok(n) if n > 0 => {
+                    info!(
+                        removed = n,
+                        days = self.days,
+                        "raw receipts past retention pruned"
+                    )
+                }
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "pruning old receipts failed; will retry"),
+            }
+            tokio::select! {
+                _ = self.shutdown.cancelled() => break,
+                _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+            }
+        }
+    }
+}
+
+/// Re-reads the effective ad sets (after an upload, approval or retirement) and tells the
+/// scheduler; the change plays from the feeds' next slot.
+pub async fn refresh_adsets<S: ApiStore>(store: &S, shared: &Shared) -> anyhow::Result<()> {
+    let _guard = shared.reloading().await;
+    let adsets = effective_adsets::effective(store, &shared.base()).await?;
+    shared.set_adsets(adsets);
+    Ok(())
+}
+
+/// Makes a newly loaded catalog current: inventory and memberships, file ad sets, configs.
+async fn apply_files<S: ApiStore>(
+    store: &S,
+    shared: &Shared,
+    schedules: &Path,
+    catalog: Catalog,
+    now_ms: i64,
+) -> anyhow::Result<()> {
+    let keys = sync_inventory(store, &catalog, now_ms).await?;
+    let members = MemberIndex::new(store.memberships().await?);
+    effective_adsets::register_files(store, &catalog, schedules, now_ms).await?;
+    let inventory = Inventory::new(catalog.devices.clone(), keys);
+    shared.install_files(catalog, inventory, members);
+    crate::memory::release_free_memory();
+    refresh_adsets(store, shared).await
+}
+
+/// Scales feed intervals and on-screen durations (the demo's time compression).
+pub fn scale_time(c: &mut Catalog, scale: f64) {
+    if (scale - 1.0).abs() < f64::EPSILON {
+        return;
+    }
+    for f in &mut c.feeds {
+        f.interval = f.interval.mul_f64(scale).max(Duration::from_millis(100));
+    }
+    for k in c.classes.values_mut() {
+        k.duration = k.duration.mul_f64(scale);
+    }
+}
+
+/// Writes the catalog's displays, feeds and memberships to the store; returns its keys.
+pub async fn sync_inventory<S: Store>(store: &S, c: &Catalog, now_ms: i64) -> anyhow::Result<Keys> {
+    let devices: Vec<DeviceRow> = c
+        .devices
+        .iter()
+        .map(|d| DeviceRow {
+            name: d.id.to_string(),
+            class: d.class.to_string(),
+            feeds: c.feeds_of(d).into_iter().map(String::from).collect(),
+        })
+        .collect();
+    let feeds: Vec<String> = c.feeds.iter().map(|f| f.id.to_string()).collect();
+    Ok(store.sync_inventory(&devices, &feeds, now_ms).await?)
+}
+
+/// Publishes every display's retained config.
+async fn publish_configs(client: &AsyncClient, topics: &Topics, shared: &Shared) {
+    let catalog = shared.current();
+    for d in catalog.devices.iter() {
+        let cfg = DisplayConfig {
+            v: 1,
+            device_id: d.id.to_string(),
+            class: d.class.to_string(),
+            feeds: catalog.feeds_of(d).into_iter().map(String::from).collect(),
+            prefix: topics.prefix.clone(),
+        };
+        let Ok(payload) = serde_json::to_vec(&cfg) else {
+            continue;
+        };
+        if let Err(e) = mqtt::publish_retained(client, topics.config(d.id.as_str()), payload).await
+        {
+            warn!(device = %d.id, error = %e, "could not queue display config");
+        } else {
+            shared
+                .metrics()
+                .configs_published
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    info!(
+        displays = catalog.devices.len(),
+        "display configs published"
+    );
+}

@@ -1,0 +1,248 @@
+//! The rotation scheduler: wakes at each feed's next slot, asks the core which slogan plays
+//! (`core::rotation`) and what the command says (`core::play`), records the play with the
+//! feed's new cursor, then publishes it.
+//!
+//! Owns: the slot timetable and each feed's cursor while running. Must not touch: receipts,
+//! files, HTTP. A play is recorded before it is published, so a receipt can never arrive
+//! for a play the daemon does not know.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rumqttc::v5::AsyncClient;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use crate::core::model::{Catalog, Feed};
+use crate::core::play::{self, FeedShape, Timing};
+use crate::core::receipt::PlayRow;
+use crate::core::rotation::{self, Cursor};
+use crate::core::wire::Topics;
+use crate::daemon::{Clock, Shared};
+use crate::mqtt;
+use crate::store::{NewPlay, Store};
+
+/// Publishes plays on every feed at its slots until shutdown.
+pub struct Scheduler<S> {
+    pub store: S,
+    pub client: AsyncClient,
+    pub topics: Topics,
+    pub shared: Shared,
+    pub clock: Arc<dyn Clock>,
+    /// How long a play stays valid; None: one feed interval.
+    pub play_ttl: Option<Duration>,
+    /// Whether plays carry the MQTT 5 message expiry property (see `daemon::App::start`).
+    pub expiry_property: bool,
+    pub shutdown: CancellationToken,
+}
+
+/// The feeds' timetable for one catalog: rebuilt whenever the catalog changes.
+struct Timetable {
+    catalog: Arc<Catalog>,
+    shapes: Vec<FeedShape>,
+    /// (next slot, feed index), earliest first.
+    due: BinaryHeap<Reverse<(DateTime<Utc>, usize)>>,
+}
+
+impl<S: Store> Scheduler<S> {
+    pub async fn run(self) {
+        let mut cursors: HashMap<String, Cursor> = HashMap::new();
+        let mut slogan_keys: HashMap<(String, i64, String), i64> = HashMap::new();
+        let mut plan = self.timetable(&mut cursors).await;
+        loop {
+            let Some(&Reverse((due, i))) = plan.due.peek() else {
+                tokio::select! {
+                    _ = self.shutdown.cancelled() => break,
+                    _ = self.shared.reloaded() => {
+                        plan = self.timetable(&mut cursors).await;
+                        continue;
+                    }
+                }
+            };
+            let wait = (due - self.clock.now()).to_std().unwrap_or(Duration::ZERO);
+            tokio::select! {
+                _ = self.shutdown.cancelled() => break,
+                _ = self.shared.reloaded() => {
+                    plan = self.timetable(&mut cursors).await;
+                    continue;
+                }
+                _ = tokio::time::sleep(wait) => {}
+            }
+            plan.due.pop();
+            let feed = &plan.catalog.feeds[i];
+            let now = self.clock.now();
+            let next = rotation::next_slot(&feed.id, feed.interval, due.max(now));
+            plan.due.push(Reverse((next, i)));
+            if plan.shapes[i].members == 0 {
+                continue;
+            }
+            let Some(cursor) = cursors.get_mut(feed.id.as_str()) else {
+                continue;
+            };
+            self.play_slot(&plan, i, now, cursor, &mut slogan_keys)
+                .await;
+        }
+        info!("scheduler stopped");
+    }
+
+    /// New files or ad sets: each feed's grid is fixed by its id and interval, so building
+    /// from now keeps every feed's phase; cursors carry over by feed id.
+    async fn timetable(&self, cursors: &mut HashMap<String, Cursor>) -> Timetable {
+        let catalog = self.shared.current();
+        let shapes = catalog
+            .feeds
+            .iter()
+            .map(|f| FeedShape::of(&catalog, f))
+            .collect();
+        let now = self.clock.now();
+        let mut due = BinaryHeap::new();
+        for (i, f) in catalog.feeds.iter().enumerate() {
+            if !cursors.contains_key(f.id.as_str()) {
+                cursors.insert(f.id.to_string(), self.load_cursor(f).await);
+            }
+            due.push(Reverse((rotation::next_slot(&f.id, f.interval, now), i)));
+        }
+        Timetable {
+            catalog,
+            shapes,
+            due,
+        }
+    }
+
+    async fn load_cursor(&self, f: &Feed) -> Cursor {
+        match self.store.feed_state(f.id.as_str()).await {
+            Ok(Some((json, _))) => serde_json::from_str(&json).unwrap_or_else(|e| {
+                warn!(feed = %f.id, error = %e, "stored rotation cursor unreadable; starting afresh");
+                Cursor::default()
+            }),
+            Ok(None) => Cursor::default(),
+            Err(e) => {
+                warn!(feed = %f.id, error = %e, "could not read rotation cursor; starting afresh");
+                Cursor::default()
+            }
+        }
+    }
+
+    /// One slot of feed `i`: pick, record with the advanced cursor, publish. A slot that
+    /// cannot be recorded is skipped and the cursor stays where it was.
+    async fn play_slot(
+        &self,
+        plan: &Timetable,
+        i: usize,
+        now: DateTime<Utc>,
+        cursor: &mut Cursor,
+        slogan_keys: &mut HashMap<(String, i64, String), i64>,
+    ) {
+        let (catalog, feed, shape) = (&plan.catalog, &plan.catalog.feeds[i], &plan.shapes[i]);
+        let candidates = rotation::eligible(feed, &catalog.adsets, now, catalog.timezone);
+        let mut next_cursor = cursor.clone();
+        let Some(pick) = next_cursor.pick(&candidates) else {
+            debug!(feed = %feed.id, "nothing eligible to play");
+            return;
+        };
+        let Some(chosen) = play::resolve(&catalog.adsets, &candidates[pick]) else {
+            return;
+        };
+        let Some(slogan_key) = self.slogan_key(feed, &candidates[pick], slogan_keys).await else {
+            return;
+        };
+        let timing = Timing::for_feed(feed, now, self.play_ttl);
+        let play_id = ulid::Ulid::new().to_string();
+        let cmd = play::feed_play(
+            play_id.clone(),
+            feed,
+            shape,
+            chosen,
+            timing,
+            catalog.timezone,
+        );
+        let new = NewPlay {
+            play_id: play_id.clone(),
+            feed: self.shared.inventory().feed_key(feed.id.as_str()),
+            device: None,
+            slogan: slogan_key,
+            issued_ms: timing.issued.timestamp_millis(),
+            expires_ms: timing.expires.timestamp_millis(),
+            members: shape.members,
+        };
+        let Some(key) = self.record(feed, &new, &next_cursor).await else {
+            return;
+        };
+        *cursor = next_cursor;
+        self.shared.remember_play(
+            PlayRow {
+                key,
+                play_id: new.play_id,
+                feed: new.feed,
+                device: None,
+                slogan: slogan_key,
+                issued_ms: new.issued_ms,
+                expires_ms: new.expires_ms,
+            },
+            now.timestamp_millis(),
+        );
+        self.publish(feed, cmd, timing).await;
+    }
+
+    /// The store key of the picked slogan revision, cached; None (slot skipped) on failure.
+    async fn slogan_key(
+        &self,
+        feed: &Feed,
+        cand: &rotation::Candidate,
+        cache: &mut HashMap<(String, i64, String), i64>,
+    ) -> Option<i64> {
+        let key = (cand.adset.to_string(), cand.rev, cand.slogan.to_string());
+        if let Some(k) = cache.get(&key) {
+            return Some(*k);
+        }
+        match self.store.slogan_key(&key.0, key.1, &key.2).await {
+            Ok(k) => {
+                cache.insert(key, k);
+                Some(k)
+            }
+            Err(e) => {
+                warn!(feed = %feed.id, error = %e, "could not record slogan; skipping this slot");
+                None
+            }
+        }
+    }
+
+    /// Stores the play and the feed's advanced cursor in one transaction.
+    async fn record(&self, feed: &Feed, new: &NewPlay, cursor: &Cursor) -> Option<i64> {
+        let cursor_json = serde_json::to_string(cursor).unwrap_or_default();
+        let write = self
+            .store
+            .record_play(new, Some((feed.id.as_str(), &cursor_json)));
+        match self
+            .shared
+            .metrics()
+            .write(Utc::now().timestamp_millis(), write)
+            .await
+        {
+            Ok(k) => Some(k),
+            Err(e) => {
+                warn!(feed = %feed.id, error = %e, "could not record play; skipping this slot");
+                None
+            }
+        }
+    }
+
+    async fn publish(&self, feed: &Feed, cmd: crate::core::wire::PlayCommand, timing: Timing) {
+        let Ok(payload) = serde_json::to_vec(&cmd) else {
+            return;
+        };
+        let expiry = self.expiry_property.then(|| timing.expiry_interval_s());
+        let topic = self.topics.feed(feed.id.as_str());
+        match mqtt::publish_play(&self.client, topic, payload, expiry).await {
+            Ok(()) => {
+                self.shared.metrics().play(feed.id.as_str());
+                debug!(feed = %feed.id, play_id = %cmd.play_id, slogan = %cmd.slogan, "play published");
+                self.shared.published(feed.id.as_str(), cmd);
+            }
+            Err(e) => error!(feed = %feed.id, error = %e, "could not queue play"),
+        }
+    }
+}

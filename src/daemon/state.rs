@@ -1,0 +1,196 @@
+//! The state the daemon's tasks and the HTTP API share, behind one cheap-to-clone handle.
+//!
+//! Owns: what plays now (the catalog with its effective ad sets, and the files' catalog
+//! alone), the display lookups, the recent plays, presence as last reported, the newest
+//! play of each feed, and the reload signal. Must not touch: the store, MQTT, HTTP.
+//!
+//! Lock policy, one for every lock here: a std lock, held only to copy a value out, insert
+//! one entry, or swap one `Arc`, and never across an `.await`; such short sections are what
+//! a std lock is right for (tokio's shared-state guide, mini-redis `db.rs`), and they keep
+//! the receipt path free of async locking. Each section is a single assignment, so a panic
+//! inside one cannot leave a value half-written: a poisoned lock is recovered, for reads and
+//! writes alike (`read`, `write`, `lock` below), rather than a read quietly returning
+//! nothing while a write is skipped. The one async mutex, `reloading`, serialises reloads,
+//! which await the store between reading the base catalog and installing the result.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use tokio::sync::Notify;
+
+use crate::core::model::{AdSet, Catalog};
+use crate::core::receipt::PlayRow;
+use crate::core::wire::PlayCommand;
+use crate::daemon::inventory::{Inventory, MemberIndex};
+use crate::metrics::Metrics;
+
+/// How long plays stay in the in-memory index; older ones are read from the database.
+pub const PLAY_CACHE_MS: i64 = 6 * 3600 * 1000;
+/// Past this many cached plays, those older than `PLAY_CACHE_MS` are dropped.
+const PLAY_CACHE_TRIM_AT: usize = 100_000;
+
+/// The daemon's shared state; clones share it.
+#[derive(Clone)]
+pub struct Shared(Arc<Inner>);
+
+struct Inner {
+    /// What plays: the files' displays and feeds with the effective ad sets.
+    catalog: RwLock<Arc<Catalog>>,
+    /// The last good state of `devices/` and `schedules/` alone.
+    base: RwLock<Arc<Catalog>>,
+    /// Wakes the scheduler when `catalog` changes.
+    reload: Notify,
+    /// Serialises reloads (file watcher and API) so that one never undoes another.
+    reloading: tokio::sync::Mutex<()>,
+    metrics: Arc<Metrics>,
+    inventory: RwLock<Arc<Inventory>>,
+    members: RwLock<MemberIndex>,
+    /// Recent plays by their public id, for the receipt check without a database read.
+    plays: Mutex<HashMap<String, PlayRow>>,
+    /// Presence by display key, as last reported.
+    online: Mutex<HashMap<i64, bool>>,
+    /// The newest play of each feed, for the inventory.
+    last_play: Mutex<HashMap<String, PlayCommand>>,
+    retention_ms: Option<i64>,
+}
+
+fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(PoisonError::into_inner)
+}
+fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(PoisonError::into_inner)
+}
+fn lock<T>(l: &Mutex<T>) -> MutexGuard<'_, T> {
+    l.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// What the daemon knows at start, to build the shared state from.
+pub struct Initial {
+    /// The files' catalog with the effective ad sets.
+    pub catalog: Catalog,
+    /// The files' catalog alone.
+    pub base: Arc<Catalog>,
+    pub inventory: Inventory,
+    pub members: MemberIndex,
+    /// Plays recent enough to be cached.
+    pub recent: Vec<PlayRow>,
+    pub metrics: Arc<Metrics>,
+    /// Days of raw receipts kept, in milliseconds.
+    pub retention_ms: Option<i64>,
+}
+
+impl Shared {
+    pub fn new(i: Initial) -> Shared {
+        Shared(Arc::new(Inner {
+            catalog: RwLock::new(Arc::new(i.catalog)),
+            base: RwLock::new(i.base),
+            reload: Notify::new(),
+            reloading: tokio::sync::Mutex::new(()),
+            metrics: i.metrics,
+            inventory: RwLock::new(Arc::new(i.inventory)),
+            members: RwLock::new(i.members),
+            plays: Mutex::new(
+                i.recent
+                    .into_iter()
+                    .map(|p| (p.play_id.clone(), p))
+                    .collect(),
+            ),
+            online: Mutex::new(HashMap::new()),
+            last_play: Mutex::new(HashMap::new()),
+            retention_ms: i.retention_ms,
+        }))
+    }
+
+    /// What plays now.
+    pub fn current(&self) -> Arc<Catalog> {
+        read(&self.0.catalog).clone()
+    }
+    /// The files' catalog without the ad sets from the store.
+    pub fn base(&self) -> Arc<Catalog> {
+        read(&self.0.base).clone()
+    }
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.0.metrics
+    }
+    pub fn inventory(&self) -> Arc<Inventory> {
+        read(&self.0.inventory).clone()
+    }
+    pub fn retention_ms(&self) -> Option<i64> {
+        self.0.retention_ms
+    }
+
+    /// Presence by display name, as last reported.
+    pub fn online_names(&self) -> HashMap<String, bool> {
+        let inv = self.inventory();
+        lock(&self.0.online)
+            .iter()
+            .filter_map(|(k, v)| Some((inv.id_of(*k)?.to_owned(), *v)))
+            .collect()
+    }
+    /// The newest play of each feed.
+    pub fn last_plays(&self) -> HashMap<String, PlayCommand> {
+        lock(&self.0.last_play).clone()
+    }
+
+    /// Whether display `device` was a member of `feed` at `at_ms`.
+    pub fn member_at(&self, device: i64, feed: i64, at_ms: i64) -> bool {
+        read(&self.0.members).member_at(device, feed, at_ms)
+    }
+
+    /// A recent play by its public id, without a database read.
+    pub fn cached_play(&self, play_id: &str) -> Option<PlayRow> {
+        lock(&self.0.plays).get(play_id).cloned()
+    }
+    /// Caches a play just recorded, trimming old ones when the cache is large.
+    pub fn remember_play(&self, play: PlayRow, now_ms: i64) {
+        let mut plays = lock(&self.0.plays);
+        if plays.len() > PLAY_CACHE_TRIM_AT {
+            let cutoff = now_ms - PLAY_CACHE_MS;
+            plays.retain(|_, p| p.issued_ms >= cutoff);
+        }
+        plays.insert(play.play_id.clone(), play);
+    }
+    /// Notes a feed's newest published play.
+    pub fn published(&self, feed: &str, cmd: PlayCommand) {
+        lock(&self.0.last_play).insert(feed.to_owned(), cmd);
+    }
+
+    /// Records a display's reported presence; true when it changed (and the gauge with it).
+    pub fn set_online(&self, key: i64, online: bool) -> bool {
+        let changed = lock(&self.0.online).insert(key, online) != Some(online);
+        if changed {
+            let class = self.inventory().device(key).map(|d| d.class.to_string());
+            if let Some(class) = class {
+                *lock(&self.0.metrics.online_by_class)
+                    .entry(class)
+                    .or_default() += if online { 1 } else { -1 };
+            }
+        }
+        changed
+    }
+
+    /// Waits until the catalog changes.
+    pub async fn reloaded(&self) {
+        self.0.reload.notified().await
+    }
+    /// Held for the whole of a reload, so that two never interleave.
+    pub async fn reloading(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.0.reloading.lock().await
+    }
+
+    /// Installs newly loaded files: lookups first, then the base catalog. Members go in
+    /// before keys, so a receipt checked in between sees a superset, never a hole. The ad
+    /// sets follow with `set_adsets`.
+    pub fn install_files(&self, base: Catalog, inventory: Inventory, members: MemberIndex) {
+        *write(&self.0.members) = members;
+        *write(&self.0.inventory) = Arc::new(inventory);
+        *write(&self.0.base) = Arc::new(base);
+    }
+    /// Makes `adsets` play over the current base catalog, and tells the scheduler.
+    pub fn set_adsets(&self, adsets: Vec<AdSet>) {
+        let mut c = (*self.base()).clone();
+        c.adsets = adsets;
+        *write(&self.0.catalog) = Arc::new(c);
+        self.0.reload.notify_one();
+    }
+}
