@@ -157,46 +157,16 @@ impl App {
             mqtt_stop.clone(),
         ));
         publish_configs(&client, &topics, &shared).await;
-        if let Some(days) = settings.retention_days {
-            let pruner = Pruner {
-                store: store.clone(),
-                clock: clock.clone(),
-                days,
-                shutdown: shutdown.clone(),
-            };
-            tasks.spawn(pruner.run());
-        }
-        if let Some(every) = settings.watch_every {
-            let watcher = FileWatcher {
-                store: store.clone(),
-                client: client.clone(),
-                topics: topics.clone(),
-                shared: shared.clone(),
-                devices: settings.devices.clone(),
-                schedules: settings.schedules.clone(),
-                time_scale,
-                clock: clock.clone(),
-                every,
-                shutdown: shutdown.clone(),
-            };
-            tasks.spawn(watcher.run());
-        }
         let embedded = mqtt_addr.is_some();
-        let scheduler = Scheduler {
+        let parts = Parts {
             store: store.clone(),
             client: client.clone(),
             topics: topics.clone(),
             shared: shared.clone(),
             clock: clock.clone(),
-            play_ttl: settings.play_ttl,
-            // rumqttd 0.20 panics when it forwards a publish with MQTT 5 properties to an
-            // MQTT 3.1.1 subscriber, so the embedded broker gets plays without the expiry
-            // property; displays still refuse stale plays by `expires_at`, and rumqttd keeps
-            // no offline queues on disk.
-            expiry_property: !embedded,
             shutdown: shutdown.clone(),
         };
-        tasks.spawn(scheduler.run());
+        parts.spawn_loops(&tasks, &settings, time_scale, embedded);
         let http_addr = match listeners.http {
             Some(http) => Some(spawn_http(
                 &tasks, http, &store, &shared, &clock, &shutdown,
@@ -255,6 +225,67 @@ impl App {
     pub async fn wait(self) {
         self.tasks.close();
         self.tasks.wait().await;
+    }
+}
+
+/// What every task is handed: clones of one store, session, state, clock and token.
+struct Parts<S> {
+    store: S,
+    client: AsyncClient,
+    topics: Topics,
+    shared: Shared,
+    clock: Arc<dyn Clock>,
+    shutdown: CancellationToken,
+}
+
+impl<S: ApiStore> Parts<S> {
+    /// Spawns the scheduler, and the file watcher and retention pruner where set.
+    fn spawn_loops(
+        &self,
+        tasks: &TaskTracker,
+        settings: &Settings,
+        time_scale: f64,
+        embedded: bool,
+    ) {
+        if let Some(days) = settings.retention_days {
+            let pruner = Pruner {
+                store: self.store.clone(),
+                clock: self.clock.clone(),
+                days,
+                shutdown: self.shutdown.clone(),
+            };
+            tasks.spawn(pruner.run());
+        }
+        if let Some(every) = settings.watch_every {
+            let watcher = FileWatcher {
+                store: self.store.clone(),
+                client: self.client.clone(),
+                topics: self.topics.clone(),
+                shared: self.shared.clone(),
+                devices: settings.devices.clone(),
+                schedules: settings.schedules.clone(),
+                time_scale,
+                clock: self.clock.clone(),
+                every,
+                shutdown: self.shutdown.clone(),
+            };
+            tasks.spawn(watcher.run());
+        }
+        let scheduler = Scheduler {
+            store: self.store.clone(),
+            client: self.client.clone(),
+            topics: self.topics.clone(),
+            shared: self.shared.clone(),
+            clock: self.clock.clone(),
+            play_ttl: settings.play_ttl,
+            // rumqttd 0.20 panics when it forwards a publish with MQTT 5 properties to an
+            // MQTT 3.1.1 subscriber, so the embedded broker gets plays without the expiry
+            // property; displays still refuse stale plays by `expires_at`, and rumqttd keeps
+            // no offline queues on disk.
+            expiry_property: !embedded,
+            shutdown: self.shutdown.clone(),
+        };
+        tasks.spawn(scheduler.run());
     }
 }
 
