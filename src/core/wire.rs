@@ -1,6 +1,6 @@
-//! The wire contract's payloads and topics (contract.md, "MQTT topics"), and the pure
-//! checks on what displays send. No I/O: the `mqtt` shell moves bytes, this module says what
-//! they mean.
+//! The wire contract's payloads and topics (documented in `docs/asyncapi.json` and the README's
+//! "A display"), and the pure checks on what displays send. No I/O: the `mqtt` shell moves
+//! bytes, this module says what they mean.
 
 use chrono::{DateTime, FixedOffset, Utc};
 use serde::{Deserialize, Serialize};

@@ -1,9 +1,9 @@
 //! The daemon's own MQTT session (rumqttc, MQTT 5): one task polls the event loop and only
 //! polls; publishes go through the `AsyncClient` from other tasks.
 //!
-//! Pitfalls this module exists to handle (design.md): rumqttc reconnects at once with no
-//! backoff, so we sleep with jitter after an error; we resubscribe on every ConnAck; the
-//! session is persistent (clean start off, long session expiry) so the broker keeps
+//! Pitfalls of rumqttc this module exists to handle, each met in the field: it reconnects
+//! at once with no backoff, so we sleep with jitter after an error; we resubscribe on every
+//! ConnAck; the session is persistent (clean start off, long session expiry) so the broker keeps
 //! receipts while the daemon is away; acknowledgements are manual, sent by the ingest worker
 //! only after a receipt's batch commits.
 
