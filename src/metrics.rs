@@ -71,109 +71,153 @@ impl Metrics {
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut o = String::new();
-        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let _ = writeln!(
-            o,
-            "# HELP civicast_plays_published_total Plays published, by feed."
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed).to_string();
+        let one = |v: String| vec![(String::new(), v)];
+        let plays = labelled("feed", &self.plays_by_feed);
+        family(
+            &mut o,
+            "civicast_plays_published_total",
+            "counter",
+            "Plays published, by feed.",
+            plays,
         );
-        let _ = writeln!(o, "# TYPE civicast_plays_published_total counter");
-        if let Ok(m) = self.plays_by_feed.lock() {
-            for (f, n) in m.iter() {
-                let _ = writeln!(o, "civicast_plays_published_total{{feed=\"{f}\"}} {n}");
-            }
-        }
-        let _ = writeln!(
-            o,
-            "# HELP civicast_receipts_stored_total Receipts stored (each display and play once)."
+        family(
+            &mut o,
+            "civicast_receipts_stored_total",
+            "counter",
+            "Receipts stored (each display and play once).",
+            one(g(&self.receipts_stored)),
         );
-        let _ = writeln!(o, "# TYPE civicast_receipts_stored_total counter");
-        let _ = writeln!(
-            o,
-            "civicast_receipts_stored_total {}",
-            g(&self.receipts_stored)
+        family(
+            &mut o,
+            "civicast_receipts_duplicate_total",
+            "counter",
+            "Receipts that repeated one already stored.",
+            one(g(&self.receipts_duplicate)),
         );
-        let _ = writeln!(
-            o,
-            "# HELP civicast_receipts_duplicate_total Receipts that repeated one already stored."
+        let rejects = Reject::ALL
+            .iter()
+            .zip(&self.rejects)
+            .map(|(r, n)| (format!("{{reason=\"{}\"}}", r.as_str()), g(n)))
+            .collect();
+        family(
+            &mut o,
+            "civicast_receipts_rejected_total",
+            "counter",
+            "Receipts not counted, by reason.",
+            rejects,
         );
-        let _ = writeln!(o, "# TYPE civicast_receipts_duplicate_total counter");
-        let _ = writeln!(
-            o,
-            "civicast_receipts_duplicate_total {}",
-            g(&self.receipts_duplicate)
+        family(
+            &mut o,
+            "civicast_batches_total",
+            "counter",
+            "Receipt batches committed.",
+            one(g(&self.batches)),
         );
-        let _ = writeln!(
-            o,
-            "# HELP civicast_receipts_rejected_total Receipts not counted, by reason."
+        family(
+            &mut o,
+            "civicast_batch_rows_total",
+            "counter",
+            "Messages in committed batches (mean batch size = rows / batches).",
+            one(g(&self.batch_rows)),
         );
-        let _ = writeln!(o, "# TYPE civicast_receipts_rejected_total counter");
-        for (i, r) in Reject::ALL.iter().enumerate() {
-            let _ = writeln!(
-                o,
-                "civicast_receipts_rejected_total{{reason=\"{}\"}} {}",
-                r.as_str(),
-                g(&self.rejects[i])
-            );
-        }
-        let _ = writeln!(
-            o,
-            "# HELP civicast_batches_total Receipt batches committed."
+        let commit_s = self.commit_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        family(
+            &mut o,
+            "civicast_commit_seconds_total",
+            "counter",
+            "Time spent committing batches.",
+            one(format!("{commit_s:.6}")),
         );
-        let _ = writeln!(o, "# TYPE civicast_batches_total counter");
-        let _ = writeln!(o, "civicast_batches_total {}", g(&self.batches));
-        let _ = writeln!(o, "# HELP civicast_batch_rows_total Messages in committed batches (mean batch size = rows / batches).");
-        let _ = writeln!(o, "# TYPE civicast_batch_rows_total counter");
-        let _ = writeln!(o, "civicast_batch_rows_total {}", g(&self.batch_rows));
-        let _ = writeln!(
-            o,
-            "# HELP civicast_commit_seconds_total Time spent committing batches."
+        family(
+            &mut o,
+            "civicast_commit_failures_total",
+            "counter",
+            "Batch commits that failed and were retried.",
+            one(g(&self.commit_failures)),
         );
-        let _ = writeln!(o, "# TYPE civicast_commit_seconds_total counter");
-        let _ = writeln!(
-            o,
-            "civicast_commit_seconds_total {:.6}",
-            g(&self.commit_micros) as f64 / 1e6
+        let broker = u8::from(self.broker_connected.load(Ordering::Relaxed));
+        family(
+            &mut o,
+            "civicast_broker_connected",
+            "gauge",
+            "Whether the daemon's MQTT session is up.",
+            one(broker.to_string()),
         );
-        let _ = writeln!(
-            o,
-            "# HELP civicast_commit_failures_total Batch commits that failed and were retried."
+        let db = u8::from(self.database_healthy(chrono::Utc::now().timestamp_millis()));
+        family(
+            &mut o,
+            "civicast_database_ok",
+            "gauge",
+            "Whether the last database write succeeded and none hangs.",
+            one(db.to_string()),
         );
-        let _ = writeln!(o, "# TYPE civicast_commit_failures_total counter");
-        let _ = writeln!(
-            o,
-            "civicast_commit_failures_total {}",
-            g(&self.commit_failures)
+        let online = labelled("class", &self.online_by_class);
+        family(
+            &mut o,
+            "civicast_displays_online",
+            "gauge",
+            "Displays whose presence says online, by class.",
+            online,
         );
-        let _ = writeln!(
-            o,
-            "# HELP civicast_broker_connected Whether the daemon's MQTT session is up."
-        );
-        let _ = writeln!(o, "# TYPE civicast_broker_connected gauge");
-        let _ = writeln!(
-            o,
-            "civicast_broker_connected {}",
-            u8::from(self.broker_connected.load(Ordering::Relaxed))
-        );
-        let _ = writeln!(
-            o,
-            "# HELP civicast_database_ok Whether the last database write succeeded and none hangs."
-        );
-        let _ = writeln!(o, "# TYPE civicast_database_ok gauge");
-        let _ = writeln!(
-            o,
-            "civicast_database_ok {}",
-            u8::from(self.database_healthy(chrono::Utc::now().timestamp_millis()))
-        );
-        let _ = writeln!(
-            o,
-            "# HELP civicast_displays_online Displays whose presence says online, by class."
-        );
-        let _ = writeln!(o, "# TYPE civicast_displays_online gauge");
-        if let Ok(m) = self.online_by_class.lock() {
-            for (c, n) in m.iter() {
-                let _ = writeln!(o, "civicast_displays_online{{class=\"{c}\"}} {n}");
-            }
-        }
         o
+    }
+}
+
+/// One metric family: its HELP and TYPE lines, then one line per (labels, value).
+fn family(o: &mut String, name: &str, kind: &str, help: &str, samples: Vec<(String, String)>) {
+    let _ = writeln!(o, "# HELP {name} {help}");
+    let _ = writeln!(o, "# TYPE {name} {kind}");
+    for (labels, value) in samples {
+        let _ = writeln!(o, "{name}{labels} {value}");
+    }
+}
+
+/// The samples of a map kept by one label.
+fn labelled<V: std::fmt::Display>(
+    label: &str,
+    m: &Mutex<BTreeMap<String, V>>,
+) -> Vec<(String, String)> {
+    m.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .iter()
+        .map(|(k, v)| (format!("{{{label}=\"{k}\"}}"), v.to_string()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_family_is_exposed_with_its_help_type_and_samples() {
+        let m = Metrics::default();
+        m.play("bus-led-all");
+        m.play("bus-led-all");
+        m.reject(Reject::NotSent);
+        m.receipts_stored.store(7, Ordering::Relaxed);
+        m.commit_micros.store(1_500_000, Ordering::Relaxed);
+        m.online_by_class
+            .lock()
+            .expect("lock")
+            .insert("taxi_top".into(), 3);
+        let text = m.render();
+        for line in [
+            "# HELP civicast_plays_published_total Plays published, by feed.",
+            "# TYPE civicast_plays_published_total counter",
+            "civicast_plays_published_total{feed=\"bus-led-all\"} 2",
+            "civicast_receipts_stored_total 7",
+            "civicast_receipts_rejected_total{reason=\"not_sent\"} 1",
+            "civicast_receipts_rejected_total{reason=\"malformed\"} 0",
+            "civicast_commit_seconds_total 1.500000",
+            "# TYPE civicast_broker_connected gauge",
+            "civicast_broker_connected 0",
+            "civicast_database_ok 0",
+            "civicast_displays_online{class=\"taxi_top\"} 3",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        }
+        let families = text.lines().filter(|l| l.starts_with("# TYPE")).count();
+        assert_eq!(families, 11);
     }
 }

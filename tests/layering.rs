@@ -49,7 +49,9 @@ fn code_lines(text: &str) -> Vec<(usize, &str)> {
     let mut out = Vec::new();
     for (i, l) in lines.iter().enumerate() {
         let inline_tests = l.trim_start().starts_with("#[cfg(test)]")
-            && lines.get(i + 1).is_some_and(|n| n.trim_end().ends_with('{'));
+            && lines
+                .get(i + 1)
+                .is_some_and(|n| n.trim_end().ends_with('{'));
         if inline_tests {
             break;
         }
@@ -68,7 +70,11 @@ fn violations(root: &Path) -> Vec<String> {
         for (n, line) in code_lines(&text) {
             for (name, why) in FORBIDDEN {
                 if names(line, name) {
-                    found.push(format!("{}:{n}: {name} ({why}): {}", f.display(), line.trim()));
+                    found.push(format!(
+                        "{}:{n}: {name} ({why}): {}",
+                        f.display(),
+                        line.trim()
+                    ));
                 }
             }
         }
@@ -90,7 +96,11 @@ fn names(line: &str, name: &str) -> bool {
 fn the_core_does_no_io_and_reaches_no_shell() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/core");
     let found = violations(&root);
-    assert!(found.is_empty(), "core files must stay pure:\n{}", found.join("\n"));
+    assert!(
+        found.is_empty(),
+        "core files must stay pure:\n{}",
+        found.join("\n")
+    );
 }
 
 #[test]
