@@ -272,7 +272,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("civicast: bad configuration: {e}");
+            for e in &e.0 {
+                eprintln!("civicast: bad configuration: {e}");
+            }
             return Ok(ExitCode::from(EXIT_CONFIG));
         }
     };
@@ -479,9 +481,13 @@ async fn demo(mut settings: Settings, a: DemoArgs) -> anyhow::Result<ExitCode> {
         let _ = std::fs::remove_file(format!("{}{ext}", a.database.display()));
     }
     settings.database_url = format!("sqlite://{}", a.database.display());
-    settings.mqtt_url = None;
+    let mqtt = bind(&a.mqtt_listen).await?;
+    // The demo's fleet is on the embedded broker, whatever CIVICAST_MQTT_URL says.
+    settings.broker = crate::settings::Broker::Embedded {
+        listen: mqtt.local_addr()?,
+    };
     let listeners = Listeners {
-        mqtt: Some(bind(&a.mqtt_listen).await?),
+        mqtt: Some(mqtt),
         http: Some(bind(&a.http_listen).await?),
     };
     let store = open_sqlite(&settings.database_url).await?;

@@ -215,7 +215,10 @@ mod tests {
             "civicast_database_ok 0",
             "civicast_displays_online{class=\"taxi_top\"} 3",
         ] {
-            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
         }
         let families = text.lines().filter(|l| l.starts_with("# TYPE")).count();
         assert_eq!(families, 11);

@@ -1,23 +1,26 @@
 //! Where the daemon finds its broker, database, files and listeners: a config file
 //! (`--config civicast.toml`) overlaid by `CIVICAST_*` environment variables (the
-//! environment wins), checked before anything starts.
+//! environment wins), parsed once into types before anything starts.
+//!
+//! Owns: the names of the settings, their defaults, and parsing them. Every bad value is
+//! reported at once, each named by the variable or key it came from. Secrets (the broker's
+//! and the database's passwords) never show in `Debug` or in an error.
+//!
+//! Demo-only options (time compression, the fleet) live on the `demo` command, not here.
 
+use std::collections::BTreeMap;
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
-
-/// Everything `serve` needs to know before it starts.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+/// Everything `serve` needs to know before it starts, parsed.
+#[derive(Debug, Clone)]
 pub struct Settings {
-    /// External broker, `mqtt://user:pass@host:port`; unset: the embedded broker.
-    pub mqtt_url: Option<String>,
-    /// Where the embedded broker listens.
-    pub mqtt_listen: String,
+    /// The embedded broker, or an external one.
+    pub broker: Broker,
     pub database_url: String,
-    pub http_listen: String,
+    pub http_listen: SocketAddr,
     pub devices: PathBuf,
     pub schedules: PathBuf,
     /// Topic prefix `P`.
@@ -31,30 +34,45 @@ pub struct Settings {
     /// (the embedded broker) holds back the newest message of a shared group.
     pub share_group: String,
     /// How long a play stays valid; default one feed interval.
-    #[serde(with = "humantime_serde_opt")]
     pub play_ttl: Option<Duration>,
     /// Most receipts in one database transaction.
     pub batch_max: usize,
     /// Longest a receipt waits for more to join its batch; zero (the default): commit as
     /// soon as nothing more is waiting, and let the next batch gather meanwhile.
-    #[serde(with = "humantime_serde_opt")]
     pub batch_wait: Option<Duration>,
     /// Most connections the embedded broker takes.
     pub broker_max_connections: usize,
     /// Days of raw receipts to keep (the hourly rollup is kept for good); unset: all.
     pub retention_days: Option<u32>,
-    /// How often `devices/` and `schedules/` are checked for edits.
-    #[serde(with = "humantime_serde_opt")]
+    /// How often `devices/` and `schedules/` are checked for edits; unset: never.
     pub watch_every: Option<Duration>,
 }
+
+/// Which broker the daemon uses.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Broker {
+    /// The embedded broker, listening here (MQTT 3.1.1 and 5 on one port).
+    Embedded { listen: SocketAddr },
+    /// An external broker (`CIVICAST_MQTT_URL`).
+    External(MqttUrl),
+}
+
+impl Broker {
+    pub fn is_external(&self) -> bool {
+        matches!(self, Broker::External(_))
+    }
+}
+
+const DEFAULT_MQTT_LISTEN: &str = "127.0.0.1:1883";
 
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            mqtt_url: None,
-            mqtt_listen: "127.0.0.1:1883".into(),
+            broker: Broker::Embedded {
+                listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            },
             database_url: "sqlite://civicast.db".into(),
-            http_listen: "127.0.0.1:8080".into(),
+            http_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             devices: "devices".into(),
             schedules: "schedules".into(),
             prefix: "civicast/v1".into(),
@@ -70,163 +88,298 @@ impl Default for Settings {
     }
 }
 
-mod humantime_serde_opt {
-    use serde::{Deserialize, Deserializer};
-    use std::time::Duration;
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        let s: Option<String> = Option::deserialize(d)?;
-        s.map(|s| humantime::parse_duration(&s).map_err(serde::de::Error::custom))
-            .transpose()
-    }
-}
-
-/// A setting that cannot be used, named by its variable or key.
-#[derive(Debug, thiserror::Error)]
+/// One setting that cannot be used, named by its variable or key.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum SettingsError {
     #[error("config file {path}: {message}")]
     File { path: String, message: String },
-    #[error("{name}={value:?}: {message}")]
+    #[error("{name}={value}: {message}")]
     Bad {
-        name: &'static str,
+        /// `CIVICAST_BATCH_MAX`, or `batch_max in civicast.toml`.
+        name: String,
+        /// As given, quoted; a secret is shown redacted.
         value: String,
         message: String,
     },
 }
 
-impl Settings {
-    /// Reads the optional config file, then the environment.
-    pub fn load(file: Option<&Path>) -> Result<Settings, SettingsError> {
-        let mut s = match file {
-            Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|e| SettingsError::File {
-                    path: p.display().to_string(),
+/// Every setting that cannot be used, one a line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SettingsErrors(pub Vec<SettingsError>);
+
+impl fmt::Display for SettingsErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let lines: Vec<String> = self.0.iter().map(|e| e.to_string()).collect();
+        f.write_str(&lines.join("\n"))
+    }
+}
+
+impl std::error::Error for SettingsErrors {}
+
+/// Each setting: its key in the config file and its environment variable.
+const KEYS: &[(&str, &str)] = &[
+    ("mqtt_url", "CIVICAST_MQTT_URL"),
+    ("mqtt_listen", "CIVICAST_MQTT_LISTEN"),
+    ("database_url", "CIVICAST_DATABASE_URL"),
+    ("http_listen", "CIVICAST_HTTP_LISTEN"),
+    ("devices", "CIVICAST_DEVICES"),
+    ("schedules", "CIVICAST_SCHEDULES"),
+    ("prefix", "CIVICAST_PREFIX"),
+    ("mqtt_client_id", "CIVICAST_MQTT_CLIENT_ID"),
+    ("share_group", "CIVICAST_SHARE_GROUP"),
+    ("play_ttl", "CIVICAST_PLAY_TTL"),
+    ("batch_max", "CIVICAST_BATCH_MAX"),
+    ("batch_wait", "CIVICAST_BATCH_WAIT"),
+    ("broker_max_connections", "CIVICAST_BROKER_MAX_CONNECTIONS"),
+    ("retention_days", "CIVICAST_RETENTION_DAYS"),
+    ("watch_every", "CIVICAST_WATCH_EVERY"),
+];
+
+/// A value as given, and where it came from (for the error that names it).
+#[derive(Clone)]
+struct Given {
+    text: String,
+    origin: String,
+}
+
+/// The settings as given, before parsing: file values overlaid by the environment.
+#[derive(Default)]
+struct Layers {
+    given: BTreeMap<&'static str, Given>,
+    errors: Vec<SettingsError>,
+}
+
+impl Layers {
+    /// The keys of a TOML config file; unknown keys and non-scalar values are errors.
+    fn file(&mut self, path: &Path, text: &str) {
+        let shown = path.display().to_string();
+        let table: toml::Table = match toml::from_str(text) {
+            Ok(t) => t,
+            Err(e) => {
+                self.errors.push(SettingsError::File {
+                    path: shown,
                     message: e.to_string(),
-                })?;
-                toml::from_str(&text).map_err(|e| SettingsError::File {
-                    path: p.display().to_string(),
-                    message: e.to_string(),
-                })?
+                });
+                return;
             }
-            None => Settings::default(),
         };
-        s.overlay_env(|k| std::env::var(k).ok())?;
-        s.check()?;
-        Ok(s)
+        for (k, v) in table {
+            let Some(&(key, _)) = KEYS.iter().find(|(f, _)| *f == k) else {
+                let known: Vec<&str> = KEYS.iter().map(|(f, _)| *f).collect();
+                self.errors.push(SettingsError::File {
+                    path: shown.clone(),
+                    message: format!("unknown key {k:?} (known: {})", known.join(", ")),
+                });
+                continue;
+            };
+            let text = match v {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(i) => i.to_string(),
+                other => {
+                    self.errors.push(SettingsError::File {
+                        path: shown.clone(),
+                        message: format!(
+                            "{k}: want a string or a number, not {}",
+                            other.type_str()
+                        ),
+                    });
+                    continue;
+                }
+            };
+            let origin = format!("{key} in {shown}");
+            self.given.insert(key, Given { text, origin });
+        }
     }
 
-    /// Applies `CIVICAST_*` variables from `get`.
-    pub fn overlay_env(
-        &mut self,
-        raw: impl Fn(&str) -> Option<String>,
-    ) -> Result<(), SettingsError> {
-        if let Some(v) = raw("CIVICAST_SHARE_GROUP") {
-            // Set but empty: a plain subscription, for a broker without shared subscriptions.
-            self.share_group = v;
+    /// `CIVICAST_*` variables from `get`. An empty variable counts as unset, except
+    /// `CIVICAST_SHARE_GROUP`, whose empty value asks for a plain subscription.
+    fn env(&mut self, get: &dyn Fn(&str) -> Option<String>) {
+        for &(key, var) in KEYS {
+            let Some(text) = get(var) else { continue };
+            if text.is_empty() && key != "share_group" {
+                continue;
+            }
+            let origin = var.to_owned();
+            self.given.insert(key, Given { text, origin });
         }
-        let get = |k: &str| raw(k).filter(|v| !v.is_empty());
-        if let Some(v) = get("CIVICAST_MQTT_URL") {
-            self.mqtt_url = Some(v);
-        }
-        if let Some(v) = get("CIVICAST_MQTT_LISTEN") {
-            self.mqtt_listen = v;
-        }
-        if let Some(v) = get("CIVICAST_DATABASE_URL") {
-            self.database_url = v;
-        }
-        if let Some(v) = get("CIVICAST_HTTP_LISTEN") {
-            self.http_listen = v;
-        }
-        if let Some(v) = get("CIVICAST_DEVICES") {
-            self.devices = v.into();
-        }
-        if let Some(v) = get("CIVICAST_SCHEDULES") {
-            self.schedules = v.into();
-        }
-        if let Some(v) = get("CIVICAST_PREFIX") {
-            self.prefix = v;
-        }
-        if let Some(v) = get("CIVICAST_MQTT_CLIENT_ID") {
-            self.mqtt_client_id = v;
-        }
-        if let Some(v) = get("CIVICAST_PLAY_TTL") {
-            self.play_ttl =
-                Some(
-                    humantime::parse_duration(&v).map_err(|e| SettingsError::Bad {
-                        name: "CIVICAST_PLAY_TTL",
-                        value: v.clone(),
-                        message: e.to_string(),
-                    })?,
-                );
-        }
-        if let Some(v) = get("CIVICAST_BATCH_MAX") {
-            self.batch_max =
-                v.parse()
-                    .map_err(|e: std::num::ParseIntError| SettingsError::Bad {
-                        name: "CIVICAST_BATCH_MAX",
-                        value: v.clone(),
-                        message: e.to_string(),
-                    })?;
-        }
-        if let Some(v) = get("CIVICAST_RETENTION_DAYS") {
-            self.retention_days =
-                Some(
-                    v.parse()
-                        .map_err(|e: std::num::ParseIntError| SettingsError::Bad {
-                            name: "CIVICAST_RETENTION_DAYS",
-                            value: v.clone(),
-                            message: e.to_string(),
-                        })?,
-                );
-        }
-        if let Some(v) = get("CIVICAST_BROKER_MAX_CONNECTIONS") {
-            self.broker_max_connections =
-                v.parse()
-                    .map_err(|e: std::num::ParseIntError| SettingsError::Bad {
-                        name: "CIVICAST_BROKER_MAX_CONNECTIONS",
-                        value: v.clone(),
-                        message: e.to_string(),
-                    })?;
-        }
-        Ok(())
     }
 
-    pub fn check(&self) -> Result<(), SettingsError> {
-        let addr = |name: &'static str, v: &str| {
-            v.parse::<SocketAddr>()
-                .map(|_| ())
-                .map_err(|e| SettingsError::Bad {
-                    name,
-                    value: v.to_owned(),
-                    message: format!("{e} (want host:port, e.g. 127.0.0.1:1883)"),
-                })
+    /// Parses every given value over the defaults; every error at once.
+    fn resolve(mut self) -> Result<Settings, SettingsErrors> {
+        let mut s = Settings::default();
+        let mut p = Parser {
+            given: std::mem::take(&mut self.given),
+            errors: std::mem::take(&mut self.errors),
         };
-        addr("CIVICAST_MQTT_LISTEN", &self.mqtt_listen)?;
-        addr("CIVICAST_HTTP_LISTEN", &self.http_listen)?;
-        if let Some(u) = &self.mqtt_url {
-            MqttUrl::parse(u).map_err(|message| SettingsError::Bad {
-                name: "CIVICAST_MQTT_URL",
-                value: u.clone(),
-                message,
-            })?;
+        s.broker = p.broker();
+        p.set("database_url", &mut s.database_url, parse_database_url);
+        p.set("http_listen", &mut s.http_listen, parse_addr);
+        p.set("devices", &mut s.devices, |t| Ok(PathBuf::from(t)));
+        p.set("schedules", &mut s.schedules, |t| Ok(PathBuf::from(t)));
+        p.set("prefix", &mut s.prefix, |t| Ok(t.to_owned()));
+        p.set(
+            "mqtt_client_id",
+            &mut s.mqtt_client_id,
+            |t| Ok(t.to_owned()),
+        );
+        p.set("share_group", &mut s.share_group, |t| Ok(t.to_owned()));
+        p.set("play_ttl", &mut s.play_ttl, |t| parse_duration(t).map(Some));
+        p.set("batch_max", &mut s.batch_max, parse_positive);
+        p.set("batch_wait", &mut s.batch_wait, |t| {
+            parse_duration(t).map(Some)
+        });
+        p.set(
+            "broker_max_connections",
+            &mut s.broker_max_connections,
+            parse_positive,
+        );
+        p.set("retention_days", &mut s.retention_days, |t| {
+            t.parse::<u32>().map(Some).map_err(|e| e.to_string())
+        });
+        p.set("watch_every", &mut s.watch_every, |t| {
+            parse_duration(t).map(Some)
+        });
+        if p.errors.is_empty() {
+            Ok(s)
+        } else {
+            Err(SettingsErrors(p.errors))
         }
-        if !(self.database_url.starts_with("sqlite:")
-            || self.database_url.starts_with("postgres://")
-            || self.database_url.starts_with("postgresql://"))
-        {
-            return Err(SettingsError::Bad {
-                name: "CIVICAST_DATABASE_URL",
-                value: self.database_url.clone(),
-                message: "want sqlite://PATH or postgres://...".into(),
-            });
+    }
+}
+
+struct Parser {
+    given: BTreeMap<&'static str, Given>,
+    errors: Vec<SettingsError>,
+}
+
+impl Parser {
+    /// Sets `slot` from the value given for `key`, if any; a bad value is noted.
+    fn set<T>(&mut self, key: &str, slot: &mut T, parse: impl Fn(&str) -> Result<T, String>) {
+        let Some(g) = self.given.get(key) else { return };
+        match parse(&g.text) {
+            Ok(v) => *slot = v,
+            Err(message) => self.errors.push(bad(g, message)),
         }
-        if self.batch_max == 0 {
-            return Err(SettingsError::Bad {
-                name: "CIVICAST_BATCH_MAX",
-                value: "0".into(),
-                message: "must be at least 1".into(),
-            });
+    }
+
+    fn broker(&mut self) -> Broker {
+        let listen = self.given.get("mqtt_listen").cloned();
+        let listen = match listen {
+            None => parse_addr(DEFAULT_MQTT_LISTEN).ok(),
+            Some(g) => parse_addr(&g.text)
+                .map_err(|m| self.errors.push(bad(&g, m)))
+                .ok(),
+        };
+        let url = self.given.get("mqtt_url").cloned();
+        match (url, listen) {
+            (Some(g), _) => match MqttUrl::parse(&g.text) {
+                Ok(u) => Broker::External(u),
+                Err(m) => {
+                    self.errors.push(SettingsError::Bad {
+                        name: g.origin.clone(),
+                        value: format!("{:?}", redact_userinfo(&g.text)),
+                        message: m,
+                    });
+                    Settings::default().broker
+                }
+            },
+            (None, Some(listen)) => Broker::Embedded { listen },
+            (None, None) => Settings::default().broker,
         }
-        Ok(())
+    }
+}
+
+fn bad(g: &Given, message: String) -> SettingsError {
+    SettingsError::Bad {
+        name: g.origin.clone(),
+        value: format!("{:?}", g.text),
+        message,
+    }
+}
+
+fn parse_addr(t: &str) -> Result<SocketAddr, String> {
+    t.parse::<SocketAddr>()
+        .map_err(|e| format!("{e} (want host:port, e.g. 127.0.0.1:1883)"))
+}
+
+fn parse_duration(t: &str) -> Result<Duration, String> {
+    humantime::parse_duration(t).map_err(|e| e.to_string())
+}
+
+fn parse_positive(t: &str) -> Result<usize, String> {
+    match t.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn parse_database_url(t: &str) -> Result<String, String> {
+    if t.starts_with("sqlite:") || t.starts_with("postgres://") || t.starts_with("postgresql://") {
+        Ok(t.to_owned())
+    } else {
+        Err("want sqlite://PATH or postgres://...".into())
+    }
+}
+
+/// `scheme://user:***@host...`: the password of a URL's user-info hidden.
+pub fn redact_userinfo(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((user, host)) if user.contains(':') => {
+            let name = user.split(':').next().unwrap_or("");
+            format!("{scheme}://{name}:***@{host}{path}")
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl Settings {
+    /// Reads the optional config file, then the environment, and parses both.
+    pub fn load(file: Option<&Path>) -> Result<Settings, SettingsErrors> {
+        Settings::load_with(file, &|k| std::env::var(k).ok())
+    }
+
+    /// As `load`, with the environment given by `env`.
+    pub fn load_with(
+        file: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Settings, SettingsErrors> {
+        let mut layers = Layers::default();
+        if let Some(p) = file {
+            match std::fs::read_to_string(p) {
+                Ok(text) => layers.file(p, &text),
+                Err(e) => layers.errors.push(SettingsError::File {
+                    path: p.display().to_string(),
+                    message: e.to_string(),
+                }),
+            }
+        }
+        layers.env(env);
+        layers.resolve()
+    }
+}
+
+/// A secret that never shows in `Debug` or `Display`.
+#[derive(Clone, PartialEq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+    /// The secret itself, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
     }
 }
 
@@ -236,7 +389,7 @@ pub struct MqttUrl {
     pub host: String,
     pub port: u16,
     pub username: Option<String>,
-    pub password: Option<String>,
+    pub password: Option<Secret>,
 }
 
 impl MqttUrl {
@@ -252,7 +405,7 @@ impl MqttUrl {
         };
         let (username, password) = match cred {
             Some(c) => match c.split_once(':') {
-                Some((u, p)) => (Some(u.to_owned()), Some(p.to_owned())),
+                Some((u, p)) => (Some(u.to_owned()), Some(Secret::new(p))),
                 None => (Some(c.to_owned()), None),
             },
             None => (None, None),
@@ -280,50 +433,147 @@ impl MqttUrl {
 mod tests {
     use super::*;
 
-    #[test]
-    fn environment_wins_over_defaults() {
-        let mut s = Settings::default();
-        s.overlay_env(|k| match k {
-            "CIVICAST_DATABASE_URL" => Some("postgres://x/y".into()),
-            "CIVICAST_MQTT_LISTEN" => Some("127.0.0.1:0".into()),
-            _ => None,
-        })
-        .expect("env");
-        assert_eq!(s.database_url, "postgres://x/y");
-        assert_eq!(s.mqtt_listen, "127.0.0.1:0");
-        assert!(s.check().is_ok());
+    fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |k| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
     }
 
     #[test]
-    fn bad_values_are_named() {
-        let s = Settings {
-            http_listen: "localhost".into(),
-            ..Settings::default()
-        };
-        let e = s.check().expect_err("bad").to_string();
-        assert!(e.contains("CIVICAST_HTTP_LISTEN"), "{e}");
-        let s = Settings {
-            database_url: "mysql://x".into(),
-            ..Settings::default()
-        };
-        assert!(s
-            .check()
-            .expect_err("bad")
+    fn environment_wins_over_defaults() {
+        let s = Settings::load_with(
+            None,
+            &env(&[
+                ("CIVICAST_DATABASE_URL", "postgres://x/y"),
+                ("CIVICAST_MQTT_LISTEN", "127.0.0.1:0"),
+            ]),
+        )
+        .expect("settings");
+        assert_eq!(s.database_url, "postgres://x/y");
+        assert_eq!(
+            s.broker,
+            Broker::Embedded {
+                listen: "127.0.0.1:0".parse().expect("addr")
+            }
+        );
+    }
+
+    #[test]
+    fn the_environment_wins_over_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("civicast.toml");
+        std::fs::write(
+            &file,
+            "batch_max = 10\nprefix = \"city\"\nbatch_wait = \"1s\"\n",
+        )
+        .expect("write");
+        let s = Settings::load_with(Some(&file), &env(&[("CIVICAST_BATCH_MAX", "20")]))
+            .expect("settings");
+        assert_eq!(s.batch_max, 20);
+        assert_eq!(s.prefix, "city");
+        assert_eq!(s.batch_wait, Some(Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn every_bad_value_is_named_at_once() {
+        let e = Settings::load_with(
+            None,
+            &env(&[
+                ("CIVICAST_HTTP_LISTEN", "localhost"),
+                ("CIVICAST_DATABASE_URL", "mysql://x"),
+                ("CIVICAST_BATCH_MAX", "0"),
+                ("CIVICAST_PLAY_TTL", "soon"),
+            ]),
+        )
+        .expect_err("bad");
+        let names: Vec<String> =
+            e.0.iter()
+                .map(|x| match x {
+                    SettingsError::Bad { name, .. } => name.clone(),
+                    other => other.to_string(),
+                })
+                .collect();
+        assert_eq!(
+            names,
+            [
+                "CIVICAST_DATABASE_URL",
+                "CIVICAST_HTTP_LISTEN",
+                "CIVICAST_PLAY_TTL",
+                "CIVICAST_BATCH_MAX"
+            ]
+        );
+        let text = e.to_string();
+        assert!(
+            text.contains("CIVICAST_BATCH_MAX=\"0\": must be at least 1"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn file_errors_name_the_file_and_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("civicast.toml");
+        std::fs::write(&file, "batch_max = \"many\"\nbogus = 1\n").expect("write");
+        let e = Settings::load_with(Some(&file), &env(&[])).expect_err("bad");
+        let text = e.to_string();
+        assert!(text.contains("unknown key \"bogus\""), "{text}");
+        assert!(text.contains("batch_max in "), "{text}");
+        assert_eq!(e.0.len(), 2, "{text}");
+        let missing = Settings::load_with(Some(&dir.path().join("nope.toml")), &env(&[]));
+        assert!(missing
+            .expect_err("missing")
             .to_string()
-            .contains("CIVICAST_DATABASE_URL"));
+            .contains("nope.toml"));
+    }
+
+    #[test]
+    fn passwords_never_show() {
+        let s = Settings::load_with(
+            None,
+            &env(&[("CIVICAST_MQTT_URL", "mqtt://civicast:s3cret@127.0.0.1:1884")]),
+        )
+        .expect("settings");
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(s.broker.is_external());
+        let e = Settings::load_with(
+            None,
+            &env(&[("CIVICAST_MQTT_URL", "mqtt://civicast:s3cret@h:port")]),
+        )
+        .expect_err("bad port");
+        assert!(!e.to_string().contains("s3cret"), "{e}");
+        assert_eq!(
+            redact_userinfo("postgres://u:pw@db/x"),
+            "postgres://u:***@db/x"
+        );
+    }
+
+    #[test]
+    fn an_empty_share_group_asks_for_a_plain_subscription() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("civicast.toml");
+        std::fs::write(&file, "share_group = \"civicast\"\n").expect("write");
+        let s = Settings::load_with(Some(&file), &env(&[("CIVICAST_SHARE_GROUP", "")]))
+            .expect("settings");
+        assert_eq!(s.share_group, "");
+        let s = Settings::load_with(None, &env(&[("CIVICAST_PREFIX", "")])).expect("settings");
+        assert_eq!(
+            s.prefix, "civicast/v1",
+            "other empty variables count as unset"
+        );
     }
 
     #[test]
     fn mqtt_urls() {
+        let u = MqttUrl::parse("mqtt://civicast:s3cret@127.0.0.1:1884").expect("url");
         assert_eq!(
-            MqttUrl::parse("mqtt://civicast:s3cret@127.0.0.1:1884"),
-            Ok(MqttUrl {
-                host: "127.0.0.1".into(),
-                port: 1884,
-                username: Some("civicast".into()),
-                password: Some("s3cret".into())
-            })
+            (u.host.as_str(), u.port, u.username.as_deref()),
+            ("127.0.0.1", 1884, Some("civicast"))
         );
+        assert_eq!(u.password.as_ref().map(Secret::expose), Some("s3cret"));
         assert_eq!(MqttUrl::parse("mqtt://localhost").map(|u| u.port), Ok(1883));
         assert!(MqttUrl::parse("http://x").is_err());
         assert!(MqttUrl::parse("mqtt://h:notaport").is_err());

@@ -34,7 +34,7 @@ use crate::core::wire::{DisplayConfig, Topics};
 use crate::metrics::Metrics;
 use crate::mqtt::broker::{self, BrokerOptions};
 use crate::mqtt::{self, SessionOptions};
-use crate::settings::{MqttUrl, Settings};
+use crate::settings::{Broker, MqttUrl, Settings};
 use crate::store::{ApiStore, DeviceRow, Keys, Store};
 
 pub use ingest::Ingest;
@@ -70,16 +70,16 @@ impl Listeners {
     /// Binds what the settings name: the HTTP API, and the embedded broker unless an
     /// external broker is set.
     pub async fn bind(settings: &Settings) -> anyhow::Result<Listeners> {
-        let mqtt = match settings.mqtt_url {
-            Some(_) => None,
-            None => Some(bind(&settings.mqtt_listen, "the MQTT listener").await?),
+        let mqtt = match &settings.broker {
+            Broker::External(_) => None,
+            Broker::Embedded { listen } => Some(bind(*listen, "the MQTT listener").await?),
         };
-        let http = Some(bind(&settings.http_listen, "the HTTP listener").await?);
+        let http = Some(bind(settings.http_listen, "the HTTP listener").await?);
         Ok(Listeners { mqtt, http })
     }
 }
 
-async fn bind(addr: &str, what: &str) -> anyhow::Result<TcpListener> {
+async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {what} {addr}"))
@@ -327,13 +327,13 @@ async fn mqtt_target(
     listener: Option<TcpListener>,
     broker_stop: &CancellationToken,
 ) -> anyhow::Result<(MqttUrl, Option<SocketAddr>)> {
-    if let Some(u) = &settings.mqtt_url {
-        let u = MqttUrl::parse(u).map_err(|e| anyhow::anyhow!("CIVICAST_MQTT_URL: {e}"))?;
-        return Ok((u, None));
-    }
+    let listen = match &settings.broker {
+        Broker::External(u) => return Ok((u.clone(), None)),
+        Broker::Embedded { listen } => *listen,
+    };
     let listener = match listener {
         Some(l) => l,
-        None => bind(&settings.mqtt_listen, "the MQTT listener").await?,
+        None => bind(listen, "the MQTT listener").await?,
     };
     let options = BrokerOptions {
         max_connections: settings.broker_max_connections,
@@ -351,13 +351,13 @@ async fn mqtt_target(
 
 fn session_options(settings: &Settings, target: MqttUrl, topics: &Topics) -> SessionOptions {
     let share = Some(settings.share_group.as_str())
-        .filter(|g| !g.is_empty() && settings.mqtt_url.is_some());
+        .filter(|g| !g.is_empty() && settings.broker.is_external());
     SessionOptions {
         host: target.host,
         port: target.port,
         client_id: settings.mqtt_client_id.clone(),
         username: target.username,
-        password: target.password,
+        password: target.password.map(|p| p.expose().to_owned()),
         filters: vec![topics.receipts_filter(share), topics.status_filter(share)],
         receive_maximum: 10_000,
     }
