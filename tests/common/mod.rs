@@ -1,7 +1,7 @@
 //! The support shared by the integration tests, one file per concern: waiting with a
 //! deadline (`wait`), the test city (`city`), starting the daemon (`daemon`), MQTT clients
 //! and displays (`mqtt`), HTTP calls (`http`), reading back what was stored (`stored`),
-//! and real Mosquitto and PostgreSQL (`servers`). Everything is re-exported here, so a
+//! real Mosquitto and PostgreSQL (`servers`), and the repository's own files (`repo`). Everything is re-exported here, so a
 //! test file says `mod common;` and `use common::*;` (or names what it takes).
 // Each test binary compiles this module whole but uses only part of it; the rest would
 // warn as dead code in every binary that does not need it.
@@ -11,6 +11,7 @@ mod city;
 mod daemon;
 mod http;
 mod mqtt;
+mod repo;
 mod servers;
 mod stored;
 mod wait;
@@ -18,4 +19,4 @@ mod wait;
 // A binary that takes nothing from one of these files would warn that its re-export is
 // unused; the imports inside each file are still checked.
 #[allow(unused_imports)]
-pub use self::{city::*, daemon::*, http::*, mqtt::*, servers::*, stored::*, wait::*};
+pub use self::{city::*, daemon::*, http::*, mqtt::*, repo::*, servers::*, stored::*, wait::*};

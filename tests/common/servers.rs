@@ -12,6 +12,8 @@ use std::time::Duration;
 use civicast::store::PgStore;
 use sqlx::Connection;
 
+use super::repo::repo_path;
+
 /// Accounts in the password file; each password is `pw-{account}`.
 pub const ACCOUNTS: [&str; 5] = ["civicast", "observer", "bus-1", "bus-2", "taxi-1"];
 
@@ -20,9 +22,7 @@ pub const ACCOUNTS: [&str; 5] = ["civicast", "observer", "bus-1", "bus-2", "taxi
 // ---------------------------------------------------------------------------------------
 
 fn deploy(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("deploy/mosquitto")
-        .join(rel)
+    repo_path("deploy/mosquitto").join(rel)
 }
 
 /// A Mosquitto child process on a temporary folder; killed on drop (also on panic).
