@@ -36,9 +36,7 @@ async fn receipts_count_once_and_junk_is_rejected_by_reason() {
     let bus2 = Client::connect("bus-2", port, true, &[config_topic("bus-2")]).await;
     let taxi = Client::connect("taxi-1", port, false, &[config_topic("taxi-1")]).await;
     wait_for("retained configs", 10, || {
-        [&bus1, &bus2, &taxi]
-            .iter()
-            .all(|c| c.received() > 0)
+        [&bus1, &bus2, &taxi].iter().all(|c| c.received() > 0)
     })
     .await;
     let cfg = bus1.on("/devices/bus-1/config")[0].clone();
@@ -69,23 +67,26 @@ async fn receipts_count_once_and_junk_is_rejected_by_reason() {
         bus1.send_receipt("bus-1", receipt(id, "")).await;
     }
     for id in &bus_plays[..2] {
-        bus2.send_receipt("bus-2", receipt(id, r#","device_id":"bus-2""#)).await;
+        bus2.send_receipt("bus-2", receipt(id, r#","device_id":"bus-2""#))
+            .await;
     }
     // Junk, each rejected for its own reason.
     bus1.send_receipt("bus-1", "{not json".into()).await;
-    bus1.send_receipt("bus-1", receipt("01NEVERSENT0000000000000000", "")).await;
-    bus1.send_receipt("bus-1",
+    bus1.send_receipt("bus-1", receipt("01NEVERSENT0000000000000000", ""))
+        .await;
+    bus1.send_receipt(
+        "bus-1",
         receipt(&bus_plays[0], "").replace("played", "shown"),
     )
     .await;
-    bus1.send_receipt("bus-1",
-        receipt(&bus_plays[0], r#","device_id":"bus-2""#),
-    )
-    .await;
+    bus1.send_receipt("bus-1", receipt(&bus_plays[0], r#","device_id":"bus-2""#))
+        .await;
     // bus-1 claims to be taxi-1 for a bus play: taxi-1 never got it.
-    bus1.send_receipt("taxi-1", receipt(&bus_plays[1], "")).await;
+    bus1.send_receipt("taxi-1", receipt(&bus_plays[1], ""))
+        .await;
     // A taxi play was never sent to a bus.
-    bus1.send_receipt("bus-1",
+    bus1.send_receipt(
+        "bus-1",
         receipt(taxi_play["play_id"].as_str().expect("id"), ""),
     )
     .await;
@@ -94,7 +95,8 @@ async fn receipts_count_once_and_junk_is_rejected_by_reason() {
         bus_plays[2]
     );
     bus2.send_receipt("bus-2", stale).await;
-    bus1.send_receipt("no-such-display", receipt(&bus_plays[0], "")).await;
+    bus1.send_receipt("no-such-display", receipt(&bus_plays[0], ""))
+        .await;
 
     wait_for("every receipt handled", 15, || {
         m.receipts_stored.load(Ordering::Relaxed) == 5
@@ -128,7 +130,8 @@ async fn receipts_count_once_and_junk_is_rejected_by_reason() {
     assert_eq!(rejects, want);
 
     // Still serving after all that: a taxi's honest receipt counts.
-    taxi.send_receipt("taxi-1",
+    taxi.send_receipt(
+        "taxi-1",
         receipt(taxi_play["play_id"].as_str().expect("id"), ""),
     )
     .await;

@@ -62,7 +62,6 @@ pub async fn receipt_rows(store: &PgStore) -> Vec<(String, String)> {
     .expect("receipt rows")
 }
 
-
 const FEED_SLOGANS: &str = "SELECT s.slogan FROM plays p JOIN slogans s ON s.id = p.slogan \
      JOIN feeds f ON f.id = p.feed WHERE f.name = $1 ORDER BY p.id";
 
