@@ -1,8 +1,9 @@
 //! The support shared by the integration tests, one file per concern: waiting with a
 //! deadline (`wait`), the test city (`city`), starting the daemon (`daemon`), MQTT clients
 //! and displays (`mqtt`), HTTP calls (`http`), reading back what was stored (`stored`),
-//! real Mosquitto and PostgreSQL (`servers`), and the repository's own files (`repo`). Everything is re-exported here, so a
-//! test file says `mod common;` and `use common::*;` (or names what it takes).
+//! real Mosquitto and PostgreSQL (`servers`) and the repository's own files (`repo`).
+//! Everything is re-exported here: a test file says `mod common;` and `use common::*;`
+//! (or names what it takes).
 // Each test binary compiles this module whole but uses only part of it; the rest would
 // warn as dead code in every binary that does not need it.
 #![allow(dead_code)]
