@@ -1,167 +1,13 @@
 //! The HTTP API as operators and auditors use it: every route with every role, bad input
 //! answered with the field at fault, and the ad-set lifecycle down to what plays.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use civicast::api::{self, ApiState};
-use civicast::daemon::{self, SystemClock};
-use civicast::settings::Settings;
-use civicast::store::{ApiStore, Role, SqliteStore};
-use http_body_util::BodyExt;
-use tokio_util::sync::CancellationToken;
-use tower::ServiceExt;
+use axum::http::StatusCode;
+use civicast::api;
 
-const CLASSES: &str = r#"
-[class.bus_led]
-max_chars = 40
-charset = "gb2312"
-duration = "1s"
-
-[class.taxi_top]
-max_chars = 12
-charset = "gb2312"
-duration = "1s"
-"#;
-
-const FEEDS: &str = r#"
-timezone = "Asia/Shanghai"
-
-[[feed]]
-id = "bus"
-select = { class = "bus_led" }
-interval = "1s"
-"#;
-
-const ADSET: &str = r#"
-id = "civility"
-valid_from = "2020-01-01"
-valid_until = "2099-12-31"
-
-[[slogan]]
-id = "jiang-wenming"
-text = "讲文明 树新风"
-"#;
-
-struct App {
-    router: axum::Router,
-    shutdown: CancellationToken,
-    running: daemon::Running,
-    tokens: std::collections::HashMap<&'static str, String>,
-    _dir: tempfile::TempDir,
-}
-
-async fn spawn_app() -> App {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let w = |rel: &str, text: &str| {
-        let p = dir.path().join(rel);
-        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
-        std::fs::write(p, text).expect("write");
-    };
-    w(
-        "devices/fleet.csv",
-        "id,class\nbus-1,bus_led\nbus-2,bus_led\ntaxi-1,taxi_top\n",
-    );
-    w("devices/classes.toml", CLASSES);
-    w("schedules/feeds.toml", FEEDS);
-    w("schedules/adsets/civility.toml", ADSET);
-    let report = civicast::core::catalog::load_dirs(
-        &dir.path().join("devices"),
-        &dir.path().join("schedules"),
-    );
-    let catalog = report.catalog.expect("valid city");
-    let store = SqliteStore::connect(&format!("sqlite://{}", dir.path().join("t.db").display()))
-        .await
-        .expect("sqlite");
-    let settings = Settings {
-        devices: dir.path().join("devices"),
-        schedules: dir.path().join("schedules"),
-        ..Settings::default()
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let shutdown = CancellationToken::new();
-    let running = daemon::start(
-        &settings,
-        store.clone(),
-        catalog,
-        Some(listener),
-        Arc::new(SystemClock),
-        shutdown.clone(),
-    )
-    .await
-    .expect("daemon");
-    let mut tokens = std::collections::HashMap::new();
-    for (name, role) in [
-        ("op1", Role::Operator),
-        ("op2", Role::Operator),
-        ("aud", Role::Auditor),
-        ("adm", Role::Admin),
-    ] {
-        let t = api::new_token();
-        store
-            .create_token(name, role, &api::token_hash(&t), 0)
-            .await
-            .expect("token");
-        tokens.insert(name, t);
-    }
-    let state = Arc::new(ApiState {
-        store,
-        shared: running.shared.clone(),
-        clock: Arc::new(SystemClock),
-        factors: Default::default(),
-    });
-    App {
-        router: api::router(state),
-        shutdown,
-        running,
-        tokens,
-        _dir: dir,
-    }
-}
-
-impl App {
-    async fn call(
-        &self,
-        method: &str,
-        uri: &str,
-        who: Option<&str>,
-        ctype: Option<&str>,
-        body: &str,
-    ) -> (StatusCode, String) {
-        let mut b = Request::builder().method(method).uri(uri);
-        if let Some(w) = who {
-            let t = self.tokens.get(w).cloned().unwrap_or_else(|| w.to_owned());
-            b = b.header("Authorization", format!("Bearer {t}"));
-        }
-        if let Some(c) = ctype {
-            b = b.header("Content-Type", c);
-        }
-        let resp = self
-            .router
-            .clone()
-            .oneshot(b.body(Body::from(body.to_owned())).expect("request"))
-            .await
-            .expect("response");
-        let status = resp.status();
-        let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-        (status, String::from_utf8_lossy(&bytes).into_owned())
-    }
-    async fn get(&self, uri: &str, who: Option<&str>) -> (StatusCode, String) {
-        self.call("GET", uri, who, None, "").await
-    }
-    async fn stop(self) {
-        self.shutdown.cancel();
-        self.running.wait().await;
-    }
-}
-
-fn json(s: &str) -> serde_json::Value {
-    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
-}
+mod common;
+use common::{json, spawn_app, wait_for, wait_until, App, ONE_SLOGAN_ADSET as ADSET};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_checks_token_and_role() {
@@ -247,20 +93,16 @@ async fn every_route_checks_token_and_role() {
         .await;
     assert_eq!(code, StatusCode::UNAUTHORIZED);
     // Healthy once the daemon's MQTT session is up.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
+    wait_until("healthy", 5, || async {
         let (code, body) = app.get("/healthz", None).await;
         if code == StatusCode::OK {
             assert_eq!(json(&body)["status"], "ok");
-            break;
+            return Ok(());
         }
         assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{body}");
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never healthy: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        Err(body)
+    })
+    .await;
     let (code, metrics) = app.get("/metrics", None).await;
     assert_eq!(code, StatusCode::OK);
     assert!(
@@ -406,14 +248,10 @@ async fn an_upload_plays_only_after_another_operator_approves_it() {
         )
         .await;
     assert_eq!(code, StatusCode::OK, "{body}");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while current_slogan(&app).as_deref() != Some("queue-up") {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the approved set did not play within one interval"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for("the approved set to play within one interval", 5, || {
+        current_slogan(&app).as_deref() == Some("queue-up")
+    })
+    .await;
     let (code, body) = app.get("/api/v1/adsets/queue-up", Some("aud")).await;
     assert_eq!(code, StatusCode::OK);
     let h = json(&body);
@@ -455,14 +293,10 @@ async fn an_upload_plays_only_after_another_operator_approves_it() {
         )
         .await;
     assert_eq!(code, StatusCode::CONFLICT, "{body}");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while current_slogan(&app).as_deref() != Some("civility") {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the retired set kept playing"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for("the retired set to stop playing", 5, || {
+        current_slogan(&app).as_deref() == Some("civility")
+    })
+    .await;
     let (code, _) = app
         .call(
             "POST",

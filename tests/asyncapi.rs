@@ -6,10 +6,11 @@ use std::collections::BTreeSet;
 
 use civicast::core::wire::{self, DisplayConfig, PlayCommand, Presence, Status, Topics};
 
+mod common;
+use common::repo_file;
+
 fn doc() -> serde_json::Value {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/asyncapi.json"))
-        .expect("read");
-    serde_json::from_str(&text).expect("valid JSON")
+    serde_json::from_str(&repo_file("docs/asyncapi.json")).expect("valid JSON")
 }
 
 fn keys(v: &serde_json::Value) -> BTreeSet<String> {

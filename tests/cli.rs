@@ -1,12 +1,12 @@
 //! The command line as an operator meets it: clear errors, exit codes, nothing started on
 //! bad files.
 
-use std::process::Command;
+mod common;
+use common::civicast_command;
 
 fn civicast(dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_civicast"))
+    let out = civicast_command(dir)
         .args(args)
-        .current_dir(dir)
         .env(
             "CIVICAST_DATABASE_URL",
             format!("sqlite://{}", dir.join("t.db").display()),

@@ -22,14 +22,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use civicast::api::{self, ApiState};
-use civicast::daemon::SystemClock;
+use axum::http::StatusCode;
 use civicast::store::PgStore;
 use common::*;
-use http_body_util::BodyExt;
-use tower::ServiceExt;
 
 const NEEDS: &str = "needs CIVICAST_TEST_MQTT and CIVICAST_TEST_PG";
 
@@ -195,8 +190,16 @@ async fn a_mosquitto_restart_mid_run_loses_no_receipt_and_counts_none_twice() {
         let dir = tempfile::tempdir().expect("tempdir");
         write_city(dir.path());
         let store = schema.store().await;
-        let (running, shutdown) =
-            start_daemon(dir.path(), port, store.clone(), Duration::from_millis(300)).await;
+        let (running, shutdown) = start_daemon(
+            dir.path(),
+            store.clone(),
+            Broker::Mosquitto {
+                port,
+                session_within: 15,
+            },
+            |s| s.batch_wait = Some(Duration::from_millis(300)),
+        )
+        .await;
         let m = running.shared.metrics.clone();
         let saw_disconnect = Arc::new(AtomicBool::new(false));
         let watcher = {
@@ -295,18 +298,8 @@ async fn a_mosquitto_restart_mid_run_loses_no_receipt_and_counts_none_twice() {
 
 /// `/healthz` through the router: (status, the `database` field).
 async fn healthz(router: &axum::Router) -> (StatusCode, String) {
-    let res = router
-        .clone()
-        .oneshot(
-            Request::get("/healthz")
-                .body(Body::empty())
-                .expect("request"),
-        )
-        .await
-        .expect("healthz answers");
-    let status = res.status();
-    let body = res.into_body().collect().await.expect("body").to_bytes();
-    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let (status, body) = call(router, "GET", "/healthz", None, None, "").await;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
     (status, v["database"].as_str().unwrap_or("").to_owned())
 }
 
@@ -331,15 +324,18 @@ async fn thirty_seconds_without_postgresql_acknowledge_nothing_and_lose_nothing(
         let store = PgStore::connect_schema(&schema.base_via(proxy.addr), &schema.name)
             .await
             .expect("connect through the proxy");
-        let (running, shutdown) =
-            start_daemon(dir.path(), port, store.clone(), Duration::from_millis(50)).await;
+        let (running, shutdown) = start_daemon(
+            dir.path(),
+            store.clone(),
+            Broker::Mosquitto {
+                port,
+                session_within: 15,
+            },
+            |s| s.batch_wait = Some(Duration::from_millis(50)),
+        )
+        .await;
         let m = running.shared.metrics.clone();
-        let router = api::router(Arc::new(ApiState {
-            store: store.clone(),
-            shared: running.shared.clone(),
-            clock: Arc::new(SystemClock),
-            factors: Default::default(),
-        }));
+        let router = api_router(store.clone(), &running);
 
         let displays = Display::fleet(port);
         wait_for("three receipts from each display, stored", 20, || {

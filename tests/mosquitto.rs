@@ -10,19 +10,14 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use civicast::core::audit::{PlaysParams, PlaysQuery};
-use civicast::daemon::{self, SystemClock};
-use civicast::settings::Settings;
-use civicast::store::{SqliteStore, Store};
-use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
+use civicast::daemon;
+use civicast::store::SqliteStore;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 mod common;
-use common::{Mosquitto, P};
+use common::*;
 
 const NEEDS: &str = "needs CIVICAST_TEST_MQTT (Mosquitto installed)";
 
@@ -33,283 +28,23 @@ fn require_mosquitto() {
     );
 }
 
-/// What one client saw.
-#[derive(Default, Debug)]
-struct Seen {
-    /// (topic, payload, retained, MQTT 5 message expiry)
-    msgs: Vec<(String, Value, bool, Option<u32>)>,
-    /// PUBACK reasons in order ("Success" for MQTT 3.1.1, which has none).
-    pubacks: Vec<String>,
-    subacks: Vec<String>,
-    connacks: usize,
-}
-
-/// A display or an observer, logged in as `user`.
-struct Client {
-    v5: bool,
-    c4: Option<AsyncClient>,
-    c5: Option<rumqttc::v5::AsyncClient>,
-    seen: Arc<Mutex<Seen>>,
-}
-
-impl Client {
-    async fn connect(user: &str, client_id: &str, port: u16, v5: bool, subs: &[String]) -> Client {
-        let seen = Arc::new(Mutex::new(Seen::default()));
-        let subs: Vec<String> = subs.to_vec();
-        let s2 = seen.clone();
-        if v5 {
-            use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason};
-            use rumqttc::v5::mqttbytes::QoS as Q5;
-            let mut o = rumqttc::v5::MqttOptions::new(client_id, "127.0.0.1", port);
-            o.set_credentials(user, format!("pw-{user}"));
-            let (c, mut ev) = rumqttc::v5::AsyncClient::new(o, 100);
-            let c2 = c.clone();
-            tokio::spawn(async move {
-                loop {
-                    match ev.poll().await {
-                        Ok(rumqttc::v5::Event::Incoming(Packet::ConnAck(_))) => {
-                            s2.lock().expect("lock").connacks += 1;
-                            for s in &subs {
-                                let _ = c2.try_subscribe(s.clone(), Q5::AtLeastOnce);
-                            }
-                        }
-                        Ok(rumqttc::v5::Event::Incoming(Packet::Publish(p))) => {
-                            let t = String::from_utf8_lossy(&p.topic).into_owned();
-                            let v = serde_json::from_slice(&p.payload).unwrap_or(Value::Null);
-                            let exp = p.properties.and_then(|x| x.message_expiry_interval);
-                            s2.lock().expect("lock").msgs.push((t, v, p.retain, exp));
-                        }
-                        Ok(rumqttc::v5::Event::Incoming(Packet::PubAck(a))) => {
-                            // "No matching subscribers" is a success code too.
-                            let r = match a.reason {
-                                PubAckReason::NoMatchingSubscribers => "Success".to_owned(),
-                                r => format!("{r:?}"),
-                            };
-                            s2.lock().expect("lock").pubacks.push(r);
-                        }
-                        Ok(rumqttc::v5::Event::Incoming(Packet::SubAck(a))) => {
-                            s2.lock()
-                                .expect("lock")
-                                .subacks
-                                .push(format!("{:?}", a.return_codes));
-                        }
-                        Ok(_) => {}
-                        Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-                    }
-                }
-            });
-            return Client {
-                v5,
-                c4: None,
-                c5: Some(c),
-                seen,
-            };
-        }
-        let mut o = MqttOptions::new(client_id, "127.0.0.1", port);
-        o.set_credentials(user, format!("pw-{user}"));
-        let (c, mut ev) = AsyncClient::new(o, 100);
-        let c2 = c.clone();
-        tokio::spawn(async move {
-            loop {
-                match ev.poll().await {
-                    Ok(Event::Incoming(Incoming::ConnAck(_))) => {
-                        s2.lock().expect("lock").connacks += 1;
-                        for s in &subs {
-                            let _ = c2.try_subscribe(s.clone(), QoS::AtLeastOnce);
-                        }
-                    }
-                    Ok(Event::Incoming(Incoming::Publish(p))) => {
-                        let v = serde_json::from_slice(&p.payload).unwrap_or(Value::Null);
-                        s2.lock()
-                            .expect("lock")
-                            .msgs
-                            .push((p.topic.clone(), v, p.retain, None));
-                    }
-                    Ok(Event::Incoming(Incoming::PubAck(_))) => {
-                        s2.lock().expect("lock").pubacks.push("Success".into());
-                    }
-                    Ok(Event::Incoming(Incoming::SubAck(a))) => {
-                        s2.lock()
-                            .expect("lock")
-                            .subacks
-                            .push(format!("{:?}", a.return_codes));
-                    }
-                    Ok(_) => {}
-                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-                }
-            }
-        });
-        Client {
-            v5,
-            c4: Some(c),
-            c5: None,
-            seen,
-        }
-    }
-
-    /// Waits for the SUBACKs of the `n` filters given at connect.
-    async fn subscribed(&self, n: usize) {
-        wait_for("SUBACKs", 10, || {
-            self.seen.lock().expect("lock").subacks.len() >= n
-        })
-        .await;
-    }
-
-    async fn subscribe(&self, topic: String) {
-        let before = self.seen.lock().expect("lock").subacks.len();
-        match (&self.c4, &self.c5) {
-            (Some(c), _) => c.subscribe(topic, QoS::AtLeastOnce).await.expect("sub"),
-            (_, Some(c)) => c
-                .subscribe(topic, rumqttc::v5::mqttbytes::QoS::AtLeastOnce)
-                .await
-                .expect("sub"),
-            _ => unreachable!(),
-        }
-        wait_for("a SUBACK", 10, || {
-            self.seen.lock().expect("lock").subacks.len() > before
-        })
-        .await;
-    }
-
-    /// Publishes at QoS 1 and returns the PUBACK's reason.
-    async fn publish(&self, topic: String, body: String, retain: bool) -> String {
-        let before = self.seen.lock().expect("lock").pubacks.len();
-        match (&self.c4, &self.c5) {
-            (Some(c), _) => c
-                .publish(topic, QoS::AtLeastOnce, retain, body)
-                .await
-                .expect("publish"),
-            (_, Some(c)) => c
-                .publish(
-                    topic,
-                    rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
-                    retain,
-                    body,
-                )
-                .await
-                .expect("publish"),
-            _ => unreachable!(),
-        }
-        wait_for("a PUBACK", 10, || {
-            self.seen.lock().expect("lock").pubacks.len() > before
-        })
-        .await;
-        self.seen.lock().expect("lock").pubacks[before].clone()
-    }
-
-    /// Payloads of the messages whose topic contains `part`.
-    fn on(&self, part: &str) -> Vec<Value> {
-        self.seen
-            .lock()
-            .expect("lock")
-            .msgs
-            .iter()
-            .filter(|m| m.0.contains(part))
-            .map(|m| m.1.clone())
-            .collect()
-    }
-
-    fn topics(&self) -> Vec<String> {
-        let s = self.seen.lock().expect("lock");
-        s.msgs.iter().map(|m| m.0.clone()).collect()
-    }
-}
-
-async fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn receipt(play_id: &str, extra: &str) -> String {
-    format!(
-        r#"{{"v":1,"play_id":"{play_id}","started_at":"{}","duration_ms":1000,"status":"played"{extra}}}"#,
-        chrono::Utc::now().to_rfc3339()
-    )
-}
-
-fn play_id(v: &Value) -> String {
-    v["play_id"].as_str().expect("play_id").to_owned()
-}
-
-fn write_city(dir: &Path) {
-    let w = |rel: &str, text: &str| {
-        let p = dir.join(rel);
-        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
-        std::fs::write(p, text).expect("write");
-    };
-    w(
-        "devices/fleet.csv",
-        "id,class\nbus-1,bus_led\nbus-2,bus_led\ntaxi-1,taxi_top\n",
-    );
-    w(
-        "devices/classes.toml",
-        "[class.bus_led]\nmax_chars = 40\ncharset = \"gb2312\"\nduration = \"1s\"\n\n\
-         [class.taxi_top]\nmax_chars = 12\ncharset = \"gb2312\"\nduration = \"1s\"\n",
-    );
-    w(
-        "schedules/feeds.toml",
-        "timezone = \"Asia/Shanghai\"\n\n[[feed]]\nid = \"bus\"\nselect = { class = \"bus_led\" }\n\
-         interval = \"1s\"\n\n[[feed]]\nid = \"taxi\"\nselect = { class = \"taxi_top\" }\ninterval = \"1s\"\n",
-    );
-    w(
-        "schedules/adsets/civility.toml",
-        "id = \"civility\"\nvalid_from = \"2020-01-01\"\nvalid_until = \"2099-12-31\"\n\n\
-         [[slogan]]\nid = \"jiang-wenming\"\ntext = \"讲文明 树新风\"\n",
-    );
-}
+/// The test city with one slogan and no routes.
+const CITY: City = City {
+    fleet: FLEET_WITHOUT_ROUTES,
+    classes: CLASSES,
+    feeds: FEEDS,
+    adset: ONE_SLOGAN_ADSET,
+};
 
 /// The daemon on `dir`'s city and database, logged in to Mosquitto as `civicast`.
-async fn start_daemon(dir: &Path, port: u16) -> (daemon::Running, CancellationToken, SqliteStore) {
-    let report = civicast::core::catalog::load_dirs(&dir.join("devices"), &dir.join("schedules"));
-    let catalog = report.catalog.expect("the test city is valid");
-    let url = format!("sqlite://{}", dir.join("civicast.db").display());
-    let store = SqliteStore::connect(&url).await.expect("sqlite");
-    let settings = Settings {
-        mqtt_url: Some(format!("mqtt://civicast:pw-civicast@127.0.0.1:{port}")),
-        ..Settings::default()
+async fn start(dir: &Path, port: u16) -> (daemon::Running, CancellationToken, SqliteStore) {
+    let store = sqlite_store(dir, "civicast.db").await;
+    let broker = Broker::Mosquitto {
+        port,
+        session_within: 10,
     };
-    let shutdown = CancellationToken::new();
-    let running = daemon::start(
-        &settings,
-        store.clone(),
-        catalog,
-        None,
-        Arc::new(SystemClock),
-        shutdown.clone(),
-    )
-    .await
-    .expect("daemon starts");
-    assert!(running.mqtt_addr.is_none(), "no embedded broker");
-    let m = running.shared.metrics.clone();
-    wait_for("the daemon's connection", 10, || {
-        m.broker_connected.load(Ordering::Relaxed)
-    })
-    .await;
+    let (running, shutdown) = start_daemon(dir, store.clone(), broker, |_| {}).await;
     (running, shutdown, store)
-}
-
-async fn counts_by_device(store: &SqliteStore) -> BTreeMap<String, i64> {
-    let q = PlaysQuery::parse(
-        &PlaysParams {
-            group_by: Some("device".into()),
-            ..Default::default()
-        },
-        chrono_tz::Asia::Shanghai,
-    )
-    .expect("query");
-    store
-        .audit_plays(&q)
-        .await
-        .expect("audit")
-        .into_iter()
-        .map(|r| (r.values[0].clone(), r.plays))
-        .collect()
 }
 
 /// (a) and (c): a display can neither get a receipt counted under another id nor publish
@@ -321,15 +56,15 @@ async fn a_display_writes_only_under_its_own_id() {
     let broker = Mosquitto::start().await;
     let port = broker.port;
     let dir = tempfile::tempdir().expect("tempdir");
-    write_city(dir.path());
-    let (running, shutdown, store) = start_daemon(dir.path(), port).await;
+    CITY.write(dir.path());
+    let (running, shutdown, store) = start(dir.path(), port).await;
     let m = running.shared.metrics.clone();
 
     let obs_subs = [format!("{P}/feeds/#"), format!("{P}/devices/+/receipts")];
-    let obs = Client::connect("observer", "observer", port, false, &obs_subs).await;
+    let obs = Client::login("observer", "observer", port, false, &obs_subs).await;
     obs.subscribed(2).await;
-    let bus1 = Client::connect("bus-1", "bus-1", port, true, &[format!("{P}/feeds/bus")]).await;
-    let bus2 = Client::connect("bus-2", "bus-2", port, false, &[format!("{P}/feeds/bus")]).await;
+    let bus1 = Client::login("bus-1", "bus-1", port, true, &[format!("{P}/feeds/bus")]).await;
+    let bus2 = Client::login("bus-2", "bus-2", port, false, &[format!("{P}/feeds/bus")]).await;
     bus1.subscribed(1).await;
     bus2.subscribed(1).await;
     wait_for("a play both buses got", 15, || {
@@ -341,14 +76,14 @@ async fn a_display_writes_only_under_its_own_id() {
 
     // taxi-1's account claims bus-2's client id: the broker uses the username instead,
     // so the real bus-2 keeps its connection.
-    let impostor = Client::connect("taxi-1", "bus-2", port, true, &[]).await;
+    let impostor = Client::login("taxi-1", "bus-2", port, true, &[]).await;
     wait_for("the impostor's CONNACK", 10, || {
         impostor.seen.lock().expect("lock").connacks == 1
     })
     .await;
     let forged = |extra: &str| receipt(&first, &format!(r#","reason":"forged"{extra}"#));
-    let b2 = format!("{P}/devices/bus-2/receipts");
-    let b1 = format!("{P}/devices/bus-1/receipts");
+    let b2 = receipts_topic("bus-2");
+    let b1 = receipts_topic("bus-1");
     assert_eq!(
         impostor.publish(b2.clone(), forged(""), false).await,
         "NotAuthorized"
@@ -424,7 +159,7 @@ async fn a_display_writes_only_under_its_own_id() {
         .chain(bus2.on("/feeds/bus").iter())
         .all(|p| !play_id(p).starts_with("FORGED")));
     assert_eq!(
-        counts_by_device(&store).await,
+        played_by_device(&store).await,
         BTreeMap::from([("bus-1".to_owned(), 1), ("bus-2".to_owned(), 1)])
     );
     assert_eq!(m.rejects_total(), 0, "forgeries never reached the daemon");
@@ -448,7 +183,7 @@ async fn a_display_cannot_read_another_displays_commands() {
     let broker = Mosquitto::start().await;
     let port = broker.port;
     // The daemon's account (no daemon runs here), publishing a config and direct commands.
-    let daemon = Client::connect("civicast", "civicast", port, true, &[]).await;
+    let daemon = Client::login("civicast", "civicast", port, true, &[]).await;
     wait_for("the daemon account's CONNACK", 10, || {
         daemon.seen.lock().expect("lock").connacks == 1
     })
@@ -466,15 +201,15 @@ async fn a_display_cannot_read_another_displays_commands() {
         format!("{P}/devices/bus-2/cmd"),
         format!("{P}/devices/bus-2/config"),
     ];
-    let bus2 = Client::connect("bus-2", "bus-2", port, false, &own).await;
+    let bus2 = Client::login("bus-2", "bus-2", port, false, &own).await;
     let spy_filters = [
         format!("{P}/devices/bus-2/cmd"),
         format!("{P}/devices/bus-2/config"),
         format!("{P}/devices/+/cmd"),
         format!("{P}/#"),
     ];
-    let spy4 = Client::connect("bus-1", "bus-1", port, false, &spy_filters).await;
-    let spy5 = Client::connect("taxi-1", "taxi-1", port, true, &spy_filters).await;
+    let spy4 = Client::login("bus-1", "bus-1", port, false, &spy_filters).await;
+    let spy5 = Client::login("taxi-1", "taxi-1", port, true, &spy_filters).await;
     bus2.subscribed(2).await;
     spy4.subscribed(4).await;
     spy5.subscribed(4).await;
@@ -543,14 +278,14 @@ async fn the_loop_runs_through_mosquitto_on_mqtt_3_and_5() {
     let broker = Mosquitto::start().await;
     let port = broker.port;
     let dir = tempfile::tempdir().expect("tempdir");
-    write_city(dir.path());
-    let (running, shutdown, store) = start_daemon(dir.path(), port).await;
+    CITY.write(dir.path());
+    let (running, shutdown, store) = start(dir.path(), port).await;
     let m = running.shared.metrics.clone();
 
-    let displays = [("bus-1", false), ("bus-2", true), ("taxi-1", true)];
+    let displays = DISPLAYS;
     let mut clients = Vec::new();
     for (id, v5) in displays {
-        let c = Client::connect(id, id, port, v5, &[format!("{P}/devices/{id}/config")]).await;
+        let c = Client::login(id, id, port, v5, &[config_topic(id)]).await;
         clients.push((id, c));
     }
     let mut first_plays = BTreeMap::new();
@@ -567,12 +302,8 @@ async fn the_loop_runs_through_mosquitto_on_mqtt_3_and_5() {
             .collect();
         let want = if id.starts_with("bus") { "bus" } else { "taxi" };
         assert_eq!(feeds, [want]);
-        let online = format!(
-            r#"{{"v":1,"online":true,"since":"{}"}}"#,
-            chrono::Utc::now().to_rfc3339()
-        );
         assert_eq!(
-            c.publish(format!("{P}/devices/{id}/status"), online, true)
+            c.publish(format!("{P}/devices/{id}/status"), online_now(), true)
                 .await,
             "Success"
         );
@@ -584,11 +315,11 @@ async fn the_loop_runs_through_mosquitto_on_mqtt_3_and_5() {
         let plays = c.on("/feeds/");
         let ids: Vec<String> = plays.iter().take(2).map(play_id).collect();
         for pid in &ids {
-            let topic = format!("{P}/devices/{id}/receipts");
+            let topic = receipts_topic(id);
             assert_eq!(c.publish(topic, receipt(pid, ""), false).await, "Success");
         }
         // A repeat (a display that lost the PUBACK) counts once.
-        let topic = format!("{P}/devices/{id}/receipts");
+        let topic = receipts_topic(id);
         assert_eq!(
             c.publish(topic, receipt(&ids[0], ""), false).await,
             "Success"
@@ -612,7 +343,7 @@ async fn the_loop_runs_through_mosquitto_on_mqtt_3_and_5() {
     .await;
     assert_eq!(m.rejects_total(), 0);
     let want: BTreeMap<String, i64> = displays.iter().map(|(d, _)| (d.to_string(), 2)).collect();
-    assert_eq!(counts_by_device(&store).await, want);
+    assert_eq!(played_by_device(&store).await, want);
 
     // The daemon goes down; displays keep reporting; the broker restarts; the daemon
     // comes back and finds the receipts in its persistent session.
@@ -620,13 +351,13 @@ async fn the_loop_runs_through_mosquitto_on_mqtt_3_and_5() {
     running.wait().await;
     for (id, c) in &clients {
         let pid = play_id(&first_plays[id][2]);
-        let topic = format!("{P}/devices/{id}/receipts");
+        let topic = receipts_topic(id);
         assert_eq!(c.publish(topic, receipt(&pid, ""), false).await, "Success");
     }
     let mut broker = broker;
     broker.stop().await;
     let broker = broker.start_again().await;
-    let (running, shutdown, store) = start_daemon(dir.path(), broker.port).await;
+    let (running, shutdown, store) = start(dir.path(), broker.port).await;
     let m = running.shared.metrics.clone();
     wait_for("the receipts queued while the daemon was down", 20, || {
         m.receipts_stored.load(Ordering::Relaxed) == 3
@@ -635,7 +366,7 @@ async fn the_loop_runs_through_mosquitto_on_mqtt_3_and_5() {
     assert_eq!(m.rejects_total(), 0);
     assert_eq!(m.receipts_duplicate.load(Ordering::Relaxed), 0);
     let want: BTreeMap<String, i64> = displays.iter().map(|(d, _)| (d.to_string(), 3)).collect();
-    assert_eq!(counts_by_device(&store).await, want);
+    assert_eq!(played_by_device(&store).await, want);
     shutdown.cancel();
     running.wait().await;
     drop(broker);
