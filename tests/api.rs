@@ -221,7 +221,7 @@ async fn an_upload_plays_only_after_another_operator_approves_it() {
     );
 
     let current_slogan = |app: &App| {
-        let c = app.running.shared.last_plays();
+        let c = app.running.shared().last_plays();
         c.get("bus").map(|p| p.adset.clone())
     };
     // Pending: the file's ad set keeps playing.

@@ -200,7 +200,7 @@ async fn a_mosquitto_restart_mid_run_loses_no_receipt_and_counts_none_twice() {
             |s| s.batch_wait = Some(Duration::from_millis(300)),
         )
         .await;
-        let m = running.shared.metrics.clone();
+        let m = running.metrics().clone();
         let saw_disconnect = Arc::new(AtomicBool::new(false));
         let watcher = {
             let (m, saw) = (m.clone(), saw_disconnect.clone());
@@ -334,7 +334,7 @@ async fn thirty_seconds_without_postgresql_acknowledge_nothing_and_lose_nothing(
             |s| s.batch_wait = Some(Duration::from_millis(50)),
         )
         .await;
-        let m = running.shared.metrics.clone();
+        let m = running.metrics().clone();
         let router = api_router(store.clone(), &running);
 
         let displays = Display::fleet(port);
@@ -346,7 +346,7 @@ async fn thirty_seconds_without_postgresql_acknowledge_nothing_and_lose_nothing(
         assert_eq!(st, StatusCode::OK, "healthy before the cut: {db}");
 
         a_receipt_just_sent(&displays).await;
-        let tasks = running.tasks.len();
+        let tasks = running.tasks_running();
         let open = proxy.cut().await;
         let cut_at = Instant::now();
         // A commit that was already on the wire may still land; after that, nothing may.
@@ -365,11 +365,11 @@ async fn thirty_seconds_without_postgresql_acknowledge_nothing_and_lose_nothing(
                     cut_at.elapsed().as_secs_f64()
                 ));
             }
-            if running.tasks.len() != tasks {
+            if running.tasks_running() != tasks {
                 problems.push(format!(
                     "{:.1} s into the cut: {} of the daemon's {tasks} tasks left",
                     cut_at.elapsed().as_secs_f64(),
-                    running.tasks.len()
+                    running.tasks_running()
                 ));
             }
             let (st, db) = healthz(&router).await;

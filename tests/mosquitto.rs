@@ -37,7 +37,7 @@ const CITY: City = City {
 };
 
 /// The daemon on `dir`'s city and database, logged in to Mosquitto as `civicast`.
-async fn start(dir: &Path, port: u16) -> (daemon::Running, CancellationToken, SqliteStore) {
+async fn start(dir: &Path, port: u16) -> (daemon::App, CancellationToken, SqliteStore) {
     let store = sqlite_store(dir, "civicast.db").await;
     let broker = Broker::Mosquitto {
         port,
@@ -58,7 +58,7 @@ async fn a_display_writes_only_under_its_own_id() {
     let dir = tempfile::tempdir().expect("tempdir");
     CITY.write(dir.path());
     let (running, shutdown, store) = start(dir.path(), port).await;
-    let m = running.shared.metrics.clone();
+    let m = running.metrics().clone();
 
     let obs_subs = [format!("{P}/feeds/#"), format!("{P}/devices/+/receipts")];
     let obs = Client::login("observer", "observer", port, false, &obs_subs).await;
@@ -280,7 +280,7 @@ async fn the_loop_runs_through_mosquitto_on_mqtt_3_and_5() {
     let dir = tempfile::tempdir().expect("tempdir");
     CITY.write(dir.path());
     let (running, shutdown, store) = start(dir.path(), port).await;
-    let m = running.shared.metrics.clone();
+    let m = running.metrics().clone();
 
     let displays = DISPLAYS;
     let mut clients = Vec::new();
@@ -358,7 +358,7 @@ async fn the_loop_runs_through_mosquitto_on_mqtt_3_and_5() {
     broker.stop().await;
     let broker = broker.start_again().await;
     let (running, shutdown, store) = start(dir.path(), broker.port).await;
-    let m = running.shared.metrics.clone();
+    let m = running.metrics().clone();
     wait_for("the receipts queued while the daemon was down", 20, || {
         m.receipts_stored.load(Ordering::Relaxed) == 3
     })

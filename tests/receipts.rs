@@ -14,7 +14,7 @@ use common::*;
 
 /// The daemon on its embedded broker and a SQLite store in `dir`, checking the files every
 /// 200 ms; returns the broker's port and the store too.
-async fn start(dir: &std::path::Path) -> (daemon::Running, CancellationToken, u16, SqliteStore) {
+async fn start(dir: &std::path::Path) -> (daemon::App, CancellationToken, u16, SqliteStore) {
     let store = sqlite_store(dir, "civicast.db").await;
     let (running, shutdown) = start_daemon(dir, store.clone(), Broker::Embedded, |s| {
         s.watch_every = Some(Duration::from_millis(200))
@@ -29,7 +29,7 @@ async fn receipts_count_once_and_junk_is_rejected_by_reason() {
     let dir = tempfile::tempdir().expect("tempdir");
     write_city(dir.path());
     let (running, shutdown, port, store) = start(dir.path()).await;
-    let m = running.shared.metrics.clone();
+    let m = running.metrics().clone();
 
     // Displays learn their feeds from the retained config, as the contract says.
     let bus1 = Client::connect("bus-1", port, false, &[config_topic("bus-1")]).await;
@@ -172,7 +172,7 @@ async fn edited_files_are_picked_up_and_a_bad_edit_is_refused() {
     let (running, shutdown, port, _) = start(dir.path()).await;
     let bus1 = Client::connect("bus-1", port, false, &[config_topic("bus-1")]).await;
     wait_for("bus-1's config", 10, || bus1.received() > 0).await;
-    let adset_now = |r: &daemon::Running| r.shared.last_plays().get("bus").map(|p| p.adset.clone());
+    let adset_now = |r: &daemon::App| r.shared().last_plays().get("bus").map(|p| p.adset.clone());
     wait_for("a play", 10, || adset_now(&running).is_some()).await;
 
     // A new ad set of higher priority, and a new feed that reaches bus-1.
@@ -201,7 +201,7 @@ async fn edited_files_are_picked_up_and_a_bad_edit_is_refused() {
     .expect("write");
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(adset_now(&running).as_deref(), Some("winter"));
-    assert_eq!(running.shared.current().feeds.len(), 3);
+    assert_eq!(running.shared().current().feeds.len(), 3);
     shutdown.cancel();
     running.wait().await;
 }

@@ -221,6 +221,10 @@ impl App {
     pub fn stop(&self) {
         self.shutdown.cancel();
     }
+    /// How many of the daemon's tasks are still running: all of them until shutdown.
+    pub fn tasks_running(&self) -> usize {
+        self.tasks.len()
+    }
     /// Waits for every task to end (after the shutdown token is cancelled).
     pub async fn wait(self) {
         self.tasks.close();

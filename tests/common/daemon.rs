@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use civicast::api::{self, ApiState};
-use civicast::daemon::{self, SystemClock};
-use civicast::settings::Settings;
+use civicast::daemon::{self, Startup, SystemClock};
+use civicast::settings::{self, MqttUrl, Settings};
 use civicast::store::{ApiStore, Role, SqliteStore};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -47,7 +47,7 @@ pub async fn start_daemon<S: ApiStore>(
     store: S,
     broker: Broker,
     tweak: impl FnOnce(&mut Settings),
-) -> (daemon::Running, CancellationToken) {
+) -> (daemon::App, CancellationToken) {
     let catalog = load_city(dir);
     let mut settings = Settings {
         devices: dir.join("devices"),
@@ -61,25 +61,20 @@ pub async fn start_daemon<S: ApiStore>(
                 .expect("bind"),
         ),
         Broker::Mosquitto { port, .. } => {
-            settings.mqtt_url = Some(format!("mqtt://civicast:pw-civicast@127.0.0.1:{port}"));
+            let url = format!("mqtt://civicast:pw-civicast@127.0.0.1:{port}");
+            settings.broker = settings::Broker::External(MqttUrl::parse(&url).expect("url"));
             None
         }
     };
     tweak(&mut settings);
     let shutdown = CancellationToken::new();
-    let running = daemon::start(
-        &settings,
-        store,
-        catalog,
-        listener,
-        Arc::new(SystemClock),
-        shutdown.clone(),
-    )
-    .await
-    .expect("daemon starts");
+    let mut startup = Startup::new(settings, store, catalog);
+    startup.listeners.mqtt = listener;
+    startup.shutdown = shutdown.clone();
+    let running = daemon::App::start(startup).await.expect("daemon starts");
     if let Broker::Mosquitto { session_within, .. } = broker {
-        assert!(running.mqtt_addr.is_none(), "no embedded broker");
-        let m = running.shared.metrics.clone();
+        assert!(running.mqtt_addr().is_none(), "no embedded broker");
+        let m = running.metrics().clone();
         wait_for("the daemon's MQTT session", session_within, || {
             m.broker_connected.load(Ordering::Relaxed)
         })
@@ -89,15 +84,15 @@ pub async fn start_daemon<S: ApiStore>(
 }
 
 /// The port of the daemon's embedded broker.
-pub fn embedded_port(running: &daemon::Running) -> u16 {
-    running.mqtt_addr.expect("embedded broker").port()
+pub fn embedded_port(running: &daemon::App) -> u16 {
+    running.mqtt_addr().expect("embedded broker").port()
 }
 
 /// The HTTP API of `running` on `store`, as `serve` builds it, to call in-process.
-pub fn api_router<S: ApiStore>(store: S, running: &daemon::Running) -> axum::Router {
+pub fn api_router<S: ApiStore>(store: S, running: &daemon::App) -> axum::Router {
     api::router(Arc::new(ApiState {
         store,
-        shared: running.shared.clone(),
+        shared: running.shared().clone(),
         clock: Arc::new(SystemClock),
         factors: Default::default(),
     }))
@@ -107,7 +102,7 @@ pub fn api_router<S: ApiStore>(store: S, running: &daemon::Running) -> axum::Rou
 pub struct App {
     pub router: axum::Router,
     pub shutdown: CancellationToken,
-    pub running: daemon::Running,
+    pub running: daemon::App,
     /// Token secrets by account name: operators `op1` and `op2`, auditor `aud`, admin `adm`.
     pub tokens: HashMap<&'static str, String>,
     _dir: tempfile::TempDir,
