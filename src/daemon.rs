@@ -448,7 +448,7 @@ async fn watch_files<S: ApiStore>(
             continue;
         }
         last = now;
-        let report = crate::core::catalog::load_dirs(&settings.devices, &settings.schedules);
+        let report = crate::files::load_dirs(&settings.devices, &settings.schedules);
         let errors = report.errors();
         let Some(mut catalog) = report.catalog.filter(|_| errors == 0) else {
             for p in report.problems.iter().filter(|p| p.is_error()) {

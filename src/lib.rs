@@ -9,6 +9,7 @@ pub mod city;
 pub mod cli;
 pub mod core;
 pub mod daemon;
+pub mod files;
 pub mod inventory;
 pub mod metrics;
 pub mod mqtt;

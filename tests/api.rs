@@ -67,10 +67,8 @@ async fn spawn_app() -> App {
     w("devices/classes.toml", CLASSES);
     w("schedules/feeds.toml", FEEDS);
     w("schedules/adsets/civility.toml", ADSET);
-    let report = civicast::core::catalog::load_dirs(
-        &dir.path().join("devices"),
-        &dir.path().join("schedules"),
-    );
+    let report =
+        civicast::files::load_dirs(&dir.path().join("devices"), &dir.path().join("schedules"));
     let catalog = report.catalog.expect("valid city");
     let store = SqliteStore::connect(&format!("sqlite://{}", dir.path().join("t.db").display()))
         .await

@@ -266,7 +266,7 @@ fn write_city(dir: &Path) {
 
 /// The daemon on `dir`'s city and database, logged in to Mosquitto as `civicast`.
 async fn start_daemon(dir: &Path, port: u16) -> (daemon::Running, CancellationToken, SqliteStore) {
-    let report = civicast::core::catalog::load_dirs(&dir.join("devices"), &dir.join("schedules"));
+    let report = civicast::files::load_dirs(&dir.join("devices"), &dir.join("schedules"));
     let catalog = report.catalog.expect("the test city is valid");
     let url = format!("sqlite://{}", dir.join("civicast.db").display());
     let store = SqliteStore::connect(&url).await.expect("sqlite");

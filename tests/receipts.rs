@@ -340,7 +340,7 @@ async fn receipts_count_once_and_junk_is_rejected_by_reason() {
 async fn start_daemon(
     dir: &std::path::Path,
 ) -> (daemon::Running, CancellationToken, u16, SqliteStore) {
-    let report = civicast::core::catalog::load_dirs(&dir.join("devices"), &dir.join("schedules"));
+    let report = civicast::files::load_dirs(&dir.join("devices"), &dir.join("schedules"));
     let catalog = report.catalog.expect("the test city is valid");
     let url = format!("sqlite://{}", dir.join("civicast.db").display());
     let store = SqliteStore::connect(&url).await.expect("sqlite");

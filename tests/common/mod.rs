@@ -307,7 +307,7 @@ pub async fn start_daemon(
     store: PgStore,
     batch_wait: Duration,
 ) -> (daemon::Running, CancellationToken) {
-    let report = civicast::core::catalog::load_dirs(&dir.join("devices"), &dir.join("schedules"));
+    let report = civicast::files::load_dirs(&dir.join("devices"), &dir.join("schedules"));
     let catalog = report.catalog.expect("the test city is valid");
     let settings = Settings {
         mqtt_url: Some(format!("mqtt://civicast:pw-civicast@127.0.0.1:{port}")),
