@@ -285,4 +285,48 @@ mod tests {
             ["devices/MORE.CSV", "devices/brt.csv", "devices/fleet.csv"]
         );
     }
+
+    const UPPER_TOML: &str = "id = \"upper\"\nvalid_from = \"2026-12-01\"\nvalid_until = \"2026-12-31\"\n[[slogan]]\nid = \"a\"\ntext = \"讲文明\"\n";
+    const BOM_JSON: &str = "\u{feff}{\"id\": \"bom\", \"valid_from\": \"2026-12-01\", \"valid_until\": \"2026-12-31\", \"slogan\": [{\"id\": \"a\", \"text\": \"讲文明\"}]}";
+
+    #[test]
+    fn check_and_registration_see_the_same_adset_files() {
+        let d = tmp_dirs(&[
+            ("schedules/adsets/UPPER.TOML", UPPER_TOML),
+            ("schedules/adsets/bom.json", BOM_JSON),
+        ]);
+        let mut files = valid_files();
+        files.retain(|(n, _)| !n.starts_with("schedules/adsets/"));
+        for (name, text) in files {
+            let p = d.root.join(name);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, text).unwrap();
+        }
+
+        let r = load_dirs(&d.devices, &d.schedules);
+        assert_eq!(r.errors(), 0, "{}", show(&r.problems));
+        let checked: Vec<String> = r
+            .catalog
+            .unwrap()
+            .adsets
+            .iter()
+            .map(|a| a.id.to_string())
+            .collect();
+        assert_eq!(checked, ["upper", "bom"]);
+
+        let registered = crate::adsets::read_files(&d.schedules);
+        let seen: Vec<(String, bool)> = registered
+            .iter()
+            .map(|(name, json, _)| (name.clone(), *json))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (rel(&d, "schedules/adsets/UPPER.TOML"), false),
+                (rel(&d, "schedules/adsets/bom.json"), true),
+            ]
+        );
+        assert_eq!(registered[0].2, UPPER_TOML);
+        assert_eq!(registered[1].2, BOM_JSON.trim_start_matches('\u{feff}'));
+    }
 }
