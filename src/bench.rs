@@ -293,7 +293,7 @@ pub fn write_inventory(root: &Path, n: usize) -> anyhow::Result<()> {
 }
 
 fn load_catalog(root: &Path) -> anyhow::Result<crate::core::model::Catalog> {
-    let report = crate::core::catalog::load_dirs(&root.join("devices"), &root.join("schedules"));
+    let report = crate::files::load_dirs(&root.join("devices"), &root.join("schedules"));
     let errors = report.errors();
     match report.catalog {
         Some(c) if errors == 0 => Ok(c),

@@ -285,7 +285,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Some(root) => (root.join("devices"), root.join("schedules")),
                 None => (settings.devices.clone(), settings.schedules.clone()),
             };
-            let report = catalog::load_dirs(&d, &s);
+            let report = crate::files::load_dirs(&d, &s);
             print_problems(&report.problems);
             let (e, w) = (report.errors(), report.warnings());
             match &report.catalog {
@@ -327,7 +327,7 @@ fn print_problems(problems: &[catalog::Problem]) {
 
 /// Loads and validates the operators' files, or says why not.
 fn load_catalog(devices: &Path, schedules: &Path) -> Result<Catalog, usize> {
-    let report = catalog::load_dirs(devices, schedules);
+    let report = crate::files::load_dirs(devices, schedules);
     print_problems(&report.problems);
     match report.catalog {
         Some(c) if report.errors() == 0 => Ok(c),

@@ -7,6 +7,7 @@ pub mod city;
 pub mod cli;
 pub mod core;
 pub mod daemon;
+pub mod files;
 pub mod memory;
 pub mod metrics;
 pub mod mqtt;

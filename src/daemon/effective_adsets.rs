@@ -7,33 +7,22 @@ use std::path::Path;
 
 use tracing::{info, warn};
 
-use crate::core::catalog::{self, AdSetContext};
+use crate::core::catalog::{self, AdSetContext, Content};
 use crate::core::model::{AdSet, Catalog};
 use crate::store::{ApiStore, Revision};
 
-/// The ad-set files of `schedules/adsets/`: (file name, is_json, text).
+/// The ad-set files of `schedules/adsets/`: (file name, is_json, text). Listed and decoded
+/// by the same reader as `check`, so the files registered are the ones it accepted; a file it
+/// could not read is left out (`check` reported it, and the catalog did not load).
 pub fn read_files(schedules: &Path) -> Vec<(String, bool, String)> {
-    let dir = schedules.join("adsets");
-    let Ok(entries) = std::fs::read_dir(&dir) else {
+    let Ok(Ok(files)) = crate::files::read_adsets(schedules).found else {
         return Vec::new();
     };
-    let mut files: Vec<_> = entries
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| {
-            matches!(
-                p.extension().and_then(|x| x.to_str()),
-                Some("toml" | "json")
-            )
-        })
-        .collect();
-    files.sort();
     files
         .into_iter()
-        .filter_map(|p| {
-            let text = std::fs::read_to_string(&p).ok()?;
-            let json = p.extension().and_then(|x| x.to_str()) == Some("json");
-            Some((p.display().to_string(), json, text))
+        .filter_map(|f| match f.content {
+            Content::Text(text) => Some((f.name.clone(), catalog::adset_is_json(&f.name), text)),
+            _ => None,
         })
         .collect()
 }
@@ -57,7 +46,9 @@ pub async fn register_files<S: ApiStore>(
         let last_file = history
             .as_ref()
             .and_then(|h| h.revisions.iter().rev().find(|r| r.origin == "file"));
-        if last_file.is_some_and(|r| r.body == text) {
+        // Bodies recorded before files were decoded like `check` does kept a leading BOM;
+        // the same file must not become a new revision for that alone.
+        if last_file.is_some_and(|r| r.body.strip_prefix('\u{feff}').unwrap_or(&r.body) == text) {
             continue;
         }
         let rev = store

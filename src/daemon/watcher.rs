@@ -2,7 +2,7 @@
 //! A bad edit is refused and logged; the last good state keeps playing.
 //!
 //! Owns: the folders' fingerprint. Must not touch: receipts, plays. Parsing and validation
-//! are the catalog's (`files::load_dirs`); installing the result is `daemon::apply_files`.
+//! are `files::load_dirs`'s; installing the result is `daemon::apply_files`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -50,7 +50,7 @@ impl<S: ApiStore> FileWatcher<S> {
     }
 
     async fn reload(&self) {
-        let report = crate::core::catalog::load_dirs(&self.devices, &self.schedules);
+        let report = crate::files::load_dirs(&self.devices, &self.schedules);
         let errors = report.errors();
         let Some(mut catalog) = report.catalog.filter(|_| errors == 0) else {
             for p in report.problems.iter().filter(|p| p.is_error()) {

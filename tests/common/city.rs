@@ -122,7 +122,7 @@ pub fn write_city(dir: &Path) {
 
 /// The catalog of the city under `dir`, which must be valid.
 pub fn load_city(dir: &Path) -> civicast::core::model::Catalog {
-    civicast::core::catalog::load_dirs(&dir.join("devices"), &dir.join("schedules"))
+    civicast::files::load_dirs(&dir.join("devices"), &dir.join("schedules"))
         .catalog
         .expect("the test city is valid")
 }

@@ -1,7 +1,8 @@
-//! Ad sets: `schedules/adsets/*.toml|*.json` and uploads.
+//! Ad sets: `schedules/adsets/*.toml|*.json` and uploads, parsed from text and checked against
+//! the displays and feeds. Pure: it never opens a file or the store; revisions are the
+//! caller's.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::Path;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
 
@@ -10,45 +11,43 @@ use crate::core::model::{AdSet, Id, Slogan};
 use super::tree::{
     self, expect_array, expect_int, expect_str, known_list, quote, Node, Sink, Span, Table,
 };
-use super::{check_text, display, files_with_ext, read_text, AdSetContext, Problem};
+use super::{adset_is_json, check_text, listed, text_of, AdSetContext, Folder, Listing, Problem};
 
+/// The ad sets of the folder `adsets`, in order; a second ad set with the id of an earlier
+/// one is an error.
 pub(crate) fn load_adsets(
-    dir: &Path,
+    adsets: &Folder<Listing>,
     ctx: &AdSetContext,
     problems: &mut Vec<Problem>,
 ) -> Vec<AdSet> {
-    if !dir.is_dir() {
+    let Ok(listing) = &adsets.found else {
         problems.push(Problem::warning(
-            &display(dir),
+            &adsets.name,
             None,
             None,
             "no ad set directory: only ad sets uploaded over HTTP will play",
         ));
         return Vec::new();
-    }
+    };
     let mut out: Vec<AdSet> = Vec::new();
     let mut seen: HashMap<String, String> = HashMap::new();
-    for path in files_with_ext(dir, &["toml", "json"], problems) {
-        let file = display(&path);
-        let Some(text) = read_text(&path, &file, problems) else {
+    for source in listed(&adsets.name, listing, problems) {
+        let file = source.name.as_str();
+        let Some(text) = text_of(source, problems) else {
             continue;
         };
-        let is_json = path
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| e.eq_ignore_ascii_case("json"));
-        let (adset, mut found) = parse_adset_inner(&text, is_json, &file, ctx);
+        let (adset, mut found) = parse_adset_inner(text, adset_is_json(file), file, ctx);
         problems.append(&mut found.problems);
         if let Some((adset, id_line)) = adset {
             if let Some(first) = seen.get(adset.id.as_str()) {
                 problems.push(Problem::error(
-                    &file,
+                    file,
                     id_line,
                     Some("id"),
                     format!("duplicate ad set id \"{}\" (also in {first})", adset.id),
                 ));
             } else {
-                seen.insert(adset.id.as_str().to_owned(), file.clone());
+                seen.insert(adset.id.as_str().to_owned(), file.to_owned());
                 out.push(adset);
             }
         }

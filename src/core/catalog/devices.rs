@@ -1,22 +1,23 @@
-//! `devices/classes.toml` and `devices/*.csv`.
+//! `devices/classes.toml` and `devices/*.csv`: display classes and the displays, parsed from
+//! the text the shell read. Pure: it never opens a file; names come as given.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
 
 use crate::core::model::{Charset, ClassProfile, Device, Id};
 
 use super::tree::{self, expect_int, expect_str, known_list, Kind, Sink, Table};
-use super::{display, files_with_ext, parse_duration, read_text, Problem, DEFAULT_CLASS_DURATION};
+use super::{
+    listed, parse_duration, text_of, Listing, Problem, SourceFile, DEFAULT_CLASS_DURATION,
+};
 
 /// `None` when the file is missing or not TOML at all (so other files do not report every
 /// class as unknown). A class with a bad field is still returned, under its name.
 pub(crate) fn load_classes(
-    path: &Path,
+    file: &SourceFile,
     problems: &mut Vec<Problem>,
 ) -> Option<BTreeMap<String, ClassProfile>> {
-    let file = display(path);
-    let text = read_text(path, &file, problems)?;
-    parse_classes(&text, &file, problems)
+    let text = text_of(file, problems)?;
+    parse_classes(text, &file.name, problems)
 }
 
 pub(crate) fn parse_classes(
@@ -119,15 +120,17 @@ fn class_profile(
 /// Where a display id was first seen: file and line.
 pub(crate) type Seen = HashMap<String, (String, Option<usize>)>;
 
+/// The displays of every list in `lists` (the folder `dir`), in order.
 pub(crate) fn load_devices(
-    dir: &Path,
+    dir: &str,
+    lists: &Listing,
     classes: Option<&BTreeMap<String, ClassProfile>>,
     problems: &mut Vec<Problem>,
 ) -> Vec<Device> {
-    let files = files_with_ext(dir, &["csv"], problems);
+    let files = listed(dir, lists, problems);
     if files.is_empty() {
         problems.push(Problem::warning(
-            &display(dir),
+            dir,
             None,
             None,
             "no display list (*.csv) in this directory",
@@ -135,11 +138,10 @@ pub(crate) fn load_devices(
     }
     let mut seen = Seen::new();
     let mut out = Vec::new();
-    for path in files {
-        let file = display(&path);
-        if let Some(text) = read_text(&path, &file, problems) {
+    for file in files {
+        if let Some(text) = text_of(file, problems) {
             out.extend(parse_devices_csv(
-                &text, &file, classes, &mut seen, problems,
+                text, &file.name, classes, &mut seen, problems,
             ));
         }
     }

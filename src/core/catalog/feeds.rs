@@ -1,24 +1,23 @@
-//! `schedules/feeds.toml`.
+//! `schedules/feeds.toml`: the time zone and the feeds, parsed from the text the shell read.
+//! Pure: it never opens a file; names come as given.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
 use std::str::FromStr;
 
 use crate::core::model::{ClassProfile, Daypart, Device, Feed, Id, Selector};
 
 use super::devices::scalar_text;
 use super::tree::{self, expect_array, expect_str, known_list, Kind, Node, Sink, Table};
-use super::{display, parse_duration, read_text, Problem, DEFAULT_INTERVAL, DEFAULT_TIMEZONE};
+use super::{parse_duration, text_of, Problem, SourceFile, DEFAULT_INTERVAL, DEFAULT_TIMEZONE};
 
 pub(crate) fn load_feeds(
-    path: &Path,
+    file: &SourceFile,
     classes: Option<&BTreeMap<String, ClassProfile>>,
     devices: &[Device],
     problems: &mut Vec<Problem>,
 ) -> (chrono_tz::Tz, Vec<Feed>) {
-    let file = display(path);
-    match read_text(path, &file, problems) {
-        Some(text) => parse_feeds(&text, &file, classes, devices, problems),
+    match text_of(file, problems) {
+        Some(text) => parse_feeds(text, &file.name, classes, devices, problems),
         None => (DEFAULT_TIMEZONE, Vec::new()),
     }
 }

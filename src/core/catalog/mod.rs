@@ -1,5 +1,9 @@
-//! Reads and validates the files operators write (`devices/*.csv`, `devices/classes.toml`,
+//! Parses and validates the files operators write (`devices/*.csv`, `devices/classes.toml`,
 //! `schedules/feeds.toml`, `schedules/adsets/*.toml|*.json`) and ad sets uploaded over HTTP.
+//!
+//! Pure: it is handed the files' text as [`Sources`] and never reads the disk itself (the
+//! shell, `crate::files`, walks the folders and decodes the files), so what is checked is
+//! exactly what the shell read.
 //!
 //! Every problem is collected (not just the first), each naming its file, line and field, so an
 //! operator can fix a whole file in one go. Nothing here panics on bad input.
@@ -12,15 +16,17 @@
 mod adset;
 mod devices;
 mod feeds;
+mod sources;
 mod text;
 mod tree;
 
+#[cfg(test)]
+pub(crate) mod fixtures;
 #[cfg(test)]
 mod tests;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::Path;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -28,6 +34,10 @@ use serde::Serialize;
 use crate::core::model::{Catalog, ClassProfile, Device, Feed};
 
 pub use adset::{parse_adset, parse_adset_checked};
+pub use sources::{
+    adset_is_json, Absent, Content, DeviceFiles, Folder, Listing, ScheduleFiles, SourceFile,
+    Sources,
+};
 pub use text::check_text;
 
 /// The time zone of the feeds when `feeds.toml` names none.
@@ -158,41 +168,48 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     }
 }
 
-/// Reads `devices_dir/*.csv` (sorted by file name), `devices_dir/classes.toml`,
-/// `schedules_dir/feeds.toml`, `schedules_dir/adsets/*.toml` and `*.json` (sorted by file
-/// name). Never panics on any input. A missing folder or file is an error naming it, except a
+/// The catalog and every problem of `sources`: `devices/*.csv` in the order given (sorted by
+/// file name when read from disk), `classes.toml`, `feeds.toml`, then the ad sets in the order
+/// given. Never panics on any input. A missing folder or file is an error naming it, except a
 /// missing `adsets` folder, which is only a warning (ad sets may all come over HTTP).
-/// Ad sets read here get `rev` 1.
-pub fn load_dirs(devices_dir: &Path, schedules_dir: &Path) -> Report {
+/// Ad sets parsed here get `rev` 1.
+pub fn parse(sources: &Sources) -> Report {
     let mut problems = Vec::new();
 
-    let (classes, devices) = if check_dir(devices_dir, &mut problems) {
-        let classes = devices::load_classes(&devices_dir.join("classes.toml"), &mut problems);
-        let devices = devices::load_devices(devices_dir, classes.as_ref(), &mut problems);
-        (classes, devices)
-    } else {
-        (None, Vec::new())
+    let (classes, devices) = match folder(&sources.devices, &mut problems) {
+        Some(files) => {
+            let classes = devices::load_classes(&files.classes, &mut problems);
+            let devices = devices::load_devices(
+                &sources.devices.name,
+                &files.lists,
+                classes.as_ref(),
+                &mut problems,
+            );
+            (classes, devices)
+        }
+        None => (None, Vec::new()),
     };
     let classes_known = classes.is_some();
     let classes = classes.unwrap_or_default();
 
-    let (timezone, feeds, adsets) = if check_dir(schedules_dir, &mut problems) {
-        let (timezone, feeds) = feeds::load_feeds(
-            &schedules_dir.join("feeds.toml"),
-            classes_known.then_some(&classes),
-            &devices,
-            &mut problems,
-        );
-        let ctx = AdSetContext {
-            timezone,
-            classes: &classes,
-            feeds: &feeds,
-            devices: &devices,
-        };
-        let adsets = adset::load_adsets(&schedules_dir.join("adsets"), &ctx, &mut problems);
-        (timezone, feeds, adsets)
-    } else {
-        (DEFAULT_TIMEZONE, Vec::new(), Vec::new())
+    let (timezone, feeds, adsets) = match folder(&sources.schedules, &mut problems) {
+        Some(files) => {
+            let (timezone, feeds) = feeds::load_feeds(
+                &files.feeds,
+                classes_known.then_some(&classes),
+                &devices,
+                &mut problems,
+            );
+            let ctx = AdSetContext {
+                timezone,
+                classes: &classes,
+                feeds: &feeds,
+                devices: &devices,
+            };
+            let adsets = adset::load_adsets(&files.adsets, &ctx, &mut problems);
+            (timezone, feeds, adsets)
+        }
+        None => (DEFAULT_TIMEZONE, Vec::new(), Vec::new()),
     };
 
     let catalog = if problems.iter().any(Problem::is_error) {
@@ -209,91 +226,55 @@ pub fn load_dirs(devices_dir: &Path, schedules_dir: &Path) -> Report {
     Report { catalog, problems }
 }
 
-fn display(path: &Path) -> String {
-    path.display().to_string()
-}
-
-fn check_dir(dir: &Path, problems: &mut Vec<Problem>) -> bool {
-    if dir.is_dir() {
-        true
-    } else {
-        let msg = if dir.exists() {
-            "is not a directory"
-        } else {
-            "directory not found"
-        };
-        problems.push(Problem::error(&display(dir), None, None, msg));
-        false
-    }
-}
-
-/// Reads a file as UTF-8 text (without a byte order mark); problems name `file`.
-fn read_text(path: &Path, file: &str, problems: &mut Vec<Problem>) -> Option<String> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            problems.push(Problem::error(file, None, None, "file not found"));
-            return None;
-        }
-        Err(e) => {
-            problems.push(Problem::error(
-                file,
-                None,
-                None,
-                format!("cannot read: {e}"),
-            ));
-            return None;
-        }
-    };
-    match String::from_utf8(bytes) {
-        Ok(mut s) => {
-            if s.starts_with('\u{feff}') {
-                s.drain(..'\u{feff}'.len_utf8());
-            }
-            Some(s)
-        }
-        Err(e) => {
-            let good = e.utf8_error().valid_up_to();
-            let line = e.as_bytes()[..good].iter().filter(|b| **b == b'\n').count() + 1;
-            problems.push(Problem::error(
-                file,
-                Some(line),
-                None,
-                "the file is not UTF-8 text (save it as UTF-8)",
-            ));
+/// The contents of a required folder, or an error naming it.
+fn folder<'a, T>(folder: &'a Folder<T>, problems: &mut Vec<Problem>) -> Option<&'a T> {
+    match &folder.found {
+        Ok(contents) => Some(contents),
+        Err(absent) => {
+            let msg = match absent {
+                Absent::NotADirectory => "is not a directory",
+                Absent::NotFound => "directory not found",
+            };
+            problems.push(Problem::error(&folder.name, None, None, msg));
             None
         }
     }
 }
 
-/// The files in `dir` whose extension is one of `exts` (case-insensitive), sorted by name.
-fn files_with_ext(
-    dir: &Path,
-    exts: &[&str],
-    problems: &mut Vec<Problem>,
-) -> Vec<std::path::PathBuf> {
-    let rd = match std::fs::read_dir(dir) {
-        Ok(rd) => rd,
+/// The text of a file, or the error that it has none.
+fn text_of<'a>(file: &'a SourceFile, problems: &mut Vec<Problem>) -> Option<&'a str> {
+    let name = file.name.as_str();
+    match &file.content {
+        Content::Text(text) => return Some(text),
+        Content::NotFound => problems.push(Problem::error(name, None, None, "file not found")),
+        Content::Unreadable(e) => problems.push(Problem::error(
+            name,
+            None,
+            None,
+            format!("cannot read: {e}"),
+        )),
+        Content::NotUtf8 { line } => problems.push(Problem::error(
+            name,
+            Some(*line),
+            None,
+            "the file is not UTF-8 text (save it as UTF-8)",
+        )),
+    }
+    None
+}
+
+/// The files of a listed folder, or (with an error naming the folder) none.
+fn listed<'a>(folder: &str, listing: &'a Listing, problems: &mut Vec<Problem>) -> &'a [SourceFile] {
+    match listing {
+        Ok(files) => files,
         Err(e) => {
             problems.push(Problem::error(
-                &display(dir),
+                folder,
                 None,
                 None,
                 format!("cannot list the directory: {e}"),
             ));
-            return Vec::new();
+            &[]
         }
-    };
-    let mut out: Vec<_> = rd
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.is_file())
-        .filter(|p| {
-            p.extension()
-                .and_then(|e| e.to_str())
-                .is_some_and(|e| exts.iter().any(|x| x.eq_ignore_ascii_case(e)))
-        })
-        .collect();
-    out.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
-    out
+    }
 }

@@ -1,134 +1,14 @@
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
 
+use super::fixtures::*;
 use super::*;
 use crate::core::model::{Charset, Id};
 
-const CLASSES: &str = r#"
-[class.bus_led]
-max_chars = 40
-charset = "gb2312"
-duration = "15s"
-
-[class.taxi_top]
-max_chars = 8
-charset = "gb2312"
-duration = "10s"
-
-[class.brt_screen]
-max_chars = 120
-charset = "utf-8"
-"#;
-
-const FLEET: &str = "id,class,route,district,operator
-bus-K1-0421,bus_led,K1,haizhou,city-bus
-bus-K1-0422,bus_led,K1,haizhou,city-bus
-taxi-0007,taxi_top,,lianyun,jiaotong-taxi
-";
-
-const BRT: &str = "id,class,route
-brt-1,brt_screen,B1
-";
-
-const FEEDS: &str = r#"
-timezone = "Asia/Shanghai"
-
-[[feed]]
-id = "bus-led-all"
-select = { class = "bus_led" }
-interval = "3m"
-daypart = "* * 6-22 * * *"
-
-[[feed]]
-id = "taxi-all"
-select = { class = ["taxi_top"] }
-
-[[feed]]
-id = "brt"
-select = { class = "brt_screen", route = ["B1", "B2"] }
-interval = "90s"
-"#;
-
-const ADSET: &str = r#"
-id = "wenming-2026-12"
-title = "Civility month"
-valid_from = "2026-12-01"
-valid_until = "2026-12-31"
-feeds = ["bus-led-all", "taxi-all"]
-priority = 0
-
-[[slogan]]
-id = "jiang-wenming"
-text = "讲文明 树新风"
-weight = 2
-[slogan.text_by_class]
-taxi_top = "讲文明"
-
-[[slogan]]
-id = "li-rang"
-text = "礼让斑马线"
-"#;
-
-const ADSET_JSON: &str = r#"{
-  "id": "brt-2026",
-  "valid_from": "2026-01-01T00:00:00+08:00",
-  "valid_until": "2027-01-01T00:00:00+08:00",
-  "priority": 1,
-  "feeds": ["brt"],
-  "slogan": [{"id": "emoji-ok", "text": "Be kind 😀"}]
-}"#;
-
-struct Dirs {
-    root: PathBuf,
-    devices: PathBuf,
-    schedules: PathBuf,
-}
-
-impl Drop for Dirs {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.root);
-    }
-}
-
-fn tmp_dirs(files: &[(&str, &str)]) -> Dirs {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let root = std::env::temp_dir().join(format!(
-        "civicast-catalog-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    ));
-    let _ = std::fs::remove_dir_all(&root);
-    for (name, text) in files {
-        let p = root.join(name);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(&p, text).unwrap();
-    }
-    std::fs::create_dir_all(root.join("devices")).unwrap();
-    std::fs::create_dir_all(root.join("schedules")).unwrap();
-    Dirs {
-        devices: root.join("devices"),
-        schedules: root.join("schedules"),
-        root,
-    }
-}
-
-fn valid_files() -> Vec<(&'static str, &'static str)> {
-    vec![
-        ("devices/classes.toml", CLASSES),
-        ("devices/fleet.csv", FLEET),
-        ("devices/brt.csv", BRT),
-        ("schedules/feeds.toml", FEEDS),
-        ("schedules/adsets/wenming.toml", ADSET),
-        ("schedules/adsets/brt.json", ADSET_JSON),
-    ]
-}
-
 /// Loads the valid files with `replace` swapped in (or added).
-fn load_with(replace: &[(&'static str, &'static str)]) -> (Report, Dirs) {
+fn load_with(replace: &[(&'static str, &'static str)]) -> Report {
     let mut files = valid_files();
     for (name, text) in replace {
         match files.iter_mut().find(|(n, _)| n == name) {
@@ -136,16 +16,11 @@ fn load_with(replace: &[(&'static str, &'static str)]) -> (Report, Dirs) {
             None => files.push((name, text)),
         }
     }
-    let d = tmp_dirs(&files);
-    (load_dirs(&d.devices, &d.schedules), d)
-}
-
-fn rel(d: &Dirs, name: &str) -> String {
-    d.root.join(name).display().to_string()
+    parse(&sources(&files))
 }
 
 /// The one error whose message contains `needle`, checked for file, line and field.
-fn expect_error(r: &Report, d: &Dirs, file: &str, line: Option<usize>, field: &str, needle: &str) {
+fn expect_error(r: &Report, file: &str, line: Option<usize>, field: &str, needle: &str) {
     let found: Vec<&Problem> = r
         .problems
         .iter()
@@ -157,7 +32,7 @@ fn expect_error(r: &Report, d: &Dirs, file: &str, line: Option<usize>, field: &s
         show(&r.problems)
     );
     let p = found[0];
-    assert_eq!(p.file, rel(d, file), "{p}");
+    assert_eq!(p.file, file, "{p}");
     assert_eq!(p.line, line, "{p}");
     assert_eq!(p.field.as_deref(), Some(field), "{p}");
     assert!(r.catalog.is_none());
@@ -169,7 +44,7 @@ fn show(ps: &[Problem]) -> String {
 
 #[test]
 fn valid_files_load_into_a_catalog() {
-    let (r, _d) = load_with(&[]);
+    let r = load_with(&[]);
     assert_eq!(r.errors(), 0, "{}", show(&r.problems));
     assert_eq!(r.warnings(), 0, "{}", show(&r.problems));
     let c = r.catalog.expect("catalog");
@@ -237,14 +112,14 @@ fn valid_files_load_into_a_catalog() {
 
 #[test]
 fn timezone_defaults_to_shanghai_and_can_be_set() {
-    let (r, _d) = load_with(&[(
+    let r = load_with(&[(
         "schedules/feeds.toml",
         "[[feed]]\nid = \"bus-led-all\"\nselect = {}\n[[feed]]\nid = \"taxi-all\"\nselect = { class = \"taxi_top\" }\n[[feed]]\nid = \"brt\"\nselect = { class = \"brt_screen\" }\n",
     )]);
     assert_eq!(r.errors(), 0, "{}", show(&r.problems));
     assert_eq!(r.catalog.unwrap().timezone, chrono_tz::Asia::Shanghai);
 
-    let (r, d) = load_with(&[(
+    let r = load_with(&[(
         "schedules/feeds.toml",
         "timezone = \"Europe/Berlin\"\n[[feed]]\nid = \"bus-led-all\"\nselect = { class = \"bus_led\" }\n[[feed]]\nid = \"taxi-all\"\nselect = { class = \"taxi_top\" }\n[[feed]]\nid = \"brt\"\nselect = { class = \"brt_screen\" }\n",
     )]);
@@ -261,51 +136,24 @@ fn timezone_defaults_to_shanghai_and_can_be_set() {
         Utc.with_ymd_and_hms(2026, 11, 30, 23, 0, 0).unwrap()
     );
 
-    let (r, d2) = load_with(&[("schedules/feeds.toml", "timezone = \"Mars/Olympus\"\n")]);
+    let r = load_with(&[("schedules/feeds.toml", "timezone = \"Mars/Olympus\"\n")]);
     expect_error(
         &r,
-        &d2,
         "schedules/feeds.toml",
         Some(1),
         "timezone",
         "unknown time zone \"Mars/Olympus\"",
     );
-    drop(d);
-}
-
-#[test]
-fn missing_dirs_and_files_are_errors_naming_them() {
-    let d = tmp_dirs(&[]);
-    let r = load_dirs(&d.root.join("nope"), &d.schedules);
-    assert!(r.catalog.is_none());
-    let text = show(&r.problems);
-    assert!(
-        text.contains(&format!(
-            "{}: directory not found",
-            d.root.join("nope").display()
-        )),
-        "{text}"
-    );
-    assert!(text.contains("feeds.toml: file not found"), "{text}");
-
-    let r = load_dirs(&d.devices, &d.schedules);
-    let text = show(&r.problems);
-    assert!(text.contains("classes.toml: file not found"), "{text}");
-    assert!(
-        text.contains("warning: ") && text.contains("adsets"),
-        "{text}"
-    );
 }
 
 #[test]
 fn unknown_class_in_csv_names_file_line_field() {
-    let (r, d) = load_with(&[(
+    let r = load_with(&[(
         "devices/fleet.csv",
         "id,class,route\nbus-1,bus_led,K1\n\nbus-2,bus_lde,K1\n",
     )]);
     expect_error(
         &r,
-        &d,
         "devices/fleet.csv",
         Some(4),
         "class",
@@ -320,20 +168,19 @@ fn unknown_class_in_csv_names_file_line_field() {
         p.to_string(),
         format!(
             "{}:4: field `class`: unknown class \"bus_lde\" (known: brt_screen, bus_led, taxi_top)",
-            rel(&d, "devices/fleet.csv")
+            "devices/fleet.csv"
         )
     );
 }
 
 #[test]
 fn duplicate_display_id_across_files_names_both() {
-    let (r, d) = load_with(&[(
+    let r = load_with(&[(
         "devices/more.csv",
         "id,class\nx-1,bus_led\nbus-K1-0422,bus_led\n",
     )]);
     expect_error(
         &r,
-        &d,
         "devices/more.csv",
         Some(3),
         "id",
@@ -345,30 +192,21 @@ fn duplicate_display_id_across_files_names_both() {
         .find(|p| p.message.contains("duplicate display"))
         .unwrap();
     assert!(
-        p.message
-            .contains(&format!("{}:3", rel(&d, "devices/fleet.csv"))),
+        p.message.contains(&format!("{}:3", "devices/fleet.csv")),
         "{p}"
     );
 }
 
 #[test]
 fn bad_csv_rows() {
-    let (r, d) = load_with(&[(
+    let r = load_with(&[(
         "devices/fleet.csv",
         "id,class,route\nbad id!,bus_led,K1\n,bus_led,K1\nok-1,,K1\nok-2,bus_led\n",
     )]);
-    expect_error(&r, &d, "devices/fleet.csv", Some(2), "id", "not a valid id");
+    expect_error(&r, "devices/fleet.csv", Some(2), "id", "not a valid id");
+    expect_error(&r, "devices/fleet.csv", Some(3), "id", "missing display id");
     expect_error(
         &r,
-        &d,
-        "devices/fleet.csv",
-        Some(3),
-        "id",
-        "missing display id",
-    );
-    expect_error(
-        &r,
-        &d,
         "devices/fleet.csv",
         Some(4),
         "class",
@@ -381,21 +219,20 @@ fn bad_csv_rows() {
         .unwrap();
     assert_eq!(p.line, Some(5));
 
-    let (r, d) = load_with(&[("devices/fleet.csv", "name,class\nx,bus_led\n")]);
-    expect_error(&r, &d, "devices/fleet.csv", Some(1), "id", "no `id` column");
+    let r = load_with(&[("devices/fleet.csv", "name,class\nx,bus_led\n")]);
+    expect_error(&r, "devices/fleet.csv", Some(1), "id", "no `id` column");
 }
 
 #[test]
 fn bad_classes() {
-    let (r, d) = load_with(&[(
+    let r = load_with(&[(
         "devices/classes.toml",
         "[class.bus_led]\nmax_chars = 0\ncharset = \"big5\"\nduration = \"soon\"\n[class.taxi_top]\nmax_chars = 8\ncharset = \"gb2312\"\nduration = \"0s\"\n[class.brt_screen]\ncharset = \"utf-8\"\ncolour = \"red\"\n",
     )]);
     let f = "devices/classes.toml";
-    expect_error(&r, &d, f, Some(2), "class.bus_led.max_chars", "at least 1");
+    expect_error(&r, f, Some(2), "class.bus_led.max_chars", "at least 1");
     expect_error(
         &r,
-        &d,
         f,
         Some(3),
         "class.bus_led.charset",
@@ -403,23 +240,14 @@ fn bad_classes() {
     );
     expect_error(
         &r,
-        &d,
         f,
         Some(4),
         "class.bus_led.duration",
         "invalid duration \"soon\"",
     );
+    expect_error(&r, f, Some(8), "class.taxi_top.duration", "more than zero");
     expect_error(
         &r,
-        &d,
-        f,
-        Some(8),
-        "class.taxi_top.duration",
-        "more than zero",
-    );
-    expect_error(
-        &r,
-        &d,
         f,
         Some(9),
         "class.brt_screen.max_chars",
@@ -444,19 +272,19 @@ fn bad_classes() {
 
 #[test]
 fn toml_syntax_error_has_a_line() {
-    let (r, d) = load_with(&[(
+    let r = load_with(&[(
         "schedules/feeds.toml",
         "timezone = \"Asia/Shanghai\"\n\n[[feed]\nid = 1\n",
     )]);
     let p = r.problems.iter().find(|p| p.is_error()).unwrap();
-    assert_eq!(p.file, rel(&d, "schedules/feeds.toml"));
+    assert_eq!(p.file, "schedules/feeds.toml");
     assert_eq!(p.line, Some(3), "{p}");
     assert!(p.message.contains("TOML syntax error"), "{p}");
 }
 
 #[test]
 fn bad_feeds() {
-    let (r, d) = load_with(&[(
+    let r = load_with(&[(
         "schedules/feeds.toml",
         r#"
 [[feed]]
@@ -486,10 +314,9 @@ select = { route = "nowhere" }
 "#,
     )]);
     let f = "schedules/feeds.toml";
-    expect_error(&r, &d, f, Some(5), "feed[1].interval", "more than zero");
+    expect_error(&r, f, Some(5), "feed[1].interval", "more than zero");
     expect_error(
         &r,
-        &d,
         f,
         Some(10),
         "feed[2].interval",
@@ -497,7 +324,6 @@ select = { route = "nowhere" }
     );
     expect_error(
         &r,
-        &d,
         f,
         Some(11),
         "feed[2].daypart",
@@ -505,7 +331,6 @@ select = { route = "nowhere" }
     );
     expect_error(
         &r,
-        &d,
         f,
         Some(16),
         "feed[3].daypart",
@@ -513,13 +338,12 @@ select = { route = "nowhere" }
     );
     expect_error(
         &r,
-        &d,
         f,
         Some(20),
         "feed[4].id",
         "duplicate feed id \"brt\" (also at line 14)",
     );
-    expect_error(&r, &d, f, Some(24), "feed[5].id", "not a valid id");
+    expect_error(&r, f, Some(24), "feed[5].id", "not a valid id");
     let w = r
         .problems
         .iter()
@@ -530,7 +354,7 @@ select = { route = "nowhere" }
 
 #[test]
 fn feed_matching_no_display_is_only_a_warning() {
-    let (r, d) = load_with(&[(
+    let r = load_with(&[(
         "schedules/feeds.toml",
         "[[feed]]\nid = \"bus-led-all\"\nselect = { class = \"bus_led\" }\n[[feed]]\nid = \"taxi-all\"\nselect = { class = \"taxi_top\" }\n[[feed]]\nid = \"brt\"\nselect = { route = \"Z9\" }\n",
     )]);
@@ -542,7 +366,7 @@ fn feed_matching_no_display_is_only_a_warning() {
         .collect();
     assert_eq!(ws.len(), 1, "{}", show(&r.problems));
     let w = ws[0];
-    assert_eq!(w.file, rel(&d, "schedules/feeds.toml"));
+    assert_eq!(w.file, "schedules/feeds.toml");
     assert_eq!(
         (w.line, w.field.as_deref()),
         (Some(9), Some("feed[3].select"))
@@ -557,7 +381,7 @@ fn feed_matching_no_display_is_only_a_warning() {
 
 #[test]
 fn adset_errors_name_line_and_field() {
-    let (r, d) = load_with(&[(
+    let r = load_with(&[(
         "schedules/adsets/wenming.toml",
         r#"id = "wenming-2026-12"
 valid_from = "2026-12-31"
@@ -582,10 +406,9 @@ taxi_tpo = "x"
 "#,
     )]);
     let f = "schedules/adsets/wenming.toml";
-    expect_error(&r, &d, f, Some(3), "valid_until", "is not after valid_from");
+    expect_error(&r, f, Some(3), "valid_until", "is not after valid_from");
     expect_error(
         &r,
-        &d,
         f,
         Some(4),
         "feeds",
@@ -593,7 +416,6 @@ taxi_tpo = "x"
     );
     expect_error(
         &r,
-        &d,
         f,
         Some(9),
         "slogan[1].weight",
@@ -601,17 +423,15 @@ taxi_tpo = "x"
     );
     expect_error(
         &r,
-        &d,
         f,
         Some(12),
         "slogan[2].id",
         "duplicate slogan id \"a\" (also at line 7)",
     );
-    expect_error(&r, &d, f, Some(13), "slogan[2].text", "empty text");
-    expect_error(&r, &d, f, Some(16), "slogan[3].id", "not a valid id");
+    expect_error(&r, f, Some(13), "slogan[2].text", "empty text");
+    expect_error(&r, f, Some(16), "slogan[3].id", "not a valid id");
     expect_error(
         &r,
-        &d,
         f,
         Some(20),
         "slogan[3].text_by_class.taxi_tpo",
@@ -628,7 +448,7 @@ taxi_tpo = "x"
 #[test]
 fn adset_text_checked_for_every_class_it_reaches() {
     // All feeds (no `feeds` key): reaches bus_led, taxi_top and brt_screen.
-    let (r, d) = load_with(&[(
+    let r = load_with(&[(
         "schedules/adsets/wenming.toml",
         r#"id = "w"
 valid_from = "2026-12-01T06:00:00+08:00"
@@ -648,7 +468,6 @@ taxi_top = "們好"
     let f = "schedules/adsets/wenming.toml";
     expect_error(
         &r,
-        &d,
         f,
         Some(7),
         "slogan[1].text",
@@ -656,7 +475,6 @@ taxi_top = "們好"
     );
     expect_error(
         &r,
-        &d,
         f,
         Some(11),
         "slogan[2].text",
@@ -664,7 +482,6 @@ taxi_top = "們好"
     );
     expect_error(
         &r,
-        &d,
         f,
         Some(13),
         "slogan[2].text_by_class.taxi_top",
@@ -685,16 +502,15 @@ taxi_top = "們好"
 #[test]
 fn adset_only_checked_for_the_feeds_it_plays_on() {
     // An emoji is fine on the utf-8 BRT screens only.
-    let (r, _d) = load_with(&[]);
+    let r = load_with(&[]);
     assert!(r.catalog.is_some());
-    let (r, d) = load_with(&[(
+    let r = load_with(&[(
         "schedules/adsets/brt.json",
         r#"{"id": "brt-2026", "valid_from": "2026-01-01", "valid_until": "2026-02-01",
             "feeds": ["brt", "taxi-all"], "slogan": [{"id": "e", "text": "Be kind 😀"}]}"#,
     )]);
     expect_error(
         &r,
-        &d,
         "schedules/adsets/brt.json",
         Some(2),
         "slogan[1].text",
@@ -704,14 +520,13 @@ fn adset_only_checked_for_the_feeds_it_plays_on() {
 
 #[test]
 fn bad_dates() {
-    let (r, d) = load_with(&[(
+    let r = load_with(&[(
         "schedules/adsets/wenming.toml",
         "id = \"w\"\nvalid_from = \"2026-13-01\"\nvalid_until = \"tomorrow\"\n[[slogan]]\nid = \"a\"\ntext = \"讲文明\"\n",
     )]);
     let f = "schedules/adsets/wenming.toml";
     expect_error(
         &r,
-        &d,
         f,
         Some(2),
         "valid_from",
@@ -719,7 +534,6 @@ fn bad_dates() {
     );
     expect_error(
         &r,
-        &d,
         f,
         Some(3),
         "valid_until",
@@ -727,7 +541,7 @@ fn bad_dates() {
     );
 
     // Unquoted TOML dates work too.
-    let (r, _d) = load_with(&[(
+    let r = load_with(&[(
         "schedules/adsets/wenming.toml",
         "id = \"w\"\nvalid_from = 2026-12-01\nvalid_until = 2026-12-01T18:00:00+08:00\n[[slogan]]\nid = \"a\"\ntext = \"讲文明\"\n",
     )]);
@@ -742,32 +556,26 @@ fn bad_dates() {
 
 #[test]
 fn duplicate_adset_id_across_files() {
-    let (r, d) = load_with(&[("schedules/adsets/zz.toml", ADSET)]);
+    let r = load_with(&[("schedules/adsets/zz.toml", ADSET)]);
     expect_error(
         &r,
-        &d,
         "schedules/adsets/zz.toml",
         Some(2),
         "id",
         "duplicate ad set id \"wenming-2026-12\"",
     );
     let p = r.problems.iter().find(|p| p.is_error()).unwrap();
-    assert!(
-        p.message
-            .contains(&rel(&d, "schedules/adsets/wenming.toml")),
-        "{p}"
-    );
+    assert!(p.message.contains("schedules/adsets/wenming.toml"), "{p}");
 }
 
 #[test]
 fn invalid_adset_id() {
-    let (r, d) = load_with(&[(
+    let r = load_with(&[(
         "schedules/adsets/wenming.toml",
         "id = \"civility month\"\nvalid_from = \"2026-12-01\"\nvalid_until = \"2026-12-02\"\n[[slogan]]\nid = \"a\"\ntext = \"讲文明\"\n",
     )]);
     expect_error(
         &r,
-        &d,
         "schedules/adsets/wenming.toml",
         Some(1),
         "id",
@@ -776,7 +584,7 @@ fn invalid_adset_id() {
 }
 
 fn ctx_catalog() -> crate::core::model::Catalog {
-    let (r, _d) = load_with(&[]);
+    let r = load_with(&[]);
     r.catalog.unwrap()
 }
 
@@ -918,39 +726,6 @@ fn problem_display() {
     );
 }
 
-#[test]
-fn non_utf8_csv_is_an_error() {
-    let d = tmp_dirs(&valid_files());
-    std::fs::write(d.devices.join("gbk.csv"), b"id,class\n\xbd\xb2,bus_led\n").unwrap();
-    let r = load_dirs(&d.devices, &d.schedules);
-    let p = r.problems.iter().find(|p| p.is_error()).unwrap();
-    assert_eq!(
-        (p.file.clone(), p.line),
-        (d.devices.join("gbk.csv").display().to_string(), Some(2))
-    );
-}
-
-#[test]
-fn bom_and_comments_are_fine() {
-    let (r, _d) = load_with(&[(
-        "devices/fleet.csv",
-        "\u{feff}# displays\nid,class\nbus-1,bus_led\ntaxi-1,taxi_top\n",
-    )]);
-    assert_eq!(r.errors(), 0, "{}", show(&r.problems));
-    let (r, d) = load_with(&[(
-        "devices/fleet.csv",
-        "\u{feff}# displays\r\n\r\nid,class\r\nbus-1,bus_led\r\n# taxis\r\n\r\ntaxi-1,taxi\r\n",
-    )]);
-    expect_error(
-        &r,
-        &d,
-        "devices/fleet.csv",
-        Some(7),
-        "class",
-        "unknown class \"taxi\"",
-    );
-}
-
 fn small_classes() -> BTreeMap<String, ClassProfile> {
     [
         class("bus_led", 10, Charset::Gb2312),
@@ -1061,13 +836,6 @@ mod fuzz {
 }
 
 #[test]
-fn problem_paths_are_as_given() {
-    // Paths given relative are reported as given.
-    let p = Path::new("devices").join("fleet.csv");
-    assert_eq!(super::display(&p), "devices/fleet.csv");
-}
-
-#[test]
 fn json_reader_keeps_spans_on_tricky_json() {
     let text = " {\"a\\\"b\": [1, -0, 1.5E-3, 1e5, true, false, null, \"x\\\\\", \"\\ud83d\\ude00\"],\n\"c\" : {\"d\": {}} , \"e\": [] } ";
     let n = tree::parse_json(text).unwrap();
@@ -1085,4 +853,131 @@ fn json_reader_keeps_spans_on_tricky_json() {
         panic!()
     };
     assert!(matches!(&items[8].kind, tree::Kind::Str(s) if s == "😀"));
+}
+
+#[test]
+fn comments_and_crlf_keep_line_numbers() {
+    let r = load_with(&[(
+        "devices/fleet.csv",
+        "# displays\nid,class\nbus-1,bus_led\ntaxi-1,taxi_top\n",
+    )]);
+    assert_eq!(r.errors(), 0, "{}", show(&r.problems));
+    let r = load_with(&[(
+        "devices/fleet.csv",
+        "# displays\r\n\r\nid,class\r\nbus-1,bus_led\r\n# taxis\r\n\r\ntaxi-1,taxi\r\n",
+    )]);
+    expect_error(
+        &r,
+        "devices/fleet.csv",
+        Some(7),
+        "class",
+        "unknown class \"taxi\"",
+    );
+}
+
+/// Every problem of `sources`, as `check` prints them.
+fn problems_of(sources: &Sources) -> Vec<String> {
+    parse(sources)
+        .problems
+        .iter()
+        .map(|p| p.to_string())
+        .collect()
+}
+
+#[test]
+fn absent_folders_and_files_are_problems_in_order() {
+    let mut s = sources(&[]);
+    s.devices.found = Err(Absent::NotFound);
+    assert_eq!(
+        problems_of(&s),
+        [
+            "devices: directory not found",
+            "schedules/feeds.toml: file not found",
+            "warning: schedules/adsets: no ad set directory: only ad sets uploaded over HTTP will play",
+        ]
+    );
+
+    let mut s = sources(&valid_files());
+    s.schedules.found = Err(Absent::NotADirectory);
+    let r = parse(&s);
+    assert!(r.catalog.is_none());
+    assert_eq!(
+        r.problems.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+        ["schedules: is not a directory"]
+    );
+}
+
+#[test]
+fn unreadable_files_are_errors_where_they_are_listed() {
+    let mut s = sources(&valid_files());
+    let Ok(devices) = &mut s.devices.found else {
+        panic!("devices folder")
+    };
+    devices.classes.content = Content::Unreadable("permission denied".into());
+    let Ok(lists) = &mut devices.lists else {
+        panic!("lists")
+    };
+    lists.insert(
+        1,
+        SourceFile {
+            name: "devices/gbk.csv".into(),
+            content: Content::NotUtf8 { line: 2 },
+        },
+    );
+    lists.push(SourceFile::text(
+        "devices/zz.csv",
+        "id,class\nzz-1,no_class\n",
+    ));
+    assert_eq!(
+        problems_of(&s),
+        [
+            "devices/classes.toml: cannot read: permission denied",
+            "devices/gbk.csv:2: the file is not UTF-8 text (save it as UTF-8)",
+            "schedules/adsets/wenming.toml:14: field `slogan[1].text_by_class.taxi_top`: unknown class \"taxi_top\" (known: none)",
+        ],
+        "without classes, the classes of displays are not checked, those of ad sets are"
+    );
+}
+
+#[test]
+fn unlistable_folders_are_errors_naming_them() {
+    let mut s = sources(&valid_files());
+    if let Ok(devices) = &mut s.devices.found {
+        devices.lists = Err("permission denied".into());
+    }
+    if let Ok(schedules) = &mut s.schedules.found {
+        schedules.adsets.found = Ok(Err("permission denied".into()));
+    }
+    let problems = problems_of(&s);
+    assert_eq!(
+        problems[..3],
+        [
+            "devices: cannot list the directory: permission denied",
+            "warning: devices: no display list (*.csv) in this directory",
+            "warning: schedules/feeds.toml:6: field `feed[1].select`: feed \"bus-led-all\" matches no display",
+        ]
+    );
+    assert_eq!(
+        problems.last().map(String::as_str),
+        Some("schedules/adsets: cannot list the directory: permission denied")
+    );
+}
+
+#[test]
+fn adset_format_follows_the_extension_in_any_case() {
+    assert!(adset_is_json("schedules/adsets/brt.JSON"));
+    assert!(adset_is_json("brt.json"));
+    assert!(!adset_is_json("schedules/adsets/wenming.TOML"));
+    assert!(!adset_is_json("schedules/adsets.json/wenming.toml"));
+    let mut files = valid_files();
+    files.retain(|(n, _)| !n.starts_with("schedules/adsets/"));
+    files.push(("schedules/adsets/BRT.JSON", ADSET_JSON));
+    files.push(("schedules/adsets/Wenming.Toml", ADSET));
+    let r = parse(&sources(&files));
+    assert_eq!(r.errors(), 0, "{}", show(&r.problems));
+    let ids: Vec<String> = r
+        .catalog
+        .map(|c| c.adsets.iter().map(|a| a.id.to_string()).collect())
+        .unwrap_or_default();
+    assert_eq!(ids, ["brt-2026", "wenming-2026-12"]);
 }

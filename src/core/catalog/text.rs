@@ -1,4 +1,5 @@
 //! What a display class can draw: length in characters and the GB2312 character set.
+//! Pure functions of the text and the class; no file or device is consulted.
 
 use crate::core::model::{Charset, ClassProfile};
 

@@ -1,5 +1,6 @@
 //! A small document tree shared by the TOML and JSON readers, keeping byte spans (TOML only)
 //! so that every problem can name its line, plus helpers to read typed fields from it.
+//! It knows syntax and types only; what a field means is for the readers that use it.
 
 use std::fmt;
 use std::ops::Range;
