@@ -74,9 +74,6 @@ pub enum Cmd {
     Token(TokenCmd),
     /// Run a simulated fleet of displays (one MQTT connection each) against a broker.
     Simulate(SimulateArgs),
-    /// Benchmarks of BENCHMARKS.md (ingest, audit, storage, memory), each beside a baseline
-    /// measured in the same run.
-    Bench(crate::bench::BenchArgs),
     /// Write the first city's inventory, classes, feeds and an ad set where missing.
     Init {
         /// Where to write devices/ and schedules/.
@@ -311,7 +308,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Token(cmd) => token(&settings, cmd).await,
         Cmd::Demo(a) => demo(settings, a).await,
         Cmd::Simulate(a) => simulate(settings, a).await,
-        Cmd::Bench(a) => crate::bench::run(settings, a).await,
         Cmd::Init { dir } => {
             for p in crate::city::write_first_city(&dir)? {
                 println!("wrote {}", p.display());

@@ -4,7 +4,6 @@
 //! around it (`broker`, `mqtt`, `store`, `daemon`, `sim`).
 pub mod adsets;
 pub mod api;
-pub mod bench;
 pub mod city;
 pub mod cli;
 pub mod core;
