@@ -205,6 +205,9 @@ async fn run_pg(a: &BenchArgs, url: &str) -> anyhow::Result<ExitCode> {
 }
 
 fn main() -> ExitCode {
+    // As the daemon's own executable does first thing: the memory scenario measures a
+    // daemon with its malloc arenas capped, and the runs of BENCHMARKS.md were made so.
+    civicast::inventory::limit_malloc_arenas();
     let cli = Cli::parse();
     init_tracing();
     let rt = match tokio::runtime::Builder::new_multi_thread()
