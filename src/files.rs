@@ -314,7 +314,7 @@ mod tests {
             .collect();
         assert_eq!(checked, ["upper", "bom"]);
 
-        let registered = crate::adsets::read_files(&d.schedules);
+        let registered = crate::daemon::effective_adsets::read_files(&d.schedules);
         let seen: Vec<(String, bool)> = registered
             .iter()
             .map(|(name, json, _)| (name.clone(), *json))

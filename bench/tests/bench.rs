@@ -1,9 +1,9 @@
-//! A tiny run of every `civicast bench` scenario so the harness cannot rot. Only internal
+//! A tiny run of every `civicast-bench` scenario so the harness cannot rot. Only internal
 //! consistency is asserted (everything sent is stored once, the rollup answers what the naive
 //! GROUP BY answers, sizes add up), never a timing.
 
-use civicast::bench::{self, IngestOptions, LoadOptions};
 use civicast::settings::Settings;
+use civicast_bench::{self as bench, IngestOptions, LoadOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_stores_every_receipt_once_beside_both_baselines() {

@@ -1,0 +1,520 @@
+//! The audit scenario: on the synthetic year, "plays by slogan by day" (30 days) and
+//! "plays by display" (7 days) through `Store::audit_plays` (the rollups) beside the naive
+//! GROUP BY over raw receipts, then compliance for the last week through
+//! `reports::compliance_report` beside a naive fold over raw rows; answers compared row for
+//! row. The play-count loop is shared with PostgreSQL (`pg`).
+//!
+//! Owns: the timed queries, their naive baselines and the inventory the history was played
+//! to (`<database>-inventory/`). Must not touch: the rows of the history (it only reads
+//! them; the daily rollups are backfilled by the store's own first batch).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::Context;
+use chrono::DateTime;
+use civicast::core::audit::{PlaysParams, PlaysQuery, PlaysRow};
+use civicast::core::model::Catalog;
+use civicast::store::{ApiStore, SqliteStore, Store};
+use futures_util::future::BoxFuture;
+use sqlx::Row;
+
+use crate::fixture::{device_name, load_catalog, ADSET};
+use crate::report::{day_string, met, pct};
+use crate::synth::{LoadOptions, DAY_SHAPE};
+
+#[derive(Debug, Clone, Default)]
+pub struct QueryReport {
+    pub name: String,
+    pub rows: usize,
+    pub total: i64,
+    pub rollup_p50_ms: f64,
+    pub rollup_p95_ms: f64,
+    pub naive_p50_ms: f64,
+    pub naive_p95_ms: f64,
+    pub identical: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AuditReport {
+    pub receipts: i64,
+    pub queries: Vec<QueryReport>,
+    pub compliance: Option<ComplianceBench>,
+}
+
+impl AuditReport {
+    /// Every answer equal to its naive counterpart.
+    pub fn identical(&self) -> bool {
+        self.queries.iter().all(|q| q.identical)
+            && self.compliance.as_ref().is_none_or(|c| c.identical)
+    }
+}
+
+/// The naive answer: GROUP BY over raw receipts joined to plays/slogans/devices, one scan of
+/// `receipts` (SQLite's CROSS JOIN fixes the join order: left to itself the planner may loop
+/// over plays and search receipts, keyed by device first, once per play).
+async fn naive(
+    store: &SqliteStore,
+    by: &str,
+    from_ms: i64,
+    to_ms: i64,
+) -> anyhow::Result<Vec<PlaysRow>> {
+    let sql = match by {
+        "slogan,day" => {
+            "SELECT s.slogan, (r.started_at + 28800000) / 86400000 AS day, COUNT(*) AS n \
+             FROM receipts r CROSS JOIN plays p ON p.id = r.play CROSS JOIN slogans s ON s.id = p.slogan \
+             WHERE r.status = 0 AND r.started_at >= ? AND r.started_at < ? \
+             GROUP BY s.slogan, day"
+        }
+        _ => {
+            "SELECT d.name, COUNT(*) AS n FROM receipts r CROSS JOIN devices d ON d.id = r.device \
+             WHERE r.status = 0 AND r.started_at >= ? AND r.started_at < ? GROUP BY d.name"
+        }
+    };
+    let rows = sqlx::query(sql)
+        .bind(from_ms)
+        .bind(to_ms)
+        .fetch_all(store.pool())
+        .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let mut values = vec![r.try_get::<String, _>(0)?];
+        if by == "slogan,day" {
+            values.push(day_string(r.try_get::<i64, _>(1)?));
+        }
+        out.push(PlaysRow {
+            values,
+            plays: r.try_get("n")?,
+        });
+    }
+    out.sort_by(|a, b| a.values.cmp(&b.values));
+    Ok(out)
+}
+
+/// The audit queries through the store (the rollup), beside the naive GROUP BY.
+pub async fn audit(
+    store: &SqliteStore,
+    o: &LoadOptions,
+    runs: usize,
+    naive_runs: usize,
+) -> anyhow::Result<AuditReport> {
+    let tz = chrono_tz::Asia::Shanghai;
+    let end = o.end.with_timezone(&tz);
+    let mut report = AuditReport {
+        receipts: sqlx::query_scalar("SELECT COUNT(*) FROM receipts")
+            .fetch_one(store.pool())
+            .await?,
+        ..Default::default()
+    };
+    // What the daemon's first batch does on a database without daily rollups: fill them
+    // from the hourly one for the deployment's zone.
+    let t = Instant::now();
+    store
+        .commit_batch(&civicast::store::Batch {
+            utc_offset_h: civicast::core::audit::fixed_offset_hours(tz),
+            ..Default::default()
+        })
+        .await?;
+    eprintln!(
+        "audit: daily rollups backfilled from the hourly one in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    report.queries = play_count_queries(store, end, tz, runs, naive_runs, |by, from, to| {
+        Box::pin(naive(store, by, from, to))
+    })
+    .await?;
+    report.compliance = Some(audit_compliance(store, o, runs, naive_runs).await?);
+    Ok(report)
+}
+
+/// The two play-count questions, each `runs` times through `Store::audit_plays` (the
+/// rollups) and `naive_runs` times through `naive` (a GROUP BY over raw receipts), for the
+/// history ending at `end`; SQLite and PostgreSQL differ only in their naive query.
+pub(crate) async fn play_count_queries<'a, S: Store>(
+    store: &'a S,
+    end: DateTime<chrono_tz::Tz>,
+    tz: chrono_tz::Tz,
+    runs: usize,
+    naive_runs: usize,
+    naive: impl Fn(&'static str, i64, i64) -> BoxFuture<'a, anyhow::Result<Vec<PlaysRow>>>,
+) -> anyhow::Result<Vec<QueryReport>> {
+    let mut out = Vec::new();
+    for (name, by, days) in [
+        ("plays by slogan by day, 30 days", "slogan,day", 30),
+        ("plays by display, 7 days", "device", 7),
+    ] {
+        let from = end - chrono::Duration::days(days);
+        let q = PlaysQuery::parse(
+            &PlaysParams {
+                group_by: Some(by.into()),
+                from: Some(from.format("%Y-%m-%d").to_string()),
+                to: Some(end.format("%Y-%m-%d").to_string()),
+                ..Default::default()
+            },
+            tz,
+        )?;
+        anyhow::ensure!(q.rollup_ok(), "the bench's bounds fall on whole hours");
+        eprintln!("audit: {name}: {runs} runs through the rollup, {naive_runs} naive...");
+        let mut fast = Vec::with_capacity(runs);
+        let mut answer = Vec::new();
+        for _ in 0..runs {
+            let t = Instant::now();
+            answer = store.audit_plays(&q).await?;
+            fast.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        let (from_ms, to_ms) = (from.timestamp_millis(), end.timestamp_millis());
+        let mut slow = Vec::with_capacity(naive_runs);
+        let mut plain = Vec::new();
+        for _ in 0..naive_runs {
+            let t = Instant::now();
+            plain = naive(by, from_ms, to_ms).await?;
+            slow.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        out.push(QueryReport {
+            name: name.into(),
+            rows: answer.len(),
+            total: answer.iter().map(|r| r.plays).sum(),
+            rollup_p50_ms: pct(fast.clone(), 0.5),
+            rollup_p95_ms: pct(fast, 0.95),
+            naive_p50_ms: pct(slow.clone(), 0.5),
+            naive_p95_ms: pct(slow, 0.95),
+            identical: answer == plain,
+        });
+    }
+    Ok(out)
+}
+
+pub fn print_audit(r: &AuditReport) {
+    println!();
+    println!("audit: {} receipts", r.receipts);
+    println!("| query | rows | plays | rollup p50 ms | rollup p95 ms | naive p50 ms | naive p95 ms | naive/rollup (p50) | identical |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---|");
+    for q in &r.queries {
+        println!(
+            "| {} | {} | {} | {:.2} | {:.2} | {:.1} | {:.1} | {:.0}x | {} |",
+            q.name,
+            q.rows,
+            q.total,
+            q.rollup_p50_ms,
+            q.rollup_p95_ms,
+            q.naive_p50_ms,
+            q.naive_p95_ms,
+            q.naive_p50_ms / q.rollup_p50_ms.max(1e-9),
+            if q.identical { "yes" } else { "NO" }
+        );
+    }
+    for q in &r.queries {
+        let speed = q.naive_p50_ms / q.rollup_p50_ms.max(1e-9);
+        println!(
+            "target {}: p50 <= 50 ms: {} ({:.2} ms); >= 100x naive: {} ({speed:.0}x); same answer: {}",
+            q.name,
+            met(q.rollup_p50_ms <= 50.0),
+            q.rollup_p50_ms,
+            met(speed >= 100.0),
+            met(q.identical)
+        );
+    }
+    if let Some(c) = &r.compliance {
+        print_compliance(c);
+    }
+}
+
+/// Targets of the synthetic feeds, cycled over the feeds: the rotation interval as a
+/// multiple of the plays' spacing at the busiest hours, and whether the feed keeps to
+/// 06:00-23:00 (the night's sparse plays would fail any interval near the day's spacing).
+/// Chosen so that some displays meet their target and some do not.
+const FEED_TARGETS: [(f64, bool); 10] = [
+    (1.0, true),
+    (1.5, true),
+    (6.0, false),
+    (1.25, true),
+    (2.0, true),
+    (1.1, true),
+    (3.0, true),
+    (14.0, false),
+    (1.75, true),
+    (2.5, true),
+];
+const BENCH_DAYPART: &str = "* * 6-22 * * *";
+
+/// The inventory the synthetic history was played to, as an operator would keep it: one
+/// CSV of the displays (class and feed as in the database), three classes, one feed per
+/// `feed-NN` with its interval and daypart from [`FEED_TARGETS`].
+fn write_audit_inventory(root: &Path, o: &LoadOptions, plays: usize) -> anyhow::Result<()> {
+    let w = |rel: &str, text: &str| -> anyhow::Result<()> {
+        let p = root.join(rel);
+        if let Some(d) = p.parent() {
+            std::fs::create_dir_all(d)?;
+        }
+        std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))
+    };
+    let _ = std::fs::remove_dir_all(root);
+    let classes = ["bus_led", "taxi_top", "stop_lcd"];
+    let mut csv = String::from("id,class,feed\n");
+    for d in 1..=o.displays as i64 {
+        csv.push_str(&format!(
+            "{},{},feed-{:02}\n",
+            device_name(d as usize),
+            classes[(d % 3) as usize],
+            (d - 1) % o.feeds as i64 + 1
+        ));
+    }
+    w("devices/fleet.csv", &csv)?;
+    let mut toml = String::new();
+    for c in classes {
+        toml.push_str(&format!(
+            "[class.{c}]\nmax_chars = 40\ncharset = \"gb2312\"\nduration = \"15s\"\n\n"
+        ));
+    }
+    w("devices/classes.toml", &toml)?;
+    // A feed's plays are spread by DAY_SHAPE: at weight 1 they come every `spacing` ms.
+    let per_feed = plays as f64 / o.feeds as f64;
+    let shape: f64 = DAY_SHAPE.iter().sum();
+    let spacing = 3_600_000.0 * o.days as f64 * shape / per_feed.max(1.0);
+    let mut toml = String::from("timezone = \"Asia/Shanghai\"\n");
+    for f in 1..=o.feeds {
+        let (times, daypart) = FEED_TARGETS[(f as usize - 1) % FEED_TARGETS.len()];
+        let secs = (spacing * times / 1000.0).round().max(1.0);
+        toml.push_str(&format!(
+            "\n[[feed]]\nid = \"feed-{f:02}\"\nselect = {{ feed = \"feed-{f:02}\" }}\ninterval = \"{secs}s\"\n"
+        ));
+        if daypart {
+            toml.push_str(&format!("daypart = \"{BENCH_DAYPART}\"\n"));
+        }
+    }
+    w("schedules/feeds.toml", &toml)?;
+    w("schedules/adsets/civility.toml", ADSET)?;
+    Ok(())
+}
+
+/// Compliance for a week, through the report path beside the naive fold.
+#[derive(Debug, Clone, Default)]
+pub struct ComplianceBench {
+    pub name: String,
+    pub rows: usize,
+    pub met: usize,
+    /// Played receipts counted (started while online and active).
+    pub plays: u64,
+    /// Played receipts of the week and presence intervals overlapping it, as read.
+    pub receipts_read: usize,
+    pub presence_read: usize,
+    pub report_p50_ms: f64,
+    pub report_p95_ms: f64,
+    /// One call each of the two store reads the report makes, outside the timed runs.
+    pub played_between_ms: f64,
+    pub presence_between_ms: f64,
+    pub naive_p50_ms: f64,
+    pub naive_p95_ms: f64,
+    pub identical: bool,
+}
+
+/// The naive answer: plain SELECTs of the raw rows (no join, no order, no index but the
+/// tables' own), feeds from the stored memberships rather than the catalog's selectors,
+/// grouped in Rust and judged by the same pure fold (`compliance::evaluate`).
+async fn naive_compliance(
+    store: &SqliteStore,
+    catalog: &Catalog,
+    from_ms: i64,
+    to_ms: i64,
+) -> anyhow::Result<(Vec<civicast::reports::ComplianceRow>, usize, usize)> {
+    use civicast::core::audit::compliance;
+    use futures_util::TryStreamExt;
+    use std::collections::HashMap;
+    let pool = store.pool();
+    let mut devices: BTreeMap<i64, (String, String)> = BTreeMap::new();
+    for r in sqlx::query("SELECT id, name, class FROM devices")
+        .fetch_all(pool)
+        .await?
+    {
+        devices.insert(r.try_get(0)?, (r.try_get(1)?, r.try_get(2)?));
+    }
+    let mut feed_index: HashMap<i64, usize> = HashMap::new();
+    for r in sqlx::query("SELECT id, name FROM feeds")
+        .fetch_all(pool)
+        .await?
+    {
+        let name: String = r.try_get(1)?;
+        if let Some(i) = catalog.feeds.iter().position(|f| f.id.as_str() == name) {
+            feed_index.insert(r.try_get(0)?, i);
+        }
+    }
+    let mut feeds: HashMap<i64, Vec<usize>> = HashMap::new();
+    for r in sqlx::query("SELECT device, feed, since, until FROM memberships")
+        .fetch_all(pool)
+        .await?
+    {
+        let (since, until): (i64, Option<i64>) = (r.try_get(2)?, r.try_get(3)?);
+        if since < to_ms && until.is_none_or(|u| u > from_ms) {
+            if let Some(&i) = feed_index.get(&r.try_get::<i64, _>(1)?) {
+                feeds.entry(r.try_get(0)?).or_default().push(i);
+            }
+        }
+    }
+    let mut online: HashMap<i64, Vec<(i64, i64)>> = HashMap::new();
+    let mut presence_read = 0;
+    let mut rows =
+        sqlx::query("SELECT device, online_from, online_until FROM presence").fetch(pool);
+    while let Some(r) = rows.try_next().await? {
+        let (s, e): (i64, Option<i64>) = (r.try_get(1)?, r.try_get(2)?);
+        if s < to_ms && e.is_none_or(|e| e > from_ms) {
+            presence_read += 1;
+            online
+                .entry(r.try_get(0)?)
+                .or_default()
+                .push((s, e.unwrap_or(to_ms)));
+        }
+    }
+    drop(rows);
+    let mut played: HashMap<i64, Vec<i64>> = HashMap::new();
+    let mut receipts_read = 0;
+    let mut rows = sqlx::query(
+        "SELECT device, started_at FROM receipts WHERE status = 0 AND started_at >= ? AND started_at < ?",
+    )
+    .bind(from_ms)
+    .bind(to_ms)
+    .fetch(pool);
+    while let Some(r) = rows.try_next().await? {
+        receipts_read += 1;
+        played.entry(r.try_get(0)?).or_default().push(r.try_get(1)?);
+    }
+    drop(rows);
+    let mut out = Vec::with_capacity(devices.len());
+    for (id, (name, class)) in devices {
+        let Some(fs) = feeds.get_mut(&id) else {
+            continue;
+        };
+        fs.sort_unstable();
+        fs.dedup();
+        let Some(interval) = fs.iter().map(|&i| catalog.feeds[i].interval).min() else {
+            continue;
+        };
+        let parts: Vec<_> = fs
+            .iter()
+            .map(|&i| catalog.feeds[i].daypart.as_ref())
+            .collect();
+        let active = compliance::active_windows(&parts, catalog.timezone, from_ms, to_ms);
+        let o = compliance::evaluate(&compliance::Input {
+            from_ms,
+            to_ms,
+            online: online.get(&id).map(Vec::as_slice).unwrap_or(&[]),
+            active: &active,
+            plays: played.get(&id).map(Vec::as_slice).unwrap_or(&[]),
+            interval_ms: interval.as_millis() as i64,
+            factors: compliance::Factors::default(),
+        });
+        out.push(civicast::reports::ComplianceRow {
+            device: name,
+            class,
+            online_seconds: o.online_seconds,
+            plays: o.plays,
+            mean_interval_s: o.mean_interval_s,
+            longest_gap_s: o.longest_gap_s,
+            interval_s: interval.as_secs_f64(),
+            met: o.met,
+        });
+    }
+    out.sort_by(|a, b| a.device.cmp(&b.device));
+    Ok((out, receipts_read, presence_read))
+}
+
+/// Compliance for the last 7 days of the history through `reports::compliance_report` (what
+/// `GET /api/v1/audit/compliance` and `civicast audit compliance` run), `runs` times, beside
+/// [`naive_compliance`] `naive_runs` times; answers compared row for row.
+async fn audit_compliance(
+    store: &SqliteStore,
+    o: &LoadOptions,
+    runs: usize,
+    naive_runs: usize,
+) -> anyhow::Result<ComplianceBench> {
+    let tz = chrono_tz::Asia::Shanghai;
+    let plays: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM plays")
+        .fetch_one(store.pool())
+        .await?;
+    // Beside the database, so the inventory goes wherever the bench's data goes.
+    let db = store.pool().connect_options().get_filename().to_path_buf();
+    let root = db.with_file_name(format!(
+        "{}-inventory",
+        db.file_stem().and_then(|s| s.to_str()).unwrap_or("audit")
+    ));
+    write_audit_inventory(&root, o, plays as usize)?;
+    let catalog = load_catalog(&root)?;
+    let end = o.end.with_timezone(&tz);
+    let from = end - chrono::Duration::days(7);
+    let p = civicast::reports::ComplianceParams {
+        from: Some(from.format("%Y-%m-%d").to_string()),
+        to: Some(end.format("%Y-%m-%d").to_string()),
+        ..Default::default()
+    };
+    let factors = civicast::core::audit::compliance::Factors::default();
+    let name = "compliance, 7 days";
+    eprintln!("audit: {name}: {runs} runs through the report, {naive_runs} naive...");
+    let mut fast = Vec::with_capacity(runs);
+    let mut answer = Vec::new();
+    for _ in 0..runs {
+        let t = Instant::now();
+        answer = civicast::reports::compliance_report(store, &catalog, &p, o.end, factors)
+            .await?
+            .rows;
+        fast.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    answer.sort_by(|a, b| a.device.cmp(&b.device));
+    let (f, t) = (from.timestamp_millis(), end.timestamp_millis());
+    let clock = Instant::now();
+    let presence_read = store.presence_between(f, t).await?.len();
+    let presence_between_ms = clock.elapsed().as_secs_f64() * 1e3;
+    let clock = Instant::now();
+    let receipts_read = store.played_between(f, t, None).await?.len();
+    let played_between_ms = clock.elapsed().as_secs_f64() * 1e3;
+    let mut slow = Vec::with_capacity(naive_runs);
+    let mut plain = (Vec::new(), 0, 0);
+    for _ in 0..naive_runs {
+        let clock = Instant::now();
+        plain = naive_compliance(store, &catalog, f, t).await?;
+        slow.push(clock.elapsed().as_secs_f64() * 1e3);
+    }
+    let identical = answer == plain.0 && receipts_read == plain.1 && presence_read == plain.2;
+    Ok(ComplianceBench {
+        name: name.into(),
+        rows: answer.len(),
+        met: answer.iter().filter(|r| r.met).count(),
+        plays: answer.iter().map(|r| r.plays).sum(),
+        receipts_read,
+        presence_read,
+        report_p50_ms: pct(fast.clone(), 0.5),
+        report_p95_ms: pct(fast, 0.95),
+        played_between_ms,
+        presence_between_ms,
+        naive_p50_ms: pct(slow.clone(), 0.5),
+        naive_p95_ms: pct(slow, 0.95),
+        identical,
+    })
+}
+
+fn print_compliance(c: &ComplianceBench) {
+    println!();
+    println!("| query | displays | met | plays counted | played receipts read | presence read | report p50 ms | report p95 ms | naive p50 ms | naive p95 ms | naive/report (p50) | identical |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    println!(
+        "| {} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1}x | {} |",
+        c.name,
+        c.rows,
+        c.met,
+        c.plays,
+        c.receipts_read,
+        c.presence_read,
+        c.report_p50_ms,
+        c.report_p95_ms,
+        c.naive_p50_ms,
+        c.naive_p95_ms,
+        c.naive_p50_ms / c.report_p50_ms.max(1e-9),
+        if c.identical { "yes" } else { "NO" }
+    );
+    println!(
+        "{}: of the report, one call each: played_between {:.1} ms, presence_between {:.1} ms; same answer: {}",
+        c.name,
+        c.played_between_ms,
+        c.presence_between_ms,
+        met(c.identical)
+    );
+}

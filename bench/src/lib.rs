@@ -1,0 +1,37 @@
+//! civicast-bench: the scenarios of BENCHMARKS.md, each printing its result beside a
+//! baseline measured in the same run.
+//!
+//! - `ingest`: simulated displays (one MQTT connection each) send receipts for recorded plays
+//!   through the broker into the store; beside it the broker's raw QoS 1 rate to one
+//!   subscriber that only acknowledges, and the store's raw batched insert rate.
+//! - `audit`: a synthetic year of receipts written by a bulk path, then the two audit queries
+//!   through the rollup (`Store::audit_plays`) beside the naive GROUP BY over raw receipts,
+//!   answers compared row for row.
+//! - `storage`: bytes per receipt on disk after that load, beside a plain heap table.
+//! - `memory`: RSS with a large inventory, each size in a fresh process.
+//! - `pg`: the audit and storage scenarios on PostgreSQL.
+//!
+//! Owns: nothing the daemon uses; the `civicast` library never depends on it. Must not
+//! touch: the daemon's code paths (it drives them as a user would, through the library's
+//! public API); the only rows it writes past the store are in `load`.
+
+pub mod audit;
+pub mod fixture;
+mod fleet;
+pub mod ingest;
+pub mod load;
+pub mod memory;
+pub mod pg;
+pub mod report;
+pub mod storage;
+pub mod synth;
+
+pub use audit::{audit, print_audit, AuditReport, ComplianceBench, QueryReport};
+pub use fixture::write_inventory;
+pub use ingest::{ingest, print_ingest, IngestOptions, IngestReport};
+pub use load::{load_pg, load_sqlite, print_load, print_pg_load, LoadReport, PgLoadReport};
+pub use memory::{memory_one, print_memory, rss_kib, MemoryReport};
+pub use pg::{audit_pg, print_pg_storage, storage_pg, PgStorageReport};
+pub use report::Rate;
+pub use storage::{print_storage, storage, StorageReport};
+pub use synth::LoadOptions;

@@ -1,0 +1,253 @@
+//! The `civicast-bench` command line: `civicast-bench [--config FILE] SCENARIO [OPTIONS]`,
+//! the same scenarios, options and output as the `civicast bench` it replaces; the settings
+//! come from the same CIVICAST_* variables and config file as the daemon's.
+//!
+//! Owns: argument parsing and which scenario runs, including the memory scenario's one
+//! child process per size (this same executable). Must not touch: the scenarios' work (the
+//! library's modules do it).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use civicast::settings::Settings;
+use civicast_bench::report::machine;
+use civicast_bench::{
+    audit, audit_pg, ingest, load_pg, load_sqlite, memory_one, print_audit, print_ingest,
+    print_load, print_memory, print_pg_load, print_pg_storage, print_storage, storage, storage_pg,
+    IngestOptions, LoadOptions, MemoryReport,
+};
+use clap::{Args, Parser, ValueEnum};
+
+/// Exit code for bad configuration, as `civicast` answers it.
+const EXIT_CONFIG: u8 = 64;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "civicast-bench",
+    version,
+    about = "Benchmarks of BENCHMARKS.md (ingest, audit, storage, memory), each beside a baseline measured in the same run"
+)]
+struct Cli {
+    /// A config file (TOML) with the same keys as the CIVICAST_* variables, lower-case
+    /// without the prefix; the environment wins.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    bench: BenchArgs,
+}
+
+/// Which scenario runs.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+enum Scenario {
+    Ingest,
+    Audit,
+    Storage,
+    Memory,
+    /// One size of the memory scenario, in this process (the parent spawns one per size).
+    #[value(hide = true)]
+    MemoryOne,
+}
+
+#[derive(Args, Debug, Clone)]
+struct BenchArgs {
+    #[arg(value_enum)]
+    scenario: Scenario,
+    /// audit/storage: receipts in the synthetic history (default 1,000,000).
+    #[arg(long)]
+    receipts: Option<u64>,
+    /// ingest: simulated displays (default 500); audit/storage: displays in the history
+    /// (default 3,000); memory: inventory sizes, comma-separated (default 100000,1000000).
+    #[arg(long, value_delimiter = ',')]
+    displays: Vec<u64>,
+    /// ingest: plays each display acknowledges (default 40).
+    #[arg(long)]
+    plays: Option<u64>,
+    /// ingest, audit, storage: a PostgreSQL database (`postgres://...`; tables go in a fresh
+    /// schema: `civicast_bench_ingest`, `civicast_bench_audit`); default a SQLite file under --dir.
+    #[arg(long)]
+    database: Option<String>,
+    /// ingest: an external broker `host:port` (e.g. Mosquitto at 127.0.0.1:1883) instead of
+    /// the embedded one; memory --daemon: the same (use a private broker: the daemon leaves
+    /// one retained config per display under `civicast-bench/<ulid>`).
+    #[arg(long)]
+    mqtt: Option<String>,
+    /// Where the bench writes its databases and generated inventories.
+    #[arg(long, default_value = "bench-data")]
+    dir: PathBuf,
+    /// audit: timed runs of each rollup query.
+    #[arg(long, default_value_t = 20)]
+    runs: usize,
+    /// audit: timed runs of each naive query.
+    #[arg(long, default_value_t = 3)]
+    naive_runs: usize,
+    /// memory: start the whole daemon (embedded broker included unless --mqtt), not only the
+    /// catalog and the store's inventory sync.
+    #[arg(long)]
+    daemon: bool,
+}
+
+/// One scenario, as `civicast bench ...` ran it.
+async fn run(settings: Settings, a: BenchArgs) -> anyhow::Result<ExitCode> {
+    std::fs::create_dir_all(&a.dir).with_context(|| format!("creating {}", a.dir.display()))?;
+    println!("civicast bench {:?} on {}", a.scenario, machine());
+    match a.scenario {
+        Scenario::Ingest => {
+            let o = IngestOptions {
+                displays: a.displays.first().copied().unwrap_or(500) as usize,
+                plays: a.plays.unwrap_or(40) as usize,
+                database: a.database.clone(),
+                mqtt: a.mqtt.clone(),
+                dir: a.dir.clone(),
+            };
+            let r = ingest(&settings, &o).await?;
+            print_ingest(&o, &r);
+            Ok(exit(r.stored == r.sent))
+        }
+        Scenario::Audit | Scenario::Storage => {
+            if let Some(url) = a.database.as_deref().filter(|u| u.starts_with("postgres")) {
+                return run_pg(&a, url).await;
+            }
+            if a.database
+                .as_deref()
+                .is_some_and(|u| !u.starts_with("sqlite:"))
+            {
+                anyhow::bail!("--database: use sqlite://... or postgres://...");
+            }
+            let o = LoadOptions {
+                receipts: a.receipts.unwrap_or(1_000_000),
+                displays: a.displays.first().copied().unwrap_or(3_000).max(1),
+                ..LoadOptions::default()
+            };
+            let path = a.dir.join("audit.db");
+            let (store, load) = load_sqlite(&path, &o).await?;
+            print_load(&load);
+            let s = storage(&store, &load).await?;
+            print_storage(&s);
+            if a.scenario == Scenario::Audit {
+                let r = audit(&store, &o, a.runs.max(1), a.naive_runs.max(1)).await?;
+                print_audit(&r);
+                return Ok(exit(r.identical()));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Scenario::Memory => {
+            let sizes = if a.displays.is_empty() {
+                vec![100_000, 1_000_000]
+            } else {
+                a.displays.clone()
+            };
+            let exe = std::env::current_exe().context("finding this executable")?;
+            let mut rows = Vec::new();
+            for n in sizes {
+                eprintln!("memory: {n} displays in a fresh process...");
+                let mut cmd = std::process::Command::new(&exe);
+                cmd.args(["memory-one", "--displays", &n.to_string(), "--dir"])
+                    .arg(&a.dir);
+                if a.daemon {
+                    cmd.arg("--daemon");
+                }
+                if let Some(m) = &a.mqtt {
+                    cmd.args(["--mqtt", m]);
+                }
+                let out = cmd.output().context("running the memory child")?;
+                let text = String::from_utf8_lossy(&out.stdout);
+                let line = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("MEMORY "))
+                    .with_context(|| {
+                        format!(
+                            "memory child for {n} gave no result: {}",
+                            String::from_utf8_lossy(&out.stderr)
+                        )
+                    })?;
+                let m: MemoryReport = serde_json::from_str(line)?;
+                rows.push(m);
+            }
+            print_memory(&rows);
+            Ok(ExitCode::SUCCESS)
+        }
+        Scenario::MemoryOne => {
+            let n = a.displays.first().copied().unwrap_or(100_000) as usize;
+            let m = memory_one(&settings, &a.dir, n, a.daemon, a.mqtt.as_deref()).await?;
+            println!("MEMORY {}", serde_json::to_string(&m)?);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn exit(ok: bool) -> ExitCode {
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// `bench audit|storage --database postgres://...`.
+async fn run_pg(a: &BenchArgs, url: &str) -> anyhow::Result<ExitCode> {
+    let o = LoadOptions {
+        receipts: a.receipts.unwrap_or(1_000_000),
+        displays: a.displays.first().copied().unwrap_or(3_000).max(1),
+        ..LoadOptions::default()
+    };
+    let (store, load) = load_pg(url, "civicast_bench_audit", &o).await?;
+    print_pg_load(&load);
+    let s = storage_pg(&store, &load).await?;
+    print_pg_storage(&s);
+    let mut ok = s.readable == load.receipts;
+    if a.scenario == Scenario::Audit {
+        let r = audit_pg(&store, &o, a.runs.max(1), a.naive_runs.max(1)).await?;
+        print_audit(&r);
+        ok &= r.queries.iter().all(|q| q.identical);
+    }
+    Ok(exit(ok))
+}
+
+fn main() -> ExitCode {
+    // As the daemon's own executable does first thing: the memory scenario measures a
+    // daemon with its malloc arenas capped, and the runs of BENCHMARKS.md were made so.
+    civicast::memory::limit_malloc_arenas();
+    let cli = Cli::parse();
+    init_tracing();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("civicast-bench: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let settings = match Settings::load(cli.config.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("civicast-bench: bad configuration: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match rt.block_on(run(settings, cli.bench)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("civicast-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// As `civicast` logs its commands other than `serve`: warnings only, rumqttd's errors only
+/// (it logs every disconnect at ERROR), CIVICAST_LOG and CIVICAST_LOG_FORMAT as there.
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("CIVICAST_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("warn,rumqttd=error"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("CIVICAST_LOG_FORMAT").as_deref() == Ok("json") {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}

@@ -1,0 +1,199 @@
+//! The audit and storage scenarios on PostgreSQL (`--database postgres://...`): the
+//! synthetic year of the SQLite runs loaded into a fresh schema (`civicast_bench_audit`,
+//! dropped and recreated each run, left for inspection) and packed by `load::load_pg`,
+//! then its storage (packed rows beside one row per receipt and a keyless heap) and the
+//! play-count queries through the rollups beside the naive GROUP BY over `receipts_all`.
+//!
+//! Owns: the PostgreSQL readings and naive queries, its scratch table `bench_heap`. Must not
+//! touch: a schema other than the one the load created.
+
+use std::time::Instant;
+
+use civicast::core::audit::PlaysRow;
+use civicast::store::{PgStore, Store};
+use sqlx::Row;
+
+use crate::audit::{play_count_queries, AuditReport};
+use crate::load::PgLoadReport;
+use crate::report::{day_string, met};
+use crate::storage::{partition_bytes, relation_bytes};
+use crate::synth::LoadOptions;
+
+#[derive(Debug, Clone, Default)]
+pub struct PgStorageReport {
+    pub receipts: i64,
+    /// Rows readable through `receipts_all` after packing (must equal `receipts`).
+    pub readable: i64,
+    /// After packing: raw partitions (emptied, their indexes' metapages remain).
+    pub partitions_bytes: i64,
+    /// After packing: `receipts_packed` with its indexes and TOAST, and the day list.
+    pub packed_bytes: i64,
+    /// Before packing: one row per receipt in the partitions.
+    pub raw_bytes: i64,
+    pub rollup_bytes: i64,
+    /// The same rows (a sample) in a plain heap table without any key: PostgreSQL's floor
+    /// for one row per receipt.
+    pub heap_bytes_per_row: f64,
+    pub heap_sample: i64,
+}
+
+impl PgStorageReport {
+    /// Everything receipts take on disk after packing, per receipt.
+    pub fn per_receipt(&self) -> f64 {
+        (self.partitions_bytes + self.packed_bytes) as f64 / self.receipts.max(1) as f64
+    }
+}
+
+pub async fn storage_pg(store: &PgStore, l: &PgLoadReport) -> anyhow::Result<PgStorageReport> {
+    let readable: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM receipts_all")
+        .fetch_one(store.pool())
+        .await?;
+    let partitions_bytes = partition_bytes(store).await?;
+    let packed_bytes = relation_bytes(store, "receipts_packed").await?
+        + relation_bytes(store, "receipts_packed_days").await?;
+    let rollup_bytes = relation_bytes(store, "rollup_hourly").await?;
+    let sample = l.receipts.min(2_000_000);
+    sqlx::query("DROP TABLE IF EXISTS bench_heap")
+        .execute(store.pool())
+        .await?;
+    sqlx::query(
+        "CREATE TABLE bench_heap AS
+         SELECT device, play, started_at, duration_ms, play_day, status FROM receipts_all LIMIT $1",
+    )
+    .bind(sample)
+    .execute(store.pool())
+    .await?;
+    let heap = relation_bytes(store, "bench_heap").await?;
+    sqlx::query("DROP TABLE bench_heap")
+        .execute(store.pool())
+        .await?;
+    Ok(PgStorageReport {
+        receipts: l.receipts,
+        readable,
+        partitions_bytes,
+        packed_bytes,
+        raw_bytes: l.raw_bytes,
+        rollup_bytes,
+        heap_bytes_per_row: heap as f64 / sample.max(1) as f64,
+        heap_sample: sample,
+    })
+}
+
+pub fn print_pg_storage(s: &PgStorageReport) {
+    let per = |b: i64| b as f64 / s.receipts.max(1) as f64;
+    println!();
+    println!(
+        "storage (PostgreSQL): {} receipts ({} readable after packing), pg_total_relation_size",
+        s.receipts, s.readable
+    );
+    println!("| on disk | bytes | bytes per receipt |");
+    println!("|---|---:|---:|");
+    println!(
+        "| receipts after packing: packed rows (table, indexes, TOAST) + emptied day partitions | {} + {} | {:.1} |",
+        s.packed_bytes,
+        s.partitions_bytes,
+        s.per_receipt()
+    );
+    println!(
+        "| before packing: day partitions, one row per receipt (table, primary key, BRIN) | {} | {:.1} |",
+        s.raw_bytes,
+        per(s.raw_bytes)
+    );
+    println!(
+        "| baseline: same columns, plain heap, no key ({} rows) | | {:.1} |",
+        s.heap_sample, s.heap_bytes_per_row
+    );
+    println!(
+        "| rollup_hourly | {} | {:.1} |",
+        s.rollup_bytes,
+        per(s.rollup_bytes)
+    );
+    println!(
+        "target: <= 40 bytes per receipt (receipt storage and indexes): {} ({:.1}; {:.2} x the keyless heap; {:.2} x one row per receipt)",
+        met(s.per_receipt() <= 40.0),
+        s.per_receipt(),
+        s.per_receipt() / s.heap_bytes_per_row.max(f64::MIN_POSITIVE),
+        s.per_receipt() / per(s.raw_bytes).max(f64::MIN_POSITIVE)
+    );
+}
+
+/// The naive answer on PostgreSQL: GROUP BY over every receipt, raw and packed, through
+/// the `receipts_all` view (its packed branch unnests every packed row: the view cannot
+/// skip rows by time).
+async fn naive_pg(
+    store: &PgStore,
+    by: &str,
+    from_ms: i64,
+    to_ms: i64,
+) -> anyhow::Result<Vec<PlaysRow>> {
+    let sql = match by {
+        "slogan,day" => {
+            "SELECT s.slogan, (r.started_at + 28800000) / 86400000 AS day, COUNT(*) AS n
+             FROM receipts_all r JOIN plays p ON p.id = r.play JOIN slogans s ON s.id = p.slogan
+             WHERE r.status = 0 AND r.started_at >= $1 AND r.started_at < $2
+             GROUP BY s.slogan, day"
+        }
+        _ => {
+            "SELECT d.name, COUNT(*) AS n FROM receipts_all r JOIN devices d ON d.id = r.device
+             WHERE r.status = 0 AND r.started_at >= $1 AND r.started_at < $2 GROUP BY d.name"
+        }
+    };
+    let rows = sqlx::query(sql)
+        .bind(from_ms)
+        .bind(to_ms)
+        .fetch_all(store.pool())
+        .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let mut values = vec![r.try_get::<String, _>(0)?];
+        if by == "slogan,day" {
+            values.push(day_string(r.try_get::<i64, _>(1)?));
+        }
+        out.push(PlaysRow {
+            values,
+            plays: r.try_get("n")?,
+        });
+    }
+    out.sort_by(|a, b| a.values.cmp(&b.values));
+    Ok(out)
+}
+
+/// The audit queries through the store (the rollups), beside the naive GROUP BY over
+/// `receipts_all`, as `audit` does on SQLite.
+pub async fn audit_pg(
+    store: &PgStore,
+    o: &LoadOptions,
+    runs: usize,
+    naive_runs: usize,
+) -> anyhow::Result<AuditReport> {
+    let tz = chrono_tz::Asia::Shanghai;
+    let end = o.end.with_timezone(&tz);
+    let mut report = AuditReport {
+        receipts: sqlx::query_scalar("SELECT COUNT(*) FROM receipts_all")
+            .fetch_one(store.pool())
+            .await?,
+        ..Default::default()
+    };
+    let t = Instant::now();
+    store
+        .commit_batch(&civicast::store::Batch {
+            utc_offset_h: civicast::core::audit::fixed_offset_hours(tz),
+            ..Default::default()
+        })
+        .await?;
+    sqlx::query("ANALYZE rollup_daily_slogan")
+        .execute(store.pool())
+        .await?;
+    sqlx::query("ANALYZE rollup_daily_device")
+        .execute(store.pool())
+        .await?;
+    eprintln!(
+        "audit: daily rollups backfilled from the hourly one in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    report.queries = play_count_queries(store, end, tz, runs, naive_runs, |by, from, to| {
+        Box::pin(naive_pg(store, by, from, to))
+    })
+    .await?;
+    Ok(report)
+}
