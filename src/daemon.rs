@@ -538,7 +538,7 @@ struct FeedRun {
 
 async fn load_cursor<S: Store>(store: &S, f: &Feed) -> Cursor {
     match store.feed_state(f.id.as_str()).await {
-        Ok(Some((json, _))) => serde_json::from_str(&json).unwrap_or_else(|e| {
+        Ok(Some(state)) => serde_json::from_str(&state.cursor_json).unwrap_or_else(|e| {
             warn!(feed = %f.id, error = %e, "stored rotation cursor unreadable; starting afresh");
             Cursor::default()
         }),

@@ -97,12 +97,15 @@ pub async fn compliance_rows<S: ApiStore>(
 ) -> Result<Vec<ComplianceRow>, ReportError> {
     let (f, t) = (from.timestamp_millis(), to.timestamp_millis());
     let mut online: HashMap<String, Vec<(i64, i64)>> = HashMap::new();
-    for (d, s, e) in store.presence_between(f, t).await? {
-        online.entry(d).or_default().push((s, e.unwrap_or(t)));
+    for p in store.presence_between(f, t).await? {
+        online
+            .entry(p.device)
+            .or_default()
+            .push((p.since_ms, p.until_ms.unwrap_or(t)));
     }
     let mut plays: HashMap<String, Vec<i64>> = HashMap::new();
-    for (d, ms) in store.played_between(f, t, None).await? {
-        plays.entry(d).or_default().push(ms);
+    for p in store.played_between(f, t, None).await? {
+        plays.entry(p.device).or_default().push(p.started_ms);
     }
     let mut windows: HashMap<Vec<usize>, Vec<(i64, i64)>> = HashMap::new();
     let mut rows = Vec::new();
@@ -269,7 +272,7 @@ pub async fn sample_report<S: ApiStore>(
         .last_receipts(&names)
         .await?
         .into_iter()
-        .map(|(d, t, s)| (d, (t, s)))
+        .map(|r| (r.device, (r.started_ms, r.status)))
         .collect();
     let rows = drawn
         .iter()
@@ -343,9 +346,10 @@ pub async fn reconcile_report<S: ApiStore>(
     // A receipt may name a play issued just before `to` and arrive later: plays are the unit.
     let members: Vec<Vec<i64>> = plays
         .iter()
-        .map(|(_, _, issued, fk)| {
+        .map(|p| {
+            let issued = &p.issued_ms;
             spans
-                .get(fk)
+                .get(&p.feed_key)
                 .map(|v| {
                     v.iter()
                         .filter(|(_, s, u)| *s <= *issued && u.is_none_or(|u| *issued < u))
@@ -358,26 +362,26 @@ pub async fn reconcile_report<S: ApiStore>(
     let list: Vec<reconcile::Play> = plays
         .iter()
         .zip(&members)
-        .filter(|((_, name, _, _), _)| feed.as_ref().is_none_or(|x| x == name))
-        .map(|((key, name, issued, _), m)| reconcile::Play {
-            key: *key,
-            feed: name,
-            issued_ms: *issued,
+        .filter(|(p, _)| feed.as_ref().is_none_or(|x| *x == p.feed))
+        .map(|(p, m)| reconcile::Play {
+            key: p.play,
+            feed: &p.feed,
+            issued_ms: p.issued_ms,
             members: m,
         })
         .collect();
     let mut online: HashMap<i64, Vec<(i64, i64)>> = HashMap::new();
-    for (d, s, e) in store.presence_keys_between(f, t).await? {
+    for p in store.presence_keys_between(f, t).await? {
         online
-            .entry(d)
+            .entry(p.device)
             .or_default()
-            .push((s, e.unwrap_or(i64::MAX)));
+            .push((p.since_ms, p.until_ms.unwrap_or(i64::MAX)));
     }
     let receipts: HashMap<(i64, i64), Status> = store
         .receipts_for_plays_between(f, t)
         .await?
         .into_iter()
-        .map(|(d, p, s)| ((d, p), s))
+        .map(|r| ((r.device, r.play), r.status))
         .collect();
     let rows = reconcile::reconcile(
         &list,

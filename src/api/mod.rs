@@ -89,11 +89,29 @@ impl IntoResponse for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
+        if let StoreError::Refused(refused) = e {
+            return refused.into();
+        }
         warn!(error = %e, "database error in a request");
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "the database is unavailable; try again",
         )
+    }
+}
+
+/// A refused approval: the caller's request, not the database, is at fault.
+impl From<ApproveError> for ApiError {
+    fn from(e: ApproveError) -> Self {
+        match e {
+            ApproveError::NotFound(_) => {
+                ApiError::field(StatusCode::NOT_FOUND, "id", e.to_string())
+            }
+            ApproveError::OwnUpload(..) => ApiError::new(StatusCode::FORBIDDEN, e.to_string()),
+            ApproveError::Retired(_) | ApproveError::AlreadyApproved(..) => {
+                ApiError::new(StatusCode::CONFLICT, e.to_string())
+            }
+        }
     }
 }
 
@@ -362,8 +380,8 @@ fn history_json(h: &AdSetHistory, tz: chrono_tz::Tz, bodies: bool) -> serde_json
         .collect();
     json!({
         "id": h.adset, "status": status, "latest_rev": latest, "playing_rev": if h.retired.is_some() { None } else { approved },
-        "retired_by": h.retired.as_ref().map(|r| r.0.clone()),
-        "retired_at": ms_text(h.retired.as_ref().map(|r| r.1), tz),
+        "retired_by": h.retired.as_ref().map(|r| r.by.clone()),
+        "retired_at": ms_text(h.retired.as_ref().map(|r| r.at_ms), tz),
         "revisions": revisions,
     })
 }
@@ -408,30 +426,20 @@ async fn approve<S: ApiStore>(
 ) -> Result<Response, ApiError> {
     let who = caller(&st, &headers, &[Role::Operator]).await?;
     let now = st.clock.now().timestamp_millis();
-    match st
+    // A refusal (`StoreError::Refused`) becomes 404, 403 or 409 by `From<ApproveError>`.
+    let rev = st
         .store
         .approve_latest(&id, &who.name, who.role == Role::Admin, now)
-        .await?
-    {
-        Ok(rev) => {
-            daemon::refresh_adsets(&st.store, &st.shared).await?;
-            let playing = st
-                .shared
-                .current()
-                .adsets
-                .iter()
-                .any(|a| a.id.as_str() == id && a.rev == rev.rev);
-            Ok(Json(json!({"id": id, "rev": rev.rev, "status": "approved", "approved_by": who.name, "playing": playing}))
-                .into_response())
-        }
-        Err(e @ ApproveError::NotFound(_)) => {
-            Err(ApiError::field(StatusCode::NOT_FOUND, "id", e.to_string()))
-        }
-        Err(e @ ApproveError::OwnUpload(..)) => {
-            Err(ApiError::new(StatusCode::FORBIDDEN, e.to_string()))
-        }
-        Err(e) => Err(ApiError::new(StatusCode::CONFLICT, e.to_string())),
-    }
+        .await?;
+    daemon::refresh_adsets(&st.store, &st.shared).await?;
+    let playing = st
+        .shared
+        .current()
+        .adsets
+        .iter()
+        .any(|a| a.id.as_str() == id && a.rev == rev.rev);
+    Ok(Json(json!({"id": id, "rev": rev.rev, "status": "approved", "approved_by": who.name, "playing": playing}))
+        .into_response())
 }
 
 async fn retire<S: ApiStore>(
