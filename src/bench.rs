@@ -2001,9 +2001,10 @@ async fn audit_compliance(
     eprintln!("audit: {name}: {runs} runs through the report, {naive_runs} naive...");
     let mut fast = Vec::with_capacity(runs);
     let mut answer = Vec::new();
+    let db: crate::store::Db = store.clone().into();
     for _ in 0..runs {
         let t = Instant::now();
-        answer = crate::reports::compliance_report(store, &catalog, &p, o.end, factors)
+        answer = crate::reports::compliance_report(&db, &catalog, &p, o.end, factors)
             .await?
             .rows;
         fast.push(t.elapsed().as_secs_f64() * 1e3);

@@ -1,6 +1,9 @@
 //! The audit reports as a user asks for them: reads what the store holds, hands it to the
 //! pure arithmetic in `audit::{compliance, sample, reconcile}`, and shapes the rows. Shared
 //! by the HTTP API and the command line so both answer alike.
+//!
+//! Owns: turning report parameters into store reads and rows. Must not touch SQL (it reads
+//! through [`Db`]), HTTP status codes, or the arithmetic itself.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -11,7 +14,7 @@ use serde::Serialize;
 use crate::core::audit::{compliance, parse_bound, reconcile, sample, QueryError};
 use crate::core::model::Catalog;
 use crate::core::wire::Status;
-use crate::store::{ApiStore, StoreError};
+use crate::store::{ApiStore, Db, Store, StoreError};
 
 /// Why a report could not be made: the user's input, or the store.
 #[derive(Debug, thiserror::Error)]
@@ -87,8 +90,8 @@ fn bounds(
 }
 
 /// Per-display compliance in one period, from presence and `played` receipts.
-pub async fn compliance_rows<S: ApiStore>(
-    store: &S,
+pub async fn compliance_rows(
+    store: &Db,
     catalog: &Catalog,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
@@ -151,8 +154,8 @@ pub async fn compliance_rows<S: ApiStore>(
     Ok(rows)
 }
 
-pub async fn compliance_report<S: ApiStore>(
-    store: &S,
+pub async fn compliance_report(
+    store: &Db,
     catalog: &Catalog,
     p: &ComplianceParams,
     now: DateTime<Utc>,
@@ -222,8 +225,8 @@ pub struct SampleAnswer {
     pub rows: Vec<SampleRow>,
 }
 
-pub async fn sample_report<S: ApiStore>(
-    store: &S,
+pub async fn sample_report(
+    store: &Db,
     catalog: &Catalog,
     p: &SampleParams,
     now: DateTime<Utc>,
@@ -320,8 +323,8 @@ pub struct ReconcileAnswer {
     pub rows: Vec<reconcile::Row>,
 }
 
-pub async fn reconcile_report<S: ApiStore>(
-    store: &S,
+pub async fn reconcile_report(
+    store: &Db,
     catalog: &Catalog,
     p: &ReconcileParams,
     now: DateTime<Utc>,

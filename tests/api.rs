@@ -109,7 +109,7 @@ async fn spawn_app() -> App {
         tokens.insert(name, t);
     }
     let state = Arc::new(ApiState {
-        store,
+        store: store.into(),
         shared: running.shared.clone(),
         clock: Arc::new(SystemClock),
         factors: Default::default(),

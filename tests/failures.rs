@@ -335,7 +335,7 @@ async fn thirty_seconds_without_postgresql_acknowledge_nothing_and_lose_nothing(
             start_daemon(dir.path(), port, store.clone(), Duration::from_millis(50)).await;
         let m = running.shared.metrics.clone();
         let router = api::router(Arc::new(ApiState {
-            store: store.clone(),
+            store: store.clone().into(),
             shared: running.shared.clone(),
             clock: Arc::new(SystemClock),
             factors: Default::default(),

@@ -23,7 +23,9 @@ use crate::core::audit::{self, compliance, PlaysParams, PlaysQuery, QueryError};
 use crate::core::catalog::{self, AdSetContext, Problem};
 use crate::daemon::{self, Clock, Shared};
 use crate::reports::{self, ReportError};
-use crate::store::{AdSetHistory, ApiStore, ApproveError, Revision, Role, StoreError, TokenRow};
+use crate::store::{
+    AdSetHistory, ApiStore, ApproveError, Db, Revision, Role, Store, StoreError, TokenRow,
+};
 
 pub mod openapi;
 
@@ -31,8 +33,8 @@ pub mod openapi;
 pub const MAX_BODY: usize = 1024 * 1024;
 
 /// What every handler sees.
-pub struct ApiState<S> {
-    pub store: S,
+pub struct ApiState {
+    pub store: Db,
     pub shared: Arc<Shared>,
     pub clock: Arc<dyn Clock>,
     pub factors: compliance::Factors,
@@ -155,8 +157,8 @@ pub fn new_token() -> String {
 }
 
 /// Who is calling, checked against the roles a route allows (admin may do all).
-async fn caller<S: ApiStore>(
-    st: &ApiState<S>,
+async fn caller(
+    st: &ApiState,
     headers: &HeaderMap,
     allowed: &[Role],
 ) -> Result<TokenRow, ApiError> {
@@ -188,30 +190,30 @@ async fn caller<S: ApiStore>(
 }
 
 /// The router, state included; `serve` binds it.
-pub fn router<S: ApiStore>(state: Arc<ApiState<S>>) -> Router {
+pub fn router(state: Arc<ApiState>) -> Router {
     Router::new()
-        .route("/healthz", get(healthz::<S>))
-        .route("/metrics", get(metrics::<S>))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .route("/api/v1/openapi.json", get(openapi::document))
-        .route("/api/v1/adsets", post(upload::<S>).get(list_adsets::<S>))
-        .route("/api/v1/adsets/{id}", get(show_adset::<S>))
-        .route("/api/v1/adsets/{id}/approve", post(approve::<S>))
-        .route("/api/v1/adsets/{id}/retire", post(retire::<S>))
-        .route("/api/v1/devices", get(devices::<S>))
-        .route("/api/v1/feeds", get(feeds::<S>))
-        .route("/api/v1/audit/plays", get(audit_plays::<S>))
-        .route("/api/v1/audit/compliance", get(audit_compliance::<S>))
-        .route("/api/v1/audit/sample", get(audit_sample::<S>))
-        .route("/api/v1/audit/reconcile", get(audit_reconcile::<S>))
+        .route("/api/v1/adsets", post(upload).get(list_adsets))
+        .route("/api/v1/adsets/{id}", get(show_adset))
+        .route("/api/v1/adsets/{id}/approve", post(approve))
+        .route("/api/v1/adsets/{id}/retire", post(retire))
+        .route("/api/v1/devices", get(devices))
+        .route("/api/v1/feeds", get(feeds))
+        .route("/api/v1/audit/plays", get(audit_plays))
+        .route("/api/v1/audit/compliance", get(audit_compliance))
+        .route("/api/v1/audit/sample", get(audit_sample))
+        .route("/api/v1/audit/reconcile", get(audit_reconcile))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
 
 /// Serves until `shutdown`, then drains requests in flight.
-pub async fn serve<S: ApiStore>(
+pub async fn serve(
     listener: tokio::net::TcpListener,
-    state: Arc<ApiState<S>>,
+    state: Arc<ApiState>,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<()> {
     axum::serve(listener, router(state))
@@ -219,7 +221,7 @@ pub async fn serve<S: ApiStore>(
         .await
 }
 
-async fn healthz<S: ApiStore>(State(st): State<Arc<ApiState<S>>>) -> Response {
+async fn healthz(State(st): State<Arc<ApiState>>) -> Response {
     let m = &st.shared.metrics;
     let broker = m.broker_connected.load(Ordering::Relaxed);
     let database = m.database_healthy(st.clock.now().timestamp_millis());
@@ -237,7 +239,7 @@ async fn healthz<S: ApiStore>(State(st): State<Arc<ApiState<S>>>) -> Response {
     (code, Json(body)).into_response()
 }
 
-async fn metrics<S: ApiStore>(State(st): State<Arc<ApiState<S>>>) -> Response {
+async fn metrics(State(st): State<Arc<ApiState>>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         st.shared.metrics.render(),
@@ -258,8 +260,8 @@ fn problems_to_details(problems: &[Problem]) -> Vec<Detail> {
 }
 
 #[instrument(skip_all)]
-async fn upload<S: ApiStore>(
-    State(st): State<Arc<ApiState<S>>>,
+async fn upload(
+    State(st): State<Arc<ApiState>>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
@@ -386,8 +388,8 @@ fn history_json(h: &AdSetHistory, tz: chrono_tz::Tz, bodies: bool) -> serde_json
     })
 }
 
-async fn list_adsets<S: ApiStore>(
-    State(st): State<Arc<ApiState<S>>>,
+async fn list_adsets(
+    State(st): State<Arc<ApiState>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     caller(&st, &headers, &[Role::Operator, Role::Auditor]).await?;
@@ -402,8 +404,8 @@ async fn list_adsets<S: ApiStore>(
     Ok(Json(json!({"rows": rows})).into_response())
 }
 
-async fn show_adset<S: ApiStore>(
-    State(st): State<Arc<ApiState<S>>>,
+async fn show_adset(
+    State(st): State<Arc<ApiState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -419,8 +421,8 @@ async fn show_adset<S: ApiStore>(
     }
 }
 
-async fn approve<S: ApiStore>(
-    State(st): State<Arc<ApiState<S>>>,
+async fn approve(
+    State(st): State<Arc<ApiState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -442,8 +444,8 @@ async fn approve<S: ApiStore>(
         .into_response())
 }
 
-async fn retire<S: ApiStore>(
-    State(st): State<Arc<ApiState<S>>>,
+async fn retire(
+    State(st): State<Arc<ApiState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -460,8 +462,8 @@ async fn retire<S: ApiStore>(
     Ok(Json(json!({"id": id, "status": "retired", "retired_by": who.name})).into_response())
 }
 
-async fn devices<S: ApiStore>(
-    State(st): State<Arc<ApiState<S>>>,
+async fn devices(
+    State(st): State<Arc<ApiState>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     caller(&st, &headers, &[Role::Operator, Role::Auditor]).await?;
@@ -478,10 +480,7 @@ async fn devices<S: ApiStore>(
     Ok(Json(json!({"rows": rows})).into_response())
 }
 
-async fn feeds<S: ApiStore>(
-    State(st): State<Arc<ApiState<S>>>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
+async fn feeds(State(st): State<Arc<ApiState>>, headers: HeaderMap) -> Result<Response, ApiError> {
     caller(&st, &headers, &[Role::Operator, Role::Auditor]).await?;
     let c = st.shared.current();
     let current = st.shared.last_plays();
@@ -520,7 +519,7 @@ fn wants_csv(headers: &HeaderMap, format: Option<&str>) -> Result<bool, ApiError
 
 /// A CSV answer written as the store yields rows: a year of rows never sits in memory. A
 /// database error midway ends the body early (the client sees a truncated transfer).
-fn stream_plays_csv<S: ApiStore>(store: S, q: PlaysQuery) -> Response {
+fn stream_plays_csv(store: Db, q: PlaysQuery) -> Response {
     let (tx, rx) = tokio::sync::mpsc::channel::<audit::PlaysRow>(1024);
     let header = q.csv_header();
     tokio::spawn(async move {
@@ -547,8 +546,8 @@ struct Format {
     format: Option<String>,
 }
 
-async fn audit_plays<S: ApiStore>(
-    State(st): State<Arc<ApiState<S>>>,
+async fn audit_plays(
+    State(st): State<Arc<ApiState>>,
     headers: HeaderMap,
     Query(p): Query<PlaysParams>,
     Query(f): Query<Format>,
@@ -593,8 +592,8 @@ fn report_response<A: Serialize, R: Serialize>(
     Ok(Json(answer).into_response())
 }
 
-async fn audit_compliance<S: ApiStore>(
-    State(st): State<Arc<ApiState<S>>>,
+async fn audit_compliance(
+    State(st): State<Arc<ApiState>>,
     headers: HeaderMap,
     Query(p): Query<reports::ComplianceParams>,
     Query(f): Query<Format>,
@@ -606,8 +605,8 @@ async fn audit_compliance<S: ApiStore>(
     report_response(csv, &a, &reports::COMPLIANCE_COLUMNS, &a.rows)
 }
 
-async fn audit_sample<S: ApiStore>(
-    State(st): State<Arc<ApiState<S>>>,
+async fn audit_sample(
+    State(st): State<Arc<ApiState>>,
     headers: HeaderMap,
     Query(p): Query<reports::SampleParams>,
     Query(f): Query<Format>,
@@ -619,8 +618,8 @@ async fn audit_sample<S: ApiStore>(
     report_response(csv, &a, &reports::SAMPLE_COLUMNS, &a.rows)
 }
 
-async fn audit_reconcile<S: ApiStore>(
-    State(st): State<Arc<ApiState<S>>>,
+async fn audit_reconcile(
+    State(st): State<Arc<ApiState>>,
     headers: HeaderMap,
     Query(p): Query<reports::ReconcileParams>,
     Query(f): Query<Format>,

@@ -1,23 +1,28 @@
 //! Durable state: displays, feeds, plays, receipts and their hourly rollup, presence, the
 //! rotation cursors, tokens and ad-set revisions. Two traits (`Store` for the daemon,
-//! `ApiStore` for the API and reports), a backend per database chosen from the URL scheme.
+//! `ApiStore` for the API and reports), a backend per database, and [`Db`], the one way to
+//! open either from a [`DatabaseUrl`].
 //!
 //! Owns: SQL and migrations. Must not touch: MQTT (the daemon acknowledges receipts only
 //! after `commit_batch` returns), rotation or approval decisions (`core` makes them), HTTP.
 
 pub mod daily;
+mod db;
 pub mod postgres;
 pub mod rows;
 pub mod sql;
 pub mod sqlite;
+pub mod url;
 
 use std::future::Future;
 
 use crate::core::audit::{PlaysQuery, PlaysRow};
 
+pub use db::Db;
 pub use postgres::PgStore;
 pub use rows::*;
 pub use sqlite::SqliteStore;
+pub use url::{Backend, DatabaseUrl, UrlError};
 
 /// Store errors carry the operation; SQL text and paths stay in the logs.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +36,13 @@ pub enum StoreError {
     /// The approval rule said no: the request's fault, not the database's.
     #[error(transparent)]
     Refused(#[from] ApproveError),
+    /// Opening the database failed; `context` says which and how.
+    #[error("{context}")]
+    Open {
+        context: String,
+        #[source]
+        source: Box<StoreError>,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
