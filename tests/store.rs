@@ -6,6 +6,8 @@
 //!     cargo test --test store -- --include-ignored
 //! ```
 //!
+//! Each test is written once, generic over the backend, and `both_backends!` (at the end)
+//! runs it as `name::sqlite` and `name::postgres`; a few PostgreSQL-only tests stand alone.
 //! Each PostgreSQL test works in a fresh schema `t_<ulid>` and drops it at the end. The
 //! PostgreSQL tests are ignored by default and fail (not skip) when run without the variable.
 
@@ -1764,117 +1766,6 @@ async fn pg_packing_beside_writers(s: PgStore) {
     assert_eq!(total(&s.audit_plays(&all).await.expect("audit")), 80);
 }
 
-// ---------------------------------------------------------------------------------------
-// Entry points: SQLite always, PostgreSQL with CIVICAST_TEST_PG
-
-#[tokio::test]
-async fn sqlite_inventory() {
-    on_sqlite(inventory).await;
-}
-#[tokio::test]
-#[ignore = "needs CIVICAST_TEST_PG (PostgreSQL)"]
-async fn pg_inventory() {
-    on_pg(inventory).await;
-}
-
-#[tokio::test]
-async fn sqlite_plays() {
-    on_sqlite(plays).await;
-}
-#[tokio::test]
-#[ignore = "needs CIVICAST_TEST_PG (PostgreSQL)"]
-async fn pg_plays() {
-    on_pg(plays).await;
-}
-
-#[tokio::test]
-async fn sqlite_receipts_once() {
-    on_sqlite(receipts_once).await;
-}
-#[tokio::test]
-#[ignore = "needs CIVICAST_TEST_PG (PostgreSQL)"]
-async fn pg_receipts_once() {
-    on_pg(receipts_once).await;
-}
-
-#[tokio::test]
-async fn sqlite_rejects() {
-    on_sqlite(rejects).await;
-}
-#[tokio::test]
-#[ignore = "needs CIVICAST_TEST_PG (PostgreSQL)"]
-async fn pg_rejects() {
-    on_pg(rejects).await;
-}
-
-#[tokio::test]
-async fn sqlite_presence() {
-    on_sqlite(presence).await;
-}
-#[tokio::test]
-#[ignore = "needs CIVICAST_TEST_PG (PostgreSQL)"]
-async fn pg_presence() {
-    on_pg(presence).await;
-}
-
-#[tokio::test]
-async fn sqlite_audits() {
-    on_sqlite(audits).await;
-}
-#[tokio::test]
-#[ignore = "needs CIVICAST_TEST_PG (PostgreSQL)"]
-async fn pg_audits() {
-    on_pg(audits).await;
-}
-
-#[tokio::test]
-async fn sqlite_tokens() {
-    on_sqlite(tokens).await;
-}
-#[tokio::test]
-#[ignore = "needs CIVICAST_TEST_PG (PostgreSQL)"]
-async fn pg_tokens() {
-    on_pg(tokens).await;
-}
-
-#[tokio::test]
-async fn sqlite_revisions() {
-    on_sqlite(revisions).await;
-}
-#[tokio::test]
-#[ignore = "needs CIVICAST_TEST_PG (PostgreSQL)"]
-async fn pg_revisions() {
-    on_pg(revisions).await;
-}
-
-#[tokio::test]
-async fn sqlite_reports() {
-    on_sqlite(reports).await;
-}
-#[tokio::test]
-#[ignore = "needs CIVICAST_TEST_PG (PostgreSQL)"]
-async fn pg_reports() {
-    on_pg(reports).await;
-}
-
-#[tokio::test]
-#[ignore = "needs CIVICAST_TEST_PG (PostgreSQL)"]
-async fn pg_partition_retention() {
-    on_pg(pg_partitions).await;
-}
-
-#[tokio::test]
-#[ignore = "needs CIVICAST_TEST_PG (PostgreSQL)"]
-async fn pg_packed_days() {
-    on_pg(pg_compaction).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs CIVICAST_TEST_PG (PostgreSQL)"]
-async fn pg_packing_beside_batches() {
-    on_pg(pg_packing_beside_writers).await;
-}
-
 /// Pruning drops raw receipts of old plays but keeps their counts (the hourly rollup).
 async fn prune<S: Store>(s: S) {
     let c = city(&s).await;
@@ -1912,16 +1803,6 @@ async fn prune<S: Store>(s: S) {
         ..Default::default()
     });
     assert_eq!(total(&s.audit_plays(&raw).await.expect("audit")), 1);
-}
-
-#[tokio::test]
-async fn sqlite_prune() {
-    on_sqlite(prune).await;
-}
-#[tokio::test]
-#[ignore = "needs CIVICAST_TEST_PG (PostgreSQL)"]
-async fn pg_prune() {
-    on_pg(prune).await;
 }
 
 /// Streamed answers (for CSV) equal the folded ones, row for row.
@@ -1971,16 +1852,6 @@ async fn streaming<S: Store>(s: S) {
             assert_eq!(streamed, folded, "group_by={group_by} from={from:?}");
         }
     }
-}
-
-#[tokio::test]
-async fn sqlite_streaming() {
-    on_sqlite(streaming).await;
-}
-#[tokio::test]
-#[ignore = "needs CIVICAST_TEST_PG (PostgreSQL)"]
-async fn pg_streaming() {
-    on_pg(streaming).await;
 }
 
 /// The daily rollups answer plays by slogan by day and by display by day exactly as the
@@ -2047,12 +1918,57 @@ async fn daily<S: Store>(s: S) {
     }
 }
 
-#[tokio::test]
-async fn sqlite_daily() {
-    on_sqlite(daily).await;
+// ---------------------------------------------------------------------------------------
+// Entry points: SQLite always, PostgreSQL with CIVICAST_TEST_PG
+
+/// Runs each store test, written once over any backend, on both: `name::sqlite` always,
+/// `name::postgres` ignored by default, run by `--include-ignored`, and then failing (not
+/// skipping) without CIVICAST_TEST_PG.
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                super::on_sqlite(super::$name).await;
+            }
+            #[tokio::test]
+            #[ignore = "needs CIVICAST_TEST_PG (PostgreSQL)"]
+            async fn postgres() {
+                super::on_pg(super::$name).await;
+            }
+        }
+    )*};
 }
+
+both_backends!(
+    inventory,
+    plays,
+    receipts_once,
+    rejects,
+    presence,
+    audits,
+    tokens,
+    revisions,
+    reports,
+    prune,
+    streaming,
+    daily,
+);
+
 #[tokio::test]
 #[ignore = "needs CIVICAST_TEST_PG (PostgreSQL)"]
-async fn pg_daily() {
-    on_pg(daily).await;
+async fn pg_partition_retention() {
+    on_pg(pg_partitions).await;
+}
+
+#[tokio::test]
+#[ignore = "needs CIVICAST_TEST_PG (PostgreSQL)"]
+async fn pg_packed_days() {
+    on_pg(pg_compaction).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs CIVICAST_TEST_PG (PostgreSQL)"]
+async fn pg_packing_beside_batches() {
+    on_pg(pg_packing_beside_writers).await;
 }
