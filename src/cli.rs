@@ -19,21 +19,7 @@ use crate::core::model::Catalog;
 use crate::daemon::{App, Listeners, Startup};
 use crate::settings::Settings;
 use crate::sim::{self, SimDisplay, SimStats};
-use crate::store::{SqliteStore, Store};
-
-/// Runs `$body` with `$store` bound to the backend that the URL's scheme names.
-macro_rules! with_store {
-    ($url:expr, |$store:ident| $body:expr) => {{
-        let url: &str = $url;
-        if url.starts_with("sqlite:") {
-            let $store = open_sqlite(url).await?;
-            $body
-        } else {
-            let $store = open_pg(url).await?;
-            $body
-        }
-    }};
-}
+use crate::store::{ApiStore, DatabaseUrl, Db, Store};
 
 /// Exit code for bad configuration (sysexits EX_USAGE-style, as linkerd does).
 pub const EXIT_CONFIG: u8 = 64;
@@ -335,16 +321,13 @@ fn load_catalog(devices: &Path, schedules: &Path) -> Result<Catalog, usize> {
     }
 }
 
-async fn open_sqlite(url: &str) -> anyhow::Result<SqliteStore> {
-    SqliteStore::connect(url)
-        .await
-        .with_context(|| format!("opening the database {url}"))
-}
-
-async fn open_pg(url: &str) -> anyhow::Result<crate::store::PgStore> {
-    crate::store::PgStore::connect(url)
-        .await
-        .context("connecting to PostgreSQL (CIVICAST_DATABASE_URL)")
+/// The configured database URL, typed; a scheme the store does not speak is bad
+/// configuration, said as the settings' own errors are (the exit code is the error).
+fn database_url(settings: &Settings) -> Result<DatabaseUrl, ExitCode> {
+    DatabaseUrl::parse(&settings.database_url).map_err(|e| {
+        eprintln!("civicast: bad configuration: {e}");
+        ExitCode::from(EXIT_CONFIG)
+    })
 }
 
 async fn bind(addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
@@ -382,17 +365,15 @@ async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_CONFIG));
         }
     };
-    with_store!(&settings.database_url.clone(), |store| serve_with(
-        store, settings, catalog
-    )
-    .await)
+    let url = match database_url(&settings) {
+        Ok(url) => url,
+        Err(code) => return Ok(code),
+    };
+    let store = Db::open(&url).await?;
+    serve_with(store, settings, catalog).await
 }
 
-async fn serve_with<S: crate::store::ApiStore>(
-    store: S,
-    settings: Settings,
-    catalog: Catalog,
-) -> anyhow::Result<ExitCode> {
+async fn serve_with(store: Db, settings: Settings, catalog: Catalog) -> anyhow::Result<ExitCode> {
     let listeners = Listeners::bind(&settings).await?;
     let app = App::start(Startup {
         listeners,
@@ -434,10 +415,13 @@ async fn audit_plays(settings: &Settings, a: PlaysArgs) -> anyhow::Result<ExitCo
             return Ok(ExitCode::from(2));
         }
     };
-    let rows = with_store!(&settings.database_url, |store| {
-        store.migrate().await?;
-        store.audit_plays(&q).await?
-    });
+    let url = match database_url(settings) {
+        Ok(url) => url,
+        Err(code) => return Ok(code),
+    };
+    let store = Db::open(&url).await?;
+    store.migrate().await?;
+    let rows = store.audit_plays(&q).await?;
     let out = match a.format {
         Format::Json => serde_json::to_string_pretty(&audit::answer(&q, &rows))? + "\n",
         Format::Csv => audit::csv(&q, &rows)?,
@@ -490,7 +474,7 @@ async fn demo(mut settings: Settings, a: DemoArgs) -> anyhow::Result<ExitCode> {
         mqtt: Some(mqtt),
         http: Some(bind(&a.http_listen).await?),
     };
-    let store = open_sqlite(&settings.database_url).await?;
+    let store = Db::open(&DatabaseUrl::parse(&settings.database_url)?).await?;
     let displays = SimDisplay::fleet(&catalog);
     let total = displays.len();
     let app = App::start(Startup {
@@ -502,17 +486,14 @@ async fn demo(mut settings: Settings, a: DemoArgs) -> anyhow::Result<ExitCode> {
     let addr = app.mqtt_addr().context("embedded broker address")?;
     let http_addr = app.http_addr().context("HTTP API address")?;
     let auditor = crate::api::new_token();
-    {
-        use crate::store::ApiStore;
-        store
-            .create_token(
-                "demo-auditor",
-                crate::store::Role::Auditor,
-                &crate::api::token_hash(&auditor),
-                chrono::Utc::now().timestamp_millis(),
-            )
-            .await?;
-    }
+    store
+        .create_token(
+            "demo-auditor",
+            crate::store::Role::Auditor,
+            &crate::api::token_hash(&auditor),
+            chrono::Utc::now().timestamp_millis(),
+        )
+        .await?;
     println!("embedded MQTT broker: mqtt://{addr} (MQTT 3.1.1 and 5; outside displays may join)");
     println!("HTTP API: http://{http_addr}/api/v1 (auditor token: {auditor})");
     println!("  curl -H 'Authorization: Bearer {auditor}' 'http://{http_addr}/api/v1/audit/plays?group_by=class'");
@@ -739,17 +720,15 @@ async fn audit_report(settings: &Settings, cmd: AuditCmd) -> anyhow::Result<Exit
             return Ok(ExitCode::from(EXIT_CONFIG));
         }
     };
-    with_store!(&settings.database_url, |store| audit_report_with(
-        store, catalog, cmd
-    )
-    .await)
+    let url = match database_url(settings) {
+        Ok(url) => url,
+        Err(code) => return Ok(code),
+    };
+    let store = Db::open(&url).await?;
+    audit_report_with(store, catalog, cmd).await
 }
 
-async fn audit_report_with<S: crate::store::ApiStore>(
-    store: S,
-    catalog: Catalog,
-    cmd: AuditCmd,
-) -> anyhow::Result<ExitCode> {
+async fn audit_report_with(store: Db, catalog: Catalog, cmd: AuditCmd) -> anyhow::Result<ExitCode> {
     use crate::reports;
     store.migrate().await?;
     let now = chrono::Utc::now();
@@ -804,13 +783,15 @@ async fn audit_report_with<S: crate::store::ApiStore>(
 }
 
 async fn token(settings: &Settings, cmd: TokenCmd) -> anyhow::Result<ExitCode> {
-    with_store!(&settings.database_url, |store| token_with(store, cmd).await)
+    let url = match database_url(settings) {
+        Ok(url) => url,
+        Err(code) => return Ok(code),
+    };
+    let store = Db::open(&url).await?;
+    token_with(store, cmd).await
 }
 
-async fn token_with<S: crate::store::ApiStore>(
-    store: S,
-    cmd: TokenCmd,
-) -> anyhow::Result<ExitCode> {
+async fn token_with(store: Db, cmd: TokenCmd) -> anyhow::Result<ExitCode> {
     use crate::store::Role;
     store.migrate().await?;
     let now = chrono::Utc::now().timestamp_millis();

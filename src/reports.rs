@@ -1,6 +1,9 @@
 //! The audit reports as a user asks for them: reads what the store holds, hands it to the
 //! pure arithmetic in `audit::{compliance, sample, reconcile}`, and shapes the rows. Shared
 //! by the HTTP API and the command line so both answer alike.
+//!
+//! Owns: turning report parameters into store reads and rows. Must not touch SQL (it reads
+//! through [`Db`]), HTTP status codes, or the arithmetic itself.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -11,7 +14,7 @@ use serde::Serialize;
 use crate::core::audit::{compliance, parse_bound, reconcile, sample, QueryError};
 use crate::core::model::Catalog;
 use crate::core::wire::Status;
-use crate::store::{ApiStore, StoreError};
+use crate::store::{ApiStore, Db, Store, StoreError};
 
 /// Why a report could not be made: the user's input, or the store.
 #[derive(Debug, thiserror::Error)]
@@ -87,8 +90,8 @@ fn bounds(
 }
 
 /// Per-display compliance in one period, from presence and `played` receipts.
-pub async fn compliance_rows<S: ApiStore>(
-    store: &S,
+pub async fn compliance_rows(
+    store: &Db,
     catalog: &Catalog,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
@@ -97,12 +100,15 @@ pub async fn compliance_rows<S: ApiStore>(
 ) -> Result<Vec<ComplianceRow>, ReportError> {
     let (f, t) = (from.timestamp_millis(), to.timestamp_millis());
     let mut online: HashMap<String, Vec<(i64, i64)>> = HashMap::new();
-    for (d, s, e) in store.presence_between(f, t).await? {
-        online.entry(d).or_default().push((s, e.unwrap_or(t)));
+    for p in store.presence_between(f, t).await? {
+        online
+            .entry(p.device)
+            .or_default()
+            .push((p.since_ms, p.until_ms.unwrap_or(t)));
     }
     let mut plays: HashMap<String, Vec<i64>> = HashMap::new();
-    for (d, ms) in store.played_between(f, t, None).await? {
-        plays.entry(d).or_default().push(ms);
+    for p in store.played_between(f, t, None).await? {
+        plays.entry(p.device).or_default().push(p.started_ms);
     }
     let mut windows: HashMap<Vec<usize>, Vec<(i64, i64)>> = HashMap::new();
     let mut rows = Vec::new();
@@ -148,8 +154,8 @@ pub async fn compliance_rows<S: ApiStore>(
     Ok(rows)
 }
 
-pub async fn compliance_report<S: ApiStore>(
-    store: &S,
+pub async fn compliance_report(
+    store: &Db,
     catalog: &Catalog,
     p: &ComplianceParams,
     now: DateTime<Utc>,
@@ -219,8 +225,8 @@ pub struct SampleAnswer {
     pub rows: Vec<SampleRow>,
 }
 
-pub async fn sample_report<S: ApiStore>(
-    store: &S,
+pub async fn sample_report(
+    store: &Db,
     catalog: &Catalog,
     p: &SampleParams,
     now: DateTime<Utc>,
@@ -269,7 +275,7 @@ pub async fn sample_report<S: ApiStore>(
         .last_receipts(&names)
         .await?
         .into_iter()
-        .map(|(d, t, s)| (d, (t, s)))
+        .map(|r| (r.device, (r.started_ms, r.status)))
         .collect();
     let rows = drawn
         .iter()
@@ -317,8 +323,8 @@ pub struct ReconcileAnswer {
     pub rows: Vec<reconcile::Row>,
 }
 
-pub async fn reconcile_report<S: ApiStore>(
-    store: &S,
+pub async fn reconcile_report(
+    store: &Db,
     catalog: &Catalog,
     p: &ReconcileParams,
     now: DateTime<Utc>,
@@ -343,9 +349,10 @@ pub async fn reconcile_report<S: ApiStore>(
     // A receipt may name a play issued just before `to` and arrive later: plays are the unit.
     let members: Vec<Vec<i64>> = plays
         .iter()
-        .map(|(_, _, issued, fk)| {
+        .map(|p| {
+            let issued = &p.issued_ms;
             spans
-                .get(fk)
+                .get(&p.feed_key)
                 .map(|v| {
                     v.iter()
                         .filter(|(_, s, u)| *s <= *issued && u.is_none_or(|u| *issued < u))
@@ -358,26 +365,26 @@ pub async fn reconcile_report<S: ApiStore>(
     let list: Vec<reconcile::Play> = plays
         .iter()
         .zip(&members)
-        .filter(|((_, name, _, _), _)| feed.as_ref().is_none_or(|x| x == name))
-        .map(|((key, name, issued, _), m)| reconcile::Play {
-            key: *key,
-            feed: name,
-            issued_ms: *issued,
+        .filter(|(p, _)| feed.as_ref().is_none_or(|x| *x == p.feed))
+        .map(|(p, m)| reconcile::Play {
+            key: p.play,
+            feed: &p.feed,
+            issued_ms: p.issued_ms,
             members: m,
         })
         .collect();
     let mut online: HashMap<i64, Vec<(i64, i64)>> = HashMap::new();
-    for (d, s, e) in store.presence_keys_between(f, t).await? {
+    for p in store.presence_keys_between(f, t).await? {
         online
-            .entry(d)
+            .entry(p.device)
             .or_default()
-            .push((s, e.unwrap_or(i64::MAX)));
+            .push((p.since_ms, p.until_ms.unwrap_or(i64::MAX)));
     }
     let receipts: HashMap<(i64, i64), Status> = store
         .receipts_for_plays_between(f, t)
         .await?
         .into_iter()
-        .map(|(d, p, s)| ((d, p), s))
+        .map(|r| ((r.device, r.play), r.status))
         .collect();
     let rows = reconcile::reconcile(
         &list,

@@ -114,6 +114,7 @@ async fn receipts_count_once_and_junk_is_rejected_by_reason() {
         .await
         .expect("rejects")
         .into_iter()
+        .map(|r| (r.reason, r.count))
         .collect();
     let want: BTreeMap<String, i64> = [
         "malformed",

@@ -6,6 +6,8 @@
 //!     cargo test --test store -- --include-ignored
 //! ```
 //!
+//! Each test is written once, generic over the backend, and `both_backends!` (at the end)
+//! runs it as `name::sqlite` and `name::postgres`; a few PostgreSQL-only tests stand alone.
 //! Each PostgreSQL test works in a fresh schema `t_<ulid>` and drops it at the end. The
 //! PostgreSQL tests are ignored by default and fail (not skip) when run without the variable.
 
@@ -16,8 +18,10 @@ use chrono_tz::Tz;
 use civicast::core::audit::{PlaysParams, PlaysQuery, PlaysRow};
 use civicast::core::wire::{Reject, Status};
 use civicast::store::{
-    AdSetHistory, ApiStore, ApproveError, Batch, DeviceRow, Membership, NewPlay, PgStore, PlayRow,
-    PresenceEvent, ReceiptRow, Revision, Role, SqliteStore, Store, TokenRow,
+    AdSetHistory, ApiStore, ApproveError, Batch, DeviceRow, FeedPlay, FeedState, LastReceipt,
+    Membership, NewPlay, PgStore, PlayReceipt, PlayRow, PlayedAt, PresenceEvent, PresenceKeySpan,
+    PresenceSpan, ReceiptRow, RejectCount, Retirement, Revision, Role, SqliteStore, Store,
+    StoreError, TokenRow,
 };
 use sqlx::Connection;
 
@@ -386,7 +390,10 @@ async fn plays<S: Store>(s: S) {
         .expect("record feed play");
     assert_eq!(
         s.feed_state("bus").await.expect("feed_state"),
-        Some((r#"{"next":1}"#.to_owned(), t0))
+        Some(FeedState {
+            cursor_json: r#"{"next":1}"#.to_owned(),
+            last_played_ms: t0
+        })
     );
     let direct = NewPlay {
         play_id: "01HPLAYDIRECT".to_owned(),
@@ -414,7 +421,10 @@ async fn plays<S: Store>(s: S) {
         .expect("record second feed play");
     assert_eq!(
         s.feed_state("bus").await.expect("feed_state"),
-        Some((r#"{"next":2}"#.to_owned(), t0 + 180_000)),
+        Some(FeedState {
+            cursor_json: r#"{"next":2}"#.to_owned(),
+            last_played_ms: t0 + 180_000
+        }),
         "the cursor moves with each play"
     );
     assert!(
@@ -587,11 +597,12 @@ async fn rejects<S: Store>(s: S) {
     .expect("batch 2");
     assert_eq!(
         s.reject_counts().await.expect("reject counts"),
-        vec![
-            ("malformed".to_owned(), 1),
-            ("not_sent".to_owned(), 1),
-            ("unknown_play".to_owned(), 4),
-        ]
+        [("malformed", 1), ("not_sent", 1), ("unknown_play", 4)]
+            .map(|(reason, count)| RejectCount {
+                reason: reason.to_owned(),
+                count
+            })
+            .to_vec()
     );
 }
 
@@ -853,6 +864,15 @@ fn upload(adset: &str, by: &str, at: i64) -> Revision {
 }
 
 /// (rev, uploaded_by, approved_by) of each revision.
+/// An approval's answer with a refusal as a plain `Err`; a database failure fails the test.
+fn approval(r: Result<Revision, StoreError>) -> Result<Revision, ApproveError> {
+    match r {
+        Ok(rev) => Ok(rev),
+        Err(StoreError::Refused(e)) => Err(e),
+        Err(e) => panic!("approve: {e}"),
+    }
+}
+
 fn revs(h: &AdSetHistory) -> Vec<(i64, &str, Option<&str>)> {
     h.revisions
         .iter()
@@ -894,15 +914,11 @@ async fn revisions<S: ApiStore>(s: S) {
 
     // Approval: of the latest revision, never by its uploader unless an admin.
     assert_eq!(
-        s.approve_latest("nope", "bob", true, 4_000)
-            .await
-            .expect("approve"),
+        approval(s.approve_latest("nope", "bob", true, 4_000).await),
         Err(ApproveError::NotFound("nope".to_owned()))
     );
     assert_eq!(
-        s.approve_latest(cv, "alice", false, 4_000)
-            .await
-            .expect("approve"),
+        approval(s.approve_latest(cv, "alice", false, 4_000).await),
         Err(ApproveError::OwnUpload(
             cv.to_owned(),
             3,
@@ -912,7 +928,6 @@ async fn revisions<S: ApiStore>(s: S) {
     let approved = s
         .approve_latest(cv, "bob", false, 4_100)
         .await
-        .expect("approve")
         .expect("bob approves alice's upload");
     assert_eq!(
         approved,
@@ -924,9 +939,7 @@ async fn revisions<S: ApiStore>(s: S) {
         }
     );
     assert_eq!(
-        s.approve_latest(cv, "carol", false, 4_200)
-            .await
-            .expect("approve"),
+        approval(s.approve_latest(cv, "carol", false, 4_200).await),
         Err(ApproveError::AlreadyApproved(cv.to_owned(), 3))
     );
     s.add_revision(&upload(cv, "alice", 5_000), false)
@@ -935,7 +948,6 @@ async fn revisions<S: ApiStore>(s: S) {
     let own = s
         .approve_latest(cv, "alice", true, 5_100)
         .await
-        .expect("approve")
         .expect("an admin approves their own upload");
     assert_eq!(
         (own.rev, own.approved_by.as_deref(), own.approved_ms),
@@ -978,9 +990,7 @@ async fn revisions<S: ApiStore>(s: S) {
     assert_eq!(parks.revisions[0].format, "json");
     assert_eq!(parks.revisions[0].origin, "file");
     assert_eq!(
-        s.approve_latest("parks", "bob", false, 6_100)
-            .await
-            .expect("approve"),
+        approval(s.approve_latest("parks", "bob", false, 6_100).await),
         Err(ApproveError::AlreadyApproved("parks".to_owned(), 1))
     );
 
@@ -996,12 +1006,13 @@ async fn revisions<S: ApiStore>(s: S) {
             .expect("history")
             .expect("exists")
             .retired,
-        Some(("carol".to_owned(), 7_000))
+        Some(Retirement {
+            by: "carol".to_owned(),
+            at_ms: 7_000
+        })
     );
     assert_eq!(
-        s.approve_latest(cv, "bob", true, 7_600)
-            .await
-            .expect("approve"),
+        approval(s.approve_latest(cv, "bob", true, 7_600).await),
         Err(ApproveError::Retired(cv.to_owned()))
     );
     assert_eq!(
@@ -1015,10 +1026,7 @@ async fn revisions<S: ApiStore>(s: S) {
     assert_eq!(h.revisions.len(), 5);
     assert_eq!(h.revisions[4].approved_by, None, "and is pending");
     assert_eq!(
-        s.approve_latest(cv, "alice", false, 8_100)
-            .await
-            .expect("approve")
-            .map(|r| r.rev),
+        approval(s.approve_latest(cv, "alice", false, 8_100).await).map(|r| r.rev),
         Ok(5)
     );
 
@@ -1035,7 +1043,10 @@ async fn revisions<S: ApiStore>(s: S) {
     assert_eq!(names, vec!["Zoo", "civility", "parks"]);
     assert_eq!(
         all[0].retired,
-        Some(("erin".to_owned(), 9_200)),
+        Some(Retirement {
+            by: "erin".to_owned(),
+            at_ms: 9_200
+        }),
         "retirement goes with its own ad set"
     );
     assert_eq!(revs(&all[0]), vec![(1, "carol", None), (2, "dave", None)]);
@@ -1113,19 +1124,31 @@ async fn reports<S: ApiStore>(s: S) {
     named.sort_unstable();
     assert_eq!(
         named,
-        vec![
-            ("a".to_owned(), 100, Some(200)),
-            ("a".to_owned(), 400, Some(600)),
-            ("b".to_owned(), 640, None),
+        [
+            ("a", 100, Some(200)),
+            ("a", 400, Some(600)),
+            ("b", 640, None)
         ]
+        .map(|(d, since_ms, until_ms)| PresenceSpan {
+            device: d.to_owned(),
+            since_ms,
+            until_ms
+        })
+        .to_vec()
     );
     let mut keyed = s.presence_keys_between(150, 650).await.expect("presence");
     keyed.sort_unstable();
-    let mut want = vec![
+    let mut want: Vec<PresenceKeySpan> = [
         (c.a, 100, Some(200)),
         (c.a, 400, Some(600)),
         (c.b, 640, None),
-    ];
+    ]
+    .map(|(device, since_ms, until_ms)| PresenceKeySpan {
+        device,
+        since_ms,
+        until_ms,
+    })
+    .to_vec();
     want.sort_unstable();
     assert_eq!(keyed, want);
     assert_eq!(
@@ -1164,18 +1187,19 @@ async fn reports<S: ApiStore>(s: S) {
     .expect("receipts");
 
     // Played receipts by start time, only status played, by display then time.
+    let at = |d: &str, started_ms: i64| PlayedAt {
+        device: d.to_owned(),
+        started_ms,
+    };
     assert_eq!(
         s.played_between(t0, t1, None).await.expect("played"),
-        vec![
-            ("a".to_owned(), t0 + 1_000),
-            ("c".to_owned(), t0 + min + 1_000),
-        ]
+        vec![at("a", t0 + 1_000), at("c", t0 + min + 1_000)]
     );
     assert_eq!(
         s.played_between(t0 + 1_000, t0 + min + 1_000, None)
             .await
             .expect("played"),
-        vec![("a".to_owned(), t0 + 1_000)],
+        vec![at("a", t0 + 1_000)],
         "from is inclusive, to exclusive"
     );
     assert_eq!(
@@ -1183,10 +1207,10 @@ async fn reports<S: ApiStore>(s: S) {
             .await
             .expect("played a"),
         vec![
-            ("a".to_owned(), t0 - 59 * min),
-            ("a".to_owned(), t0 + 1_000),
-            ("a".to_owned(), t1 + 1_000),
-            ("a".to_owned(), t1 + 30_000),
+            at("a", t0 - 59 * min),
+            at("a", t0 + 1_000),
+            at("a", t1 + 1_000),
+            at("a", t1 + 30_000),
         ]
     );
     assert!(s
@@ -1200,28 +1224,38 @@ async fn reports<S: ApiStore>(s: S) {
         s.last_receipts(&strings(&["c", "nobody", "b", "a"]))
             .await
             .expect("last"),
-        vec![
-            ("c".to_owned(), t0 + min + 1_000, Status::Played),
-            ("b".to_owned(), t1 + 2_000, Status::Failed),
-            ("a".to_owned(), t1 + 30_000, Status::Played),
+        [
+            ("c", t0 + min + 1_000, Status::Played),
+            ("b", t1 + 2_000, Status::Failed),
+            ("a", t1 + 30_000, Status::Played),
         ]
+        .map(|(d, started_ms, status)| LastReceipt {
+            device: d.to_owned(),
+            started_ms,
+            status
+        })
+        .to_vec()
     );
     assert!(s.last_receipts(&[]).await.expect("last").is_empty());
 
     // Plays on feeds issued in the range, and the receipts of plays issued in it.
     assert_eq!(
         s.feed_plays_between(t0, t1).await.expect("feed plays"),
-        vec![
-            (p_start.key, "bus".to_owned(), t0, c.bus),
-            (p_late.key, "bus".to_owned(), t1 - min, c.bus),
-        ]
+        [(p_start.key, t0), (p_late.key, t1 - min)]
+            .map(|(play, issued_ms)| FeedPlay {
+                play,
+                feed: "bus".to_owned(),
+                issued_ms,
+                feed_key: c.bus
+            })
+            .to_vec()
     );
     let mut got: Vec<(i64, i64, String)> = s
         .receipts_for_plays_between(t0, t1)
         .await
         .expect("receipts")
         .into_iter()
-        .map(|(d, p, st)| (d, p, format!("{st:?}")))
+        .map(|r: PlayReceipt| (r.device, r.play, format!("{:?}", r.status)))
         .collect();
     got.sort_unstable();
     let mut want: Vec<(i64, i64, String)> = [
@@ -1380,8 +1414,8 @@ async fn pg_partitions(s: PgStore) {
 struct RawView {
     raw_audit: Vec<PlaysRow>,
     streamed: Vec<PlaysRow>,
-    played: Vec<(String, i64)>,
-    played_a: Vec<(String, i64)>,
+    played: Vec<PlayedAt>,
+    played_a: Vec<PlayedAt>,
     last: Vec<(String, i64, String)>,
     for_plays: Vec<(i64, i64, String)>,
     for_day1: Vec<(i64, i64, String)>,
@@ -1405,10 +1439,10 @@ async fn raw_view(s: &PgStore, from: i64, to: i64) -> RawView {
         streamed.push(r);
     }
     assert!(task.await.expect("join").expect("stream"));
-    let keyed = |v: Vec<(i64, i64, Status)>| {
+    let keyed = |v: Vec<PlayReceipt>| {
         let mut v: Vec<_> = v
             .into_iter()
-            .map(|(d, p, st)| (d, p, format!("{st:?}")))
+            .map(|r| (r.device, r.play, format!("{:?}", r.status)))
             .collect();
         v.sort_unstable();
         v
@@ -1426,7 +1460,7 @@ async fn raw_view(s: &PgStore, from: i64, to: i64) -> RawView {
             .await
             .expect("last")
             .into_iter()
-            .map(|(d, t, st)| (d, t, format!("{st:?}")))
+            .map(|r| (r.device, r.started_ms, format!("{:?}", r.status)))
             .collect(),
         for_plays: keyed(
             s.receipts_for_plays_between(from, to)
@@ -1591,9 +1625,10 @@ async fn pg_compaction(s: PgStore) {
     assert_eq!(in_table("receipts_20240603".into()).await, 1);
     let with_late = raw_view(&s, from, to).await;
     assert_eq!(with_late.all_rows, 20);
-    assert!(with_late
-        .played
-        .contains(&("b".to_owned(), late.started_ms)));
+    assert!(with_late.played.contains(&PlayedAt {
+        device: "b".to_owned(),
+        started_ms: late.started_ms
+    }));
     assert_ne!(with_late.raw_audit, before.raw_audit);
 
     // The next compaction appends it to b's packed row of day 0 (and packs day 2: every
@@ -1627,7 +1662,7 @@ async fn pg_compaction(s: PgStore) {
     assert_eq!(after.all_rows, 13);
     assert!(after.for_plays.iter().all(|(_, p, _)| *p != late_play.key));
     assert_eq!(after.for_day1, before.for_day1);
-    assert!(after.played.iter().all(|(_, t)| *t >= d0 + day));
+    assert!(after.played.iter().all(|p| p.started_ms >= d0 + day));
     let left: i64 = sqlx::query_scalar(
         "SELECT (SELECT COUNT(*) FROM receipts_packed WHERE play_day < $1)
               + (SELECT COUNT(*) FROM receipts_packed_days WHERE day < $1)",
@@ -1731,117 +1766,6 @@ async fn pg_packing_beside_writers(s: PgStore) {
     assert_eq!(total(&s.audit_plays(&all).await.expect("audit")), 80);
 }
 
-// ---------------------------------------------------------------------------------------
-// Entry points: SQLite always, PostgreSQL with CIVICAST_TEST_PG
-
-#[tokio::test]
-async fn sqlite_inventory() {
-    on_sqlite(inventory).await;
-}
-#[tokio::test]
-#[ignore = "needs CIVICAST_TEST_PG (PostgreSQL)"]
-async fn pg_inventory() {
-    on_pg(inventory).await;
-}
-
-#[tokio::test]
-async fn sqlite_plays() {
-    on_sqlite(plays).await;
-}
-#[tokio::test]
-#[ignore = "needs CIVICAST_TEST_PG (PostgreSQL)"]
-async fn pg_plays() {
-    on_pg(plays).await;
-}
-
-#[tokio::test]
-async fn sqlite_receipts_once() {
-    on_sqlite(receipts_once).await;
-}
-#[tokio::test]
-#[ignore = "needs CIVICAST_TEST_PG (PostgreSQL)"]
-async fn pg_receipts_once() {
-    on_pg(receipts_once).await;
-}
-
-#[tokio::test]
-async fn sqlite_rejects() {
-    on_sqlite(rejects).await;
-}
-#[tokio::test]
-#[ignore = "needs CIVICAST_TEST_PG (PostgreSQL)"]
-async fn pg_rejects() {
-    on_pg(rejects).await;
-}
-
-#[tokio::test]
-async fn sqlite_presence() {
-    on_sqlite(presence).await;
-}
-#[tokio::test]
-#[ignore = "needs CIVICAST_TEST_PG (PostgreSQL)"]
-async fn pg_presence() {
-    on_pg(presence).await;
-}
-
-#[tokio::test]
-async fn sqlite_audits() {
-    on_sqlite(audits).await;
-}
-#[tokio::test]
-#[ignore = "needs CIVICAST_TEST_PG (PostgreSQL)"]
-async fn pg_audits() {
-    on_pg(audits).await;
-}
-
-#[tokio::test]
-async fn sqlite_tokens() {
-    on_sqlite(tokens).await;
-}
-#[tokio::test]
-#[ignore = "needs CIVICAST_TEST_PG (PostgreSQL)"]
-async fn pg_tokens() {
-    on_pg(tokens).await;
-}
-
-#[tokio::test]
-async fn sqlite_revisions() {
-    on_sqlite(revisions).await;
-}
-#[tokio::test]
-#[ignore = "needs CIVICAST_TEST_PG (PostgreSQL)"]
-async fn pg_revisions() {
-    on_pg(revisions).await;
-}
-
-#[tokio::test]
-async fn sqlite_reports() {
-    on_sqlite(reports).await;
-}
-#[tokio::test]
-#[ignore = "needs CIVICAST_TEST_PG (PostgreSQL)"]
-async fn pg_reports() {
-    on_pg(reports).await;
-}
-
-#[tokio::test]
-#[ignore = "needs CIVICAST_TEST_PG (PostgreSQL)"]
-async fn pg_partition_retention() {
-    on_pg(pg_partitions).await;
-}
-
-#[tokio::test]
-#[ignore = "needs CIVICAST_TEST_PG (PostgreSQL)"]
-async fn pg_packed_days() {
-    on_pg(pg_compaction).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs CIVICAST_TEST_PG (PostgreSQL)"]
-async fn pg_packing_beside_batches() {
-    on_pg(pg_packing_beside_writers).await;
-}
-
 /// Pruning drops raw receipts of old plays but keeps their counts (the hourly rollup).
 async fn prune<S: Store>(s: S) {
     let c = city(&s).await;
@@ -1879,16 +1803,6 @@ async fn prune<S: Store>(s: S) {
         ..Default::default()
     });
     assert_eq!(total(&s.audit_plays(&raw).await.expect("audit")), 1);
-}
-
-#[tokio::test]
-async fn sqlite_prune() {
-    on_sqlite(prune).await;
-}
-#[tokio::test]
-#[ignore = "needs CIVICAST_TEST_PG (PostgreSQL)"]
-async fn pg_prune() {
-    on_pg(prune).await;
 }
 
 /// Streamed answers (for CSV) equal the folded ones, row for row.
@@ -1938,16 +1852,6 @@ async fn streaming<S: Store>(s: S) {
             assert_eq!(streamed, folded, "group_by={group_by} from={from:?}");
         }
     }
-}
-
-#[tokio::test]
-async fn sqlite_streaming() {
-    on_sqlite(streaming).await;
-}
-#[tokio::test]
-#[ignore = "needs CIVICAST_TEST_PG (PostgreSQL)"]
-async fn pg_streaming() {
-    on_pg(streaming).await;
 }
 
 /// The daily rollups answer plays by slogan by day and by display by day exactly as the
@@ -2014,12 +1918,57 @@ async fn daily<S: Store>(s: S) {
     }
 }
 
-#[tokio::test]
-async fn sqlite_daily() {
-    on_sqlite(daily).await;
+// ---------------------------------------------------------------------------------------
+// Entry points: SQLite always, PostgreSQL with CIVICAST_TEST_PG
+
+/// Runs each store test, written once over any backend, on both: `name::sqlite` always,
+/// `name::postgres` ignored by default, run by `--include-ignored`, and then failing (not
+/// skipping) without CIVICAST_TEST_PG.
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                super::on_sqlite(super::$name).await;
+            }
+            #[tokio::test]
+            #[ignore = "needs CIVICAST_TEST_PG (PostgreSQL)"]
+            async fn postgres() {
+                super::on_pg(super::$name).await;
+            }
+        }
+    )*};
 }
+
+both_backends!(
+    inventory,
+    plays,
+    receipts_once,
+    rejects,
+    presence,
+    audits,
+    tokens,
+    revisions,
+    reports,
+    prune,
+    streaming,
+    daily,
+);
+
 #[tokio::test]
 #[ignore = "needs CIVICAST_TEST_PG (PostgreSQL)"]
-async fn pg_daily() {
-    on_pg(daily).await;
+async fn pg_partition_retention() {
+    on_pg(pg_partitions).await;
+}
+
+#[tokio::test]
+#[ignore = "needs CIVICAST_TEST_PG (PostgreSQL)"]
+async fn pg_packed_days() {
+    on_pg(pg_compaction).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs CIVICAST_TEST_PG (PostgreSQL)"]
+async fn pg_packing_beside_batches() {
+    on_pg(pg_packing_beside_writers).await;
 }

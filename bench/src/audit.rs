@@ -447,13 +447,14 @@ async fn audit_compliance(
         ..Default::default()
     };
     let factors = civicast::core::audit::compliance::Factors::default();
+    let db: civicast::store::Db = store.clone().into();
     let name = "compliance, 7 days";
     eprintln!("audit: {name}: {runs} runs through the report, {naive_runs} naive...");
     let mut fast = Vec::with_capacity(runs);
     let mut answer = Vec::new();
     for _ in 0..runs {
         let t = Instant::now();
-        answer = civicast::reports::compliance_report(store, &catalog, &p, o.end, factors)
+        answer = civicast::reports::compliance_report(&db, &catalog, &p, o.end, factors)
             .await?
             .rows;
         fast.push(t.elapsed().as_secs_f64() * 1e3);

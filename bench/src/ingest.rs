@@ -19,7 +19,7 @@ use civicast::core::model::Catalog;
 use civicast::core::wire::Topics;
 use civicast::daemon::{self, App, Startup};
 use civicast::settings::{self, MqttUrl, Settings};
-use civicast::store::{ApiStore, NewPlay, PgStore, SqliteStore, Store};
+use civicast::store::{NewPlay, PgStore, SqliteStore, Store};
 use tokio_util::sync::CancellationToken;
 
 use crate::fixture::{load_catalog, remove_db, write_inventory};
@@ -346,8 +346,8 @@ pub async fn ingest(settings: &Settings, o: &IngestOptions) -> anyhow::Result<In
     }
     s.broker_max_connections = s.broker_max_connections.max(n + 100);
     let r = match &db {
-        Db::Sqlite(st, _) => daemon_run(&s, st.clone(), catalog, &topics, n, k).await?,
-        Db::Pg(st, _) => daemon_run(&s, st.clone(), catalog, &topics, n, k).await?,
+        Db::Sqlite(st, _) => daemon_run(&s, st.clone().into(), catalog, &topics, n, k).await?,
+        Db::Pg(st, _) => daemon_run(&s, st.clone().into(), catalog, &topics, n, k).await?,
     };
     report.ingest = r.rate;
     report.stored = r.stored;
@@ -376,9 +376,9 @@ struct DaemonRun {
     mean_commit_ms: f64,
 }
 
-async fn daemon_run<S: ApiStore>(
+async fn daemon_run(
     settings: &Settings,
-    store: S,
+    store: civicast::store::Db,
     catalog: Catalog,
     topics: &Topics,
     n: usize,

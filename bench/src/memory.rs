@@ -221,7 +221,7 @@ pub async fn memory_one(
         let shutdown = CancellationToken::new();
         let t = Instant::now();
         let running = {
-            let mut startup = Startup::new(s.clone(), store.clone(), catalog);
+            let mut startup = Startup::new(s.clone(), store.clone().into(), catalog);
             startup.listeners.mqtt = listener;
             startup.shutdown = shutdown.clone();
             App::start(startup)
@@ -249,7 +249,12 @@ pub async fn memory_one(
         // held beside the catalog.
         store.migrate().await?;
         let t = Instant::now();
-        let keys = daemon::sync_inventory(&store, &catalog, Utc::now().timestamp_millis()).await?;
+        let keys = daemon::sync_inventory(
+            &store.clone().into(),
+            &catalog,
+            Utc::now().timestamp_millis(),
+        )
+        .await?;
         anyhow::ensure!(keys.devices.len() == n, "every display has a key");
         let members = civicast::daemon::MemberIndex::new(store.memberships().await?);
         let inventory = civicast::daemon::Inventory::new(catalog.devices.clone(), keys);

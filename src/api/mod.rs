@@ -23,7 +23,9 @@ use crate::core::audit::{self, compliance, PlaysParams, PlaysQuery, QueryError};
 use crate::core::catalog::{self, AdSetContext, Problem};
 use crate::daemon::{self, Clock, Shared};
 use crate::reports::{self, ReportError};
-use crate::store::{AdSetHistory, ApiStore, ApproveError, Revision, Role, StoreError, TokenRow};
+use crate::store::{
+    AdSetHistory, ApiStore, ApproveError, Db, Revision, Role, Store, StoreError, TokenRow,
+};
 
 pub mod openapi;
 
@@ -31,8 +33,8 @@ pub mod openapi;
 pub const MAX_BODY: usize = 1024 * 1024;
 
 /// What every handler sees.
-pub struct ApiState<S> {
-    pub store: S,
+pub struct ApiState {
+    pub store: Db,
     pub shared: Shared,
     pub clock: Arc<dyn Clock>,
     pub factors: compliance::Factors,
@@ -89,11 +91,29 @@ impl IntoResponse for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
+        if let StoreError::Refused(refused) = e {
+            return refused.into();
+        }
         warn!(error = %e, "database error in a request");
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "the database is unavailable; try again",
         )
+    }
+}
+
+/// A refused approval: the caller's request, not the database, is at fault.
+impl From<ApproveError> for ApiError {
+    fn from(e: ApproveError) -> Self {
+        match e {
+            ApproveError::NotFound(_) => {
+                ApiError::field(StatusCode::NOT_FOUND, "id", e.to_string())
+            }
+            ApproveError::OwnUpload(..) => ApiError::new(StatusCode::FORBIDDEN, e.to_string()),
+            ApproveError::Retired(_) | ApproveError::AlreadyApproved(..) => {
+                ApiError::new(StatusCode::CONFLICT, e.to_string())
+            }
+        }
     }
 }
 
@@ -137,8 +157,8 @@ pub fn new_token() -> String {
 }
 
 /// Who is calling, checked against the roles a route allows (admin may do all).
-async fn caller<S: ApiStore>(
-    st: &ApiState<S>,
+async fn caller(
+    st: &ApiState,
     headers: &HeaderMap,
     allowed: &[Role],
 ) -> Result<TokenRow, ApiError> {
@@ -170,30 +190,30 @@ async fn caller<S: ApiStore>(
 }
 
 /// The router, state included; `serve` binds it.
-pub fn router<S: ApiStore>(state: Arc<ApiState<S>>) -> Router {
+pub fn router(state: Arc<ApiState>) -> Router {
     Router::new()
-        .route("/healthz", get(healthz::<S>))
-        .route("/metrics", get(metrics::<S>))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .route("/api/v1/openapi.json", get(openapi::document))
-        .route("/api/v1/adsets", post(upload::<S>).get(list_adsets::<S>))
-        .route("/api/v1/adsets/{id}", get(show_adset::<S>))
-        .route("/api/v1/adsets/{id}/approve", post(approve::<S>))
-        .route("/api/v1/adsets/{id}/retire", post(retire::<S>))
-        .route("/api/v1/devices", get(devices::<S>))
-        .route("/api/v1/feeds", get(feeds::<S>))
-        .route("/api/v1/audit/plays", get(audit_plays::<S>))
-        .route("/api/v1/audit/compliance", get(audit_compliance::<S>))
-        .route("/api/v1/audit/sample", get(audit_sample::<S>))
-        .route("/api/v1/audit/reconcile", get(audit_reconcile::<S>))
+        .route("/api/v1/adsets", post(upload).get(list_adsets))
+        .route("/api/v1/adsets/{id}", get(show_adset))
+        .route("/api/v1/adsets/{id}/approve", post(approve))
+        .route("/api/v1/adsets/{id}/retire", post(retire))
+        .route("/api/v1/devices", get(devices))
+        .route("/api/v1/feeds", get(feeds))
+        .route("/api/v1/audit/plays", get(audit_plays))
+        .route("/api/v1/audit/compliance", get(audit_compliance))
+        .route("/api/v1/audit/sample", get(audit_sample))
+        .route("/api/v1/audit/reconcile", get(audit_reconcile))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
 
 /// Serves until `shutdown`, then drains requests in flight.
-pub async fn serve<S: ApiStore>(
+pub async fn serve(
     listener: tokio::net::TcpListener,
-    state: Arc<ApiState<S>>,
+    state: Arc<ApiState>,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<()> {
     axum::serve(listener, router(state))
@@ -201,7 +221,7 @@ pub async fn serve<S: ApiStore>(
         .await
 }
 
-async fn healthz<S: ApiStore>(State(st): State<Arc<ApiState<S>>>) -> Response {
+async fn healthz(State(st): State<Arc<ApiState>>) -> Response {
     let m = &st.shared.metrics();
     let broker = m.broker_connected.load(Ordering::Relaxed);
     let database = m.database_healthy(st.clock.now().timestamp_millis());
@@ -219,7 +239,7 @@ async fn healthz<S: ApiStore>(State(st): State<Arc<ApiState<S>>>) -> Response {
     (code, Json(body)).into_response()
 }
 
-async fn metrics<S: ApiStore>(State(st): State<Arc<ApiState<S>>>) -> Response {
+async fn metrics(State(st): State<Arc<ApiState>>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         st.shared.metrics().render(),
@@ -240,8 +260,8 @@ fn problems_to_details(problems: &[Problem]) -> Vec<Detail> {
 }
 
 #[instrument(skip_all)]
-async fn upload<S: ApiStore>(
-    State(st): State<Arc<ApiState<S>>>,
+async fn upload(
+    State(st): State<Arc<ApiState>>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
@@ -362,14 +382,14 @@ fn history_json(h: &AdSetHistory, tz: chrono_tz::Tz, bodies: bool) -> serde_json
         .collect();
     json!({
         "id": h.adset, "status": status, "latest_rev": latest, "playing_rev": if h.retired.is_some() { None } else { approved },
-        "retired_by": h.retired.as_ref().map(|r| r.0.clone()),
-        "retired_at": ms_text(h.retired.as_ref().map(|r| r.1), tz),
+        "retired_by": h.retired.as_ref().map(|r| r.by.clone()),
+        "retired_at": ms_text(h.retired.as_ref().map(|r| r.at_ms), tz),
         "revisions": revisions,
     })
 }
 
-async fn list_adsets<S: ApiStore>(
-    State(st): State<Arc<ApiState<S>>>,
+async fn list_adsets(
+    State(st): State<Arc<ApiState>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     caller(&st, &headers, &[Role::Operator, Role::Auditor]).await?;
@@ -384,8 +404,8 @@ async fn list_adsets<S: ApiStore>(
     Ok(Json(json!({"rows": rows})).into_response())
 }
 
-async fn show_adset<S: ApiStore>(
-    State(st): State<Arc<ApiState<S>>>,
+async fn show_adset(
+    State(st): State<Arc<ApiState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -401,41 +421,31 @@ async fn show_adset<S: ApiStore>(
     }
 }
 
-async fn approve<S: ApiStore>(
-    State(st): State<Arc<ApiState<S>>>,
+async fn approve(
+    State(st): State<Arc<ApiState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let who = caller(&st, &headers, &[Role::Operator]).await?;
     let now = st.clock.now().timestamp_millis();
-    match st
+    // A refusal (`StoreError::Refused`) becomes 404, 403 or 409 by `From<ApproveError>`.
+    let rev = st
         .store
         .approve_latest(&id, &who.name, who.role == Role::Admin, now)
-        .await?
-    {
-        Ok(rev) => {
-            daemon::refresh_adsets(&st.store, &st.shared).await?;
-            let playing = st
-                .shared
-                .current()
-                .adsets
-                .iter()
-                .any(|a| a.id.as_str() == id && a.rev == rev.rev);
-            Ok(Json(json!({"id": id, "rev": rev.rev, "status": "approved", "approved_by": who.name, "playing": playing}))
-                .into_response())
-        }
-        Err(e @ ApproveError::NotFound(_)) => {
-            Err(ApiError::field(StatusCode::NOT_FOUND, "id", e.to_string()))
-        }
-        Err(e @ ApproveError::OwnUpload(..)) => {
-            Err(ApiError::new(StatusCode::FORBIDDEN, e.to_string()))
-        }
-        Err(e) => Err(ApiError::new(StatusCode::CONFLICT, e.to_string())),
-    }
+        .await?;
+    daemon::refresh_adsets(&st.store, &st.shared).await?;
+    let playing = st
+        .shared
+        .current()
+        .adsets
+        .iter()
+        .any(|a| a.id.as_str() == id && a.rev == rev.rev);
+    Ok(Json(json!({"id": id, "rev": rev.rev, "status": "approved", "approved_by": who.name, "playing": playing}))
+        .into_response())
 }
 
-async fn retire<S: ApiStore>(
-    State(st): State<Arc<ApiState<S>>>,
+async fn retire(
+    State(st): State<Arc<ApiState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -452,8 +462,8 @@ async fn retire<S: ApiStore>(
     Ok(Json(json!({"id": id, "status": "retired", "retired_by": who.name})).into_response())
 }
 
-async fn devices<S: ApiStore>(
-    State(st): State<Arc<ApiState<S>>>,
+async fn devices(
+    State(st): State<Arc<ApiState>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     caller(&st, &headers, &[Role::Operator, Role::Auditor]).await?;
@@ -470,10 +480,7 @@ async fn devices<S: ApiStore>(
     Ok(Json(json!({"rows": rows})).into_response())
 }
 
-async fn feeds<S: ApiStore>(
-    State(st): State<Arc<ApiState<S>>>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
+async fn feeds(State(st): State<Arc<ApiState>>, headers: HeaderMap) -> Result<Response, ApiError> {
     caller(&st, &headers, &[Role::Operator, Role::Auditor]).await?;
     let c = st.shared.current();
     let current = st.shared.last_plays();
@@ -512,7 +519,7 @@ fn wants_csv(headers: &HeaderMap, format: Option<&str>) -> Result<bool, ApiError
 
 /// A CSV answer written as the store yields rows: a year of rows never sits in memory. A
 /// database error midway ends the body early (the client sees a truncated transfer).
-fn stream_plays_csv<S: ApiStore>(store: S, q: PlaysQuery) -> Response {
+fn stream_plays_csv(store: Db, q: PlaysQuery) -> Response {
     let (tx, rx) = tokio::sync::mpsc::channel::<audit::PlaysRow>(1024);
     let header = q.csv_header();
     tokio::spawn(async move {
@@ -539,8 +546,8 @@ struct Format {
     format: Option<String>,
 }
 
-async fn audit_plays<S: ApiStore>(
-    State(st): State<Arc<ApiState<S>>>,
+async fn audit_plays(
+    State(st): State<Arc<ApiState>>,
     headers: HeaderMap,
     Query(p): Query<PlaysParams>,
     Query(f): Query<Format>,
@@ -585,8 +592,8 @@ fn report_response<A: Serialize, R: Serialize>(
     Ok(Json(answer).into_response())
 }
 
-async fn audit_compliance<S: ApiStore>(
-    State(st): State<Arc<ApiState<S>>>,
+async fn audit_compliance(
+    State(st): State<Arc<ApiState>>,
     headers: HeaderMap,
     Query(p): Query<reports::ComplianceParams>,
     Query(f): Query<Format>,
@@ -598,8 +605,8 @@ async fn audit_compliance<S: ApiStore>(
     report_response(csv, &a, &reports::COMPLIANCE_COLUMNS, &a.rows)
 }
 
-async fn audit_sample<S: ApiStore>(
-    State(st): State<Arc<ApiState<S>>>,
+async fn audit_sample(
+    State(st): State<Arc<ApiState>>,
     headers: HeaderMap,
     Query(p): Query<reports::SampleParams>,
     Query(f): Query<Format>,
@@ -611,8 +618,8 @@ async fn audit_sample<S: ApiStore>(
     report_response(csv, &a, &reports::SAMPLE_COLUMNS, &a.rows)
 }
 
-async fn audit_reconcile<S: ApiStore>(
-    State(st): State<Arc<ApiState<S>>>,
+async fn audit_reconcile(
+    State(st): State<Arc<ApiState>>,
     headers: HeaderMap,
     Query(p): Query<reports::ReconcileParams>,
     Query(f): Query<Format>,

@@ -3,6 +3,7 @@
 //! Nothing under `core/` may use tokio, sqlx, rumqttc, rumqttd, axum, tower or `std::fs` /
 //! `std::net`: the shells (`daemon`, `store`, `mqtt`, `api`, `cli`) move bytes and hand
 //! plain values in; this layer says what they mean. `tests/layering.rs` enforces it.
+pub mod approval;
 pub mod audit;
 pub mod catalog;
 pub mod model;

@@ -9,7 +9,7 @@ use tracing::{info, warn};
 
 use crate::core::catalog::{self, AdSetContext, Content};
 use crate::core::model::{AdSet, Catalog};
-use crate::store::{ApiStore, Revision};
+use crate::store::{ApiStore, Db, Revision};
 
 /// The ad-set files of `schedules/adsets/`: (file name, is_json, text). Listed and decoded
 /// by the same reader as `check`, so the files registered are the ones it accepted; a file it
@@ -29,8 +29,8 @@ pub fn read_files(schedules: &Path) -> Vec<(String, bool, String)> {
 
 /// Records each file's ad set as an approved revision when its text changed since the
 /// last revision that came from a file.
-pub async fn register_files<S: ApiStore>(
-    store: &S,
+pub async fn register_files(
+    store: &Db,
     catalog: &Catalog,
     schedules: &Path,
     now_ms: i64,
@@ -77,7 +77,7 @@ fn file_name(path: &str) -> &str {
 }
 
 /// The ad sets that play now: per ad set not retired, the latest approved revision.
-pub async fn effective<S: ApiStore>(store: &S, catalog: &Catalog) -> anyhow::Result<Vec<AdSet>> {
+pub async fn effective(store: &Db, catalog: &Catalog) -> anyhow::Result<Vec<AdSet>> {
     let ctx = AdSetContext::of(catalog);
     let mut out = Vec::new();
     for h in store.adset_histories().await? {

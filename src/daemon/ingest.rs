@@ -35,11 +35,11 @@ use crate::core::receipt::{self, ReceiptRow};
 use crate::core::wire::{self, Reject, TopicKind, Topics};
 use crate::daemon::{Clock, Shared};
 use crate::mqtt::Delivery;
-use crate::store::{Batch, PresenceEvent, Store};
+use crate::store::{Batch, Db, PresenceEvent, Store};
 
 /// Stores what displays send, in batches, until shutdown; then commits what it holds.
-pub struct Ingest<S> {
-    pub store: S,
+pub struct Ingest {
+    pub store: Db,
     pub client: AsyncClient,
     pub inbound: mpsc::UnboundedReceiver<Delivery>,
     pub topics: Topics,
@@ -63,7 +63,7 @@ struct Gathering {
     held: usize,
 }
 
-impl<S: Store> Ingest<S> {
+impl Ingest {
     pub async fn run(mut self) {
         let mut g = Gathering::default();
         let mut committing: Option<JoinHandle<()>> = None;
@@ -213,7 +213,7 @@ async fn ack_all(client: &AsyncClient, acks: &mut Vec<Publish>) {
 }
 
 /// Commits a batch, retrying until it is stored: nothing is acknowledged before that.
-async fn commit<S: Store>(store: &S, shared: &Shared, batch: &Batch) {
+async fn commit(store: &Db, shared: &Shared, batch: &Batch) {
     if batch.is_empty() {
         return;
     }

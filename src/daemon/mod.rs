@@ -35,7 +35,7 @@ use crate::metrics::Metrics;
 use crate::mqtt::broker::{self, BrokerOptions};
 use crate::mqtt::{self, SessionOptions};
 use crate::settings::{Broker, MqttUrl, Settings};
-use crate::store::{ApiStore, DeviceRow, Keys, Store};
+use crate::store::{Db, DeviceRow, Keys, Store};
 
 pub use ingest::Ingest;
 pub use inventory::{Inventory, MemberIndex};
@@ -87,9 +87,9 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
 
 /// Everything the daemon is built from. `Startup::new` fills in the system clock, a fresh
 /// shutdown token, no listeners given and real time; set the fields to change them.
-pub struct Startup<S> {
+pub struct Startup {
     pub settings: Settings,
-    pub store: S,
+    pub store: Db,
     /// The operators' files, validated.
     pub catalog: Catalog,
     pub listeners: Listeners,
@@ -101,8 +101,8 @@ pub struct Startup<S> {
     pub time_scale: f64,
 }
 
-impl<S: ApiStore> Startup<S> {
-    pub fn new(settings: Settings, store: S, catalog: Catalog) -> Startup<S> {
+impl Startup {
+    pub fn new(settings: Settings, store: Db, catalog: Catalog) -> Startup {
         Startup {
             settings,
             store,
@@ -128,7 +128,7 @@ impl App {
     /// Starts the daemon: the embedded broker (unless an external one is set), the MQTT
     /// session, the scheduler, the ingest worker, the file watcher, retention and the HTTP
     /// API (when given a listener).
-    pub async fn start<S: ApiStore>(s: Startup<S>) -> anyhow::Result<App> {
+    pub async fn start(s: Startup) -> anyhow::Result<App> {
         let Startup {
             settings,
             store,
@@ -233,8 +233,8 @@ impl App {
 }
 
 /// What every task is handed: clones of one store, session, state, clock and token.
-struct Parts<S> {
-    store: S,
+struct Parts {
+    store: Db,
     client: AsyncClient,
     topics: Topics,
     shared: Shared,
@@ -242,7 +242,7 @@ struct Parts<S> {
     shutdown: CancellationToken,
 }
 
-impl<S: ApiStore> Parts<S> {
+impl Parts {
     /// Spawns the scheduler, and the file watcher and retention pruner where set.
     fn spawn_loops(
         &self,
@@ -294,9 +294,9 @@ impl<S: ApiStore> Parts<S> {
 }
 
 /// Migrates, records the inventory and the file ad sets, and builds the shared state.
-async fn prepare<S: ApiStore>(
+async fn prepare(
     settings: &Settings,
-    store: &S,
+    store: &Db,
     catalog: Catalog,
     now: DateTime<Utc>,
 ) -> anyhow::Result<Shared> {
@@ -385,10 +385,10 @@ async fn mirror_connected(
     m.broker_connected.store(false, Ordering::Relaxed);
 }
 
-fn spawn_http<S: ApiStore>(
+fn spawn_http(
     tasks: &TaskTracker,
     http: TcpListener,
-    store: &S,
+    store: &Db,
     shared: &Shared,
     clock: &Arc<dyn Clock>,
     shutdown: &CancellationToken,
@@ -411,14 +411,14 @@ fn spawn_http<S: ApiStore>(
 }
 
 /// Drops raw receipts past retention, hourly.
-pub struct Pruner<S> {
-    pub store: S,
+pub struct Pruner {
+    pub store: Db,
     pub clock: Arc<dyn Clock>,
     pub days: u32,
     pub shutdown: CancellationToken,
 }
 
-impl<S: Store> Pruner<S> {
+impl Pruner {
     pub async fn run(self) {
         loop {
             let before = self.clock.now().timestamp_millis() - i64::from(self.days) * 86_400_000;
@@ -443,7 +443,7 @@ impl<S: Store> Pruner<S> {
 
 /// Re-reads the effective ad sets (after an upload, approval or retirement) and tells the
 /// scheduler; the change plays from the feeds' next slot.
-pub async fn refresh_adsets<S: ApiStore>(store: &S, shared: &Shared) -> anyhow::Result<()> {
+pub async fn refresh_adsets(store: &Db, shared: &Shared) -> anyhow::Result<()> {
     let _guard = shared.reloading().await;
     let adsets = effective_adsets::effective(store, &shared.base()).await?;
     shared.set_adsets(adsets);
@@ -451,8 +451,8 @@ pub async fn refresh_adsets<S: ApiStore>(store: &S, shared: &Shared) -> anyhow::
 }
 
 /// Makes a newly loaded catalog current: inventory and memberships, file ad sets, configs.
-async fn apply_files<S: ApiStore>(
-    store: &S,
+async fn apply_files(
+    store: &Db,
     shared: &Shared,
     schedules: &Path,
     catalog: Catalog,
@@ -481,7 +481,7 @@ pub fn scale_time(c: &mut Catalog, scale: f64) {
 }
 
 /// Writes the catalog's displays, feeds and memberships to the store; returns its keys.
-pub async fn sync_inventory<S: Store>(store: &S, c: &Catalog, now_ms: i64) -> anyhow::Result<Keys> {
+pub async fn sync_inventory(store: &Db, c: &Catalog, now_ms: i64) -> anyhow::Result<Keys> {
     let devices: Vec<DeviceRow> = c
         .devices
         .iter()

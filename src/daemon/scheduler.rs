@@ -23,11 +23,11 @@ use crate::core::rotation::{self, Cursor};
 use crate::core::wire::Topics;
 use crate::daemon::{Clock, Shared};
 use crate::mqtt;
-use crate::store::{NewPlay, Store};
+use crate::store::{Db, NewPlay, Store};
 
 /// Publishes plays on every feed at its slots until shutdown.
-pub struct Scheduler<S> {
-    pub store: S,
+pub struct Scheduler {
+    pub store: Db,
     pub client: AsyncClient,
     pub topics: Topics,
     pub shared: Shared,
@@ -47,7 +47,7 @@ struct Timetable {
     due: BinaryHeap<Reverse<(DateTime<Utc>, usize)>>,
 }
 
-impl<S: Store> Scheduler<S> {
+impl Scheduler {
     pub async fn run(self) {
         let mut cursors: HashMap<String, Cursor> = HashMap::new();
         let mut slogan_keys: HashMap<(String, i64, String), i64> = HashMap::new();
@@ -114,7 +114,7 @@ impl<S: Store> Scheduler<S> {
 
     async fn load_cursor(&self, f: &Feed) -> Cursor {
         match self.store.feed_state(f.id.as_str()).await {
-            Ok(Some((json, _))) => serde_json::from_str(&json).unwrap_or_else(|e| {
+            Ok(Some(state)) => serde_json::from_str(&state.cursor_json).unwrap_or_else(|e| {
                 warn!(feed = %f.id, error = %e, "stored rotation cursor unreadable; starting afresh");
                 Cursor::default()
             }),

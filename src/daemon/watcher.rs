@@ -14,11 +14,11 @@ use tracing::{info, warn};
 
 use crate::core::wire::Topics;
 use crate::daemon::{apply_files, publish_configs, scale_time, Clock, Shared};
-use crate::store::ApiStore;
+use crate::store::Db;
 
 /// Polls the operators' folders and applies good edits until shutdown.
-pub struct FileWatcher<S> {
-    pub store: S,
+pub struct FileWatcher {
+    pub store: Db,
     pub client: AsyncClient,
     pub topics: Topics,
     pub shared: Shared,
@@ -31,7 +31,7 @@ pub struct FileWatcher<S> {
     pub shutdown: CancellationToken,
 }
 
-impl<S: ApiStore> FileWatcher<S> {
+impl FileWatcher {
     pub async fn run(self) {
         let dirs = [self.devices.as_path(), self.schedules.as_path()];
         let mut last = fingerprint(&dirs);

@@ -1,22 +1,28 @@
 //! Durable state: displays, feeds, plays, receipts and their hourly rollup, presence, the
-//! rotation cursors. One trait, a backend per database chosen from the URL scheme.
+//! rotation cursors, tokens and ad-set revisions. Two traits (`Store` for the daemon,
+//! `ApiStore` for the API and reports), a backend per database, and [`Db`], the one way to
+//! open either from a [`DatabaseUrl`].
 //!
 //! Owns: SQL and migrations. Must not touch: MQTT (the daemon acknowledges receipts only
-//! after `commit_batch` returns), rotation decisions, HTTP.
+//! after `commit_batch` returns), rotation or approval decisions (`core` makes them), HTTP.
 
 pub mod daily;
+mod db;
 pub mod postgres;
+pub mod rows;
+pub mod sql;
 pub mod sqlite;
+pub mod url;
 
-use std::collections::HashMap;
 use std::future::Future;
 
 use crate::core::audit::{PlaysQuery, PlaysRow};
-use crate::core::wire::{Reject, Status};
 
-pub use crate::core::receipt::{PlayRow, ReceiptRow};
+pub use db::Db;
 pub use postgres::PgStore;
+pub use rows::*;
 pub use sqlite::SqliteStore;
+pub use url::{Backend, DatabaseUrl, UrlError};
 
 /// Store errors carry the operation; SQL text and paths stay in the logs.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +33,16 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("{0}")]
     Invalid(String),
+    /// The approval rule said no: the request's fault, not the database's.
+    #[error(transparent)]
+    Refused(#[from] ApproveError),
+    /// Opening the database failed; `context` says which and how.
+    #[error("{context}")]
+    Open {
+        context: String,
+        #[source]
+        source: Box<StoreError>,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -50,146 +66,6 @@ pub fn sized_chunks<T>(rows: &[T], max: usize) -> Vec<&[T]> {
         rest = tail;
     }
     out
-}
-
-/// One display as the inventory gives it.
-#[derive(Debug, Clone)]
-pub struct DeviceRow {
-    pub name: String,
-    pub class: String,
-    pub feeds: Vec<String>,
-}
-
-/// Integer keys handed out by the store.
-#[derive(Debug, Clone, Default)]
-pub struct Keys {
-    pub devices: HashMap<String, i64>,
-    pub feeds: HashMap<String, i64>,
-}
-
-/// A play about to be published.
-#[derive(Debug, Clone)]
-pub struct NewPlay {
-    pub play_id: String,
-    pub feed: Option<i64>,
-    pub device: Option<i64>,
-    pub slogan: i64,
-    pub issued_ms: i64,
-    pub expires_ms: i64,
-    pub members: i64,
-}
-
-/// A presence change.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PresenceEvent {
-    pub device: i64,
-    pub online: bool,
-    pub at_ms: i64,
-}
-
-/// What one transaction writes.
-#[derive(Debug, Clone, Default)]
-pub struct Batch {
-    /// The deployment zone's fixed UTC offset in hours, when it has one: the daily
-    /// rollups are kept for it. None (a zone with daylight saving): hourly only.
-    pub utc_offset_h: Option<i64>,
-    pub receipts: Vec<ReceiptRow>,
-    pub rejects: Vec<(Reject, i64)>,
-    pub presence: Vec<PresenceEvent>,
-}
-
-impl Batch {
-    pub fn is_empty(&self) -> bool {
-        self.receipts.is_empty() && self.rejects.is_empty() && self.presence.is_empty()
-    }
-    pub fn len(&self) -> usize {
-        self.receipts.len() + self.rejects.len() + self.presence.len()
-    }
-}
-
-/// What a committed batch did.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Outcome {
-    pub stored: usize,
-    pub duplicates: usize,
-}
-
-/// A membership interval of a display in a feed.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Membership {
-    pub device: i64,
-    pub feed: i64,
-    pub since_ms: i64,
-    pub until_ms: Option<i64>,
-}
-
-/// A role a token carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Operator,
-    Auditor,
-    Admin,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Operator => "operator",
-            Role::Auditor => "auditor",
-            Role::Admin => "admin",
-        }
-    }
-    pub fn parse(s: &str) -> Option<Role> {
-        [Role::Operator, Role::Auditor, Role::Admin]
-            .into_iter()
-            .find(|r| r.as_str() == s)
-    }
-}
-
-/// A stored token (never the token itself).
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct TokenRow {
-    pub id: i64,
-    pub name: String,
-    pub role: Role,
-    pub created_ms: i64,
-    pub revoked_ms: Option<i64>,
-}
-
-/// One revision of an ad set.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Revision {
-    pub adset: String,
-    pub rev: i64,
-    pub format: String,
-    pub body: String,
-    pub origin: String,
-    pub uploaded_by: String,
-    pub uploaded_ms: i64,
-    pub approved_by: Option<String>,
-    pub approved_ms: Option<i64>,
-}
-
-/// An ad set's revisions and whether it is retired.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AdSetHistory {
-    pub adset: String,
-    pub revisions: Vec<Revision>,
-    pub retired: Option<(String, i64)>,
-}
-
-/// Why an approval was refused.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum ApproveError {
-    #[error("no ad set {0:?}")]
-    NotFound(String),
-    #[error("ad set {0:?} is retired")]
-    Retired(String),
-    #[error("revision {1} of {0:?} is already approved")]
-    AlreadyApproved(String, i64),
-    #[error("revision {1} of {0:?} was uploaded by {2:?}: another operator (or an admin) must approve it")]
-    OwnUpload(String, i64, String),
 }
 
 /// Everything the daemon and the audits need from a database.
@@ -220,7 +96,7 @@ pub trait Store: Send + Sync + Clone + 'static {
         cursor: Option<(&str, &str)>,
     ) -> impl Future<Output = Result<i64>> + Send;
     /// The stored cursor of a feed and when it last played.
-    fn feed_state(&self, feed: &str) -> impl Future<Output = Result<Option<(String, i64)>>> + Send;
+    fn feed_state(&self, feed: &str) -> impl Future<Output = Result<Option<FeedState>>> + Send;
     /// Plays issued at or after `since_ms`.
     fn plays_since(&self, since_ms: i64) -> impl Future<Output = Result<Vec<PlayRow>>> + Send;
     fn play_by_id(&self, play_id: &str) -> impl Future<Output = Result<Option<PlayRow>>> + Send;
@@ -230,7 +106,7 @@ pub trait Store: Send + Sync + Clone + 'static {
     /// Play counts for an audit.
     fn audit_plays(&self, q: &PlaysQuery) -> impl Future<Output = Result<Vec<PlaysRow>>> + Send;
     /// Rejections by reason over all time.
-    fn reject_counts(&self) -> impl Future<Output = Result<Vec<(String, i64)>>> + Send;
+    fn reject_counts(&self) -> impl Future<Output = Result<Vec<RejectCount>>> + Send;
     /// Sends the answer's rows in order without holding them all; false (and nothing sent)
     /// when the query needs folding in memory (days in a zone with daylight saving).
     fn stream_plays(
@@ -274,14 +150,15 @@ pub trait ApiStore: Store {
         adset: &str,
     ) -> impl Future<Output = Result<Option<AdSetHistory>>> + Send;
     fn adset_histories(&self) -> impl Future<Output = Result<Vec<AdSetHistory>>> + Send;
-    /// Approves the latest revision; `admin` may approve their own upload.
+    /// Approves the latest revision as `core::approval::approvable` allows (`admin` may
+    /// approve their own upload); a refusal is `StoreError::Refused`.
     fn approve_latest(
         &self,
         adset: &str,
         by: &str,
         admin: bool,
         now_ms: i64,
-    ) -> impl Future<Output = Result<std::result::Result<Revision, ApproveError>>> + Send;
+    ) -> impl Future<Output = Result<Revision>> + Send;
     /// Retires an ad set; false when there is no such ad set.
     fn retire(
         &self,
@@ -290,42 +167,42 @@ pub trait ApiStore: Store {
         now_ms: i64,
     ) -> impl Future<Output = Result<bool>> + Send;
 
-    /// Presence intervals overlapping [from, to): (device name, start, end or None).
+    /// Presence intervals overlapping [from, to), by display name.
     fn presence_between(
         &self,
         from_ms: i64,
         to_ms: i64,
-    ) -> impl Future<Output = Result<Vec<(String, i64, Option<i64>)>>> + Send;
-    /// Start times of `played` receipts in [from, to): (device name, started_at), ordered.
+    ) -> impl Future<Output = Result<Vec<PresenceSpan>>> + Send;
+    /// Start times of `played` receipts in [from, to), by display then time.
     fn played_between(
         &self,
         from_ms: i64,
         to_ms: i64,
         device: Option<&str>,
-    ) -> impl Future<Output = Result<Vec<(String, i64)>>> + Send;
-    /// The newest receipt of each named display: (device, started_at, status).
+    ) -> impl Future<Output = Result<Vec<PlayedAt>>> + Send;
+    /// The newest receipt of each named display that has one, in the order asked.
     fn last_receipts(
         &self,
         devices: &[String],
-    ) -> impl Future<Output = Result<Vec<(String, i64, Status)>>> + Send;
-    /// Plays on feeds issued in [from, to): (play key, feed name, issued_at, feed key).
+    ) -> impl Future<Output = Result<Vec<LastReceipt>>> + Send;
+    /// Plays on feeds issued in [from, to), by play key.
     fn feed_plays_between(
         &self,
         from_ms: i64,
         to_ms: i64,
-    ) -> impl Future<Output = Result<Vec<(i64, String, i64, i64)>>> + Send;
-    /// Receipts of plays issued in [from, to): (device key, play key, status).
+    ) -> impl Future<Output = Result<Vec<FeedPlay>>> + Send;
+    /// Receipts of plays issued in [from, to).
     fn receipts_for_plays_between(
         &self,
         from_ms: i64,
         to_ms: i64,
-    ) -> impl Future<Output = Result<Vec<(i64, i64, Status)>>> + Send;
+    ) -> impl Future<Output = Result<Vec<PlayReceipt>>> + Send;
     /// Presence intervals overlapping [from, to) by device key.
     fn presence_keys_between(
         &self,
         from_ms: i64,
         to_ms: i64,
-    ) -> impl Future<Output = Result<Vec<(i64, i64, Option<i64>)>>> + Send;
+    ) -> impl Future<Output = Result<Vec<PresenceKeySpan>>> + Send;
 }
 
 #[cfg(test)]

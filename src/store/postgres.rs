@@ -2,8 +2,9 @@
 //!
 //! Owns: the PostgreSQL SQL (migrations/postgres), the connection pool, and the daily
 //! partitions of `receipts` (creating them ahead of time, dropping old ones for retention).
-//! Semantics match [`SqliteStore`](super::SqliteStore) method for method; the audit SQL is
-//! shared through [`audit_sql`](super::sqlite::audit_sql).
+//! Semantics match [`SqliteStore`](super::SqliteStore) method for method; the statements
+//! both speak alike (the audit SQL among them) come from [`sql`](super::sql), the approval
+//! rule from `core::approval`. Must not touch MQTT or HTTP.
 //!
 //! `receipts` is partitioned by `play_day`, the UTC day of the play's issue time, which the
 //! store derives from `plays` while inserting: the dedupe key (device, play, play_day) then
@@ -24,10 +25,14 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool, Row};
 use tracing::{info, instrument, warn};
 
-use super::sqlite::{
-    audit_sql, audit_sql_streaming, bind_all, daily_audit_sql, raw_row, raw_rows, Bind,
+use super::sql::{
+    audit_sql, audit_sql_streaming, bind_all, daily_audit_sql, play_row, raw_row, raw_rows,
+    retirement_row, revision_row, token_row, Bind, ALL_MEMBERSHIPS, ALL_RETIREMENTS, ALL_TOKENS,
+    DEVICE_KEYS, FEED_KEYS, OPEN_MEMBERSHIPS, PLAY_COLS, REVISION_COLS, TOKEN_COLS,
 };
 use super::*;
+use crate::core::approval;
+use crate::core::wire::Status;
 
 /// Rows per receipt or rollup statement. Rows travel as one array per column, so this only
 /// bounds the size of one message, not the number of parameters.
@@ -586,18 +591,6 @@ fn check_ident(s: &str) -> Result<()> {
     }
 }
 
-fn play_row(r: &sqlx::postgres::PgRow) -> std::result::Result<PlayRow, sqlx::Error> {
-    Ok(PlayRow {
-        key: r.try_get("id")?,
-        play_id: r.try_get("play_id")?,
-        feed: r.try_get("feed")?,
-        device: r.try_get("device")?,
-        slogan: r.try_get("slogan")?,
-        issued_ms: r.try_get("issued_at")?,
-        expires_ms: r.try_get("expires_at")?,
-    })
-}
-
 impl PgStore {
     /// The daily-rollup form of `q`, when a daily table answers it and holds all history.
     async fn daily_sql(&self, q: &PlaysQuery) -> Result<Option<(String, Vec<Bind>)>> {
@@ -712,24 +705,15 @@ impl Store for PgStore {
             .await?;
         }
         let mut keys = Keys::default();
-        for r in sqlx::query("SELECT id, name FROM feeds")
-            .fetch_all(&mut *tx)
-            .await?
-        {
+        for r in sqlx::query(FEED_KEYS).fetch_all(&mut *tx).await? {
             keys.feeds.insert(r.try_get("name")?, r.try_get("id")?);
         }
-        for r in sqlx::query("SELECT id, name FROM devices")
-            .fetch_all(&mut *tx)
-            .await?
-        {
+        for r in sqlx::query(DEVICE_KEYS).fetch_all(&mut *tx).await? {
             keys.devices.insert(r.try_get("name")?, r.try_get("id")?);
         }
         // Open memberships now, against what the inventory says.
         let mut open: HashSet<(i64, i64)> = HashSet::new();
-        for r in sqlx::query("SELECT device, feed FROM memberships WHERE until IS NULL")
-            .fetch_all(&mut *tx)
-            .await?
-        {
+        for r in sqlx::query(OPEN_MEMBERSHIPS).fetch_all(&mut *tx).await? {
             open.insert((r.try_get("device")?, r.try_get("feed")?));
         }
         let mut want: HashSet<(i64, i64)> = HashSet::new();
@@ -778,9 +762,7 @@ impl Store for PgStore {
     }
 
     async fn memberships(&self) -> Result<Vec<Membership>> {
-        let rows = sqlx::query("SELECT device, feed, since, until FROM memberships")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(ALL_MEMBERSHIPS).fetch_all(&self.pool).await?;
         rows.iter()
             .map(|r| {
                 Ok(Membership {
@@ -838,21 +820,24 @@ impl Store for PgStore {
         Ok(r.try_get("id")?)
     }
 
-    async fn feed_state(&self, feed: &str) -> Result<Option<(String, i64)>> {
+    async fn feed_state(&self, feed: &str) -> Result<Option<FeedState>> {
         let r = sqlx::query("SELECT cursor, last_issued FROM feed_state WHERE feed = $1")
             .bind(feed)
             .fetch_optional(&self.pool)
             .await?;
         Ok(match r {
-            Some(r) => Some((r.try_get("cursor")?, r.try_get("last_issued")?)),
+            Some(r) => Some(FeedState {
+                cursor_json: r.try_get("cursor")?,
+                last_played_ms: r.try_get("last_issued")?,
+            }),
             None => None,
         })
     }
 
     async fn plays_since(&self, since_ms: i64) -> Result<Vec<PlayRow>> {
-        let rows = sqlx::query(
-            "SELECT id, play_id, feed, device, slogan, issued_at, expires_at FROM plays WHERE issued_at >= $1",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT {PLAY_COLS} FROM plays WHERE issued_at >= $1"
+        ))
         .bind(since_ms)
         .fetch_all(&self.pool)
         .await?;
@@ -863,12 +848,10 @@ impl Store for PgStore {
     }
 
     async fn play_by_id(&self, play_id: &str) -> Result<Option<PlayRow>> {
-        let r = sqlx::query(
-            "SELECT id, play_id, feed, device, slogan, issued_at, expires_at FROM plays WHERE play_id = $1",
-        )
-        .bind(play_id)
-        .fetch_optional(&self.pool)
-        .await?;
+        let r = sqlx::query(&format!("SELECT {PLAY_COLS} FROM plays WHERE play_id = $1"))
+            .bind(play_id)
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(r.as_ref().map(play_row).transpose()?)
     }
 
@@ -1128,42 +1111,21 @@ impl Store for PgStore {
         Ok(n as u64)
     }
 
-    async fn reject_counts(&self) -> Result<Vec<(String, i64)>> {
+    async fn reject_counts(&self) -> Result<Vec<RejectCount>> {
         let rows = sqlx::query(
             "SELECT reason, CAST(SUM(count) AS BIGINT) AS n FROM rejects GROUP BY reason ORDER BY reason",
         )
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get("reason")?, r.try_get("n")?)))
+            .map(|r| {
+                Ok(RejectCount {
+                    reason: r.try_get("reason")?,
+                    count: r.try_get("n")?,
+                })
+            })
             .collect()
     }
-}
-
-fn token_row(r: &sqlx::postgres::PgRow) -> std::result::Result<TokenRow, StoreError> {
-    let role: String = r.try_get("role")?;
-    Ok(TokenRow {
-        id: r.try_get("id")?,
-        name: r.try_get("name")?,
-        role: Role::parse(&role)
-            .ok_or_else(|| StoreError::Invalid(format!("stored role {role:?}")))?,
-        created_ms: r.try_get("created_at")?,
-        revoked_ms: r.try_get("revoked_at")?,
-    })
-}
-
-fn revision_row(r: &sqlx::postgres::PgRow) -> std::result::Result<Revision, sqlx::Error> {
-    Ok(Revision {
-        adset: r.try_get("adset")?,
-        rev: r.try_get("rev")?,
-        format: r.try_get("format")?,
-        body: r.try_get("body")?,
-        origin: r.try_get("origin")?,
-        uploaded_by: r.try_get("uploaded_by")?,
-        uploaded_ms: r.try_get("uploaded_at")?,
-        approved_by: r.try_get("approved_by")?,
-        approved_ms: r.try_get("approved_at")?,
-    })
 }
 
 /// A stored `status` (SMALLINT); None for a code this build does not know, which the
@@ -1175,9 +1137,6 @@ fn status_of(
     let code: i16 = r.try_get(i)?;
     Ok(Status::from_code(i64::from(code)))
 }
-
-const REVISION_COLS: &str =
-    "adset, rev, format, body, origin, uploaded_by, uploaded_at, approved_by, approved_at";
 
 /// First key of the advisory locks that serialize writes to one ad set's revisions (the
 /// second key is a hash of the schema and ad set name); an arbitrary constant ("adst").
@@ -1193,6 +1152,27 @@ async fn lock_adset(c: &mut PgConnection, adset: &str) -> Result<()> {
         .execute(c)
         .await?;
     Ok(())
+}
+
+/// One ad set's revisions and retirement, read on `c` (inside an approval's transaction,
+/// after its lock, or on any pooled connection for a plain read).
+async fn load_history(c: &mut PgConnection, adset: &str) -> Result<Option<AdSetHistory>> {
+    let revs = sqlx::query(&format!(
+        "SELECT {REVISION_COLS} FROM adset_revisions WHERE adset = $1 ORDER BY rev"
+    ))
+    .bind(adset)
+    .fetch_all(&mut *c)
+    .await?;
+    let retired = sqlx::query("SELECT retired_by, retired_at FROM adset_retired WHERE adset = $1")
+        .bind(adset)
+        .fetch_optional(&mut *c)
+        .await?;
+    let revs = revs
+        .iter()
+        .map(revision_row)
+        .collect::<std::result::Result<_, _>>()?;
+    let retired = retired.as_ref().map(retirement_row).transpose()?;
+    Ok(approval::history_of(adset, revs, retired))
 }
 
 /// Clamps a day number to the range of `play_day` (INTEGER).
@@ -1215,9 +1195,9 @@ impl ApiStore for PgStore {
     }
 
     async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRow>> {
-        let r = sqlx::query(
-            "SELECT id, name, role, created_at, revoked_at FROM tokens WHERE hash = $1 AND revoked_at IS NULL",
-        )
+        let r = sqlx::query(&format!(
+            "SELECT {TOKEN_COLS} FROM tokens WHERE hash = $1 AND revoked_at IS NULL"
+        ))
         .bind(hash)
         .fetch_optional(&self.pool)
         .await?;
@@ -1225,10 +1205,7 @@ impl ApiStore for PgStore {
     }
 
     async fn tokens(&self) -> Result<Vec<TokenRow>> {
-        let rows =
-            sqlx::query("SELECT id, name, role, created_at, revoked_at FROM tokens ORDER BY id")
-                .fetch_all(&self.pool)
-                .await?;
+        let rows = sqlx::query(ALL_TOKENS).fetch_all(&self.pool).await?;
         rows.iter().map(token_row).collect()
     }
 
@@ -1282,31 +1259,8 @@ impl ApiStore for PgStore {
     }
 
     async fn adset_history(&self, adset: &str) -> Result<Option<AdSetHistory>> {
-        let revs = sqlx::query(&format!(
-            "SELECT {REVISION_COLS} FROM adset_revisions WHERE adset = $1 ORDER BY rev"
-        ))
-        .bind(adset)
-        .fetch_all(&self.pool)
-        .await?;
-        if revs.is_empty() {
-            return Ok(None);
-        }
-        let retired =
-            sqlx::query("SELECT retired_by, retired_at FROM adset_retired WHERE adset = $1")
-                .bind(adset)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(Some(AdSetHistory {
-            adset: adset.to_owned(),
-            revisions: revs
-                .iter()
-                .map(revision_row)
-                .collect::<std::result::Result<_, _>>()?,
-            retired: match retired {
-                Some(r) => Some((r.try_get("retired_by")?, r.try_get("retired_at")?)),
-                None => None,
-            },
-        }))
+        let mut c = self.pool.acquire().await?;
+        load_history(&mut c, adset).await
     }
 
     async fn adset_histories(&self) -> Result<Vec<AdSetHistory>> {
@@ -1323,32 +1277,18 @@ impl ApiStore for PgStore {
         ))
         .fetch_all(&mut *tx)
         .await?;
-        let retired: HashMap<String, (String, i64)> =
-            sqlx::query("SELECT adset, retired_by, retired_at FROM adset_retired")
-                .fetch_all(&mut *tx)
-                .await?
-                .iter()
-                .map(|r| {
-                    Ok((
-                        r.try_get("adset")?,
-                        (r.try_get("retired_by")?, r.try_get("retired_at")?),
-                    ))
-                })
-                .collect::<std::result::Result<_, sqlx::Error>>()?;
+        let retired: HashMap<String, Retirement> = sqlx::query(ALL_RETIREMENTS)
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get("adset")?, retirement_row(r)?)))
+            .collect::<std::result::Result<_, sqlx::Error>>()?;
         tx.commit().await?;
-        let mut out: Vec<AdSetHistory> = Vec::new();
-        for r in &revs {
-            let rev = revision_row(r)?;
-            match out.last_mut() {
-                Some(h) if h.adset == rev.adset => h.revisions.push(rev),
-                _ => out.push(AdSetHistory {
-                    adset: rev.adset.clone(),
-                    retired: retired.get(&rev.adset).cloned(),
-                    revisions: vec![rev],
-                }),
-            }
-        }
-        Ok(out)
+        let revs = revs
+            .iter()
+            .map(revision_row)
+            .collect::<std::result::Result<_, _>>()?;
+        Ok(approval::group_histories(revs, retired))
     }
 
     async fn approve_latest(
@@ -1357,42 +1297,13 @@ impl ApiStore for PgStore {
         by: &str,
         admin: bool,
         now_ms: i64,
-    ) -> Result<std::result::Result<Revision, ApproveError>> {
+    ) -> Result<Revision> {
         let mut tx = self.pool.begin().await?;
         // Serialized with uploads and retirements of the same ad set: two approvers cannot
         // both approve, nor approve a revision that a concurrent upload just superseded.
         lock_adset(&mut tx, adset).await?;
-        let latest = sqlx::query(&format!(
-            "SELECT {REVISION_COLS} FROM adset_revisions WHERE adset = $1 ORDER BY rev DESC LIMIT 1"
-        ))
-        .bind(adset)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(latest) = latest else {
-            return Ok(Err(ApproveError::NotFound(adset.to_owned())));
-        };
-        let mut rev = revision_row(&latest)?;
-        let retired: Option<i64> =
-            sqlx::query_scalar("SELECT retired_at FROM adset_retired WHERE adset = $1")
-                .bind(adset)
-                .fetch_optional(&mut *tx)
-                .await?;
-        if retired.is_some() {
-            return Ok(Err(ApproveError::Retired(adset.to_owned())));
-        }
-        if rev.approved_by.is_some() {
-            return Ok(Err(ApproveError::AlreadyApproved(
-                adset.to_owned(),
-                rev.rev,
-            )));
-        }
-        if rev.uploaded_by == by && !admin {
-            return Ok(Err(ApproveError::OwnUpload(
-                adset.to_owned(),
-                rev.rev,
-                by.to_owned(),
-            )));
-        }
+        let history = load_history(&mut tx, adset).await?;
+        let mut rev = approval::approvable(adset, history.as_ref(), by, admin)?.clone();
         sqlx::query(
             "UPDATE adset_revisions SET approved_by = $1, approved_at = $2 WHERE adset = $3 AND rev = $4",
         )
@@ -1405,7 +1316,7 @@ impl ApiStore for PgStore {
         tx.commit().await?;
         rev.approved_by = Some(by.to_owned());
         rev.approved_ms = Some(now_ms);
-        Ok(Ok(rev))
+        Ok(rev)
     }
 
     async fn retire(&self, adset: &str, by: &str, now_ms: i64) -> Result<bool> {
@@ -1433,11 +1344,7 @@ impl ApiStore for PgStore {
         Ok(true)
     }
 
-    async fn presence_between(
-        &self,
-        from_ms: i64,
-        to_ms: i64,
-    ) -> Result<Vec<(String, i64, Option<i64>)>> {
+    async fn presence_between(&self, from_ms: i64, to_ms: i64) -> Result<Vec<PresenceSpan>> {
         let rows = sqlx::query(
             "SELECT d.name, p.online_from, p.online_until FROM presence p JOIN devices d ON d.id = p.device
              WHERE p.online_from < $1 AND (p.online_until IS NULL OR p.online_until > $2)",
@@ -1447,7 +1354,13 @@ impl ApiStore for PgStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .map(|r| {
+                Ok(PresenceSpan {
+                    device: r.try_get(0)?,
+                    since_ms: r.try_get(1)?,
+                    until_ms: r.try_get(2)?,
+                })
+            })
             .collect()
     }
 
@@ -1456,7 +1369,7 @@ impl ApiStore for PgStore {
         from_ms: i64,
         to_ms: i64,
         device: Option<&str>,
-    ) -> Result<Vec<(String, i64)>> {
+    ) -> Result<Vec<PlayedAt>> {
         // By started_at, not play_day: no partition pruning, but the BRIN indexes on
         // started_at (raw) and on the packed rows' start bounds limit the scan to the
         // matching blocks. Play breaks ties so raw and packed rows sort alike.
@@ -1472,11 +1385,16 @@ impl ApiStore for PgStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .map(|r| {
+                Ok(PlayedAt {
+                    device: r.try_get(0)?,
+                    started_ms: r.try_get(1)?,
+                })
+            })
             .collect()
     }
 
-    async fn last_receipts(&self, devices: &[String]) -> Result<Vec<(String, i64, Status)>> {
+    async fn last_receipts(&self, devices: &[String]) -> Result<Vec<LastReceipt>> {
         if devices.is_empty() {
             return Ok(Vec::new());
         }
@@ -1516,17 +1434,17 @@ impl ApiStore for PgStore {
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
             if let Some(st) = status_of(r, 2)? {
-                out.push((r.try_get(0)?, r.try_get(1)?, st));
+                out.push(LastReceipt {
+                    device: r.try_get(0)?,
+                    started_ms: r.try_get(1)?,
+                    status: st,
+                });
             }
         }
         Ok(out)
     }
 
-    async fn feed_plays_between(
-        &self,
-        from_ms: i64,
-        to_ms: i64,
-    ) -> Result<Vec<(i64, String, i64, i64)>> {
+    async fn feed_plays_between(&self, from_ms: i64, to_ms: i64) -> Result<Vec<FeedPlay>> {
         let rows = sqlx::query(
             "SELECT p.id, f.name, p.issued_at, f.id FROM plays p JOIN feeds f ON f.id = p.feed
              WHERE p.issued_at >= $1 AND p.issued_at < $2 ORDER BY p.id",
@@ -1536,7 +1454,14 @@ impl ApiStore for PgStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)))
+            .map(|r| {
+                Ok(FeedPlay {
+                    play: r.try_get(0)?,
+                    feed: r.try_get(1)?,
+                    issued_ms: r.try_get(2)?,
+                    feed_key: r.try_get(3)?,
+                })
+            })
             .collect()
     }
 
@@ -1544,7 +1469,7 @@ impl ApiStore for PgStore {
         &self,
         from_ms: i64,
         to_ms: i64,
-    ) -> Result<Vec<(i64, i64, Status)>> {
+    ) -> Result<Vec<PlayReceipt>> {
         // A receipt of a play carries that play's issue day as play_day (see the
         // migration), so bounding play_day by the issue range prunes the partitions (and
         // the packed rows, by their BRIN index) to those days without losing a row.
@@ -1564,7 +1489,11 @@ impl ApiStore for PgStore {
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
             if let Some(st) = status_of(r, 2)? {
-                out.push((r.try_get(0)?, r.try_get(1)?, st));
+                out.push(PlayReceipt {
+                    device: r.try_get(0)?,
+                    play: r.try_get(1)?,
+                    status: st,
+                });
             }
         }
         Ok(out)
@@ -1574,7 +1503,7 @@ impl ApiStore for PgStore {
         &self,
         from_ms: i64,
         to_ms: i64,
-    ) -> Result<Vec<(i64, i64, Option<i64>)>> {
+    ) -> Result<Vec<PresenceKeySpan>> {
         let rows = sqlx::query(
             "SELECT device, online_from, online_until FROM presence
              WHERE online_from < $1 AND (online_until IS NULL OR online_until > $2)",
@@ -1584,7 +1513,13 @@ impl ApiStore for PgStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .map(|r| {
+                Ok(PresenceKeySpan {
+                    device: r.try_get(0)?,
+                    since_ms: r.try_get(1)?,
+                    until_ms: r.try_get(2)?,
+                })
+            })
             .collect()
     }
 }

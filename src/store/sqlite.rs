@@ -1,15 +1,25 @@
 //! The SQLite backend: the default, a file beside the daemon, WAL mode.
+//!
+//! Owns: the SQLite dialect (connection, migrations/sqlite, the statements SQLite says its
+//! own way and the plans they are tuned for). The statements both backends share come from
+//! [`sql`](super::sql), the approval rule from `core::approval`. Must not touch MQTT or HTTP.
 
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 use tracing::instrument;
 
+use super::sql::{
+    audit_sql, audit_sql_streaming, bind_all, daily_audit_sql, play_row, raw_row, raw_rows,
+    retirement_row, revision_row, token_row, Bind, ALL_MEMBERSHIPS, ALL_RETIREMENTS, ALL_TOKENS,
+    DEVICE_KEYS, FEED_KEYS, OPEN_MEMBERSHIPS, PLAY_COLS, REVISION_COLS, TOKEN_COLS,
+};
 use super::*;
-use crate::core::audit::{GroupKey, RawRow};
+use crate::core::approval;
+use crate::core::wire::Status;
 
 /// SQLite caps bound parameters per statement; receipts take five each.
 const ROWS_PER_STATEMENT: usize = 4_000;
@@ -63,18 +73,6 @@ impl SqliteStore {
     }
 }
 
-fn play_row(r: &sqlx::sqlite::SqliteRow) -> std::result::Result<PlayRow, sqlx::Error> {
-    Ok(PlayRow {
-        key: r.try_get("id")?,
-        play_id: r.try_get("play_id")?,
-        feed: r.try_get("feed")?,
-        device: r.try_get("device")?,
-        slogan: r.try_get("slogan")?,
-        issued_ms: r.try_get("issued_at")?,
-        expires_ms: r.try_get("expires_at")?,
-    })
-}
-
 impl Store for SqliteStore {
     async fn migrate(&self) -> Result<()> {
         sqlx::migrate!("./migrations/sqlite")
@@ -108,24 +106,15 @@ impl Store for SqliteStore {
             q.build().execute(&mut *tx).await?;
         }
         let mut keys = Keys::default();
-        for r in sqlx::query("SELECT id, name FROM feeds")
-            .fetch_all(&mut *tx)
-            .await?
-        {
+        for r in sqlx::query(FEED_KEYS).fetch_all(&mut *tx).await? {
             keys.feeds.insert(r.try_get("name")?, r.try_get("id")?);
         }
-        for r in sqlx::query("SELECT id, name FROM devices")
-            .fetch_all(&mut *tx)
-            .await?
-        {
+        for r in sqlx::query(DEVICE_KEYS).fetch_all(&mut *tx).await? {
             keys.devices.insert(r.try_get("name")?, r.try_get("id")?);
         }
         // Open memberships now, against what the inventory says.
         let mut open: HashSet<(i64, i64)> = HashSet::new();
-        for r in sqlx::query("SELECT device, feed FROM memberships WHERE until IS NULL")
-            .fetch_all(&mut *tx)
-            .await?
-        {
+        for r in sqlx::query(OPEN_MEMBERSHIPS).fetch_all(&mut *tx).await? {
             open.insert((r.try_get("device")?, r.try_get("feed")?));
         }
         let mut want: HashSet<(i64, i64)> = HashSet::new();
@@ -165,9 +154,7 @@ impl Store for SqliteStore {
     }
 
     async fn memberships(&self) -> Result<Vec<Membership>> {
-        let rows = sqlx::query("SELECT device, feed, since, until FROM memberships")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(ALL_MEMBERSHIPS).fetch_all(&self.pool).await?;
         rows.iter()
             .map(|r| {
                 Ok(Membership {
@@ -225,21 +212,24 @@ impl Store for SqliteStore {
         Ok(r.try_get("id")?)
     }
 
-    async fn feed_state(&self, feed: &str) -> Result<Option<(String, i64)>> {
+    async fn feed_state(&self, feed: &str) -> Result<Option<FeedState>> {
         let r = sqlx::query("SELECT cursor, last_issued FROM feed_state WHERE feed = ?")
             .bind(feed)
             .fetch_optional(&self.pool)
             .await?;
         Ok(match r {
-            Some(r) => Some((r.try_get("cursor")?, r.try_get("last_issued")?)),
+            Some(r) => Some(FeedState {
+                cursor_json: r.try_get("cursor")?,
+                last_played_ms: r.try_get("last_issued")?,
+            }),
             None => None,
         })
     }
 
     async fn plays_since(&self, since_ms: i64) -> Result<Vec<PlayRow>> {
-        let rows = sqlx::query(
-            "SELECT id, play_id, feed, device, slogan, issued_at, expires_at FROM plays WHERE issued_at >= ?",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT {PLAY_COLS} FROM plays WHERE issued_at >= ?"
+        ))
         .bind(since_ms)
         .fetch_all(&self.pool)
         .await?;
@@ -250,12 +240,10 @@ impl Store for SqliteStore {
     }
 
     async fn play_by_id(&self, play_id: &str) -> Result<Option<PlayRow>> {
-        let r = sqlx::query(
-            "SELECT id, play_id, feed, device, slogan, issued_at, expires_at FROM plays WHERE play_id = ?",
-        )
-        .bind(play_id)
-        .fetch_optional(&self.pool)
-        .await?;
+        let r = sqlx::query(&format!("SELECT {PLAY_COLS} FROM plays WHERE play_id = ?"))
+            .bind(play_id)
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(r.as_ref().map(play_row).transpose()?)
     }
 
@@ -473,261 +461,42 @@ impl Store for SqliteStore {
         Ok(r.rows_affected())
     }
 
-    async fn reject_counts(&self) -> Result<Vec<(String, i64)>> {
+    async fn reject_counts(&self) -> Result<Vec<RejectCount>> {
         let rows = sqlx::query(
             "SELECT reason, SUM(count) AS n FROM rejects GROUP BY reason ORDER BY reason",
         )
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get("reason")?, r.try_get("n")?)))
+            .map(|r| {
+                Ok(RejectCount {
+                    reason: r.try_get("reason")?,
+                    count: r.try_get("n")?,
+                })
+            })
             .collect()
     }
 }
 
-/// Binds the values `audit_sql` and `daily_audit_sql` produced, in order.
-pub fn bind_all<'q, DB: sqlx::Database>(
-    mut query: sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>,
-    binds: Vec<Bind>,
-) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>
-where
-    i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-{
-    for b in binds {
-        query = match b {
-            Bind::Int(i) => query.bind(i),
-            Bind::Text(t) => query.bind(t),
-        };
-    }
-    query
-}
-
-/// A value bound to a query parameter.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Bind {
-    Int(i64),
-    Text(String),
-}
-
-/// The play-count query in SQL both backends speak: from the hourly rollup when the bounds
-/// fall on whole hours, else from raw receipts. `ph(n)` writes the n-th placeholder
-/// (`?` for SQLite, `$n` for PostgreSQL). The columns come back as the plain keys (text),
-/// the hour when asked, then the count.
-pub fn audit_sql(q: &PlaysQuery, ph: fn(usize) -> String) -> (String, Vec<Bind>) {
-    build_audit_sql(q, ph, None)
-}
-
-/// The play-count query over a daily rollup (`daily::table_for`): one row per answer row,
-/// in order, days as local day numbers.
-pub fn daily_audit_sql(
-    q: &PlaysQuery,
-    ph: fn(usize) -> String,
-    table: &str,
-    off: i64,
-) -> (String, Vec<Bind>) {
-    let by_device = table == "rollup_daily_device";
-    let mut cols: Vec<&str> = q.plain_keys().iter().map(group_col).collect();
-    if q.needs_hour() {
-        cols.push("x.day");
-    }
-    let mut binds = vec![Bind::Int(q.status.code())];
-    let mut wh = vec![
-        format!("x.utc_offset = {off}"),
-        format!("x.status = {}", ph(1)),
-    ];
-    let day = |t: chrono::DateTime<chrono::Utc>| (t.timestamp() + off * 3600).div_euclid(86_400);
-    let push = |expr: &str, b: Bind, binds: &mut Vec<Bind>, wh: &mut Vec<String>| {
-        binds.push(b);
-        wh.push(format!("{expr} {}", ph(binds.len())));
-    };
-    if let Some(t) = q.from {
-        push("x.day >=", Bind::Int(day(t)), &mut binds, &mut wh);
-    }
-    if let Some(t) = q.to {
-        push("x.day <", Bind::Int(day(t)), &mut binds, &mut wh);
-    }
-    let joins = if by_device {
-        for (v, expr) in [(&q.class, "d.class ="), (&q.device, "d.name =")] {
-            if let Some(v) = v {
-                push(expr, Bind::Text(v.clone()), &mut binds, &mut wh);
-            }
-        }
-        "JOIN devices d ON d.id = x.device"
-    } else {
-        for (v, expr) in [(&q.slogan, "s.slogan ="), (&q.feed, "f.name =")] {
-            if let Some(v) = v {
-                push(expr, Bind::Text(v.clone()), &mut binds, &mut wh);
-            }
-        }
-        "JOIN slogans s ON s.id = x.slogan LEFT JOIN feeds f ON f.id = x.feed"
-    };
-    let mut sql = format!(
-        "SELECT {}CAST(SUM(x.plays) AS BIGINT) AS plays FROM {table} x {joins} WHERE {}",
-        cols.iter().map(|c| format!("{c}, ")).collect::<String>(),
-        wh.join(" AND ")
-    );
-    if !cols.is_empty() {
-        sql += &format!(" GROUP BY {}", cols.join(", "));
-        sql += &format!(
-            " ORDER BY {}",
-            (1..=cols.len())
-                .map(|i| i.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-    }
-    (sql, binds)
-}
-
-/// The same query with one row per answer row, in order, for streaming: when days are
-/// asked without hours and the zone's offset is fixed (`off` hours), the day is computed
-/// in SQL so that nothing is left to fold in memory.
-pub fn audit_sql_streaming(q: &PlaysQuery, ph: fn(usize) -> String) -> Option<(String, Vec<Bind>)> {
-    let day_only = q.group_by.contains(&GroupKey::Day) && !q.group_by.contains(&GroupKey::Hour);
-    let off = if day_only {
-        Some(q.fixed_offset_hours()?)
-    } else {
-        None
-    };
-    let (mut sql, binds) = build_audit_sql(q, ph, off);
-    let n = q.plain_keys().len() + usize::from(q.needs_hour());
-    if n > 0 {
-        sql += &format!(
-            " ORDER BY {}",
-            (1..=n)
-                .map(|i| i.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-    }
-    Some((sql, binds))
-}
-
-fn build_audit_sql(
-    q: &PlaysQuery,
-    ph: fn(usize) -> String,
-    day_offset: Option<i64>,
-) -> (String, Vec<Bind>) {
-    let rollup = q.rollup_ok();
-    let source = if rollup {
-        "SELECT hour, device, slogan, feed, status, plays FROM rollup_hourly"
-    } else {
-        "SELECT r.started_at / 3600000 AS hour, r.device, p.slogan, COALESCE(p.feed, 0) AS feed, r.status, 1 AS plays, r.started_at \
-         FROM receipts r JOIN plays p ON p.id = r.play"
-    };
-    let plain = q.plain_keys();
-    let mut cols: Vec<&str> = plain.iter().map(group_col).collect();
-    let day_col;
-    if q.needs_hour() {
-        match day_offset {
-            // The offset is a number from the code, never user text.
-            Some(off) => {
-                day_col = format!("((x.hour + {off}) / 24)");
-                cols.push(&day_col);
-            }
-            None => cols.push("x.hour"),
-        }
-    }
-    let mut binds = vec![Bind::Int(q.status.code())];
-    let mut wh = vec![format!("x.status = {}", ph(1))];
-    let cond = |w: &mut Vec<String>, binds: &mut Vec<Bind>, expr: &str, b: Bind| {
-        binds.push(b);
-        w.push(format!("{expr} {}", ph(binds.len())));
-    };
-    let (col, scale) = if rollup {
-        ("x.hour", 3_600_000)
-    } else {
-        ("x.started_at", 1)
-    };
-    if let Some(t) = q.from {
-        cond(
-            &mut wh,
-            &mut binds,
-            &format!("{col} >="),
-            Bind::Int(t.timestamp_millis() / scale),
-        );
-    }
-    if let Some(t) = q.to {
-        cond(
-            &mut wh,
-            &mut binds,
-            &format!("{col} <"),
-            Bind::Int(t.timestamp_millis() / scale),
-        );
-    }
-    for (v, expr) in [
-        (&q.class, "d.class ="),
-        (&q.device, "d.name ="),
-        (&q.slogan, "s.slogan ="),
-        (&q.feed, "f.name ="),
-    ] {
-        if let Some(v) = v {
-            cond(&mut wh, &mut binds, expr, Bind::Text(v.clone()));
-        }
-    }
-    let mut sql = format!(
-        "SELECT {}CAST(SUM(x.plays) AS BIGINT) AS plays FROM ({source}) x \
-         JOIN devices d ON d.id = x.device JOIN slogans s ON s.id = x.slogan \
-         LEFT JOIN feeds f ON f.id = x.feed WHERE {}",
-        cols.iter().map(|c| format!("{c}, ")).collect::<String>(),
-        wh.join(" AND ")
-    );
-    if !cols.is_empty() {
-        sql += &format!(" GROUP BY {}", cols.join(", "));
-    }
-    (sql, binds)
-}
-
-/// The column that answers a plain grouping key, in both the rollup and the raw forms.
-fn group_col(k: &GroupKey) -> &'static str {
-    match k {
-        GroupKey::Slogan => "s.slogan",
-        GroupKey::Adset => "s.adset",
-        GroupKey::Device => "d.name",
-        GroupKey::Class => "d.class",
-        _ => "COALESCE(f.name, '')",
-    }
-}
-
-/// Turns the query's result rows into `RawRow`s.
-pub fn raw_rows<R: Row>(
-    q: &PlaysQuery,
-    rows: Vec<R>,
-) -> std::result::Result<Vec<RawRow>, sqlx::Error>
-where
-    usize: sqlx::ColumnIndex<R>,
-    String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-{
-    let mut out = Vec::with_capacity(rows.len());
-    for r in rows {
-        out.extend(raw_row(q, &r)?);
-    }
-    Ok(out)
-}
-
-/// One result row; None for the empty sum.
-pub fn raw_row<R: Row>(q: &PlaysQuery, r: &R) -> std::result::Result<Option<RawRow>, sqlx::Error>
-where
-    usize: sqlx::ColumnIndex<R>,
-    String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-{
-    let n = q.plain_keys().len();
-    let keys = (0..n)
-        .map(|i| r.try_get::<String, _>(i))
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    let hour = if q.needs_hour() {
-        Some(r.try_get::<i64, _>(n)?)
-    } else {
-        None
-    };
-    // SUM over no rows is NULL.
-    let plays: Option<i64> = r.try_get(n + usize::from(q.needs_hour()))?;
-    Ok(plays
-        .filter(|p| *p > 0)
-        .map(|plays| RawRow { keys, hour, plays }))
+/// One ad set's revisions and retirement, read on `c` (the writer inside an approval, a
+/// reader otherwise).
+async fn load_history(c: &mut SqliteConnection, adset: &str) -> Result<Option<AdSetHistory>> {
+    let revs = sqlx::query(&format!(
+        "SELECT {REVISION_COLS} FROM adset_revisions WHERE adset = ? ORDER BY rev"
+    ))
+    .bind(adset)
+    .fetch_all(&mut *c)
+    .await?;
+    let retired = sqlx::query("SELECT retired_by, retired_at FROM adset_retired WHERE adset = ?")
+        .bind(adset)
+        .fetch_optional(&mut *c)
+        .await?;
+    let revs = revs
+        .iter()
+        .map(revision_row)
+        .collect::<std::result::Result<_, _>>()?;
+    let retired = retired.as_ref().map(retirement_row).transpose()?;
+    Ok(approval::history_of(adset, revs, retired))
 }
 
 /// A time in ms from a `group_concat` list.
@@ -735,35 +504,6 @@ fn ms_of(s: &str) -> Result<i64> {
     s.parse()
         .map_err(|e| StoreError::Invalid(format!("time {s:?} in a joined list: {e}")))
 }
-
-fn token_row(r: &sqlx::sqlite::SqliteRow) -> std::result::Result<TokenRow, StoreError> {
-    let role: String = r.try_get("role")?;
-    Ok(TokenRow {
-        id: r.try_get("id")?,
-        name: r.try_get("name")?,
-        role: Role::parse(&role)
-            .ok_or_else(|| StoreError::Invalid(format!("stored role {role:?}")))?,
-        created_ms: r.try_get("created_at")?,
-        revoked_ms: r.try_get("revoked_at")?,
-    })
-}
-
-fn revision_row(r: &sqlx::sqlite::SqliteRow) -> std::result::Result<Revision, sqlx::Error> {
-    Ok(Revision {
-        adset: r.try_get("adset")?,
-        rev: r.try_get("rev")?,
-        format: r.try_get("format")?,
-        body: r.try_get("body")?,
-        origin: r.try_get("origin")?,
-        uploaded_by: r.try_get("uploaded_by")?,
-        uploaded_ms: r.try_get("uploaded_at")?,
-        approved_by: r.try_get("approved_by")?,
-        approved_ms: r.try_get("approved_at")?,
-    })
-}
-
-const REVISION_COLS: &str =
-    "adset, rev, format, body, origin, uploaded_by, uploaded_at, approved_by, approved_at";
 
 impl ApiStore for SqliteStore {
     async fn create_token(&self, name: &str, role: Role, hash: &str, now_ms: i64) -> Result<i64> {
@@ -780,9 +520,9 @@ impl ApiStore for SqliteStore {
     }
 
     async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRow>> {
-        let r = sqlx::query(
-            "SELECT id, name, role, created_at, revoked_at FROM tokens WHERE hash = ? AND revoked_at IS NULL",
-        )
+        let r = sqlx::query(&format!(
+            "SELECT {TOKEN_COLS} FROM tokens WHERE hash = ? AND revoked_at IS NULL"
+        ))
         .bind(hash)
         .fetch_optional(&self.read)
         .await?;
@@ -790,10 +530,7 @@ impl ApiStore for SqliteStore {
     }
 
     async fn tokens(&self) -> Result<Vec<TokenRow>> {
-        let rows =
-            sqlx::query("SELECT id, name, role, created_at, revoked_at FROM tokens ORDER BY id")
-                .fetch_all(&self.read)
-                .await?;
+        let rows = sqlx::query(ALL_TOKENS).fetch_all(&self.read).await?;
         rows.iter().map(token_row).collect()
     }
 
@@ -843,31 +580,8 @@ impl ApiStore for SqliteStore {
     }
 
     async fn adset_history(&self, adset: &str) -> Result<Option<AdSetHistory>> {
-        let revs = sqlx::query(&format!(
-            "SELECT {REVISION_COLS} FROM adset_revisions WHERE adset = ? ORDER BY rev"
-        ))
-        .bind(adset)
-        .fetch_all(&self.read)
-        .await?;
-        if revs.is_empty() {
-            return Ok(None);
-        }
-        let retired =
-            sqlx::query("SELECT retired_by, retired_at FROM adset_retired WHERE adset = ?")
-                .bind(adset)
-                .fetch_optional(&self.read)
-                .await?;
-        Ok(Some(AdSetHistory {
-            adset: adset.to_owned(),
-            revisions: revs
-                .iter()
-                .map(revision_row)
-                .collect::<std::result::Result<_, _>>()?,
-            retired: match retired {
-                Some(r) => Some((r.try_get("retired_by")?, r.try_get("retired_at")?)),
-                None => None,
-            },
-        }))
+        let mut c = self.read.acquire().await?;
+        load_history(&mut c, adset).await
     }
 
     async fn adset_histories(&self) -> Result<Vec<AdSetHistory>> {
@@ -876,31 +590,17 @@ impl ApiStore for SqliteStore {
         ))
         .fetch_all(&self.read)
         .await?;
-        let retired: HashMap<String, (String, i64)> =
-            sqlx::query("SELECT adset, retired_by, retired_at FROM adset_retired")
-                .fetch_all(&self.read)
-                .await?
-                .iter()
-                .map(|r| {
-                    Ok((
-                        r.try_get("adset")?,
-                        (r.try_get("retired_by")?, r.try_get("retired_at")?),
-                    ))
-                })
-                .collect::<std::result::Result<_, sqlx::Error>>()?;
-        let mut out: Vec<AdSetHistory> = Vec::new();
-        for r in &revs {
-            let rev = revision_row(r)?;
-            match out.last_mut() {
-                Some(h) if h.adset == rev.adset => h.revisions.push(rev),
-                _ => out.push(AdSetHistory {
-                    adset: rev.adset.clone(),
-                    retired: retired.get(&rev.adset).cloned(),
-                    revisions: vec![rev],
-                }),
-            }
-        }
-        Ok(out)
+        let retired: HashMap<String, Retirement> = sqlx::query(ALL_RETIREMENTS)
+            .fetch_all(&self.read)
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get("adset")?, retirement_row(r)?)))
+            .collect::<std::result::Result<_, sqlx::Error>>()?;
+        let revs = revs
+            .iter()
+            .map(revision_row)
+            .collect::<std::result::Result<_, _>>()?;
+        Ok(approval::group_histories(revs, retired))
     }
 
     async fn approve_latest(
@@ -909,39 +609,11 @@ impl ApiStore for SqliteStore {
         by: &str,
         admin: bool,
         now_ms: i64,
-    ) -> Result<std::result::Result<Revision, ApproveError>> {
+    ) -> Result<Revision> {
+        // On the writer: SQLite's one writer serializes this with uploads and retirements.
         let mut tx = self.pool.begin().await?;
-        let latest = sqlx::query(&format!(
-            "SELECT {REVISION_COLS} FROM adset_revisions WHERE adset = ? ORDER BY rev DESC LIMIT 1"
-        ))
-        .bind(adset)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(latest) = latest else {
-            return Ok(Err(ApproveError::NotFound(adset.to_owned())));
-        };
-        let mut rev = revision_row(&latest)?;
-        let retired: Option<i64> =
-            sqlx::query_scalar("SELECT retired_at FROM adset_retired WHERE adset = ?")
-                .bind(adset)
-                .fetch_optional(&mut *tx)
-                .await?;
-        if retired.is_some() {
-            return Ok(Err(ApproveError::Retired(adset.to_owned())));
-        }
-        if rev.approved_by.is_some() {
-            return Ok(Err(ApproveError::AlreadyApproved(
-                adset.to_owned(),
-                rev.rev,
-            )));
-        }
-        if rev.uploaded_by == by && !admin {
-            return Ok(Err(ApproveError::OwnUpload(
-                adset.to_owned(),
-                rev.rev,
-                by.to_owned(),
-            )));
-        }
+        let history = load_history(&mut tx, adset).await?;
+        let mut rev = approval::approvable(adset, history.as_ref(), by, admin)?.clone();
         sqlx::query("UPDATE adset_revisions SET approved_by = ?, approved_at = ? WHERE adset = ? AND rev = ?")
             .bind(by)
             .bind(now_ms)
@@ -952,7 +624,7 @@ impl ApiStore for SqliteStore {
         tx.commit().await?;
         rev.approved_by = Some(by.to_owned());
         rev.approved_ms = Some(now_ms);
-        Ok(Ok(rev))
+        Ok(rev)
     }
 
     async fn retire(&self, adset: &str, by: &str, now_ms: i64) -> Result<bool> {
@@ -975,11 +647,7 @@ impl ApiStore for SqliteStore {
         Ok(true)
     }
 
-    async fn presence_between(
-        &self,
-        from_ms: i64,
-        to_ms: i64,
-    ) -> Result<Vec<(String, i64, Option<i64>)>> {
+    async fn presence_between(&self, from_ms: i64, to_ms: i64) -> Result<Vec<PresenceSpan>> {
         // Disjoint parts, each one range of an index, instead of every interval since the
         // start: those opened inside the period (a range of the key per display), and those
         // opened before it and still open at its start (closed after it, or not closed: two
@@ -1019,7 +687,11 @@ impl ApiStore for SqliteStore {
                     "" => None,
                     u => Some(ms_of(u)?),
                 };
-                out.push((name.clone(), ms_of(from)?, until));
+                out.push(PresenceSpan {
+                    device: name.clone(),
+                    since_ms: ms_of(from)?,
+                    until_ms: until,
+                });
             }
         }
         Ok(out)
@@ -1030,7 +702,7 @@ impl ApiStore for SqliteStore {
         from_ms: i64,
         to_ms: i64,
         device: Option<&str>,
-    ) -> Result<Vec<(String, i64)>> {
+    ) -> Result<Vec<PlayedAt>> {
         // `receipts` is keyed by (device, play) and has no index on started_at (one would
         // cost about as much disk as the table). The daemon stores a receipt only when it
         // started within [issued_at, expires_at] of its play, give or take
@@ -1072,14 +744,17 @@ impl ApiStore for SqliteStore {
             let times: String = r.try_get(1)?;
             let first = out.len();
             for t in times.split(',') {
-                out.push((name.clone(), ms_of(t)?));
+                out.push(PlayedAt {
+                    device: name.clone(),
+                    started_ms: ms_of(t)?,
+                });
             }
-            out[first..].sort_by_key(|(_, t)| *t);
+            out[first..].sort_by_key(|p| p.started_ms);
         }
         Ok(out)
     }
 
-    async fn last_receipts(&self, devices: &[String]) -> Result<Vec<(String, i64, Status)>> {
+    async fn last_receipts(&self, devices: &[String]) -> Result<Vec<LastReceipt>> {
         let mut out = Vec::new();
         for d in devices {
             let r = sqlx::query(
@@ -1092,18 +767,18 @@ impl ApiStore for SqliteStore {
             if let Some(r) = r {
                 let code: i64 = r.try_get(1)?;
                 if let Some(st) = Status::from_code(code) {
-                    out.push((d.clone(), r.try_get(0)?, st));
+                    out.push(LastReceipt {
+                        device: d.clone(),
+                        started_ms: r.try_get(0)?,
+                        status: st,
+                    });
                 }
             }
         }
         Ok(out)
     }
 
-    async fn feed_plays_between(
-        &self,
-        from_ms: i64,
-        to_ms: i64,
-    ) -> Result<Vec<(i64, String, i64, i64)>> {
+    async fn feed_plays_between(&self, from_ms: i64, to_ms: i64) -> Result<Vec<FeedPlay>> {
         let rows = sqlx::query(
             "SELECT p.id, f.name, p.issued_at, f.id FROM plays p JOIN feeds f ON f.id = p.feed
              WHERE p.issued_at >= ? AND p.issued_at < ? ORDER BY p.id",
@@ -1113,7 +788,14 @@ impl ApiStore for SqliteStore {
         .fetch_all(&self.read)
         .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)))
+            .map(|r| {
+                Ok(FeedPlay {
+                    play: r.try_get(0)?,
+                    feed: r.try_get(1)?,
+                    issued_ms: r.try_get(2)?,
+                    feed_key: r.try_get(3)?,
+                })
+            })
             .collect()
     }
 
@@ -1121,7 +803,7 @@ impl ApiStore for SqliteStore {
         &self,
         from_ms: i64,
         to_ms: i64,
-    ) -> Result<Vec<(i64, i64, Status)>> {
+    ) -> Result<Vec<PlayReceipt>> {
         let rows = sqlx::query(
             "SELECT r.device, r.play, r.status FROM receipts r JOIN plays p ON p.id = r.play
              WHERE p.issued_at >= ? AND p.issued_at < ?",
@@ -1134,7 +816,11 @@ impl ApiStore for SqliteStore {
         for r in &rows {
             let code: i64 = r.try_get(2)?;
             if let Some(st) = Status::from_code(code) {
-                out.push((r.try_get(0)?, r.try_get(1)?, st));
+                out.push(PlayReceipt {
+                    device: r.try_get(0)?,
+                    play: r.try_get(1)?,
+                    status: st,
+                });
             }
         }
         Ok(out)
@@ -1144,7 +830,7 @@ impl ApiStore for SqliteStore {
         &self,
         from_ms: i64,
         to_ms: i64,
-    ) -> Result<Vec<(i64, i64, Option<i64>)>> {
+    ) -> Result<Vec<PresenceKeySpan>> {
         // The same three disjoint index ranges as `presence_between`, for the same reason:
         // the one-predicate form read every interval ever recorded.
         let rows = sqlx::query(
@@ -1163,7 +849,13 @@ impl ApiStore for SqliteStore {
         .fetch_all(&self.read)
         .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .map(|r| {
+                Ok(PresenceKeySpan {
+                    device: r.try_get(0)?,
+                    since_ms: r.try_get(1)?,
+                    until_ms: r.try_get(2)?,
+                })
+            })
             .collect()
     }
 }

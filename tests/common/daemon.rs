@@ -15,7 +15,7 @@ use axum::http::StatusCode;
 use civicast::api::{self, ApiState};
 use civicast::daemon::{self, Startup, SystemClock};
 use civicast::settings::{self, MqttUrl, Settings};
-use civicast::store::{ApiStore, Role, SqliteStore};
+use civicast::store::{Role, SqliteStore};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -42,7 +42,7 @@ pub async fn sqlite_store(dir: &Path, file: &str) -> SqliteStore {
 /// Starts the daemon in-process on the city under `dir` (its `devices/` and `schedules/`)
 /// with `store` and `broker`; `tweak` adjusts the settings before the start. Returns the
 /// running daemon and the token that stops it.
-pub async fn start_daemon<S: ApiStore>(
+pub async fn start_daemon<S: Into<civicast::store::Db>>(
     dir: &Path,
     store: S,
     broker: Broker,
@@ -68,7 +68,7 @@ pub async fn start_daemon<S: ApiStore>(
     };
     tweak(&mut settings);
     let shutdown = CancellationToken::new();
-    let mut startup = Startup::new(settings, store, catalog);
+    let mut startup = Startup::new(settings, store.into(), catalog);
     startup.listeners.mqtt = listener;
     startup.shutdown = shutdown.clone();
     let running = daemon::App::start(startup).await.expect("daemon starts");
@@ -89,9 +89,9 @@ pub fn embedded_port(running: &daemon::App) -> u16 {
 }
 
 /// The HTTP API of `running` on `store`, as `serve` builds it, to call in-process.
-pub fn api_router<S: ApiStore>(store: S, running: &daemon::App) -> axum::Router {
+pub fn api_router<S: Into<civicast::store::Db>>(store: S, running: &daemon::App) -> axum::Router {
     api::router(Arc::new(ApiState {
-        store,
+        store: store.into(),
         shared: running.shared().clone(),
         clock: Arc::new(SystemClock),
         factors: Default::default(),
