@@ -14,12 +14,15 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::store::url::redact;
+use crate::store::DatabaseUrl;
+
 /// Everything `serve` needs to know before it starts, parsed.
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// The embedded broker, or an external one.
     pub broker: Broker,
-    pub database_url: String,
+    pub database: DatabaseUrl,
     pub http_listen: SocketAddr,
     pub devices: PathBuf,
     pub schedules: PathBuf,
@@ -71,7 +74,7 @@ impl Default for Settings {
             broker: Broker::Embedded {
                 listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
             },
-            database_url: "sqlite://civicast.db".into(),
+            database: DatabaseUrl::sqlite_file(Path::new("civicast.db")),
             http_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             devices: "devices".into(),
             schedules: "schedules".into(),
@@ -212,7 +215,9 @@ impl Layers {
             errors: std::mem::take(&mut self.errors),
         };
         s.broker = p.broker();
-        p.set("database_url", &mut s.database_url, parse_database_url);
+        p.set("database_url", &mut s.database, |t| {
+            DatabaseUrl::parse(t).map_err(|e| e.to_string())
+        });
         p.set("http_listen", &mut s.http_listen, parse_addr);
         p.set("devices", &mut s.devices, |t| Ok(PathBuf::from(t)));
         p.set("schedules", &mut s.schedules, |t| Ok(PathBuf::from(t)));
@@ -275,11 +280,7 @@ impl Parser {
             (Some(g), _) => match MqttUrl::parse(&g.text) {
                 Ok(u) => Broker::External(u),
                 Err(m) => {
-                    self.errors.push(SettingsError::Bad {
-                        name: g.origin.clone(),
-                        value: format!("{:?}", redact_userinfo(&g.text)),
-                        message: m,
-                    });
+                    self.errors.push(bad(&g, m));
                     Settings::default().broker
                 }
             },
@@ -289,10 +290,11 @@ impl Parser {
     }
 }
 
+/// A bad value, named by where it came from; a URL's password is never shown.
 fn bad(g: &Given, message: String) -> SettingsError {
     SettingsError::Bad {
         name: g.origin.clone(),
-        value: format!("{:?}", g.text),
+        value: format!("{:?}", redact(&g.text)),
         message,
     }
 }
@@ -311,29 +313,6 @@ fn parse_positive(t: &str) -> Result<usize, String> {
         Ok(0) => Err("must be at least 1".into()),
         Ok(n) => Ok(n),
         Err(e) => Err(e.to_string()),
-    }
-}
-
-fn parse_database_url(t: &str) -> Result<String, String> {
-    if t.starts_with("sqlite:") || t.starts_with("postgres://") || t.starts_with("postgresql://") {
-        Ok(t.to_owned())
-    } else {
-        Err("want sqlite://PATH or postgres://...".into())
-    }
-}
-
-/// `scheme://user:***@host...`: the password of a URL's user-info hidden.
-pub fn redact_userinfo(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    match authority.rsplit_once('@') {
-        Some((user, host)) if user.contains(':') => {
-            let name = user.split(':').next().unwrap_or("");
-            format!("{scheme}://{name}:***@{host}{path}")
-        }
-        _ => url.to_owned(),
     }
 }
 
@@ -452,7 +431,7 @@ mod tests {
             ]),
         )
         .expect("settings");
-        assert_eq!(s.database_url, "postgres://x/y");
+        assert_eq!(s.database.expose(), "postgres://x/y");
         assert_eq!(
             s.broker,
             Broker::Embedded {
@@ -545,10 +524,12 @@ mod tests {
         )
         .expect_err("bad port");
         assert!(!e.to_string().contains("s3cret"), "{e}");
-        assert_eq!(
-            redact_userinfo("postgres://u:pw@db/x"),
-            "postgres://u:***@db/x"
-        );
+        let e = Settings::load_with(
+            None,
+            &env(&[("CIVICAST_DATABASE_URL", "mysql://u:pw@db/x")]),
+        )
+        .expect_err("bad scheme");
+        assert!(e.to_string().contains("mysql://u:***@db/x"), "{e}");
     }
 
     #[test]

@@ -51,6 +51,14 @@ impl DatabaseUrl {
         })
     }
 
+    /// A SQLite database in the file at `path`.
+    pub fn sqlite_file(path: &std::path::Path) -> DatabaseUrl {
+        DatabaseUrl {
+            backend: Backend::Sqlite,
+            url: format!("sqlite://{}", path.display()),
+        }
+    }
+
     pub fn backend(&self) -> Backend {
         self.backend
     }
@@ -76,8 +84,9 @@ impl fmt::Debug for DatabaseUrl {
     }
 }
 
-/// The URL with the password of its user info and any `password=` query value replaced.
-fn redact(url: &str) -> String {
+/// The URL with the password of its user info and any `password=` query value replaced
+/// (any scheme: the settings show broker URLs through it too).
+pub fn redact(url: &str) -> String {
     let (head, query) = match url.split_once('?') {
         Some((h, q)) => (h, Some(q)),
         None => (url, None),

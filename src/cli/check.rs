@@ -1,0 +1,44 @@
+//! `civicast check` and `civicast init`: validate the operators' folders, listing every
+//! problem; write the first city where files are missing.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use super::print_problems;
+use crate::settings::Settings;
+
+/// Lists every problem in `devices/` and `schedules/` (under `dir`, or as the settings
+/// name them); exit 1 on errors.
+pub fn run(settings: &Settings, dir: Option<PathBuf>) -> ExitCode {
+    let (d, s) = match dir {
+        Some(root) => (root.join("devices"), root.join("schedules")),
+        None => (settings.devices.clone(), settings.schedules.clone()),
+    };
+    let report = crate::files::load_dirs(&d, &s);
+    print_problems(&report.problems);
+    let (e, w) = (report.errors(), report.warnings());
+    match &report.catalog {
+        Some(c) if e == 0 => {
+            println!(
+                "ok: {} displays, {} classes, {} feeds, {} ad sets ({w} warnings)",
+                c.devices.len(),
+                c.classes.len(),
+                c.feeds.len(),
+                c.adsets.len()
+            );
+            ExitCode::SUCCESS
+        }
+        _ => {
+            println!("{e} errors, {w} warnings");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Writes the first city's files where they are missing.
+pub fn init(dir: &Path) -> anyhow::Result<ExitCode> {
+    for p in crate::city::write_first_city(dir)? {
+        println!("wrote {}", p.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,235 @@
+//! `civicast demo`: the whole loop on one machine: the embedded broker, a SQLite file and a
+//! simulated fleet of the first city, with a live progress line and the play counts at the
+//! end.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use tokio_util::sync::CancellationToken;
+
+use super::{bind, load_catalog, shutdown_signal, EXIT_CONFIG};
+use crate::core::audit::{self, PlaysParams, PlaysQuery};
+use crate::core::catalog;
+use crate::daemon::{App, Listeners, Startup};
+use crate::settings::Settings;
+use crate::sim::{self, SimDisplay, SimStats};
+use crate::store::{ApiStore, DatabaseUrl, Db, Store};
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Time compression: 3 minutes become 180/N seconds.
+    #[arg(long, default_value_t = 30.0)]
+    pub speed: f64,
+    /// Stop after this long (40s, 10m); default: run until Ctrl-C.
+    #[arg(long)]
+    pub duration: Option<String>,
+    /// The embedded broker's address (default: a free loopback port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub mqtt_listen: String,
+    /// The HTTP API's address (default: a free loopback port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub http_listen: String,
+    /// Displays powering on per second.
+    #[arg(long, default_value_t = 400.0)]
+    pub ramp: f64,
+    /// Where devices/ and schedules/ are (written with the first city if missing).
+    #[arg(long, default_value = ".")]
+    pub dir: PathBuf,
+    /// The demo's database (recreated at each run).
+    #[arg(long, default_value = "civicast-demo.db")]
+    pub database: PathBuf,
+}
+
+pub async fn run(mut settings: Settings, a: DemoArgs) -> anyhow::Result<ExitCode> {
+    if !(a.speed > 0.0 && a.speed.is_finite()) {
+        eprintln!("civicast: --speed must be a positive number");
+        return Ok(ExitCode::from(2));
+    }
+    let duration = match a
+        .duration
+        .as_deref()
+        .map(catalog::parse_duration)
+        .transpose()
+    {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("civicast: --duration: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    for p in crate::city::write_first_city(&a.dir)? {
+        println!("wrote {}", p.display());
+    }
+    let catalog = match load_catalog(&a.dir.join("devices"), &a.dir.join("schedules")) {
+        Ok(c) => c,
+        Err(n) => {
+            eprintln!("civicast: {n} errors in the demo's devices/ or schedules/");
+            return Ok(ExitCode::from(EXIT_CONFIG));
+        }
+    };
+    let scale = 1.0 / a.speed;
+    settings.devices = a.dir.join("devices");
+    settings.schedules = a.dir.join("schedules");
+    for ext in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{ext}", a.database.display()));
+    }
+    settings.database = DatabaseUrl::sqlite_file(&a.database);
+    let mqtt = bind(&a.mqtt_listen).await?;
+    // The demo's fleet is on the embedded broker, whatever CIVICAST_MQTT_URL says.
+    settings.broker = crate::settings::Broker::Embedded {
+        listen: mqtt.local_addr()?,
+    };
+    let listeners = Listeners {
+        mqtt: Some(mqtt),
+        http: Some(bind(&a.http_listen).await?),
+    };
+    let store = Db::open(&settings.database).await?;
+    let displays = SimDisplay::fleet(&catalog);
+    let total = displays.len();
+    let app = App::start(Startup {
+        listeners,
+        time_scale: scale,
+        ..Startup::new(settings.clone(), store.clone(), catalog)
+    })
+    .await?;
+    let addr = app.mqtt_addr().context("embedded broker address")?;
+    let http_addr = app.http_addr().context("HTTP API address")?;
+    let auditor = crate::api::new_token();
+    store
+        .create_token(
+            "demo-auditor",
+            crate::store::Role::Auditor,
+            &crate::api::token_hash(&auditor),
+            chrono::Utc::now().timestamp_millis(),
+        )
+        .await?;
+    println!("embedded MQTT broker: mqtt://{addr} (MQTT 3.1.1 and 5; outside displays may join)");
+    println!("HTTP API: http://{http_addr}/api/v1 (auditor token: {auditor})");
+    println!("  curl -H 'Authorization: Bearer {auditor}' 'http://{http_addr}/api/v1/audit/plays?group_by=class'");
+    println!("database: {}", settings.database);
+    println!(
+        "{total} displays powering on at {} a second; speed x{}",
+        a.ramp, a.speed
+    );
+    let stats = Arc::new(SimStats::default());
+    let fleet_stop = CancellationToken::new();
+    let fleet = sim::spawn_fleet(
+        displays,
+        addr.ip().to_string(),
+        addr.port(),
+        &settings.prefix,
+        scale,
+        a.ramp,
+        stats.clone(),
+        fleet_stop.clone(),
+    );
+    let started = Instant::now();
+    let m = app.metrics().clone();
+    let tty = std::io::stderr().is_terminal();
+    let mut last = (Instant::now(), 0u64);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let stop = async {
+        match duration {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(stop);
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = &mut signal => break,
+            _ = tick.tick() => {}
+        }
+        let stored = m.receipts_stored.load(Ordering::Relaxed);
+        let rate = (stored - last.1) as f64 / last.0.elapsed().as_secs_f64().max(0.001);
+        last = (Instant::now(), stored);
+        let by_class = m
+            .online_by_class
+            .lock()
+            .map(|c| {
+                c.iter()
+                    .map(|(k, v)| format!("{k} {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default();
+        let line = format!(
+            "{:>5.0}s online {}/{total} [{by_class}] plays {} receipts {} ({rate:.0}/s) rejects {}",
+            started.elapsed().as_secs_f64(),
+            stats.online.load(Ordering::Relaxed),
+            m.plays_published.load(Ordering::Relaxed),
+            stored,
+            m.rejects_total(),
+        );
+        if tty {
+            eprint!("\r{line}\x1b[K");
+        } else {
+            eprintln!("{line}");
+        }
+    }
+    if tty {
+        eprintln!();
+    }
+    // Stop answering plays, let the last scrolls finish and their receipts land.
+    stats.stopping.store(true, Ordering::Relaxed);
+    let settle = Instant::now() + Duration::from_secs_f64(15.0 * scale + 2.0);
+    loop {
+        let sent = stats.receipts_sent.load(Ordering::Relaxed);
+        let handled = m.receipts_stored.load(Ordering::Relaxed)
+            + m.receipts_duplicate.load(Ordering::Relaxed)
+            + m.rejects_total();
+        if Instant::now() > settle && handled >= sent {
+            break;
+        }
+        if Instant::now() > settle + Duration::from_secs(10) {
+            eprintln!(
+                "civicast: {} receipts sent but not yet stored at exit",
+                sent.saturating_sub(handled)
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let elapsed = started.elapsed();
+    fleet_stop.cancel();
+    fleet.close();
+    let _ = tokio::time::timeout(Duration::from_secs(5), fleet.wait()).await;
+    app.stop();
+    app.wait().await;
+
+    let q = PlaysQuery::parse(
+        &PlaysParams {
+            group_by: Some("class,slogan".into()),
+            ..Default::default()
+        },
+        chrono_tz::Asia::Shanghai,
+    )?;
+    let rows = store.audit_plays(&q).await?;
+    println!();
+    print!("{}", audit::table(&q, &rows));
+    let stored = m.receipts_stored.load(Ordering::Relaxed);
+    println!(
+        "{} plays published, {} receipts stored in {:.0} s ({:.0}/s), {} duplicates, {} rejected; displays sent {}",
+        m.plays_published.load(Ordering::Relaxed),
+        stored,
+        elapsed.as_secs_f64(),
+        stored as f64 / elapsed.as_secs_f64().max(0.001),
+        m.receipts_duplicate.load(Ordering::Relaxed),
+        m.rejects_total(),
+        stats.receipts_sent.load(Ordering::Relaxed),
+    );
+    println!(
+        "audit it again: CIVICAST_DATABASE_URL={} civicast audit plays --group-by class,slogan",
+        settings.database
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,191 @@
+//! The `civicast` command line: argument parsing, and one file per command with the glue
+//! that runs it (`check`, `serve`, `demo`, `audit`, `token`, `simulate`). The binary's
+//! `main` only calls `cli::main`.
+//!
+//! Owns: flags, exit codes and what is printed. Must not touch SQL, MQTT or rules: each
+//! command calls the library (`daemon::App`, `reports`, `store::Db`, `files`).
+
+mod audit;
+mod check;
+mod demo;
+mod serve;
+mod simulate;
+mod token;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::core::catalog;
+use crate::core::model::Catalog;
+use crate::settings::Settings;
+use crate::store::Db;
+
+pub use audit::{AuditCmd, ComplianceArgs, Format, PlaysArgs, ReconcileArgs, SampleArgs};
+pub use demo::DemoArgs;
+pub use simulate::SimulateArgs;
+pub use token::TokenCmd;
+
+/// Exit code for bad configuration (sysexits EX_USAGE-style, as linkerd does).
+pub const EXIT_CONFIG: u8 = 64;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "civicast",
+    version,
+    about = "Keeps public-service slogans rotating on a city's displays and proves every play"
+)]
+pub struct Cli {
+    /// A config file (TOML) with the same keys as the CIVICAST_* variables, lower-case
+    /// without the prefix; the environment wins.
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Run the daemon: broker (embedded unless CIVICAST_MQTT_URL is set), rotation, receipts.
+    Serve,
+    /// Validate devices/ and schedules/ and list every problem; exit 1 on errors.
+    Check {
+        /// A folder holding devices/ and schedules/ (default: CIVICAST_DEVICES and
+        /// CIVICAST_SCHEDULES).
+        dir: Option<PathBuf>,
+    },
+    /// Audits of what was played.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+    /// The whole loop on one machine: embedded broker, a SQLite file and a simulated fleet
+    /// of the first city, one MQTT connection per display.
+    Demo(DemoArgs),
+    /// API tokens: create, list, revoke.
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// Run a simulated fleet of displays (one MQTT connection each) against a broker.
+    Simulate(SimulateArgs),
+    /// Write the first city's inventory, classes, feeds and an ad set where missing.
+    Init {
+        /// Where to write devices/ and schedules/.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(matches!(cli.cmd, Cmd::Serve));
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("civicast: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("civicast: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(serving: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = if serving {
+        "info,rumqttd=warn"
+    } else {
+        "warn,rumqttd=error"
+    };
+    let filter =
+        EnvFilter::try_from_env("CIVICAST_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("CIVICAST_LOG_FORMAT").as_deref() == Ok("json") {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let settings = match Settings::load(cli.config.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            for e in &e.0 {
+                eprintln!("civicast: bad configuration: {e}");
+            }
+            return Ok(ExitCode::from(EXIT_CONFIG));
+        }
+    };
+    match cli.cmd {
+        Cmd::Serve => serve::run(settings).await,
+        Cmd::Check { dir } => Ok(check::run(&settings, dir)),
+        Cmd::Audit(AuditCmd::Plays(a)) => audit::plays(&settings, a).await,
+        Cmd::Audit(cmd) => audit::report(&settings, cmd).await,
+        Cmd::Token(cmd) => token::run(&settings, cmd).await,
+        Cmd::Demo(a) => demo::run(settings, a).await,
+        Cmd::Simulate(a) => simulate::run(settings, a).await,
+        Cmd::Init { dir } => check::init(&dir),
+    }
+}
+
+pub(crate) fn print_problems(problems: &[catalog::Problem]) {
+    for p in problems {
+        eprintln!("{p}");
+    }
+}
+
+/// Loads and validates the operators' files, or says why not.
+pub(crate) fn load_catalog(devices: &Path, schedules: &Path) -> Result<Catalog, usize> {
+    let report = crate::files::load_dirs(devices, schedules);
+    print_problems(&report.problems);
+    match report.catalog {
+        Some(c) if report.errors() == 0 => Ok(c),
+        _ => Err(report.errors()),
+    }
+}
+
+/// The database the settings name, opened (and its schema brought up to date).
+async fn open_store(settings: &Settings) -> anyhow::Result<Db> {
+    use crate::store::Store;
+    let db = Db::open(&settings.database).await?;
+    db.migrate().await?;
+    Ok(db)
+}
+
+pub(crate) async fn bind(addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))
+}
+
+pub(crate) async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,109 @@
+//! `civicast simulate`: a fleet of simulated displays, one MQTT connection each, against
+//! any broker; prints how fast it came online and what it saw.
+
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use tokio_util::sync::CancellationToken;
+
+use super::{load_catalog, EXIT_CONFIG};
+use crate::core::catalog;
+use crate::settings::Settings;
+use crate::sim::{self, SimDisplay, SimStats};
+
+#[derive(Args, Debug)]
+pub struct SimulateArgs {
+    /// The broker, host:port.
+    #[arg(long, default_value = "127.0.0.1:1883")]
+    pub mqtt: String,
+    /// Time compression of on-screen time, as the daemon's feeds are configured.
+    #[arg(long, default_value_t = 1.0)]
+    pub speed: f64,
+    /// Displays powering on per second.
+    #[arg(long, default_value_t = 400.0)]
+    pub ramp: f64,
+    /// Stop after this long (40s, 10m).
+    #[arg(long, default_value = "60s")]
+    pub duration: String,
+}
+
+pub async fn run(settings: Settings, a: SimulateArgs) -> anyhow::Result<ExitCode> {
+    let duration = match catalog::parse_duration(&a.duration) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("civicast: --duration: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let Some((host, port)) = a
+        .mqtt
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h.to_owned(), p.parse::<u16>().ok()?)))
+    else {
+        eprintln!("civicast: --mqtt wants host:port");
+        return Ok(ExitCode::from(2));
+    };
+    let catalog = match load_catalog(&settings.devices, &settings.schedules) {
+        Ok(c) => c,
+        Err(n) => {
+            eprintln!("civicast: {n} errors in devices/ or schedules/");
+            return Ok(ExitCode::from(EXIT_CONFIG));
+        }
+    };
+    let displays = SimDisplay::fleet(&catalog);
+    let total = displays.len();
+    let stats = Arc::new(SimStats::default());
+    let stop = CancellationToken::new();
+    let t0 = Instant::now();
+    let fleet = sim::spawn_fleet(
+        displays,
+        host,
+        port,
+        &settings.prefix,
+        1.0 / a.speed,
+        a.ramp,
+        stats.clone(),
+        stop.clone(),
+    );
+    let mut all_online = None;
+    let mut ticks = 0u64;
+    while t0.elapsed() < duration {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let online = stats.online.load(Ordering::Relaxed) as usize;
+        ticks += 1;
+        if ticks % 10 == 0 {
+            eprintln!(
+                "{:>4.0}s online {online}/{total}, configs {}, plays seen {}, receipts sent {}, connect errors {}",
+                t0.elapsed().as_secs_f64(),
+                stats.configs.load(Ordering::Relaxed),
+                stats.plays_seen.load(Ordering::Relaxed),
+                stats.receipts_sent.load(Ordering::Relaxed),
+                stats.connect_errors.load(Ordering::Relaxed)
+            );
+        }
+        if all_online.is_none() && online == total {
+            all_online = Some(t0.elapsed());
+            println!(
+                "all {total} displays online after {:.2} s",
+                t0.elapsed().as_secs_f64()
+            );
+        }
+    }
+    stats.stopping.store(true, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.cancel();
+    fleet.close();
+    let _ = tokio::time::timeout(Duration::from_secs(5), fleet.wait()).await;
+    println!(
+        "online at end {}/{total}, connect errors {}, configs {}, plays seen {}, receipts sent {}",
+        stats.online.load(Ordering::Relaxed),
+        stats.connect_errors.load(Ordering::Relaxed),
+        stats.configs.load(Ordering::Relaxed),
+        stats.plays_seen.load(Ordering::Relaxed),
+        stats.receipts_sent.load(Ordering::Relaxed)
+    );
+    Ok(ExitCode::SUCCESS)
+}
