@@ -1,5 +1,9 @@
 //! The daily rollups (see migrations/*/0003_daily.sql): the statements both backends run
 //! to keep them, and which questions they answer.
+//!
+//! Owns: the daily tables' statement text and the choice of table for a query. Must not
+//! touch connections or transactions (the backends run what this returns); the audit SQL
+//! over these tables is in `sql.rs`, beside the hourly and raw forms.
 
 use std::collections::BTreeMap;
 

@@ -14,6 +14,7 @@ pub mod sql;
 pub mod sqlite;
 pub mod url;
 
+use std::collections::HashSet;
 use std::future::Future;
 
 use crate::core::audit::{PlaysQuery, PlaysRow};
@@ -205,9 +206,78 @@ pub trait ApiStore: Store {
     ) -> impl Future<Output = Result<Vec<PresenceKeySpan>>> + Send;
 }
 
+/// Memberships (device, feed) to close and to open, each in key order, so that concurrent
+/// writers lock rows in one order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MembershipChanges {
+    pub closing: Vec<(i64, i64)>,
+    pub opening: Vec<(i64, i64)>,
+}
+
+/// What `sync_inventory` changes in the open memberships `open` (device, feed) so that they
+/// match the inventory; both backends write what this says.
+pub fn membership_changes(
+    devices: &[DeviceRow],
+    keys: &Keys,
+    open: &HashSet<(i64, i64)>,
+) -> MembershipChanges {
+    let mut want: HashSet<(i64, i64)> = HashSet::new();
+    for d in devices {
+        let Some(&dk) = keys.devices.get(&d.name) else {
+            continue;
+        };
+        for f in &d.feeds {
+            if let Some(&fk) = keys.feeds.get(f) {
+                want.insert((dk, fk));
+            }
+        }
+    }
+    let mut closing: Vec<_> = open.difference(&want).copied().collect();
+    let mut opening: Vec<_> = want.difference(open).copied().collect();
+    closing.sort_unstable();
+    opening.sort_unstable();
+    MembershipChanges { closing, opening }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::sized_chunks;
+    use super::{membership_changes, sized_chunks, DeviceRow, Keys, MembershipChanges};
+    use std::collections::{HashMap, HashSet};
+
+    #[test]
+    fn membership_changes_close_what_the_inventory_dropped_and_open_what_it_added() {
+        let keys = Keys {
+            devices: HashMap::from([("a".to_owned(), 1), ("b".to_owned(), 2)]),
+            feeds: HashMap::from([("bus".to_owned(), 10), ("metro".to_owned(), 11)]),
+        };
+        let devices = vec![
+            DeviceRow {
+                name: "a".into(),
+                class: "bus".into(),
+                feeds: vec!["bus".into(), "metro".into(), "unknown".into()],
+            },
+            DeviceRow {
+                name: "nobody".into(),
+                class: "bus".into(),
+                feeds: vec!["bus".into()],
+            },
+        ];
+        let open = HashSet::from([(1, 10), (2, 10)]);
+        assert_eq!(
+            membership_changes(&devices, &keys, &open),
+            MembershipChanges {
+                closing: vec![(2, 10)],
+                opening: vec![(1, 11)]
+            }
+        );
+        assert_eq!(
+            membership_changes(&[], &keys, &open),
+            MembershipChanges {
+                closing: vec![(1, 10), (2, 10)],
+                opening: vec![]
+            }
+        );
+    }
 
     #[test]
     fn chunks_cover_every_row_once_in_few_sizes() {

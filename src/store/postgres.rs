@@ -606,6 +606,78 @@ impl PgStore {
         Ok(covered.map(|_| daily_audit_sql(q, |n| format!("${n}"), table, off)))
     }
 
+    /// The batch's receipts not stored before (raw or packed), inserted: at most once per
+    /// (device, play), under the shared locks of their play days.
+    async fn insert_receipts<'b>(
+        &self,
+        c: &mut PgConnection,
+        batch: &'b Batch,
+    ) -> Result<Vec<&'b ReceiptRow>> {
+        let mut stored: Vec<&ReceiptRow> = Vec::with_capacity(batch.receipts.len());
+        // A batch may carry the same receipt twice (a redelivery); the first one wins.
+        let mut seen = HashSet::with_capacity(batch.receipts.len());
+        let mut unique: Vec<&ReceiptRow> = batch
+            .receipts
+            .iter()
+            .filter(|r| seen.insert((r.device, r.play)))
+            .collect();
+        // One key order for every writer, so concurrent batches cannot deadlock.
+        unique.sort_unstable_by_key(|r| (r.device, r.play));
+        let days = self.lock_play_days(&mut *c, &unique).await?;
+        let day_of = |r: &ReceiptRow| {
+            days.get(&r.play)
+                .copied()
+                .unwrap_or_else(|| day_i32(r.started_ms.div_euclid(MS_PER_DAY)))
+        };
+        let packed = packed_duplicates(&mut *c, &unique, &day_of).await?;
+        if !packed.is_empty() {
+            unique.retain(|r| !packed.contains(&(r.device, r.play)));
+        }
+        let by_key: HashMap<(i64, i64), &ReceiptRow> =
+            unique.iter().map(|r| ((r.device, r.play), *r)).collect();
+        for chunk in unique.chunks(ROWS_PER_STATEMENT) {
+            let n = chunk.len();
+            let (mut dev, mut play, mut start, mut dur, mut day, mut st) = (
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+            );
+            for r in chunk {
+                dev.push(r.device);
+                play.push(r.play);
+                start.push(r.started_ms);
+                dur.push(r.duration_ms);
+                day.push(day_of(r));
+                st.push(r.status.code() as i16);
+            }
+            let rows = sqlx::query(
+                "INSERT INTO receipts (device, play, started_at, duration_ms, play_day, status)
+                 SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[],
+                                      $5::integer[], $6::smallint[])
+                 ON CONFLICT (device, play, play_day) DO NOTHING
+                 RETURNING device, play",
+            )
+            .bind(dev)
+            .bind(play)
+            .bind(start)
+            .bind(dur)
+            .bind(day)
+            .bind(st)
+            .fetch_all(&mut *c)
+            .await?;
+            for row in rows {
+                let k: (i64, i64) = (row.try_get("device")?, row.try_get("play")?);
+                if let Some(r) = by_key.get(&k) {
+                    stored.push(r);
+                }
+            }
+        }
+        Ok(stored)
+    }
+
     /// The play day (partition key) of each receipt's play, taking the shared advisory
     /// lock of every day the batch writes, so that no compaction of those days runs until
     /// this transaction ends. A play the store does not have falls back to the receipt's
@@ -716,21 +788,8 @@ impl Store for PgStore {
         for r in sqlx::query(OPEN_MEMBERSHIPS).fetch_all(&mut *tx).await? {
             open.insert((r.try_get("device")?, r.try_get("feed")?));
         }
-        let mut want: HashSet<(i64, i64)> = HashSet::new();
-        for d in devices {
-            let Some(&dk) = keys.devices.get(&d.name) else {
-                continue;
-            };
-            for f in &d.feeds {
-                if let Some(&fk) = keys.feeds.get(f) {
-                    want.insert((dk, fk));
-                }
-            }
-        }
-        let mut closing: Vec<_> = open.difference(&want).copied().collect();
-        let mut opening: Vec<_> = want.difference(&open).copied().collect();
-        closing.sort_unstable();
-        opening.sort_unstable();
+        let super::MembershipChanges { closing, opening } =
+            super::membership_changes(devices, &keys, &open);
         for chunk in closing.chunks(ROWS_PER_STATEMENT) {
             let (d, f): (Vec<i64>, Vec<i64>) = chunk.iter().copied().unzip();
             sqlx::query(
@@ -859,194 +918,10 @@ impl Store for PgStore {
     async fn commit_batch(&self, batch: &Batch) -> Result<Outcome> {
         self.maintain_partitions().await;
         let mut tx = self.pool.begin().await?;
-        let mut stored: Vec<&ReceiptRow> = Vec::with_capacity(batch.receipts.len());
-        // A batch may carry the same receipt twice (a redelivery); the first one wins.
-        let mut seen = HashSet::with_capacity(batch.receipts.len());
-        let mut unique: Vec<&ReceiptRow> = batch
-            .receipts
-            .iter()
-            .filter(|r| seen.insert((r.device, r.play)))
-            .collect();
-        // One key order for every writer, so concurrent batches cannot deadlock.
-        unique.sort_unstable_by_key(|r| (r.device, r.play));
-        let days = self.lock_play_days(&mut tx, &unique).await?;
-        let day_of = |r: &ReceiptRow| {
-            days.get(&r.play)
-                .copied()
-                .unwrap_or_else(|| day_i32(r.started_ms.div_euclid(MS_PER_DAY)))
-        };
-        let packed = packed_duplicates(&mut tx, &unique, &day_of).await?;
-        if !packed.is_empty() {
-            unique.retain(|r| !packed.contains(&(r.device, r.play)));
-        }
-        let by_key: HashMap<(i64, i64), &ReceiptRow> =
-            unique.iter().map(|r| ((r.device, r.play), *r)).collect();
-        for chunk in unique.chunks(ROWS_PER_STATEMENT) {
-            let n = chunk.len();
-            let (mut dev, mut play, mut start, mut dur, mut day, mut st) = (
-                Vec::with_capacity(n),
-                Vec::with_capacity(n),
-                Vec::with_capacity(n),
-                Vec::with_capacity(n),
-                Vec::with_capacity(n),
-                Vec::with_capacity(n),
-            );
-            for r in chunk {
-                dev.push(r.device);
-                play.push(r.play);
-                start.push(r.started_ms);
-                dur.push(r.duration_ms);
-                day.push(day_of(r));
-                st.push(r.status.code() as i16);
-            }
-            let rows = sqlx::query(
-                "INSERT INTO receipts (device, play, started_at, duration_ms, play_day, status)
-                 SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[],
-                                      $5::integer[], $6::smallint[])
-                 ON CONFLICT (device, play, play_day) DO NOTHING
-                 RETURNING device, play",
-            )
-            .bind(dev)
-            .bind(play)
-            .bind(start)
-            .bind(dur)
-            .bind(day)
-            .bind(st)
-            .fetch_all(&mut *tx)
-            .await?;
-            for row in rows {
-                let k: (i64, i64) = (row.try_get("device")?, row.try_get("play")?);
-                if let Some(r) = by_key.get(&k) {
-                    stored.push(r);
-                }
-            }
-        }
-        // Sum in memory, then one upsert per rollup row, in key order.
-        let mut roll: BTreeMap<(i64, i64, i64, i64, i16), i64> = BTreeMap::new();
-        for r in &stored {
-            *roll
-                .entry((
-                    r.started_ms.div_euclid(3_600_000),
-                    r.device,
-                    r.slogan,
-                    r.feed,
-                    r.status.code() as i16,
-                ))
-                .or_default() += 1;
-        }
-        let roll: Vec<_> = roll.into_iter().collect();
-        if let Some(off) = batch.utc_offset_h {
-            // First batch for this zone: bring the daily tables up to the hourly one.
-            let covered: Option<i64> = sqlx::query_scalar(
-                "SELECT utc_offset FROM rollup_daily_coverage WHERE utc_offset = $1",
-            )
-            .bind(off)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if covered.is_none() {
-                for sql in super::daily::backfill(off) {
-                    sqlx::query(&sql).execute(&mut *tx).await?;
-                }
-            }
-            let wide: Vec<super::daily::HourlyDelta> = roll
-                .iter()
-                .map(|((h, d, s, f, st), n)| ((*h, *d, *s, *f, i64::from(*st)), *n))
-                .collect();
-            for (sql, binds) in super::daily::upserts(&wide, off, |n| format!("${n}"), true) {
-                let mut q = sqlx::query(&sql);
-                for b in binds {
-                    q = q.bind(b);
-                }
-                q.execute(&mut *tx).await?;
-            }
-        }
-        for chunk in roll.chunks(ROWS_PER_STATEMENT) {
-            let n = chunk.len();
-            let (mut h, mut d, mut s, mut f, mut st, mut c) = (
-                Vec::with_capacity(n),
-                Vec::with_capacity(n),
-                Vec::with_capacity(n),
-                Vec::with_capacity(n),
-                Vec::with_capacity(n),
-                Vec::with_capacity(n),
-            );
-            for ((hh, dd, ss, ff, tt), nn) in chunk {
-                h.push(*hh);
-                d.push(*dd);
-                s.push(*ss);
-                f.push(*ff);
-                st.push(*tt);
-                c.push(*nn);
-            }
-            sqlx::query(
-                "INSERT INTO rollup_hourly (hour, device, slogan, feed, status, plays)
-                 SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::smallint[], $6::bigint[])
-                 ON CONFLICT (hour, device, slogan, feed, status)
-                 DO UPDATE SET plays = rollup_hourly.plays + excluded.plays",
-            )
-            .bind(h)
-            .bind(d)
-            .bind(s)
-            .bind(f)
-            .bind(st)
-            .bind(c)
-            .execute(&mut *tx)
-            .await?;
-        }
-        let mut rejects: BTreeMap<(i64, &str), i64> = BTreeMap::new();
-        for (reason, day) in &batch.rejects {
-            *rejects.entry((*day, reason.as_str())).or_default() += 1;
-        }
-        if !rejects.is_empty() {
-            let mut days = Vec::with_capacity(rejects.len());
-            let mut reasons = Vec::with_capacity(rejects.len());
-            let mut counts = Vec::with_capacity(rejects.len());
-            for ((day, reason), n) in rejects {
-                days.push(day);
-                reasons.push(reason);
-                counts.push(n);
-            }
-            sqlx::query(
-                "INSERT INTO rejects (day, reason, count)
-                 SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::bigint[])
-                 ON CONFLICT (day, reason) DO UPDATE SET count = rejects.count + excluded.count",
-            )
-            .bind(days)
-            .bind(reasons)
-            .bind(counts)
-            .execute(&mut *tx)
-            .await?;
-        }
-        for p in &batch.presence {
-            let open: Option<i64> = sqlx::query_scalar(
-                "SELECT online_from FROM presence WHERE device = $1 AND online_until IS NULL",
-            )
-            .bind(p.device)
-            .fetch_optional(&mut *tx)
-            .await?;
-            match (p.online, open) {
-                (true, None) => {
-                    sqlx::query(
-                        "INSERT INTO presence (device, online_from) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                    )
-                    .bind(p.device)
-                    .bind(p.at_ms)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                (false, Some(from)) => {
-                    sqlx::query(
-                        "UPDATE presence SET online_until = $1 WHERE device = $2 AND online_from = $3",
-                    )
-                    .bind(p.at_ms.max(from))
-                    .bind(p.device)
-                    .bind(from)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                _ => {}
-            }
-        }
+        let stored = self.insert_receipts(&mut tx, batch).await?;
+        write_rollups(&mut tx, &stored, batch.utc_offset_h).await?;
+        write_rejects(&mut tx, batch).await?;
+        write_presence(&mut tx, batch).await?;
         tx.commit().await?;
         Ok(Outcome {
             stored: stored.len(),
@@ -1151,6 +1026,152 @@ async fn lock_adset(c: &mut PgConnection, adset: &str) -> Result<()> {
         .bind(adset)
         .execute(c)
         .await?;
+    Ok(())
+}
+
+/// Adds the stored receipts to the hourly rollup, and to the daily ones when the zone's
+/// offset is fixed.
+async fn write_rollups(
+    conn: &mut PgConnection,
+    stored: &[&ReceiptRow],
+    utc_offset_h: Option<i64>,
+) -> Result<()> {
+    // Sum in memory, then one upsert per rollup row, in key order.
+    let mut roll: BTreeMap<(i64, i64, i64, i64, i16), i64> = BTreeMap::new();
+    for r in stored {
+        *roll
+            .entry((
+                r.started_ms.div_euclid(3_600_000),
+                r.device,
+                r.slogan,
+                r.feed,
+                r.status.code() as i16,
+            ))
+            .or_default() += 1;
+    }
+    let roll: Vec<_> = roll.into_iter().collect();
+    if let Some(off) = utc_offset_h {
+        // First batch for this zone: bring the daily tables up to the hourly one.
+        let covered: Option<i64> = sqlx::query_scalar(
+            "SELECT utc_offset FROM rollup_daily_coverage WHERE utc_offset = $1",
+        )
+        .bind(off)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if covered.is_none() {
+            for sql in super::daily::backfill(off) {
+                sqlx::query(&sql).execute(&mut *conn).await?;
+            }
+        }
+        let wide: Vec<super::daily::HourlyDelta> = roll
+            .iter()
+            .map(|((h, d, s, f, st), n)| ((*h, *d, *s, *f, i64::from(*st)), *n))
+            .collect();
+        for (sql, binds) in super::daily::upserts(&wide, off, |n| format!("${n}"), true) {
+            let mut q = sqlx::query(&sql);
+            for b in binds {
+                q = q.bind(b);
+            }
+            q.execute(&mut *conn).await?;
+        }
+    }
+    for chunk in roll.chunks(ROWS_PER_STATEMENT) {
+        let n = chunk.len();
+        let (mut h, mut d, mut s, mut f, mut st, mut c) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for ((hh, dd, ss, ff, tt), nn) in chunk {
+            h.push(*hh);
+            d.push(*dd);
+            s.push(*ss);
+            f.push(*ff);
+            st.push(*tt);
+            c.push(*nn);
+        }
+        sqlx::query(
+            "INSERT INTO rollup_hourly (hour, device, slogan, feed, status, plays)
+             SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::smallint[], $6::bigint[])
+             ON CONFLICT (hour, device, slogan, feed, status)
+             DO UPDATE SET plays = rollup_hourly.plays + excluded.plays",
+        )
+        .bind(h)
+        .bind(d)
+        .bind(s)
+        .bind(f)
+        .bind(st)
+        .bind(c)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Counts the batch's rejections by day and reason, in one statement.
+async fn write_rejects(c: &mut PgConnection, batch: &Batch) -> Result<()> {
+    let mut rejects: BTreeMap<(i64, &str), i64> = BTreeMap::new();
+    for (reason, day) in &batch.rejects {
+        *rejects.entry((*day, reason.as_str())).or_default() += 1;
+    }
+    if !rejects.is_empty() {
+        let mut days = Vec::with_capacity(rejects.len());
+        let mut reasons = Vec::with_capacity(rejects.len());
+        let mut counts = Vec::with_capacity(rejects.len());
+        for ((day, reason), n) in rejects {
+            days.push(day);
+            reasons.push(reason);
+            counts.push(n);
+        }
+        sqlx::query(
+            "INSERT INTO rejects (day, reason, count)
+             SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::bigint[])
+             ON CONFLICT (day, reason) DO UPDATE SET count = rejects.count + excluded.count",
+        )
+        .bind(days)
+        .bind(reasons)
+        .bind(counts)
+        .execute(&mut *c)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Opens and closes presence intervals.
+async fn write_presence(c: &mut PgConnection, batch: &Batch) -> Result<()> {
+    for p in &batch.presence {
+        let open: Option<i64> = sqlx::query_scalar(
+            "SELECT online_from FROM presence WHERE device = $1 AND online_until IS NULL",
+        )
+        .bind(p.device)
+        .fetch_optional(&mut *c)
+        .await?;
+        match (p.online, open) {
+            (true, None) => {
+                sqlx::query(
+                    "INSERT INTO presence (device, online_from) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                )
+                .bind(p.device)
+                .bind(p.at_ms)
+                .execute(&mut *c)
+                .await?;
+            }
+            (false, Some(from)) => {
+                sqlx::query(
+                    "UPDATE presence SET online_until = $1 WHERE device = $2 AND online_from = $3",
+                )
+                .bind(p.at_ms.max(from))
+                .bind(p.device)
+                .bind(from)
+                .execute(&mut *c)
+                .await?;
+            }
+            _ => {}
+        }
+    }
     Ok(())
 }
 
