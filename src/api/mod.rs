@@ -530,7 +530,7 @@ fn stream_plays_csv(store: Db, q: PlaysQuery) -> Response {
     let head = futures_util::stream::once(async move { Ok::<_, std::io::Error>(header) });
     let rows = futures_util::stream::unfold(rx, |mut rx| async move {
         let r = rx.recv().await?;
-        Some((Ok(audit::csv_line(&r.values, r.plays)), rx))
+        Some((Ok(reports::format::plays_csv_line(&r)), rx))
     });
     let body = axum::body::Body::from_stream(futures_util::StreamExt::chain(head, rows));
     ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response()
@@ -571,10 +571,10 @@ async fn audit_plays(
     let rows = st.store.audit_plays(&q).await?;
     if csv {
         return Ok(csv_response(
-            audit::csv(&q, &rows).map_err(anyhow::Error::from)?,
+            reports::format::plays_csv(&q, &rows).map_err(anyhow::Error::from)?,
         ));
     }
-    Ok(Json(audit::answer(&q, &rows)).into_response())
+    Ok(Json(reports::answer(&q, &rows)).into_response())
 }
 
 /// A report in JSON (the whole answer) or CSV (its rows, under `columns`).

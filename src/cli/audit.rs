@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand, ValueEnum};
 
 use super::{load_catalog, open_store, EXIT_CONFIG};
-use crate::core::audit::{self, PlaysParams, PlaysQuery};
+use crate::core::audit::{PlaysParams, PlaysQuery};
 use crate::core::model::Catalog;
 use crate::settings::Settings;
 use crate::store::{Db, Store};
@@ -130,9 +130,9 @@ pub async fn plays(settings: &Settings, a: PlaysArgs) -> anyhow::Result<ExitCode
     let store = open_store(settings).await?;
     let rows = store.audit_plays(&q).await?;
     let out = match a.format {
-        Format::Json => serde_json::to_string_pretty(&audit::answer(&q, &rows))? + "\n",
-        Format::Csv => audit::csv(&q, &rows)?,
-        Format::Table => audit::table(&q, &rows),
+        Format::Json => serde_json::to_string_pretty(&crate::reports::answer(&q, &rows))? + "\n",
+        Format::Csv => crate::reports::format::plays_csv(&q, &rows)?,
+        Format::Table => crate::reports::format::plays_table(&q, &rows),
     };
     std::io::stdout().write_all(out.as_bytes())?;
     Ok(ExitCode::SUCCESS)

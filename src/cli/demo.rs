@@ -14,7 +14,7 @@ use clap::Args;
 use tokio_util::sync::CancellationToken;
 
 use super::{bind, load_catalog, shutdown_signal, EXIT_CONFIG};
-use crate::core::audit::{self, PlaysParams, PlaysQuery};
+use crate::core::audit::{PlaysParams, PlaysQuery};
 use crate::core::catalog;
 use crate::daemon::{App, Listeners, Startup};
 use crate::settings::Settings;
@@ -215,7 +215,7 @@ pub async fn run(mut settings: Settings, a: DemoArgs) -> anyhow::Result<ExitCode
     )?;
     let rows = store.audit_plays(&q).await?;
     println!();
-    print!("{}", audit::table(&q, &rows));
+    print!("{}", crate::reports::format::plays_table(&q, &rows));
     let stored = m.receipts_stored.load(Ordering::Relaxed);
     println!(
         "{} plays published, {} receipts stored in {:.0} s ({:.0}/s), {} duplicates, {} rejected; displays sent {}",

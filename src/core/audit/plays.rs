@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, NaiveDate, NaiveTime, TimeZone, Utc};
 use chrono_tz::Tz;
-use serde::Serialize;
 
 use crate::core::wire::Status;
 
@@ -260,16 +259,6 @@ pub fn stream_row(q: &PlaysQuery, raw: RawRow) -> PlaysRow {
     }
 }
 
-/// CSV of one row (no header), for streaming.
-pub fn csv_line(values: &[String], plays: i64) -> String {
-    let mut w = csv::Writer::from_writer(Vec::new());
-    let mut rec: Vec<String> = values.to_vec();
-    rec.push(plays.to_string());
-    let _ = w.write_record(&rec);
-    let bytes = w.into_inner().unwrap_or_default();
-    String::from_utf8_lossy(&bytes).into_owned()
-}
-
 /// What the store hands back: the plain columns' values, the hour when asked, a count.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RawRow {
@@ -314,103 +303,6 @@ pub fn fold(q: &PlaysQuery, raw: Vec<RawRow>) -> Vec<PlaysRow> {
     acc.into_iter()
         .map(|(values, plays)| PlaysRow { values, plays })
         .collect()
-}
-
-/// The JSON answer: the query's parameters, `rows` and `total`.
-#[derive(Debug, Serialize)]
-pub struct PlaysAnswer {
-    pub from: Option<String>,
-    pub to: Option<String>,
-    pub group_by: Vec<&'static str>,
-    pub status: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub class: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub device: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub slogan: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub feed: Option<String>,
-    pub rows: Vec<serde_json::Map<String, serde_json::Value>>,
-    pub total: i64,
-}
-
-pub fn answer(q: &PlaysQuery, rows: &[PlaysRow]) -> PlaysAnswer {
-    let local = |t: &Option<DateTime<Utc>>| t.map(|t| t.with_timezone(&q.tz).to_rfc3339());
-    PlaysAnswer {
-        from: local(&q.from),
-        to: local(&q.to),
-        group_by: q.group_by.iter().map(|k| k.as_str()).collect(),
-        status: q.status.as_str(),
-        class: q.class.clone(),
-        device: q.device.clone(),
-        slogan: q.slogan.clone(),
-        feed: q.feed.clone(),
-        rows: rows
-            .iter()
-            .map(|r| {
-                let mut m = serde_json::Map::new();
-                for (k, v) in q.group_by.iter().zip(&r.values) {
-                    m.insert(k.as_str().into(), serde_json::Value::String(v.clone()));
-                }
-                m.insert("plays".into(), r.plays.into());
-                m
-            })
-            .collect(),
-        total: rows.iter().map(|r| r.plays).sum(),
-    }
-}
-
-/// CSV with a header line: the group columns, then `plays`.
-pub fn csv(q: &PlaysQuery, rows: &[PlaysRow]) -> Result<String, csv::Error> {
-    let mut w = csv::Writer::from_writer(Vec::new());
-    let mut header: Vec<&str> = q.group_by.iter().map(|k| k.as_str()).collect();
-    header.push("plays");
-    w.write_record(&header)?;
-    for r in rows {
-        let mut rec = r.values.clone();
-        rec.push(r.plays.to_string());
-        w.write_record(&rec)?;
-    }
-    let bytes = w.into_inner().map_err(|e| e.into_error())?;
-    Ok(String::from_utf8_lossy(&bytes).into_owned())
-}
-
-/// A plain-text table for people at a terminal.
-pub fn table(q: &PlaysQuery, rows: &[PlaysRow]) -> String {
-    let mut header: Vec<String> = q.group_by.iter().map(|k| k.as_str().to_owned()).collect();
-    header.push("plays".into());
-    let body: Vec<Vec<String>> = rows
-        .iter()
-        .map(|r| {
-            let mut v = r.values.clone();
-            v.push(r.plays.to_string());
-            v
-        })
-        .collect();
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for r in &body {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let line = |cells: &[String]| {
-        cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}", w = *w))
-            .collect::<Vec<_>>()
-            .join("  ")
-            .trim_end()
-            .to_owned()
-    };
-    let mut out = line(&header) + "\n";
-    for r in &body {
-        out += &line(r);
-        out.push('\n');
-    }
-    out += &format!("total {}\n", rows.iter().map(|r| r.plays).sum::<i64>());
-    out
 }
 
 #[cfg(test)]
@@ -511,10 +403,5 @@ mod tests {
                 },
             ]
         );
-        let a = answer(&x, &rows);
-        assert_eq!(a.total, 12);
-        assert_eq!(a.rows[0]["day"], "2026-11-27");
-        let c = csv(&x, &rows).expect("csv");
-        assert_eq!(c, "day,slogan,plays\n2026-11-27,a,5\n2026-11-28,a,7\n");
     }
 }

@@ -1,0 +1,95 @@
+//! The play-count answer in JSON: the query's parameters, one object a row, the total. The
+//! counting is `core::audit::plays`; CSV and tables are `format`.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::core::audit::{PlaysQuery, PlaysRow};
+
+/// The JSON answer: the query's parameters, `rows` and `total`.
+#[derive(Debug, Serialize)]
+pub struct PlaysAnswer {
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub group_by: Vec<&'static str>,
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub class: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slogan: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feed: Option<String>,
+    pub rows: Vec<serde_json::Map<String, serde_json::Value>>,
+    pub total: i64,
+}
+
+pub fn answer(q: &PlaysQuery, rows: &[PlaysRow]) -> PlaysAnswer {
+    let local = |t: &Option<DateTime<Utc>>| t.map(|t| t.with_timezone(&q.tz).to_rfc3339());
+    PlaysAnswer {
+        from: local(&q.from),
+        to: local(&q.to),
+        group_by: q.group_by.iter().map(|k| k.as_str()).collect(),
+        status: q.status.as_str(),
+        class: q.class.clone(),
+        device: q.device.clone(),
+        slogan: q.slogan.clone(),
+        feed: q.feed.clone(),
+        rows: rows
+            .iter()
+            .map(|r| {
+                let mut m = serde_json::Map::new();
+                for (k, v) in q.group_by.iter().zip(&r.values) {
+                    m.insert(k.as_str().into(), serde_json::Value::String(v.clone()));
+                }
+                m.insert("plays".into(), r.plays.into());
+                m
+            })
+            .collect(),
+        total: rows.iter().map(|r| r.plays).sum(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::audit::PlaysParams;
+    use crate::reports::format::{plays_csv, plays_table};
+
+    #[test]
+    fn the_answer_names_each_group_column_and_totals_the_plays() {
+        let q = PlaysQuery::parse(
+            &PlaysParams {
+                group_by: Some("day,slogan".into()),
+                from: Some("2026-11-27".into()),
+                ..Default::default()
+            },
+            chrono_tz::Asia::Shanghai,
+        )
+        .expect("query");
+        let rows = vec![
+            PlaysRow {
+                values: vec!["2026-11-27".into(), "a".into()],
+                plays: 5,
+            },
+            PlaysRow {
+                values: vec!["2026-11-28".into(), "a".into()],
+                plays: 7,
+            },
+        ];
+        let a = answer(&q, &rows);
+        assert_eq!(a.total, 12);
+        assert_eq!(a.rows[0]["day"], "2026-11-27");
+        assert_eq!(a.rows[1]["plays"], 7);
+        assert_eq!(a.from.as_deref(), Some("2026-11-27T00:00:00+08:00"));
+        assert_eq!(a.group_by, ["day", "slogan"]);
+        let c = plays_csv(&q, &rows).expect("csv");
+        assert_eq!(c, "day,slogan,plays\n2026-11-27,a,5\n2026-11-28,a,7\n");
+        let t = plays_table(&q, &rows);
+        assert_eq!(
+            t,
+            "day         slogan  plays\n2026-11-27  a       5\n2026-11-28  a       7\ntotal 12\n"
+        );
+    }
+}
