@@ -71,74 +71,83 @@ impl Metrics {
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut o = String::new();
-        let g = |a: &AtomicU64| a.load(Ordering::Relaxed).to_string();
-        let one = |v: String| vec![(String::new(), v)];
+        self.render_receipts(&mut o);
+        self.render_health(&mut o);
+        o
+    }
+
+    /// Plays, receipts and rejections.
+    fn render_receipts(&self, o: &mut String) {
         let plays = labelled("feed", &self.plays_by_feed);
         family(
-            &mut o,
+            o,
             "civicast_plays_published_total",
             "counter",
             "Plays published, by feed.",
             plays,
         );
         family(
-            &mut o,
+            o,
             "civicast_receipts_stored_total",
             "counter",
             "Receipts stored (each display and play once).",
-            one(g(&self.receipts_stored)),
+            one(counted(&self.receipts_stored)),
         );
         family(
-            &mut o,
+            o,
             "civicast_receipts_duplicate_total",
             "counter",
             "Receipts that repeated one already stored.",
-            one(g(&self.receipts_duplicate)),
+            one(counted(&self.receipts_duplicate)),
         );
         let rejects = Reject::ALL
             .iter()
             .zip(&self.rejects)
-            .map(|(r, n)| (format!("{{reason=\"{}\"}}", r.as_str()), g(n)))
+            .map(|(r, n)| (format!("{{reason=\"{}\"}}", r.as_str()), counted(n)))
             .collect();
         family(
-            &mut o,
+            o,
             "civicast_receipts_rejected_total",
             "counter",
             "Receipts not counted, by reason.",
             rejects,
         );
+    }
+
+    /// Batches, commits, and the state of the broker, the database and the displays.
+    fn render_health(&self, o: &mut String) {
         family(
-            &mut o,
+            o,
             "civicast_batches_total",
             "counter",
             "Receipt batches committed.",
-            one(g(&self.batches)),
+            one(counted(&self.batches)),
         );
         family(
-            &mut o,
+            o,
             "civicast_batch_rows_total",
             "counter",
             "Messages in committed batches (mean batch size = rows / batches).",
-            one(g(&self.batch_rows)),
+            one(counted(&self.batch_rows)),
         );
         let commit_s = self.commit_micros.load(Ordering::Relaxed) as f64 / 1e6;
         family(
-            &mut o,
+            o,
             "civicast_commit_seconds_total",
             "counter",
             "Time spent committing batches.",
             one(format!("{commit_s:.6}")),
         );
         family(
-            &mut o,
+            o,
             "civicast_commit_failures_total",
             "counter",
             "Batch commits that failed and were retried.",
-            one(g(&self.commit_failures)),
+            one(counted(&self.commit_failures)),
         );
         let broker = u8::from(self.broker_connected.load(Ordering::Relaxed));
         family(
-            &mut o,
+            o,
             "civicast_broker_connected",
             "gauge",
             "Whether the daemon's MQTT session is up.",
@@ -146,7 +155,7 @@ impl Metrics {
         );
         let db = u8::from(self.database_healthy(chrono::Utc::now().timestamp_millis()));
         family(
-            &mut o,
+            o,
             "civicast_database_ok",
             "gauge",
             "Whether the last database write succeeded and none hangs.",
@@ -154,14 +163,22 @@ impl Metrics {
         );
         let online = labelled("class", &self.online_by_class);
         family(
-            &mut o,
+            o,
             "civicast_displays_online",
             "gauge",
             "Displays whose presence says online, by class.",
             online,
         );
-        o
     }
+}
+
+fn counted(a: &AtomicU64) -> String {
+    a.load(Ordering::Relaxed).to_string()
+}
+
+/// A family of one sample without labels.
+fn one(v: String) -> Vec<(String, String)> {
+    vec![(String::new(), v)]
 }
 
 /// One metric family: its HELP and TYPE lines, then one line per (labels, value).

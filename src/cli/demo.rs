@@ -46,7 +46,7 @@ pub struct DemoArgs {
     pub database: PathBuf,
 }
 
-pub async fn run(mut settings: Settings, a: DemoArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(settings: Settings, a: DemoArgs) -> anyhow::Result<ExitCode> {
     if !(a.speed > 0.0 && a.speed.is_finite()) {
         eprintln!("civicast: --speed must be a positive number");
         return Ok(ExitCode::from(2));
@@ -73,7 +73,47 @@ pub async fn run(mut settings: Settings, a: DemoArgs) -> anyhow::Result<ExitCode
             return Ok(ExitCode::from(EXIT_CONFIG));
         }
     };
-    let scale = 1.0 / a.speed;
+    let displays = SimDisplay::fleet(&catalog);
+    let (app, store, settings) = start(settings, &a, catalog).await?;
+    let demo = Demo {
+        app,
+        store,
+        settings,
+        scale: 1.0 / a.speed,
+        total: displays.len(),
+        stats: Arc::new(SimStats::default()),
+        started: Instant::now(),
+    };
+    demo.announce(&a).await?;
+    let addr = demo.app.mqtt_addr().context("embedded broker address")?;
+    let fleet_stop = CancellationToken::new();
+    let fleet = sim::spawn_fleet(
+        displays,
+        addr.ip().to_string(),
+        addr.port(),
+        &demo.settings.prefix,
+        demo.scale,
+        a.ramp,
+        demo.stats.clone(),
+        fleet_stop.clone(),
+    );
+    demo.progress(duration).await;
+    demo.settle().await;
+    let elapsed = demo.started.elapsed();
+    fleet_stop.cancel();
+    fleet.close();
+    let _ = tokio::time::timeout(Duration::from_secs(5), fleet.wait()).await;
+    demo.summary(elapsed).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A fresh demo database, the embedded broker whatever `CIVICAST_MQTT_URL` says, and the
+/// daemon started on them with time compressed.
+async fn start(
+    mut settings: Settings,
+    a: &DemoArgs,
+    catalog: crate::core::model::Catalog,
+) -> anyhow::Result<(App, Db, Settings)> {
     settings.devices = a.dir.join("devices");
     settings.schedules = a.dir.join("schedules");
     for ext in ["", "-wal", "-shm"] {
@@ -81,7 +121,6 @@ pub async fn run(mut settings: Settings, a: DemoArgs) -> anyhow::Result<ExitCode
     }
     settings.database = DatabaseUrl::sqlite_file(&a.database);
     let mqtt = bind(&a.mqtt_listen).await?;
-    // The demo's fleet is on the embedded broker, whatever CIVICAST_MQTT_URL says.
     settings.broker = crate::settings::Broker::Embedded {
         listen: mqtt.local_addr()?,
     };
@@ -90,68 +129,91 @@ pub async fn run(mut settings: Settings, a: DemoArgs) -> anyhow::Result<ExitCode
         http: Some(bind(&a.http_listen).await?),
     };
     let store = Db::open(&settings.database).await?;
-    let displays = SimDisplay::fleet(&catalog);
-    let total = displays.len();
     let app = App::start(Startup {
         listeners,
-        time_scale: scale,
+        time_scale: 1.0 / a.speed,
         ..Startup::new(settings.clone(), store.clone(), catalog)
     })
     .await?;
-    let addr = app.mqtt_addr().context("embedded broker address")?;
-    let http_addr = app.http_addr().context("HTTP API address")?;
-    let auditor = crate::api::new_token();
-    store
-        .create_token(
-            "demo-auditor",
-            crate::store::Role::Auditor,
-            &crate::api::token_hash(&auditor),
-            chrono::Utc::now().timestamp_millis(),
-        )
-        .await?;
-    println!("embedded MQTT broker: mqtt://{addr} (MQTT 3.1.1 and 5; outside displays may join)");
-    println!("HTTP API: http://{http_addr}/api/v1 (auditor token: {auditor})");
-    println!("  curl -H 'Authorization: Bearer {auditor}' 'http://{http_addr}/api/v1/audit/plays?group_by=class'");
-    println!("database: {}", settings.database);
-    println!(
-        "{total} displays powering on at {} a second; speed x{}",
-        a.ramp, a.speed
-    );
-    let stats = Arc::new(SimStats::default());
-    let fleet_stop = CancellationToken::new();
-    let fleet = sim::spawn_fleet(
-        displays,
-        addr.ip().to_string(),
-        addr.port(),
-        &settings.prefix,
-        scale,
-        a.ramp,
-        stats.clone(),
-        fleet_stop.clone(),
-    );
-    let started = Instant::now();
-    let m = app.metrics().clone();
-    let tty = std::io::stderr().is_terminal();
-    let mut last = (Instant::now(), 0u64);
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let stop = async {
-        match duration {
-            Some(d) => tokio::time::sleep(d).await,
-            None => std::future::pending().await,
+    Ok((app, store, settings))
+}
+
+/// A running demo: the daemon, its store, and the simulated fleet's counters.
+struct Demo {
+    app: App,
+    store: Db,
+    settings: Settings,
+    scale: f64,
+    total: usize,
+    stats: Arc<SimStats>,
+    started: Instant,
+}
+
+impl Demo {
+    /// Prints where to connect and a token to try the API with.
+    async fn announce(&self, a: &DemoArgs) -> anyhow::Result<()> {
+        let addr = self.app.mqtt_addr().context("embedded broker address")?;
+        let http_addr = self.app.http_addr().context("HTTP API address")?;
+        let auditor = crate::api::new_token();
+        self.store
+            .create_token(
+                "demo-auditor",
+                crate::store::Role::Auditor,
+                &crate::api::token_hash(&auditor),
+                chrono::Utc::now().timestamp_millis(),
+            )
+            .await?;
+        println!(
+            "embedded MQTT broker: mqtt://{addr} (MQTT 3.1.1 and 5; outside displays may join)"
+        );
+        println!("HTTP API: http://{http_addr}/api/v1 (auditor token: {auditor})");
+        println!("  curl -H 'Authorization: Bearer {auditor}' 'http://{http_addr}/api/v1/audit/plays?group_by=class'");
+        println!("database: {}", self.settings.database);
+        println!(
+            "{} displays powering on at {} a second; speed x{}",
+            self.total, a.ramp, a.speed
+        );
+        Ok(())
+    }
+
+    /// A progress line each second until `duration` has passed or a signal arrives.
+    async fn progress(&self, duration: Option<Duration>) {
+        let m = self.app.metrics();
+        let tty = std::io::stderr().is_terminal();
+        let mut last = (Instant::now(), 0u64);
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let stop = async {
+            match duration {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(stop);
+        let signal = shutdown_signal();
+        tokio::pin!(signal);
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                _ = &mut signal => break,
+                _ = tick.tick() => {}
+            }
+            let stored = m.receipts_stored.load(Ordering::Relaxed);
+            let rate = (stored - last.1) as f64 / last.0.elapsed().as_secs_f64().max(0.001);
+            last = (Instant::now(), stored);
+            let line = self.line(stored, rate);
+            if tty {
+                eprint!("\r{line}\x1b[K");
+            } else {
+                eprintln!("{line}");
+            }
         }
-    };
-    tokio::pin!(stop);
-    let signal = shutdown_signal();
-    tokio::pin!(signal);
-    loop {
-        tokio::select! {
-            _ = &mut stop => break,
-            _ = &mut signal => break,
-            _ = tick.tick() => {}
+        if tty {
+            eprintln!();
         }
-        let stored = m.receipts_stored.load(Ordering::Relaxed);
-        let rate = (stored - last.1) as f64 / last.0.elapsed().as_secs_f64().max(0.001);
-        last = (Instant::now(), stored);
+    }
+
+    fn line(&self, stored: u64, rate: f64) -> String {
+        let m = self.app.metrics();
         let by_class = m
             .online_by_class
             .lock()
@@ -162,74 +224,71 @@ pub async fn run(mut settings: Settings, a: DemoArgs) -> anyhow::Result<ExitCode
                     .join(", ")
             })
             .unwrap_or_default();
-        let line = format!(
-            "{:>5.0}s online {}/{total} [{by_class}] plays {} receipts {} ({rate:.0}/s) rejects {}",
-            started.elapsed().as_secs_f64(),
-            stats.online.load(Ordering::Relaxed),
+        format!(
+            "{:>5.0}s online {}/{} [{by_class}] plays {} receipts {} ({rate:.0}/s) rejects {}",
+            self.started.elapsed().as_secs_f64(),
+            self.stats.online.load(Ordering::Relaxed),
+            self.total,
             m.plays_published.load(Ordering::Relaxed),
             stored,
             m.rejects_total(),
-        );
-        if tty {
-            eprint!("\r{line}\x1b[K");
-        } else {
-            eprintln!("{line}");
-        }
+        )
     }
-    if tty {
-        eprintln!();
-    }
-    // Stop answering plays, let the last scrolls finish and their receipts land.
-    stats.stopping.store(true, Ordering::Relaxed);
-    let settle = Instant::now() + Duration::from_secs_f64(15.0 * scale + 2.0);
-    loop {
-        let sent = stats.receipts_sent.load(Ordering::Relaxed);
-        let handled = m.receipts_stored.load(Ordering::Relaxed)
-            + m.receipts_duplicate.load(Ordering::Relaxed)
-            + m.rejects_total();
-        if Instant::now() > settle && handled >= sent {
-            break;
-        }
-        if Instant::now() > settle + Duration::from_secs(10) {
-            eprintln!(
-                "civicast: {} receipts sent but not yet stored at exit",
-                sent.saturating_sub(handled)
-            );
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let elapsed = started.elapsed();
-    fleet_stop.cancel();
-    fleet.close();
-    let _ = tokio::time::timeout(Duration::from_secs(5), fleet.wait()).await;
-    app.stop();
-    app.wait().await;
 
-    let q = PlaysQuery::parse(
-        &PlaysParams {
-            group_by: Some("class,slogan".into()),
-            ..Default::default()
-        },
-        chrono_tz::Asia::Shanghai,
-    )?;
-    let rows = store.audit_plays(&q).await?;
-    println!();
-    print!("{}", crate::reports::format::plays_table(&q, &rows));
-    let stored = m.receipts_stored.load(Ordering::Relaxed);
-    println!(
-        "{} plays published, {} receipts stored in {:.0} s ({:.0}/s), {} duplicates, {} rejected; displays sent {}",
-        m.plays_published.load(Ordering::Relaxed),
-        stored,
-        elapsed.as_secs_f64(),
-        stored as f64 / elapsed.as_secs_f64().max(0.001),
-        m.receipts_duplicate.load(Ordering::Relaxed),
-        m.rejects_total(),
-        stats.receipts_sent.load(Ordering::Relaxed),
-    );
-    println!(
-        "audit it again: CIVICAST_DATABASE_URL={} civicast audit plays --group-by class,slogan",
-        settings.database
-    );
-    Ok(ExitCode::SUCCESS)
+    /// Stops answering plays, lets the last scrolls finish and their receipts land.
+    async fn settle(&self) {
+        let m = self.app.metrics();
+        self.stats.stopping.store(true, Ordering::Relaxed);
+        let settle = Instant::now() + Duration::from_secs_f64(15.0 * self.scale + 2.0);
+        loop {
+            let sent = self.stats.receipts_sent.load(Ordering::Relaxed);
+            let handled = m.receipts_stored.load(Ordering::Relaxed)
+                + m.receipts_duplicate.load(Ordering::Relaxed)
+                + m.rejects_total();
+            if Instant::now() > settle && handled >= sent {
+                break;
+            }
+            if Instant::now() > settle + Duration::from_secs(10) {
+                eprintln!(
+                    "civicast: {} receipts sent but not yet stored at exit",
+                    sent.saturating_sub(handled)
+                );
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Stops the daemon and prints the play counts per class and slogan.
+    async fn summary(self, elapsed: Duration) -> anyhow::Result<()> {
+        let m = self.app.metrics().clone();
+        self.app.stop();
+        self.app.wait().await;
+        let q = PlaysQuery::parse(
+            &PlaysParams {
+                group_by: Some("class,slogan".into()),
+                ..Default::default()
+            },
+            chrono_tz::Asia::Shanghai,
+        )?;
+        let rows = self.store.audit_plays(&q).await?;
+        println!();
+        print!("{}", crate::reports::format::plays_table(&q, &rows));
+        let stored = m.receipts_stored.load(Ordering::Relaxed);
+        println!(
+            "{} plays published, {} receipts stored in {:.0} s ({:.0}/s), {} duplicates, {} rejected; displays sent {}",
+            m.plays_published.load(Ordering::Relaxed),
+            stored,
+            elapsed.as_secs_f64(),
+            stored as f64 / elapsed.as_secs_f64().max(0.001),
+            m.receipts_duplicate.load(Ordering::Relaxed),
+            m.rejects_total(),
+            self.stats.receipts_sent.load(Ordering::Relaxed),
+        );
+        println!(
+            "audit it again: CIVICAST_DATABASE_URL={} civicast audit plays --group-by class,slogan",
+            self.settings.database
+        );
+        Ok(())
+    }
 }
