@@ -1,6 +1,9 @@
 //! The first city's inventory (887 bus LED boards, 84 BRT platform screens, 1,611 taxi
 //! displays, 567 bus-stop screens, from its campaign bulletin) with plausible routes and
 //! districts, generated from a fixed seed so every checkout gets the same city.
+//!
+//! Owns: writing the first city's files where missing (`init`, `demo`). Must not touch the
+//! store or the daemon: it only writes the operators' folders.
 
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};

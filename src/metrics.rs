@@ -1,5 +1,8 @@
 //! Counters the daemon keeps while it runs, read by the demo's progress line and rendered
 //! in the Prometheus text format for `GET /metrics`.
+//!
+//! Owns: the counters and their text form. Must not touch the store or MQTT; the tasks
+//! bump the counters as they work.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;

@@ -1,6 +1,9 @@
 //! A simulated fleet of displays that speaks the wire contract over real MQTT connections,
 //! one per display, half on MQTT 3.1.1 and half on MQTT 5: used by `demo`, tests and
 //! benchmarks. It knows only the contract, not the daemon's internals.
+//!
+//! Owns: the simulated displays' behaviour. Must not touch the store or the daemon's
+//! state: it is tested from the outside like any display.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -1,6 +1,8 @@
 //! The OpenAPI 3.1 document served at `/api/v1/openapi.json`, built from the route table
 //! below; a test calls every route of the table on the real router and fails when one falls
 //! through to "no such route", so the table and the router cannot drift apart unnoticed.
+//!
+//! Owns: the document's text. Must not touch the handlers' behaviour; it describes them.
 
 use axum::Json;
 use serde_json::{json, Map, Value};

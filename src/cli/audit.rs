@@ -1,5 +1,8 @@
 //! `civicast audit plays|compliance|sample|reconcile`: the auditors' reports, in the same
 //! JSON as the HTTP API, as CSV, or as a table for a terminal.
+//!
+//! Owns: the flags and the output format. Must not compute a number itself: the answers
+//! come from `reports` (the same functions the HTTP API calls).
 
 use std::io::Write;
 use std::process::ExitCode;

@@ -1,5 +1,8 @@
 //! `civicast check` and `civicast init`: validate the operators' folders, listing every
 //! problem; write the first city where files are missing.
+//!
+//! Owns: the exit codes and what is printed. Must not judge a file itself (`files` and
+//! `core::catalog` do).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -1,6 +1,9 @@
 //! `civicast demo`: the whole loop on one machine: the embedded broker, a SQLite file and a
 //! simulated fleet of the first city, with a live progress line and the play counts at the
 //! end.
+//!
+//! Owns: the demo's own choices (a fresh database, time compression, the fleet, the
+//! progress line). Must not start the daemon any other way than `daemon::App::start`.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;

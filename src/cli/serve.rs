@@ -1,5 +1,8 @@
 //! `civicast serve`: the daemon, until SIGINT or SIGTERM; refuses to start (exit 64) while
 //! the operators' files have errors.
+//!
+//! Owns: the signal handling around the daemon. Must not start it any other way than
+//! `daemon::App::start`.
 
 use std::process::ExitCode;
 

@@ -1,5 +1,7 @@
 //! `civicast simulate`: a fleet of simulated displays, one MQTT connection each, against
 //! any broker; prints how fast it came online and what it saw.
+//!
+//! Owns: the fleet's progress output. Must not touch the store: it is an outside client.
 
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;

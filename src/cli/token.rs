@@ -1,4 +1,7 @@
 //! `civicast token create|list|revoke`: API tokens; only their SHA-256 is stored.
+//!
+//! Owns: what is printed (the token once, on the last line). Must not store a token itself
+//! in clear: the store keeps its hash.
 
 use std::process::ExitCode;
 

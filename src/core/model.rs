@@ -2,6 +2,9 @@
 //!
 //! Everything here is already valid once built (the `catalog` module is the only place that
 //! builds these from files or uploads). No I/O, no tokio, no sqlx, no MQTT types.
+//!
+//! Owns: the shapes. Must not touch parsing (`catalog`) or any decision (`rotation`,
+//! `play`, `receipt`).
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -1,6 +1,9 @@
 //! The wire contract's payloads and topics (documented in `docs/asyncapi.json` and the README's
 //! "A display"), and the pure checks on what displays send. No I/O: the `mqtt` shell moves
 //! bytes, this module says what they mean.
+//!
+//! Owns: topic names, payload shapes and the receipt's form checks. Must not touch the
+//! network, the store or the clock.
 
 use chrono::{DateTime, FixedOffset, Utc};
 use serde::{Deserialize, Serialize};

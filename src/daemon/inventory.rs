@@ -1,6 +1,9 @@
 //! The daemon's lookups over the displays: store key by display id (every receipt), display
 //! by store key (presence), and membership at a play's time (every receipt of a feed play).
 //!
+//! Owns: these lookups, rebuilt on each reload. Must not touch the store (keys come from
+//! `Store::sync_inventory`) or decide anything about a receipt (`core::receipt` does).
+//!
 //! A country is a million displays, so these are sorted vectors of indices into the
 //! catalog's own list rather than maps holding copies of the ids: about 16 bytes a display
 //! for the keys and 32 a membership, where `HashMap<String, i64>` and a map of span lists

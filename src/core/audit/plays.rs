@@ -1,7 +1,8 @@
 //! The play-count query (`GET /api/v1/audit/plays`, `civicast audit plays`): its parameters,
 //! and folding the store's hourly counts into days and hours of the deployment's zone.
 //!
-//! Pure: the store runs the SQL and hands back hourly rows; nothing here does I/O.
+//! Owns: the query's parameters and the fold. Must not touch the store (it runs the SQL and
+//! hands back hourly rows) or the answer's presentation (`reports`). No I/O.
 
 use std::collections::BTreeMap;
 
