@@ -159,18 +159,33 @@ impl DisplayLogic {
     }
 }
 
-/// Runs the fleet until `stop`; connections ramp up at `per_second`.
-#[allow(clippy::too_many_arguments)]
-pub fn spawn_fleet(
-    displays: Vec<SimDisplay>,
-    host: String,
-    port: u16,
-    prefix: &str,
-    time_scale: f64,
-    per_second: f64,
-    stats: Arc<SimStats>,
-    stop: CancellationToken,
-) -> TaskTracker {
+/// A fleet to run: its displays, the broker they connect to, and how.
+pub struct Fleet {
+    pub displays: Vec<SimDisplay>,
+    pub host: String,
+    pub port: u16,
+    /// The topic prefix `P`.
+    pub prefix: String,
+    /// Multiplies on-screen time, as the daemon's feeds are compressed.
+    pub time_scale: f64,
+    /// Connections started per second.
+    pub per_second: f64,
+    pub stats: Arc<SimStats>,
+    pub stop: CancellationToken,
+}
+
+/// Runs the fleet until its `stop`; connections ramp up at `per_second`.
+pub fn spawn_fleet(fleet: Fleet) -> TaskTracker {
+    let Fleet {
+        displays,
+        host,
+        port,
+        prefix,
+        time_scale,
+        per_second,
+        stats,
+        stop,
+    } = fleet;
     let tasks = TaskTracker::new();
     let topics = Topics::new(prefix);
     let t2 = tasks.clone();

@@ -90,16 +90,16 @@ pub async fn run(settings: Settings, a: DemoArgs) -> anyhow::Result<ExitCode> {
     demo.announce(&a).await?;
     let addr = demo.app.mqtt_addr().context("embedded broker address")?;
     let fleet_stop = CancellationToken::new();
-    let fleet = sim::spawn_fleet(
+    let fleet = sim::spawn_fleet(sim::Fleet {
         displays,
-        addr.ip().to_string(),
-        addr.port(),
-        &demo.settings.prefix,
-        demo.scale,
-        a.ramp,
-        demo.stats.clone(),
-        fleet_stop.clone(),
-    );
+        host: addr.ip().to_string(),
+        port: addr.port(),
+        prefix: demo.settings.prefix.clone(),
+        time_scale: demo.scale,
+        per_second: a.ramp,
+        stats: demo.stats.clone(),
+        stop: fleet_stop.clone(),
+    });
     demo.progress(duration).await;
     demo.settle().await;
     let elapsed = demo.started.elapsed();

@@ -60,16 +60,16 @@ pub async fn run(settings: Settings, a: SimulateArgs) -> anyhow::Result<ExitCode
     let stats = Arc::new(SimStats::default());
     let stop = CancellationToken::new();
     let t0 = Instant::now();
-    let fleet = sim::spawn_fleet(
+    let fleet = sim::spawn_fleet(sim::Fleet {
         displays,
         host,
         port,
-        &settings.prefix,
-        1.0 / a.speed,
-        a.ramp,
-        stats.clone(),
-        stop.clone(),
-    );
+        prefix: settings.prefix.clone(),
+        time_scale: 1.0 / a.speed,
+        per_second: a.ramp,
+        stats: stats.clone(),
+        stop: stop.clone(),
+    });
     let mut all_online = None;
     let mut ticks = 0u64;
     while t0.elapsed() < duration {
