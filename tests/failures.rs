@@ -441,3 +441,89 @@ async fn thirty_seconds_without_postgresql_acknowledge_nothing_and_lose_nothing(
     })
     .await;
 }
+
+/// 4. A late receipt (a bus's backlog after a tunnel) for a play no longer in the daemon's
+///    memory arrives while PostgreSQL is unreachable: it is not rejected; once the database
+///    is back it is counted, and nothing was refused as an unknown play.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs CIVICAST_TEST_MQTT and CIVICAST_TEST_PG"]
+async fn a_receipt_for_an_uncached_play_waits_out_a_database_outage() {
+    use civicast::store::{NewPlay, Store};
+    let base = require_env();
+    with_schema(base, |schema| async move {
+        let broker = Mosquitto::start().await;
+        let port = broker.port;
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_city(dir.path());
+        let direct = schema.store().await;
+        let proxy = Proxy::start(schema.upstream().await).await;
+        let store = PgStore::connect_schema(&schema.base_via(proxy.addr), &schema.name)
+            .await
+            .expect("connect through the proxy");
+        let (running, shutdown) = start_daemon(
+            dir.path(),
+            store.clone(),
+            Broker::Mosquitto {
+                port,
+                session_within: 15,
+            },
+            |_| {},
+        )
+        .await;
+        // A play on the bus feed recorded behind the daemon's back: it is not in its cache,
+        // as a play from before a restart or older than the cache would not be.
+        let catalog = load_city(dir.path());
+        let db: civicast::store::Db = direct.clone().into();
+        let now = chrono::Utc::now().timestamp_millis();
+        let keys = civicast::daemon::sync_inventory(&db, &catalog, now)
+            .await
+            .expect("keys");
+        let slogan = direct
+            .slogan_key("civility", 1, "jiang-wenming")
+            .await
+            .expect("slogan");
+        let play_id = ulid::Ulid::new().to_string();
+        let play = NewPlay {
+            play_id: play_id.clone(),
+            feed: keys.feeds.get("bus").copied(),
+            device: None,
+            slogan,
+            issued_ms: now,
+            expires_ms: now + 180_000,
+            members: 2,
+        };
+        direct.record_play(&play, None).await.expect("play");
+
+        let bus = Client::login("bus-1", "bus-1", port, true, &[]).await;
+        wait_for("bus-1 connected", 10, || {
+            bus.seen.lock().expect("lock").connacks > 0
+        })
+        .await;
+        proxy.cut().await;
+        bus.send_receipt("bus-1", receipt(&play_id, "")).await;
+        // Longer than the pool's 5 s wait for a connection, so the lookup does fail.
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        proxy.restore().await;
+        let want = ("bus-1".to_owned(), play_id.clone());
+        wait_until("the late receipt, stored", 30, || async {
+            let rows = receipt_rows(&direct).await;
+            if rows.contains(&want) {
+                Ok(())
+            } else {
+                Err(format!("{} receipts stored, not that one", rows.len()))
+            }
+        })
+        .await;
+        let rejects = direct.reject_counts().await.expect("rejects");
+        assert!(
+            rejects.iter().all(|r| r.reason != "unknown_play"),
+            "a failure of ours rejected a receipt: {rejects:?}"
+        );
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(15), running.wait())
+            .await
+            .expect("the daemon stops");
+        drop(broker);
+    })
+    .await;
+}

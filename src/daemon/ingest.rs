@@ -31,7 +31,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::core::receipt::{self, ReceiptRow};
+use crate::core::receipt::{self, PlayRow, ReceiptRow};
 use crate::core::wire::{self, Reject, TopicKind, Topics};
 use crate::daemon::{Clock, Shared};
 use crate::mqtt::Delivery;
@@ -138,11 +138,13 @@ impl Ingest {
         debug!(%topic, pkid = p.pkid, bytes = p.payload.len(), "inbound");
         match self.topics.classify(&topic) {
             Some(TopicKind::Receipt(dev)) => match self.receipt(dev, &p.payload, now_ms).await {
-                Ok(row) => g.batch.receipts.push(row),
-                Err(r) => {
+                Verdict::Counted(row) => g.batch.receipts.push(row),
+                Verdict::Rejected(r) => {
                     debug!(device = dev, reason = r.as_str(), "receipt rejected");
                     g.batch.rejects.push((r, now_ms.div_euclid(86_400_000)));
                 }
+                // Never acknowledged: the broker hands it to us again when we are back.
+                Verdict::Unanswered => return,
             },
             Some(TopicKind::Status(dev)) => self.presence(dev, &p.payload, now_ms, &mut g.batch),
             None => {}
@@ -168,23 +170,20 @@ impl Ingest {
     }
 
     /// Finds the play a receipt names (cache, then store) and lets the core decide.
-    async fn receipt(&self, dev: &str, payload: &[u8], now_ms: i64) -> Result<ReceiptRow, Reject> {
-        let device = self
-            .shared
-            .inventory()
-            .key(dev)
-            .ok_or(Reject::UnknownDevice)?;
-        let r = wire::parse_receipt(dev, payload)?;
+    async fn receipt(&self, dev: &str, payload: &[u8], now_ms: i64) -> Verdict {
+        let Some(device) = self.shared.inventory().key(dev) else {
+            return Verdict::Rejected(Reject::UnknownDevice);
+        };
+        let r = match wire::parse_receipt(dev, payload) {
+            Ok(r) => r,
+            Err(reject) => return Verdict::Rejected(reject),
+        };
         let play = match self.shared.cached_play(&r.play_id) {
             Some(p) => p,
-            None => match self.store.play_by_id(&r.play_id).await {
-                Ok(Some(p)) => p,
-                Ok(None) => return Err(Reject::UnknownPlay),
-                Err(e) => {
-                    // Treated as unknown rather than stalling the batch; logged loudly.
-                    error!(error = %e, "play lookup failed");
-                    return Err(Reject::UnknownPlay);
-                }
+            None => match self.look_up(&r.play_id).await {
+                Lookup::Found(p) => p,
+                Lookup::Unknown => return Verdict::Rejected(Reject::UnknownPlay),
+                Lookup::Stopped => return Verdict::Unanswered,
             },
         };
         let member_at = |d, f, at| self.shared.member_at(d, f, at);
@@ -194,8 +193,48 @@ impl Ingest {
             now_ms,
             retention_ms: self.shared.retention_ms(),
         };
-        receipt::decide(&r, &play, &cx)
+        match receipt::decide(&r, &play, &cx) {
+            Ok(row) => Verdict::Counted(row),
+            Err(reject) => Verdict::Rejected(reject),
+        }
     }
+
+    /// Reads a play that is not cached. A database failure is ours, not the display's: the
+    /// lookup is retried (with backoff, while reading stops and the broker holds what
+    /// follows) until the database answers or the daemon stops.
+    async fn look_up(&self, play_id: &str) -> Lookup {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.store.play_by_id(play_id).await {
+                Ok(Some(p)) => return Lookup::Found(p),
+                Ok(None) => return Lookup::Unknown,
+                Err(e) => {
+                    warn!(error = %e, play_id, retry_in_ms = backoff.as_millis() as u64, "play lookup failed; the receipt waits, unacknowledged");
+                    let m = self.shared.metrics();
+                    m.database_ok.store(false, Ordering::Relaxed);
+                }
+            }
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return Lookup::Stopped,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+}
+
+/// What becomes of one receipt.
+enum Verdict {
+    Counted(ReceiptRow),
+    Rejected(Reject),
+    /// Neither: the daemon stopped before it could tell (its database did not answer).
+    Unanswered,
+}
+
+enum Lookup {
+    Found(PlayRow),
+    Unknown,
+    Stopped,
 }
 
 fn joined(r: Result<(), tokio::task::JoinError>) {
