@@ -111,144 +111,17 @@ fn parse_adset_inner<'a>(
     }
 }
 
+/// Reads and checks every key of an ad set, in the order of its problems: id, title, dates,
+/// feeds, priority, slogans, unknown keys, and last whether it reaches any display.
 fn read_adset(root: &Node, ctx: &AdSetContext, sink: &mut Sink) -> Option<(AdSet, Option<usize>)> {
     let mut t = Table::new(root, "", sink)?;
-
-    let mut id = None;
-    let mut id_line = None;
-    if let Some(n) = tree::required(&mut t, sink, "id") {
-        id_line = sink.line(&n.span);
-        if let Some(s) = expect_str(sink, n, "id") {
-            match Id::parse(s) {
-                Ok(v) => id = Some(v),
-                Err(e) => sink.error(&n.span, "id", e.to_string()),
-            }
-        }
-    }
-
-    let mut title = String::new();
-    if let Some(n) = t.get("title") {
-        if let Some(s) = expect_str(sink, n, "title") {
-            title = s.to_owned();
-        }
-    }
-
-    let from = tree::required(&mut t, sink, "valid_from")
-        .and_then(|n| instant(n, "valid_from", false, ctx, sink));
-    let until = tree::required(&mut t, sink, "valid_until")
-        .and_then(|n| instant(n, "valid_until", true, ctx, sink));
-    if let (Some((f, _)), Some((u, uspan))) = (&from, &until) {
-        if u <= f {
-            sink.error(
-                uspan,
-                "valid_until",
-                format!(
-                    "valid_until ({}) is not after valid_from ({})",
-                    u.with_timezone(&ctx.timezone).to_rfc3339(),
-                    f.with_timezone(&ctx.timezone).to_rfc3339()
-                ),
-            );
-        }
-    }
-
-    let mut feeds: Option<Vec<Id>> = None;
-    if let Some(n) = t.get("feeds") {
-        if let Some(items) = expect_array(sink, n, "feeds") {
-            let mut list: Vec<Id> = Vec::new();
-            for item in items {
-                let span = item.span.clone().or_else(|| n.span.clone());
-                let Some(s) = expect_str(sink, item, "feeds") else {
-                    continue;
-                };
-                let fid = match Id::parse(s) {
-                    Ok(v) => v,
-                    Err(e) => {
-                        sink.error(&span, "feeds", e.to_string());
-                        continue;
-                    }
-                };
-                if !ctx.feeds.iter().any(|f| f.id == fid) {
-                    sink.error(
-                        &span,
-                        "feeds",
-                        format!(
-                            "unknown feed \"{fid}\" (known: {})",
-                            known_list(ctx.feeds.iter().map(|f| f.id.as_str()))
-                        ),
-                    );
-                }
-                if !list.contains(&fid) {
-                    list.push(fid);
-                }
-            }
-            if items.is_empty() {
-                sink.warn(
-                    &n.span,
-                    "feeds",
-                    "an empty feed list: this ad set plays nowhere",
-                );
-            }
-            feeds = Some(list);
-        }
-    }
-
-    let mut priority = 0;
-    if let Some(n) = t.get("priority") {
-        if let Some(v) = expect_int(sink, n, "priority") {
-            match i32::try_from(v) {
-                Ok(v) => priority = v,
-                Err(_) => sink.error(&n.span, "priority", format!("priority {v} is out of range")),
-            }
-        }
-    }
-
-    // The classes this ad set reaches: those of the members of its feeds.
-    let reached: BTreeSet<&str> = ctx
-        .feeds
-        .iter()
-        .filter(|f| feeds.as_ref().is_none_or(|list| list.contains(&f.id)))
-        .flat_map(|f| ctx.devices.iter().filter(|d| f.select.matches(d)))
-        .map(|d| &*d.class)
-        .collect();
-
-    let mut slogans = Vec::new();
-    let slogan_key = if !t.has("slogan") && t.has("slogans") {
-        "slogans"
-    } else {
-        "slogan"
-    };
-    match tree::required(&mut t, sink, slogan_key) {
-        None => {}
-        Some(n) => {
-            if let Some(items) = expect_array(sink, n, slogan_key) {
-                if items.is_empty() {
-                    sink.error(&n.span, slogan_key, "an ad set needs at least one slogan");
-                }
-                let mut seen: HashMap<String, Option<usize>> = HashMap::new();
-                for (i, item) in items.iter().enumerate() {
-                    let path = format!("{slogan_key}[{}]", i + 1);
-                    let Some((slogan, id, line)) = read_slogan(item, &path, ctx, &reached, sink)
-                    else {
-                        continue;
-                    };
-                    let Some(id) = id else { continue };
-                    if let Some(prev) = seen.get(id.as_str()) {
-                        let at = prev
-                            .map(|l| format!(" (also at line {l})"))
-                            .unwrap_or_default();
-                        sink.error_at(
-                            line,
-                            &format!("{path}.id"),
-                            format!("duplicate slogan id \"{id}\"{at}"),
-                        );
-                    } else {
-                        seen.insert(id.as_str().to_owned(), line);
-                        slogans.extend(slogan);
-                    }
-                }
-            }
-        }
-    }
+    let (id, id_line) = adset_id(&mut t, sink);
+    let title = title(&mut t, sink);
+    let (from, until) = validity(&mut t, ctx, sink);
+    let feeds = feed_list(&mut t, ctx, sink);
+    let priority = priority(&mut t, sink);
+    let reached = reached_classes(ctx, feeds.as_deref());
+    let slogans = slogans(&mut t, ctx, &reached, sink);
     t.finish(sink);
 
     if id.is_some() && reached.is_empty() && !sink.has_errors() {
@@ -266,6 +139,178 @@ fn read_adset(root: &Node, ctx: &AdSetContext, sink: &mut Sink) -> Option<(AdSet
         slogans,
     };
     Some((adset, id_line))
+}
+
+/// The required `id` of the ad set (if valid) and its line.
+fn adset_id(t: &mut Table, sink: &mut Sink) -> (Option<Id>, Option<usize>) {
+    let mut id = None;
+    let mut id_line = None;
+    if let Some(n) = tree::required(t, sink, "id") {
+        id_line = sink.line(&n.span);
+        if let Some(s) = expect_str(sink, n, "id") {
+            match Id::parse(s) {
+                Ok(v) => id = Some(v),
+                Err(e) => sink.error(&n.span, "id", e.to_string()),
+            }
+        }
+    }
+    (id, id_line)
+}
+
+/// The optional `title`, a string; empty when absent.
+fn title(t: &mut Table, sink: &mut Sink) -> String {
+    let mut title = String::new();
+    if let Some(n) = t.get("title") {
+        if let Some(s) = expect_str(sink, n, "title") {
+            title = s.to_owned();
+        }
+    }
+    title
+}
+
+/// An instant of validity with the span of its value.
+type Bound = Option<(DateTime<Utc>, Span)>;
+
+/// The required `valid_from` and `valid_until`; `valid_until` must come after `valid_from`.
+fn validity(t: &mut Table, ctx: &AdSetContext, sink: &mut Sink) -> (Bound, Bound) {
+    let from = tree::required(t, sink, "valid_from")
+        .and_then(|n| instant(n, "valid_from", false, ctx, sink));
+    let until = tree::required(t, sink, "valid_until")
+        .and_then(|n| instant(n, "valid_until", true, ctx, sink));
+    if let (Some((f, _)), Some((u, uspan))) = (&from, &until) {
+        if u <= f {
+            sink.error(
+                uspan,
+                "valid_until",
+                format!(
+                    "valid_until ({}) is not after valid_from ({})",
+                    u.with_timezone(&ctx.timezone).to_rfc3339(),
+                    f.with_timezone(&ctx.timezone).to_rfc3339()
+                ),
+            );
+        }
+    }
+    (from, until)
+}
+
+/// The optional `feeds`: an array of known feed ids, without repeats; an empty one is a
+/// warning. `None` when absent (the ad set plays on every feed).
+fn feed_list(t: &mut Table, ctx: &AdSetContext, sink: &mut Sink) -> Option<Vec<Id>> {
+    let n = t.get("feeds")?;
+    let items = expect_array(sink, n, "feeds")?;
+    let mut list: Vec<Id> = Vec::new();
+    for item in items {
+        let span = item.span.clone().or_else(|| n.span.clone());
+        let Some(fid) = feed_ref(item, &span, ctx, sink) else {
+            continue;
+        };
+        if !list.contains(&fid) {
+            list.push(fid);
+        }
+    }
+    if items.is_empty() {
+        sink.warn(
+            &n.span,
+            "feeds",
+            "an empty feed list: this ad set plays nowhere",
+        );
+    }
+    Some(list)
+}
+
+/// One item of `feeds`: a valid feed id (kept even if no feed has it, which is an error).
+fn feed_ref(item: &Node, span: &Span, ctx: &AdSetContext, sink: &mut Sink) -> Option<Id> {
+    let s = expect_str(sink, item, "feeds")?;
+    let fid = match Id::parse(s) {
+        Ok(v) => v,
+        Err(e) => {
+            sink.error(span, "feeds", e.to_string());
+            return None;
+        }
+    };
+    if !ctx.feeds.iter().any(|f| f.id == fid) {
+        sink.error(
+            span,
+            "feeds",
+            format!(
+                "unknown feed \"{fid}\" (known: {})",
+                known_list(ctx.feeds.iter().map(|f| f.id.as_str()))
+            ),
+        );
+    }
+    Some(fid)
+}
+
+/// The optional `priority`, an integer within `i32`; 0 when absent.
+fn priority(t: &mut Table, sink: &mut Sink) -> i32 {
+    let mut priority = 0;
+    if let Some(n) = t.get("priority") {
+        if let Some(v) = expect_int(sink, n, "priority") {
+            match i32::try_from(v) {
+                Ok(v) => priority = v,
+                Err(_) => sink.error(&n.span, "priority", format!("priority {v} is out of range")),
+            }
+        }
+    }
+    priority
+}
+
+/// The classes an ad set reaches: those of the members of its feeds (of every feed when
+/// `feeds` is `None`).
+fn reached_classes<'c>(ctx: &AdSetContext<'c>, feeds: Option<&[Id]>) -> BTreeSet<&'c str> {
+    ctx.feeds
+        .iter()
+        .filter(|f| feeds.is_none_or(|list| list.contains(&f.id)))
+        .flat_map(|f| ctx.devices.iter().filter(|d| f.select.matches(d)))
+        .map(|d| &*d.class)
+        .collect()
+}
+
+/// The required `slogan` array (or `slogans` when only that is written): at least one, each
+/// slogan checked, and no slogan id twice. The valid slogans, in order.
+fn slogans(
+    t: &mut Table,
+    ctx: &AdSetContext,
+    reached: &BTreeSet<&str>,
+    sink: &mut Sink,
+) -> Vec<Slogan> {
+    let mut slogans = Vec::new();
+    let slogan_key = if !t.has("slogan") && t.has("slogans") {
+        "slogans"
+    } else {
+        "slogan"
+    };
+    let Some(n) = tree::required(t, sink, slogan_key) else {
+        return slogans;
+    };
+    let Some(items) = expect_array(sink, n, slogan_key) else {
+        return slogans;
+    };
+    if items.is_empty() {
+        sink.error(&n.span, slogan_key, "an ad set needs at least one slogan");
+    }
+    let mut seen: HashMap<String, Option<usize>> = HashMap::new();
+    for (i, item) in items.iter().enumerate() {
+        let path = format!("{slogan_key}[{}]", i + 1);
+        let Some((slogan, id, line)) = read_slogan(item, &path, ctx, reached, sink) else {
+            continue;
+        };
+        let Some(id) = id else { continue };
+        if let Some(prev) = seen.get(id.as_str()) {
+            let at = prev
+                .map(|l| format!(" (also at line {l})"))
+                .unwrap_or_default();
+            sink.error_at(
+                line,
+                &format!("{path}.id"),
+                format!("duplicate slogan id \"{id}\"{at}"),
+            );
+        } else {
+            seen.insert(id.as_str().to_owned(), line);
+            slogans.extend(slogan);
+        }
+    }
+    slogans
 }
 
 /// The slogan (if valid), its id (if valid) and the line of its id; `None` if not a table.
