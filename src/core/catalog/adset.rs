@@ -9,9 +9,11 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use crate::core::model::{AdSet, Id, Slogan};
 
 use super::tree::{
-    self, expect_array, expect_int, expect_str, known_list, quote, Node, Sink, Span, Table,
+    self, expect_array, expect_int, expect_str, known_list, quote, Key, Node, Sink, Span, Table,
 };
-use super::{adset_is_json, check_text, listed, text_of, AdSetContext, Folder, Listing, Problem};
+use super::{
+    adset_is_json, check_text, entry_id, listed, text_of, AdSetContext, Folder, Listing, Problem,
+};
 
 /// The ad sets of the folder `adsets`, in order; a second ad set with the id of an earlier
 /// one is an error.
@@ -322,37 +324,58 @@ fn read_slogan(
     sink: &mut Sink,
 ) -> Option<(Option<Slogan>, Option<Id>, Option<usize>)> {
     let mut t = Table::new(node, path, sink)?;
-    let mut id = None;
-    let mut id_line = sink.line(&t.span);
-    let field = t.field("id");
-    if let Some(n) = tree::required(&mut t, sink, "id") {
-        id_line = sink.line(&n.span).or(id_line);
-        if let Some(s) = expect_str(sink, n, &field) {
-            match Id::parse(s) {
-                Ok(v) => id = Some(v),
-                Err(e) => sink.error(&n.span, &field, e.to_string()),
-            }
-        }
-    }
+    let (id, id_line) = entry_id(&mut t, sink);
     let label = match &id {
         Some(id) => format!("slogan \"{id}\""),
         None => path.to_owned(),
     };
+    let text = slogan_text(&mut t, &label, sink);
+    let weight = weight(&mut t, &label, sink);
+    let by_class = text_by_class(&mut t, &label, ctx, sink);
+    t.finish(sink);
+    check_default_text(&text, &label, reached, &by_class, ctx, sink);
 
+    let slogan = match (&id, text.text) {
+        (Some(id), Some(text)) => Some(Slogan {
+            id: id.clone(),
+            text,
+            weight,
+            text_by_class: by_class,
+        }),
+        _ => None,
+    };
+    Some((slogan, id, id_line))
+}
+
+/// The `text` of a slogan, with where to report problems of it.
+struct SloganText {
+    /// `None` when missing, not a string or blank.
+    text: Option<String>,
+    /// The value's span, else the slogan's.
+    span: Span,
+    field: String,
+}
+
+/// The required `text` of a slogan: a string that is not blank.
+fn slogan_text(t: &mut Table, label: &str, sink: &mut Sink) -> SloganText {
     let mut text = None;
-    let text_field = t.field("text");
-    let mut text_span: Span = t.span.clone();
-    if let Some(n) = tree::required(&mut t, sink, "text") {
-        text_span = n.span.clone().or(text_span);
-        if let Some(s) = expect_str(sink, n, &text_field) {
+    let field = t.field("text");
+    let mut span: Span = t.span.clone();
+    if let Some(n) = tree::required(t, sink, "text") {
+        span = n.span.clone().or(span);
+        if let Some(s) = expect_str(sink, n, &field) {
             if s.trim().is_empty() {
-                sink.error(&n.span, &text_field, format!("{label}: empty text"));
+                sink.error(&n.span, &field, format!("{label}: empty text"));
             } else {
                 text = Some(s.to_owned());
             }
         }
     }
+    SloganText { text, span, field }
+}
 
+/// The optional `weight` of a slogan, an integer of at least 1; 1 when absent.
+fn weight(t: &mut Table, label: &str, sink: &mut Sink) -> u32 {
     let mut weight = 1;
     let field = t.field("weight");
     if let Some(n) = t.get("weight") {
@@ -367,66 +390,93 @@ fn read_slogan(
             }
         }
     }
+    weight
+}
 
+/// The optional `text_by_class` table of a slogan: for each known class, a text that class
+/// can show. The valid entries.
+fn text_by_class(
+    t: &mut Table,
+    label: &str,
+    ctx: &AdSetContext,
+    sink: &mut Sink,
+) -> BTreeMap<String, String> {
     let mut by_class: BTreeMap<String, String> = BTreeMap::new();
     let by_field = t.field("text_by_class");
-    if let Some(n) = t.get("text_by_class") {
-        if let Some(mut bt) = Table::new(n, &by_field, sink) {
-            for (k, v) in bt.entries() {
-                let kf = format!("{by_field}.{}", k.name);
-                let span = v.span.clone().or_else(|| k.span.clone());
-                let Some(s) = expect_str(sink, v, &kf) else {
-                    continue;
-                };
-                let Some(class) = ctx.classes.get(&k.name) else {
-                    sink.error(
-                        &k.span.clone().or(span),
-                        &kf,
-                        format!(
-                            "unknown class {:?} (known: {})",
-                            k.name,
-                            known_list(ctx.classes.keys().map(String::as_str))
-                        ),
-                    );
-                    continue;
-                };
-                if s.trim().is_empty() {
-                    sink.error(&span, &kf, format!("{label}: empty text"));
-                    continue;
-                }
-                for m in check_text(s, class) {
-                    sink.error(&span, &kf, format!("{label}: text {}: {m}", quote(s, 40)));
-                }
-                by_class.insert(k.name.clone(), s.to_owned());
-            }
-        }
-    }
-    t.finish(sink);
-
-    if let Some(text) = &text {
-        for class in reached.iter().filter(|c| !by_class.contains_key(**c)) {
-            if let Some(profile) = ctx.classes.get(*class) {
-                for m in check_text(text, profile) {
-                    sink.error(
-                        &text_span,
-                        &text_field,
-                        format!("{label}: text {}: {m}", quote(text, 40)),
-                    );
-                }
-            }
-        }
-    }
-
-    let slogan = match (&id, text) {
-        (Some(id), Some(text)) => Some(Slogan {
-            id: id.clone(),
-            text,
-            weight,
-            text_by_class: by_class,
-        }),
-        _ => None,
+    let Some(n) = t.get("text_by_class") else {
+        return by_class;
     };
-    Some((slogan, id, id_line))
+    let Some(mut bt) = Table::new(n, &by_field, sink) else {
+        return by_class;
+    };
+    for (k, v) in bt.entries() {
+        let kf = format!("{by_field}.{}", k.name);
+        if let Some(s) = class_text(k, v, &kf, label, ctx, sink) {
+            by_class.insert(k.name.clone(), s.to_owned());
+        }
+    }
+    by_class
+}
+
+/// One entry of `text_by_class`: the class must be known, and its text not blank and
+/// showable by the class. The text unless the class is unknown or the text not a string or
+/// blank (a text the class cannot show is kept, with its errors).
+fn class_text<'n>(
+    k: &Key,
+    v: &'n Node,
+    kf: &str,
+    label: &str,
+    ctx: &AdSetContext,
+    sink: &mut Sink,
+) -> Option<&'n str> {
+    let span = v.span.clone().or_else(|| k.span.clone());
+    let s = expect_str(sink, v, kf)?;
+    let Some(class) = ctx.classes.get(&k.name) else {
+        sink.error(
+            &k.span.clone().or(span),
+            kf,
+            format!(
+                "unknown class {:?} (known: {})",
+                k.name,
+                known_list(ctx.classes.keys().map(String::as_str))
+            ),
+        );
+        return None;
+    };
+    if s.trim().is_empty() {
+        sink.error(&span, kf, format!("{label}: empty text"));
+        return None;
+    }
+    for m in check_text(s, class) {
+        sink.error(&span, kf, format!("{label}: text {}: {m}", quote(s, 40)));
+    }
+    Some(s)
+}
+
+/// The `text` of a slogan must be showable by every class the ad set reaches that has no
+/// text of its own in `text_by_class`.
+fn check_default_text(
+    text: &SloganText,
+    label: &str,
+    reached: &BTreeSet<&str>,
+    by_class: &BTreeMap<String, String>,
+    ctx: &AdSetContext,
+    sink: &mut Sink,
+) {
+    let Some(s) = &text.text else {
+        return;
+    };
+    for class in reached.iter().filter(|c| !by_class.contains_key(**c)) {
+        if let Some(profile) = ctx.classes.get(*class) {
+            for m in check_text(s, profile) {
+                sink.error(
+                    &text.span,
+                    &text.field,
+                    format!("{label}: text {}: {m}", quote(s, 40)),
+                );
+            }
+        }
+    }
 }
 
 /// A `valid_from` / `valid_until` value as an instant, with the span of its value.
