@@ -46,52 +46,70 @@ pub(crate) fn parse_feeds(
         }
     };
     if let Some(mut top) = Table::new(&root, "", &mut sink) {
-        if let Some(n) = top.get("timezone") {
-            if let Some(s) = expect_str(&mut sink, n, "timezone") {
-                match chrono_tz::Tz::from_str(s.trim()) {
-                    Ok(t) => tz = t,
-                    Err(_) => sink.error(
-                        &n.span,
-                        "timezone",
-                        format!(
-                            "unknown time zone {s:?} (use an IANA name such as \"Asia/Shanghai\")"
-                        ),
-                    ),
-                }
-            }
+        if let Some(t) = timezone(&mut top, &mut sink) {
+            tz = t;
         }
-        match top.get("feed") {
-            None => sink.warn(&None, "feed", "no feed is defined (add [[feed]] tables)"),
-            Some(n) => {
-                if let Some(items) = expect_array(&mut sink, n, "feed") {
-                    let mut seen: HashMap<String, Option<usize>> = HashMap::new();
-                    for (i, item) in items.iter().enumerate() {
-                        let path = format!("feed[{}]", i + 1);
-                        if let Some(f) = parse_feed(item, &path, classes, devices, &mut sink) {
-                            let (id, line) = f;
-                            let Some(feed) = id else { continue };
-                            if let Some(prev) = seen.get(feed.id.as_str()) {
-                                let at = prev
-                                    .map(|l| format!(" (also at line {l})"))
-                                    .unwrap_or_default();
-                                sink.error_at(
-                                    line,
-                                    &format!("{path}.id"),
-                                    format!("duplicate feed id \"{}\"{at}", feed.id),
-                                );
-                            } else {
-                                seen.insert(feed.id.as_str().to_owned(), line);
-                                feeds.push(feed);
-                            }
-                        }
-                    }
-                }
-            }
-        }
+        feeds = feed_tables(&mut top, classes, devices, &mut sink);
         top.finish(&mut sink);
     }
     problems.append(&mut sink.problems);
     (tz, feeds)
+}
+
+/// The optional `timezone`: an IANA time zone name.
+fn timezone(top: &mut Table, sink: &mut Sink) -> Option<chrono_tz::Tz> {
+    let n = top.get("timezone")?;
+    let s = expect_str(sink, n, "timezone")?;
+    match chrono_tz::Tz::from_str(s.trim()) {
+        Ok(t) => Some(t),
+        Err(_) => {
+            sink.error(
+                &n.span,
+                "timezone",
+                format!("unknown time zone {s:?} (use an IANA name such as \"Asia/Shanghai\")"),
+            );
+            None
+        }
+    }
+}
+
+/// The `[[feed]]` tables (none is a warning): each feed checked, and no feed id twice. The
+/// feeds with a valid id, in order.
+fn feed_tables(
+    top: &mut Table,
+    classes: Option<&BTreeMap<String, ClassProfile>>,
+    devices: &[Device],
+    sink: &mut Sink,
+) -> Vec<Feed> {
+    let mut feeds = Vec::new();
+    let Some(n) = top.get("feed") else {
+        sink.warn(&None, "feed", "no feed is defined (add [[feed]] tables)");
+        return feeds;
+    };
+    let Some(items) = expect_array(sink, n, "feed") else {
+        return feeds;
+    };
+    let mut seen: HashMap<String, Option<usize>> = HashMap::new();
+    for (i, item) in items.iter().enumerate() {
+        let path = format!("feed[{}]", i + 1);
+        let Some((Some(feed), line)) = parse_feed(item, &path, classes, devices, sink) else {
+            continue;
+        };
+        if let Some(prev) = seen.get(feed.id.as_str()) {
+            let at = prev
+                .map(|l| format!(" (also at line {l})"))
+                .unwrap_or_default();
+            sink.error_at(
+                line,
+                &format!("{path}.id"),
+                format!("duplicate feed id \"{}\"{at}", feed.id),
+            );
+        } else {
+            seen.insert(feed.id.as_str().to_owned(), line);
+            feeds.push(feed);
+        }
+    }
+    feeds
 }
 
 /// The feed (if its id is valid) and the line of its id.
