@@ -9,9 +9,11 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use crate::core::model::{AdSet, Id, Slogan};
 
 use super::tree::{
-    self, expect_array, expect_int, expect_str, known_list, quote, Node, Sink, Span, Table,
+    self, expect_array, expect_int, expect_str, known_list, quote, Key, Node, Sink, Span, Table,
 };
-use super::{adset_is_json, check_text, listed, text_of, AdSetContext, Folder, Listing, Problem};
+use super::{
+    adset_is_json, check_text, entry_id, listed, text_of, AdSetContext, Folder, Listing, Problem,
+};
 
 /// The ad sets of the folder `adsets`, in order; a second ad set with the id of an earlier
 /// one is an error.
@@ -111,144 +113,17 @@ fn parse_adset_inner<'a>(
     }
 }
 
+/// Reads and checks every key of an ad set, in the order of its problems: id, title, dates,
+/// feeds, priority, slogans, unknown keys, and last whether it reaches any display.
 fn read_adset(root: &Node, ctx: &AdSetContext, sink: &mut Sink) -> Option<(AdSet, Option<usize>)> {
     let mut t = Table::new(root, "", sink)?;
-
-    let mut id = None;
-    let mut id_line = None;
-    if let Some(n) = tree::required(&mut t, sink, "id") {
-        id_line = sink.line(&n.span);
-        if let Some(s) = expect_str(sink, n, "id") {
-            match Id::parse(s) {
-                Ok(v) => id = Some(v),
-                Err(e) => sink.error(&n.span, "id", e.to_string()),
-            }
-        }
-    }
-
-    let mut title = String::new();
-    if let Some(n) = t.get("title") {
-        if let Some(s) = expect_str(sink, n, "title") {
-            title = s.to_owned();
-        }
-    }
-
-    let from = tree::required(&mut t, sink, "valid_from")
-        .and_then(|n| instant(n, "valid_from", false, ctx, sink));
-    let until = tree::required(&mut t, sink, "valid_until")
-        .and_then(|n| instant(n, "valid_until", true, ctx, sink));
-    if let (Some((f, _)), Some((u, uspan))) = (&from, &until) {
-        if u <= f {
-            sink.error(
-                uspan,
-                "valid_until",
-                format!(
-                    "valid_until ({}) is not after valid_from ({})",
-                    u.with_timezone(&ctx.timezone).to_rfc3339(),
-                    f.with_timezone(&ctx.timezone).to_rfc3339()
-                ),
-            );
-        }
-    }
-
-    let mut feeds: Option<Vec<Id>> = None;
-    if let Some(n) = t.get("feeds") {
-        if let Some(items) = expect_array(sink, n, "feeds") {
-            let mut list: Vec<Id> = Vec::new();
-            for item in items {
-                let span = item.span.clone().or_else(|| n.span.clone());
-                let Some(s) = expect_str(sink, item, "feeds") else {
-                    continue;
-                };
-                let fid = match Id::parse(s) {
-                    Ok(v) => v,
-                    Err(e) => {
-                        sink.error(&span, "feeds", e.to_string());
-                        continue;
-                    }
-                };
-                if !ctx.feeds.iter().any(|f| f.id == fid) {
-                    sink.error(
-                        &span,
-                        "feeds",
-                        format!(
-                            "unknown feed \"{fid}\" (known: {})",
-                            known_list(ctx.feeds.iter().map(|f| f.id.as_str()))
-                        ),
-                    );
-                }
-                if !list.contains(&fid) {
-                    list.push(fid);
-                }
-            }
-            if items.is_empty() {
-                sink.warn(
-                    &n.span,
-                    "feeds",
-                    "an empty feed list: this ad set plays nowhere",
-                );
-            }
-            feeds = Some(list);
-        }
-    }
-
-    let mut priority = 0;
-    if let Some(n) = t.get("priority") {
-        if let Some(v) = expect_int(sink, n, "priority") {
-            match i32::try_from(v) {
-                Ok(v) => priority = v,
-                Err(_) => sink.error(&n.span, "priority", format!("priority {v} is out of range")),
-            }
-        }
-    }
-
-    // The classes this ad set reaches: those of the members of its feeds.
-    let reached: BTreeSet<&str> = ctx
-        .feeds
-        .iter()
-        .filter(|f| feeds.as_ref().is_none_or(|list| list.contains(&f.id)))
-        .flat_map(|f| ctx.devices.iter().filter(|d| f.select.matches(d)))
-        .map(|d| &*d.class)
-        .collect();
-
-    let mut slogans = Vec::new();
-    let slogan_key = if !t.has("slogan") && t.has("slogans") {
-        "slogans"
-    } else {
-        "slogan"
-    };
-    match tree::required(&mut t, sink, slogan_key) {
-        None => {}
-        Some(n) => {
-            if let Some(items) = expect_array(sink, n, slogan_key) {
-                if items.is_empty() {
-                    sink.error(&n.span, slogan_key, "an ad set needs at least one slogan");
-                }
-                let mut seen: HashMap<String, Option<usize>> = HashMap::new();
-                for (i, item) in items.iter().enumerate() {
-                    let path = format!("{slogan_key}[{}]", i + 1);
-                    let Some((slogan, id, line)) = read_slogan(item, &path, ctx, &reached, sink)
-                    else {
-                        continue;
-                    };
-                    let Some(id) = id else { continue };
-                    if let Some(prev) = seen.get(id.as_str()) {
-                        let at = prev
-                            .map(|l| format!(" (also at line {l})"))
-                            .unwrap_or_default();
-                        sink.error_at(
-                            line,
-                            &format!("{path}.id"),
-                            format!("duplicate slogan id \"{id}\"{at}"),
-                        );
-                    } else {
-                        seen.insert(id.as_str().to_owned(), line);
-                        slogans.extend(slogan);
-                    }
-                }
-            }
-        }
-    }
+    let (id, id_line) = adset_id(&mut t, sink);
+    let title = title(&mut t, sink);
+    let (from, until) = validity(&mut t, ctx, sink);
+    let feeds = feed_list(&mut t, ctx, sink);
+    let priority = priority(&mut t, sink);
+    let reached = reached_classes(ctx, feeds.as_deref());
+    let slogans = slogans(&mut t, ctx, &reached, sink);
     t.finish(sink);
 
     if id.is_some() && reached.is_empty() && !sink.has_errors() {
@@ -268,6 +143,178 @@ fn read_adset(root: &Node, ctx: &AdSetContext, sink: &mut Sink) -> Option<(AdSet
     Some((adset, id_line))
 }
 
+/// The required `id` of the ad set (if valid) and its line.
+fn adset_id(t: &mut Table, sink: &mut Sink) -> (Option<Id>, Option<usize>) {
+    let mut id = None;
+    let mut id_line = None;
+    if let Some(n) = tree::required(t, sink, "id") {
+        id_line = sink.line(&n.span);
+        if let Some(s) = expect_str(sink, n, "id") {
+            match Id::parse(s) {
+                Ok(v) => id = Some(v),
+                Err(e) => sink.error(&n.span, "id", e.to_string()),
+            }
+        }
+    }
+    (id, id_line)
+}
+
+/// The optional `title`, a string; empty when absent.
+fn title(t: &mut Table, sink: &mut Sink) -> String {
+    let mut title = String::new();
+    if let Some(n) = t.get("title") {
+        if let Some(s) = expect_str(sink, n, "title") {
+            title = s.to_owned();
+        }
+    }
+    title
+}
+
+/// An instant of validity with the span of its value.
+type Bound = Option<(DateTime<Utc>, Span)>;
+
+/// The required `valid_from` and `valid_until`; `valid_until` must come after `valid_from`.
+fn validity(t: &mut Table, ctx: &AdSetContext, sink: &mut Sink) -> (Bound, Bound) {
+    let from = tree::required(t, sink, "valid_from")
+        .and_then(|n| instant(n, "valid_from", false, ctx, sink));
+    let until = tree::required(t, sink, "valid_until")
+        .and_then(|n| instant(n, "valid_until", true, ctx, sink));
+    if let (Some((f, _)), Some((u, uspan))) = (&from, &until) {
+        if u <= f {
+            sink.error(
+                uspan,
+                "valid_until",
+                format!(
+                    "valid_until ({}) is not after valid_from ({})",
+                    u.with_timezone(&ctx.timezone).to_rfc3339(),
+                    f.with_timezone(&ctx.timezone).to_rfc3339()
+                ),
+            );
+        }
+    }
+    (from, until)
+}
+
+/// The optional `feeds`: an array of known feed ids, without repeats; an empty one is a
+/// warning. `None` when absent (the ad set plays on every feed).
+fn feed_list(t: &mut Table, ctx: &AdSetContext, sink: &mut Sink) -> Option<Vec<Id>> {
+    let n = t.get("feeds")?;
+    let items = expect_array(sink, n, "feeds")?;
+    let mut list: Vec<Id> = Vec::new();
+    for item in items {
+        let span = item.span.clone().or_else(|| n.span.clone());
+        let Some(fid) = feed_ref(item, &span, ctx, sink) else {
+            continue;
+        };
+        if !list.contains(&fid) {
+            list.push(fid);
+        }
+    }
+    if items.is_empty() {
+        sink.warn(
+            &n.span,
+            "feeds",
+            "an empty feed list: this ad set plays nowhere",
+        );
+    }
+    Some(list)
+}
+
+/// One item of `feeds`: a valid feed id (kept even if no feed has it, which is an error).
+fn feed_ref(item: &Node, span: &Span, ctx: &AdSetContext, sink: &mut Sink) -> Option<Id> {
+    let s = expect_str(sink, item, "feeds")?;
+    let fid = match Id::parse(s) {
+        Ok(v) => v,
+        Err(e) => {
+            sink.error(span, "feeds", e.to_string());
+            return None;
+        }
+    };
+    if !ctx.feeds.iter().any(|f| f.id == fid) {
+        sink.error(
+            span,
+            "feeds",
+            format!(
+                "unknown feed \"{fid}\" (known: {})",
+                known_list(ctx.feeds.iter().map(|f| f.id.as_str()))
+            ),
+        );
+    }
+    Some(fid)
+}
+
+/// The optional `priority`, an integer within `i32`; 0 when absent.
+fn priority(t: &mut Table, sink: &mut Sink) -> i32 {
+    let mut priority = 0;
+    if let Some(n) = t.get("priority") {
+        if let Some(v) = expect_int(sink, n, "priority") {
+            match i32::try_from(v) {
+                Ok(v) => priority = v,
+                Err(_) => sink.error(&n.span, "priority", format!("priority {v} is out of range")),
+            }
+        }
+    }
+    priority
+}
+
+/// The classes an ad set reaches: those of the members of its feeds (of every feed when
+/// `feeds` is `None`).
+fn reached_classes<'c>(ctx: &AdSetContext<'c>, feeds: Option<&[Id]>) -> BTreeSet<&'c str> {
+    ctx.feeds
+        .iter()
+        .filter(|f| feeds.is_none_or(|list| list.contains(&f.id)))
+        .flat_map(|f| ctx.devices.iter().filter(|d| f.select.matches(d)))
+        .map(|d| &*d.class)
+        .collect()
+}
+
+/// The required `slogan` array (or `slogans` when only that is written): at least one, each
+/// slogan checked, and no slogan id twice. The valid slogans, in order.
+fn slogans(
+    t: &mut Table,
+    ctx: &AdSetContext,
+    reached: &BTreeSet<&str>,
+    sink: &mut Sink,
+) -> Vec<Slogan> {
+    let mut slogans = Vec::new();
+    let slogan_key = if !t.has("slogan") && t.has("slogans") {
+        "slogans"
+    } else {
+        "slogan"
+    };
+    let Some(n) = tree::required(t, sink, slogan_key) else {
+        return slogans;
+    };
+    let Some(items) = expect_array(sink, n, slogan_key) else {
+        return slogans;
+    };
+    if items.is_empty() {
+        sink.error(&n.span, slogan_key, "an ad set needs at least one slogan");
+    }
+    let mut seen: HashMap<String, Option<usize>> = HashMap::new();
+    for (i, item) in items.iter().enumerate() {
+        let path = format!("{slogan_key}[{}]", i + 1);
+        let Some((slogan, id, line)) = read_slogan(item, &path, ctx, reached, sink) else {
+            continue;
+        };
+        let Some(id) = id else { continue };
+        if let Some(prev) = seen.get(id.as_str()) {
+            let at = prev
+                .map(|l| format!(" (also at line {l})"))
+                .unwrap_or_default();
+            sink.error_at(
+                line,
+                &format!("{path}.id"),
+                format!("duplicate slogan id \"{id}\"{at}"),
+            );
+        } else {
+            seen.insert(id.as_str().to_owned(), line);
+            slogans.extend(slogan);
+        }
+    }
+    slogans
+}
+
 /// The slogan (if valid), its id (if valid) and the line of its id; `None` if not a table.
 fn read_slogan(
     node: &Node,
@@ -277,37 +324,58 @@ fn read_slogan(
     sink: &mut Sink,
 ) -> Option<(Option<Slogan>, Option<Id>, Option<usize>)> {
     let mut t = Table::new(node, path, sink)?;
-    let mut id = None;
-    let mut id_line = sink.line(&t.span);
-    let field = t.field("id");
-    if let Some(n) = tree::required(&mut t, sink, "id") {
-        id_line = sink.line(&n.span).or(id_line);
-        if let Some(s) = expect_str(sink, n, &field) {
-            match Id::parse(s) {
-                Ok(v) => id = Some(v),
-                Err(e) => sink.error(&n.span, &field, e.to_string()),
-            }
-        }
-    }
+    let (id, id_line) = entry_id(&mut t, sink);
     let label = match &id {
         Some(id) => format!("slogan \"{id}\""),
         None => path.to_owned(),
     };
+    let text = slogan_text(&mut t, &label, sink);
+    let weight = weight(&mut t, &label, sink);
+    let by_class = text_by_class(&mut t, &label, ctx, sink);
+    t.finish(sink);
+    check_default_text(&text, &label, reached, &by_class, ctx, sink);
 
+    let slogan = match (&id, text.text) {
+        (Some(id), Some(text)) => Some(Slogan {
+            id: id.clone(),
+            text,
+            weight,
+            text_by_class: by_class,
+        }),
+        _ => None,
+    };
+    Some((slogan, id, id_line))
+}
+
+/// The `text` of a slogan, with where to report problems of it.
+struct SloganText {
+    /// `None` when missing, not a string or blank.
+    text: Option<String>,
+    /// The value's span, else the slogan's.
+    span: Span,
+    field: String,
+}
+
+/// The required `text` of a slogan: a string that is not blank.
+fn slogan_text(t: &mut Table, label: &str, sink: &mut Sink) -> SloganText {
     let mut text = None;
-    let text_field = t.field("text");
-    let mut text_span: Span = t.span.clone();
-    if let Some(n) = tree::required(&mut t, sink, "text") {
-        text_span = n.span.clone().or(text_span);
-        if let Some(s) = expect_str(sink, n, &text_field) {
+    let field = t.field("text");
+    let mut span: Span = t.span.clone();
+    if let Some(n) = tree::required(t, sink, "text") {
+        span = n.span.clone().or(span);
+        if let Some(s) = expect_str(sink, n, &field) {
             if s.trim().is_empty() {
-                sink.error(&n.span, &text_field, format!("{label}: empty text"));
+                sink.error(&n.span, &field, format!("{label}: empty text"));
             } else {
                 text = Some(s.to_owned());
             }
         }
     }
+    SloganText { text, span, field }
+}
 
+/// The optional `weight` of a slogan, an integer of at least 1; 1 when absent.
+fn weight(t: &mut Table, label: &str, sink: &mut Sink) -> u32 {
     let mut weight = 1;
     let field = t.field("weight");
     if let Some(n) = t.get("weight") {
@@ -322,66 +390,93 @@ fn read_slogan(
             }
         }
     }
+    weight
+}
 
+/// The optional `text_by_class` table of a slogan: for each known class, a text that class
+/// can show. The valid entries.
+fn text_by_class(
+    t: &mut Table,
+    label: &str,
+    ctx: &AdSetContext,
+    sink: &mut Sink,
+) -> BTreeMap<String, String> {
     let mut by_class: BTreeMap<String, String> = BTreeMap::new();
     let by_field = t.field("text_by_class");
-    if let Some(n) = t.get("text_by_class") {
-        if let Some(mut bt) = Table::new(n, &by_field, sink) {
-            for (k, v) in bt.entries() {
-                let kf = format!("{by_field}.{}", k.name);
-                let span = v.span.clone().or_else(|| k.span.clone());
-                let Some(s) = expect_str(sink, v, &kf) else {
-                    continue;
-                };
-                let Some(class) = ctx.classes.get(&k.name) else {
-                    sink.error(
-                        &k.span.clone().or(span),
-                        &kf,
-                        format!(
-                            "unknown class {:?} (known: {})",
-                            k.name,
-                            known_list(ctx.classes.keys().map(String::as_str))
-                        ),
-                    );
-                    continue;
-                };
-                if s.trim().is_empty() {
-                    sink.error(&span, &kf, format!("{label}: empty text"));
-                    continue;
-                }
-                for m in check_text(s, class) {
-                    sink.error(&span, &kf, format!("{label}: text {}: {m}", quote(s, 40)));
-                }
-                by_class.insert(k.name.clone(), s.to_owned());
-            }
-        }
-    }
-    t.finish(sink);
-
-    if let Some(text) = &text {
-        for class in reached.iter().filter(|c| !by_class.contains_key(**c)) {
-            if let Some(profile) = ctx.classes.get(*class) {
-                for m in check_text(text, profile) {
-                    sink.error(
-                        &text_span,
-                        &text_field,
-                        format!("{label}: text {}: {m}", quote(text, 40)),
-                    );
-                }
-            }
-        }
-    }
-
-    let slogan = match (&id, text) {
-        (Some(id), Some(text)) => Some(Slogan {
-            id: id.clone(),
-            text,
-            weight,
-            text_by_class: by_class,
-        }),
-        _ => None,
+    let Some(n) = t.get("text_by_class") else {
+        return by_class;
     };
-    Some((slogan, id, id_line))
+    let Some(mut bt) = Table::new(n, &by_field, sink) else {
+        return by_class;
+    };
+    for (k, v) in bt.entries() {
+        let kf = format!("{by_field}.{}", k.name);
+        if let Some(s) = class_text(k, v, &kf, label, ctx, sink) {
+            by_class.insert(k.name.clone(), s.to_owned());
+        }
+    }
+    by_class
+}
+
+/// One entry of `text_by_class`: the class must be known, and its text not blank and
+/// showable by the class. The text unless the class is unknown or the text not a string or
+/// blank (a text the class cannot show is kept, with its errors).
+fn class_text<'n>(
+    k: &Key,
+    v: &'n Node,
+    kf: &str,
+    label: &str,
+    ctx: &AdSetContext,
+    sink: &mut Sink,
+) -> Option<&'n str> {
+    let span = v.span.clone().or_else(|| k.span.clone());
+    let s = expect_str(sink, v, kf)?;
+    let Some(class) = ctx.classes.get(&k.name) else {
+        sink.error(
+            &k.span.clone().or(span),
+            kf,
+            format!(
+                "unknown class {:?} (known: {})",
+                k.name,
+                known_list(ctx.classes.keys().map(String::as_str))
+            ),
+        );
+        return None;
+    };
+    if s.trim().is_empty() {
+        sink.error(&span, kf, format!("{label}: empty text"));
+        return None;
+    }
+    for m in check_text(s, class) {
+        sink.error(&span, kf, format!("{label}: text {}: {m}", quote(s, 40)));
+    }
+    Some(s)
+}
+
+/// The `text` of a slogan must be showable by every class the ad set reaches that has no
+/// text of its own in `text_by_class`.
+fn check_default_text(
+    text: &SloganText,
+    label: &str,
+    reached: &BTreeSet<&str>,
+    by_class: &BTreeMap<String, String>,
+    ctx: &AdSetContext,
+    sink: &mut Sink,
+) {
+    let Some(s) = &text.text else {
+        return;
+    };
+    for class in reached.iter().filter(|c| !by_class.contains_key(**c)) {
+        if let Some(profile) = ctx.classes.get(*class) {
+            for m in check_text(s, profile) {
+                sink.error(
+                    &text.span,
+                    &text.field,
+                    format!("{label}: text {}: {m}", quote(s, 40)),
+                );
+            }
+        }
+    }
 }
 
 /// A `valid_from` / `valid_until` value as an instant, with the span of its value.

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::core::model::{Charset, ClassProfile, Device, Id};
+use crate::core::model::{Attrs, Charset, ClassProfile, Device, Id, Interner};
 
 use super::tree::{self, expect_int, expect_str, known_list, Kind, Sink, Table};
 use super::{
@@ -156,108 +156,195 @@ pub(crate) fn parse_devices_csv(
     seen: &mut Seen,
     problems: &mut Vec<Problem>,
 ) -> Vec<Device> {
-    let mut sink = Sink::new(file, text);
-    let mut out = Vec::new();
-    let nl = newlines(text);
-    let mut interner = crate::core::model::Interner::default();
+    let mut csv = DevicesCsv {
+        sink: Sink::new(file, text),
+        text,
+        nl: newlines(text),
+        classes,
+        seen,
+        interner: Interner::default(),
+    };
     let mut rdr = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(true)
         .trim(csv::Trim::All)
         .comment(Some(b'#'))
         .from_reader(text.as_bytes());
-    let headers = match rdr.headers() {
-        Ok(h) => h.clone(),
-        Err(e) => {
-            let line = e.position().map(|p| csv_line(text, &nl, p));
-            sink.error_at(line, "", format!("cannot read the header row: {e}"));
-            problems.append(&mut sink.problems);
-            return out;
-        }
+    let out = match csv.header(&mut rdr) {
+        Some(header) => csv.rows(&mut rdr, &header),
+        None => Vec::new(),
     };
-    if headers.is_empty() {
-        sink.error_at(
-            Some(1),
-            "",
-            "empty file: expected a header row with at least `id` and `class`",
-        );
-        problems.append(&mut sink.problems);
-        return out;
-    }
-    let header_line = headers
-        .position()
-        .map(|p| csv_line(text, &nl, p))
-        .or(Some(1));
-    let names: Vec<String> = headers.iter().map(str::to_owned).collect();
-    let mut bad_header = false;
-    for (i, n) in names.iter().enumerate() {
-        if n.is_empty() {
-            sink.error_at(
-                header_line,
-                "",
-                format!("column {} has no name in the header row", i + 1),
-            );
-            bad_header = true;
-        } else if names[..i].contains(n) {
-            sink.error_at(
-                header_line,
-                n,
-                format!("column `{n}` appears twice in the header row"),
-            );
-            bad_header = true;
-        }
-    }
-    let id_col = names.iter().position(|n| n == "id");
-    let class_col = names.iter().position(|n| n == "class");
-    for (col, name) in [(id_col, "id"), (class_col, "class")] {
-        if col.is_none() {
-            sink.error_at(
-                header_line,
-                name,
-                format!("the header row has no `{name}` column"),
-            );
-            bad_header = true;
-        }
-    }
-    let (Some(id_col), Some(class_col)) = (id_col, class_col) else {
-        problems.append(&mut sink.problems);
-        return out;
-    };
+    problems.append(&mut csv.sink.problems);
+    out
+}
 
-    let mut record = csv::StringRecord::new();
-    let mut fallback_line = header_line.unwrap_or(1);
-    loop {
-        match rdr.read_record(&mut record) {
-            Ok(false) => break,
-            Ok(true) => {}
+/// The header row of a display list.
+struct Header {
+    /// The column names, in order.
+    names: Vec<String>,
+    line: Option<usize>,
+    id_col: usize,
+    class_col: usize,
+    /// A column without a name or named twice: the rows are checked but no display is kept.
+    bad: bool,
+}
+
+/// What reading one CSV file of displays needs: its problems, its text, and what other files
+/// told (the classes, the display ids seen so far).
+struct DevicesCsv<'a> {
+    sink: Sink<'a>,
+    text: &'a str,
+    /// Offsets of the newlines of `text`, see [`newlines`].
+    nl: Vec<usize>,
+    classes: Option<&'a BTreeMap<String, ClassProfile>>,
+    seen: &'a mut Seen,
+    interner: Interner,
+}
+
+impl DevicesCsv<'_> {
+    /// The line of a CSV position.
+    fn line(&self, p: &csv::Position) -> usize {
+        csv_line(self.text, &self.nl, p)
+    }
+
+    /// Reads the header row: an unreadable or empty one, unnamed or repeated columns and a
+    /// missing `id` or `class` column are errors. `None` when the rows cannot be read.
+    fn header(&mut self, rdr: &mut csv::Reader<&[u8]>) -> Option<Header> {
+        let headers = match rdr.headers() {
+            Ok(h) => h.clone(),
             Err(e) => {
-                let line = e.position().map(|p| csv_line(text, &nl, p));
-                let io = matches!(e.kind(), csv::ErrorKind::Io(_));
-                sink.error_at(line, "", format!("cannot read this row: {e}"));
-                if io {
-                    break;
-                }
-                continue;
+                let line = e.position().map(|p| self.line(p));
+                self.sink
+                    .error_at(line, "", format!("cannot read the header row: {e}"));
+                return None;
+            }
+        };
+        if headers.is_empty() {
+            self.sink.error_at(
+                Some(1),
+                "",
+                "empty file: expected a header row with at least `id` and `class`",
+            );
+            return None;
+        }
+        let line = headers.position().map(|p| self.line(p)).or(Some(1));
+        let names: Vec<String> = headers.iter().map(str::to_owned).collect();
+        let mut bad = self.check_column_names(&names, line);
+        let id_col = names.iter().position(|n| n == "id");
+        let class_col = names.iter().position(|n| n == "class");
+        for (col, name) in [(id_col, "id"), (class_col, "class")] {
+            if col.is_none() {
+                self.sink
+                    .error_at(line, name, format!("the header row has no `{name}` column"));
+                bad = true;
             }
         }
-        let line = record.position().map(|p| csv_line(text, &nl, p));
-        fallback_line += 1;
-        let line = line.or(Some(fallback_line));
-        if record.len() != names.len() {
-            sink.error_at(
+        let (Some(id_col), Some(class_col)) = (id_col, class_col) else {
+            return None;
+        };
+        Some(Header {
+            names,
+            line,
+            id_col,
+            class_col,
+            bad,
+        })
+    }
+
+    /// Reports every column without a name or named twice; whether there was one.
+    fn check_column_names(&mut self, names: &[String], line: Option<usize>) -> bool {
+        let mut bad = false;
+        for (i, n) in names.iter().enumerate() {
+            if n.is_empty() {
+                self.sink.error_at(
+                    line,
+                    "",
+                    format!("column {} has no name in the header row", i + 1),
+                );
+                bad = true;
+            } else if names[..i].contains(n) {
+                self.sink.error_at(
+                    line,
+                    n,
+                    format!("column `{n}` appears twice in the header row"),
+                );
+                bad = true;
+            }
+        }
+        bad
+    }
+
+    /// Reads every row after the header: an unreadable row is an error (a failure to read the
+    /// text at all ends the file); the displays of the good rows.
+    fn rows(&mut self, rdr: &mut csv::Reader<&[u8]>, header: &Header) -> Vec<Device> {
+        let mut out = Vec::new();
+        let mut record = csv::StringRecord::new();
+        let mut fallback_line = header.line.unwrap_or(1);
+        loop {
+            match rdr.read_record(&mut record) {
+                Ok(false) => break,
+                Ok(true) => {}
+                Err(e) => {
+                    let line = e.position().map(|p| self.line(p));
+                    let io = matches!(e.kind(), csv::ErrorKind::Io(_));
+                    self.sink
+                        .error_at(line, "", format!("cannot read this row: {e}"));
+                    if io {
+                        break;
+                    }
+                    continue;
+                }
+            }
+            let line = record.position().map(|p| self.line(p));
+            fallback_line += 1;
+            let line = line.or(Some(fallback_line));
+            out.extend(self.row(&record, line, header));
+        }
+        out
+    }
+
+    /// One row: its number of cells, its id and its class. The display when its id is valid
+    /// and the header row good.
+    fn row(
+        &mut self,
+        record: &csv::StringRecord,
+        line: Option<usize>,
+        header: &Header,
+    ) -> Option<Device> {
+        if record.len() != header.names.len() {
+            self.sink.error_at(
                 line,
                 "",
                 format!(
                     "this row has {} cells but the header row has {} columns",
                     record.len(),
-                    names.len()
+                    header.names.len()
                 ),
             );
-            continue;
+            return None;
         }
-        let raw_id = record.get(id_col).unwrap_or("");
-        let class = record.get(class_col).unwrap_or("");
-        let id = match Id::parse(raw_id) {
+        let raw_id = record.get(header.id_col).unwrap_or("");
+        let class = record.get(header.class_col).unwrap_or("");
+        let id = self.display_id(raw_id, line);
+        if let Some(id) = &id {
+            self.check_unique(id, line);
+        }
+        self.check_class(class, line);
+        let id = id?;
+        let attrs = self.attrs(record, header);
+        if header.bad {
+            return None;
+        }
+        Some(Device {
+            id,
+            class: self.interner.get(class),
+            attrs,
+        })
+    }
+
+    /// The display id of a row; a missing or invalid one is an error.
+    fn display_id(&mut self, raw_id: &str, line: Option<usize>) -> Option<Id> {
+        match Id::parse(raw_id) {
             Ok(id) => Some(id),
             Err(e) => {
                 let msg = if raw_id.is_empty() {
@@ -265,30 +352,37 @@ pub(crate) fn parse_devices_csv(
                 } else {
                     e.to_string()
                 };
-                sink.error_at(line, "id", msg);
+                self.sink.error_at(line, "id", msg);
                 None
             }
-        };
-        if let Some(id) = &id {
-            if let Some((f, l)) = seen.get(id.as_str()) {
-                let at = match l {
-                    Some(l) => format!("{f}:{l}"),
-                    None => f.clone(),
-                };
-                sink.error_at(
-                    line,
-                    "id",
-                    format!("duplicate display id \"{id}\" (also at {at})"),
-                );
-            } else {
-                seen.insert(id.as_str().to_owned(), (file.to_owned(), line));
-            }
         }
+    }
+
+    /// A display id seen before, in this file or an earlier one, is an error naming where.
+    fn check_unique(&mut self, id: &Id, line: Option<usize>) {
+        if let Some((f, l)) = self.seen.get(id.as_str()) {
+            let at = match l {
+                Some(l) => format!("{f}:{l}"),
+                None => f.clone(),
+            };
+            self.sink.error_at(
+                line,
+                "id",
+                format!("duplicate display id \"{id}\" (also at {at})"),
+            );
+        } else {
+            self.seen
+                .insert(id.as_str().to_owned(), (self.sink.file.to_owned(), line));
+        }
+    }
+
+    /// A missing class is an error, and so is one `classes.toml` does not define (when read).
+    fn check_class(&mut self, class: &str, line: Option<usize>) {
         if class.is_empty() {
-            sink.error_at(line, "class", "missing display class");
-        } else if let Some(classes) = classes {
+            self.sink.error_at(line, "class", "missing display class");
+        } else if let Some(classes) = self.classes {
             if !classes.contains_key(class) {
-                sink.error_at(
+                self.sink.error_at(
                     line,
                     "class",
                     format!(
@@ -298,28 +392,23 @@ pub(crate) fn parse_devices_csv(
                 );
             }
         }
-        if let Some(id) = id {
-            let attrs = names
-                .iter()
-                .zip(record.iter())
-                .enumerate()
-                .filter(|(i, (n, v))| {
-                    *i != id_col && *i != class_col && !v.is_empty() && !n.is_empty()
-                })
-                .map(|(_, (n, v))| (interner.get(n), interner.get(v)))
-                .collect();
-            let attrs = interner.attrs(crate::core::model::Attrs::new(attrs));
-            if !bad_header {
-                out.push(Device {
-                    id,
-                    class: interner.get(class),
-                    attrs,
-                });
-            }
-        }
     }
-    problems.append(&mut sink.problems);
-    out
+
+    /// The attributes of a row: its non-empty cells other than `id` and `class`.
+    fn attrs(&mut self, record: &csv::StringRecord, header: &Header) -> Attrs {
+        let interner = &mut self.interner;
+        let attrs = header
+            .names
+            .iter()
+            .zip(record.iter())
+            .enumerate()
+            .filter(|(i, (n, v))| {
+                *i != header.id_col && *i != header.class_col && !v.is_empty() && !n.is_empty()
+            })
+            .map(|(_, (n, v))| (interner.get(n), interner.get(v)))
+            .collect();
+        interner.attrs(Attrs::new(attrs))
+    }
 }
 
 /// The line of a CSV position, from its byte offset (the csv crate's own line count misses

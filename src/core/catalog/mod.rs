@@ -31,7 +31,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::core::model::{Catalog, ClassProfile, Device, Feed};
+use crate::core::model::{Catalog, ClassProfile, Device, Feed, Id};
+use tree::{expect_str, Sink, Table};
 
 pub use adset::{parse_adset, parse_adset_checked};
 pub use sources::{
@@ -261,6 +262,24 @@ fn text_of<'a>(file: &'a SourceFile, problems: &mut Vec<Problem>) -> Option<&'a 
         )),
     }
     None
+}
+
+/// The required `id` of an entry of an array of tables (if valid), and the line of the id
+/// (else of the entry) to report the entry at.
+fn entry_id(t: &mut Table, sink: &mut Sink) -> (Option<Id>, Option<usize>) {
+    let mut id = None;
+    let mut id_line = sink.line(&t.span);
+    let field = t.field("id");
+    if let Some(n) = tree::required(t, sink, "id") {
+        id_line = sink.line(&n.span).or(id_line);
+        if let Some(s) = expect_str(sink, n, &field) {
+            match Id::parse(s) {
+                Ok(v) => id = Some(v),
+                Err(e) => sink.error(&n.span, &field, e.to_string()),
+            }
+        }
+    }
+    (id, id_line)
 }
 
 /// The files of a listed folder, or (with an error naming the folder) none.

@@ -329,6 +329,7 @@ impl<'a> JsonSpans<'a> {
         let s: String = serde_json::from_str(raw).ok()?;
         Some((s, start..self.i))
     }
+    /// One value and its span; nesting deeper than 200 is refused.
     fn value(&mut self) -> Option<Node> {
         self.depth += 1;
         if self.depth > 200 {
@@ -336,70 +337,77 @@ impl<'a> JsonSpans<'a> {
         }
         self.ws();
         let start = self.i;
-        let kind =
-            match *self.b.get(self.i)? {
-                b'{' => {
-                    self.i += 1;
-                    let mut entries = Vec::new();
-                    if self.eat(b'}').is_none() {
-                        loop {
-                            let (name, span) = self.string()?;
-                            self.eat(b':')?;
-                            let v = self.value()?;
-                            entries.push((
-                                Key {
-                                    name,
-                                    span: Some(span),
-                                },
-                                v,
-                            ));
-                            if self.eat(b',').is_none() {
-                                self.eat(b'}')?;
-                                break;
-                            }
-                        }
-                    }
-                    Kind::Table(entries)
-                }
-                b'[' => {
-                    self.i += 1;
-                    let mut items = Vec::new();
-                    if self.eat(b']').is_none() {
-                        loop {
-                            items.push(self.value()?);
-                            if self.eat(b',').is_none() {
-                                self.eat(b']')?;
-                                break;
-                            }
-                        }
-                    }
-                    Kind::Array(items)
-                }
-                b'"' => Kind::Str(self.string()?.0),
-                _ => {
-                    while self.b.get(self.i).is_some_and(|c| {
-                        c.is_ascii_alphanumeric() || matches!(c, b'-' | b'+' | b'.')
-                    }) {
-                        self.i += 1;
-                    }
-                    match self.text.get(start..self.i)? {
-                        "true" => Kind::Bool(true),
-                        "false" => Kind::Bool(false),
-                        "null" => Kind::Null,
-                        num => match num.parse::<i64>() {
-                            Ok(i) => Kind::Int(i),
-                            Err(_) => {
-                                num.parse::<f64>().ok()?;
-                                Kind::Float
-                            }
-                        },
-                    }
-                }
-            };
+        let kind = match *self.b.get(self.i)? {
+            b'{' => self.object()?,
+            b'[' => self.array()?,
+            b'"' => Kind::Str(self.string()?.0),
+            _ => self.scalar(start)?,
+        };
         self.depth -= 1;
         Some(Node {
             span: Some(start..self.i),
             kind,
+        })
+    }
+    /// An object, from its `{`: its keys with their spans, and their values.
+    fn object(&mut self) -> Option<Kind> {
+        self.i += 1;
+        let mut entries = Vec::new();
+        if self.eat(b'}').is_none() {
+            loop {
+                let (name, span) = self.string()?;
+                self.eat(b':')?;
+                let v = self.value()?;
+                entries.push((
+                    Key {
+                        name,
+                        span: Some(span),
+                    },
+                    v,
+                ));
+                if self.eat(b',').is_none() {
+                    self.eat(b'}')?;
+                    break;
+                }
+            }
+        }
+        Some(Kind::Table(entries))
+    }
+    /// An array, from its `[`.
+    fn array(&mut self) -> Option<Kind> {
+        self.i += 1;
+        let mut items = Vec::new();
+        if self.eat(b']').is_none() {
+            loop {
+                items.push(self.value()?);
+                if self.eat(b',').is_none() {
+                    self.eat(b']')?;
+                    break;
+                }
+            }
+        }
+        Some(Kind::Array(items))
+    }
+    /// `true`, `false`, `null` or a number, starting at `start`.
+    fn scalar(&mut self, start: usize) -> Option<Kind> {
+        while self
+            .b
+            .get(self.i)
+            .is_some_and(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'+' | b'.'))
+        {
+            self.i += 1;
+        }
+        Some(match self.text.get(start..self.i)? {
+            "true" => Kind::Bool(true),
+            "false" => Kind::Bool(false),
+            "null" => Kind::Null,
+            num => match num.parse::<i64>() {
+                Ok(i) => Kind::Int(i),
+                Err(_) => {
+                    num.parse::<f64>().ok()?;
+                    Kind::Float
+                }
+            },
         })
     }
 }
