@@ -8,12 +8,12 @@ use std::collections::HashMap;
 use sqlx::{PgConnection, Row};
 
 use super::packing::receipts_in;
-use super::sql::{
-    retirement_row, revision_row, token_row, ALL_RETIREMENTS, ALL_TOKENS, REVISION_COLS, TOKEN_COLS,
-};
 use super::*;
 use crate::core::approval;
 use crate::core::wire::Status;
+use crate::store::sql::{
+    retirement_row, revision_row, token_row, ALL_RETIREMENTS, ALL_TOKENS, REVISION_COLS, TOKEN_COLS,
+};
 
 /// A stored `status` (SMALLINT); None for a code this build does not know, which the
 /// readers skip, as SQLite's do.
