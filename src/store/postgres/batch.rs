@@ -1,7 +1,7 @@
 //! What `commit_batch` writes, in its one transaction: the receipts (deduplicated, under
 //! the shared locks of their play days), the hourly and daily rollups, the reject counts and
 //! the presence intervals. Must not read for the API or audits, nor manage partitions or
-//! packed days beyond asking [`packing`](super::packing) which receipts are packed already.
+//! packed days beyond asking [`packing`] which receipts are packed already.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 

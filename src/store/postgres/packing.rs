@@ -1,8 +1,8 @@
 //! Packing closed days: [`PgStore::compact_receipts`] moves a day partition's receipts into
 //! `receipts_packed` rows (one per display and day), and the readers' side of that layout:
 //! which receipts of a batch are packed already, and the SQL that reads raw and packed
-//! receipts together. Must not create or drop partitions (that is
-//! [`partitions`](super::partitions)'s) nor write new receipts (that is [`batch`](super::batch)'s).
+//! receipts together. Must not create or drop partitions (that is [`partitions`]'s) nor
+//! write new receipts (that is [`batch`]'s).
 
 use std::collections::HashSet;
 

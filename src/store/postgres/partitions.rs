@@ -1,8 +1,8 @@
 //! The daily partitions of `receipts`: creating them ahead of time (moving strays out of
 //! the DEFAULT partition), dropping old ones for retention, listing them, their names, and
 //! the hourly maintenance `commit_batch` triggers (which also starts packing closed days).
-//! Must not touch the rows inside a partition beyond moving strays: packing them is
-//! [`packing`](super::packing)'s, writing them [`batch`](super::batch)'s.
+//! Must not touch the rows inside a partition beyond moving strays and retention's deletes:
+//! packing them is [`packing`]'s, writing them [`batch`]'s.
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
