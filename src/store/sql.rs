@@ -4,7 +4,7 @@
 //!
 //! Owns: statement text that is the same in SQLite and PostgreSQL. Must not touch
 //! connections, transactions or anything one dialect says differently (placeholders come
-//! in as `ph(n)`); those stay in `sqlite.rs` and `postgres.rs`.
+//! in as `ph(n)`); those stay in `sqlite/` and `postgres/`.
 
 use sqlx::Row;
 

@@ -1,0 +1,455 @@
+//! The PostgreSQL backend: for fleets whose receipts outgrow one SQLite file.
+//!
+//! Owns: the PostgreSQL SQL (migrations/postgres), the connection pool, and the daily
+//! partitions of `receipts` (creating them ahead of time, dropping old ones for retention).
+//! Semantics match [`SqliteStore`](super::SqliteStore) method for method; the statements
+//! both speak alike (the audit SQL among them) come from [`sql`](super::sql), the approval
+//! rule from `core::approval`. Must not touch MQTT or HTTP.
+//!
+//! `receipts` is partitioned by `play_day`, the UTC day of the play's issue time, which the
+//! store derives from `plays` while inserting: the dedupe key (device, play, play_day) then
+//! means exactly (device, play). migrations/postgres/0001_init.sql explains the choice.
+//!
+//! Closed days are packed ([`PgStore::compact_receipts`], migrations/postgres/0004): one
+//! `receipts_packed` row per (day, display) holding arrays, the raw day partition emptied.
+//! Every reader of receipts reads raw and packed rows together (`receipts_all` or the same
+//! union bounded by time, `receipts_in`).
+//!
+//! This file holds the [`PgStore`] itself: connecting, the constants the backend shares,
+//! the [`Store`] impl and its small helpers. The rest is split by concern: `partitions.rs`
+//! (daily partitions and their hourly maintenance), `packing.rs` (packing closed days, and
+//! reading raw and packed receipts together), `batch.rs` (what `commit_batch` writes) and
+//! `api.rs` (the [`ApiStore`] impl).
+
+mod api;
+mod batch;
+mod packing;
+mod partitions;
+
+use std::collections::{BTreeMap, HashSet};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgConnection, PgPool, Row};
+use tracing::instrument;
+
+use super::sql::{
+    audit_sql, audit_sql_streaming, bind_all, daily_audit_sql, play_row, raw_row, raw_rows, Bind,
+    ALL_MEMBERSHIPS, DEVICE_KEYS, FEED_KEYS, OPEN_MEMBERSHIPS, PLAY_COLS,
+};
+use super::*;
+use batch::{write_presence, write_rejects, write_rollups};
+use packing::with_packed;
+
+/// Rows per receipt or rollup statement. Rows travel as one array per column, so this only
+/// bounds the size of one message, not the number of parameters.
+const ROWS_PER_STATEMENT: usize = 10_000;
+const MS_PER_DAY: i64 = 86_400_000;
+/// Partitions `migrate()` makes sure of, around today.
+const DAYS_BEHIND: i64 = 7;
+const DAYS_AHEAD: u32 = 14;
+/// How often `commit_batch` checks that partitions exist ahead of time.
+const PARTITION_CHECK_MS: i64 = 3_600_000;
+/// Creating a partition locks `receipts` briefly; behind a long audit it gives up and
+/// retries at the next check rather than holding up receipt writes.
+const PARTITION_LOCK_TIMEOUT: &str = "5s";
+/// Days whose receipts stay raw: the periodic maintenance packs the receipts of plays
+/// issued before UTC midnight `COMPACT_AFTER_DAYS` days ago. Plays expire within minutes,
+/// so by then a day only gets the odd late redelivery (which stays correct, just raw until
+/// the next compaction).
+pub const COMPACT_AFTER_DAYS: i64 = 2;
+/// The per-day advisory lock: shared by `commit_batch` for the play days it writes,
+/// exclusive for the compaction of one day. First key: the schema (several deployments or
+/// tests in one database must not wait for each other), second: the day.
+const DAY_LOCK_KEY: &str = "hashtext(current_schema() || '.receipt_day')";
+
+pub use packing::Compacted;
+
+#[derive(Clone)]
+pub struct PgStore {
+    pool: PgPool,
+    /// When `commit_batch` next checks the partitions (ms since the epoch).
+    next_partition_check: Arc<AtomicI64>,
+    /// A background compaction is running: the next check does not start another.
+    compacting: Arc<AtomicBool>,
+}
+
+impl PgStore {
+    /// Connects to the database at `url` (`postgres://...`), a pool of 8 connections.
+    pub async fn connect(url: &str) -> Result<PgStore> {
+        let opts = PgConnectOptions::from_str(url)?;
+        Self::connect_with(opts).await
+    }
+
+    /// Like [`connect`](Self::connect), with every table in `schema` (created if missing):
+    /// for tests, and for several deployments in one database. `schema` is an identifier of
+    /// ASCII letters, digits and underscores.
+    pub async fn connect_schema(url: &str, schema: &str) -> Result<PgStore> {
+        check_ident(schema)?;
+        let mut c = PgConnection::connect(url).await?;
+        ddl(&mut c, &format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"")).await?;
+        c.close().await?;
+        let opts = PgConnectOptions::from_str(url)?.options([("search_path", schema)]);
+        Self::connect_with(opts).await
+    }
+
+    async fn connect_with(opts: PgConnectOptions) -> Result<PgStore> {
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            // Short: a database that is down must surface as an error (and in /healthz) within
+            // seconds; the daemon retries on its own.
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(opts)
+            .await?;
+        Ok(PgStore {
+            pool,
+            next_partition_check: Arc::new(AtomicI64::new(0)),
+            compacting: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+/// Runs a statement built at run time (DDL, no parameters) without caching it as a
+/// prepared statement. Returns the rows affected.
+async fn ddl(c: &mut PgConnection, sql: &str) -> Result<u64> {
+    Ok(sqlx::query(sql)
+        .persistent(false)
+        .execute(c)
+        .await?
+        .rows_affected())
+}
+
+fn check_ident(s: &str) -> Result<()> {
+    let ok = !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && !s.as_bytes()[0].is_ascii_digit();
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(format!(
+            "{s:?} is not a plain schema name (letters, digits, underscores)"
+        )))
+    }
+}
+
+impl PgStore {
+    /// The daily-rollup form of `q`, when a daily table answers it and holds all history.
+    async fn daily_sql(&self, q: &PlaysQuery) -> Result<Option<(String, Vec<Bind>)>> {
+        let Some((table, off)) = super::daily::table_for(q) else {
+            return Ok(None);
+        };
+        let covered: Option<i64> = sqlx::query_scalar(
+            "SELECT utc_offset FROM rollup_daily_coverage WHERE utc_offset = $1",
+        )
+        .bind(off)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(covered.map(|_| daily_audit_sql(q, |n| format!("${n}"), table, off)))
+    }
+}
+
+impl Store for PgStore {
+    async fn migrate(&self) -> Result<()> {
+        sqlx::migrate!("./migrations/postgres")
+            .run(&self.pool)
+            .await?;
+        let today = chrono::Utc::now().timestamp_millis().div_euclid(MS_PER_DAY);
+        self.ensure_partitions(today - DAYS_BEHIND, DAYS_BEHIND as u32 + DAYS_AHEAD)
+            .await?;
+        self.next_partition_check.store(
+            chrono::Utc::now().timestamp_millis() + PARTITION_CHECK_MS,
+            Ordering::Relaxed,
+        );
+        Ok(())
+    }
+
+    #[instrument(skip_all, fields(devices = devices.len(), feeds = feeds.len()))]
+    async fn sync_inventory(
+        &self,
+        devices: &[DeviceRow],
+        feeds: &[String],
+        now_ms: i64,
+    ) -> Result<Keys> {
+        let mut tx = self.pool.begin().await?;
+        for chunk in feeds.chunks(ROWS_PER_STATEMENT) {
+            sqlx::query(
+                "INSERT INTO feeds (name) SELECT * FROM UNNEST($1::text[]) ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(chunk)
+            .execute(&mut *tx)
+            .await?;
+        }
+        // A device listed twice in one statement would hit "cannot affect row a second
+        // time"; the last listing wins, as it would row by row.
+        let mut class_of: BTreeMap<&str, &str> = BTreeMap::new();
+        for d in devices {
+            class_of.insert(&d.name, &d.class);
+        }
+        let names: Vec<&str> = class_of.keys().copied().collect();
+        let classes: Vec<&str> = class_of.values().copied().collect();
+        for (n, c) in names
+            .chunks(ROWS_PER_STATEMENT)
+            .zip(classes.chunks(ROWS_PER_STATEMENT))
+        {
+            sqlx::query(
+                "INSERT INTO devices (name, class) SELECT * FROM UNNEST($1::text[], $2::text[])
+                 ON CONFLICT (name) DO UPDATE SET class = excluded.class
+                 WHERE devices.class IS DISTINCT FROM excluded.class",
+            )
+            .bind(n)
+            .bind(c)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let mut keys = Keys::default();
+        for r in sqlx::query(FEED_KEYS).fetch_all(&mut *tx).await? {
+            keys.feeds.insert(r.try_get("name")?, r.try_get("id")?);
+        }
+        for r in sqlx::query(DEVICE_KEYS).fetch_all(&mut *tx).await? {
+            keys.devices.insert(r.try_get("name")?, r.try_get("id")?);
+        }
+        // Open memberships now, against what the inventory says.
+        let mut open: HashSet<(i64, i64)> = HashSet::new();
+        for r in sqlx::query(OPEN_MEMBERSHIPS).fetch_all(&mut *tx).await? {
+            open.insert((r.try_get("device")?, r.try_get("feed")?));
+        }
+        let super::MembershipChanges { closing, opening } =
+            super::membership_changes(devices, &keys, &open);
+        for chunk in closing.chunks(ROWS_PER_STATEMENT) {
+            let (d, f): (Vec<i64>, Vec<i64>) = chunk.iter().copied().unzip();
+            sqlx::query(
+                "UPDATE memberships m SET until = $1
+                 FROM UNNEST($2::bigint[], $3::bigint[]) AS c(device, feed)
+                 WHERE m.device = c.device AND m.feed = c.feed AND m.until IS NULL",
+            )
+            .bind(now_ms)
+            .bind(d)
+            .bind(f)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for chunk in opening.chunks(ROWS_PER_STATEMENT) {
+            let (d, f): (Vec<i64>, Vec<i64>) = chunk.iter().copied().unzip();
+            sqlx::query(
+                "INSERT INTO memberships (device, feed, since)
+                 SELECT device, feed, $1 FROM UNNEST($2::bigint[], $3::bigint[]) AS o(device, feed)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(now_ms)
+            .bind(d)
+            .bind(f)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(keys)
+    }
+
+    async fn memberships(&self) -> Result<Vec<Membership>> {
+        let rows = sqlx::query(ALL_MEMBERSHIPS).fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Membership {
+                    device: r.try_get("device")?,
+                    feed: r.try_get("feed")?,
+                    since_ms: r.try_get("since")?,
+                    until_ms: r.try_get("until")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn slogan_key(&self, adset: &str, rev: i64, slogan: &str) -> Result<i64> {
+        let r = sqlx::query(
+            "INSERT INTO slogans (adset, rev, slogan) VALUES ($1, $2, $3)
+             ON CONFLICT (adset, rev, slogan) DO UPDATE SET slogan = excluded.slogan
+             RETURNING id",
+        )
+        .bind(adset)
+        .bind(rev)
+        .bind(slogan)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(r.try_get("id")?)
+    }
+
+    #[instrument(skip_all, fields(play_id = %play.play_id))]
+    async fn record_play(&self, play: &NewPlay, cursor: Option<(&str, &str)>) -> Result<i64> {
+        let mut tx = self.pool.begin().await?;
+        let r = sqlx::query(
+            "INSERT INTO plays (play_id, feed, device, slogan, issued_at, expires_at, members)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+        )
+        .bind(&play.play_id)
+        .bind(play.feed)
+        .bind(play.device)
+        .bind(play.slogan)
+        .bind(play.issued_ms)
+        .bind(play.expires_ms)
+        .bind(play.members)
+        .fetch_one(&mut *tx)
+        .await?;
+        if let Some((feed, cur)) = cursor {
+            sqlx::query(
+                "INSERT INTO feed_state (feed, cursor, last_issued) VALUES ($1, $2, $3)
+                 ON CONFLICT (feed) DO UPDATE SET cursor = excluded.cursor, last_issued = excluded.last_issued",
+            )
+            .bind(feed)
+            .bind(cur)
+            .bind(play.issued_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(r.try_get("id")?)
+    }
+
+    async fn feed_state(&self, feed: &str) -> Result<Option<FeedState>> {
+        let r = sqlx::query("SELECT cursor, last_issued FROM feed_state WHERE feed = $1")
+            .bind(feed)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match r {
+            Some(r) => Some(FeedState {
+                cursor_json: r.try_get("cursor")?,
+                last_played_ms: r.try_get("last_issued")?,
+            }),
+            None => None,
+        })
+    }
+
+    async fn plays_since(&self, since_ms: i64) -> Result<Vec<PlayRow>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {PLAY_COLS} FROM plays WHERE issued_at >= $1"
+        ))
+        .bind(since_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(play_row)
+            .collect::<std::result::Result<_, _>>()?)
+    }
+
+    async fn play_by_id(&self, play_id: &str) -> Result<Option<PlayRow>> {
+        let r = sqlx::query(&format!("SELECT {PLAY_COLS} FROM plays WHERE play_id = $1"))
+            .bind(play_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(r.as_ref().map(play_row).transpose()?)
+    }
+
+    #[instrument(skip_all, fields(receipts = batch.receipts.len(), rejects = batch.rejects.len()))]
+    async fn commit_batch(&self, batch: &Batch) -> Result<Outcome> {
+        self.maintain_partitions().await;
+        let mut tx = self.pool.begin().await?;
+        let stored = self.insert_receipts(&mut tx, batch).await?;
+        write_rollups(&mut tx, &stored, batch.utc_offset_h).await?;
+        write_rejects(&mut tx, batch).await?;
+        write_presence(&mut tx, batch).await?;
+        tx.commit().await?;
+        Ok(Outcome {
+            stored: stored.len(),
+            duplicates: batch.receipts.len() - stored.len(),
+        })
+    }
+
+    #[instrument(skip_all)]
+    async fn audit_plays(&self, q: &PlaysQuery) -> Result<Vec<PlaysRow>> {
+        if let Some((sql, binds)) = self.daily_sql(q).await? {
+            let query = bind_all(sqlx::query(&sql), binds);
+            let rows = query.fetch_all(&self.pool).await?;
+            return Ok(raw_rows(q, rows)?
+                .into_iter()
+                .map(|r| crate::core::audit::stream_row(q, r))
+                .collect());
+        }
+        let (sql, binds) = audit_sql(q, |n| format!("${n}"));
+        let sql = with_packed(q, sql)?;
+        let query = bind_all(sqlx::query(&sql), binds);
+        let rows = query.fetch_all(&self.pool).await?;
+        Ok(crate::core::audit::fold(q, raw_rows(q, rows)?))
+    }
+
+    async fn stream_plays(
+        &self,
+        q: &PlaysQuery,
+        tx: tokio::sync::mpsc::Sender<PlaysRow>,
+    ) -> Result<bool> {
+        use futures_util::TryStreamExt;
+        let daily = self.daily_sql(q).await?;
+        let Some((sql, binds)) = (match daily {
+            Some(d) => Some(d),
+            None => match audit_sql_streaming(q, |n| format!("${n}")) {
+                Some((sql, binds)) => Some((with_packed(q, sql)?, binds)),
+                None => None,
+            },
+        }) else {
+            return Ok(false);
+        };
+        let query = bind_all(sqlx::query(&sql), binds);
+        let mut rows = query.fetch(&self.pool);
+        while let Some(r) = rows.try_next().await? {
+            if let Some(raw) = raw_row(q, &r)? {
+                if tx
+                    .send(crate::core::audit::stream_row(q, raw))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    async fn prune_receipts(&self, before_ms: i64) -> Result<u64> {
+        // Whole partitions: no row-by-row delete, no bloat.
+        let n = self
+            .drop_partitions_before(before_ms.div_euclid(86_400_000))
+            .await?;
+        Ok(n as u64)
+    }
+
+    async fn reject_counts(&self) -> Result<Vec<RejectCount>> {
+        let rows = sqlx::query(
+            "SELECT reason, CAST(SUM(count) AS BIGINT) AS n FROM rejects GROUP BY reason ORDER BY reason",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(RejectCount {
+                    reason: r.try_get("reason")?,
+                    count: r.try_get("n")?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Clamps a day number to the range of `play_day` (INTEGER).
+fn day_i32(day: i64) -> i32 {
+    i32::try_from(day).unwrap_or(if day < 0 { i32::MIN } else { i32::MAX })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_names_are_plain() {
+        assert!(check_ident("t_01hx").is_ok());
+        assert!(check_ident("a\"b").is_err());
+        assert!(check_ident("1a").is_err());
+        assert!(check_ident("").is_err());
+    }
+}

@@ -1,0 +1,396 @@
+//! The [`ApiStore`] impl for SQLite: tokens, ad-set revisions (approval and retirement, one
+//! at a time on the single writer) and the raw reads behind the audits, on the reader pool.
+//! Must not write receipts or rollups.
+
+use std::collections::HashMap;
+
+use sqlx::{Row, SqliteConnection};
+
+use super::*;
+use crate::core::approval;
+use crate::core::wire::Status;
+use crate::store::sql::{
+    retirement_row, revision_row, token_row, ALL_RETIREMENTS, ALL_TOKENS, REVISION_COLS, TOKEN_COLS,
+};
+
+/// One ad set's revisions and retirement, read on `c` (the writer inside an approval, a
+/// reader otherwise).
+async fn load_history(c: &mut SqliteConnection, adset: &str) -> Result<Option<AdSetHistory>> {
+    let revs = sqlx::query(&format!(
+        "SELECT {REVISION_COLS} FROM adset_revisions WHERE adset = ? ORDER BY rev"
+    ))
+    .bind(adset)
+    .fetch_all(&mut *c)
+    .await?;
+    let retired = sqlx::query("SELECT retired_by, retired_at FROM adset_retired WHERE adset = ?")
+        .bind(adset)
+        .fetch_optional(&mut *c)
+        .await?;
+    let revs = revs
+        .iter()
+        .map(revision_row)
+        .collect::<std::result::Result<_, _>>()?;
+    let retired = retired.as_ref().map(retirement_row).transpose()?;
+    Ok(approval::history_of(adset, revs, retired))
+}
+
+/// A time in ms from a `group_concat` list.
+fn ms_of(s: &str) -> Result<i64> {
+    s.parse()
+        .map_err(|e| StoreError::Invalid(format!("time {s:?} in a joined list: {e}")))
+}
+
+impl ApiStore for SqliteStore {
+    async fn create_token(&self, name: &str, role: Role, hash: &str, now_ms: i64) -> Result<i64> {
+        let r = sqlx::query(
+            "INSERT INTO tokens (name, role, hash, created_at) VALUES (?, ?, ?, ?) RETURNING id",
+        )
+        .bind(name)
+        .bind(role.as_str())
+        .bind(hash)
+        .bind(now_ms)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(r.try_get("id")?)
+    }
+
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRow>> {
+        let r = sqlx::query(&format!(
+            "SELECT {TOKEN_COLS} FROM tokens WHERE hash = ? AND revoked_at IS NULL"
+        ))
+        .bind(hash)
+        .fetch_optional(&self.read)
+        .await?;
+        r.as_ref().map(token_row).transpose()
+    }
+
+    async fn tokens(&self) -> Result<Vec<TokenRow>> {
+        let rows = sqlx::query(ALL_TOKENS).fetch_all(&self.read).await?;
+        rows.iter().map(token_row).collect()
+    }
+
+    async fn revoke_token(&self, id_or_name: &str, now_ms: i64) -> Result<u64> {
+        let id: i64 = id_or_name.parse().unwrap_or(-1);
+        let r = sqlx::query(
+            "UPDATE tokens SET revoked_at = ? WHERE (id = ? OR name = ?) AND revoked_at IS NULL",
+        )
+        .bind(now_ms)
+        .bind(id)
+        .bind(id_or_name)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
+    async fn add_revision(&self, rev: &Revision, approved: bool) -> Result<i64> {
+        let mut tx = self.pool.begin().await?;
+        let next: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(MAX(rev), 0) + 1 FROM adset_revisions WHERE adset = ?",
+        )
+        .bind(&rev.adset)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO adset_revisions (adset, rev, format, body, origin, uploaded_by, uploaded_at, approved_by, approved_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&rev.adset)
+        .bind(next)
+        .bind(&rev.format)
+        .bind(&rev.body)
+        .bind(&rev.origin)
+        .bind(&rev.uploaded_by)
+        .bind(rev.uploaded_ms)
+        .bind(approved.then_some(rev.uploaded_by.as_str()))
+        .bind(approved.then_some(rev.uploaded_ms))
+        .execute(&mut *tx)
+        .await?;
+        // A new upload of a retired ad set brings it back (pending until approved).
+        sqlx::query("DELETE FROM adset_retired WHERE adset = ?")
+            .bind(&rev.adset)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(next)
+    }
+
+    async fn adset_history(&self, adset: &str) -> Result<Option<AdSetHistory>> {
+        let mut c = self.read.acquire().await?;
+        load_history(&mut c, adset).await
+    }
+
+    async fn adset_histories(&self) -> Result<Vec<AdSetHistory>> {
+        let revs = sqlx::query(&format!(
+            "SELECT {REVISION_COLS} FROM adset_revisions ORDER BY adset, rev"
+        ))
+        .fetch_all(&self.read)
+        .await?;
+        let retired: HashMap<String, Retirement> = sqlx::query(ALL_RETIREMENTS)
+            .fetch_all(&self.read)
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get("adset")?, retirement_row(r)?)))
+            .collect::<std::result::Result<_, sqlx::Error>>()?;
+        let revs = revs
+            .iter()
+            .map(revision_row)
+            .collect::<std::result::Result<_, _>>()?;
+        Ok(approval::group_histories(revs, retired))
+    }
+
+    async fn approve_latest(
+        &self,
+        adset: &str,
+        by: &str,
+        admin: bool,
+        now_ms: i64,
+    ) -> Result<Revision> {
+        // On the writer: SQLite's one writer serializes this with uploads and retirements.
+        let mut tx = self.pool.begin().await?;
+        let history = load_history(&mut tx, adset).await?;
+        let mut rev = approval::approvable(adset, history.as_ref(), by, admin)?.clone();
+        sqlx::query("UPDATE adset_revisions SET approved_by = ?, approved_at = ? WHERE adset = ? AND rev = ?")
+            .bind(by)
+            .bind(now_ms)
+            .bind(adset)
+            .bind(rev.rev)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        rev.approved_by = Some(by.to_owned());
+        rev.approved_ms = Some(now_ms);
+        Ok(rev)
+    }
+
+    async fn retire(&self, adset: &str, by: &str, now_ms: i64) -> Result<bool> {
+        let exists: Option<i64> =
+            sqlx::query_scalar("SELECT rev FROM adset_revisions WHERE adset = ? LIMIT 1")
+                .bind(adset)
+                .fetch_optional(&self.pool)
+                .await?;
+        if exists.is_none() {
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO adset_retired (adset, retired_by, retired_at) VALUES (?, ?, ?) ON CONFLICT (adset) DO NOTHING",
+        )
+        .bind(adset)
+        .bind(by)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(true)
+    }
+
+    async fn presence_between(&self, from_ms: i64, to_ms: i64) -> Result<Vec<PresenceSpan>> {
+        // Disjoint parts, each one range of an index, instead of every interval since the
+        // start: those opened inside the period (a range of the key per display), and those
+        // opened before it and still open at its start (closed after it, or not closed: two
+        // ranges of presence_until; one OR would make SQLite look each row up again). One row
+        // per display, as in `played_between`. The unary `+` keeps the first part on the key:
+        // with bound values and statistics, SQLite 3.4x chose presence_until there instead,
+        // once per display (minutes at 100 M receipts).
+        let rows = sqlx::query(
+            "SELECT d.name, g.spans FROM (
+               SELECT device, group_concat(online_from || ':' || IFNULL(online_until, '')) AS spans
+               FROM (
+                 SELECT p.device, p.online_from, p.online_until FROM devices d CROSS JOIN presence p
+                   ON p.device = d.id AND p.online_from >= ?1 AND p.online_from < ?2
+                 WHERE +p.online_until > ?1 OR +p.online_until IS NULL
+                 UNION ALL
+                 SELECT device, online_from, online_until FROM presence
+                 WHERE online_until > ?1 AND online_from < ?1
+                 UNION ALL
+                 SELECT device, online_from, online_until FROM presence
+                 WHERE online_until IS NULL AND online_from < ?1
+               ) GROUP BY device
+             ) g CROSS JOIN devices d ON d.id = g.device",
+        )
+        .bind(from_ms)
+        .bind(to_ms)
+        .fetch_all(&self.read)
+        .await?;
+        let mut out = Vec::new();
+        for r in &rows {
+            let name: String = r.try_get(0)?;
+            let spans: String = r.try_get(1)?;
+            for span in spans.split(',') {
+                let (from, until) = span
+                    .split_once(':')
+                    .ok_or_else(|| StoreError::Invalid(format!("presence span {span:?}")))?;
+                let until = match until {
+                    "" => None,
+                    u => Some(ms_of(u)?),
+                };
+                out.push(PresenceSpan {
+                    device: name.clone(),
+                    since_ms: ms_of(from)?,
+                    until_ms: until,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn played_between(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+        device: Option<&str>,
+    ) -> Result<Vec<PlayedAt>> {
+        // `receipts` is keyed by (device, play) and has no index on started_at (one would
+        // cost about as much disk as the table). The daemon stores a receipt only when it
+        // started within [issued_at, expires_at] of its play, give or take
+        // RECEIPT_SLACK_MS, so every receipt of the period belongs to a play in the key range
+        // found here: one range of the key per display instead of every receipt ever stored.
+        // `+` pins plays_expires: audits ask mostly for recent periods, at its end.
+        let slack = crate::core::wire::RECEIPT_SLACK_MS;
+        let (lo, hi): (Option<i64>, Option<i64>) = sqlx::query_as(
+            "SELECT MIN(id), MAX(id) FROM plays WHERE expires_at >= ? AND +issued_at < ?",
+        )
+        .bind(from_ms.saturating_sub(slack))
+        .bind(to_ms.saturating_add(slack))
+        .fetch_one(&self.read)
+        .await?;
+        let (Some(lo), Some(hi)) = (lo, hi) else {
+            return Ok(Vec::new());
+        };
+        // One row per display, its start times joined: the driver's cost is per row (each
+        // crosses from SQLite's thread to this task), and here it was most of the time.
+        // Displays in key order (no sorter); each one's times are sorted below, where a
+        // nearly sorted run costs one pass.
+        let rows = sqlx::query(
+            "SELECT d.name, group_concat(r.started_at) FROM devices d NOT INDEXED CROSS JOIN receipts r
+               ON r.device = d.id AND r.play BETWEEN ? AND ?
+             WHERE r.status = 0 AND r.started_at >= ? AND r.started_at < ? AND (? IS NULL OR d.name = ?)
+             GROUP BY d.id ORDER BY d.id",
+        )
+        .bind(lo)
+        .bind(hi)
+        .bind(from_ms)
+        .bind(to_ms)
+        .bind(device)
+        .bind(device)
+        .fetch_all(&self.read)
+        .await?;
+        let mut out = Vec::new();
+        for r in &rows {
+            let name: String = r.try_get(0)?;
+            let times: String = r.try_get(1)?;
+            let first = out.len();
+            for t in times.split(',') {
+                out.push(PlayedAt {
+                    device: name.clone(),
+                    started_ms: ms_of(t)?,
+                });
+            }
+            out[first..].sort_by_key(|p| p.started_ms);
+        }
+        Ok(out)
+    }
+
+    async fn last_receipts(&self, devices: &[String]) -> Result<Vec<LastReceipt>> {
+        let mut out = Vec::new();
+        for d in devices {
+            let r = sqlx::query(
+                "SELECT r.started_at, r.status FROM receipts r JOIN devices d ON d.id = r.device
+                 WHERE d.name = ? ORDER BY r.started_at DESC LIMIT 1",
+            )
+            .bind(d)
+            .fetch_optional(&self.read)
+            .await?;
+            if let Some(r) = r {
+                let code: i64 = r.try_get(1)?;
+                if let Some(st) = Status::from_code(code) {
+                    out.push(LastReceipt {
+                        device: d.clone(),
+                        started_ms: r.try_get(0)?,
+                        status: st,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn feed_plays_between(&self, from_ms: i64, to_ms: i64) -> Result<Vec<FeedPlay>> {
+        let rows = sqlx::query(
+            "SELECT p.id, f.name, p.issued_at, f.id FROM plays p JOIN feeds f ON f.id = p.feed
+             WHERE p.issued_at >= ? AND p.issued_at < ? ORDER BY p.id",
+        )
+        .bind(from_ms)
+        .bind(to_ms)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(FeedPlay {
+                    play: r.try_get(0)?,
+                    feed: r.try_get(1)?,
+                    issued_ms: r.try_get(2)?,
+                    feed_key: r.try_get(3)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn receipts_for_plays_between(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<PlayReceipt>> {
+        let rows = sqlx::query(
+            "SELECT r.device, r.play, r.status FROM receipts r JOIN plays p ON p.id = r.play
+             WHERE p.issued_at >= ? AND p.issued_at < ?",
+        )
+        .bind(from_ms)
+        .bind(to_ms)
+        .fetch_all(&self.read)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let code: i64 = r.try_get(2)?;
+            if let Some(st) = Status::from_code(code) {
+                out.push(PlayReceipt {
+                    device: r.try_get(0)?,
+                    play: r.try_get(1)?,
+                    status: st,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn presence_keys_between(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<PresenceKeySpan>> {
+        // The same three disjoint index ranges as `presence_between`, for the same reason:
+        // the one-predicate form read every interval ever recorded.
+        let rows = sqlx::query(
+            "SELECT p.device, p.online_from, p.online_until FROM devices d CROSS JOIN presence p
+               ON p.device = d.id AND p.online_from >= ?1 AND p.online_from < ?2
+             WHERE +p.online_until > ?1 OR +p.online_until IS NULL
+             UNION ALL
+             SELECT device, online_from, online_until FROM presence
+             WHERE online_until > ?1 AND online_from < ?1
+             UNION ALL
+             SELECT device, online_from, online_until FROM presence
+             WHERE online_until IS NULL AND online_from < ?1",
+        )
+        .bind(from_ms)
+        .bind(to_ms)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(PresenceKeySpan {
+                    device: r.try_get(0)?,
+                    since_ms: r.try_get(1)?,
+                    until_ms: r.try_get(2)?,
+                })
+            })
+            .collect()
+    }
+}

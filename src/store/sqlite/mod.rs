@@ -1,0 +1,327 @@
+//! The SQLite backend: the default, a file beside the daemon, WAL mode.
+//!
+//! Owns: the SQLite dialect (connection, migrations/sqlite, the statements SQLite says its
+//! own way and the plans they are tuned for). The statements both backends share come from
+//! [`sql`](super::sql), the approval rule from `core::approval`. Must not touch MQTT or HTTP.
+//!
+//! This file holds the [`SqliteStore`] itself: connecting, and the [`Store`] impl. What
+//! `commit_batch` writes is in `batch.rs`, the [`ApiStore`] impl in `api.rs`.
+
+mod api;
+mod batch;
+
+use std::collections::HashSet;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+use tracing::instrument;
+
+use super::sql::{
+    audit_sql, audit_sql_streaming, bind_all, daily_audit_sql, play_row, raw_row, raw_rows, Bind,
+    ALL_MEMBERSHIPS, DEVICE_KEYS, FEED_KEYS, OPEN_MEMBERSHIPS, PLAY_COLS,
+};
+use super::*;
+use batch::{insert_receipts, write_presence, write_rejects, write_rollups};
+
+/// SQLite caps bound parameters per statement; receipts take five each.
+const ROWS_PER_STATEMENT: usize = 4_000;
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    /// One connection: SQLite has one writer anyway, and a second in-process writer would
+    /// meet SQLITE_BUSY on lock upgrades instead of waiting its turn.
+    pool: SqlitePool,
+    /// Readers for audits; WAL lets them run beside the writer.
+    read: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `url` (`sqlite://path`).
+    pub async fn connect(url: &str) -> Result<SqliteStore> {
+        let opts = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // A receipt is acknowledged only after its commit: FULL makes that commit
+            // survive a power cut, not only a crash of the process.
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(30))
+            .foreign_keys(false);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(opts.clone())
+            .await?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts.read_only(true))
+            .await?;
+        Ok(SqliteStore { pool, read })
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// The daily-rollup form of `q`, when a daily table answers it and holds all history.
+    async fn daily_sql(&self, q: &PlaysQuery) -> Result<Option<(String, Vec<Bind>)>> {
+        let Some((table, off)) = super::daily::table_for(q) else {
+            return Ok(None);
+        };
+        let covered: Option<i64> =
+            sqlx::query_scalar("SELECT utc_offset FROM rollup_daily_coverage WHERE utc_offset = ?")
+                .bind(off)
+                .fetch_optional(&self.read)
+                .await?;
+        Ok(covered.map(|_| daily_audit_sql(q, |_| "?".to_owned(), table, off)))
+    }
+}
+
+impl Store for SqliteStore {
+    async fn migrate(&self) -> Result<()> {
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    #[instrument(skip_all, fields(devices = devices.len(), feeds = feeds.len()))]
+    async fn sync_inventory(
+        &self,
+        devices: &[DeviceRow],
+        feeds: &[String],
+        now_ms: i64,
+    ) -> Result<Keys> {
+        let mut tx = self.pool.begin().await?;
+        for chunk in feeds.chunks(1000) {
+            let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO feeds (name) ");
+            q.push_values(chunk, |mut b, f| {
+                b.push_bind(f);
+            });
+            q.push(" ON CONFLICT (name) DO NOTHING");
+            q.build().execute(&mut *tx).await?;
+        }
+        for chunk in devices.chunks(1000) {
+            let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO devices (name, class) ");
+            q.push_values(chunk, |mut b, d| {
+                b.push_bind(&d.name).push_bind(&d.class);
+            });
+            q.push(" ON CONFLICT (name) DO UPDATE SET class = excluded.class");
+            q.build().execute(&mut *tx).await?;
+        }
+        let mut keys = Keys::default();
+        for r in sqlx::query(FEED_KEYS).fetch_all(&mut *tx).await? {
+            keys.feeds.insert(r.try_get("name")?, r.try_get("id")?);
+        }
+        for r in sqlx::query(DEVICE_KEYS).fetch_all(&mut *tx).await? {
+            keys.devices.insert(r.try_get("name")?, r.try_get("id")?);
+        }
+        // Open memberships now, against what the inventory says.
+        let mut open: HashSet<(i64, i64)> = HashSet::new();
+        for r in sqlx::query(OPEN_MEMBERSHIPS).fetch_all(&mut *tx).await? {
+            open.insert((r.try_get("device")?, r.try_get("feed")?));
+        }
+        let super::MembershipChanges { closing, opening } =
+            super::membership_changes(devices, &keys, &open);
+        for (d, f) in closing {
+            sqlx::query(
+                "UPDATE memberships SET until = ? WHERE device = ? AND feed = ? AND until IS NULL",
+            )
+            .bind(now_ms)
+            .bind(d)
+            .bind(f)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for chunk in opening.chunks(ROWS_PER_STATEMENT) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT OR IGNORE INTO memberships (device, feed, since) ",
+            );
+            q.push_values(chunk, |mut b, (d, f)| {
+                b.push_bind(d).push_bind(f).push_bind(now_ms);
+            });
+            q.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(keys)
+    }
+
+    async fn memberships(&self) -> Result<Vec<Membership>> {
+        let rows = sqlx::query(ALL_MEMBERSHIPS).fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Membership {
+                    device: r.try_get("device")?,
+                    feed: r.try_get("feed")?,
+                    since_ms: r.try_get("since")?,
+                    until_ms: r.try_get("until")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn slogan_key(&self, adset: &str, rev: i64, slogan: &str) -> Result<i64> {
+        let r = sqlx::query(
+            "INSERT INTO slogans (adset, rev, slogan) VALUES (?, ?, ?)
+             ON CONFLICT (adset, rev, slogan) DO UPDATE SET slogan = excluded.slogan
+             RETURNING id",
+        )
+        .bind(adset)
+        .bind(rev)
+        .bind(slogan)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(r.try_get("id")?)
+    }
+
+    #[instrument(skip_all, fields(play_id = %play.play_id))]
+    async fn record_play(&self, play: &NewPlay, cursor: Option<(&str, &str)>) -> Result<i64> {
+        let mut tx = self.pool.begin().await?;
+        let r = sqlx::query(
+            "INSERT INTO plays (play_id, feed, device, slogan, issued_at, expires_at, members)
+             VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(&play.play_id)
+        .bind(play.feed)
+        .bind(play.device)
+        .bind(play.slogan)
+        .bind(play.issued_ms)
+        .bind(play.expires_ms)
+        .bind(play.members)
+        .fetch_one(&mut *tx)
+        .await?;
+        if let Some((feed, cur)) = cursor {
+            sqlx::query(
+                "INSERT INTO feed_state (feed, cursor, last_issued) VALUES (?, ?, ?)
+                 ON CONFLICT (feed) DO UPDATE SET cursor = excluded.cursor, last_issued = excluded.last_issued",
+            )
+            .bind(feed)
+            .bind(cur)
+            .bind(play.issued_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(r.try_get("id")?)
+    }
+
+    async fn feed_state(&self, feed: &str) -> Result<Option<FeedState>> {
+        let r = sqlx::query("SELECT cursor, last_issued FROM feed_state WHERE feed = ?")
+            .bind(feed)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match r {
+            Some(r) => Some(FeedState {
+                cursor_json: r.try_get("cursor")?,
+                last_played_ms: r.try_get("last_issued")?,
+            }),
+            None => None,
+        })
+    }
+
+    async fn plays_since(&self, since_ms: i64) -> Result<Vec<PlayRow>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {PLAY_COLS} FROM plays WHERE issued_at >= ?"
+        ))
+        .bind(since_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(play_row)
+            .collect::<std::result::Result<_, _>>()?)
+    }
+
+    async fn play_by_id(&self, play_id: &str) -> Result<Option<PlayRow>> {
+        let r = sqlx::query(&format!("SELECT {PLAY_COLS} FROM plays WHERE play_id = ?"))
+            .bind(play_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(r.as_ref().map(play_row).transpose()?)
+    }
+
+    #[instrument(skip_all, fields(receipts = batch.receipts.len(), rejects = batch.rejects.len()))]
+    async fn commit_batch(&self, batch: &Batch) -> Result<Outcome> {
+        let mut tx = self.pool.begin().await?;
+        let stored = insert_receipts(&mut tx, batch).await?;
+        write_rollups(&mut tx, &stored, batch.utc_offset_h).await?;
+        write_rejects(&mut tx, batch).await?;
+        write_presence(&mut tx, batch).await?;
+        tx.commit().await?;
+        Ok(Outcome {
+            stored: stored.len(),
+            duplicates: batch.receipts.len() - stored.len(),
+        })
+    }
+
+    #[instrument(skip_all)]
+    async fn audit_plays(&self, q: &PlaysQuery) -> Result<Vec<PlaysRow>> {
+        if let Some((sql, binds)) = self.daily_sql(q).await? {
+            let rows = bind_all(sqlx::query(&sql), binds)
+                .fetch_all(&self.read)
+                .await?;
+            return Ok(raw_rows(q, rows)?
+                .into_iter()
+                .map(|r| crate::core::audit::stream_row(q, r))
+                .collect());
+        }
+        let (sql, binds) = audit_sql(q, |_| "?".to_owned());
+        let rows = bind_all(sqlx::query(&sql), binds)
+            .fetch_all(&self.read)
+            .await?;
+        Ok(crate::core::audit::fold(q, raw_rows(q, rows)?))
+    }
+
+    async fn stream_plays(
+        &self,
+        q: &PlaysQuery,
+        tx: tokio::sync::mpsc::Sender<PlaysRow>,
+    ) -> Result<bool> {
+        use futures_util::TryStreamExt;
+        let daily = self.daily_sql(q).await?;
+        let Some((sql, binds)) = daily.or_else(|| audit_sql_streaming(q, |_| "?".to_owned()))
+        else {
+            return Ok(false);
+        };
+        let query = bind_all(sqlx::query(&sql), binds);
+        let mut rows = query.fetch(&self.read);
+        while let Some(r) = rows.try_next().await? {
+            if let Some(raw) = raw_row(q, &r)? {
+                if tx
+                    .send(crate::core::audit::stream_row(q, raw))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    async fn prune_receipts(&self, before_ms: i64) -> Result<u64> {
+        let r = sqlx::query(
+            "DELETE FROM receipts WHERE play IN (SELECT id FROM plays WHERE issued_at < ?)",
+        )
+        .bind(before_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
+    async fn reject_counts(&self) -> Result<Vec<RejectCount>> {
+        let rows = sqlx::query(
+            "SELECT reason, SUM(count) AS n FROM rejects GROUP BY reason ORDER BY reason",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(RejectCount {
+                    reason: r.try_get("reason")?,
+                    count: r.try_get("n")?,
+                })
+            })
+            .collect()
+    }
+}
