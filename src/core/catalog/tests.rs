@@ -1,3 +1,8 @@
+//! The catalog's unit tests: every problem an operator can meet, with its file, line and
+//! field. Long on purpose (one file, about a thousand lines): each case is a few lines of
+//! input and its exact expected problems, and splitting them by file kind would scatter the
+//! shared fixtures they build on (`fixtures.rs`).
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
