@@ -155,10 +155,14 @@ impl Shared {
         lock(&self.0.last_play).insert(feed.to_owned(), cmd);
     }
 
-    /// Records a display's reported presence; true when it changed (and the gauge with it).
+    /// Records a display's reported presence; true when it changed. The online gauge counts
+    /// displays last seen online, so it moves only when a display goes from online to
+    /// offline or back: a first report of "offline" (a last will after a restart, a
+    /// display that never came up) changes the record but not the gauge.
     pub fn set_online(&self, key: i64, online: bool) -> bool {
-        let changed = lock(&self.0.online).insert(key, online) != Some(online);
-        if changed {
+        let before = lock(&self.0.online).insert(key, online);
+        let was_online = before == Some(true);
+        if was_online != online {
             let class = self.inventory().device(key).map(|d| d.class.to_string());
             if let Some(class) = class {
                 *lock(&self.0.metrics.online_by_class)
@@ -166,7 +170,7 @@ impl Shared {
                     .or_default() += if online { 1 } else { -1 };
             }
         }
-        changed
+        before != Some(online)
     }
 
     /// Waits until the catalog changes.
@@ -192,5 +196,71 @@ impl Shared {
         c.adsets = adsets;
         *write(&self.0.catalog) = Arc::new(c);
         self.0.reload.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::model::{Attrs, Device, Id};
+    use crate::store::Keys;
+
+    fn shared() -> Shared {
+        let device = |id: &str, class: &str| Device {
+            id: Id::parse(id).expect("id"),
+            class: class.into(),
+            attrs: Attrs::default(),
+        };
+        let devices = Arc::new(vec![
+            device("taxi-1", "taxi_top"),
+            device("bus-1", "bus_led"),
+        ]);
+        let keys = Keys {
+            devices: [("taxi-1".to_string(), 1), ("bus-1".to_string(), 2)].into(),
+            feeds: Default::default(),
+        };
+        let catalog = Catalog {
+            timezone: chrono_tz::Asia::Shanghai,
+            classes: Default::default(),
+            devices: devices.clone(),
+            feeds: vec![],
+            adsets: vec![],
+        };
+        Shared::new(Initial {
+            base: Arc::new(catalog.clone()),
+            catalog,
+            inventory: Inventory::new(devices, keys),
+            members: MemberIndex::new(vec![]),
+            recent: vec![],
+            metrics: Arc::new(Metrics::default()),
+            retention_ms: None,
+        })
+    }
+
+    fn online(s: &Shared, class: &str) -> i64 {
+        let m = lock(&s.metrics().online_by_class);
+        m.get(class).copied().unwrap_or(0)
+    }
+
+    #[test]
+    fn the_online_gauge_counts_displays_last_seen_online_and_never_goes_negative() {
+        let s = shared();
+        assert!(s.set_online(1, false), "a first report is recorded");
+        assert_eq!(
+            online(&s, "taxi_top"),
+            0,
+            "a first offline is not a departure"
+        );
+        assert!(s.set_online(1, true));
+        assert!(!s.set_online(1, true), "a repeated report changes nothing");
+        assert_eq!(online(&s, "taxi_top"), 1);
+        assert!(s.set_online(2, true));
+        assert!(s.set_online(1, false));
+        assert!(!s.set_online(1, false));
+        assert_eq!((online(&s, "taxi_top"), online(&s, "bus_led")), (0, 1));
+        assert_eq!(
+            s.online_names(),
+            [("taxi-1".to_string(), false), ("bus-1".to_string(), true)].into()
+        );
     }
 }
