@@ -68,34 +68,7 @@ impl PgStore {
                 created += 1;
                 continue;
             }
-            // Creating the partition would fail on rows of its day in DEFAULT: build it
-            // beside, move them, then attach (which builds the indexes to match).
-            ddl(
-                &mut tx,
-                &format!(
-                    "CREATE TABLE \"{name}\" (LIKE receipts INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"
-                ),
-            )
-            .await?;
-            let moved = ddl(
-                &mut tx,
-                &format!(
-                    "WITH moved AS (
-                         DELETE FROM receipts_default WHERE play_day >= {lo} AND play_day < {hi}
-                         RETURNING device, play, started_at, duration_ms, play_day, status)
-                     INSERT INTO \"{name}\" (device, play, started_at, duration_ms, play_day, status)
-                     SELECT device, play, started_at, duration_ms, play_day, status FROM moved"
-                ),
-            )
-            .await?;
-            ddl(
-                &mut tx,
-                &format!(
-                    "ALTER TABLE receipts ATTACH PARTITION \"{name}\" FOR VALUES FROM ({lo}) TO ({hi})"
-                ),
-            )
-            .await?;
-            info!(partition = %name, rows = moved, "moved receipts out of the default partition");
+            adopt_strays(&mut tx, name, lo, hi).await?;
             created += 1;
         }
         tx.commit().await?;
@@ -234,6 +207,39 @@ fn partition_day(name: &str) -> Option<i64> {
             .timestamp()
             .div_euclid(86_400),
     )
+}
+
+/// Creates the partition of `[lo, hi)` when rows of its day already sit in DEFAULT (plain
+/// creation would fail on them): builds it beside, moves them, then attaches it, which
+/// builds the indexes to match.
+async fn adopt_strays(c: &mut PgConnection, name: &str, lo: i32, hi: i32) -> Result<()> {
+    ddl(
+        c,
+        &format!(
+            "CREATE TABLE \"{name}\" (LIKE receipts INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"
+        ),
+    )
+    .await?;
+    let moved = ddl(
+        c,
+        &format!(
+            "WITH moved AS (
+                 DELETE FROM receipts_default WHERE play_day >= {lo} AND play_day < {hi}
+                 RETURNING device, play, started_at, duration_ms, play_day, status)
+             INSERT INTO \"{name}\" (device, play, started_at, duration_ms, play_day, status)
+             SELECT device, play, started_at, duration_ms, play_day, status FROM moved"
+        ),
+    )
+    .await?;
+    ddl(
+        c,
+        &format!(
+            "ALTER TABLE receipts ATTACH PARTITION \"{name}\" FOR VALUES FROM ({lo}) TO ({hi})"
+        ),
+    )
+    .await?;
+    info!(partition = %name, rows = moved, "moved receipts out of the default partition");
+    Ok(())
 }
 
 #[cfg(test)]
