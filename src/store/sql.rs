@@ -8,7 +8,9 @@
 
 use sqlx::Row;
 
-use super::rows::{Retirement, Revision, Role, TokenRow};
+use super::rows::{
+    FeedPlay, FeedState, PresenceKeySpan, RejectCount, Retirement, Revision, Role, TokenRow,
+};
 use super::StoreError;
 use crate::core::audit::{GroupKey, PlaysQuery, RawRow};
 use crate::core::receipt::PlayRow;
@@ -343,5 +345,60 @@ where
         slogan: r.try_get("slogan")?,
         issued_ms: r.try_get("issued_at")?,
         expires_ms: r.try_get("expires_at")?,
+    })
+}
+
+/// A `(play key, feed name, issued_at, feed key)` row of `ApiStore::feed_plays_between`.
+pub fn feed_play_row<R: Row>(r: &R) -> Result<FeedPlay, sqlx::Error>
+where
+    usize: sqlx::ColumnIndex<R>,
+    String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(FeedPlay {
+        play: r.try_get(0)?,
+        feed: r.try_get(1)?,
+        issued_ms: r.try_get(2)?,
+        feed_key: r.try_get(3)?,
+    })
+}
+
+/// A `(device key, online_from, online_until)` row of
+/// `ApiStore::presence_keys_between`.
+pub fn presence_key_span_row<R: Row>(r: &R) -> Result<PresenceKeySpan, sqlx::Error>
+where
+    usize: sqlx::ColumnIndex<R>,
+    i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(PresenceKeySpan {
+        device: r.try_get(0)?,
+        since_ms: r.try_get(1)?,
+        until_ms: r.try_get(2)?,
+    })
+}
+
+/// A `(reason, n)` row of the rejections summed by reason.
+pub fn reject_count_row<R: Row>(r: &R) -> Result<RejectCount, sqlx::Error>
+where
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(RejectCount {
+        reason: r.try_get("reason")?,
+        count: r.try_get("n")?,
+    })
+}
+
+/// A `feed_state` row (`cursor`, `last_issued`).
+pub fn feed_state_row<R: Row>(r: &R) -> Result<FeedState, sqlx::Error>
+where
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(FeedState {
+        cursor_json: r.try_get("cursor")?,
+        last_played_ms: r.try_get("last_issued")?,
     })
 }

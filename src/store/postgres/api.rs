@@ -12,7 +12,8 @@ use super::*;
 use crate::core::approval;
 use crate::core::wire::Status;
 use crate::store::sql::{
-    retirement_row, revision_row, token_row, ALL_RETIREMENTS, ALL_TOKENS, REVISION_COLS, TOKEN_COLS,
+    feed_play_row, presence_key_span_row, retirement_row, revision_row, token_row, ALL_RETIREMENTS,
+    ALL_TOKENS, REVISION_COLS, TOKEN_COLS,
 };
 
 /// A stored `status` (SMALLINT); None for a code this build does not know, which the
@@ -335,16 +336,10 @@ impl ApiStore for PgStore {
         .bind(to_ms)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(FeedPlay {
-                    play: r.try_get(0)?,
-                    feed: r.try_get(1)?,
-                    issued_ms: r.try_get(2)?,
-                    feed_key: r.try_get(3)?,
-                })
-            })
-            .collect()
+        Ok(rows
+            .iter()
+            .map(feed_play_row)
+            .collect::<std::result::Result<_, _>>()?)
     }
 
     async fn receipts_for_plays_between(
@@ -394,14 +389,9 @@ impl ApiStore for PgStore {
         .bind(from_ms)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(PresenceKeySpan {
-                    device: r.try_get(0)?,
-                    since_ms: r.try_get(1)?,
-                    until_ms: r.try_get(2)?,
-                })
-            })
-            .collect()
+        Ok(rows
+            .iter()
+            .map(presence_key_span_row)
+            .collect::<std::result::Result<_, _>>()?)
     }
 }

@@ -37,8 +37,9 @@ use sqlx::{Connection, PgConnection, PgPool, Row};
 use tracing::instrument;
 
 use super::sql::{
-    audit_sql, audit_sql_streaming, bind_all, daily_audit_sql, play_row, raw_row, raw_rows, Bind,
-    ALL_MEMBERSHIPS, DEVICE_KEYS, FEED_KEYS, OPEN_MEMBERSHIPS, PLAY_COLS,
+    audit_sql, audit_sql_streaming, bind_all, daily_audit_sql, feed_state_row, play_row, raw_row,
+    raw_rows, reject_count_row, Bind, ALL_MEMBERSHIPS, DEVICE_KEYS, FEED_KEYS, OPEN_MEMBERSHIPS,
+    PLAY_COLS,
 };
 use super::*;
 use batch::{write_presence, write_rejects, write_rollups};
@@ -317,13 +318,7 @@ impl Store for PgStore {
             .bind(feed)
             .fetch_optional(&self.pool)
             .await?;
-        Ok(match r {
-            Some(r) => Some(FeedState {
-                cursor_json: r.try_get("cursor")?,
-                last_played_ms: r.try_get("last_issued")?,
-            }),
-            None => None,
-        })
+        Ok(r.as_ref().map(feed_state_row).transpose()?)
     }
 
     async fn plays_since(&self, since_ms: i64) -> Result<Vec<PlayRow>> {
@@ -425,14 +420,10 @@ impl Store for PgStore {
         )
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(RejectCount {
-                    reason: r.try_get("reason")?,
-                    count: r.try_get("n")?,
-                })
-            })
-            .collect()
+        Ok(rows
+            .iter()
+            .map(reject_count_row)
+            .collect::<std::result::Result<_, _>>()?)
     }
 }
 

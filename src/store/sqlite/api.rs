@@ -10,7 +10,8 @@ use super::*;
 use crate::core::approval;
 use crate::core::wire::Status;
 use crate::store::sql::{
-    retirement_row, revision_row, token_row, ALL_RETIREMENTS, ALL_TOKENS, REVISION_COLS, TOKEN_COLS,
+    feed_play_row, presence_key_span_row, retirement_row, revision_row, token_row, ALL_RETIREMENTS,
+    ALL_TOKENS, REVISION_COLS, TOKEN_COLS,
 };
 
 /// One ad set's revisions and retirement, read on `c` (the writer inside an approval, a
@@ -322,16 +323,10 @@ impl ApiStore for SqliteStore {
         .bind(to_ms)
         .fetch_all(&self.read)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(FeedPlay {
-                    play: r.try_get(0)?,
-                    feed: r.try_get(1)?,
-                    issued_ms: r.try_get(2)?,
-                    feed_key: r.try_get(3)?,
-                })
-            })
-            .collect()
+        Ok(rows
+            .iter()
+            .map(feed_play_row)
+            .collect::<std::result::Result<_, _>>()?)
     }
 
     async fn receipts_for_plays_between(
@@ -383,14 +378,9 @@ impl ApiStore for SqliteStore {
         .bind(to_ms)
         .fetch_all(&self.read)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(PresenceKeySpan {
-                    device: r.try_get(0)?,
-                    since_ms: r.try_get(1)?,
-                    until_ms: r.try_get(2)?,
-                })
-            })
-            .collect()
+        Ok(rows
+            .iter()
+            .map(presence_key_span_row)
+            .collect::<std::result::Result<_, _>>()?)
     }
 }

@@ -19,8 +19,9 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use tracing::instrument;
 
 use super::sql::{
-    audit_sql, audit_sql_streaming, bind_all, daily_audit_sql, play_row, raw_row, raw_rows, Bind,
-    ALL_MEMBERSHIPS, DEVICE_KEYS, FEED_KEYS, OPEN_MEMBERSHIPS, PLAY_COLS,
+    audit_sql, audit_sql_streaming, bind_all, daily_audit_sql, feed_state_row, play_row, raw_row,
+    raw_rows, reject_count_row, Bind, ALL_MEMBERSHIPS, DEVICE_KEYS, FEED_KEYS, OPEN_MEMBERSHIPS,
+    PLAY_COLS,
 };
 use super::*;
 use batch::{insert_receipts, write_presence, write_rejects, write_rollups};
@@ -210,13 +211,7 @@ impl Store for SqliteStore {
             .bind(feed)
             .fetch_optional(&self.pool)
             .await?;
-        Ok(match r {
-            Some(r) => Some(FeedState {
-                cursor_json: r.try_get("cursor")?,
-                last_played_ms: r.try_get("last_issued")?,
-            }),
-            None => None,
-        })
+        Ok(r.as_ref().map(feed_state_row).transpose()?)
     }
 
     async fn plays_since(&self, since_ms: i64) -> Result<Vec<PlayRow>> {
@@ -315,13 +310,9 @@ impl Store for SqliteStore {
         )
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(RejectCount {
-                    reason: r.try_get("reason")?,
-                    count: r.try_get("n")?,
-                })
-            })
-            .collect()
+        Ok(rows
+            .iter()
+            .map(reject_count_row)
+            .collect::<std::result::Result<_, _>>()?)
     }
 }
