@@ -24,6 +24,9 @@ pub struct Metrics {
     pub commit_micros: AtomicU64,
     pub commit_failures: AtomicU64,
     pub configs_published: AtomicU64,
+    /// Edits of `devices/` or `schedules/` refused (the last good state kept playing): an
+    /// operator sees a broken commit here rather than only in the log.
+    pub reloads_refused: AtomicU64,
     pub broker_connected: AtomicBool,
     pub database_ok: AtomicBool,
     /// When the write in flight started (ms since the epoch), 0 when none: a write that
@@ -119,6 +122,13 @@ impl Metrics {
 
     /// Batches, commits, and the state of the broker, the database and the displays.
     fn render_health(&self, o: &mut String) {
+        family(
+            o,
+            "civicast_reloads_refused_total",
+            "counter",
+            "Edits of devices/ or schedules/ refused; the last good state kept playing.",
+            one(counted(&self.reloads_refused)),
+        );
         family(
             o,
             "civicast_batches_total",

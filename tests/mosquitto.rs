@@ -36,6 +36,9 @@ const CITY: City = City {
     adset: ONE_SLOGAN_ADSET,
 };
 
+/// How long a play lives in these tests, seconds.
+const PLAY_TTL_S: u64 = 90;
+
 /// The daemon on `dir`'s city and database, logged in to Mosquitto as `civicast`.
 async fn start(dir: &Path, port: u16) -> (daemon::App, CancellationToken, SqliteStore) {
     let store = sqlite_store(dir, "civicast.db").await;
@@ -43,7 +46,12 @@ async fn start(dir: &Path, port: u16) -> (daemon::App, CancellationToken, Sqlite
         port,
         session_within: 10,
     };
-    let (running, shutdown) = start_daemon(dir, store.clone(), broker, |_| {}).await;
+    // Plays live 90 s (not the feeds' 1 s), so the MQTT 5 expiry carries a figure a
+    // test can tell from a constant or a rounding slip.
+    let (running, shutdown) = start_daemon(dir, store.clone(), broker, |s| {
+        s.play_ttl = Some(std::time::Duration::from_secs(PLAY_TTL_S))
+    })
+    .await;
     (running, shutdown, store)
 }
 
@@ -325,16 +333,25 @@ async fn the_loop_runs_through_mosquitto_on_mqtt_3_and_5() {
             "Success"
         );
         first_plays.insert(*id, plays);
-        if c.v5 {
-            // Over MQTT 5 a play carries its expiry, which Mosquitto forwards.
-            let s = c.seen.lock().expect("lock");
-            let play = s
-                .msgs
-                .iter()
-                .find(|m| m.0.contains("/feeds/"))
-                .expect("play");
-            assert!(play.3.is_some(), "{id}: MQTT 5 play without message expiry");
+        // Over MQTT 5 a play carries its expiry, which Mosquitto forwards: the seconds
+        // left until the payload's `expires_at` when it was issued (the daemon publishes
+        // at `issued_at`; a broker that held it may count a second or so down).
+        let s = c.seen.lock().expect("lock");
+        for (topic, play, _, expiry) in s.msgs.iter().filter(|m| m.0.contains("/feeds/")) {
+            let at = |k: &str| {
+                chrono::DateTime::parse_from_rfc3339(play[k].as_str().expect(k)).expect(k)
+            };
+            let left = (at("expires_at") - at("issued_at")).num_milliseconds() as f64 / 1000.0;
+            assert_eq!(left, PLAY_TTL_S as f64, "{topic}: {play}");
+            if c.v5 {
+                let e = expiry.unwrap_or_else(|| panic!("{id}: MQTT 5 play without expiry"));
+                assert!(
+                    (f64::from(e) - left).abs() <= 1.0,
+                    "{id}: message expiry {e} s, {left} s left until expires_at: {play}"
+                );
+            }
         }
+        drop(s);
     }
     wait_for("six receipts stored and three duplicates", 15, || {
         m.receipts_stored.load(Ordering::Relaxed) == 6

@@ -200,9 +200,35 @@ async fn edited_files_are_picked_up_and_a_bad_edit_is_refused() {
         "id = \"winter\"\n[[slogan]]\nid=",
     )
     .expect("write");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(adset_now(&running).as_deref(), Some("winter"));
+    // The watcher checks every 200 ms; plays issued after it has read the broken file
+    // are the proof. Two fresh plays on the bus feed, issued after the edit, both from
+    // the last good state (the ad set "winter", three feeds).
+    let edited_at = chrono::Utc::now();
+    let m = running.metrics().clone();
+    let bad_seen = || m.reloads_refused.load(Ordering::Relaxed) > 0;
+    wait_for("the watcher to refuse the broken edit", 10, bad_seen).await;
+    let refused_at = chrono::Utc::now();
+    let issued_after = |r: &daemon::App, t: chrono::DateTime<chrono::Utc>| {
+        r.shared()
+            .last_plays()
+            .get("bus")
+            .and_then(|p| (p.issued_at > t).then(|| p.adset.clone()))
+    };
+    wait_for("a bus play issued after the refusal", 10, || {
+        issued_after(&running, refused_at).is_some()
+    })
+    .await;
+    assert!(refused_at >= edited_at);
+    assert_eq!(
+        issued_after(&running, refused_at).as_deref(),
+        Some("winter"),
+        "a play issued after the broken edit comes from the last good state"
+    );
     assert_eq!(running.shared().current().feeds.len(), 3);
+    assert!(bus1
+        .on("")
+        .last()
+        .is_some_and(|v| v["feeds"] == serde_json::json!(["bus", "route-k1"])));
     shutdown.cancel();
     running.wait().await;
 }

@@ -60,6 +60,10 @@ impl FileWatcher {
                 errors,
                 "devices/ or schedules/ has errors; the last good state keeps playing"
             );
+            self.shared
+                .metrics()
+                .reloads_refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return;
         };
         scale_time(&mut catalog, self.time_scale);
