@@ -244,6 +244,8 @@ mod tests {
             "civicast_broker_connected 0",
             "civicast_database_ok 0",
             "civicast_displays_online{class=\"taxi_top\"} 3",
+            "# TYPE civicast_reloads_refused_total counter",
+            "civicast_reloads_refused_total 0",
         ] {
             assert!(
                 text.lines().any(|l| l == line),
@@ -251,6 +253,6 @@ mod tests {
             );
         }
         let families = text.lines().filter(|l| l.starts_with("# TYPE")).count();
-        assert_eq!(families, 11);
+        assert_eq!(families, 12);
     }
 }

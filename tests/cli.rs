@@ -113,8 +113,34 @@ fn the_inspection_sample_is_the_same_for_the_same_week_and_seed() {
     assert_eq!(first, second);
     let v: serde_json::Value = serde_json::from_str(&first).expect("json");
     let rows = v["rows"].as_array().expect("rows");
-    // 59 of each class (every class of the first city has more than 59 displays).
-    assert_eq!(rows.len(), 4 * 59);
+    // 59 of each class (every class of the first city has more than 59 displays), each
+    // one of the city's displays of that class, none twice.
+    let csv = std::fs::read_to_string(dir.path().join("devices/city.csv")).expect("city.csv");
+    let class_of: std::collections::BTreeMap<&str, &str> = csv
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let mut f = l.split(',');
+            Some((f.next()?, f.next()?))
+        })
+        .collect();
+    let mut per_class: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut seen = std::collections::BTreeSet::new();
+    for r in rows {
+        let (device, class) = (
+            r["device"].as_str().expect("device"),
+            r["class"].as_str().expect("class"),
+        );
+        assert_eq!(class_of.get(device), Some(&class), "{r}");
+        assert!(seen.insert(device), "{device} drawn twice");
+        *per_class.entry(class.to_owned()).or_default() += 1;
+    }
+    let classes: std::collections::BTreeSet<&str> = class_of.values().copied().collect();
+    assert_eq!(classes.len(), 4, "{classes:?}");
+    assert_eq!(
+        per_class,
+        classes.iter().map(|c| (c.to_string(), 59)).collect()
+    );
     let (_, other, _) = civicast(
         dir.path(),
         &[
