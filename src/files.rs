@@ -30,9 +30,10 @@ pub fn read_sources(devices: &Path, schedules: &Path) -> Sources {
     }
 }
 
-/// Reads and parses the operators' folders: the catalog and every problem in them.
+/// Reads and parses the operators' folders: the catalog and every problem in them, dayparts
+/// looked at from the system's clock.
 pub fn load_dirs(devices: &Path, schedules: &Path) -> Report {
-    catalog::parse(&read_sources(devices, schedules))
+    catalog::parse(&read_sources(devices, schedules), chrono::Utc::now())
 }
 
 /// `schedules/adsets/` and its ad-set files, as [`read_sources`] reads them.

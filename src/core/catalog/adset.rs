@@ -431,6 +431,11 @@ fn class_text<'n>(
 ) -> Option<&'n str> {
     let span = v.span.clone().or_else(|| k.span.clone());
     let s = expect_str(sink, v, kf)?;
+    if ctx.classes.is_empty() {
+        // No class could be read (`classes.toml` is missing or broken, and says so): naming
+        // every class here unknown would only bury that root cause.
+        return Some(s);
+    }
     let Some(class) = ctx.classes.get(&k.name) else {
         sink.error(
             &k.span.clone().or(span),

@@ -126,24 +126,45 @@ pub(crate) fn load_devices(
     lists: &Listing,
     classes: Option<&BTreeMap<String, ClassProfile>>,
     problems: &mut Vec<Problem>,
+    counts: &mut Vec<(String, usize)>,
 ) -> Vec<Device> {
     let files = listed(dir, lists, problems);
+    if lists.is_err() {
+        return Vec::new();
+    }
     if files.is_empty() {
-        problems.push(Problem::warning(
+        problems.push(Problem::error(
             dir,
             None,
             None,
-            "no display list (*.csv) in this directory",
+            "no display list (*.csv) in this directory: the city would have no displays",
         ));
+        return Vec::new();
     }
+    let before = problems.len();
     let mut seen = Seen::new();
     let mut out = Vec::new();
     for file in files {
-        if let Some(text) = text_of(file, problems) {
-            out.extend(parse_devices_csv(
-                text, &file.name, classes, &mut seen, problems,
-            ));
-        }
+        let kept = match text_of(file, problems) {
+            Some(text) => parse_devices_csv(text, &file.name, classes, &mut seen, problems),
+            None => Vec::new(),
+        };
+        counts.push((file.name.clone(), kept.len()));
+        out.extend(kept);
+    }
+    // A list with rows in error already says why nothing is kept; only an inventory that is
+    // empty as written is reported here, so that no city starts (or reloads) with no screen.
+    if out.is_empty() && !problems[before..].iter().any(Problem::is_error) {
+        let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+        problems.push(Problem::error(
+            dir,
+            None,
+            None,
+            format!(
+                "no display is listed (in {}): the city would have no displays",
+                names.join(", ")
+            ),
+        ));
     }
     out
 }

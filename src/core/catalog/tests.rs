@@ -21,7 +21,7 @@ fn load_with(replace: &[(&'static str, &'static str)]) -> Report {
             None => files.push((name, text)),
         }
     }
-    parse(&sources(&files))
+    parse(&sources(&files), test_now())
 }
 
 /// The one error whose message contains `needle`, checked for file, line and field.
@@ -41,6 +41,11 @@ fn expect_error(r: &Report, file: &str, line: Option<usize>, field: &str, needle
     assert_eq!(p.line, line, "{p}");
     assert_eq!(p.field.as_deref(), Some(field), "{p}");
     assert!(r.catalog.is_none());
+}
+
+/// The instant the tests look at dayparts from.
+fn test_now() -> chrono::DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 12, 1, 2, 0, 0).unwrap()
 }
 
 fn show(ps: &[Problem]) -> String {
@@ -759,11 +764,15 @@ mod fuzz {
             &mut Default::default(),
             &mut ps,
         );
+        let ctx = feeds::FeedContext {
+            classes: Some(&classes),
+            devices: &devices,
+            now: test_now(),
+        };
         let (_, feeds) = feeds::parse_feeds(
             "[[feed]]\nid = \"all\"\nselect = {}\n",
             "f.toml",
-            Some(&classes),
-            &devices,
+            &ctx,
             &mut ps,
         );
         assert!(ps.is_empty(), "{ps:?}");
@@ -812,7 +821,8 @@ mod fuzz {
             let mut ps = Vec::new();
             let _ = devices::parse_devices_csv(&s, "d.csv", Some(&classes), &mut Default::default(), &mut ps);
             let _ = devices::parse_classes(&s, "c.toml", &mut ps);
-            let _ = feeds::parse_feeds(&s, "f.toml", Some(&classes), &devices, &mut ps);
+            let ctx = feeds::FeedContext { classes: Some(&classes), devices: &devices, now: test_now() };
+            let _ = feeds::parse_feeds(&s, "f.toml", &ctx, &mut ps);
             let _ = check_text(&s, &classes["bus_led"]);
         }
 
@@ -830,12 +840,13 @@ mod fuzz {
             let mut ps = Vec::new();
             let _ = devices::parse_devices_csv(&s, "d.csv", Some(&classes), &mut Default::default(), &mut ps);
             let _ = devices::parse_classes(&s, "c.toml", &mut ps);
-            let _ = feeds::parse_feeds(&s, "f.toml", Some(&classes), &devices, &mut ps);
+            let ctx = feeds::FeedContext { classes: Some(&classes), devices: &devices, now: test_now() };
+            let _ = feeds::parse_feeds(&s, "f.toml", &ctx, &mut ps);
         }
 
         #[test]
         fn cron_never_panics(s in "[0-9*/,\\-A-Za-z? ]{0,40}") {
-            let _ = feeds::parse_cron(&s);
+            let _ = daypart::parse_cron(&s);
         }
     }
 }
@@ -882,7 +893,7 @@ fn comments_and_crlf_keep_line_numbers() {
 
 /// Every problem of `sources`, as `check` prints them.
 fn problems_of(sources: &Sources) -> Vec<String> {
-    parse(sources)
+    parse(sources, test_now())
         .problems
         .iter()
         .map(|p| p.to_string())
@@ -904,7 +915,7 @@ fn absent_folders_and_files_are_problems_in_order() {
 
     let mut s = sources(&valid_files());
     s.schedules.found = Err(Absent::NotADirectory);
-    let r = parse(&s);
+    let r = parse(&s, test_now());
     assert!(r.catalog.is_none());
     assert_eq!(
         r.problems.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
@@ -938,9 +949,8 @@ fn unreadable_files_are_errors_where_they_are_listed() {
         [
             "devices/classes.toml: cannot read: permission denied",
             "devices/gbk.csv:2: the file is not UTF-8 text (save it as UTF-8)",
-            "schedules/adsets/wenming.toml:14: field `slogan[1].text_by_class.taxi_top`: unknown class \"taxi_top\" (known: none)",
         ],
-        "without classes, the classes of displays are not checked, those of ad sets are"
+        "without classes, no class is checked: the unreadable file is the one root cause"
     );
 }
 
@@ -955,16 +965,12 @@ fn unlistable_folders_are_errors_naming_them() {
     }
     let problems = problems_of(&s);
     assert_eq!(
-        problems[..3],
+        problems,
         [
             "devices: cannot list the directory: permission denied",
-            "warning: devices: no display list (*.csv) in this directory",
-            "warning: schedules/feeds.toml:6: field `feed[1].select`: feed \"bus-led-all\" matches no display",
-        ]
-    );
-    assert_eq!(
-        problems.last().map(String::as_str),
-        Some("schedules/adsets: cannot list the directory: permission denied")
+            "schedules/adsets: cannot list the directory: permission denied",
+        ],
+        "the folders are the root cause: no follow-on problem of feeds with no display"
     );
 }
 
@@ -978,11 +984,172 @@ fn adset_format_follows_the_extension_in_any_case() {
     files.retain(|(n, _)| !n.starts_with("schedules/adsets/"));
     files.push(("schedules/adsets/BRT.JSON", ADSET_JSON));
     files.push(("schedules/adsets/Wenming.Toml", ADSET));
-    let r = parse(&sources(&files));
+    let r = parse(&sources(&files), test_now());
     assert_eq!(r.errors(), 0, "{}", show(&r.problems));
     let ids: Vec<String> = r
         .catalog
         .map(|c| c.adsets.iter().map(|a| a.id.to_string()).collect())
         .unwrap_or_default();
     assert_eq!(ids, ["brt-2026", "wenming-2026-12"]);
+}
+
+#[test]
+fn a_city_without_displays_is_an_error() {
+    // No display list at all (`devices/city.csv` deleted).
+    let mut files = valid_files();
+    files.retain(|(n, _)| !n.ends_with(".csv"));
+    let r = parse(&sources(&files), test_now());
+    assert!(r.catalog.is_none(), "{}", show(&r.problems));
+    assert_eq!(
+        (
+            r.problems[0].file.as_str(),
+            r.problems[0].line,
+            r.problems[0].field.as_deref()
+        ),
+        ("devices", None, None)
+    );
+    assert!(
+        r.problems[0].message.contains("no display list (*.csv)")
+            && r.problems[0].message.contains("no displays"),
+        "{}",
+        show(&r.problems)
+    );
+    assert!(
+        !r.problems
+            .iter()
+            .any(|p| p.message.contains("matches no display")),
+        "only the root cause: {}",
+        show(&r.problems)
+    );
+    // Lists with a header and no row.
+    let r = load_with(&[
+        ("devices/fleet.csv", "id,class\n"),
+        ("devices/brt.csv", "id,class,route\n"),
+    ]);
+    assert!(r.catalog.is_none());
+    let p = r.problems.iter().find(|p| p.is_error()).expect("an error");
+    assert_eq!(p.file, "devices");
+    assert!(
+        p.message.contains("devices/brt.csv, devices/fleet.csv"),
+        "{p}"
+    );
+}
+
+/// [`FEEDS`] with the first feed's interval and daypart (lines 7 and 8) replaced.
+fn bus_feed(interval: &str, daypart: &str) -> &'static str {
+    let text = FEEDS.replacen(
+        "interval = \"3m\"\ndaypart = \"* * 6-22 * * *\"",
+        &format!("interval = \"{interval}\"\ndaypart = \"{daypart}\""),
+        1,
+    );
+    assert_ne!(text, FEEDS);
+    Box::leak(text.into_boxed_str())
+}
+
+/// The severity, line and field of each problem whose message holds `needle`.
+fn severity_field(r: &Report, needle: &str) -> Vec<(Severity, Option<usize>, String)> {
+    r.problems
+        .iter()
+        .filter(|p| p.message.contains(needle))
+        .map(|p| (p.severity, p.line, p.field.clone().unwrap_or_default()))
+        .collect()
+}
+
+#[test]
+fn intervals_outside_one_second_to_a_day_are_errors_by_name() {
+    let feeds = |interval: &str| bus_feed(interval, "* * 6-22 * * *");
+    for (interval, needle) in [
+        ("1ms", "shorter than 1s"),
+        ("999ms", "shorter than 1s"),
+        ("100y", "longer than 24h"),
+        ("25h", "longer than 24h"),
+    ] {
+        let r = load_with(&[("schedules/feeds.toml", feeds(interval))]);
+        expect_error(
+            &r,
+            "schedules/feeds.toml",
+            Some(7),
+            "feed[1].interval",
+            needle,
+        );
+    }
+    for ok in ["1s", "24h"] {
+        let r = load_with(&[("schedules/feeds.toml", feeds(ok))]);
+        assert_eq!(r.errors(), 0, "{ok}: {}", show(&r.problems));
+    }
+    // Shorter than the 15 s a bus board keeps a slogan on screen: a warning.
+    let r = load_with(&[("schedules/feeds.toml", feeds("5s"))]);
+    assert_eq!(r.errors(), 0, "{}", show(&r.problems));
+    assert_eq!(
+        severity_field(&r, "each play is cut short"),
+        [(Severity::Warning, Some(7), "feed[1].interval".to_owned())],
+        "{}",
+        show(&r.problems)
+    );
+}
+
+#[test]
+fn dayparts_that_would_never_play_are_errors_by_name() {
+    let feeds = |daypart: &str| bus_feed("3m", daypart);
+    let r = load_with(&[("schedules/feeds.toml", feeds("0 0 0 30 2 *"))]);
+    expect_error(
+        &r,
+        "schedules/feeds.toml",
+        Some(8),
+        "feed[1].daypart",
+        "matches no day in the next year",
+    );
+    let r = load_with(&[("schedules/feeds.toml", feeds("* * * * * * 2020"))]);
+    expect_error(
+        &r,
+        "schedules/feeds.toml",
+        Some(8),
+        "feed[1].daypart",
+        "matches no day in the next year",
+    );
+    // Once a day for one second: whether a slot falls in it is the grid's business, and
+    // the catalog answers as the scheduler would.
+    let feed = Id::parse("bus-led-all").expect("id");
+    let stagger = crate::core::rotation::stagger(&feed, Duration::from_secs(180));
+    let r = load_with(&[("schedules/feeds.toml", feeds("@daily"))]);
+    if stagger.as_millis() % 180_000 >= 1000 {
+        expect_error(
+            &r,
+            "schedules/feeds.toml",
+            Some(8),
+            "feed[1].daypart",
+            "none of them falls on a play slot",
+        );
+    } else {
+        assert_eq!(
+            severity_field(&r, "less than one interval")[0].0,
+            Severity::Warning
+        );
+    }
+    // An hour a day is plenty.
+    let r = load_with(&[("schedules/feeds.toml", feeds("* * 7 * * *"))]);
+    assert_eq!(r.errors() + r.warnings(), 0, "{}", show(&r.problems));
+    // One second a day, the one where the 20 s grid falls at 08:00 (a multiple of 20 s from
+    // the epoch in Shanghai): it plays, but is open less than an interval a day.
+    let second = crate::core::rotation::stagger(&feed, Duration::from_secs(20)).as_secs();
+    let r = load_with(&[(
+        "schedules/feeds.toml",
+        bus_feed("20s", &format!("{second} 0 8 * * *")),
+    )]);
+    assert_eq!(r.errors(), 0, "{}", show(&r.problems));
+    assert_eq!(
+        severity_field(&r, "less than one interval"),
+        [(Severity::Warning, Some(8), "feed[1].daypart".to_owned())],
+        "{}",
+        show(&r.problems)
+    );
+    // Out of range, with the range in words.
+    let r = load_with(&[("schedules/feeds.toml", feeds("* * 24 * * *"))]);
+    expect_error(
+        &r,
+        "schedules/feeds.toml",
+        Some(8),
+        "feed[1].daypart",
+        "the hour field must be 0 to 23, not 24",
+    );
 }
