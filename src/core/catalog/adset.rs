@@ -126,7 +126,8 @@ fn read_adset(root: &Node, ctx: &AdSetContext, sink: &mut Sink) -> Option<(AdSet
     let slogans = slogans(&mut t, ctx, &reached, sink);
     t.finish(sink);
 
-    if id.is_some() && reached.is_empty() && !sink.has_errors() {
+    // With no display at all, the inventory's own error is the root cause.
+    if id.is_some() && reached.is_empty() && !ctx.devices.is_empty() && !sink.has_errors() {
         sink.warn(&None, "feeds", "this ad set reaches no display");
     }
 
