@@ -429,7 +429,7 @@ taxi_tpo = "x"
         f,
         Some(9),
         "slogan[1].weight",
-        "weight must be at least 1",
+        "weight must be 1 to 4294967295, not 0",
     );
     expect_error(
         &r,
@@ -1152,4 +1152,136 @@ fn dayparts_that_would_never_play_are_errors_by_name() {
         "feed[1].daypart",
         "the hour field must be 0 to 23, not 24",
     );
+}
+
+#[test]
+fn a_commented_out_display_row_is_a_warning_naming_its_line() {
+    let fleet = "id,class,route,district,operator\n# the K1 buses\nbus-K1-0421,bus_led,K1,haizhou,city-bus\n#bus-K1-0422,bus_led,K1,haizhou,city-bus\ntaxi-0007,taxi_top,,lianyun,jiaotong-taxi\n";
+    let r = load_with(&[("devices/fleet.csv", fleet)]);
+    assert_eq!(r.errors(), 0, "{}", show(&r.problems));
+    let found: Vec<&Problem> = r
+        .problems
+        .iter()
+        .filter(|p| p.file == "devices/fleet.csv")
+        .collect();
+    assert_eq!(found.len(), 1, "a note is no row: {}", show(&r.problems));
+    assert_eq!(
+        (found[0].severity, found[0].line, found[0].field.as_deref()),
+        (Severity::Warning, Some(4), Some("id"))
+    );
+    assert!(
+        found[0].message.contains("\"#bus-K1-0422\" is left out"),
+        "{}",
+        found[0]
+    );
+    let ids: Vec<&str> = r
+        .catalog
+        .as_ref()
+        .expect("catalog")
+        .devices
+        .iter()
+        .map(|d| d.id.as_str())
+        .collect();
+    assert!(!ids.contains(&"bus-K1-0422"));
+}
+
+#[test]
+fn a_slogan_id_in_two_ad_sets_is_an_error_naming_both_unless_it_is_the_same_slogan() {
+    let other = |text: &str| -> &'static str {
+        Box::leak(
+            format!("id = \"winter\"\nvalid_from = \"2026-12-01\"\nvalid_until = \"2026-12-31\"\nfeeds = [\"bus-led-all\"]\n\n[[slogan]]\nid = \"li-rang\"\ntext = \"{text}\"\n")
+                .into_boxed_str(),
+        )
+    };
+    let r = load_with(&[("schedules/adsets/winter.toml", other("文明乘车"))]);
+    expect_error(
+        &r,
+        "schedules/adsets/winter.toml",
+        Some(1),
+        "slogan",
+        "slogan \"li-rang\" is also in ad set \"wenming-2026-12\" (schedules/adsets/wenming.toml) with another text",
+    );
+    let r = load_with(&[("schedules/adsets/winter.toml", other("礼让斑马线"))]);
+    assert_eq!(r.errors(), 0, "{}", show(&r.problems));
+    assert_eq!(
+        severity_field(&r, "with the same texts"),
+        [(Severity::Warning, Some(1), "slogan".to_owned())]
+    );
+}
+
+#[test]
+fn range_errors_say_the_range_and_dates_show_as_written() {
+    let r = load_with(&[(
+        "schedules/adsets/wenming.toml",
+        "id = \"w\"\nvalid_from = \"2026-12-31\"\nvalid_until = \"2026-12-30\"\npriority = 99999999999\n[[slogan]]\nid = \"a\"\ntext = \"讲文明\"\nweight = 5000000000\n",
+    )]);
+    let f = "schedules/adsets/wenming.toml";
+    expect_error(
+        &r,
+        f,
+        Some(3),
+        "valid_until",
+        "valid_until \"2026-12-30\" is not after valid_from \"2026-12-31\"",
+    );
+    expect_error(
+        &r,
+        f,
+        Some(4),
+        "priority",
+        "priority must be -2147483648 to 2147483647, not 99999999999",
+    );
+    expect_error(
+        &r,
+        f,
+        Some(8),
+        "slogan[1].weight",
+        "weight must be 1 to 4294967295, not 5000000000",
+    );
+
+    // JSON: an integer past i64 is an integer out of range, not "a float".
+    let ctx = ctx_catalog();
+    let e = parse_adset(
+        "{\"id\": \"j\", \"valid_from\": \"2026-12-01\", \"valid_until\": \"2026-12-02\",\n \"slogans\": [{\"id\": \"a\", \"text\": \"x\", \"weight\": 18446744073709551616}]}",
+        true,
+        "upload",
+        &AdSetContext::of(&ctx),
+    )
+    .expect_err("too heavy");
+    assert_eq!(e.len(), 1, "{}", show(&e));
+    assert!(
+        e[0].message
+            .contains("weight must be 1 to 4294967295, not 18446744073709551616"),
+        "{}",
+        e[0]
+    );
+    assert_eq!(e[0].line, Some(2));
+}
+
+#[test]
+fn a_json_null_slogan_beside_slogans_is_no_slogan_list() {
+    let ctx = ctx_catalog();
+    let (a, problems) = parse_adset_checked(
+        "{\"id\": \"j\", \"valid_from\": \"2026-12-01\", \"valid_until\": \"2026-12-02\", \"slogan\": null,\n \"slogans\": [{\"id\": \"a\", \"text\": \"讲文明\"}]}",
+        true,
+        "upload",
+        &AdSetContext::of(&ctx),
+    );
+    assert!(
+        problems.iter().all(|p| !p.is_error()),
+        "{}",
+        show(&problems)
+    );
+    assert_eq!(a.expect("ad set").slogans.len(), 1);
+}
+
+#[test]
+fn lines_of_problems_are_found_by_offset_on_large_files() {
+    let text: String = (0..5000).map(|i| format!("k{i} = {i}\n")).collect();
+    let sink = tree::Sink::new("big.toml", &text);
+    for (i, line) in text.lines().enumerate().step_by(97) {
+        let at = text.find(line).expect("line");
+        assert_eq!(sink.line(&Some(at..at + 1)), Some(i + 1));
+        assert_eq!(tree::line_of(&text, at), i + 1);
+    }
+    assert_eq!(sink.line(&Some(text.len()..text.len())), Some(5001));
 }
