@@ -324,6 +324,17 @@ async fn a_running_daemon_keeps_the_city_when_its_inventory_is_deleted_or_half_w
         "names the way to accept it: {f}"
     );
     assert_eq!(refused("drop").await, Some(1.0));
+    // The reload's warnings are logged too, each with its file and line, as at the start.
+    let warned = logged(&serve, "feed \"taxi-all\" matches no display");
+    assert!(
+        warned
+            .iter()
+            .any(|v| v["fields"]["line"].as_u64().is_some_and(|l| l > 0)
+                && v["fields"]["file"]
+                    .as_str()
+                    .is_some_and(|f| f.ends_with("feeds.toml"))),
+        "{warned:?}"
+    );
     assert!(logged(&serve, "reloaded").is_empty(), "{}", serve.log());
 
     // An operator means it: accepted once, while serving.
