@@ -1285,3 +1285,41 @@ fn lines_of_problems_are_found_by_offset_on_large_files() {
     }
     assert_eq!(sink.line(&Some(text.len()..text.len())), Some(5001));
 }
+
+#[test]
+fn a_reload_counts_the_displays_and_live_ad_sets_it_takes_away() {
+    let old = load_with(&[]).catalog.expect("catalog");
+    // Half of the bus list gone, one display renamed: 2 of 4 displays go.
+    let new = load_with(&[(
+        "devices/fleet.csv",
+        "id,class,route,district,operator\nbus-K1-0421,bus_led,K1,haizhou,city-bus\nbus-K1-9999,bus_led,K1,haizhou,city-bus\n",
+    )])
+    .catalog
+    .expect("catalog");
+    let now = test_now();
+    let [displays, adsets] = shrinkage(&old, &new, now);
+    assert_eq!(
+        (displays.before, displays.after, displays.removed),
+        (4, 3, 2)
+    );
+    assert_eq!(displays.examples, ["bus-K1-0422", "taxi-0007"]);
+    assert!(displays.exceeds(0.2) && !displays.exceeds(0.5));
+    assert_eq!(
+        displays.to_string(),
+        "2 of 4 displays (50.0%) would go, 3 left (e.g. bus-K1-0422, taxi-0007)"
+    );
+    assert_eq!((adsets.before, adsets.removed), (2, 0));
+
+    // An ad set file removed: one of the two that still play.
+    let mut files = valid_files();
+    files.retain(|(n, _)| !n.ends_with("brt.json"));
+    let fewer = parse(&sources(&files), now).catalog.expect("catalog");
+    let [_, adsets] = shrinkage(&old, &fewer, now);
+    assert_eq!((adsets.before, adsets.removed), (2, 1));
+    assert!(adsets.exceeds(0.2));
+    // Once an ad set has ended, removing its file takes nothing away.
+    let after_both = Utc.with_ymd_and_hms(2027, 2, 1, 0, 0, 0).unwrap();
+    let [_, adsets] = shrinkage(&old, &fewer, after_both);
+    assert_eq!((adsets.before, adsets.removed), (0, 0));
+    assert!(!adsets.exceeds(0.0));
+}
