@@ -142,6 +142,11 @@ pub(crate) fn reach(
     let open = time_of_day(daypart);
     let open_per_day = u32::try_from(open.iter().filter(|o| **o).count()).unwrap_or(u32::MAX);
     let mut any_day = false;
+    // When the interval divides a day, every whole day of 86,400 s at one offset has its
+    // slots at the same times of day: one such day without a slot open says the same of all.
+    let step_ms = interval.as_millis().max(1);
+    let same_every_day = 86_400_000 % step_ms == 0;
+    let mut plain_day_missed = false;
     let today = now.with_timezone(&tz).date_naive();
     for d in today.iter_days().take(LOOK_AHEAD_DAYS as usize) {
         let date_matches = s.years().includes(d.year().unsigned_abs())
@@ -155,12 +160,25 @@ pub(crate) fn reach(
         if open_per_day == 0 {
             break;
         }
-        if let Some(t) = first_slot_on(daypart, &open, feed, interval, tz, d, now) {
-            return Reach {
-                any_day,
-                first_play: Some(t),
-                open_per_day,
-            };
+        let whole_plain_day = match (
+            start_of_day(d, tz),
+            d.succ_opt().and_then(|n| start_of_day(n, tz)),
+        ) {
+            (Some(a), Some(b)) => a >= now && (b - a).num_milliseconds() == 86_400_000,
+            _ => false,
+        };
+        if whole_plain_day && same_every_day && plain_day_missed {
+            continue;
+        }
+        match first_slot_on(daypart, &open, feed, interval, tz, d, now) {
+            Some(t) => {
+                return Reach {
+                    any_day,
+                    first_play: Some(t),
+                    open_per_day,
+                }
+            }
+            None => plain_day_missed |= whole_plain_day,
         }
     }
     Reach {
