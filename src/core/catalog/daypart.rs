@@ -142,11 +142,13 @@ pub(crate) fn reach(
     let open = time_of_day(daypart);
     let open_per_day = u32::try_from(open.iter().filter(|o| **o).count()).unwrap_or(u32::MAX);
     let mut any_day = false;
-    // When the interval divides a day, every whole day of 86,400 s at one offset has its
-    // slots at the same times of day: one such day without a slot open says the same of all.
-    let step_ms = interval.as_millis().max(1);
-    let same_every_day = 86_400_000 % step_ms == 0;
-    let mut plain_day_missed = false;
+    // Two whole days of 86,400 s whose midnights fall at the same phase of the grid have
+    // their slots at the same times of day: one of them without a slot open says the same of
+    // the other (a year's walk on a 2 s grid took 5 s).
+    let step_ms = i64::try_from(interval.as_millis())
+        .unwrap_or(i64::MAX)
+        .max(1);
+    let mut missed_phases = std::collections::HashSet::new();
     let today = now.with_timezone(&tz).date_naive();
     for d in today.iter_days().take(LOOK_AHEAD_DAYS as usize) {
         let date_matches = s.years().includes(d.year().unsigned_abs())
@@ -160,14 +162,16 @@ pub(crate) fn reach(
         if open_per_day == 0 {
             break;
         }
-        let whole_plain_day = match (
+        let phase = match (
             start_of_day(d, tz),
             d.succ_opt().and_then(|n| start_of_day(n, tz)),
         ) {
-            (Some(a), Some(b)) => a >= now && (b - a).num_milliseconds() == 86_400_000,
-            _ => false,
+            (Some(a), Some(b)) if a >= now && (b - a).num_milliseconds() == 86_400_000 => {
+                Some(a.timestamp_millis().rem_euclid(step_ms))
+            }
+            _ => None,
         };
-        if whole_plain_day && same_every_day && plain_day_missed {
+        if phase.is_some_and(|p| missed_phases.contains(&p)) {
             continue;
         }
         match first_slot_on(daypart, &open, feed, interval, tz, d, now) {
@@ -178,7 +182,11 @@ pub(crate) fn reach(
                     open_per_day,
                 }
             }
-            None => plain_day_missed |= whole_plain_day,
+            None => {
+                if let Some(p) = phase {
+                    missed_phases.insert(p);
+                }
+            }
         }
     }
     Reach {
@@ -321,6 +329,45 @@ mod tests {
         let walked = first_play_by_walking(&d, &feed, Duration::from_secs(60), ny, before, 2);
         let r = reach(&d, &feed, Duration::from_secs(60), ny, before);
         assert_eq!(r.first_play, walked);
+    }
+
+    #[test]
+    fn a_year_ahead_agrees_with_the_scheduler_across_clock_changes() {
+        // A 90-minute grid in New York: summer and winter midnights fall at other phases.
+        let ny = chrono_tz::America::New_York;
+        let now = at("2026-01-10T12:00:00-05:00");
+        let feed = Id::parse("route-k1").expect("id");
+        let every = Duration::from_secs(90 * 60);
+        for expr in [
+            "* 0-9 0 * 6-8 *",
+            "0 * * * * *",
+            "* * 13 1 7 *",
+            "* 0-2 * * * *",
+        ] {
+            let d = parse_cron(expr).expect("daypart");
+            let walked = first_play_by_walking(&d, &feed, every, ny, now, 366);
+            assert_eq!(
+                reach(&d, &feed, every, ny, now).first_play,
+                walked,
+                "{expr}"
+            );
+        }
+        // The one minute of the day where the grid falls in summer (midnight is 04:00 UTC),
+        // which winter's grid (midnight 05:00 UTC) misses: it first plays in March.
+        let stagger = i64::try_from(rotation::stagger(&feed, every).as_millis()).expect("ms");
+        let summer = (stagger - 4 * 3_600_000).rem_euclid(5_400_000);
+        let expr = format!("* {} {} * * *", summer / 60_000 % 60, summer / 3_600_000);
+        let d = parse_cron(&expr).expect("daypart");
+        let walked = first_play_by_walking(&d, &feed, every, ny, now, 366);
+        assert!(
+            walked.is_some_and(|t| t > at("2026-03-08T00:00:00-05:00")),
+            "{expr}: {walked:?}"
+        );
+        assert_eq!(
+            reach(&d, &feed, every, ny, now).first_play,
+            walked,
+            "{expr}"
+        );
     }
 
     #[test]
