@@ -271,6 +271,8 @@ impl Parts {
                 time_scale,
                 clock: self.clock.clone(),
                 every,
+                settle: settings.watch_settle,
+                max_drop: settings.max_drop,
                 shutdown: self.shutdown.clone(),
             };
             tasks.spawn(watcher.run());
