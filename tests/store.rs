@@ -81,9 +81,84 @@ where
     test(s).await;
 }
 
+/// A migrator of `backend`'s migrations up to `version` only (the files as they are, so
+/// that the full migration later sees them as applied).
+async fn migrator_through(backend: &str, version: u32) -> sqlx::migrate::Migrator {
+    let from = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations")
+        .join(backend);
+    let dir = tempfile::tempdir().expect("tempdir");
+    for e in std::fs::read_dir(&from).expect("migrations") {
+        let path = e.expect("entry").path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let number: u32 = name
+            .split('_')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        if number >= 1 && number <= version {
+            std::fs::copy(&path, dir.path().join(name)).expect("copy migration");
+        }
+    }
+    sqlx::migrate::Migrator::new(dir.path())
+        .await
+        .expect("read migrations")
+}
+
+/// Ad-set rows as version 0004 stored them: `civility` approved at 1, then retired, then
+/// uploaded again (rev 2, before uploads stopped deleting retirements the retirement would
+/// have been gone; this is a database retired after its last upload), and a file set.
+const ROWS_AT_0004: &str = "
+    INSERT INTO adset_revisions (adset, rev, format, body, origin, uploaded_by, uploaded_at, approved_by, approved_at) VALUES
+      ('civility', 1, 'toml', '# one', 'upload', 'alice', 1000, 'bob', 1100),
+      ('civility', 2, 'toml', '# two', 'upload', 'alice', 2000, NULL, NULL),
+      ('parks', 1, 'toml', '# parks', 'file', 'file:parks.toml', 3000, 'file:parks.toml', 3000);
+    INSERT INTO adset_retired (adset, retired_by, retired_at) VALUES ('civility', 'carol', 2500);";
+
+/// Runs `test` on a SQLite store that held [`ROWS_AT_0004`] at version 0004 and was then
+/// migrated to the current version.
+async fn on_sqlite_upgraded<F, Fut>(test: F)
+where
+    F: FnOnce(SqliteStore) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("civicast.db").display());
+    let s = SqliteStore::connect(&url).await.expect("open sqlite");
+    migrator_through("sqlite", 4)
+        .await
+        .run(s.pool())
+        .await
+        .expect("migrate to 0004");
+    sqlx::raw_sql(ROWS_AT_0004)
+        .execute(s.pool())
+        .await
+        .expect("rows of 0004");
+    s.migrate().await.expect("migrate sqlite");
+    test(s).await;
+}
+
 /// Runs `test` on a migrated PostgreSQL store in a fresh schema, dropped afterwards even
 /// when the test fails.
 async fn on_pg<F, Fut>(test: F)
+where
+    F: FnOnce(PgStore) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    on_pg_from(false, test).await
+}
+
+/// [`on_sqlite_upgraded`] on PostgreSQL.
+async fn on_pg_upgraded<F, Fut>(test: F)
+where
+    F: FnOnce(PgStore) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    on_pg_from(true, test).await
+}
+
+/// [`on_pg`], from [`ROWS_AT_0004`] at version 0004 when `upgraded`.
+async fn on_pg_from<F, Fut>(upgraded: bool, test: F)
 where
     F: FnOnce(PgStore) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
@@ -96,6 +171,17 @@ where
     let s = PgStore::connect_schema(&url, &schema)
         .await
         .expect("connect to CIVICAST_TEST_PG");
+    if upgraded {
+        migrator_through("postgres", 4)
+            .await
+            .run(s.pool())
+            .await
+            .expect("migrate to 0004");
+        sqlx::raw_sql(ROWS_AT_0004)
+            .execute(s.pool())
+            .await
+            .expect("rows of 0004");
+    }
     let migrated = s.migrate().await;
     // The test runs in its own task so that a failing assertion still drops the schema.
     let outcome = match migrated {
@@ -1244,6 +1330,63 @@ async fn retired_revisions<S: ApiStore>(s: S) {
     );
 }
 
+/// A database retired at version 0004 stays retired through the revisions it had: the
+/// migration covers them all, nothing else changes, and a later upload plays once approved.
+async fn upgraded_retirements<S: ApiStore>(s: S) {
+    let h = s
+        .adset_history("civility")
+        .await
+        .expect("history")
+        .expect("civility");
+    assert_eq!(
+        h.retired,
+        Some(Retirement {
+            by: "carol".to_owned(),
+            at_ms: 2_500,
+            through_rev: 2,
+            reason: None,
+        })
+    );
+    assert_eq!(
+        revs(&h),
+        vec![(1, "alice", Some("bob")), (2, "alice", None)],
+        "revisions are kept as they were"
+    );
+    assert_eq!(
+        (h.revisions[0].body.as_str(), h.revisions[0].uploaded_token),
+        ("# one", None)
+    );
+    assert_eq!(h.playing(), None);
+    assert_eq!(
+        approval(s.approve_latest("civility", &op("bob"), 4_000).await),
+        Err(ApproveError::Retired("civility".to_owned()))
+    );
+    let parks = s
+        .adset_history("parks")
+        .await
+        .expect("history")
+        .expect("parks");
+    assert_eq!(
+        (parks.retired.clone(), parks.playing().map(|r| r.rev)),
+        (None, Some(1))
+    );
+    s.add_revision(&upload("civility", "alice", 5_000), false)
+        .await
+        .expect("upload 3");
+    let approved = approval(s.approve_latest("civility", &op("bob"), 5_100).await)
+        .expect("bob approves revision 3");
+    assert_eq!(approved.rev, 3);
+    let h = s
+        .adset_history("civility")
+        .await
+        .expect("history")
+        .expect("civility");
+    assert_eq!(
+        (h.retired.clone(), h.playing().map(|r| r.rev)),
+        (None, Some(3))
+    );
+}
+
 /// The four-eyes rule knows people by their tokens: the uploading token never approves its
 /// own upload, whatever it is called, and another token is another person even under the
 /// same name.
@@ -2168,6 +2311,18 @@ both_backends!(
     streaming,
     daily,
 );
+
+mod upgraded_retirements {
+    #[tokio::test]
+    async fn sqlite() {
+        super::on_sqlite_upgraded(super::upgraded_retirements).await;
+    }
+    #[tokio::test]
+    #[ignore = "needs CIVICAST_TEST_PG (PostgreSQL)"]
+    async fn postgres() {
+        super::on_pg_upgraded(super::upgraded_retirements).await;
+    }
+}
 
 #[tokio::test]
 #[ignore = "needs CIVICAST_TEST_PG (PostgreSQL)"]
