@@ -261,3 +261,71 @@ pub async fn effective(
     cache.keep_only(&playing);
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CLASSES: &str =
+        "[class.bus_led]\nmax_chars = 40\ncharset = \"gb2312\"\nduration = \"1s\"\n";
+    const FLEET: &str = "id,class\nbus-1,bus_led\n";
+    const ON_BUS: &str = "id = \"civility\"\nvalid_from = \"2020-01-01\"\nvalid_until = \"2099-12-31\"\nfeeds = [\"bus\"]\n\n[[slogan]]\nid = \"jiang-wenming\"\ntext = \"讲文明 树新风\"\n";
+
+    /// The files' catalog with one feed, `feed`, over the one bus.
+    fn catalog(feed: &str) -> Catalog {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let w = |rel: &str, text: &str| {
+            let p = dir.path().join(rel);
+            std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+            std::fs::write(p, text).expect("write");
+        };
+        w("devices/classes.toml", CLASSES);
+        w("devices/fleet.csv", FLEET);
+        w(
+            "schedules/feeds.toml",
+            &format!("timezone = \"Asia/Shanghai\"\n\n[[feed]]\nid = \"{feed}\"\nselect = {{ class = \"bus_led\" }}\ninterval = \"1s\"\n"),
+        );
+        std::fs::create_dir_all(dir.path().join("schedules/adsets")).expect("mkdir");
+        let r = crate::files::load_dirs(&dir.path().join("devices"), &dir.path().join("schedules"));
+        r.catalog.expect("a valid catalog")
+    }
+
+    fn revision() -> Revision {
+        Revision {
+            adset: "civility".into(),
+            rev: 3,
+            format: "toml".into(),
+            body: ON_BUS.into(),
+            origin: "upload".into(),
+            uploaded_by: "alice".into(),
+            uploaded_token: Some(1),
+            uploaded_ms: 1,
+            approved_by: Some("bob".into()),
+            approved_token: Some(2),
+            approved_ms: Some(2),
+        }
+    }
+
+    #[test]
+    fn a_parse_is_kept_while_the_files_are_the_same_and_checked_again_when_they_change() {
+        let cache = ParsedAdSets::default();
+        let r = revision();
+        let on_bus = catalog("bus");
+        let first = cache.get(&on_bus, &r).expect("plays on the bus feed");
+        assert_eq!((first.id.as_str(), first.rev), ("civility", 3));
+        let again = cache.get(&on_bus, &r).expect("still plays");
+        assert!(Arc::ptr_eq(&first, &again), "the same parse, not a new one");
+        let reloaded = catalog("bus");
+        let after_reload = cache.get(&reloaded, &r).expect("still plays");
+        assert!(
+            Arc::ptr_eq(&first, &after_reload),
+            "files read again but unchanged keep the parse"
+        );
+        // The feed it names is gone: checked against the new feeds, it no longer plays.
+        assert_eq!(cache.get(&catalog("coach"), &r), None);
+        let back = cache
+            .get(&on_bus, &r)
+            .expect("plays again once the feed is back");
+        assert_eq!(*back, *first);
+    }
+}
