@@ -205,7 +205,11 @@ async fn edited_files_are_picked_up_and_a_bad_edit_is_refused() {
     // the last good state (the ad set "winter", three feeds).
     let edited_at = chrono::Utc::now();
     let m = running.metrics().clone();
-    let bad_seen = || m.reloads_refused.iter().any(|c| c.load(Ordering::Relaxed) > 0);
+    let bad_seen = || {
+        m.reloads_refused
+            .iter()
+            .any(|c| c.load(Ordering::Relaxed) > 0)
+    };
     wait_for("the watcher to refuse the broken edit", 10, bad_seen).await;
     let refused_at = chrono::Utc::now();
     let issued_after = |r: &daemon::App, t: chrono::DateTime<chrono::Utc>| {
