@@ -49,6 +49,9 @@ pub struct Settings {
     pub retention_days: Option<u32>,
     /// How often `devices/` and `schedules/` are checked for edits; unset: never.
     pub watch_every: Option<Duration>,
+    /// Most slogans in one ad set uploaded over HTTP: an upload past it is refused before
+    /// its slogans are checked, so one request cannot hold a worker for long.
+    pub max_slogans: usize,
 }
 
 /// Which broker the daemon uses.
@@ -87,6 +90,7 @@ impl Default for Settings {
             broker_max_connections: 20_000,
             retention_days: None,
             watch_every: Some(Duration::from_secs(2)),
+            max_slogans: 10_000,
         }
     }
 }
@@ -136,6 +140,7 @@ const KEYS: &[(&str, &str)] = &[
     ("broker_max_connections", "CIVICAST_BROKER_MAX_CONNECTIONS"),
     ("retention_days", "CIVICAST_RETENTION_DAYS"),
     ("watch_every", "CIVICAST_WATCH_EVERY"),
+    ("max_slogans", "CIVICAST_MAX_SLOGANS"),
 ];
 
 /// A value as given, and where it came from (for the error that names it).
@@ -244,6 +249,7 @@ impl Layers {
         p.set("watch_every", &mut s.watch_every, |t| {
             parse_duration(t).map(Some)
         });
+        p.set("max_slogans", &mut s.max_slogans, parse_positive);
         if p.errors.is_empty() {
             Ok(s)
         } else {
