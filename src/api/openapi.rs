@@ -221,8 +221,8 @@ fn query_param(name: &str) -> Value {
             "Answer format; empty or absent: by the Accept header (text/csv), else JSON",
         ),
         "week" => (
-            json!({"type": "string", "pattern": "^[0-9]{4}-W[0-9]{2}$"}),
-            "ISO week, e.g. 2026-W48; absent: the current week",
+            json!({"type": "string", "pattern": "^([0-9]{4}-W[0-9]{2})?$"}),
+            "ISO week, e.g. 2026-W48; empty or absent: the current week",
         ),
         "seed" => (
             json!({"type": "string"}),
@@ -373,13 +373,15 @@ fn schemas() -> Value {
     let input = json!({
         "AdSetInput": {
             "type": "object",
-            "description": "An ad set as in schedules/adsets/*.toml (see the contract); every problem is a 422",
+            "description": "An ad set as in schedules/adsets/*.toml (see the contract); every problem is a 422. A null counts as absent.",
             "required": ["id", "valid_from", "valid_until", "slogan"],
             "properties": {
-                "id": s, "title": s, "valid_from": s, "valid_until": s, "feeds": strings, "priority": int,
+                "id": s, "title": nullable("string"), "valid_from": s, "valid_until": s,
+                "feeds": {"type": ["array", "null"], "items": {"type": "string"}},
+                "priority": nullable("integer"),
                 "slogan": {"type": "array", "items": {"type": "object", "required": ["id", "text"], "properties": {
-                    "id": s, "text": s, "weight": {"type": "integer", "minimum": 1},
-                    "text_by_class": {"type": "object", "additionalProperties": {"type": "string"}}}}}}},
+                    "id": s, "text": s, "weight": {"type": ["integer", "null"], "minimum": 1},
+                    "text_by_class": {"type": ["object", "null"], "additionalProperties": {"type": "string"}}}}}}},
     });
     for part in [more, audits, input] {
         if let (Some(a), Value::Object(b)) = (all.as_object_mut(), part) {
@@ -503,7 +505,10 @@ fn operation(route: &Route) -> Value {
     if route.operation_id == "uploadAdSet" {
         op["requestBody"] = json!({"required": true, "content": {
             "application/toml": {"schema": {"type": "string", "maxLength": crate::api::MAX_BODY}},
-            "application/json": {"schema": r("AdSetInput")}}});
+            "application/json": {"schema": r("AdSetInput"), "example": {
+                "id": "wenming-2026-12", "title": "Civility month",
+                "valid_from": "2026-12-01", "valid_until": "2099-12-31",
+                "slogan": [{"id": "jiang-wenming", "text": "讲文明 树新风", "weight": 2}]}}}});
         let id = json!({"id": "$response.body#/id"});
         op["responses"]["201"]["links"] = json!({
             "ShowAdSet": {"operationId": "showAdSet", "parameters": id},
