@@ -992,3 +992,59 @@ async fn audit_reconcile(
         })
         .await?
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_heavy_request_past_the_queue_gets_503_with_retry_after() {
+        let heavy = Arc::new(Heavy::new(&Limits {
+            workers: 1,
+            queue: 1,
+            ..Limits::default()
+        }));
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let h = heavy.clone();
+        let first = tokio::spawn(async move { h.run(move || held.recv().is_ok()).await });
+        while heavy.busy() < 1 {
+            tokio::task::yield_now().await;
+        }
+        // One may wait for the worker; the next one is turned away.
+        let h = heavy.clone();
+        let second = tokio::spawn(async move { h.run(|| 2).await });
+        while heavy.waiting.load(Ordering::Relaxed) < 1 {
+            tokio::task::yield_now().await;
+        }
+        let third = heavy.run(|| 3).await.expect_err("the queue is full");
+        assert_eq!(third.status, StatusCode::SERVICE_UNAVAILABLE);
+        let answer = third.into_response();
+        assert_eq!(answer.headers()[header::RETRY_AFTER], RETRY_AFTER_S);
+        release.send(()).expect("release the first");
+        assert!(first.await.expect("first").expect("ran"));
+        assert_eq!(second.await.expect("second").expect("ran after waiting"), 2);
+        assert_eq!(
+            heavy.waiting.load(Ordering::Relaxed),
+            0,
+            "nobody left waiting"
+        );
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_read_in_any_case() {
+        let with = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(
+                header::AUTHORIZATION,
+                HeaderValue::from_str(v).expect("header"),
+            );
+            bearer(&h).map(str::to_owned)
+        };
+        assert_eq!(with("Bearer abc").as_deref(), Some("abc"));
+        assert_eq!(with("bearer abc").as_deref(), Some("abc"));
+        assert_eq!(with("BEARER  abc ").as_deref(), Some("abc"));
+        assert_eq!(with("Basic abc"), None);
+        assert_eq!(with("Bearer"), None);
+        assert_eq!(with("Bearerabc"), None);
+    }
+}
