@@ -9,7 +9,7 @@
 # into a venv under target/ the first time.
 #
 # SCHEMATHESIS_EXAMPLES (default 25) bounds the examples per operation and phase;
-# SCHEMATHESIS_MAX_TIME (default 120) the seconds per role.
+# SCHEMATHESIS_MAX_TIME (default 90) the seconds per role.
 #
 # positive_data_acceptance is left out: a query can fit its schema and still be refused by
 # design, a display id that the deployment does not know or a `from` after `to` (400), an
@@ -82,7 +82,7 @@ for role in operator auditor admin; do
     -H "Authorization: Bearer ${token[$role]}" \
     --checks all --exclude-checks positive_data_acceptance \
     --max-examples "${SCHEMATHESIS_EXAMPLES:-25}" \
-    --max-time "${SCHEMATHESIS_MAX_TIME:-120}" \
+    --max-time "${SCHEMATHESIS_MAX_TIME:-90}" \
     --seed 20261201 --workers 2 \
     --no-color) 2>&1 | tee "$work/$role.log"
   role_rc=${PIPESTATUS[0]}
