@@ -654,8 +654,11 @@ async fn every_answer_conforms_to_the_openapi_document() {
             calls.push(("GET", path, path.into(), t(who), Some("text/csv"), none()));
         }
     }
-    // Plays to count, so that rows are not all empty.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // A play on the feed, so that its current play is not null.
+    wait_for("a play on the bus feed", 5, || {
+        !app.running.shared().last_plays().is_empty()
+    })
+    .await;
     let mut statuses = std::collections::BTreeSet::new();
     for (method, path, uri, auth, ctype, body) in &calls {
         let mut headers: Vec<(&str, &str)> = Vec::new();
