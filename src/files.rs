@@ -30,9 +30,10 @@ pub fn read_sources(devices: &Path, schedules: &Path) -> Sources {
     }
 }
 
-/// Reads and parses the operators' folders: the catalog and every problem in them.
+/// Reads and parses the operators' folders: the catalog and every problem in them, dayparts
+/// looked at from the system's clock.
 pub fn load_dirs(devices: &Path, schedules: &Path) -> Report {
-    catalog::parse(&read_sources(devices, schedules))
+    catalog::parse(&read_sources(devices, schedules), chrono::Utc::now())
 }
 
 /// `schedules/adsets/` and its ad-set files, as [`read_sources`] reads them.
@@ -40,6 +41,49 @@ pub fn read_adsets(schedules: &Path) -> Folder<Listing> {
     folder(&schedules.join("adsets"), |dir| {
         list(dir, &["toml", "json"])
     })
+}
+
+/// The file `civicast reload` leaves in `devices/` for the running daemon: its file watcher
+/// re-reads the folders, and with `accept-drop` in it applies one edit that takes away more
+/// displays or ad sets than `max_drop` allows; then it removes the file. Not a `*.csv`, so
+/// no display list.
+pub const RELOAD_MARKER: &str = ".civicast-reload";
+
+/// What a reload request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReloadRequest {
+    pub accept_drop: bool,
+}
+
+/// Leaves a reload request for the daemon watching `devices`; returns the marker's path.
+/// Written under another name and renamed, so the watcher never reads half of it.
+pub fn request_reload(devices: &Path, accept_drop: bool) -> std::io::Result<PathBuf> {
+    let path = devices.join(RELOAD_MARKER);
+    let tmp = devices.join(format!("{RELOAD_MARKER}.tmp"));
+    let body = if accept_drop {
+        "accept-drop\n"
+    } else {
+        "reload\n"
+    };
+    std::fs::write(&tmp, body)?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(path)
+}
+
+/// The reload request waiting in `devices`, if any.
+pub fn reload_request(devices: &Path) -> Option<ReloadRequest> {
+    let text = std::fs::read_to_string(devices.join(RELOAD_MARKER)).ok()?;
+    Some(ReloadRequest {
+        accept_drop: text.lines().any(|l| l.trim() == "accept-drop"),
+    })
+}
+
+/// Removes the reload request (once acted on); a missing one is fine.
+pub fn clear_reload_request(devices: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(devices.join(RELOAD_MARKER)) {
+        Err(e) if e.kind() != ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
 }
 
 fn display(path: &Path) -> String {

@@ -30,6 +30,32 @@ pub struct Metrics {
     /// hangs says as much about the database as one that fails.
     pub write_started_ms: std::sync::atomic::AtomicI64,
     pub online_by_class: Mutex<BTreeMap<String, i64>>,
+    /// Edits of `devices/` and `schedules/` applied while running.
+    pub reloads: AtomicU64,
+    /// Edits refused (the last good state kept playing), by [`Refusal`].
+    pub reloads_refused: [AtomicU64; Refusal::ALL.len()],
+}
+
+/// Why an edit of the operators' files was not applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The files have errors.
+    Errors,
+    /// It would take away more displays or ad sets than allowed.
+    Drop,
+    /// Applying it failed (the database).
+    Apply,
+}
+
+impl Refusal {
+    pub const ALL: [Refusal; 3] = [Refusal::Errors, Refusal::Drop, Refusal::Apply];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Errors => "errors",
+            Refusal::Drop => "drop",
+            Refusal::Apply => "apply_failed",
+        }
+    }
 }
 
 /// A write pending longer than this marks the database as failing.
@@ -59,6 +85,11 @@ impl Metrics {
     pub fn reject(&self, r: Reject) {
         if let Some(i) = Reject::ALL.iter().position(|x| *x == r) {
             self.rejects[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    pub fn refuse_reload(&self, r: Refusal) {
+        if let Some(i) = Refusal::ALL.iter().position(|x| *x == r) {
+            self.reloads_refused[i].fetch_add(1, Ordering::Relaxed);
         }
     }
     pub fn rejects_total(&self) -> u64 {
@@ -172,6 +203,25 @@ impl Metrics {
             "Displays whose presence says online, by class.",
             online,
         );
+        family(
+            o,
+            "civicast_reloads_total",
+            "counter",
+            "Edits of devices/ and schedules/ applied while running.",
+            one(counted(&self.reloads)),
+        );
+        let refused = Refusal::ALL
+            .iter()
+            .zip(&self.reloads_refused)
+            .map(|(r, n)| (format!("{{reason=\"{}\"}}", r.as_str()), counted(n)))
+            .collect();
+        family(
+            o,
+            "civicast_reloads_refused_total",
+            "counter",
+            "Edits of devices/ and schedules/ refused while the last good state kept playing, by reason.",
+            refused,
+        );
     }
 }
 
@@ -217,6 +267,7 @@ mod tests {
         m.reject(Reject::NotSent);
         m.receipts_stored.store(7, Ordering::Relaxed);
         m.commit_micros.store(1_500_000, Ordering::Relaxed);
+        m.refuse_reload(Refusal::Drop);
         m.online_by_class
             .lock()
             .expect("lock")
@@ -234,6 +285,9 @@ mod tests {
             "civicast_broker_connected 0",
             "civicast_database_ok 0",
             "civicast_displays_online{class=\"taxi_top\"} 3",
+            "civicast_reloads_total 0",
+            "civicast_reloads_refused_total{reason=\"drop\"} 1",
+            "civicast_reloads_refused_total{reason=\"errors\"} 0",
         ] {
             assert!(
                 text.lines().any(|l| l == line),
@@ -241,6 +295,6 @@ mod tests {
             );
         }
         let families = text.lines().filter(|l| l.starts_with("# TYPE")).count();
-        assert_eq!(families, 11);
+        assert_eq!(families, 13);
     }
 }

@@ -49,6 +49,13 @@ pub struct Settings {
     pub retention_days: Option<u32>,
     /// How often `devices/` and `schedules/` are checked for edits; unset: never.
     pub watch_every: Option<Duration>,
+    /// How long the files must stay unchanged before an edit is applied: a file modified
+    /// more recently, or read differently twice this far apart, is still being written.
+    pub watch_settle: Duration,
+    /// The largest share (0 to 1) of the displays, or of the ad sets still to play, that a
+    /// reload (or a start, against the database) may take away; more is refused and logged
+    /// until accepted (`civicast reload --accept-drop`, or `serve --accept-drop`).
+    pub max_drop: f64,
     /// Most slogans in one ad set uploaded over HTTP: an upload past it is refused before
     /// its slogans are checked, so one request cannot hold a worker for long.
     pub max_slogans: usize,
@@ -71,6 +78,10 @@ impl Broker {
 
 const DEFAULT_MQTT_LISTEN: &str = "127.0.0.1:1883";
 
+/// A fifth of the city gone in one edit is rarely meant: a deleted or half-copied file is the
+/// usual way to get there, and an intended one is accepted once by hand.
+pub const DEFAULT_MAX_DROP: f64 = 0.2;
+
 impl Default for Settings {
     fn default() -> Self {
         Settings {
@@ -90,6 +101,8 @@ impl Default for Settings {
             broker_max_connections: 20_000,
             retention_days: None,
             watch_every: Some(Duration::from_secs(2)),
+            watch_settle: Duration::from_secs(1),
+            max_drop: DEFAULT_MAX_DROP,
             max_slogans: 10_000,
         }
     }
@@ -140,6 +153,8 @@ const KEYS: &[(&str, &str)] = &[
     ("broker_max_connections", "CIVICAST_BROKER_MAX_CONNECTIONS"),
     ("retention_days", "CIVICAST_RETENTION_DAYS"),
     ("watch_every", "CIVICAST_WATCH_EVERY"),
+    ("watch_settle", "CIVICAST_WATCH_SETTLE"),
+    ("max_drop", "CIVICAST_MAX_DROP"),
     ("max_slogans", "CIVICAST_MAX_SLOGANS"),
 ];
 
@@ -183,6 +198,7 @@ impl Layers {
             let text = match v {
                 toml::Value::String(s) => s,
                 toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Float(f) => f.to_string(),
                 other => {
                     self.errors.push(SettingsError::File {
                         path: shown.clone(),
@@ -249,6 +265,8 @@ impl Layers {
         p.set("watch_every", &mut s.watch_every, |t| {
             parse_duration(t).map(Some)
         });
+        p.set("watch_settle", &mut s.watch_settle, parse_duration);
+        p.set("max_drop", &mut s.max_drop, parse_share);
         p.set("max_slogans", &mut s.max_slogans, parse_positive);
         if p.errors.is_empty() {
             Ok(s)
@@ -312,6 +330,19 @@ fn parse_addr(t: &str) -> Result<SocketAddr, String> {
 
 fn parse_duration(t: &str) -> Result<Duration, String> {
     humantime::parse_duration(t).map_err(|e| e.to_string())
+}
+
+/// A share from 0 to 1, written `0.2` or `20%`.
+pub fn parse_share(t: &str) -> Result<f64, String> {
+    let t = t.trim();
+    let (num, scale) = match t.strip_suffix('%') {
+        Some(p) => (p.trim(), 100.0),
+        None => (t, 1.0),
+    };
+    match num.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&(v / scale)) => Ok(v / scale),
+        _ => Err("want a share from 0 to 1, e.g. 0.2 or 20%".into()),
+    }
 }
 
 fn parse_positive(t: &str) -> Result<usize, String> {
@@ -551,6 +582,28 @@ mod tests {
             s.prefix, "civicast/v1",
             "other empty variables count as unset"
         );
+    }
+
+    #[test]
+    fn the_largest_drop_is_a_share_from_the_file_or_the_environment() {
+        assert_eq!(Settings::default().max_drop, 0.2);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("civicast.toml");
+        std::fs::write(&file, "max_drop = 0.5\nwatch_settle = \"300ms\"\n").expect("write");
+        let s = Settings::load_with(Some(&file), &env(&[])).expect("settings");
+        assert_eq!(s.max_drop, 0.5);
+        assert_eq!(s.watch_settle, Duration::from_millis(300));
+        let s = Settings::load_with(Some(&file), &env(&[("CIVICAST_MAX_DROP", "5%")]))
+            .expect("settings");
+        assert!((s.max_drop - 0.05).abs() < 1e-9, "{}", s.max_drop);
+        for bad in ["1.5", "-0.1", "much", "120%"] {
+            let e = Settings::load_with(None, &|k: &str| {
+                (k == "CIVICAST_MAX_DROP").then(|| bad.to_owned())
+            })
+            .expect_err(bad);
+            assert!(e.to_string().contains("CIVICAST_MAX_DROP"), "{e}");
+            assert!(e.to_string().contains("from 0 to 1"), "{e}");
+        }
     }
 
     #[test]

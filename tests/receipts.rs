@@ -200,9 +200,192 @@ async fn edited_files_are_picked_up_and_a_bad_edit_is_refused() {
         "id = \"winter\"\n[[slogan]]\nid=",
     )
     .expect("write");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(adset_now(&running).as_deref(), Some("winter"));
+    // The watcher checks every 200 ms; plays issued after it has read the broken file
+    // are the proof. Two fresh plays on the bus feed, issued after the edit, both from
+    // the last good state (the ad set "winter", three feeds).
+    let edited_at = chrono::Utc::now();
+    let m = running.metrics().clone();
+    let bad_seen = || m.reloads_refused.iter().any(|c| c.load(Ordering::Relaxed) > 0);
+    wait_for("the watcher to refuse the broken edit", 10, bad_seen).await;
+    let refused_at = chrono::Utc::now();
+    let issued_after = |r: &daemon::App, t: chrono::DateTime<chrono::Utc>| {
+        r.shared()
+            .last_plays()
+            .get("bus")
+            .and_then(|p| (p.issued_at > t).then(|| p.adset.clone()))
+    };
+    wait_for("a bus play issued after the refusal", 10, || {
+        issued_after(&running, refused_at).is_some()
+    })
+    .await;
+    assert!(refused_at >= edited_at);
+    assert_eq!(
+        issued_after(&running, refused_at).as_deref(),
+        Some("winter"),
+        "a play issued after the broken edit comes from the last good state"
+    );
     assert_eq!(running.shared().current().feeds.len(), 3);
+    assert!(bus1
+        .on("")
+        .last()
+        .is_some_and(|v| v["feeds"] == serde_json::json!(["bus", "route-k1"])));
+    shutdown.cancel();
+    running.wait().await;
+}
+
+/// A receipt padded (in its `reason`) to exactly `len` bytes.
+fn receipt_of_len(play_id: &str, len: usize) -> String {
+    let bare = receipt(play_id, r#","reason":"""#);
+    assert!(bare.len() <= len, "{bare}");
+    let r = receipt(
+        play_id,
+        &format!(r#","reason":"{}""#, "x".repeat(len - bare.len())),
+    );
+    assert_eq!(r.len(), len);
+    r
+}
+
+/// The store's reject counts by reason.
+async fn rejects_by_reason(store: &SqliteStore) -> BTreeMap<String, i64> {
+    store
+        .reject_counts()
+        .await
+        .expect("rejects")
+        .into_iter()
+        .map(|r| (r.reason, r.count))
+        .collect()
+}
+
+/// A play the daemon sends straight to one display on its `cmd` topic (no `feed`): its
+/// receipt counts for that display and is refused, as never sent, from any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_direct_play_counts_for_its_display_and_no_other() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_city(dir.path());
+    let (running, shutdown, port, store) = start(dir.path()).await;
+    let m = running.metrics().clone();
+    let cmd_topic = |d: &str| format!("{P}/devices/{d}/cmd");
+    let bus1 = Client::connect("bus-1", port, false, &[cmd_topic("bus-1")]).await;
+    let bus2 = Client::connect("bus-2", port, true, &[cmd_topic("bus-2")]).await;
+    bus1.subscribed(1).await;
+    bus2.subscribed(1).await;
+
+    // The daemon issues no direct play of its own yet (no urgent messages, no test
+    // plays): record one as it would, addressed to bus-1, and publish it on bus-1's cmd.
+    let key: i64 = sqlx::query_scalar("SELECT id FROM devices WHERE name = 'bus-1'")
+        .fetch_one(store.pool())
+        .await
+        .expect("bus-1's key");
+    let slogan = store
+        .slogan_key("civility", 1, "jiang-wenming")
+        .await
+        .expect("slogan key");
+    let now = chrono::Utc::now();
+    let expires = now + chrono::Duration::seconds(60);
+    store
+        .record_play(
+            &civicast::store::NewPlay {
+                play_id: "DIRECT-1".into(),
+                feed: None,
+                device: Some(key),
+                slogan,
+                issued_ms: now.timestamp_millis(),
+                expires_ms: expires.timestamp_millis(),
+                members: 1,
+            },
+            None,
+        )
+        .await
+        .expect("record the direct play");
+    let command = format!(
+        r#"{{"v":1,"play_id":"DIRECT-1","adset":"civility","rev":1,"slogan":"jiang-wenming","text":"讲文明 树新风","duration_s":1,"priority":9,"issued_at":"{}","expires_at":"{}"}}"#,
+        now.to_rfc3339(),
+        expires.to_rfc3339()
+    );
+    let daemon_side = Client::connect("cmd-sender", port, false, &[]).await;
+    daemon_side
+        .publish(cmd_topic("bus-1"), command, false)
+        .await;
+    wait_for("bus-1's direct play", 10, || {
+        !bus1.on("/devices/bus-1/cmd").is_empty()
+    })
+    .await;
+    let got = bus1.on("/devices/bus-1/cmd")[0].clone();
+    assert!(got.get("feed").is_none(), "a direct play names no feed");
+    assert!(bus2.on("/cmd").is_empty(), "bus-2 never got it");
+
+    bus2.send_receipt("bus-2", receipt("DIRECT-1", "")).await;
+    bus1.send_receipt("taxi-1", receipt("DIRECT-1", "")).await;
+    bus1.send_receipt("bus-1", receipt(&play_id(&got), ""))
+        .await;
+    wait_for("three receipts handled", 15, || {
+        m.receipts_stored.load(Ordering::Relaxed) == 1 && m.rejects_total() == 2
+    })
+    .await;
+    assert_eq!(
+        played_by_device(&store).await,
+        BTreeMap::from([("bus-1".to_owned(), 1)])
+    );
+    assert_eq!(
+        rejects_by_reason(&store).await,
+        BTreeMap::from([("not_sent".to_owned(), 2)])
+    );
+    shutdown.cancel();
+    running.wait().await;
+}
+
+/// The contract's 16 KiB: a receipt of exactly 16,384 bytes counts; one byte more is
+/// rejected, counted under its reason, and the daemon goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receipt_of_16_kib_counts_and_one_byte_more_is_rejected() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_city(dir.path());
+    let (running, shutdown, port, store) = start(dir.path()).await;
+    let m = running.metrics().clone();
+    let obs = Client::connect("observer", port, false, &[format!("{P}/feeds/bus")]).await;
+    wait_for("two bus plays", 15, || obs.on("/feeds/bus").len() >= 2).await;
+    let plays: Vec<String> = obs.on("/feeds/bus").iter().take(2).map(play_id).collect();
+    let bus1 = Client::connect("bus-1", port, false, &[]).await;
+    let bus2 = Client::connect("bus-2", port, true, &[]).await;
+
+    bus1.send_receipt("bus-1", receipt_of_len(&plays[0], 16_384))
+        .await;
+    bus2.send_receipt("bus-2", receipt_of_len(&plays[0], 16_385))
+        .await;
+    wait_until("both handled", 15, || {
+        let (stored, rejected) = (m.receipts_stored.load(Ordering::Relaxed), m.rejects_total());
+        async move {
+            if stored == 1 && rejected == 1 {
+                Ok(())
+            } else {
+                Err(format!("{stored} stored, {rejected} rejected"))
+            }
+        }
+    })
+    .await;
+    assert_eq!(
+        rejects_by_reason(&store).await,
+        BTreeMap::from([("too_large".to_owned(), 1)])
+    );
+    let metrics = m.render();
+    assert_eq!(
+        metric(
+            &metrics,
+            "civicast_receipts_rejected_total{reason=\"too_large\"}"
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    // Still serving: bus-2's honest receipt for the next play counts.
+    bus2.send_receipt("bus-2", receipt(&plays[1], "")).await;
+    wait_for("bus-2's honest receipt", 10, || {
+        m.receipts_stored.load(Ordering::Relaxed) == 2
+    })
+    .await;
+    assert_eq!(
+        played_by_device(&store).await,
+        BTreeMap::from([("bus-1".to_owned(), 1), ("bus-2".to_owned(), 1)])
+    );
     shutdown.cancel();
     running.wait().await;
 }

@@ -18,10 +18,10 @@ use chrono_tz::Tz;
 use civicast::core::audit::{PlaysParams, PlaysQuery, PlaysRow};
 use civicast::core::wire::{Reject, Status};
 use civicast::store::{
-    AdSetHistory, ApiStore, ApproveError, Batch, DeviceRow, FeedPlay, FeedState, LastReceipt,
-    Membership, NewPlay, PgStore, PlayReceipt, PlayRow, PlayedAt, PresenceEvent, PresenceKeySpan,
-    PresenceSpan, ReceiptRow, RejectCount, Retirement, Revision, Role, SqliteStore, Store,
-    StoreError, TokenRow,
+    AdSetHistory, ApiStore, ApproveError, Approver, Batch, DeviceRow, FeedPlay, FeedState,
+    LastReceipt, Membership, NewPlay, PgStore, PlayReceipt, PlayRow, PlayedAt, PresenceEvent,
+    PresenceKeySpan, PresenceSpan, ReceiptRow, RejectCount, Retirement, Revision, Role,
+    SqliteStore, Store, StoreError, TokenRow,
 };
 use sqlx::Connection;
 
@@ -81,9 +81,84 @@ where
     test(s).await;
 }
 
+/// A migrator of `backend`'s migrations up to `version` only (the files as they are, so
+/// that the full migration later sees them as applied).
+async fn migrator_through(backend: &str, version: u32) -> sqlx::migrate::Migrator {
+    let from = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations")
+        .join(backend);
+    let dir = tempfile::tempdir().expect("tempdir");
+    for e in std::fs::read_dir(&from).expect("migrations") {
+        let path = e.expect("entry").path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let number: u32 = name
+            .split('_')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        if number >= 1 && number <= version {
+            std::fs::copy(&path, dir.path().join(name)).expect("copy migration");
+        }
+    }
+    sqlx::migrate::Migrator::new(dir.path())
+        .await
+        .expect("read migrations")
+}
+
+/// Ad-set rows as version 0004 stored them: `civility` approved at 1, then retired, then
+/// uploaded again (rev 2, before uploads stopped deleting retirements the retirement would
+/// have been gone; this is a database retired after its last upload), and a file set.
+const ROWS_AT_0004: &str = "
+    INSERT INTO adset_revisions (adset, rev, format, body, origin, uploaded_by, uploaded_at, approved_by, approved_at) VALUES
+      ('civility', 1, 'toml', '# one', 'upload', 'alice', 1000, 'bob', 1100),
+      ('civility', 2, 'toml', '# two', 'upload', 'alice', 2000, NULL, NULL),
+      ('parks', 1, 'toml', '# parks', 'file', 'file:parks.toml', 3000, 'file:parks.toml', 3000);
+    INSERT INTO adset_retired (adset, retired_by, retired_at) VALUES ('civility', 'carol', 2500);";
+
+/// Runs `test` on a SQLite store that held [`ROWS_AT_0004`] at version 0004 and was then
+/// migrated to the current version.
+async fn on_sqlite_upgraded<F, Fut>(test: F)
+where
+    F: FnOnce(SqliteStore) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("civicast.db").display());
+    let s = SqliteStore::connect(&url).await.expect("open sqlite");
+    migrator_through("sqlite", 4)
+        .await
+        .run(s.pool())
+        .await
+        .expect("migrate to 0004");
+    sqlx::raw_sql(ROWS_AT_0004)
+        .execute(s.pool())
+        .await
+        .expect("rows of 0004");
+    s.migrate().await.expect("migrate sqlite");
+    test(s).await;
+}
+
 /// Runs `test` on a migrated PostgreSQL store in a fresh schema, dropped afterwards even
 /// when the test fails.
 async fn on_pg<F, Fut>(test: F)
+where
+    F: FnOnce(PgStore) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    on_pg_from(false, test).await
+}
+
+/// [`on_sqlite_upgraded`] on PostgreSQL.
+async fn on_pg_upgraded<F, Fut>(test: F)
+where
+    F: FnOnce(PgStore) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    on_pg_from(true, test).await
+}
+
+/// [`on_pg`], from [`ROWS_AT_0004`] at version 0004 when `upgraded`.
+async fn on_pg_from<F, Fut>(upgraded: bool, test: F)
 where
     F: FnOnce(PgStore) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
@@ -96,6 +171,17 @@ where
     let s = PgStore::connect_schema(&url, &schema)
         .await
         .expect("connect to CIVICAST_TEST_PG");
+    if upgraded {
+        migrator_through("postgres", 4)
+            .await
+            .run(s.pool())
+            .await
+            .expect("migrate to 0004");
+        sqlx::raw_sql(ROWS_AT_0004)
+            .execute(s.pool())
+            .await
+            .expect("rows of 0004");
+    }
     let migrated = s.migrate().await;
     // The test runs in its own task so that a failing assertion still drops the schema.
     let outcome = match migrated {
@@ -847,9 +933,28 @@ fn upload(adset: &str, by: &str, at: i64) -> Revision {
         body: format!("# {adset} from {by} at {at}\n"),
         origin: "upload".to_owned(),
         uploaded_by: by.to_owned(),
+        uploaded_token: None,
         uploaded_ms: at,
         approved_by: None,
+        approved_token: None,
         approved_ms: None,
+    }
+}
+
+/// An operator known by name only (as revisions stored before token ids were).
+fn op(name: &str) -> Approver<'_> {
+    Approver {
+        token: None,
+        name,
+        admin: false,
+    }
+}
+
+fn admin(name: &str) -> Approver<'_> {
+    Approver {
+        token: None,
+        name,
+        admin: true,
     }
 }
 
@@ -904,11 +1009,11 @@ async fn revisions<S: ApiStore>(s: S) {
 
     // Approval: of the latest revision, never by its uploader unless an admin.
     assert_eq!(
-        approval(s.approve_latest("nope", "bob", true, 4_000).await),
+        approval(s.approve_latest("nope", &admin("bob"), 4_000).await),
         Err(ApproveError::NotFound("nope".to_owned()))
     );
     assert_eq!(
-        approval(s.approve_latest(cv, "alice", false, 4_000).await),
+        approval(s.approve_latest(cv, &op("alice"), 4_000).await),
         Err(ApproveError::OwnUpload(
             cv.to_owned(),
             3,
@@ -916,7 +1021,7 @@ async fn revisions<S: ApiStore>(s: S) {
         ))
     );
     let approved = s
-        .approve_latest(cv, "bob", false, 4_100)
+        .approve_latest(cv, &op("bob"), 4_100)
         .await
         .expect("bob approves alice's upload");
     assert_eq!(
@@ -929,14 +1034,14 @@ async fn revisions<S: ApiStore>(s: S) {
         }
     );
     assert_eq!(
-        approval(s.approve_latest(cv, "carol", false, 4_200).await),
+        approval(s.approve_latest(cv, &op("carol"), 4_200).await),
         Err(ApproveError::AlreadyApproved(cv.to_owned(), 3))
     );
     s.add_revision(&upload(cv, "alice", 5_000), false)
         .await
         .expect("upload 4");
     let own = s
-        .approve_latest(cv, "alice", true, 5_100)
+        .approve_latest(cv, &admin("alice"), 5_100)
         .await
         .expect("an admin approves their own upload");
     assert_eq!(
@@ -980,29 +1085,32 @@ async fn revisions<S: ApiStore>(s: S) {
     assert_eq!(parks.revisions[0].format, "json");
     assert_eq!(parks.revisions[0].origin, "file");
     assert_eq!(
-        approval(s.approve_latest("parks", "bob", false, 6_100).await),
+        approval(s.approve_latest("parks", &op("bob"), 6_100).await),
         Err(ApproveError::AlreadyApproved("parks".to_owned(), 1))
     );
 
     // Retirement: refuses approval (before any other check), a second retirement keeps
-    // the first, and a new upload brings the ad set back, pending.
+    // the first, and a new upload is pending and does not bring the retired revision back.
     assert!(!s.retire("nope", "carol", 7_000).await.expect("retire"));
     assert_eq!(s.adset_history("nope").await.expect("history"), None);
     assert!(s.retire(cv, "carol", 7_000).await.expect("retire"));
     assert!(s.retire(cv, "dave", 7_500).await.expect("retire again"));
+    let carol = Retirement {
+        by: "carol".to_owned(),
+        at_ms: 7_000,
+        through_rev: 4,
+        reason: None,
+    };
     assert_eq!(
         s.adset_history(cv)
             .await
             .expect("history")
             .expect("exists")
             .retired,
-        Some(Retirement {
-            by: "carol".to_owned(),
-            at_ms: 7_000
-        })
+        Some(carol.clone())
     );
     assert_eq!(
-        approval(s.approve_latest(cv, "bob", true, 7_600).await),
+        approval(s.approve_latest(cv, &admin("bob"), 7_600).await),
         Err(ApproveError::Retired(cv.to_owned()))
     );
     assert_eq!(
@@ -1012,13 +1120,30 @@ async fn revisions<S: ApiStore>(s: S) {
         5
     );
     let h = s.adset_history(cv).await.expect("history").expect("exists");
-    assert_eq!(h.retired, None, "a new upload un-retires");
+    assert_eq!(
+        h.retired,
+        Some(carol),
+        "a new upload leaves the ad set retired until it is approved"
+    );
+    assert_eq!(
+        h.playing(),
+        None,
+        "the retired revision does not play again"
+    );
     assert_eq!(h.revisions.len(), 5);
     assert_eq!(h.revisions[4].approved_by, None, "and is pending");
     assert_eq!(
-        approval(s.approve_latest(cv, "alice", false, 8_100).await).map(|r| r.rev),
+        approval(s.approve_latest(cv, &op("bob"), 8_050).await).map(|r| r.rev),
+        Err(ApproveError::OwnUpload(cv.to_owned(), 5, "bob".to_owned())),
+        "four eyes still apply to the revision that ends a retirement"
+    );
+    assert_eq!(
+        approval(s.approve_latest(cv, &op("alice"), 8_100).await).map(|r| r.rev),
         Ok(5)
     );
+    let h = s.adset_history(cv).await.expect("history").expect("exists");
+    assert_eq!(h.retired, None, "approved after the retirement: live again");
+    assert_eq!(h.playing().map(|r| r.rev), Some(5));
 
     // "Zoo" sorts before "civility" byte-wise, as SQLite orders names.
     s.add_revision(&upload("Zoo", "carol", 9_000), false)
@@ -1035,7 +1160,9 @@ async fn revisions<S: ApiStore>(s: S) {
         all[0].retired,
         Some(Retirement {
             by: "erin".to_owned(),
-            at_ms: 9_200
+            at_ms: 9_200,
+            through_rev: 2,
+            reason: None,
         }),
         "retirement goes with its own ad set"
     );
@@ -1083,6 +1210,234 @@ async fn revisions<S: ApiStore>(s: S) {
             .len(),
         8
     );
+}
+
+/// A retirement holds for every revision it covers, pending ones included; only a revision
+/// uploaded after it, once approved by another operator, makes the ad set play again, and
+/// then only that revision.
+async fn retired_revisions<S: ApiStore>(s: S) {
+    let cv = "civility";
+    let playing = |h: Option<AdSetHistory>| h.expect("exists").playing().map(|r| r.rev);
+    s.add_revision(&upload(cv, "alice", 1_000), false)
+        .await
+        .expect("upload 1");
+    s.approve_latest(cv, &op("bob"), 1_100)
+        .await
+        .expect("approve 1");
+    s.add_revision(&upload(cv, "alice", 2_000), false)
+        .await
+        .expect("upload 2");
+    assert_eq!(
+        playing(s.adset_history(cv).await.expect("history")),
+        Some(1)
+    );
+
+    // Retired with revision 2 pending: both stay retired.
+    assert!(s.retire(cv, "carol", 3_000).await.expect("retire"));
+    let h = s.adset_history(cv).await.expect("history").expect("exists");
+    assert_eq!(
+        h.retired.as_ref().map(|t| (t.by.as_str(), t.through_rev)),
+        Some(("carol", 2))
+    );
+    assert_eq!(h.playing(), None);
+    assert_eq!(
+        approval(s.approve_latest(cv, &op("bob"), 3_100).await),
+        Err(ApproveError::Retired(cv.to_owned())),
+        "a pending revision retired with its set is not approved"
+    );
+    assert_eq!(
+        approval(s.approve_latest(cv, &admin("root"), 3_100).await),
+        Err(ApproveError::Retired(cv.to_owned())),
+        "not even by an admin"
+    );
+
+    // Revision 3, uploaded after, brings the set back once approved, alone.
+    s.add_revision(&upload(cv, "alice", 4_000), false)
+        .await
+        .expect("upload 3");
+    assert_eq!(playing(s.adset_history(cv).await.expect("history")), None);
+    s.approve_latest(cv, &op("bob"), 4_100)
+        .await
+        .expect("approve 3");
+    let h = s.adset_history(cv).await.expect("history").expect("exists");
+    assert_eq!(
+        (h.retired.clone(), h.playing().map(|r| r.rev)),
+        (None, Some(3))
+    );
+
+    // Retired again: the new retirement replaces the old one, and covers revision 3.
+    assert!(s.retire(cv, "dave", 5_000).await.expect("retire again"));
+    let h = s.adset_history(cv).await.expect("history").expect("exists");
+    assert_eq!(
+        h.retired,
+        Some(Retirement {
+            by: "dave".to_owned(),
+            at_ms: 5_000,
+            through_rev: 3,
+            reason: None,
+        })
+    );
+    assert_eq!(h.playing(), None);
+
+    // A file revision (approved by version control) after a retirement plays; retired by
+    // the daemon, the reason is kept.
+    s.add_revision(
+        &Revision {
+            origin: "file".to_owned(),
+            ..upload(cv, "file:civility.toml", 6_000)
+        },
+        true,
+    )
+    .await
+    .expect("file revision");
+    assert_eq!(
+        playing(s.adset_history(cv).await.expect("history")),
+        Some(4)
+    );
+    assert!(s
+        .retire_for(cv, "file:civility.toml", "its file was removed", 7_000)
+        .await
+        .expect("retire for a reason"));
+    assert!(!s
+        .retire_for("nope", "file:nope.toml", "its file was removed", 7_000)
+        .await
+        .expect("retire nothing"));
+    let h = s.adset_history(cv).await.expect("history").expect("exists");
+    assert_eq!(
+        h.retired,
+        Some(Retirement {
+            by: "file:civility.toml".to_owned(),
+            at_ms: 7_000,
+            through_rev: 4,
+            reason: Some("its file was removed".to_owned()),
+        })
+    );
+    assert_eq!(h.playing(), None);
+    assert_eq!(
+        s.adset_histories().await.expect("histories"),
+        vec![h],
+        "adset_histories agrees with adset_history"
+    );
+}
+
+/// A database retired at version 0004 stays retired through the revisions it had: the
+/// migration covers them all, nothing else changes, and a later upload plays once approved.
+async fn upgraded_retirements<S: ApiStore>(s: S) {
+    let h = s
+        .adset_history("civility")
+        .await
+        .expect("history")
+        .expect("civility");
+    assert_eq!(
+        h.retired,
+        Some(Retirement {
+            by: "carol".to_owned(),
+            at_ms: 2_500,
+            through_rev: 2,
+            reason: None,
+        })
+    );
+    assert_eq!(
+        revs(&h),
+        vec![(1, "alice", Some("bob")), (2, "alice", None)],
+        "revisions are kept as they were"
+    );
+    assert_eq!(
+        (h.revisions[0].body.as_str(), h.revisions[0].uploaded_token),
+        ("# one", None)
+    );
+    assert_eq!(h.playing(), None);
+    assert_eq!(
+        approval(s.approve_latest("civility", &op("bob"), 4_000).await),
+        Err(ApproveError::Retired("civility".to_owned()))
+    );
+    let parks = s
+        .adset_history("parks")
+        .await
+        .expect("history")
+        .expect("parks");
+    assert_eq!(
+        (parks.retired.clone(), parks.playing().map(|r| r.rev)),
+        (None, Some(1))
+    );
+    s.add_revision(&upload("civility", "alice", 5_000), false)
+        .await
+        .expect("upload 3");
+    let approved = approval(s.approve_latest("civility", &op("bob"), 5_100).await)
+        .expect("bob approves revision 3");
+    assert_eq!(approved.rev, 3);
+    let h = s
+        .adset_history("civility")
+        .await
+        .expect("history")
+        .expect("civility");
+    assert_eq!(
+        (h.retired.clone(), h.playing().map(|r| r.rev)),
+        (None, Some(3))
+    );
+}
+
+/// The four-eyes rule knows people by their tokens: the uploading token never approves its
+/// own upload, whatever it is called, and another token is another person even under the
+/// same name.
+async fn approvers_by_token<S: ApiStore>(s: S) {
+    let first = s
+        .create_token("ci", Role::Operator, "hash-1", 1_000)
+        .await
+        .expect("token 1");
+    let second = s
+        .create_token("ci", Role::Operator, "hash-2", 1_000)
+        .await
+        .expect("token 2");
+    let as_token = |token, name| Approver {
+        token: Some(token),
+        name,
+        admin: false,
+    };
+    s.add_revision(
+        &Revision {
+            uploaded_token: Some(first),
+            ..upload("civility", "ci", 2_000)
+        },
+        false,
+    )
+    .await
+    .expect("upload");
+    assert_eq!(
+        approval(
+            s.approve_latest("civility", &as_token(first, "ci"), 2_100)
+                .await
+        ),
+        Err(ApproveError::OwnUpload(
+            "civility".to_owned(),
+            1,
+            "ci".to_owned()
+        ))
+    );
+    let approved = approval(
+        s.approve_latest("civility", &as_token(second, "ci"), 2_200)
+            .await,
+    )
+    .expect("another token named ci approves");
+    assert_eq!(
+        (approved.approved_by.as_deref(), approved.approved_token),
+        (Some("ci"), Some(second))
+    );
+    let h = s
+        .adset_history("civility")
+        .await
+        .expect("history")
+        .expect("exists");
+    assert_eq!(
+        (
+            h.revisions[0].uploaded_token,
+            h.revisions[0].approved_token,
+            h.revisions[0].approved_ms
+        ),
+        (Some(first), Some(second), Some(2_200)),
+        "who uploaded and who approved read back by token"
+    );
+    assert_eq!(h.playing().map(|r| r.rev), Some(1));
 }
 
 /// The raw material of the compliance, sample and reconciliation reports.
@@ -1939,11 +2294,25 @@ both_backends!(
     audits,
     tokens,
     revisions,
+    retired_revisions,
+    approvers_by_token,
     reports,
     prune,
     streaming,
     daily,
 );
+
+mod upgraded_retirements {
+    #[tokio::test]
+    async fn sqlite() {
+        super::on_sqlite_upgraded(super::upgraded_retirements).await;
+    }
+    #[tokio::test]
+    #[ignore = "needs CIVICAST_TEST_PG (PostgreSQL)"]
+    async fn postgres() {
+        super::on_pg_upgraded(super::upgraded_retirements).await;
+    }
+}
 
 #[tokio::test]
 #[ignore = "needs CIVICAST_TEST_PG (PostgreSQL)"]

@@ -311,14 +311,15 @@ pub struct ComplianceBench {
 
 /// The naive answer: plain SELECTs of the raw rows (no join, no order, no index but the
 /// tables' own), feeds from the stored memberships rather than the catalog's selectors,
-/// grouped in Rust and judged by the same pure fold (`compliance::evaluate`).
+/// grouped in Rust and judged by [`plain_judge`], a fold of its own (not
+/// `compliance::evaluate`, the code the report runs), so that "identical" means two
+/// independent readings of the contract agree.
 async fn naive_compliance(
     store: &SqliteStore,
     catalog: &Catalog,
     from_ms: i64,
     to_ms: i64,
 ) -> anyhow::Result<(Vec<civicast::reports::ComplianceRow>, usize, usize)> {
-    use civicast::core::audit::compliance;
     use futures_util::TryStreamExt;
     use std::collections::HashMap;
     let pool = store.pool();
@@ -393,29 +394,104 @@ async fn naive_compliance(
             .iter()
             .map(|&i| catalog.feeds[i].daypart.as_ref())
             .collect();
-        let active = compliance::active_windows(&parts, catalog.timezone, from_ms, to_ms);
-        let o = compliance::evaluate(&compliance::Input {
+        let o = plain_judge(
             from_ms,
             to_ms,
-            online: online.get(&id).map(Vec::as_slice).unwrap_or(&[]),
-            active: &active,
-            plays: played.get(&id).map(Vec::as_slice).unwrap_or(&[]),
-            interval_ms: interval.as_millis() as i64,
-            factors: compliance::Factors::default(),
-        });
+            online.get(&id).map(Vec::as_slice).unwrap_or(&[]),
+            &|t| {
+                let local = t.with_timezone(&catalog.timezone);
+                parts.iter().any(|d| d.is_none_or(|d| d.includes(local)))
+            },
+            played.get(&id).map(Vec::as_slice).unwrap_or(&[]),
+            interval.as_millis() as i64,
+        );
         out.push(civicast::reports::ComplianceRow {
             device: name,
             class,
-            online_seconds: o.online_seconds,
+            online_seconds: o.online_ms as f64 / 1000.0,
             plays: o.plays,
-            mean_interval_s: o.mean_interval_s,
-            longest_gap_s: o.longest_gap_s,
+            mean_interval_s: (o.plays > 0).then(|| o.online_ms as f64 / o.plays as f64 / 1000.0),
+            longest_gap_s: o.longest_gap_ms as f64 / 1000.0,
             interval_s: interval.as_secs_f64(),
             met: o.met,
         });
     }
     out.sort_by(|a, b| a.device.cmp(&b.device));
     Ok((out, receipts_read, presence_read))
+}
+
+/// One display's figures by [`plain_judge`].
+struct Judged {
+    online_ms: i64,
+    plays: u64,
+    longest_gap_ms: i64,
+    met: bool,
+}
+
+/// The contract's compliance rule, read plainly, for dayparts of whole minutes (the
+/// bench's are hours): cut [from, to) at every minute and at every presence boundary; a
+/// piece counts when a presence span covers it and `active` holds at its minute; touching
+/// pieces that count are one stretch; gaps run from a stretch's start to its first play,
+/// play to play, and its last play to its end. Met: mean interval <= 1.1 x interval and
+/// no gap over 2 x; as the report documents where the contract is silent, no counted
+/// time is met and less than one interval is judged by the gap alone.
+fn plain_judge(
+    from_ms: i64,
+    to_ms: i64,
+    online: &[(i64, i64)],
+    active: &dyn Fn(DateTime<chrono::Utc>) -> bool,
+    played: &[i64],
+    interval_ms: i64,
+) -> Judged {
+    const MIN: i64 = 60_000;
+    let mut cuts: Vec<i64> = vec![from_ms, to_ms];
+    for &(s, e) in online {
+        cuts.extend([s, e].into_iter().filter(|t| (from_ms..to_ms).contains(t)));
+    }
+    let first_minute = from_ms.div_euclid(MIN) * MIN + MIN;
+    cuts.extend((first_minute..to_ms).step_by(MIN as usize));
+    cuts.sort_unstable();
+    cuts.dedup();
+    let mut minute_active: BTreeMap<i64, bool> = BTreeMap::new();
+    let mut stretches: Vec<(i64, i64)> = Vec::new();
+    for w in cuts.windows(2) {
+        let (a, b) = (w[0], w[1]);
+        let on = online.iter().any(|&(s, e)| s <= a && b <= e);
+        let minute = a.div_euclid(MIN) * MIN;
+        let act = *minute_active
+            .entry(minute)
+            .or_insert_with(|| DateTime::from_timestamp_millis(minute).is_some_and(active));
+        if !(on && act) {
+            continue;
+        }
+        match stretches.last_mut() {
+            Some(last) if last.1 == a => last.1 = b,
+            _ => stretches.push((a, b)),
+        }
+    }
+    let mut sorted = played.to_vec();
+    sorted.sort_unstable();
+    let (mut online_ms, mut plays, mut longest) = (0i64, 0u64, 0i64);
+    for (s, e) in stretches {
+        online_ms += e - s;
+        let mut prev = s;
+        for &p in sorted.iter().filter(|&&p| s <= p && p < e) {
+            longest = longest.max(p - prev);
+            prev = p;
+            plays += 1;
+        }
+        longest = longest.max(e - prev);
+    }
+    let gap_ok = longest <= 2 * interval_ms;
+    // mean <= 1.1 x interval in whole numbers: online / plays <= 11 / 10 x interval.
+    let mean_ok = plays > 0 && online_ms * 10 <= 11 * interval_ms * plays as i64;
+    let met = online_ms == 0 || (gap_ok && (online_ms < interval_ms || mean_ok));
+    Judged {
+        online_ms,
+        plays,
+        longest_gap_ms: longest,
+        met,
+    }
 }
 
 /// Compliance for the last 7 days of the history through `reports::compliance_report` (what

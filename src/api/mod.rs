@@ -30,7 +30,7 @@ use crate::daemon::{self, Clock, Shared};
 use crate::reports::{self, ReportError};
 use crate::settings::Settings;
 use crate::store::{
-    AdSetHistory, ApiStore, ApproveError, Db, Revision, Role, Store, StoreError, TokenRow,
+    AdSetHistory, ApiStore, ApproveError, Approver, Db, Revision, Role, Store, StoreError, TokenRow,
 };
 
 pub mod openapi;
@@ -688,8 +688,10 @@ async fn upload(
                 body: text.to_string(),
                 origin: "upload".into(),
                 uploaded_by: who.name.clone(),
+                uploaded_token: Some(who.id),
                 uploaded_ms: now,
                 approved_by: None,
+                approved_token: None,
                 approved_ms: None,
             },
             false,
@@ -794,7 +796,15 @@ async fn approve(
     // A refusal (`StoreError::Refused`) becomes 404, 403 or 409 by `From<ApproveError>`.
     let rev = st
         .store
-        .approve_latest(&id, &who.name, who.role == Role::Admin, now)
+        .approve_latest(
+            &id,
+            &Approver {
+                token: Some(who.id),
+                name: &who.name,
+                admin: who.role == Role::Admin,
+            },
+            now,
+        )
         .await?;
     refresh(&st).await?;
     let playing = st

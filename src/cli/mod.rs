@@ -49,7 +49,19 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
     /// Run the daemon: broker (embedded unless CIVICAST_MQTT_URL is set), rotation, receipts.
-    Serve,
+    Serve {
+        /// Accept files that take away more displays or ad sets than max_drop allows (at the
+        /// start, against the database, and on every reload of this run).
+        #[arg(long)]
+        accept_drop: bool,
+    },
+    /// Ask the running daemon to re-read devices/ and schedules/ now; with --accept-drop,
+    /// to apply the edit even though it takes away more than max_drop (once).
+    Reload {
+        /// Apply the next edit even if it drops more displays or ad sets than max_drop.
+        #[arg(long)]
+        accept_drop: bool,
+    },
     /// Validate devices/ and schedules/ and list every problem; exit 1 on errors.
     Check {
         /// A folder holding devices/ and schedules/ (default: CIVICAST_DEVICES and
@@ -78,7 +90,7 @@ pub enum Cmd {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(matches!(cli.cmd, Cmd::Serve));
+    init_tracing(matches!(cli.cmd, Cmd::Serve { .. }));
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -128,7 +140,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     };
     match cli.cmd {
-        Cmd::Serve => serve::run(settings).await,
+        Cmd::Serve { accept_drop } => serve::run(settings, accept_drop).await,
+        Cmd::Reload { accept_drop } => serve::reload(&settings, accept_drop).await,
         Cmd::Check { dir } => Ok(check::run(&settings, dir)),
         Cmd::Audit(AuditCmd::Plays(a)) => audit::plays(&settings, a).await,
         Cmd::Audit(cmd) => audit::report(&settings, cmd).await,

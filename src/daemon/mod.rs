@@ -277,6 +277,8 @@ impl Parts {
                 time_scale,
                 clock: self.clock.clone(),
                 every,
+                settle: settings.watch_settle,
+                max_drop: settings.max_drop,
                 shutdown: self.shutdown.clone(),
             };
             tasks.spawn(watcher.run());
@@ -312,7 +314,8 @@ async fn prepare(
     effective_adsets::register_files(store, &catalog, &settings.schedules, now_ms).await?;
     let base = Arc::new(catalog.clone());
     let mut catalog = catalog;
-    catalog.adsets = effective_adsets::effective(store, &base).await?;
+    let adset_cache = effective_adsets::ParsedAdSets::default();
+    catalog.adsets = effective_adsets::effective(store, &base, &adset_cache).await?;
     let members = MemberIndex::new(store.memberships().await?);
     let inventory = Inventory::new(catalog.devices.clone(), keys);
     let recent = store.plays_since(now_ms - state::PLAY_CACHE_MS).await?;
@@ -327,6 +330,7 @@ async fn prepare(
         recent,
         metrics,
         retention_ms: settings.retention_days.map(|d| i64::from(d) * 86_400_000),
+        adset_cache,
     }))
 }
 
@@ -453,7 +457,7 @@ impl Pruner {
 /// scheduler; the change plays from the feeds' next slot.
 pub async fn refresh_adsets(store: &Db, shared: &Shared) -> anyhow::Result<()> {
     let _guard = shared.reloading().await;
-    let adsets = effective_adsets::effective(store, &shared.base()).await?;
+    let adsets = effective_adsets::effective(store, &shared.base(), shared.adset_cache()).await?;
     shared.set_adsets(adsets);
     Ok(())
 }

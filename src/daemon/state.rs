@@ -21,6 +21,7 @@ use tokio::sync::Notify;
 use crate::core::model::{AdSet, Catalog};
 use crate::core::receipt::PlayRow;
 use crate::core::wire::PlayCommand;
+use crate::daemon::effective_adsets::ParsedAdSets;
 use crate::daemon::inventory::{Inventory, MemberIndex};
 use crate::metrics::Metrics;
 
@@ -42,6 +43,8 @@ struct Inner {
     reload: Notify,
     /// Serialises reloads (file watcher and API) so that one never undoes another.
     reloading: tokio::sync::Mutex<()>,
+    /// The ad-set revisions parsed so far, so that a reload parses only what changed.
+    adset_cache: ParsedAdSets,
     metrics: Arc<Metrics>,
     inventory: RwLock<Arc<Inventory>>,
     members: RwLock<MemberIndex>,
@@ -77,6 +80,8 @@ pub struct Initial {
     pub metrics: Arc<Metrics>,
     /// Days of raw receipts kept, in milliseconds.
     pub retention_ms: Option<i64>,
+    /// The revisions parsed for `catalog`'s ad sets.
+    pub adset_cache: ParsedAdSets,
 }
 
 impl Shared {
@@ -86,6 +91,7 @@ impl Shared {
             base: RwLock::new(i.base),
             reload: Notify::new(),
             reloading: tokio::sync::Mutex::new(()),
+            adset_cache: i.adset_cache,
             metrics: i.metrics,
             inventory: RwLock::new(Arc::new(i.inventory)),
             members: RwLock::new(i.members),
@@ -108,6 +114,9 @@ impl Shared {
     /// The files' catalog without the ad sets from the store.
     pub fn base(&self) -> Arc<Catalog> {
         read(&self.0.base).clone()
+    }
+    pub fn adset_cache(&self) -> &ParsedAdSets {
+        &self.0.adset_cache
     }
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.0.metrics
@@ -234,6 +243,7 @@ mod tests {
             recent: vec![],
             metrics: Arc::new(Metrics::default()),
             retention_ms: None,
+            adset_cache: ParsedAdSets::default(),
         })
     }
 

@@ -1,19 +1,32 @@
 //! The file watcher: picks up edits to `devices/` and `schedules/` while the daemon runs.
 //! A bad edit is refused and logged; the last good state keeps playing.
 //!
-//! Owns: the folders' fingerprint. Must not touch: receipts, plays. Parsing and validation
-//! are `files::load_dirs`'s; installing the result is `daemon::apply_files`.
+//! Three things stand between an edit and the city, each logged when it holds an edit back:
+//! - **settling**: an edit is read only once no file was modified within `settle`, and only
+//!   if two reads `settle` apart give the same bytes (an editor or `cp` caught mid-write
+//!   leaves a file cut at a row end, which parses as a valid smaller city);
+//! - **errors**: the same check as `civicast check` (`files` and `core::catalog`);
+//! - **drops**: an edit that takes away more than `max_drop` of the displays or of the ad
+//!   sets still to play is refused until an operator accepts it once
+//!   (`civicast reload --accept-drop`, see [`crate::files::RELOAD_MARKER`]).
+//!
+//! Owns: the folders' fingerprint and the per-file display counts of the last good state.
+//! Must not touch: receipts, plays. Installing the result is `daemon::apply_files`.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use rumqttc::v5::AsyncClient;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, error, info, warn};
 
+use crate::core::catalog::{self, Problem, Report, Shrink, Sources};
 use crate::core::wire::Topics;
 use crate::daemon::{apply_files, publish_configs, scale_time, Clock, Shared};
+use crate::files;
+use crate::metrics::Refusal;
 use crate::store::Db;
 
 /// Polls the operators' folders and applies good edits until shutdown.
@@ -28,13 +41,24 @@ pub struct FileWatcher {
     pub time_scale: f64,
     pub clock: Arc<dyn Clock>,
     pub every: Duration,
+    /// How long files must stay unchanged before they are read as an edit.
+    pub settle: Duration,
+    /// The largest share of displays or ad sets an edit may take away unasked.
+    pub max_drop: f64,
     pub shutdown: CancellationToken,
 }
 
+/// Each display list of the last good state and its number of displays.
+type Lists = Vec<(String, usize)>;
+
 impl FileWatcher {
     pub async fn run(self) {
-        let dirs = [self.devices.as_path(), self.schedules.as_path()];
+        let dirs = [self.devices.clone(), self.schedules.clone()];
         let mut last = fingerprint(&dirs);
+        let mut lists = match self.read_once().await {
+            Some(sources) => self.parse(sources).await.display_lists,
+            None => Vec::new(),
+        };
         loop {
             tokio::select! {
                 _ = self.shutdown.cancelled() => break,
@@ -44,44 +68,192 @@ impl FileWatcher {
             if now == last {
                 continue;
             }
+            if let Some(path) = modified_within(&now, self.settle, SystemTime::now()) {
+                debug!(file = %path.display(), "edit still settling; read on a later tick");
+                continue;
+            }
+            let Some(sources) = self.read_settled().await else {
+                info!("devices/ or schedules/ read differently twice: still being written; read on a later tick");
+                continue;
+            };
             last = now;
-            self.reload().await;
+            if self.reload(sources, &mut lists).await {
+                // Removing the request is not an edit to read again.
+                last = fingerprint(&dirs);
+            }
         }
     }
 
-    async fn reload(&self) {
-        let report = crate::files::load_dirs(&self.devices, &self.schedules);
-        let errors = report.errors();
+    /// The folders as read now, off the async threads.
+    async fn read_once(&self) -> Option<Sources> {
+        let (d, s) = (self.devices.clone(), self.schedules.clone());
+        tokio::task::spawn_blocking(move || files::read_sources(&d, &s))
+            .await
+            .ok()
+    }
+
+    /// The folders, if two reads `settle` apart agree byte for byte.
+    async fn read_settled(&self) -> Option<Sources> {
+        let first = self.read_once().await?;
+        tokio::time::sleep(self.settle).await;
+        let second = self.read_once().await?;
+        (first == second).then_some(second)
+    }
+
+    async fn parse(&self, sources: Sources) -> Report {
+        let now = self.clock.now();
+        let parsed = tokio::task::spawn_blocking(move || catalog::parse(&sources, now)).await;
+        parsed.unwrap_or_else(|e| Report {
+            catalog: None,
+            problems: vec![Problem::error(
+                "devices/ and schedules/",
+                None,
+                None,
+                format!("reading the files failed: {e}"),
+            )],
+            display_lists: Vec::new(),
+        })
+    }
+
+    /// Reads and applies one edit; whether a reload request was acted on and removed.
+    async fn reload(&self, sources: Sources, lists: &mut Lists) -> bool {
+        let request = files::reload_request(&self.devices);
+        let report = self.parse(sources).await;
+        log_problems(&report.problems);
+        let (errors, warnings) = (report.errors(), report.warnings());
         let Some(mut catalog) = report.catalog.filter(|_| errors == 0) else {
-            for p in report.problems.iter().filter(|p| p.is_error()) {
-                warn!(problem = %p, "edited file refused");
-            }
+            self.shared.metrics().refuse_reload(Refusal::Errors);
             warn!(
                 errors,
-                "devices/ or schedules/ has errors; the last good state keeps playing"
+                warnings,
+                "edit refused: devices/ or schedules/ has errors (as `civicast check` lists them); the last good state keeps playing"
             );
-            return;
+            return false;
         };
+        let now = self.clock.now();
+        let accept = request.is_some_and(|r| r.accept_drop);
+        let shrinks = catalog::shrinkage(&self.shared.base(), &catalog, now);
+        let over: Vec<&Shrink> = shrinks
+            .iter()
+            .filter(|s| s.exceeds(self.max_drop))
+            .collect();
+        for s in &over {
+            let files = shrunk_lists(lists, &report.display_lists, s);
+            if accept {
+                warn!(
+                    what = s.what,
+                    before = s.before,
+                    after = s.after,
+                    removed = s.removed,
+                    share = s.share(),
+                    max_drop = self.max_drop,
+                    files = %files,
+                    "large drop accepted by `civicast reload --accept-drop`: {s}"
+                );
+            } else {
+                warn!(
+                    what = s.what,
+                    before = s.before,
+                    after = s.after,
+                    removed = s.removed,
+                    share = s.share(),
+                    max_drop = self.max_drop,
+                    files = %files,
+                    "edit refused: {s}, more than max_drop {:.0}% ({files}); the last good state keeps playing. If intended, run `civicast reload --accept-drop` (once), or raise CIVICAST_MAX_DROP / max_drop, or start with `civicast serve --accept-drop`",
+                    self.max_drop * 100.0
+                );
+            }
+        }
+        if !over.is_empty() && !accept {
+            self.shared.metrics().refuse_reload(Refusal::Drop);
+            return false;
+        }
+        let (displays, feeds, adsets) = (
+            catalog.devices.len(),
+            catalog.feeds.len(),
+            catalog.adsets.len(),
+        );
         scale_time(&mut catalog, self.time_scale);
-        let now_ms = self.clock.now().timestamp_millis();
+        let now_ms = now.timestamp_millis();
         if let Err(e) =
             apply_files(&self.store, &self.shared, &self.schedules, catalog, now_ms).await
         {
-            warn!(error = %e, "could not apply the edited files; the last good state keeps playing");
-            return;
+            self.shared.metrics().refuse_reload(Refusal::Apply);
+            error!(error = %e, "could not apply the edited files; the last good state keeps playing");
+            return false;
         }
+        let cleared = request.is_some();
+        if cleared {
+            if let Err(e) = files::clear_reload_request(&self.devices) {
+                warn!(error = %e, file = files::RELOAD_MARKER, "could not remove the reload request; remove it by hand");
+            }
+        }
+        *lists = report.display_lists;
+        self.shared
+            .metrics()
+            .reloads
+            .fetch_add(1, Ordering::Relaxed);
         publish_configs(&self.client, &self.topics, &self.shared).await;
-        info!("devices/ and schedules/ reloaded");
+        info!(displays, feeds, adsets, "devices/ and schedules/ reloaded");
+        cleared
+    }
+}
+
+/// Every problem of a reload, one log line each, as `check` and the start print them.
+fn log_problems(problems: &[Problem]) {
+    for p in problems {
+        let line = p.line.unwrap_or(0);
+        let field = p.field.as_deref().unwrap_or("");
+        if p.is_error() {
+            warn!(file = %p.file, line, field, severity = "error", "{}", p.message);
+        } else {
+            warn!(file = %p.file, line, field, severity = "warning", "{}", p.message);
+        }
+    }
+}
+
+/// The display lists that lost displays, `name before -> after`, for a display drop; the
+/// ad sets removed are in the drop's own examples.
+fn shrunk_lists(before: &Lists, after: &Lists, s: &Shrink) -> String {
+    if s.what != "displays" {
+        return "schedules/adsets".to_owned();
+    }
+    let now = |name: &str| after.iter().find(|(n, _)| n == name).map(|(_, c)| *c);
+    let shrunk: Vec<String> = before
+        .iter()
+        .filter_map(|(name, was)| match now(name) {
+            Some(c) if c >= *was => None,
+            Some(c) => Some(format!("{name} {was} -> {c}")),
+            None => Some(format!("{name} {was} -> gone")),
+        })
+        .collect();
+    if shrunk.is_empty() {
+        "devices/".to_owned()
+    } else {
+        shrunk.join(", ")
     }
 }
 
 /// A file's path, size and modification time.
 type Stamp = (PathBuf, u64, Option<SystemTime>);
 
+/// The first file modified less than `settle` before `now` (or in the future: a clock that
+/// moved counts as recent, to be safe).
+fn modified_within(stamps: &[Stamp], settle: Duration, now: SystemTime) -> Option<&Path> {
+    stamps.iter().find_map(|(p, _, m)| {
+        let m = (*m)?;
+        let recent = match now.duration_since(m) {
+            Ok(age) => age < settle,
+            Err(_) => true,
+        };
+        recent.then_some(p.as_path())
+    })
+}
+
 /// A cheap summary of the operators' folders: every file's path, size and mtime.
-fn fingerprint(dirs: &[&Path]) -> Vec<Stamp> {
+fn fingerprint(dirs: &[PathBuf]) -> Vec<Stamp> {
     let mut out = Vec::new();
-    let mut stack: Vec<PathBuf> = dirs.iter().map(|d| d.to_path_buf()).collect();
+    let mut stack: Vec<PathBuf> = dirs.to_vec();
     while let Some(d) = stack.pop() {
         let Ok(rd) = std::fs::read_dir(&d) else {
             continue;
@@ -97,4 +269,56 @@ fn fingerprint(dirs: &[&Path]) -> Vec<Stamp> {
     }
     out.sort();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_modified_within_the_settle_window_waits() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let stamp = |name: &str, age_ms: u64| -> Stamp {
+            (
+                PathBuf::from(name),
+                1,
+                Some(now - Duration::from_millis(age_ms)),
+            )
+        };
+        let settle = Duration::from_secs(1);
+        let old = [stamp("a.csv", 5_000), stamp("b.csv", 1_000)];
+        assert_eq!(modified_within(&old, settle, now), None);
+        let fresh = [stamp("a.csv", 5_000), stamp("b.csv", 999)];
+        assert_eq!(
+            modified_within(&fresh, settle, now),
+            Some(Path::new("b.csv"))
+        );
+        let future = [(
+            PathBuf::from("c.csv"),
+            1,
+            Some(now + Duration::from_secs(60)),
+        )];
+        assert_eq!(
+            modified_within(&future, settle, now),
+            Some(Path::new("c.csv"))
+        );
+    }
+
+    #[test]
+    fn a_refused_drop_names_the_lists_that_shrank() {
+        let before = vec![
+            ("devices/brt.csv".to_owned(), 84),
+            ("devices/city.csv".to_owned(), 3149),
+            ("devices/old.csv".to_owned(), 10),
+        ];
+        let after = vec![
+            ("devices/brt.csv".to_owned(), 84),
+            ("devices/city.csv".to_owned(), 48),
+        ];
+        let s = Shrink::of_counts("displays", 3243, 132);
+        assert_eq!(
+            shrunk_lists(&before, &after, &s),
+            "devices/city.csv 3149 -> 48, devices/old.csv 10 -> gone"
+        );
+    }
 }

@@ -142,14 +142,16 @@ impl ApiStore for Db {
     async fn approve_latest(
         &self,
         adset: &str,
-        by: &str,
-        admin: bool,
+        by: &Approver<'_>,
         now_ms: i64,
     ) -> Result<Revision> {
-        delegate!(self, s => s.approve_latest(adset, by, admin, now_ms))
+        delegate!(self, s => s.approve_latest(adset, by, now_ms))
     }
     async fn retire(&self, adset: &str, by: &str, now_ms: i64) -> Result<bool> {
         delegate!(self, s => s.retire(adset, by, now_ms))
+    }
+    async fn retire_for(&self, adset: &str, by: &str, reason: &str, now_ms: i64) -> Result<bool> {
+        delegate!(self, s => s.retire_for(adset, by, reason, now_ms))
     }
     async fn presence_between(&self, from_ms: i64, to_ms: i64) -> Result<Vec<PresenceSpan>> {
         delegate!(self, s => s.presence_between(from_ms, to_ms))

@@ -148,20 +148,30 @@ pub trait ApiStore: Store {
         adset: &str,
     ) -> impl Future<Output = Result<Option<AdSetHistory>>> + Send;
     fn adset_histories(&self) -> impl Future<Output = Result<Vec<AdSetHistory>>> + Send;
-    /// Approves the latest revision as `core::approval::approvable` allows (`admin` may
+    /// Approves the latest revision as `core::approval::approvable` allows (an admin may
     /// approve their own upload); a refusal is `StoreError::Refused`.
     fn approve_latest(
         &self,
         adset: &str,
-        by: &str,
-        admin: bool,
+        by: &Approver<'_>,
         now_ms: i64,
     ) -> impl Future<Output = Result<Revision>> + Send;
-    /// Retires an ad set; false when there is no such ad set.
+    /// Retires an ad set: every revision it has now stays retired; one uploaded later plays
+    /// once approved. Retiring again with no new revision keeps the first retirement.
+    /// False when there is no such ad set.
     fn retire(
         &self,
         adset: &str,
         by: &str,
+        now_ms: i64,
+    ) -> impl Future<Output = Result<bool>> + Send;
+    /// [`ApiStore::retire`], not by an operator's decision: `reason` says why (its file
+    /// was removed, ...) and shows in the history.
+    fn retire_for(
+        &self,
+        adset: &str,
+        by: &str,
+        reason: &str,
         now_ms: i64,
     ) -> impl Future<Output = Result<bool>> + Send;
 

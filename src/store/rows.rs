@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use crate::core::wire::{Reject, Status};
 
-pub use crate::core::approval::{AdSetHistory, ApproveError, Retirement, Revision};
+pub use crate::core::approval::{AdSetHistory, ApproveError, Approver, Retirement, Revision};
 pub use crate::core::receipt::{PlayRow, ReceiptRow};
 
 /// One display as the inventory gives it.

@@ -16,8 +16,8 @@ use crate::core::audit::{GroupKey, PlaysQuery, RawRow};
 use crate::core::receipt::PlayRow;
 
 /// The columns of `adset_revisions`, in the order [`revision_row`] reads them by name.
-pub const REVISION_COLS: &str =
-    "adset, rev, format, body, origin, uploaded_by, uploaded_at, approved_by, approved_at";
+pub const REVISION_COLS: &str = "adset, rev, format, body, origin, uploaded_by, uploaded_token, \
+     uploaded_at, approved_by, approved_token, approved_at";
 /// The columns of `plays` that [`play_row`] reads.
 pub const PLAY_COLS: &str = "id, play_id, feed, device, slogan, issued_at, expires_at";
 /// The columns of `tokens` that [`token_row`] reads.
@@ -25,8 +25,11 @@ pub const TOKEN_COLS: &str = "id, name, role, created_at, revoked_at";
 /// Every token, oldest first.
 pub const ALL_TOKENS: &str =
     "SELECT id, name, role, created_at, revoked_at FROM tokens ORDER BY id";
+/// The columns of `adset_retired` that [`retirement_row`] reads.
+pub const RETIREMENT_COLS: &str = "retired_by, retired_at, through_rev, reason";
 /// Every retirement, with its ad set.
-pub const ALL_RETIREMENTS: &str = "SELECT adset, retired_by, retired_at FROM adset_retired";
+pub const ALL_RETIREMENTS: &str =
+    "SELECT adset, retired_by, retired_at, through_rev, reason FROM adset_retired";
 /// The keys of every feed and display, for `sync_inventory`'s answer.
 pub const FEED_KEYS: &str = "SELECT id, name FROM feeds";
 pub const DEVICE_KEYS: &str = "SELECT id, name FROM devices";
@@ -311,13 +314,15 @@ where
         body: r.try_get("body")?,
         origin: r.try_get("origin")?,
         uploaded_by: r.try_get("uploaded_by")?,
+        uploaded_token: r.try_get("uploaded_token")?,
         uploaded_ms: r.try_get("uploaded_at")?,
         approved_by: r.try_get("approved_by")?,
+        approved_token: r.try_get("approved_token")?,
         approved_ms: r.try_get("approved_at")?,
     })
 }
 
-/// An `adset_retired` row (`retired_by`, `retired_at`).
+/// An `adset_retired` row selected with [`RETIREMENT_COLS`].
 pub fn retirement_row<R: Row>(r: &R) -> Result<Retirement, sqlx::Error>
 where
     for<'a> &'a str: sqlx::ColumnIndex<R>,
@@ -327,6 +332,8 @@ where
     Ok(Retirement {
         by: r.try_get("retired_by")?,
         at_ms: r.try_get("retired_at")?,
+        through_rev: r.try_get("through_rev")?,
+        reason: r.try_get("reason")?,
     })
 }
 

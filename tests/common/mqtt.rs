@@ -201,6 +201,9 @@ impl Client {
         if let Some(user) = user {
             o.set_credentials(user, format!("pw-{user}"));
         }
+        // rumqttc 3.1.1 refuses packets over 10 KiB by default; a display may send up to
+        // the contract's 16 KiB (and a test one byte more).
+        o.set_max_packet_size(64 * 1024, 64 * 1024);
         let (c, mut ev) = AsyncClient::new(o, 100);
         let p = Publisher::V4(c);
         let p2 = p.clone();

@@ -618,4 +618,108 @@ mod tests {
             prop_assert_eq!(run(&c), run(&shifted));
         }
     }
+    /// The contract's rule as a plain fold over whole seconds, written without the code
+    /// under test: a second counts when it lies in the period, some presence span covers
+    /// it and some daypart window covers it; a run of counted seconds is one stretch of
+    /// online time; its gaps run from its start to the first play, play to play, and the
+    /// last play to its end. Met: mean interval <= 1.1 x interval and no gap > 2 x
+    /// interval; the module's documented choices where the contract is silent: no counted
+    /// time is met, less than one interval is judged by the gap alone.
+    fn by_seconds(
+        from_s: i64,
+        to_s: i64,
+        online: &[(i64, i64)],
+        active: &dyn Fn(i64) -> bool,
+        plays: &[i64],
+        interval_s: i64,
+    ) -> (i64, u64, i64, bool) {
+        let covered = |v: &[(i64, i64)], s: i64| v.iter().any(|&(a, b)| a <= s && s < b);
+        let counted = |s: i64| from_s <= s && s < to_s && covered(online, s) && active(s);
+        let (mut online_s, mut n, mut longest) = (0i64, 0u64, 0i64);
+        let mut run_start: Option<i64> = None;
+        let mut prev = 0;
+        for s in from_s..=to_s {
+            if s < to_s && counted(s) {
+                if run_start.is_none() {
+                    run_start = Some(s);
+                    prev = s;
+                }
+                online_s += 1;
+                for _ in plays.iter().filter(|&&p| p == s) {
+                    longest = longest.max(s - prev);
+                    prev = s;
+                    n += 1;
+                }
+            } else if run_start.take().is_some() {
+                longest = longest.max(s - prev);
+            }
+        }
+        let gap_ok = longest <= 2 * interval_s;
+        // mean <= 1.1 x interval, in whole numbers: online / n <= 11 / 10 x interval.
+        let mean_ok = n > 0 && online_s * 10 <= 11 * interval_s * n as i64;
+        let met = online_s == 0 || (gap_ok && (online_s < interval_s || mean_ok));
+        (online_s, n, longest, met)
+    }
+
+    fn spans_s() -> impl Strategy<Value = Vec<(i64, i64)>> {
+        prop::collection::vec((-600i64..4200, 0i64..1800), 0..6)
+            .prop_map(|v| v.into_iter().map(|(s, l)| (s, s + l)).collect())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// `active_windows` and `evaluate` together, against the fold over seconds, on a
+        /// daypart asked second by second in Shanghai time.
+        #[test]
+        fn evaluate_agrees_with_a_fold_over_seconds(
+            start in 0i64..4,
+            len in 0i64..3 * 3600,
+            online in spans_s(),
+            plays in prop::collection::vec(-300i64..11_000, 0..80),
+            interval_s in 1i64..400,
+            part in 0usize..4,
+        ) {
+            let tz = chrono_tz::Asia::Shanghai;
+            let exprs = ["* * * * * *", "* 0-29 * * * *", "* * 6 * * *", "*/7 * 5-6 * * *"];
+            let d = daypart(exprs[part]);
+            // 05:15 local plus up to an hour: the windows open and close inside the period.
+            let from_s = ms("2026-11-27T05:15:00+08:00") / 1000 + start * 900;
+            let to_s = from_s + len;
+            let online: Vec<(i64, i64)> =
+                online.iter().map(|&(a, b)| (from_s + a, from_s + b)).collect();
+            let plays: Vec<i64> = plays.iter().map(|p| from_s + p).collect();
+            let active_s = |s: i64| {
+                let t = DateTime::<Utc>::from_timestamp(s, 0).expect("t").with_timezone(&tz);
+                d.includes(t)
+            };
+            let want = by_seconds(from_s, to_s, &online, &active_s, &plays, interval_s);
+            let k = |v: &[(i64, i64)]| v.iter().map(|&(a, b)| (a * 1000, b * 1000)).collect::<Vec<_>>();
+            let active = active_windows(&[Some(&d)], tz, from_s * 1000, to_s * 1000);
+            let plays_ms: Vec<i64> = plays.iter().map(|p| p * 1000).collect();
+            let o = evaluate(&Input {
+                from_ms: from_s * 1000,
+                to_ms: to_s * 1000,
+                online: &k(&online),
+                active: &active,
+                plays: &plays_ms,
+                interval_ms: interval_s * 1000,
+                factors: Factors::default(),
+            });
+            // On the exact boundary of the mean rule floating point decides either way.
+            prop_assume!(want.1 == 0 || want.0 * 10 != 11 * interval_s * want.1 as i64);
+            prop_assert_eq!(
+                (o.online_seconds, o.plays, o.longest_gap_s, o.met),
+                (want.0 as f64, want.1, want.2 as f64, want.3)
+            );
+            let mean = (want.1 > 0).then(|| want.0 as f64 / want.1 as f64);
+            prop_assert!(
+                match (o.mean_interval_s, mean) {
+                    (Some(a), Some(b)) => (a - b).abs() < 1e-9,
+                    (a, b) => a == b,
+                },
+                "mean {:?}, by seconds {:?}", o.mean_interval_s, mean
+            );
+        }
+    }
 }

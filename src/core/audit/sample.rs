@@ -226,6 +226,96 @@ mod tests {
         assert_eq!(differ, 4);
     }
 
+    /// Counts by class of a drawn sample; fails on a display drawn twice in its class (ids
+    /// are unique in a catalog; the generated inventories below may reuse one across
+    /// classes).
+    fn per_class_of<'a>(s: &[(&'a str, &'a str)]) -> BTreeMap<&'a str, usize> {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut counts = BTreeMap::new();
+        for (c, id) in s {
+            assert!(seen.insert((*c, *id)), "{id} drawn twice as {c}");
+            *counts.entry(*c).or_default() += 1;
+        }
+        counts
+    }
+
+    #[test]
+    fn each_class_gets_exactly_the_smaller_of_per_class_and_its_size() {
+        let mut f = fleet();
+        f.push(("stop-0001".to_owned(), "stop_screen"));
+        let pop = refs(&f);
+        let class_of: BTreeMap<&str, &str> = pop.iter().copied().collect();
+        let sizes = [("bus_led", 200), ("stop_screen", 1), ("taxi_top", 30)];
+        for n in [0, 1, 2, 29, 30, 31, 59, 199, 200, 201, 5000] {
+            let s = draw(&pop, "2026-W48", DEFAULT_SEED, n);
+            let want: BTreeMap<&str, usize> = sizes
+                .iter()
+                .map(|&(c, size)| (c, n.min(size)))
+                .filter(|&(_, k)| k > 0)
+                .collect();
+            assert_eq!(per_class_of(&s), want, "per_class {n}");
+            for (c, id) in &s {
+                assert_eq!(class_of.get(id), Some(c), "{id} drawn as {c}");
+            }
+        }
+    }
+
+    /// The rule in the documentation, redone from scratch: in each class, the ids whose
+    /// SHA-256 of "{seed}\n{week}\n{id}" is smallest, in that order.
+    #[test]
+    fn anyone_can_redo_the_draw_from_the_published_rule() {
+        let f = fleet();
+        let pop = refs(&f);
+        for (week, seed, n) in [("2026-W48", "civicast", 59), ("2026-W01", "x", 7)] {
+            let mut want = Vec::new();
+            for class in ["bus_led", "taxi_top"] {
+                let mut ranked: Vec<(String, &str)> = pop
+                    .iter()
+                    .filter(|(_, c)| *c == class)
+                    .map(|(id, _)| {
+                        let d = Sha256::digest(format!("{seed}\n{week}\n{id}").as_bytes());
+                        let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
+                        (hex, *id)
+                    })
+                    .collect();
+                ranked.sort();
+                want.extend(ranked.into_iter().take(n).map(|(_, id)| (class, id)));
+            }
+            assert_eq!(draw(&pop, week, seed, n), want, "{week} {seed} {n}");
+        }
+    }
+
+    #[test]
+    fn the_same_inputs_give_the_same_sample_and_another_seed_or_week_another() {
+        let f = fleet();
+        let pop = refs(&f);
+        let base = draw(&pop, "2026-W48", DEFAULT_SEED, 10);
+        assert_eq!(base, draw(&pop, "2026-W48", DEFAULT_SEED, 10));
+        let mut reversed = pop.clone();
+        reversed.reverse();
+        assert_eq!(base, draw(&reversed, "2026-W48", DEFAULT_SEED, 10));
+        // 10 of 200 buses and 10 of 30 taxis: for this fixed fleet every one of these
+        // changes picks other displays in both classes.
+        for (week, seed) in [
+            ("2026-W49", DEFAULT_SEED),
+            ("2025-W48", DEFAULT_SEED),
+            ("2026-W48", "civicast2"),
+            ("2026-W48", "Civicast"),
+        ] {
+            let other = draw(&pop, week, seed, 10);
+            assert_eq!(per_class_of(&other), per_class_of(&base), "{week} {seed}");
+            for class in ["bus_led", "taxi_top"] {
+                let ids = |v: &[(&str, &str)]| -> std::collections::BTreeSet<String> {
+                    v.iter()
+                        .filter(|(c, _)| *c == class)
+                        .map(|(_, i)| i.to_string())
+                        .collect()
+                };
+                assert_ne!(ids(&other), ids(&base), "{week} {seed}: {class}");
+            }
+        }
+    }
+
     #[test]
     fn duplicates_are_drawn_once() {
         let s = draw(&[("a", "x"), ("a", "x"), ("b", "x")], "2026-W48", "s", 5);
@@ -248,12 +338,21 @@ mod tests {
             let x = draw(&ra, "2026-W48", DEFAULT_SEED, per_class);
             prop_assert_eq!(&x, &draw(&rb, "2026-W48", DEFAULT_SEED, per_class));
             prop_assert_eq!(&x, &draw(&ra, "2026-W48", DEFAULT_SEED, per_class));
-            // Never more than per_class of a class, and sorted by class.
-            let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-            for (c, _) in &x {
-                *counts.entry(c).or_default() += 1;
+            // Exactly min(per_class, class size) of each class (a display listed twice
+            // counts once), each drawn from its own class, sorted by class.
+            let mut pop: BTreeMap<&str, std::collections::BTreeSet<&str>> = BTreeMap::new();
+            for (i, c) in &ra {
+                pop.entry(c).or_default().insert(i);
             }
-            prop_assert!(counts.values().all(|&n| n <= per_class));
+            let want: BTreeMap<&str, usize> = pop
+                .iter()
+                .map(|(c, ids)| (*c, ids.len().min(per_class)))
+                .filter(|&(_, k)| k > 0)
+                .collect();
+            prop_assert_eq!(per_class_of(&x), want);
+            for (c, id) in &x {
+                prop_assert!(pop[c].contains(id), "{} is not a {}", id, c);
+            }
             prop_assert!(x.windows(2).all(|w| w[0].0 <= w[1].0));
         }
     }

@@ -34,6 +34,8 @@ pub(crate) fn load_adsets(
     };
     let mut out: Vec<AdSet> = Vec::new();
     let mut seen: HashMap<String, String> = HashMap::new();
+    // Slogan id -> (ad set id, file): audit counts group plays by slogan id.
+    let mut slogans: HashMap<String, (String, String)> = HashMap::new();
     for source in listed(&adsets.name, listing, problems) {
         let file = source.name.as_str();
         let Some(text) = text_of(source, problems) else {
@@ -51,11 +53,60 @@ pub(crate) fn load_adsets(
                 ));
             } else {
                 seen.insert(adset.id.as_str().to_owned(), file.to_owned());
+                check_slogans_unique(&adset, file, id_line, &out, &mut slogans, problems);
                 out.push(adset);
             }
         }
     }
     out
+}
+
+/// A slogan id that an earlier ad set of the folder uses too: with another text it is an
+/// error, since the audit's counts by slogan would add up two different slogans; with the
+/// same texts (a slogan carried over to the next campaign) a warning that they add up.
+fn check_slogans_unique(
+    adset: &AdSet,
+    file: &str,
+    id_line: Option<usize>,
+    earlier: &[AdSet],
+    slogans: &mut HashMap<String, (String, String)>,
+    problems: &mut Vec<Problem>,
+) {
+    for s in &adset.slogans {
+        let Some((other_id, other_file)) = slogans.get(s.id.as_str()) else {
+            slogans.insert(
+                s.id.as_str().to_owned(),
+                (adset.id.to_string(), file.to_owned()),
+            );
+            continue;
+        };
+        let other = earlier
+            .iter()
+            .find(|a| a.id.as_str() == other_id)
+            .and_then(|a| a.slogans.iter().find(|o| o.id == s.id));
+        let same = other.is_some_and(|o| o.text == s.text && o.text_by_class == s.text_by_class);
+        let at = format!(
+            "slogan \"{}\" is also in ad set \"{other_id}\" ({other_file})",
+            s.id
+        );
+        if same {
+            problems.push(Problem::warning(
+                file,
+                id_line,
+                Some("slogan"),
+                format!(
+                    "{at} with the same texts: audit counts by slogan add up the plays of both"
+                ),
+            ));
+        } else {
+            problems.push(Problem::error(
+                file,
+                id_line,
+                Some("slogan"),
+                format!("{at} with another text: audit counts by slogan would add up two different slogans; give one of them another id"),
+            ));
+        }
+    }
 }
 
 /// Parses one ad set (TOML, or JSON when `is_json`) and checks it against `ctx`. `file` names
@@ -127,7 +178,8 @@ fn read_adset(root: &Node, ctx: &AdSetContext, sink: &mut Sink) -> Option<(AdSet
     let slogans = slogans(&mut t, ctx, &reached, sink);
     t.finish(sink);
 
-    if id.is_some() && reached.is_empty() && !sink.has_errors() {
+    // With no display at all, the inventory's own error is the root cause.
+    if id.is_some() && reached.is_empty() && !ctx.devices.is_empty() && !sink.has_errors() {
         sink.warn(&None, "feeds", "this ad set reaches no display");
     }
 
@@ -180,15 +232,26 @@ fn validity(t: &mut Table, ctx: &AdSetContext, sink: &mut Sink) -> (Bound, Bound
         .and_then(|n| instant(n, "valid_from", false, ctx, sink));
     let until = tree::required(t, sink, "valid_until")
         .and_then(|n| instant(n, "valid_until", true, ctx, sink));
-    if let (Some((f, _)), Some((u, uspan))) = (&from, &until) {
+    if let (Some((f, fspan)), Some((u, uspan))) = (&from, &until) {
         if u <= f {
+            // As written: a `valid_until` date means the end of that day, so instants would
+            // show a reversed pair of dates as the same time.
+            let written = |span: &Span| {
+                span.as_ref()
+                    .and_then(|r| sink.text.get(r.clone()))
+                    .map(|t| t.trim().to_owned())
+            };
+            let (uw, fw) = (written(uspan), written(fspan));
+            let show = |w: Option<String>, t: &DateTime<Utc>| {
+                w.unwrap_or_else(|| t.with_timezone(&ctx.timezone).to_rfc3339())
+            };
             sink.error(
                 uspan,
                 "valid_until",
                 format!(
-                    "valid_until ({}) is not after valid_from ({})",
-                    u.with_timezone(&ctx.timezone).to_rfc3339(),
-                    f.with_timezone(&ctx.timezone).to_rfc3339()
+                    "valid_until {} is not after valid_from {}: the ad set would never be valid",
+                    show(uw, u),
+                    show(fw, f)
                 ),
             );
         }
@@ -251,7 +314,11 @@ fn priority(t: &mut Table, sink: &mut Sink) -> i32 {
         if let Some(v) = expect_int(sink, n, "priority") {
             match i32::try_from(v) {
                 Ok(v) => priority = v,
-                Err(_) => sink.error(&n.span, "priority", format!("priority {v} is out of range")),
+                Err(_) => sink.error(
+                    &n.span,
+                    "priority",
+                    format!("priority must be {} to {}, not {v}", i32::MIN, i32::MAX),
+                ),
             }
         }
     }
@@ -278,7 +345,8 @@ fn slogans(
     sink: &mut Sink,
 ) -> Vec<Slogan> {
     let mut slogans = Vec::new();
-    let slogan_key = if !t.has("slogan") && t.has("slogans") {
+    // A JSON `"slogan": null` beside `"slogans"` is no slogan list: null counts as absent.
+    let slogan_key = if !t.has_value("slogan") && t.has_value("slogans") {
         "slogans"
     } else {
         "slogan"
@@ -388,7 +456,7 @@ fn weight(t: &mut Table, label: &str, sink: &mut Sink) -> u32 {
                 _ => sink.error(
                     &n.span,
                     &field,
-                    format!("{label}: weight must be at least 1, not {v}"),
+                    format!("{label}: weight must be 1 to {}, not {v}", u32::MAX),
                 ),
             }
         }
@@ -434,6 +502,11 @@ fn class_text<'n>(
 ) -> Option<&'n str> {
     let span = v.span.clone().or_else(|| k.span.clone());
     let s = expect_str(sink, v, kf)?;
+    if ctx.classes.is_empty() {
+        // No class could be read (`classes.toml` is missing or broken, and says so): naming
+        // every class here unknown would only bury that root cause.
+        return Some(s);
+    }
     let Some(class) = ctx.classes.get(&k.name) else {
         sink.error(
             &k.span.clone().or(span),

@@ -126,24 +126,45 @@ pub(crate) fn load_devices(
     lists: &Listing,
     classes: Option<&BTreeMap<String, ClassProfile>>,
     problems: &mut Vec<Problem>,
+    counts: &mut Vec<(String, usize)>,
 ) -> Vec<Device> {
     let files = listed(dir, lists, problems);
+    if lists.is_err() {
+        return Vec::new();
+    }
     if files.is_empty() {
-        problems.push(Problem::warning(
+        problems.push(Problem::error(
             dir,
             None,
             None,
-            "no display list (*.csv) in this directory",
+            "no display list (*.csv) in this directory: the city would have no displays",
         ));
+        return Vec::new();
     }
+    let before = problems.len();
     let mut seen = Seen::new();
     let mut out = Vec::new();
     for file in files {
-        if let Some(text) = text_of(file, problems) {
-            out.extend(parse_devices_csv(
-                text, &file.name, classes, &mut seen, problems,
-            ));
-        }
+        let kept = match text_of(file, problems) {
+            Some(text) => parse_devices_csv(text, &file.name, classes, &mut seen, problems),
+            None => Vec::new(),
+        };
+        counts.push((file.name.clone(), kept.len()));
+        out.extend(kept);
+    }
+    // A list with rows in error already says why nothing is kept; only an inventory that is
+    // empty as written is reported here, so that no city starts (or reloads) with no screen.
+    if out.is_empty() && !problems[before..].iter().any(Problem::is_error) {
+        let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+        problems.push(Problem::error(
+            dir,
+            None,
+            None,
+            format!(
+                "no display is listed (in {}): the city would have no displays",
+                names.join(", ")
+            ),
+        ));
     }
     out
 }
@@ -171,7 +192,11 @@ pub(crate) fn parse_devices_csv(
         .comment(Some(b'#'))
         .from_reader(text.as_bytes());
     let out = match csv.header(&mut rdr) {
-        Some(header) => csv.rows(&mut rdr, &header),
+        Some(header) => {
+            let rows = csv.rows(&mut rdr, &header);
+            csv.warn_commented_rows(&header);
+            rows
+        }
         None => Vec::new(),
     };
     problems.append(&mut csv.sink.problems);
@@ -249,6 +274,39 @@ impl DevicesCsv<'_> {
             class_col,
             bad,
         })
+    }
+
+    /// A line starting with `#` is a comment; one that has as many cells as the header row
+    /// looks like a display left out (`#bus-1,...`, or an id that really starts with `#`,
+    /// which no id may): a warning naming the line, so that nothing drops out silently.
+    fn warn_commented_rows(&mut self, header: &Header) {
+        if header.names.len() < 2 {
+            return;
+        }
+        let after = header.line.unwrap_or(1);
+        for (i, line) in self.text.lines().enumerate().skip(after) {
+            let Some(rest) = line.strip_prefix('#') else {
+                continue;
+            };
+            let mut rdr = csv::ReaderBuilder::new()
+                .has_headers(false)
+                .flexible(true)
+                .trim(csv::Trim::All)
+                .from_reader(rest.as_bytes());
+            let Some(Ok(cells)) = rdr.records().next() else {
+                continue;
+            };
+            if cells.len() == header.names.len() {
+                let id = cells.get(header.id_col).unwrap_or("");
+                self.sink.warn_at(
+                    Some(i + 1),
+                    "id",
+                    format!(
+                        "this row starts with `#`, so it is a comment and display \"#{id}\" is left out (display ids match [A-Za-z0-9_-]{{1,64}}; remove the `#` to list it)"
+                    ),
+                );
+            }
+        }
     }
 
     /// Reports every column without a name or named twice; whether there was one.

@@ -5,22 +5,39 @@ use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::core::model::{ClassProfile, Daypart, Device, Feed, Selector};
+use chrono::{DateTime, Utc};
 
+use crate::core::model::{ClassProfile, Daypart, Device, Feed, Id, Selector};
+
+use super::daypart::{parse_cron, reach};
 use super::devices::scalar_text;
 use super::tree::{self, expect_array, expect_str, known_list, Kind, Node, Sink, Span, Table};
 use super::{
     entry_id, parse_duration, text_of, Problem, SourceFile, DEFAULT_INTERVAL, DEFAULT_TIMEZONE,
 };
 
+/// The shortest interval a feed may have: below it a feed floods the displays and the broker
+/// with plays that expire (one interval after issue) before a board has scrolled one.
+pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
+/// The longest interval a feed may have: past a day a feed no longer keeps a slogan in front
+/// of people, and each play would stay valid for days.
+pub const MAX_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+
+/// What a feed is checked against besides its own table.
+pub(crate) struct FeedContext<'a> {
+    pub classes: Option<&'a BTreeMap<String, ClassProfile>>,
+    pub devices: &'a [Device],
+    /// When the dayparts are looked at from (the year ahead of it).
+    pub now: DateTime<Utc>,
+}
+
 pub(crate) fn load_feeds(
     file: &SourceFile,
-    classes: Option<&BTreeMap<String, ClassProfile>>,
-    devices: &[Device],
+    ctx: &FeedContext,
     problems: &mut Vec<Problem>,
 ) -> (chrono_tz::Tz, Vec<Feed>) {
     match text_of(file, problems) {
-        Some(text) => parse_feeds(text, &file.name, classes, devices, problems),
+        Some(text) => parse_feeds(text, &file.name, ctx, problems),
         None => (DEFAULT_TIMEZONE, Vec::new()),
     }
 }
@@ -30,8 +47,7 @@ pub(crate) fn load_feeds(
 pub(crate) fn parse_feeds(
     text: &str,
     file: &str,
-    classes: Option<&BTreeMap<String, ClassProfile>>,
-    devices: &[Device],
+    ctx: &FeedContext,
     problems: &mut Vec<Problem>,
 ) -> (chrono_tz::Tz, Vec<Feed>) {
     let mut sink = Sink::new(file, text);
@@ -49,7 +65,7 @@ pub(crate) fn parse_feeds(
         if let Some(t) = timezone(&mut top, &mut sink) {
             tz = t;
         }
-        feeds = feed_tables(&mut top, classes, devices, &mut sink);
+        feeds = feed_tables(&mut top, ctx, tz, &mut sink);
         top.finish(&mut sink);
     }
     problems.append(&mut sink.problems);
@@ -77,8 +93,8 @@ fn timezone(top: &mut Table, sink: &mut Sink) -> Option<chrono_tz::Tz> {
 /// feeds with a valid id, in order.
 fn feed_tables(
     top: &mut Table,
-    classes: Option<&BTreeMap<String, ClassProfile>>,
-    devices: &[Device],
+    ctx: &FeedContext,
+    tz: chrono_tz::Tz,
     sink: &mut Sink,
 ) -> Vec<Feed> {
     let mut feeds = Vec::new();
@@ -92,7 +108,7 @@ fn feed_tables(
     let mut seen: HashMap<String, Option<usize>> = HashMap::new();
     for (i, item) in items.iter().enumerate() {
         let path = format!("feed[{}]", i + 1);
-        let Some((Some(feed), line)) = parse_feed(item, &path, classes, devices, sink) else {
+        let Some((Some(feed), line)) = parse_feed(item, &path, ctx, tz, sink) else {
             continue;
         };
         if let Some(prev) = seen.get(feed.id.as_str()) {
@@ -116,14 +132,18 @@ fn feed_tables(
 fn parse_feed(
     node: &Node,
     path: &str,
-    classes: Option<&BTreeMap<String, ClassProfile>>,
-    devices: &[Device],
+    ctx: &FeedContext,
+    tz: chrono_tz::Tz,
     sink: &mut Sink,
 ) -> Option<(Option<Feed>, Option<usize>)> {
     let mut t = Table::new(node, path, sink)?;
     let (id, id_line) = entry_id(&mut t, sink);
-    let (select, select_span) = selector(&mut t, classes, sink);
-    let interval = interval(&mut t, sink);
+    let (select, select_span) = selector(&mut t, ctx.classes, sink);
+    let (interval, interval_valid) = interval(&mut t, sink);
+    let interval_span = t
+        .get("interval")
+        .and_then(|n| n.span.clone())
+        .or_else(|| t.span.clone());
     let daypart = daypart(&mut t, sink);
     t.finish(sink);
 
@@ -131,18 +151,102 @@ fn parse_feed(
         id,
         select,
         interval,
-        daypart,
+        daypart: daypart.as_ref().map(|(d, _)| d.clone()),
     });
     if let Some(f) = &feed {
-        if !devices.iter().any(|d| f.select.matches(d)) {
+        // With no display at all, the inventory's own error is the root cause.
+        let members: Vec<&Device> = ctx.devices.iter().filter(|d| f.select.matches(d)).collect();
+        if !ctx.devices.is_empty() && members.is_empty() {
             sink.warn(
                 &select_span,
                 &format!("{path}.select"),
                 format!("feed \"{}\" matches no display", f.id),
             );
         }
+        if interval_valid {
+            warn_short_interval(f, &members, ctx.classes, &interval_span, path, sink);
+        }
+        if let (Some((d, span)), true) = (&daypart, interval_valid) {
+            check_reach(d, span, &f.id, interval, tz, ctx.now, path, sink);
+        }
     }
     Some((feed, id_line))
+}
+
+/// An interval shorter than the time a member's class keeps a slogan on screen cuts every
+/// play short (each expires one interval after issue): worth a warning, not a refusal.
+fn warn_short_interval(
+    f: &Feed,
+    members: &[&Device],
+    classes: Option<&BTreeMap<String, ClassProfile>>,
+    span: &Span,
+    path: &str,
+    sink: &mut Sink,
+) {
+    let Some(classes) = classes else { return };
+    let longest = members
+        .iter()
+        .filter_map(|d| classes.get(&*d.class))
+        .max_by_key(|c| c.duration);
+    if let Some(c) = longest.filter(|c| f.interval < c.duration) {
+        sink.warn(
+            span,
+            &format!("{path}.interval"),
+            format!(
+                "feed \"{}\" plays every {}, shorter than the {} that class {} keeps a slogan on screen: each play is cut short by the next",
+                f.id,
+                humantime::format_duration(f.interval),
+                humantime::format_duration(c.duration),
+                c.name
+            ),
+        );
+    }
+}
+
+/// A daypart that lets no slot of the feed play in the year ahead is an error; one open
+/// for less than an interval a day is a warning (the feed plays at most about once a day).
+#[allow(clippy::too_many_arguments)]
+fn check_reach(
+    d: &Daypart,
+    span: &Span,
+    feed: &Id,
+    interval: Duration,
+    tz: chrono_tz::Tz,
+    now: DateTime<Utc>,
+    path: &str,
+    sink: &mut Sink,
+) {
+    let field = format!("{path}.daypart");
+    let r = reach(d, feed, interval, tz, now);
+    let every = humantime::format_duration(interval);
+    if !r.any_day {
+        sink.error(
+            span,
+            &field,
+            format!(
+                "daypart {:?} matches no day in the next year: feed \"{feed}\" would never play",
+                d.source
+            ),
+        );
+    } else if r.first_play.is_none() {
+        sink.error(
+            span,
+            &field,
+            format!(
+                "daypart {:?} is open {} s a day, but none of them falls on a play slot of feed \"{feed}\" (every {every}, at a fixed phase) in the next year: the feed would never play",
+                d.source, r.open_per_day
+            ),
+        );
+    } else if u128::from(r.open_per_day) * 1000 < interval.as_millis() {
+        sink.warn(
+            span,
+            &field,
+            format!(
+                "daypart {:?} is open {} s a day, less than one interval ({every}): feed \"{feed}\" plays at most about once a day",
+                d.source, r.open_per_day
+            ),
+        );
+    }
 }
 
 /// The required `select` table of a feed: each key an attribute, each value one or more
@@ -225,64 +329,55 @@ fn warn_unknown_classes(
     }
 }
 
-/// The optional `interval` of a feed, a duration; [`DEFAULT_INTERVAL`] when absent.
-fn interval(t: &mut Table, sink: &mut Sink) -> Duration {
-    let mut interval = DEFAULT_INTERVAL;
+/// The optional `interval` of a feed, a duration from [`MIN_INTERVAL`] to [`MAX_INTERVAL`];
+/// [`DEFAULT_INTERVAL`] when absent; and whether it is valid.
+fn interval(t: &mut Table, sink: &mut Sink) -> (Duration, bool) {
     let field = t.field("interval");
-    if let Some(n) = t.get("interval") {
-        if let Some(s) = expect_str(sink, n, &field) {
-            match parse_duration(s) {
-                Ok(d) => interval = d,
-                Err(e) => sink.error(&n.span, &field, e),
-            }
+    let Some(n) = t.get("interval") else {
+        return (DEFAULT_INTERVAL, true);
+    };
+    let Some(s) = expect_str(sink, n, &field) else {
+        return (DEFAULT_INTERVAL, false);
+    };
+    match parse_duration(s) {
+        Ok(d) if d < MIN_INTERVAL => {
+            sink.error(
+                &n.span,
+                &field,
+                format!(
+                    "interval {s:?} is shorter than 1s: plays would flood the displays and the broker, each expiring before a board could show it (write \"1s\" to \"24h\"; a city's boards scroll one about every \"3m\")"
+                ),
+            );
+            (d, false)
+        }
+        Ok(d) if d > MAX_INTERVAL => {
+            sink.error(
+                &n.span,
+                &field,
+                format!(
+                    "interval {s:?} is longer than 24h: the feed would play less than once a day and each play would stay valid that long (write \"1s\" to \"24h\")"
+                ),
+            );
+            (d, false)
+        }
+        Ok(d) => (d, true),
+        Err(e) => {
+            sink.error(&n.span, &field, e);
+            (DEFAULT_INTERVAL, false)
         }
     }
-    interval
 }
 
-/// The optional `daypart` of a feed, a cron expression; none when absent.
-fn daypart(t: &mut Table, sink: &mut Sink) -> Option<Daypart> {
+/// The optional `daypart` of a feed, a cron expression, with its span; none when absent.
+fn daypart(t: &mut Table, sink: &mut Sink) -> Option<(Daypart, Span)> {
     let field = t.field("daypart");
     let n = t.get("daypart")?;
     let s = expect_str(sink, n, &field)?;
     match parse_cron(s) {
-        Ok(d) => Some(d),
+        Ok(d) => Some((d, n.span.clone())),
         Err(e) => {
             sink.error(&n.span, &field, e);
             None
         }
-    }
-}
-
-/// A cron daypart as the `cron` crate reads it (6 or 7 fields: sec min hour day month weekday
-/// [year]).
-pub(crate) fn parse_cron(s: &str) -> Result<Daypart, String> {
-    let src = s.trim().to_owned();
-    let parsed = std::panic::catch_unwind(|| cron::Schedule::from_str(&src));
-    match parsed {
-        Ok(Ok(schedule)) => Ok(Daypart {
-            source: src,
-            schedule,
-        }),
-        Ok(Err(e)) => {
-            // The cron error repeats the expression on a line of its own; keep the reason.
-            let e = e.to_string();
-            let reason: Vec<&str> = e
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && *l != src)
-                .collect();
-            let reason = if reason.is_empty() {
-                "not a valid expression".to_owned()
-            } else {
-                reason.join("; ")
-            };
-            Err(format!(
-                "invalid cron daypart {s:?}: {reason} (6 fields: sec min hour day month weekday)"
-            ))
-        }
-        Err(_) => Err(format!(
-            "invalid cron daypart {s:?} (6 fields: sec min hour day month weekday)"
-        )),
     }
 }

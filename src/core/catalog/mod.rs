@@ -14,8 +14,10 @@
 //! only syntax errors carry a line.
 
 mod adset;
+mod daypart;
 mod devices;
 mod feeds;
+mod reload;
 mod sources;
 mod text;
 mod tree;
@@ -29,12 +31,15 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::core::model::{Catalog, ClassProfile, Device, Feed, Id};
 use tree::{expect_str, Sink, Table};
 
 pub use adset::{parse_adset, parse_adset_checked};
+pub use feeds::{MAX_INTERVAL, MIN_INTERVAL};
+pub use reload::{shrinkage, Shrink};
 pub use sources::{
     adset_is_json, Absent, Content, DeviceFiles, Folder, Listing, ScheduleFiles, SourceFile,
     Sources,
@@ -125,6 +130,9 @@ pub struct Report {
     /// `Some` if and only if no problem is an error.
     pub catalog: Option<Catalog>,
     pub problems: Vec<Problem>,
+    /// Each display list read (`devices/*.csv`) and how many displays it gave, in order: what
+    /// a refused reload names when the inventory shrinks.
+    pub display_lists: Vec<(String, usize)>,
 }
 
 impl Report {
@@ -173,9 +181,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// file name when read from disk), `classes.toml`, `feeds.toml`, then the ad sets in the order
 /// given. Never panics on any input. A missing folder or file is an error naming it, except a
 /// missing `adsets` folder, which is only a warning (ad sets may all come over HTTP).
-/// Ad sets parsed here get `rev` 1.
-pub fn parse(sources: &Sources) -> Report {
+/// Ad sets parsed here get `rev` 1. Dayparts are looked at over the year from `now`: one that
+/// would never let its feed play is an error.
+pub fn parse(sources: &Sources, now: DateTime<Utc>) -> Report {
     let mut problems = Vec::new();
+    let mut display_lists = Vec::new();
 
     let (classes, devices) = match folder(&sources.devices, &mut problems) {
         Some(files) => {
@@ -185,6 +195,7 @@ pub fn parse(sources: &Sources) -> Report {
                 &files.lists,
                 classes.as_ref(),
                 &mut problems,
+                &mut display_lists,
             );
             (classes, devices)
         }
@@ -195,12 +206,12 @@ pub fn parse(sources: &Sources) -> Report {
 
     let (timezone, feeds, adsets) = match folder(&sources.schedules, &mut problems) {
         Some(files) => {
-            let (timezone, feeds) = feeds::load_feeds(
-                &files.feeds,
-                classes_known.then_some(&classes),
-                &devices,
-                &mut problems,
-            );
+            let feed_ctx = feeds::FeedContext {
+                classes: classes_known.then_some(&classes),
+                devices: &devices,
+                now,
+            };
+            let (timezone, feeds) = feeds::load_feeds(&files.feeds, &feed_ctx, &mut problems);
             let ctx = AdSetContext {
                 timezone,
                 classes: &classes,
@@ -224,7 +235,11 @@ pub fn parse(sources: &Sources) -> Report {
             adsets,
         })
     };
-    Report { catalog, problems }
+    Report {
+        catalog,
+        problems,
+        display_lists,
+    }
 }
 
 /// The contents of a required folder, or an error naming it.

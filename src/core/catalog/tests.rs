@@ -21,7 +21,7 @@ fn load_with(replace: &[(&'static str, &'static str)]) -> Report {
             None => files.push((name, text)),
         }
     }
-    parse(&sources(&files))
+    parse(&sources(&files), test_now())
 }
 
 /// The one error whose message contains `needle`, checked for file, line and field.
@@ -41,6 +41,11 @@ fn expect_error(r: &Report, file: &str, line: Option<usize>, field: &str, needle
     assert_eq!(p.line, line, "{p}");
     assert_eq!(p.field.as_deref(), Some(field), "{p}");
     assert!(r.catalog.is_none());
+}
+
+/// The instant the tests look at dayparts from.
+fn test_now() -> chrono::DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 12, 1, 2, 0, 0).unwrap()
 }
 
 fn show(ps: &[Problem]) -> String {
@@ -424,7 +429,7 @@ taxi_tpo = "x"
         f,
         Some(9),
         "slogan[1].weight",
-        "weight must be at least 1",
+        "weight must be 1 to 4294967295, not 0",
     );
     expect_error(
         &r,
@@ -759,11 +764,15 @@ mod fuzz {
             &mut Default::default(),
             &mut ps,
         );
+        let ctx = feeds::FeedContext {
+            classes: Some(&classes),
+            devices: &devices,
+            now: test_now(),
+        };
         let (_, feeds) = feeds::parse_feeds(
             "[[feed]]\nid = \"all\"\nselect = {}\n",
             "f.toml",
-            Some(&classes),
-            &devices,
+            &ctx,
             &mut ps,
         );
         assert!(ps.is_empty(), "{ps:?}");
@@ -812,7 +821,8 @@ mod fuzz {
             let mut ps = Vec::new();
             let _ = devices::parse_devices_csv(&s, "d.csv", Some(&classes), &mut Default::default(), &mut ps);
             let _ = devices::parse_classes(&s, "c.toml", &mut ps);
-            let _ = feeds::parse_feeds(&s, "f.toml", Some(&classes), &devices, &mut ps);
+            let ctx = feeds::FeedContext { classes: Some(&classes), devices: &devices, now: test_now() };
+            let _ = feeds::parse_feeds(&s, "f.toml", &ctx, &mut ps);
             let _ = check_text(&s, &classes["bus_led"]);
         }
 
@@ -830,12 +840,13 @@ mod fuzz {
             let mut ps = Vec::new();
             let _ = devices::parse_devices_csv(&s, "d.csv", Some(&classes), &mut Default::default(), &mut ps);
             let _ = devices::parse_classes(&s, "c.toml", &mut ps);
-            let _ = feeds::parse_feeds(&s, "f.toml", Some(&classes), &devices, &mut ps);
+            let ctx = feeds::FeedContext { classes: Some(&classes), devices: &devices, now: test_now() };
+            let _ = feeds::parse_feeds(&s, "f.toml", &ctx, &mut ps);
         }
 
         #[test]
         fn cron_never_panics(s in "[0-9*/,\\-A-Za-z? ]{0,40}") {
-            let _ = feeds::parse_cron(&s);
+            let _ = daypart::parse_cron(&s);
         }
     }
 }
@@ -882,7 +893,7 @@ fn comments_and_crlf_keep_line_numbers() {
 
 /// Every problem of `sources`, as `check` prints them.
 fn problems_of(sources: &Sources) -> Vec<String> {
-    parse(sources)
+    parse(sources, test_now())
         .problems
         .iter()
         .map(|p| p.to_string())
@@ -904,7 +915,7 @@ fn absent_folders_and_files_are_problems_in_order() {
 
     let mut s = sources(&valid_files());
     s.schedules.found = Err(Absent::NotADirectory);
-    let r = parse(&s);
+    let r = parse(&s, test_now());
     assert!(r.catalog.is_none());
     assert_eq!(
         r.problems.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
@@ -938,9 +949,8 @@ fn unreadable_files_are_errors_where_they_are_listed() {
         [
             "devices/classes.toml: cannot read: permission denied",
             "devices/gbk.csv:2: the file is not UTF-8 text (save it as UTF-8)",
-            "schedules/adsets/wenming.toml:14: field `slogan[1].text_by_class.taxi_top`: unknown class \"taxi_top\" (known: none)",
         ],
-        "without classes, the classes of displays are not checked, those of ad sets are"
+        "without classes, no class is checked: the unreadable file is the one root cause"
     );
 }
 
@@ -955,16 +965,12 @@ fn unlistable_folders_are_errors_naming_them() {
     }
     let problems = problems_of(&s);
     assert_eq!(
-        problems[..3],
+        problems,
         [
             "devices: cannot list the directory: permission denied",
-            "warning: devices: no display list (*.csv) in this directory",
-            "warning: schedules/feeds.toml:6: field `feed[1].select`: feed \"bus-led-all\" matches no display",
-        ]
-    );
-    assert_eq!(
-        problems.last().map(String::as_str),
-        Some("schedules/adsets: cannot list the directory: permission denied")
+            "schedules/adsets: cannot list the directory: permission denied",
+        ],
+        "the folders are the root cause: no follow-on problem of feeds with no display"
     );
 }
 
@@ -978,11 +984,342 @@ fn adset_format_follows_the_extension_in_any_case() {
     files.retain(|(n, _)| !n.starts_with("schedules/adsets/"));
     files.push(("schedules/adsets/BRT.JSON", ADSET_JSON));
     files.push(("schedules/adsets/Wenming.Toml", ADSET));
-    let r = parse(&sources(&files));
+    let r = parse(&sources(&files), test_now());
     assert_eq!(r.errors(), 0, "{}", show(&r.problems));
     let ids: Vec<String> = r
         .catalog
         .map(|c| c.adsets.iter().map(|a| a.id.to_string()).collect())
         .unwrap_or_default();
     assert_eq!(ids, ["brt-2026", "wenming-2026-12"]);
+}
+
+#[test]
+fn a_city_without_displays_is_an_error() {
+    // No display list at all (`devices/city.csv` deleted).
+    let mut files = valid_files();
+    files.retain(|(n, _)| !n.ends_with(".csv"));
+    let r = parse(&sources(&files), test_now());
+    assert!(r.catalog.is_none(), "{}", show(&r.problems));
+    assert_eq!(
+        (
+            r.problems[0].file.as_str(),
+            r.problems[0].line,
+            r.problems[0].field.as_deref()
+        ),
+        ("devices", None, None)
+    );
+    assert!(
+        r.problems[0].message.contains("no display list (*.csv)")
+            && r.problems[0].message.contains("no displays"),
+        "{}",
+        show(&r.problems)
+    );
+    assert!(
+        !r.problems
+            .iter()
+            .any(|p| p.message.contains("matches no display")),
+        "only the root cause: {}",
+        show(&r.problems)
+    );
+    // Lists with a header and no row.
+    let r = load_with(&[
+        ("devices/fleet.csv", "id,class\n"),
+        ("devices/brt.csv", "id,class,route\n"),
+    ]);
+    assert!(r.catalog.is_none());
+    let p = r.problems.iter().find(|p| p.is_error()).expect("an error");
+    assert_eq!(p.file, "devices");
+    assert!(
+        p.message.contains("devices/brt.csv, devices/fleet.csv"),
+        "{p}"
+    );
+}
+
+/// [`FEEDS`] with the first feed's interval and daypart (lines 7 and 8) replaced.
+fn bus_feed(interval: &str, daypart: &str) -> &'static str {
+    let text = FEEDS.replacen(
+        "interval = \"3m\"\ndaypart = \"* * 6-22 * * *\"",
+        &format!("interval = \"{interval}\"\ndaypart = \"{daypart}\""),
+        1,
+    );
+    assert_ne!(text, FEEDS);
+    Box::leak(text.into_boxed_str())
+}
+
+/// The severity, line and field of each problem whose message holds `needle`.
+fn severity_field(r: &Report, needle: &str) -> Vec<(Severity, Option<usize>, String)> {
+    r.problems
+        .iter()
+        .filter(|p| p.message.contains(needle))
+        .map(|p| (p.severity, p.line, p.field.clone().unwrap_or_default()))
+        .collect()
+}
+
+#[test]
+fn intervals_outside_one_second_to_a_day_are_errors_by_name() {
+    let feeds = |interval: &str| bus_feed(interval, "* * 6-22 * * *");
+    for (interval, needle) in [
+        ("1ms", "shorter than 1s"),
+        ("999ms", "shorter than 1s"),
+        ("100y", "longer than 24h"),
+        ("25h", "longer than 24h"),
+    ] {
+        let r = load_with(&[("schedules/feeds.toml", feeds(interval))]);
+        expect_error(
+            &r,
+            "schedules/feeds.toml",
+            Some(7),
+            "feed[1].interval",
+            needle,
+        );
+    }
+    for ok in ["1s", "24h"] {
+        let r = load_with(&[("schedules/feeds.toml", feeds(ok))]);
+        assert_eq!(r.errors(), 0, "{ok}: {}", show(&r.problems));
+    }
+    // Shorter than the 15 s a bus board keeps a slogan on screen: a warning.
+    let r = load_with(&[("schedules/feeds.toml", feeds("5s"))]);
+    assert_eq!(r.errors(), 0, "{}", show(&r.problems));
+    assert_eq!(
+        severity_field(&r, "each play is cut short"),
+        [(Severity::Warning, Some(7), "feed[1].interval".to_owned())],
+        "{}",
+        show(&r.problems)
+    );
+}
+
+#[test]
+fn dayparts_that_would_never_play_are_errors_by_name() {
+    let feeds = |daypart: &str| bus_feed("3m", daypart);
+    let r = load_with(&[("schedules/feeds.toml", feeds("0 0 0 30 2 *"))]);
+    expect_error(
+        &r,
+        "schedules/feeds.toml",
+        Some(8),
+        "feed[1].daypart",
+        "matches no day in the next year",
+    );
+    let r = load_with(&[("schedules/feeds.toml", feeds("* * * * * * 2020"))]);
+    expect_error(
+        &r,
+        "schedules/feeds.toml",
+        Some(8),
+        "feed[1].daypart",
+        "matches no day in the next year",
+    );
+    // Once a day for one second: whether a slot falls in it is the grid's business, and
+    // the catalog answers as the scheduler would.
+    let feed = Id::parse("bus-led-all").expect("id");
+    let stagger = crate::core::rotation::stagger(&feed, Duration::from_secs(180));
+    let r = load_with(&[("schedules/feeds.toml", feeds("@daily"))]);
+    if stagger.as_millis() % 180_000 >= 1000 {
+        expect_error(
+            &r,
+            "schedules/feeds.toml",
+            Some(8),
+            "feed[1].daypart",
+            "none of them falls on a play slot",
+        );
+    } else {
+        assert_eq!(
+            severity_field(&r, "less than one interval")[0].0,
+            Severity::Warning
+        );
+    }
+    // An hour a day is plenty.
+    let r = load_with(&[("schedules/feeds.toml", feeds("* * 7 * * *"))]);
+    assert_eq!(r.errors() + r.warnings(), 0, "{}", show(&r.problems));
+    // One second a day, the one where the 20 s grid falls at 08:00 (a multiple of 20 s from
+    // the epoch in Shanghai): it plays, but is open less than an interval a day.
+    let second = crate::core::rotation::stagger(&feed, Duration::from_secs(20)).as_secs();
+    let r = load_with(&[(
+        "schedules/feeds.toml",
+        bus_feed("20s", &format!("{second} 0 8 * * *")),
+    )]);
+    assert_eq!(r.errors(), 0, "{}", show(&r.problems));
+    assert_eq!(
+        severity_field(&r, "less than one interval"),
+        [(Severity::Warning, Some(8), "feed[1].daypart".to_owned())],
+        "{}",
+        show(&r.problems)
+    );
+    // Out of range, with the range in words.
+    let r = load_with(&[("schedules/feeds.toml", feeds("* * 24 * * *"))]);
+    expect_error(
+        &r,
+        "schedules/feeds.toml",
+        Some(8),
+        "feed[1].daypart",
+        "the hour field must be 0 to 23, not 24",
+    );
+}
+
+#[test]
+fn a_commented_out_display_row_is_a_warning_naming_its_line() {
+    let fleet = "id,class,route,district,operator\n# the K1 buses\nbus-K1-0421,bus_led,K1,haizhou,city-bus\n#bus-K1-0422,bus_led,K1,haizhou,city-bus\ntaxi-0007,taxi_top,,lianyun,jiaotong-taxi\n";
+    let r = load_with(&[("devices/fleet.csv", fleet)]);
+    assert_eq!(r.errors(), 0, "{}", show(&r.problems));
+    let found: Vec<&Problem> = r
+        .problems
+        .iter()
+        .filter(|p| p.file == "devices/fleet.csv")
+        .collect();
+    assert_eq!(found.len(), 1, "a note is no row: {}", show(&r.problems));
+    assert_eq!(
+        (found[0].severity, found[0].line, found[0].field.as_deref()),
+        (Severity::Warning, Some(4), Some("id"))
+    );
+    assert!(
+        found[0].message.contains("\"#bus-K1-0422\" is left out"),
+        "{}",
+        found[0]
+    );
+    let ids: Vec<&str> = r
+        .catalog
+        .as_ref()
+        .expect("catalog")
+        .devices
+        .iter()
+        .map(|d| d.id.as_str())
+        .collect();
+    assert!(!ids.contains(&"bus-K1-0422"));
+}
+
+#[test]
+fn a_slogan_id_in_two_ad_sets_is_an_error_naming_both_unless_it_is_the_same_slogan() {
+    let other = |text: &str| -> &'static str {
+        Box::leak(
+            format!("id = \"winter\"\nvalid_from = \"2026-12-01\"\nvalid_until = \"2026-12-31\"\nfeeds = [\"bus-led-all\"]\n\n[[slogan]]\nid = \"li-rang\"\ntext = \"{text}\"\n")
+                .into_boxed_str(),
+        )
+    };
+    let r = load_with(&[("schedules/adsets/winter.toml", other("文明乘车"))]);
+    expect_error(
+        &r,
+        "schedules/adsets/winter.toml",
+        Some(1),
+        "slogan",
+        "slogan \"li-rang\" is also in ad set \"wenming-2026-12\" (schedules/adsets/wenming.toml) with another text",
+    );
+    let r = load_with(&[("schedules/adsets/winter.toml", other("礼让斑马线"))]);
+    assert_eq!(r.errors(), 0, "{}", show(&r.problems));
+    assert_eq!(
+        severity_field(&r, "with the same texts"),
+        [(Severity::Warning, Some(1), "slogan".to_owned())]
+    );
+}
+
+#[test]
+fn range_errors_say_the_range_and_dates_show_as_written() {
+    let r = load_with(&[(
+        "schedules/adsets/wenming.toml",
+        "id = \"w\"\nvalid_from = \"2026-12-31\"\nvalid_until = \"2026-12-30\"\npriority = 99999999999\n[[slogan]]\nid = \"a\"\ntext = \"讲文明\"\nweight = 5000000000\n",
+    )]);
+    let f = "schedules/adsets/wenming.toml";
+    expect_error(
+        &r,
+        f,
+        Some(3),
+        "valid_until",
+        "valid_until \"2026-12-30\" is not after valid_from \"2026-12-31\"",
+    );
+    expect_error(
+        &r,
+        f,
+        Some(4),
+        "priority",
+        "priority must be -2147483648 to 2147483647, not 99999999999",
+    );
+    expect_error(
+        &r,
+        f,
+        Some(8),
+        "slogan[1].weight",
+        "weight must be 1 to 4294967295, not 5000000000",
+    );
+
+    // JSON: an integer past i64 is an integer out of range, not "a float".
+    let ctx = ctx_catalog();
+    let e = parse_adset(
+        "{\"id\": \"j\", \"valid_from\": \"2026-12-01\", \"valid_until\": \"2026-12-02\",\n \"slogans\": [{\"id\": \"a\", \"text\": \"x\", \"weight\": 18446744073709551616}]}",
+        true,
+        "upload",
+        &AdSetContext::of(&ctx),
+    )
+    .expect_err("too heavy");
+    assert_eq!(e.len(), 1, "{}", show(&e));
+    assert!(
+        e[0].message
+            .contains("weight must be 1 to 4294967295, not 18446744073709551616"),
+        "{}",
+        e[0]
+    );
+    assert_eq!(e[0].line, Some(2));
+}
+
+#[test]
+fn a_json_null_slogan_beside_slogans_is_no_slogan_list() {
+    let ctx = ctx_catalog();
+    let (a, problems) = parse_adset_checked(
+        "{\"id\": \"j\", \"valid_from\": \"2026-12-01\", \"valid_until\": \"2026-12-02\", \"slogan\": null,\n \"slogans\": [{\"id\": \"a\", \"text\": \"讲文明\"}]}",
+        true,
+        "upload",
+        &AdSetContext::of(&ctx),
+    );
+    assert!(
+        problems.iter().all(|p| !p.is_error()),
+        "{}",
+        show(&problems)
+    );
+    assert_eq!(a.expect("ad set").slogans.len(), 1);
+}
+
+#[test]
+fn lines_of_problems_are_found_by_offset_on_large_files() {
+    let text: String = (0..5000).map(|i| format!("k{i} = {i}\n")).collect();
+    let sink = tree::Sink::new("big.toml", &text);
+    for (i, line) in text.lines().enumerate().step_by(97) {
+        let at = text.find(line).expect("line");
+        assert_eq!(sink.line(&Some(at..at + 1)), Some(i + 1));
+        assert_eq!(tree::line_of(&text, at), i + 1);
+    }
+    assert_eq!(sink.line(&Some(text.len()..text.len())), Some(5001));
+}
+
+#[test]
+fn a_reload_counts_the_displays_and_live_ad_sets_it_takes_away() {
+    let old = load_with(&[]).catalog.expect("catalog");
+    // Half of the bus list gone, one display renamed: 2 of 4 displays go.
+    let new = load_with(&[(
+        "devices/fleet.csv",
+        "id,class,route,district,operator\nbus-K1-0421,bus_led,K1,haizhou,city-bus\nbus-K1-9999,bus_led,K1,haizhou,city-bus\n",
+    )])
+    .catalog
+    .expect("catalog");
+    let now = test_now();
+    let [displays, adsets] = shrinkage(&old, &new, now);
+    assert_eq!(
+        (displays.before, displays.after, displays.removed),
+        (4, 3, 2)
+    );
+    assert_eq!(displays.examples, ["bus-K1-0422", "taxi-0007"]);
+    assert!(displays.exceeds(0.2) && !displays.exceeds(0.5));
+    assert_eq!(
+        displays.to_string(),
+        "2 of 4 displays (50.0%) would go, 3 left (e.g. bus-K1-0422, taxi-0007)"
+    );
+    assert_eq!((adsets.before, adsets.removed), (2, 0));
+
+    // An ad set file removed: one of the two that still play.
+    let mut files = valid_files();
+    files.retain(|(n, _)| !n.ends_with("brt.json"));
+    let fewer = parse(&sources(&files), now).catalog.expect("catalog");
+    let [_, adsets] = shrinkage(&old, &fewer, now);
+    assert_eq!((adsets.before, adsets.removed), (2, 1));
+    assert!(adsets.exceeds(0.2));
+    // Once an ad set has ended, removing its file takes nothing away.
+    let after_both = Utc.with_ymd_and_hms(2027, 2, 1, 0, 0, 0).unwrap();
+    let [_, adsets] = shrinkage(&old, &fewer, after_both);
+    assert_eq!((adsets.before, adsets.removed), (0, 0));
+    assert!(!adsets.exceeds(0.0));
 }

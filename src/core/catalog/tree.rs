@@ -29,7 +29,9 @@ pub(crate) struct Node {
 pub(crate) enum Kind {
     Null,
     Bool(bool),
-    Int(i64),
+    /// Wide enough for any integer JSON or TOML writes in practice (beyond `i64` and `u64`
+    /// too), so that a value too large is reported against its field's range, not as a float.
+    Int(i128),
     Float,
     Str(String),
     /// A TOML date or time written without quotes, as its text.
@@ -99,13 +101,10 @@ impl<'de> Visitor<'de> for NodeVisitor {
         Ok(leaf(Kind::Bool(v)))
     }
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<Node, E> {
-        Ok(leaf(Kind::Int(v)))
+        Ok(leaf(Kind::Int(i128::from(v))))
     }
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<Node, E> {
-        Ok(leaf(match i64::try_from(v) {
-            Ok(i) => Kind::Int(i),
-            Err(_) => Kind::Float,
-        }))
+        Ok(leaf(Kind::Int(i128::from(v))))
     }
     fn visit_f64<E: de::Error>(self, _v: f64) -> Result<Node, E> {
         Ok(leaf(Kind::Float))
@@ -230,7 +229,13 @@ pub(crate) fn parse_toml(text: &str) -> Result<Node, (Option<usize>, String)> {
         Ok(n) => Ok(n),
         Err(e) => {
             let line = e.span().map(|s| line_of(text, s.start));
-            Err((line, e.message().trim().to_owned()))
+            let msg: Vec<&str> = e
+                .message()
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect();
+            Err((line, msg.join("; ")))
         }
     }
 }
@@ -258,9 +263,10 @@ fn from_json(v: serde_json::Value) -> Node {
     leaf(match v {
         J::Null => Kind::Null,
         J::Bool(b) => Kind::Bool(b),
-        J::Number(n) => match n.as_i64() {
-            Some(i) => Kind::Int(i),
-            None => Kind::Float,
+        J::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => Kind::Int(i128::from(i)),
+            (None, Some(u)) => Kind::Int(i128::from(u)),
+            _ => Kind::Float,
         },
         J::String(s) => Kind::Str(s),
         J::Array(a) => Kind::Array(a.into_iter().map(from_json).collect()),
@@ -401,11 +407,16 @@ impl<'a> JsonSpans<'a> {
             "true" => Kind::Bool(true),
             "false" => Kind::Bool(false),
             "null" => Kind::Null,
-            num => match num.parse::<i64>() {
+            num => match num.parse::<i128>() {
                 Ok(i) => Kind::Int(i),
                 Err(_) => {
                     num.parse::<f64>().ok()?;
-                    Kind::Float
+                    match num.strip_prefix('-') {
+                        // An integer past even i128: as far out of any range as can be said.
+                        Some(d) if d.bytes().all(|b| b.is_ascii_digit()) => Kind::Int(i128::MIN),
+                        None if num.bytes().all(|b| b.is_ascii_digit()) => Kind::Int(i128::MAX),
+                        _ => Kind::Float,
+                    }
                 }
             },
         })
@@ -427,9 +438,11 @@ pub(crate) struct Sink<'a> {
     pub file: &'a str,
     pub text: &'a str,
     pub problems: Vec<Problem>,
-    /// Byte offsets of the text's newlines, found once: counting them from the start for
-    /// every problem made a file of 95,000 empty slogans take a minute (quadratic).
-    newlines: std::sync::OnceLock<Vec<usize>>,
+    /// Offsets of the newlines of `text`, built on the first line asked for: a line is then
+    /// a binary search, not a count from the top (quadratic on a large file with many
+    /// problems).
+    newlines: std::cell::OnceCell<Vec<usize>>,
+    /// Errors among `problems`, counted as they come, so `has_errors` is not a scan.
     errors: usize,
 }
 
@@ -439,7 +452,7 @@ impl<'a> Sink<'a> {
             file,
             text,
             problems: Vec::new(),
-            newlines: std::sync::OnceLock::new(),
+            newlines: std::cell::OnceCell::new(),
             errors: 0,
         }
     }
@@ -448,13 +461,14 @@ impl<'a> Sink<'a> {
             self.text
                 .bytes()
                 .enumerate()
-                .filter(|(_, b)| *b == b'\n')
+                .filter(|(_, c)| *c == b'\n')
                 .map(|(i, _)| i)
                 .collect()
         });
-        // The newlines before `start`, plus one: the same as `line_of`.
-        span.as_ref()
-            .map(|s| nl.partition_point(|&i| i < s.start.min(self.text.len())) + 1)
+        span.as_ref().map(|s| {
+            let at = s.start.min(self.text.len());
+            nl.partition_point(|&n| n < at) + 1
+        })
     }
     fn push(&mut self, severity: Severity, line: Option<usize>, field: &str, message: String) {
         self.errors += usize::from(severity == Severity::Error);
@@ -472,6 +486,9 @@ impl<'a> Sink<'a> {
     }
     pub fn warn(&mut self, span: &Span, field: &str, message: impl Into<String>) {
         let line = self.line(span);
+        self.push(Severity::Warning, line, field, message.into());
+    }
+    pub fn warn_at(&mut self, line: Option<usize>, field: &str, message: impl Into<String>) {
         self.push(Severity::Warning, line, field, message.into());
     }
     pub fn error_at(&mut self, line: Option<usize>, field: &str, message: impl Into<String>) {
@@ -527,8 +544,11 @@ impl<'n> Table<'n> {
         }
     }
 
-    pub fn has(&self, name: &str) -> bool {
-        self.entries.iter().any(|(k, _)| k.name == name)
+    /// Whether key `name` is there with a value other than JSON `null`.
+    pub fn has_value(&self, name: &str) -> bool {
+        self.entries
+            .iter()
+            .any(|(k, v)| k.name == name && !matches!(v.kind, Kind::Null))
     }
 
     /// The field name of key `name` in this table.
@@ -581,7 +601,7 @@ pub(crate) fn expect_str<'n>(sink: &mut Sink, node: &'n Node, field: &str) -> Op
     }
 }
 
-pub(crate) fn expect_int(sink: &mut Sink, node: &Node, field: &str) -> Option<i64> {
+pub(crate) fn expect_int(sink: &mut Sink, node: &Node, field: &str) -> Option<i128> {
     match &node.kind {
         Kind::Int(i) => Some(*i),
         other => {

@@ -13,7 +13,7 @@ use crate::core::approval;
 use crate::core::wire::Status;
 use crate::store::sql::{
     feed_play_row, presence_key_span_row, retirement_row, revision_row, token_row, ALL_RETIREMENTS,
-    ALL_TOKENS, REVISION_COLS, TOKEN_COLS,
+    ALL_TOKENS, RETIREMENT_COLS, REVISION_COLS, TOKEN_COLS,
 };
 
 /// A stored `status` (SMALLINT); None for a code this build does not know, which the
@@ -51,16 +51,57 @@ async fn load_history(c: &mut PgConnection, adset: &str) -> Result<Option<AdSetH
     .bind(adset)
     .fetch_all(&mut *c)
     .await?;
-    let retired = sqlx::query("SELECT retired_by, retired_at FROM adset_retired WHERE adset = $1")
-        .bind(adset)
-        .fetch_optional(&mut *c)
-        .await?;
+    let retired = sqlx::query(&format!(
+        "SELECT {RETIREMENT_COLS} FROM adset_retired WHERE adset = $1"
+    ))
+    .bind(adset)
+    .fetch_optional(&mut *c)
+    .await?;
     let revs = revs
         .iter()
         .map(revision_row)
         .collect::<std::result::Result<_, _>>()?;
     let retired = retired.as_ref().map(retirement_row).transpose()?;
     Ok(approval::history_of(adset, revs, retired))
+}
+
+impl PgStore {
+    /// Retires every revision `adset` has now, under its lock. A retirement already covering
+    /// them all is kept as it was (who retired first, and when); one that covers fewer
+    /// (revisions came since) is replaced.
+    async fn retire_row(
+        &self,
+        adset: &str,
+        by: &str,
+        reason: Option<&str>,
+        now_ms: i64,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        lock_adset(&mut tx, adset).await?;
+        let latest: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(rev) FROM adset_revisions WHERE adset = $1")
+                .bind(adset)
+                .fetch_one(&mut *tx)
+                .await?;
+        let Some(latest) = latest else {
+            return Ok(false);
+        };
+        sqlx::query(
+            "INSERT INTO adset_retired (adset, retired_by, retired_at, through_rev, reason) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (adset) DO UPDATE SET retired_by = excluded.retired_by, retired_at = excluded.retired_at,
+               through_rev = excluded.through_rev, reason = excluded.reason
+             WHERE adset_retired.through_rev < excluded.through_rev",
+        )
+        .bind(adset)
+        .bind(by)
+        .bind(now_ms)
+        .bind(latest)
+        .bind(reason)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
 }
 
 impl ApiStore for PgStore {
@@ -114,9 +155,11 @@ impl ApiStore for PgStore {
         .bind(&rev.adset)
         .fetch_one(&mut *tx)
         .await?;
+        // A retirement stays: it covers the revisions before this one, and this one plays
+        // only once approved (files come in approved).
         sqlx::query(
-            "INSERT INTO adset_revisions (adset, rev, format, body, origin, uploaded_by, uploaded_at, approved_by, approved_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            "INSERT INTO adset_revisions (adset, rev, format, body, origin, uploaded_by, uploaded_token, uploaded_at, approved_by, approved_token, approved_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(&rev.adset)
         .bind(next)
@@ -124,16 +167,13 @@ impl ApiStore for PgStore {
         .bind(&rev.body)
         .bind(&rev.origin)
         .bind(&rev.uploaded_by)
+        .bind(rev.uploaded_token)
         .bind(rev.uploaded_ms)
         .bind(approved.then_some(rev.uploaded_by.as_str()))
+        .bind(rev.uploaded_token.filter(|_| approved))
         .bind(approved.then_some(rev.uploaded_ms))
         .execute(&mut *tx)
         .await?;
-        // A new upload of a retired ad set brings it back (pending until approved).
-        sqlx::query("DELETE FROM adset_retired WHERE adset = $1")
-            .bind(&rev.adset)
-            .execute(&mut *tx)
-            .await?;
         tx.commit().await?;
         Ok(next)
     }
@@ -174,8 +214,7 @@ impl ApiStore for PgStore {
     async fn approve_latest(
         &self,
         adset: &str,
-        by: &str,
-        admin: bool,
+        by: &Approver<'_>,
         now_ms: i64,
     ) -> Result<Revision> {
         let mut tx = self.pool.begin().await?;
@@ -183,45 +222,30 @@ impl ApiStore for PgStore {
         // both approve, nor approve a revision that a concurrent upload just superseded.
         lock_adset(&mut tx, adset).await?;
         let history = load_history(&mut tx, adset).await?;
-        let mut rev = approval::approvable(adset, history.as_ref(), by, admin)?.clone();
+        let mut rev = approval::approvable(adset, history.as_ref(), by)?.clone();
         sqlx::query(
-            "UPDATE adset_revisions SET approved_by = $1, approved_at = $2 WHERE adset = $3 AND rev = $4",
+            "UPDATE adset_revisions SET approved_by = $1, approved_token = $2, approved_at = $3 WHERE adset = $4 AND rev = $5",
         )
-        .bind(by)
+        .bind(by.name)
+        .bind(by.token)
         .bind(now_ms)
         .bind(adset)
         .bind(rev.rev)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        rev.approved_by = Some(by.to_owned());
+        rev.approved_by = Some(by.name.to_owned());
+        rev.approved_token = by.token;
         rev.approved_ms = Some(now_ms);
         Ok(rev)
     }
 
     async fn retire(&self, adset: &str, by: &str, now_ms: i64) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
-        lock_adset(&mut tx, adset).await?;
-        let exists: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM adset_revisions WHERE adset = $1)")
-                .bind(adset)
-                .fetch_one(&mut *tx)
-                .await?;
-        if !exists {
-            return Ok(false);
-        }
-        // Retiring twice keeps the first retirement.
-        sqlx::query(
-            "INSERT INTO adset_retired (adset, retired_by, retired_at) VALUES ($1, $2, $3)
-             ON CONFLICT (adset) DO NOTHING",
-        )
-        .bind(adset)
-        .bind(by)
-        .bind(now_ms)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(true)
+        self.retire_row(adset, by, None, now_ms).await
+    }
+
+    async fn retire_for(&self, adset: &str, by: &str, reason: &str, now_ms: i64) -> Result<bool> {
+        self.retire_row(adset, by, Some(reason), now_ms).await
     }
 
     async fn presence_between(&self, from_ms: i64, to_ms: i64) -> Result<Vec<PresenceSpan>> {

@@ -11,7 +11,7 @@ use crate::core::approval;
 use crate::core::wire::Status;
 use crate::store::sql::{
     feed_play_row, presence_key_span_row, retirement_row, revision_row, token_row, ALL_RETIREMENTS,
-    ALL_TOKENS, REVISION_COLS, TOKEN_COLS,
+    ALL_TOKENS, RETIREMENT_COLS, REVISION_COLS, TOKEN_COLS,
 };
 
 /// One ad set's revisions and retirement, read on `c` (the writer inside an approval, a
@@ -23,16 +23,56 @@ async fn load_history(c: &mut SqliteConnection, adset: &str) -> Result<Option<Ad
     .bind(adset)
     .fetch_all(&mut *c)
     .await?;
-    let retired = sqlx::query("SELECT retired_by, retired_at FROM adset_retired WHERE adset = ?")
-        .bind(adset)
-        .fetch_optional(&mut *c)
-        .await?;
+    let retired = sqlx::query(&format!(
+        "SELECT {RETIREMENT_COLS} FROM adset_retired WHERE adset = ?"
+    ))
+    .bind(adset)
+    .fetch_optional(&mut *c)
+    .await?;
     let revs = revs
         .iter()
         .map(revision_row)
         .collect::<std::result::Result<_, _>>()?;
     let retired = retired.as_ref().map(retirement_row).transpose()?;
     Ok(approval::history_of(adset, revs, retired))
+}
+
+impl SqliteStore {
+    /// Retires every revision `adset` has now. A retirement already covering them all is
+    /// kept as it was (who retired first, and when); one that covers fewer (revisions came
+    /// since) is replaced.
+    async fn retire_row(
+        &self,
+        adset: &str,
+        by: &str,
+        reason: Option<&str>,
+        now_ms: i64,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let latest: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(rev) FROM adset_revisions WHERE adset = ?")
+                .bind(adset)
+                .fetch_one(&mut *tx)
+                .await?;
+        let Some(latest) = latest else {
+            return Ok(false);
+        };
+        sqlx::query(
+            "INSERT INTO adset_retired (adset, retired_by, retired_at, through_rev, reason) VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT (adset) DO UPDATE SET retired_by = excluded.retired_by, retired_at = excluded.retired_at,
+               through_rev = excluded.through_rev, reason = excluded.reason
+             WHERE adset_retired.through_rev < excluded.through_rev",
+        )
+        .bind(adset)
+        .bind(by)
+        .bind(now_ms)
+        .bind(latest)
+        .bind(reason)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
 }
 
 /// A time in ms from a `group_concat` list.
@@ -87,9 +127,11 @@ impl ApiStore for SqliteStore {
         .bind(&rev.adset)
         .fetch_one(&mut *tx)
         .await?;
+        // A retirement stays: it covers the revisions before this one, and this one plays
+        // only once approved (files come in approved).
         sqlx::query(
-            "INSERT INTO adset_revisions (adset, rev, format, body, origin, uploaded_by, uploaded_at, approved_by, approved_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO adset_revisions (adset, rev, format, body, origin, uploaded_by, uploaded_token, uploaded_at, approved_by, approved_token, approved_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&rev.adset)
         .bind(next)
@@ -97,16 +139,13 @@ impl ApiStore for SqliteStore {
         .bind(&rev.body)
         .bind(&rev.origin)
         .bind(&rev.uploaded_by)
+        .bind(rev.uploaded_token)
         .bind(rev.uploaded_ms)
         .bind(approved.then_some(rev.uploaded_by.as_str()))
+        .bind(rev.uploaded_token.filter(|_| approved))
         .bind(approved.then_some(rev.uploaded_ms))
         .execute(&mut *tx)
         .await?;
-        // A new upload of a retired ad set brings it back (pending until approved).
-        sqlx::query("DELETE FROM adset_retired WHERE adset = ?")
-            .bind(&rev.adset)
-            .execute(&mut *tx)
-            .await?;
         tx.commit().await?;
         Ok(next)
     }
@@ -138,45 +177,36 @@ impl ApiStore for SqliteStore {
     async fn approve_latest(
         &self,
         adset: &str,
-        by: &str,
-        admin: bool,
+        by: &Approver<'_>,
         now_ms: i64,
     ) -> Result<Revision> {
         // On the writer: SQLite's one writer serializes this with uploads and retirements.
         let mut tx = self.pool.begin().await?;
         let history = load_history(&mut tx, adset).await?;
-        let mut rev = approval::approvable(adset, history.as_ref(), by, admin)?.clone();
-        sqlx::query("UPDATE adset_revisions SET approved_by = ?, approved_at = ? WHERE adset = ? AND rev = ?")
-            .bind(by)
-            .bind(now_ms)
-            .bind(adset)
-            .bind(rev.rev)
-            .execute(&mut *tx)
-            .await?;
+        let mut rev = approval::approvable(adset, history.as_ref(), by)?.clone();
+        sqlx::query(
+            "UPDATE adset_revisions SET approved_by = ?, approved_token = ?, approved_at = ? WHERE adset = ? AND rev = ?",
+        )
+        .bind(by.name)
+        .bind(by.token)
+        .bind(now_ms)
+        .bind(adset)
+        .bind(rev.rev)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
-        rev.approved_by = Some(by.to_owned());
+        rev.approved_by = Some(by.name.to_owned());
+        rev.approved_token = by.token;
         rev.approved_ms = Some(now_ms);
         Ok(rev)
     }
 
     async fn retire(&self, adset: &str, by: &str, now_ms: i64) -> Result<bool> {
-        let exists: Option<i64> =
-            sqlx::query_scalar("SELECT rev FROM adset_revisions WHERE adset = ? LIMIT 1")
-                .bind(adset)
-                .fetch_optional(&self.pool)
-                .await?;
-        if exists.is_none() {
-            return Ok(false);
-        }
-        sqlx::query(
-            "INSERT INTO adset_retired (adset, retired_by, retired_at) VALUES (?, ?, ?) ON CONFLICT (adset) DO NOTHING",
-        )
-        .bind(adset)
-        .bind(by)
-        .bind(now_ms)
-        .execute(&self.pool)
-        .await?;
-        Ok(true)
+        self.retire_row(adset, by, None, now_ms).await
+    }
+
+    async fn retire_for(&self, adset: &str, by: &str, reason: &str, now_ms: i64) -> Result<bool> {
+        self.retire_row(adset, by, Some(reason), now_ms).await
     }
 
     async fn presence_between(&self, from_ms: i64, to_ms: i64) -> Result<Vec<PresenceSpan>> {

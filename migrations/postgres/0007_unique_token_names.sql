@@ -1,4 +1,4 @@
--- PostgreSQL equivalent of migrations/sqlite/0006_unique_token_names.sql: token names are
+-- PostgreSQL equivalent of migrations/sqlite/0007_unique_token_names.sql: token names are
 -- unique, revoked tokens' included; every copy of a repeated name but the oldest is renamed
 -- NAME#ID first.
 UPDATE tokens SET name = name || '#' || id
