@@ -56,6 +56,9 @@ pub struct Settings {
     /// reload (or a start, against the database) may take away; more is refused and logged
     /// until accepted (`civicast reload --accept-drop`, or `serve --accept-drop`).
     pub max_drop: f64,
+    /// Most slogans in one ad set uploaded over HTTP: an upload past it is refused before
+    /// its slogans are checked, so one request cannot hold a worker for long.
+    pub max_slogans: usize,
 }
 
 /// Which broker the daemon uses.
@@ -100,6 +103,7 @@ impl Default for Settings {
             watch_every: Some(Duration::from_secs(2)),
             watch_settle: Duration::from_secs(1),
             max_drop: DEFAULT_MAX_DROP,
+            max_slogans: 10_000,
         }
     }
 }
@@ -151,6 +155,7 @@ const KEYS: &[(&str, &str)] = &[
     ("watch_every", "CIVICAST_WATCH_EVERY"),
     ("watch_settle", "CIVICAST_WATCH_SETTLE"),
     ("max_drop", "CIVICAST_MAX_DROP"),
+    ("max_slogans", "CIVICAST_MAX_SLOGANS"),
 ];
 
 /// A value as given, and where it came from (for the error that names it).
@@ -262,6 +267,7 @@ impl Layers {
         });
         p.set("watch_settle", &mut s.watch_settle, parse_duration);
         p.set("max_drop", &mut s.max_drop, parse_share);
+        p.set("max_slogans", &mut s.max_slogans, parse_positive);
         if p.errors.is_empty() {
             Ok(s)
         } else {

@@ -5,24 +5,30 @@
 //! store does) or report arithmetic (`reports` and `audit` do). Errors name the field at
 //! fault but never leak SQL or paths.
 
-use std::sync::atomic::Ordering;
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Request, State};
+use axum::http::{header, request::Parts, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::routing::{get, post, MethodRouter};
+use axum::{Extension, Json, Router};
 use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{instrument, warn};
 
 use crate::core::audit::{self, compliance, PlaysParams, PlaysQuery, QueryError};
 use crate::core::catalog::{self, AdSetContext, Problem};
 use crate::daemon::{self, Clock, Shared};
 use crate::reports::{self, ReportError};
+use crate::settings::Settings;
 use crate::store::{
     AdSetHistory, ApiStore, ApproveError, Approver, Db, Revision, Role, Store, StoreError, TokenRow,
 };
@@ -32,12 +38,143 @@ pub mod openapi;
 /// Largest ad-set upload.
 pub const MAX_BODY: usize = 1024 * 1024;
 
+/// What one request may ask of the daemon.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Most slogans in one uploaded ad set.
+    pub max_slogans: usize,
+    /// Most details in one error answer; the rest are counted in a last detail.
+    pub max_details: usize,
+    /// Heavy requests (parsing an upload, building a report) running at once, each on a
+    /// blocking thread: the async workers (one a core) stay free for light requests and for
+    /// the scheduler, so no upload can delay a play.
+    pub workers: usize,
+    /// Heavy requests waiting for a worker; past it a request gets 503 with Retry-After.
+    pub queue: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Limits {
+            max_slogans: Settings::default().max_slogans,
+            max_details: 100,
+            workers: cores,
+            queue: 16 * cores,
+        }
+    }
+}
+
+impl Limits {
+    pub fn of(settings: &Settings) -> Self {
+        Limits {
+            max_slogans: settings.max_slogans,
+            ..Limits::default()
+        }
+    }
+}
+
+/// The bounded pool for heavy work: a semaphore of `workers` permits in front of
+/// `spawn_blocking`, with a bounded queue.
+pub struct Heavy {
+    permits: Arc<Semaphore>,
+    workers: usize,
+    waiting: AtomicUsize,
+    queue: usize,
+}
+
+/// Leaves the queue when dropped, also when the request is abandoned while it waits.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Heavy {
+    pub fn new(limits: &Limits) -> Self {
+        Heavy {
+            permits: Arc::new(Semaphore::new(limits.workers.max(1))),
+            workers: limits.workers.max(1),
+            waiting: AtomicUsize::new(0),
+            queue: limits.queue,
+        }
+    }
+
+    /// Heavy requests running now.
+    pub fn busy(&self) -> usize {
+        self.workers - self.permits.available_permits()
+    }
+
+    async fn admit(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+        if let Ok(p) = self.permits.clone().try_acquire_owned() {
+            return Ok(p);
+        }
+        let before = self.waiting.fetch_add(1, Ordering::Relaxed);
+        let _in_queue = Waiting(&self.waiting);
+        if before >= self.queue {
+            return Err(ApiError::busy());
+        }
+        self.permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| ApiError::busy())
+    }
+
+    /// Runs `f` on a blocking thread once a permit is free.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let permit = self.admit().await?;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            f()
+        })
+        .await
+        .map_err(|e| ApiError::from(anyhow::anyhow!("a heavy request failed: {e}")))
+    }
+
+    /// Runs a future whose polling is heavy (a report: store reads, then arithmetic over
+    /// what they return) to completion on a blocking thread.
+    pub async fn run_async<T: Send + 'static>(
+        &self,
+        fut: impl Future<Output = T> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let rt = tokio::runtime::Handle::current();
+        self.run(move || rt.block_on(fut)).await
+    }
+}
+
 /// What every handler sees.
 pub struct ApiState {
     pub store: Db,
     pub shared: Shared,
     pub clock: Arc<dyn Clock>,
     pub factors: compliance::Factors,
+    pub limits: Limits,
+    pub heavy: Heavy,
+}
+
+impl ApiState {
+    pub fn new(
+        store: Db,
+        shared: Shared,
+        clock: Arc<dyn Clock>,
+        factors: compliance::Factors,
+        limits: Limits,
+    ) -> Self {
+        ApiState {
+            store,
+            shared,
+            clock,
+            factors,
+            limits,
+            heavy: Heavy::new(&limits),
+        }
+    }
 }
 
 /// One item of an error body: which field, where, what.
@@ -77,15 +214,34 @@ impl ApiError {
             }],
         }
     }
+    fn busy() -> Self {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many uploads and reports at once; try again shortly",
+        )
+    }
 }
+
+/// Seconds a client is asked to wait after a 503.
+const RETRY_AFTER_S: &str = "2";
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
-            self.status,
+        let status = self.status;
+        let mut r = (
+            status,
             Json(json!({"error": self.error, "details": self.details})),
         )
-            .into_response()
+            .into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_S));
+        }
+        r
     }
 }
 
@@ -139,6 +295,71 @@ impl From<anyhow::Error> for ApiError {
     }
 }
 
+/// The query string as `T`, every parameter at most once; a JSON 400 naming the parameter
+/// otherwise (axum's own `Query` answers in plain text and keeps the last of a repeat).
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        parse_query(parts.uri.query().unwrap_or("")).map(ApiQuery)
+    }
+}
+
+fn parse_query<T: DeserializeOwned>(q: &str) -> Result<T, ApiError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(q).map_err(|e| {
+        ApiError::field(StatusCode::BAD_REQUEST, "query", format!("unreadable: {e}"))
+    })?;
+    let mut seen = HashSet::new();
+    for (k, _) in &pairs {
+        if !seen.insert(k.as_str()) {
+            return Err(ApiError::field(
+                StatusCode::BAD_REQUEST,
+                k,
+                "given more than once; give each parameter at most once",
+            ));
+        }
+    }
+    serde_urlencoded::from_str(q)
+        .map_err(|e| ApiError::field(StatusCode::BAD_REQUEST, "query", e.to_string()))
+}
+
+/// The `{id}` of a path, as text; a JSON 400 when it is not UTF-8.
+pub struct ApiPath(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for ApiPath {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, s: &S) -> Result<Self, ApiError> {
+        match Path::<String>::from_request_parts(parts, s).await {
+            Ok(Path(id)) => Ok(ApiPath(id)),
+            Err(e) => Err(ApiError::field(
+                StatusCode::BAD_REQUEST,
+                "id",
+                e.body_text(),
+            )),
+        }
+    }
+}
+
+/// The request body, at most [`MAX_BODY`]; a JSON 413 past it. Read only by handlers, so
+/// after the token is checked.
+pub struct ApiBody(pub axum::body::Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for ApiBody {
+    type Rejection = ApiError;
+    async fn from_request(req: Request, s: &S) -> Result<Self, ApiError> {
+        match axum::body::Bytes::from_request(req, s).await {
+            Ok(b) => Ok(ApiBody(b)),
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::field(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body",
+                format!("over the {} KiB an upload may hold", MAX_BODY / 1024),
+            )),
+            Err(e) => Err(ApiError::field(e.status(), "body", e.body_text())),
+        }
+    }
+}
+
 /// The SHA-256 of a token, as stored.
 pub fn token_hash(token: &str) -> String {
     let d = Sha256::digest(token.as_bytes());
@@ -156,18 +377,28 @@ pub fn new_token() -> String {
     )
 }
 
+/// Roles of the routes (admin may do all).
+pub const OPERATOR: &[Role] = &[Role::Operator];
+pub const READERS: &[Role] = &[Role::Operator, Role::Auditor];
+pub const AUDITOR: &[Role] = &[Role::Auditor];
+/// Any valid token: the OpenAPI document.
+pub const ANY: &[Role] = &[Role::Operator, Role::Auditor, Role::Admin];
+
+/// The token of an `Authorization` header: scheme `Bearer` in any case (RFC 7235).
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let (scheme, token) = v.split_once(|c: char| c.is_ascii_whitespace())?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
 /// Who is calling, checked against the roles a route allows (admin may do all).
 async fn caller(
     st: &ApiState,
     headers: &HeaderMap,
     allowed: &[Role],
 ) -> Result<TokenRow, ApiError> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
+    let token = bearer(headers)
         .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "missing bearer token"))?;
     let row = st
         .store
@@ -189,23 +420,82 @@ async fn caller(
     }
 }
 
+/// A route's roles, checked before anything of the request is read.
+#[derive(Clone)]
+struct Access {
+    state: Arc<ApiState>,
+    roles: &'static [Role],
+}
+
+/// Checks the token first: a request without a valid token gets 401 before its query,
+/// path or body is looked at. The caller goes on to the handler as an extension.
+async fn authorize(State(a): State<Access>, mut req: Request, next: Next) -> Response {
+    match caller(&a.state, req.headers(), a.roles).await {
+        Ok(who) => {
+            req.extensions_mut().insert(who);
+            next.run(req).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+fn guard(
+    m: MethodRouter<Arc<ApiState>>,
+    state: &Arc<ApiState>,
+    roles: &'static [Role],
+) -> MethodRouter<Arc<ApiState>> {
+    let access = Access {
+        state: state.clone(),
+        roles,
+    };
+    m.route_layer(middleware::from_fn_with_state(access, authorize))
+}
+
 /// The router, state included; `serve` binds it.
 pub fn router(state: Arc<ApiState>) -> Router {
+    let st = &state;
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .route("/api/v1/openapi.json", get(openapi::document))
-        .route("/api/v1/adsets", post(upload).get(list_adsets))
-        .route("/api/v1/adsets/{id}", get(show_adset))
-        .route("/api/v1/adsets/{id}/approve", post(approve))
-        .route("/api/v1/adsets/{id}/retire", post(retire))
-        .route("/api/v1/devices", get(devices))
-        .route("/api/v1/feeds", get(feeds))
-        .route("/api/v1/audit/plays", get(audit_plays))
-        .route("/api/v1/audit/compliance", get(audit_compliance))
-        .route("/api/v1/audit/sample", get(audit_sample))
-        .route("/api/v1/audit/reconcile", get(audit_reconcile))
+        .route(
+            "/api/v1/openapi.json",
+            guard(get(openapi::document), st, ANY),
+        )
+        .route(
+            "/api/v1/adsets",
+            guard(post(upload), st, OPERATOR).merge(guard(get(list_adsets), st, READERS)),
+        )
+        .route("/api/v1/adsets/{id}", guard(get(show_adset), st, READERS))
+        .route(
+            "/api/v1/adsets/{id}/approve",
+            guard(post(approve), st, OPERATOR),
+        )
+        .route(
+            "/api/v1/adsets/{id}/retire",
+            guard(post(retire), st, OPERATOR),
+        )
+        .route("/api/v1/devices", guard(get(devices), st, READERS))
+        .route("/api/v1/feeds", guard(get(feeds), st, READERS))
+        .route("/api/v1/audit/plays", guard(get(audit_plays), st, AUDITOR))
+        .route(
+            "/api/v1/audit/compliance",
+            guard(get(audit_compliance), st, AUDITOR),
+        )
+        .route(
+            "/api/v1/audit/sample",
+            guard(get(audit_sample), st, AUDITOR),
+        )
+        .route(
+            "/api/v1/audit/reconcile",
+            guard(get(audit_reconcile), st, AUDITOR),
+        )
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "this route does not take that method",
+            )
+        })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
@@ -247,25 +537,114 @@ async fn metrics(State(st): State<Arc<ApiState>>) -> Response {
         .into_response()
 }
 
-fn problems_to_details(problems: &[Problem]) -> Vec<Detail> {
-    problems
-        .iter()
-        .filter(|p| p.is_error())
+/// The errors among `problems`, the first `max` of them, then one detail counting the rest.
+fn problems_to_details(problems: &[Problem], max: usize) -> Vec<Detail> {
+    let mut errors = problems.iter().filter(|p| p.is_error());
+    let mut out: Vec<Detail> = errors
+        .by_ref()
+        .take(max)
         .map(|p| Detail {
             field: p.field.clone(),
             line: p.line,
             message: p.message.clone(),
         })
-        .collect()
+        .collect();
+    let more = errors.count();
+    if more > 0 {
+        out.push(Detail {
+            field: None,
+            line: None,
+            message: format!("and {more} more problems"),
+        });
+    }
+    out
+}
+
+/// Counts the items of an array without keeping them.
+struct Count(usize);
+
+impl<'de> serde::Deserialize<'de> for Count {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Count;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an array")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Count, A::Error> {
+                let mut n = 0;
+                while a.next_element::<serde::de::IgnoredAny>()?.is_some() {
+                    n += 1;
+                }
+                Ok(Count(n))
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
+/// The number of slogans in an upload, when its text reads as a document with a `slogan`
+/// (or `slogans`) array; anything else is left for the catalog to report.
+fn slogan_count(text: &str, json: bool) -> Option<usize> {
+    #[derive(serde::Deserialize)]
+    struct Doc {
+        slogan: Option<Count>,
+        slogans: Option<Count>,
+    }
+    let doc: Doc = if json {
+        serde_json::from_str(text).ok()?
+    } else {
+        toml::from_str(text).ok()?
+    };
+    Some(doc.slogan.or(doc.slogans)?.0)
+}
+
+/// An upload, checked: the ad set's id and the warnings, or every problem (the first
+/// `max_details`). Heavy: runs on the blocking pool.
+fn check_upload(st: &ApiState, text: &str, json: bool) -> Result<(String, Vec<String>), ApiError> {
+    let max = st.limits.max_slogans;
+    if let Some(n) = slogan_count(text, json).filter(|n| *n > max) {
+        return Err(ApiError::field(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "slogan",
+            format!("{n} slogans, more than the {max} an upload may hold (setting max_slogans); nothing was stored"),
+        ));
+    }
+    let current = st.shared.current();
+    let (parsed, problems) =
+        catalog::parse_adset_checked(text, json, "upload", &AdSetContext::of(&current));
+    let Some(adset) = parsed.filter(|_| !problems.iter().any(Problem::is_error)) else {
+        let total = problems.iter().filter(|p| p.is_error()).count();
+        return Err(ApiError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            error: format!("the ad set has {total} problems; nothing was stored"),
+            details: problems_to_details(&problems, st.limits.max_details),
+        });
+    };
+    let warnings = problems
+        .iter()
+        .filter(|p| !p.is_error())
+        .map(|p| p.to_string())
+        .collect();
+    Ok((adset.id.to_string(), warnings))
+}
+
+/// Recomputes what plays, on the blocking pool: it reads and parses every stored revision.
+async fn refresh(st: &ApiState) -> Result<(), ApiError> {
+    let (store, shared) = (st.store.clone(), st.shared.clone());
+    st.heavy
+        .run_async(async move { daemon::refresh_adsets(&store, &shared).await })
+        .await??;
+    Ok(())
 }
 
 #[instrument(skip_all)]
 async fn upload(
     State(st): State<Arc<ApiState>>,
+    Extension(who): Extension<TokenRow>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    ApiBody(body): ApiBody,
 ) -> Result<Response, ApiError> {
-    let who = caller(&st, &headers, &[Role::Operator]).await?;
     let ctype = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -285,24 +664,20 @@ async fn upload(
             ))
         }
     };
-    let text = std::str::from_utf8(&body)
-        .map_err(|e| ApiError::field(StatusCode::BAD_REQUEST, "body", format!("not UTF-8: {e}")))?;
-    let current = st.shared.current();
-    let (parsed, problems) =
-        catalog::parse_adset_checked(text, json, "upload", &AdSetContext::of(&current));
-    let Some(adset) = parsed.filter(|_| !problems.iter().any(Problem::is_error)) else {
-        let details = problems_to_details(&problems);
-        return Err(ApiError {
-            status: StatusCode::UNPROCESSABLE_ENTITY,
-            error: format!(
-                "the ad set has {} problems; nothing was stored",
-                details.len()
-            ),
-            details,
-        });
-    };
+    let text = String::from_utf8(body.to_vec()).map_err(|e| {
+        ApiError::field(
+            StatusCode::BAD_REQUEST,
+            "body",
+            format!("not UTF-8: {}", e.utf8_error()),
+        )
+    })?;
+    let (st2, text) = (st.clone(), Arc::new(text));
+    let checked = text.clone();
+    let (id, warnings) = st
+        .heavy
+        .run(move || check_upload(&st2, &checked, json))
+        .await??;
     let now = st.clock.now().timestamp_millis();
-    let id = adset.id.to_string();
     let rev = st
         .store
         .add_revision(
@@ -310,7 +685,7 @@ async fn upload(
                 adset: id.clone(),
                 rev: 0,
                 format: if json { "json" } else { "toml" }.into(),
-                body: text.to_owned(),
+                body: text.to_string(),
                 origin: "upload".into(),
                 uploaded_by: who.name.clone(),
                 uploaded_token: Some(who.id),
@@ -323,12 +698,7 @@ async fn upload(
         )
         .await?;
     // A re-upload may un-retire the set: what plays must be recomputed either way.
-    daemon::refresh_adsets(&st.store, &st.shared).await?;
-    let warnings: Vec<String> = problems
-        .iter()
-        .filter(|p| !p.is_error())
-        .map(|p| p.to_string())
-        .collect();
+    refresh(&st).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({"id": id, "rev": rev, "status": "pending", "uploaded_by": who.name, "warnings": warnings})),
@@ -390,11 +760,7 @@ fn history_json(h: &AdSetHistory, tz: chrono_tz::Tz, bodies: bool) -> serde_json
     })
 }
 
-async fn list_adsets(
-    State(st): State<Arc<ApiState>>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    caller(&st, &headers, &[Role::Operator, Role::Auditor]).await?;
+async fn list_adsets(State(st): State<Arc<ApiState>>) -> Result<Response, ApiError> {
     let tz = st.shared.current().timezone;
     let rows: Vec<_> = st
         .store
@@ -408,10 +774,8 @@ async fn list_adsets(
 
 async fn show_adset(
     State(st): State<Arc<ApiState>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath,
 ) -> Result<Response, ApiError> {
-    caller(&st, &headers, &[Role::Operator, Role::Auditor]).await?;
     let tz = st.shared.current().timezone;
     match st.store.adset_history(&id).await? {
         Some(h) => Ok(Json(history_json(&h, tz, true)).into_response()),
@@ -425,10 +789,9 @@ async fn show_adset(
 
 async fn approve(
     State(st): State<Arc<ApiState>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
+    Extension(who): Extension<TokenRow>,
+    ApiPath(id): ApiPath,
 ) -> Result<Response, ApiError> {
-    let who = caller(&st, &headers, &[Role::Operator]).await?;
     let now = st.clock.now().timestamp_millis();
     // A refusal (`StoreError::Refused`) becomes 404, 403 or 409 by `From<ApproveError>`.
     let rev = st
@@ -443,7 +806,7 @@ async fn approve(
             now,
         )
         .await?;
-    daemon::refresh_adsets(&st.store, &st.shared).await?;
+    refresh(&st).await?;
     let playing = st
         .shared
         .current()
@@ -456,10 +819,9 @@ async fn approve(
 
 async fn retire(
     State(st): State<Arc<ApiState>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
+    Extension(who): Extension<TokenRow>,
+    ApiPath(id): ApiPath,
 ) -> Result<Response, ApiError> {
-    let who = caller(&st, &headers, &[Role::Operator]).await?;
     let now = st.clock.now().timestamp_millis();
     if !st.store.retire(&id, &who.name, now).await? {
         return Err(ApiError::field(
@@ -468,15 +830,11 @@ async fn retire(
             format!("no ad set {id:?}"),
         ));
     }
-    daemon::refresh_adsets(&st.store, &st.shared).await?;
+    refresh(&st).await?;
     Ok(Json(json!({"id": id, "status": "retired", "retired_by": who.name})).into_response())
 }
 
-async fn devices(
-    State(st): State<Arc<ApiState>>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    caller(&st, &headers, &[Role::Operator, Role::Auditor]).await?;
+async fn devices(State(st): State<Arc<ApiState>>) -> Result<Response, ApiError> {
     let c = st.shared.current();
     let online = st.shared.online_names();
     let rows: Vec<_> = c
@@ -490,8 +848,7 @@ async fn devices(
     Ok(Json(json!({"rows": rows})).into_response())
 }
 
-async fn feeds(State(st): State<Arc<ApiState>>, headers: HeaderMap) -> Result<Response, ApiError> {
-    caller(&st, &headers, &[Role::Operator, Role::Auditor]).await?;
+async fn feeds(State(st): State<Arc<ApiState>>) -> Result<Response, ApiError> {
     let c = st.shared.current();
     let current = st.shared.last_plays();
     let rows: Vec<_> = c
@@ -509,7 +866,7 @@ async fn feeds(State(st): State<Arc<ApiState>>, headers: HeaderMap) -> Result<Re
 
 /// Whether the client asked for CSV (`?format=csv` or `Accept: text/csv`).
 fn wants_csv(headers: &HeaderMap, format: Option<&str>) -> Result<bool, ApiError> {
-    match format {
+    match format.filter(|f| !f.is_empty()) {
         Some("csv") => return Ok(true),
         Some("json") => return Ok(false),
         Some(other) => {
@@ -559,32 +916,28 @@ struct Format {
 async fn audit_plays(
     State(st): State<Arc<ApiState>>,
     headers: HeaderMap,
-    Query(p): Query<PlaysParams>,
-    Query(f): Query<Format>,
+    ApiQuery(p): ApiQuery<PlaysParams>,
+    ApiQuery(f): ApiQuery<Format>,
 ) -> Result<Response, ApiError> {
-    caller(&st, &headers, &[Role::Auditor]).await?;
     let csv = wants_csv(&headers, f.format.as_deref())?;
     let c = st.shared.current();
     let q = PlaysQuery::parse(&p, c.timezone)?;
-    if let Some(k) = &q.class {
-        if !c.classes.contains_key(k) {
-            return Err(ApiError::field(
-                StatusCode::BAD_REQUEST,
-                "class",
-                format!("unknown class {k:?}"),
-            ));
-        }
-    }
+    reports::check_plays_names(&q, &c)?;
     if csv && q.streamable() {
         return Ok(stream_plays_csv(st.store.clone(), q));
     }
-    let rows = st.store.audit_plays(&q).await?;
-    if csv {
-        return Ok(csv_response(
-            reports::format::plays_csv(&q, &rows).map_err(anyhow::Error::from)?,
-        ));
-    }
-    Ok(Json(reports::answer(&q, &rows)).into_response())
+    let store = st.store.clone();
+    st.heavy
+        .run_async(async move {
+            let rows = store.audit_plays(&q).await?;
+            if csv {
+                return Ok(csv_response(
+                    reports::format::plays_csv(&q, &rows).map_err(anyhow::Error::from)?,
+                ));
+            }
+            Ok(Json(reports::answer(&q, &rows)).into_response())
+        })
+        .await?
 }
 
 /// A report in JSON (the whole answer) or CSV (its rows, under `columns`).
@@ -605,38 +958,103 @@ fn report_response<A: Serialize, R: Serialize>(
 async fn audit_compliance(
     State(st): State<Arc<ApiState>>,
     headers: HeaderMap,
-    Query(p): Query<reports::ComplianceParams>,
-    Query(f): Query<Format>,
+    ApiQuery(p): ApiQuery<reports::ComplianceParams>,
+    ApiQuery(f): ApiQuery<Format>,
 ) -> Result<Response, ApiError> {
-    caller(&st, &headers, &[Role::Auditor]).await?;
     let csv = wants_csv(&headers, f.format.as_deref())?;
-    let c = st.shared.current();
-    let a = reports::compliance_report(&st.store, &c, &p, st.clock.now(), st.factors).await?;
-    report_response(csv, &a, &reports::COMPLIANCE_COLUMNS, &a.rows)
+    let (c, now, st2) = (st.shared.current(), st.clock.now(), st.clone());
+    st.heavy
+        .run_async(async move {
+            let a = reports::compliance_report(&st2.store, &c, &p, now, st2.factors).await?;
+            report_response(csv, &a, &reports::COMPLIANCE_COLUMNS, &a.rows)
+        })
+        .await?
 }
 
 async fn audit_sample(
     State(st): State<Arc<ApiState>>,
     headers: HeaderMap,
-    Query(p): Query<reports::SampleParams>,
-    Query(f): Query<Format>,
+    ApiQuery(p): ApiQuery<reports::SampleParams>,
+    ApiQuery(f): ApiQuery<Format>,
 ) -> Result<Response, ApiError> {
-    caller(&st, &headers, &[Role::Auditor]).await?;
     let csv = wants_csv(&headers, f.format.as_deref())?;
-    let c = st.shared.current();
-    let a = reports::sample_report(&st.store, &c, &p, st.clock.now(), st.factors).await?;
-    report_response(csv, &a, &reports::SAMPLE_COLUMNS, &a.rows)
+    let (c, now, st2) = (st.shared.current(), st.clock.now(), st.clone());
+    st.heavy
+        .run_async(async move {
+            let a = reports::sample_report(&st2.store, &c, &p, now, st2.factors).await?;
+            report_response(csv, &a, &reports::SAMPLE_COLUMNS, &a.rows)
+        })
+        .await?
 }
 
 async fn audit_reconcile(
     State(st): State<Arc<ApiState>>,
     headers: HeaderMap,
-    Query(p): Query<reports::ReconcileParams>,
-    Query(f): Query<Format>,
+    ApiQuery(p): ApiQuery<reports::ReconcileParams>,
+    ApiQuery(f): ApiQuery<Format>,
 ) -> Result<Response, ApiError> {
-    caller(&st, &headers, &[Role::Auditor]).await?;
     let csv = wants_csv(&headers, f.format.as_deref())?;
-    let c = st.shared.current();
-    let a = reports::reconcile_report(&st.store, &c, &p, st.clock.now()).await?;
-    report_response(csv, &a, &reports::RECONCILE_COLUMNS, &a.rows)
+    let (c, now, st2) = (st.shared.current(), st.clock.now(), st.clone());
+    st.heavy
+        .run_async(async move {
+            let a = reports::reconcile_report(&st2.store, &c, &p, now).await?;
+            report_response(csv, &a, &reports::RECONCILE_COLUMNS, &a.rows)
+        })
+        .await?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_heavy_request_past_the_queue_gets_503_with_retry_after() {
+        let heavy = Arc::new(Heavy::new(&Limits {
+            workers: 1,
+            queue: 1,
+            ..Limits::default()
+        }));
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let h = heavy.clone();
+        let first = tokio::spawn(async move { h.run(move || held.recv().is_ok()).await });
+        while heavy.busy() < 1 {
+            tokio::task::yield_now().await;
+        }
+        // One may wait for the worker; the next one is turned away.
+        let h = heavy.clone();
+        let second = tokio::spawn(async move { h.run(|| 2).await });
+        while heavy.waiting.load(Ordering::Relaxed) < 1 {
+            tokio::task::yield_now().await;
+        }
+        let third = heavy.run(|| 3).await.expect_err("the queue is full");
+        assert_eq!(third.status, StatusCode::SERVICE_UNAVAILABLE);
+        let answer = third.into_response();
+        assert_eq!(answer.headers()[header::RETRY_AFTER], RETRY_AFTER_S);
+        release.send(()).expect("release the first");
+        assert!(first.await.expect("first").expect("ran"));
+        assert_eq!(second.await.expect("second").expect("ran after waiting"), 2);
+        assert_eq!(
+            heavy.waiting.load(Ordering::Relaxed),
+            0,
+            "nobody left waiting"
+        );
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_read_in_any_case() {
+        let with = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(
+                header::AUTHORIZATION,
+                HeaderValue::from_str(v).expect("header"),
+            );
+            bearer(&h).map(str::to_owned)
+        };
+        assert_eq!(with("Bearer abc").as_deref(), Some("abc"));
+        assert_eq!(with("bearer abc").as_deref(), Some("abc"));
+        assert_eq!(with("BEARER  abc ").as_deref(), Some("abc"));
+        assert_eq!(with("Basic abc"), None);
+        assert_eq!(with("Bearer"), None);
+        assert_eq!(with("Bearerabc"), None);
+    }
 }

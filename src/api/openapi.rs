@@ -1,157 +1,547 @@
-//! The OpenAPI 3.1 document served at `/api/v1/openapi.json`, built from the route table
-//! below; a test calls every route of the table on the real router and fails when one falls
-//! through to "no such route", so the table and the router cannot drift apart unnoticed.
+//! The OpenAPI 3.1 document served at `/api/v1/openapi.json` (a token of any role): every
+//! route with the roles it takes, its parameters with their types and values, every status
+//! it can answer and the JSON Schema of every body, CSV for the audit routes, and links
+//! from an upload to what can be done with it next.
+//!
+//! Built by hand from the table below. `tests/api.rs` keeps it honest: it calls every method
+//! of every documented path on the real router (documented ones are served, the others are
+//! 405), checks each route's roles against `x-roles`, and validates live answers of every
+//! route and role against the schemas here; `ci/schemathesis.sh` fuzzes the running daemon
+//! against it.
 //!
 //! Owns: the document's text. Must not touch the handlers' behaviour; it describes them.
 
 use axum::Json;
 use serde_json::{json, Map, Value};
 
-/// (method, path, roles, summary, query parameters)
-pub const ROUTES: &[(&str, &str, &str, &str, &[&str])] = &[
-    ("get", "/healthz", "", "Broker and database state", &[]),
-    ("get", "/metrics", "", "Prometheus metrics", &[]),
-    ("get", "/api/v1/openapi.json", "", "This document", &[]),
-    (
-        "post",
-        "/api/v1/adsets",
-        "operator",
-        "Upload an ad set (TOML or JSON by Content-Type); a new revision, pending until approved",
-        &[],
-    ),
-    (
-        "get",
-        "/api/v1/adsets",
-        "operator, auditor",
-        "Ad sets with their revisions",
-        &[],
-    ),
-    (
-        "get",
-        "/api/v1/adsets/{id}",
-        "operator, auditor",
-        "One ad set with its revisions and their texts",
-        &[],
-    ),
-    (
-        "post",
-        "/api/v1/adsets/{id}/approve",
-        "operator (not the uploader), admin",
-        "The latest revision plays from the feeds' next slot",
-        &[],
-    ),
-    (
-        "post",
-        "/api/v1/adsets/{id}/retire",
-        "operator",
-        "Stop scheduling the ad set",
-        &[],
-    ),
-    (
-        "get",
-        "/api/v1/devices",
-        "operator, auditor",
-        "Displays with their feeds and presence",
-        &[],
-    ),
-    (
-        "get",
-        "/api/v1/feeds",
-        "operator, auditor",
-        "Feeds with their current play",
-        &[],
-    ),
-    (
-        "get",
-        "/api/v1/audit/plays",
-        "auditor",
-        "Play counts",
-        &[
+/// One operation of the document.
+pub struct Route {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub operation_id: &'static str,
+    /// Roles besides admin; empty: no token needed.
+    pub roles: &'static [&'static str],
+    pub summary: &'static str,
+    pub query: &'static [&'static str],
+    /// Statuses besides 200 (201 for an upload) and those of the token check.
+    pub errors: &'static [u16],
+    /// The schema (in `components`) of the success answer.
+    pub answer: &'static str,
+    pub csv: bool,
+}
+
+const READERS: &[&str] = &["operator", "auditor"];
+const AUDITOR: &[&str] = &["auditor"];
+const OPERATOR: &[&str] = &["operator"];
+
+pub const ROUTES: &[Route] = &[
+    Route {
+        method: "get",
+        path: "/healthz",
+        operation_id: "health",
+        roles: &[],
+        summary: "Broker and database state; 503 while either is down",
+        query: &[],
+        errors: &[503],
+        answer: "Health",
+        csv: false,
+    },
+    Route {
+        method: "get",
+        path: "/metrics",
+        operation_id: "metrics",
+        roles: &[],
+        summary: "Prometheus metrics (text exposition format)",
+        query: &[],
+        errors: &[],
+        answer: "",
+        csv: false,
+    },
+    Route {
+        method: "get",
+        path: "/api/v1/openapi.json",
+        operation_id: "openapi",
+        roles: &["operator", "auditor", "admin"],
+        summary: "This document",
+        query: &[],
+        errors: &[],
+        answer: "Document",
+        csv: false,
+    },
+    Route {
+        method: "post",
+        path: "/api/v1/adsets",
+        operation_id: "uploadAdSet",
+        roles: OPERATOR,
+        summary: "Upload an ad set (TOML or JSON by Content-Type); a new revision, pending until approved",
+        query: &[],
+        errors: &[400, 413, 415, 422],
+        answer: "Upload",
+        csv: false,
+    },
+    Route {
+        method: "get",
+        path: "/api/v1/adsets",
+        operation_id: "listAdSets",
+        roles: READERS,
+        summary: "Ad sets with their revisions",
+        query: &[],
+        errors: &[],
+        answer: "AdSetList",
+        csv: false,
+    },
+    Route {
+        method: "get",
+        path: "/api/v1/adsets/{id}",
+        operation_id: "showAdSet",
+        roles: READERS,
+        summary: "One ad set with its revisions and their texts",
+        query: &[],
+        errors: &[400, 404],
+        answer: "AdSet",
+        csv: false,
+    },
+    Route {
+        method: "post",
+        path: "/api/v1/adsets/{id}/approve",
+        operation_id: "approveAdSet",
+        roles: OPERATOR,
+        summary: "The latest revision plays from the feeds' next slot (not by its uploader, unless admin)",
+        query: &[],
+        errors: &[400, 404, 409],
+        answer: "Approval",
+        csv: false,
+    },
+    Route {
+        method: "post",
+        path: "/api/v1/adsets/{id}/retire",
+        operation_id: "retireAdSet",
+        roles: OPERATOR,
+        summary: "Stop scheduling the ad set",
+        query: &[],
+        errors: &[400, 404],
+        answer: "Retirement",
+        csv: false,
+    },
+    Route {
+        method: "get",
+        path: "/api/v1/devices",
+        operation_id: "listDevices",
+        roles: READERS,
+        summary: "Displays with their feeds and presence",
+        query: &[],
+        errors: &[],
+        answer: "DeviceList",
+        csv: false,
+    },
+    Route {
+        method: "get",
+        path: "/api/v1/feeds",
+        operation_id: "listFeeds",
+        roles: READERS,
+        summary: "Feeds with their current play",
+        query: &[],
+        errors: &[],
+        answer: "FeedList",
+        csv: false,
+    },
+    Route {
+        method: "get",
+        path: "/api/v1/audit/plays",
+        operation_id: "auditPlays",
+        roles: AUDITOR,
+        summary: "Play counts",
+        query: &[
             "from", "to", "group_by", "class", "device", "slogan", "feed", "status", "format",
         ],
-    ),
-    (
-        "get",
-        "/api/v1/audit/compliance",
-        "auditor",
-        "Per-display rotation compliance",
-        &["from", "to", "class", "device", "format"],
-    ),
-    (
-        "get",
-        "/api/v1/audit/sample",
-        "auditor",
-        "The weekly inspection sample, stratified by class",
-        &["week", "seed", "per_class", "format"],
-    ),
-    (
-        "get",
-        "/api/v1/audit/reconcile",
-        "auditor",
-        "Planned versus played per feed and day",
-        &["from", "to", "feed", "format"],
-    ),
+        errors: &[400],
+        answer: "Plays",
+        csv: true,
+    },
+    Route {
+        method: "get",
+        path: "/api/v1/audit/compliance",
+        operation_id: "auditCompliance",
+        roles: AUDITOR,
+        summary: "Per-display rotation compliance",
+        query: &["from", "to", "class", "device", "format"],
+        errors: &[400],
+        answer: "Compliance",
+        csv: true,
+    },
+    Route {
+        method: "get",
+        path: "/api/v1/audit/sample",
+        operation_id: "auditSample",
+        roles: AUDITOR,
+        summary: "The weekly inspection sample, stratified by class",
+        query: &["week", "seed", "per_class", "format"],
+        errors: &[400],
+        answer: "Sample",
+        csv: true,
+    },
+    Route {
+        method: "get",
+        path: "/api/v1/audit/reconcile",
+        operation_id: "auditReconcile",
+        roles: AUDITOR,
+        summary: "Planned versus played per feed and day",
+        query: &["from", "to", "feed", "format"],
+        errors: &[400],
+        answer: "Reconcile",
+        csv: true,
+    },
 ];
 
-fn error_schema() -> Value {
-    json!({"type": "object", "required": ["error", "details"], "properties": {
-        "error": {"type": "string"},
-        "details": {"type": "array", "items": {"type": "object", "properties": {
-            "field": {"type": ["string", "null"]}, "line": {"type": "integer"}, "message": {"type": "string"}}}}}})
+/// A query parameter's schema and description.
+fn query_param(name: &str) -> Value {
+    let (schema, what) = match name {
+        "from" => (
+            json!({"type": "string"}),
+            "Start (inclusive): RFC 3339 time or date (its midnight in the deployment's time zone); empty: as absent",
+        ),
+        "to" => (
+            json!({"type": "string"}),
+            "End (exclusive): RFC 3339 time or date; empty: as absent",
+        ),
+        "group_by" => (
+            json!({"type": "string"}),
+            "Comma list of slogan, adset, device, class, feed, day, hour",
+        ),
+        "class" => (json!({"type": "string"}), "A display class; an unknown one is a 400"),
+        "device" => (json!({"type": "string"}), "A display id; an unknown one is a 400"),
+        "slogan" => (json!({"type": "string"}), "A slogan id"),
+        "feed" => (json!({"type": "string"}), "A feed id; an unknown one is a 400"),
+        "status" => (
+            json!({"type": "string", "enum": ["played", "skipped", "expired", "failed", ""], "default": "played"}),
+            "Receipt status counted; empty: played",
+        ),
+        "format" => (
+            json!({"type": "string", "enum": ["json", "csv", ""]}),
+            "Answer format; empty or absent: by the Accept header (text/csv), else JSON",
+        ),
+        "week" => (
+            json!({"type": "string", "pattern": "^([0-9]{4}-W[0-9]{2})?$"}),
+            "ISO week, e.g. 2026-W48; empty or absent: the current week",
+        ),
+        "seed" => (
+            json!({"type": "string"}),
+            "Sample seed: the same inputs draw the same sample",
+        ),
+        "per_class" => (
+            json!({"type": "integer", "minimum": 1}),
+            "Displays drawn per class",
+        ),
+        _ => (json!({"type": "string"}), ""),
+    };
+    json!({"name": name, "in": "query", "required": false, "schema": schema, "description": what})
+}
+
+fn error_body(description: &str) -> Value {
+    json!({"description": description,
+           "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
+}
+
+fn error_response(status: u16) -> Value {
+    let mut r = error_body(match status {
+        400 => "Invalid input: the details name the parameter or field",
+        401 => "Missing, unknown or revoked token",
+        403 => "The token's role may not do this",
+        404 => "No such ad set",
+        409 => "The ad set is retired, or its latest revision is approved already",
+        413 => "Body over 1 MiB",
+        415 => "Content-Type neither TOML nor JSON",
+        422 => "The ad set has problems, each with its field and line (the first 100, then a count); nothing was stored",
+        503 => "The database is unavailable, or too many uploads and reports at once; try again after Retry-After seconds",
+        _ => "Error",
+    });
+    if status == 401 {
+        r["headers"] = json!({"WWW-Authenticate": {"required": true, "schema": {"type": "string", "const": "Bearer"}}});
+    }
+    if status == 503 {
+        r["headers"] =
+            json!({"Retry-After": {"required": true, "schema": {"type": "integer", "minimum": 1}}});
+    }
+    r
+}
+
+fn r(name: &str) -> Value {
+    json!({"$ref": format!("#/components/schemas/{name}")})
+}
+
+fn strict(required: &[&str], properties: Value) -> Value {
+    json!({"type": "object", "required": required, "properties": properties, "additionalProperties": false})
+}
+
+fn nullable(t: &str) -> Value {
+    json!({"type": [t, "null"]})
+}
+
+/// The JSON Schemas of every answer, by name.
+fn schemas() -> Value {
+    let s = json!({"type": "string"});
+    let int = json!({"type": "integer"});
+    let count = json!({"type": "integer", "minimum": 0});
+    let num = json!({"type": "number"});
+    let strings = json!({"type": "array", "items": {"type": "string"}});
+    let rows = |item: &str| {
+        strict(
+            &["rows"],
+            json!({"rows": {"type": "array", "items": r(item)}}),
+        )
+    };
+    let mut all = json!({
+        "Error": strict(&["error", "details"], json!({
+            "error": s,
+            "details": {"type": "array", "items": r("Detail")}})),
+        "Detail": strict(&["field", "message"], json!({
+            "field": nullable("string"), "line": {"type": "integer", "minimum": 1}, "message": s})),
+        "Health": strict(&["status", "broker", "database"], json!({
+            "status": {"enum": ["ok", "degraded"]},
+            "broker": {"enum": ["connected", "disconnected"]},
+            "database": s})),
+        "Document": {"type": "object", "required": ["openapi", "paths"]},
+        "Upload": strict(&["id", "rev", "status", "uploaded_by", "warnings"], json!({
+            "id": s, "rev": {"type": "integer", "minimum": 1}, "status": {"const": "pending"},
+            "uploaded_by": s, "warnings": strings})),
+        "AdSetList": rows("AdSetSummary"),
+        "AdSetSummary": adset_schema(false),
+        "AdSet": adset_schema(true),
+        "Approval": strict(&["id", "rev", "status", "approved_by", "playing"], json!({
+            "id": s, "rev": int, "status": {"const": "approved"}, "approved_by": s,
+            "playing": {"type": "boolean", "description": "Whether it plays now (valid today, on a feed with members)"}})),
+        "Retirement": strict(&["id", "status", "retired_by"], json!({
+            "id": s, "status": {"const": "retired"}, "retired_by": s})),
+    });
+    let more = json!({
+        "DeviceList": rows("Device"),
+        "Device": strict(&["id", "class", "attrs", "feeds", "online"], json!({
+            "id": s, "class": s,
+            "attrs": {"type": "object", "additionalProperties": {"type": "string"}},
+            "feeds": strings,
+            "online": {"type": ["boolean", "null"], "description": "Last presence report; null: none yet"}})),
+        "FeedList": rows("Feed"),
+        "Feed": strict(&["id", "interval_s", "daypart", "select", "members", "current"], json!({
+            "id": s, "interval_s": num, "daypart": nullable("string"),
+            "select": {"type": "object", "additionalProperties": strings},
+            "members": count,
+            "current": {"oneOf": [r("PlayCommand"), {"type": "null"}]}})),
+        "PlayCommand": strict(&["v", "play_id", "adset", "rev", "slogan", "text", "duration_s", "priority", "issued_at", "expires_at"], json!({
+            "v": {"const": 1}, "play_id": s, "feed": s, "adset": s, "rev": int, "slogan": s, "text": s,
+            "text_by_class": {"type": "object", "additionalProperties": {"type": "string"}},
+            "duration_s": count, "priority": int,
+            "issued_at": {"type": "string", "format": "date-time"},
+            "expires_at": {"type": "string", "format": "date-time"}})),
+        "Plays": strict(&["from", "to", "group_by", "status", "rows", "total"], json!({
+            "from": nullable("string"), "to": nullable("string"),
+            "group_by": {"type": "array", "items": {"enum": ["slogan", "adset", "device", "class", "feed", "day", "hour"]}},
+            "status": {"enum": ["played", "skipped", "expired", "failed"]},
+            "class": s, "device": s, "slogan": s, "feed": s,
+            "rows": {"type": "array", "items": {
+                "type": "object", "required": ["plays"],
+                "properties": {"plays": count},
+                "additionalProperties": {"type": ["string", "integer"]},
+                "description": "One column per group_by key (its value as text), and plays"}},
+            "total": count})),
+    });
+    let audits = json!({
+        "Compliance": strict(&["from", "to", "mean_factor", "gap_factor", "rows"], json!({
+            "from": s, "to": s, "class": s, "device": s, "mean_factor": num, "gap_factor": num,
+            "rows": {"type": "array", "items": r("ComplianceRow")}})),
+        "ComplianceRow": strict(&["device", "class", "online_seconds", "plays", "mean_interval_s", "longest_gap_s", "interval_s", "met"], json!({
+            "device": s, "class": s, "online_seconds": num, "plays": count,
+            "mean_interval_s": nullable("number"), "longest_gap_s": num,
+            "interval_s": {"type": "number", "description": "The shortest rotation interval among its feeds: the target"},
+            "met": {"type": "boolean"}})),
+        "Sample": strict(&["week", "seed", "per_class", "from", "to", "rows"], json!({
+            "week": s, "seed": s, "per_class": {"type": "integer", "minimum": 1}, "from": s, "to": s,
+            "rows": {"type": "array", "items": r("SampleRow")}})),
+        "SampleRow": strict(&["class", "device", "plays", "longest_gap_s", "last_receipt_at", "last_receipt_status", "met"], json!({
+            "class": s, "device": s, "plays": count, "longest_gap_s": num,
+            "last_receipt_at": nullable("string"),
+            "last_receipt_status": {"enum": ["played", "skipped", "expired", "failed", null]},
+            "met": {"type": "boolean"}})),
+        "Reconcile": strict(&["from", "to", "rows"], json!({
+            "from": s, "to": s, "feed": s,
+            "rows": {"type": "array", "items": r("ReconcileRow")}})),
+        "ReconcileRow": strict(&["feed", "day", "plays", "targeted", "online", "played", "shortfall", "offline", "expired", "skipped", "failed", "no_receipt"], json!({
+            "feed": s, "day": {"type": "string", "format": "date"},
+            "plays": count, "targeted": count, "online": count, "played": count,
+            "shortfall": count, "offline": count, "expired": count, "skipped": count,
+            "failed": count, "no_receipt": count})),
+    });
+    let input = json!({
+        "AdSetInput": {
+            "type": "object",
+            "description": "An ad set as in schedules/adsets/*.toml (see the contract); every problem is a 422. A null counts as absent.",
+            "required": ["id", "valid_from", "valid_until", "slogan"],
+            "properties": {
+                "id": s, "title": nullable("string"), "valid_from": s, "valid_until": s,
+                "feeds": {"type": ["array", "null"], "items": {"type": "string"}},
+                "priority": nullable("integer"),
+                "slogan": {"type": "array", "items": {"type": "object", "required": ["id", "text"], "properties": {
+                    "id": s, "text": s, "weight": {"type": ["integer", "null"], "minimum": 1},
+                    "text_by_class": {"type": ["object", "null"], "additionalProperties": {"type": "string"}}}}}}},
+    });
+    for part in [more, audits, input] {
+        if let (Some(a), Value::Object(b)) = (all.as_object_mut(), part) {
+            a.extend(b);
+        }
+    }
+    all
+}
+
+fn adset_schema(bodies: bool) -> Value {
+    let s = json!({"type": "string"});
+    let mut rev_props = json!({
+        "rev": {"type": "integer", "minimum": 1},
+        "status": {"enum": ["approved", "pending", "retired", "superseded"]},
+        "origin": {"enum": ["upload", "file"]}, "format": {"enum": ["toml", "json"]},
+        "uploaded_by": s, "uploaded_at": nullable("string"),
+        "approved_by": nullable("string"), "approved_at": nullable("string"),
+    });
+    let mut rev_required = vec![
+        "rev",
+        "status",
+        "origin",
+        "format",
+        "uploaded_by",
+        "uploaded_at",
+        "approved_by",
+        "approved_at",
+    ];
+    if bodies {
+        rev_props["body"] = json!({"type": "string", "description": "The revision as uploaded"});
+        rev_required.push("body");
+    }
+    strict(
+        &[
+            "id",
+            "status",
+            "latest_rev",
+            "playing_rev",
+            "retired_by",
+            "retired_at",
+            "revisions",
+        ],
+        json!({
+            "id": s, "status": {"enum": ["approved", "pending", "retired"]},
+            "latest_rev": nullable("integer"), "playing_rev": nullable("integer"),
+            "retired_by": nullable("string"), "retired_at": nullable("string"),
+            "revisions": {"type": "array", "items": strict(&rev_required, rev_props)},
+        }),
+    )
+}
+
+fn operation(route: &Route) -> Value {
+    let ok = if route.method == "post" && route.path == "/api/v1/adsets" {
+        "201"
+    } else {
+        "200"
+    };
+    let mut content = Map::new();
+    match route.answer {
+        "" => {
+            content.insert("text/plain".into(), json!({"schema": {"type": "string"}}));
+        }
+        name => {
+            content.insert("application/json".into(), json!({"schema": r(name)}));
+        }
+    }
+    if route.csv {
+        content.insert(
+            "text/csv".into(),
+            json!({"schema": {"type": "string", "description": "The rows, one a line, under a header line of the same columns"}}),
+        );
+    }
+    let mut responses = Map::new();
+    responses.insert(
+        ok.into(),
+        json!({"description": route.summary, "content": content}),
+    );
+    let secured = !route.roles.is_empty();
+    let mut statuses: Vec<u16> = route.errors.to_vec();
+    if secured {
+        statuses.extend([401, 503]);
+        if route.roles.len() < 3 {
+            statuses.push(403);
+        }
+    }
+    statuses.sort_unstable();
+    statuses.dedup();
+    for st in statuses {
+        let v = if route.path == "/healthz" {
+            json!({"description": "Broker or database down", "content": {"application/json": {"schema": r("Health")}}})
+        } else {
+            error_response(st)
+        };
+        responses.insert(st.to_string(), v);
+    }
+    let mut op = json!({
+        "operationId": route.operation_id,
+        "summary": route.summary,
+        "responses": responses,
+        "x-roles": route.roles,
+    });
+    if secured {
+        op["security"] = json!([{"bearer": []}]);
+        op["description"] = json!(format!(
+            "Roles: {} (admin may do all).",
+            route.roles.join(", ")
+        ));
+    } else {
+        op["security"] = json!([]);
+    }
+    let mut ps: Vec<Value> = route.query.iter().map(|p| query_param(p)).collect();
+    if route.path.contains("{id}") {
+        ps.push(
+            json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string"},
+                       "description": "Ad-set id"}),
+        );
+    }
+    if !ps.is_empty() {
+        op["parameters"] = Value::Array(ps);
+    }
+    if route.operation_id == "uploadAdSet" {
+        op["requestBody"] = json!({"required": true, "content": {
+            "application/toml": {"schema": {"type": "string", "maxLength": crate::api::MAX_BODY}},
+            "application/json": {"schema": r("AdSetInput"), "example": {
+                "id": "wenming-2026-12", "title": "Civility month",
+                "valid_from": "2026-12-01", "valid_until": "2099-12-31",
+                "slogan": [{"id": "jiang-wenming", "text": "讲文明 树新风", "weight": 2}]}}}});
+        let id = json!({"id": "$response.body#/id"});
+        op["responses"]["201"]["links"] = json!({
+            "ShowAdSet": {"operationId": "showAdSet", "parameters": id},
+            "ApproveAdSet": {"operationId": "approveAdSet", "parameters": id},
+            "RetireAdSet": {"operationId": "retireAdSet", "parameters": id},
+        });
+    }
+    if route.operation_id == "approveAdSet" {
+        op["responses"]["200"]["links"] = json!({
+            "RetireAdSet": {"operationId": "retireAdSet", "parameters": {"id": "$response.body#/id"}},
+            "ShowAdSet": {"operationId": "showAdSet", "parameters": {"id": "$response.body#/id"}},
+        });
+    }
+    op
 }
 
 /// The whole document.
 pub fn build() -> Value {
     let mut paths = Map::new();
-    for (method, path, roles, summary, params) in ROUTES {
-        let mut op = json!({
-            "summary": summary,
-            "responses": {
-                "200": {"description": "OK"},
-                "400": {"description": "Invalid input", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
-                "401": {"description": "Missing or wrong token"},
-                "403": {"description": "Wrong role"},
-            }
-        });
-        if !roles.is_empty() {
-            op["security"] = json!([{"bearer": []}]);
-            op["description"] = json!(format!("Roles: {roles} (admin may do all)."));
-        } else {
-            op["security"] = json!([]);
-        }
-        let mut ps: Vec<Value> = params
-            .iter()
-            .map(|p| json!({"name": p, "in": "query", "required": false, "schema": {"type": "string"}}))
-            .collect();
-        if path.contains("{id}") {
-            ps.push(
-                json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}),
-            );
-        }
-        if !ps.is_empty() {
-            op["parameters"] = Value::Array(ps);
-        }
-        if *method == "post" && *path == "/api/v1/adsets" {
-            op["requestBody"] = json!({"required": true, "content": {
-                "application/toml": {"schema": {"type": "string"}},
-                "application/json": {"schema": {"type": "object"}}}});
-            op["responses"]["201"] = json!({"description": "Stored as a pending revision"});
-            op["responses"]["413"] = json!({"description": "Over 1 MiB"});
-            op["responses"]["415"] = json!({"description": "Neither TOML nor JSON"});
-            op["responses"]["422"] = json!({"description": "Every problem, with field and line",
-                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
-        }
-        let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
-        entry[*method] = op;
+    for route in ROUTES {
+        let entry = paths
+            .entry(route.path.to_string())
+            .or_insert_with(|| json!({}));
+        entry[route.method] = operation(route);
     }
     json!({
         "openapi": "3.1.0",
         "info": {"title": "civicast", "version": env!("CARGO_PKG_VERSION"),
-                 "description": "Keeps public-service slogans rotating on a city's displays and proves every play."},
+                 "description": "Keeps public-service slogans rotating on a city's displays and proves every play. Every call but GET /healthz and GET /metrics needs Authorization: Bearer <token>; this document too."},
         "paths": paths,
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {"Error": error_schema()}
+            "schemas": schemas()
         }
     })
 }

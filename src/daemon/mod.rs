@@ -169,7 +169,13 @@ impl App {
         parts.spawn_loops(&tasks, &settings, time_scale, embedded);
         let http_addr = match listeners.http {
             Some(http) => Some(spawn_http(
-                &tasks, http, &store, &shared, &clock, &shutdown,
+                &tasks,
+                http,
+                &store,
+                &shared,
+                &clock,
+                &shutdown,
+                crate::api::Limits::of(&settings),
             )?),
             None => None,
         };
@@ -396,15 +402,17 @@ fn spawn_http(
     shared: &Shared,
     clock: &Arc<dyn Clock>,
     shutdown: &CancellationToken,
+    limits: crate::api::Limits,
 ) -> anyhow::Result<SocketAddr> {
     let addr = http.local_addr()?;
     info!(%addr, "HTTP API listening");
-    let state = Arc::new(crate::api::ApiState {
-        store: store.clone(),
-        shared: shared.clone(),
-        clock: clock.clone(),
-        factors: Default::default(),
-    });
+    let state = Arc::new(crate::api::ApiState::new(
+        store.clone(),
+        shared.clone(),
+        clock.clone(),
+        Default::default(),
+        limits,
+    ));
     let stop = shutdown.clone();
     tasks.spawn(async move {
         if let Err(e) = crate::api::serve(http, state, stop).await {

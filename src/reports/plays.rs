@@ -4,7 +4,8 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::core::audit::{PlaysQuery, PlaysRow};
+use crate::core::audit::{PlaysQuery, PlaysRow, QueryError};
+use crate::core::model::Catalog;
 
 /// The JSON answer: the query's parameters, `rows` and `total`.
 #[derive(Debug, Serialize)]
@@ -23,6 +24,36 @@ pub struct PlaysAnswer {
     pub feed: Option<String>,
     pub rows: Vec<serde_json::Map<String, serde_json::Value>>,
     pub total: i64,
+}
+
+/// The filters of a play-count query that name a class, display or feed must name one the
+/// catalog knows, as the compliance report requires: a typo answers an error naming the
+/// parameter, not zero rows that read as "never played".
+pub fn check_plays_names(q: &PlaysQuery, catalog: &Catalog) -> Result<(), QueryError> {
+    let unknown = |field: &'static str, what: &str, v: &str| QueryError {
+        field,
+        message: format!("unknown {what} {v:?}"),
+    };
+    if let Some(k) = &q.class {
+        if !catalog.classes.contains_key(k) {
+            let known: Vec<&str> = catalog.classes.keys().map(String::as_str).collect();
+            return Err(QueryError {
+                field: "class",
+                message: format!("unknown class {k:?}; known: {}", known.join(", ")),
+            });
+        }
+    }
+    if let Some(d) = &q.device {
+        if !catalog.devices.iter().any(|x| x.id.as_str() == d) {
+            return Err(unknown("device", "display", d));
+        }
+    }
+    if let Some(f) = &q.feed {
+        if !catalog.feeds.iter().any(|x| x.id.as_str() == f) {
+            return Err(unknown("feed", "feed", f));
+        }
+    }
+    Ok(())
 }
 
 pub fn answer(q: &PlaysQuery, rows: &[PlaysRow]) -> PlaysAnswer {

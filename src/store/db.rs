@@ -127,8 +127,8 @@ impl ApiStore for Db {
     async fn tokens(&self) -> Result<Vec<TokenRow>> {
         delegate!(self, s => s.tokens())
     }
-    async fn revoke_token(&self, id_or_name: &str, now_ms: i64) -> Result<u64> {
-        delegate!(self, s => s.revoke_token(id_or_name, now_ms))
+    async fn revoke_token(&self, id: i64, now_ms: i64) -> Result<bool> {
+        delegate!(self, s => s.revoke_token(id, now_ms))
     }
     async fn add_revision(&self, rev: &Revision, approved: bool) -> Result<i64> {
         delegate!(self, s => s.add_revision(rev, approved))

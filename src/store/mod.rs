@@ -133,12 +133,9 @@ pub trait ApiStore: Store {
     /// The live (not revoked) token with this hash.
     fn token_by_hash(&self, hash: &str) -> impl Future<Output = Result<Option<TokenRow>>> + Send;
     fn tokens(&self) -> impl Future<Output = Result<Vec<TokenRow>>> + Send;
-    /// Revokes by id or name; the number revoked.
-    fn revoke_token(
-        &self,
-        id_or_name: &str,
-        now_ms: i64,
-    ) -> impl Future<Output = Result<u64>> + Send;
+    /// Revokes the token with this id; false when no live token has it. By id only: a
+    /// name that reads as a number must not revoke a second token (the CLI resolves names).
+    fn revoke_token(&self, id: i64, now_ms: i64) -> impl Future<Output = Result<bool>> + Send;
 
     /// Adds a revision; returns its number. `approved` for files reviewed in version control.
     fn add_revision(

@@ -90,12 +90,22 @@ pub fn embedded_port(running: &daemon::App) -> u16 {
 
 /// The HTTP API of `running` on `store`, as `serve` builds it, to call in-process.
 pub fn api_router<S: Into<civicast::store::Db>>(store: S, running: &daemon::App) -> axum::Router {
-    api::router(Arc::new(ApiState {
-        store: store.into(),
-        shared: running.shared().clone(),
-        clock: Arc::new(SystemClock),
-        factors: Default::default(),
-    }))
+    api::router(api_state(store, running, api::Limits::default()))
+}
+
+/// The state of the HTTP API of `running` on `store`, with `limits`.
+pub fn api_state<S: Into<civicast::store::Db>>(
+    store: S,
+    running: &daemon::App,
+    limits: api::Limits,
+) -> Arc<ApiState> {
+    Arc::new(ApiState::new(
+        store.into(),
+        running.shared().clone(),
+        Arc::new(SystemClock),
+        Default::default(),
+        limits,
+    ))
 }
 
 /// The daemon (embedded broker, SQLite) with its HTTP API, for the API tests.
@@ -105,6 +115,8 @@ pub struct App {
     pub running: daemon::App,
     /// Token secrets by account name: operators `op1` and `op2`, auditor `aud`, admin `adm`.
     pub tokens: HashMap<&'static str, String>,
+    /// The store the router reads, to build another router on it.
+    pub store: SqliteStore,
     _dir: tempfile::TempDir,
 }
 
@@ -133,7 +145,8 @@ pub async fn spawn_app() -> App {
     )
     .await;
     App {
-        router: api_router(store, &running),
+        router: api_router(store.clone(), &running),
+        store,
         shutdown,
         running,
         tokens,

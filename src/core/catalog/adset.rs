@@ -12,7 +12,8 @@ use super::tree::{
     self, expect_array, expect_int, expect_str, known_list, quote, Key, Node, Sink, Span, Table,
 };
 use super::{
-    adset_is_json, check_text, entry_id, listed, text_of, AdSetContext, Folder, Listing, Problem,
+    adset_is_json, check_text, control_char, entry_id, listed, text_of, AdSetContext, Folder,
+    Listing, Problem,
 };
 
 /// The ad sets of the folder `adsets`, in order; a second ad set with the id of an earlier
@@ -434,6 +435,8 @@ fn slogan_text(t: &mut Table, label: &str, sink: &mut Sink) -> SloganText {
         if let Some(s) = expect_str(sink, n, &field) {
             if s.trim().is_empty() {
                 sink.error(&n.span, &field, format!("{label}: empty text"));
+            } else if let Some(m) = control_char(s) {
+                sink.error(&n.span, &field, format!("{label}: {m}"));
             } else {
                 text = Some(s.to_owned());
             }
@@ -518,6 +521,10 @@ fn class_text<'n>(
     };
     if s.trim().is_empty() {
         sink.error(&span, kf, format!("{label}: empty text"));
+        return None;
+    }
+    if let Some(m) = control_char(s) {
+        sink.error(&span, kf, format!("{label}: {m}"));
         return None;
     }
     for m in check_text(s, class) {

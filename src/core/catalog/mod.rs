@@ -44,7 +44,7 @@ pub use sources::{
     adset_is_json, Absent, Content, DeviceFiles, Folder, Listing, ScheduleFiles, SourceFile,
     Sources,
 };
-pub use text::check_text;
+pub use text::{check_text, control_char};
 
 /// The time zone of the feeds when `feeds.toml` names none.
 pub const DEFAULT_TIMEZONE: chrono_tz::Tz = chrono_tz::Asia::Shanghai;

@@ -6,6 +6,18 @@ use crate::core::model::{Charset, ClassProfile};
 /// At most this many bad characters are listed for one text.
 const MAX_BAD_CHARS: usize = 10;
 
+/// The first control character of `text` (NUL, ESC, a line break...), named with its 1-based
+/// position: a slogan text is one line that a display draws, and a control byte reaching an
+/// LED controller may be read as a command.
+pub fn control_char(text: &str) -> Option<String> {
+    let (i, c) = text.chars().enumerate().find(|(_, c)| c.is_control())?;
+    Some(format!(
+        "control character U+{:04X} at position {}: a slogan text is one line of visible characters",
+        u32::from(c),
+        i + 1
+    ))
+}
+
 /// Problems of `text` on a display of `class`, one message each: too many characters (counted
 /// as Unicode scalar values), and for a `gb2312` class every character GB2312 lacks, named with
 /// its 1-based position. Empty when the class can show the text.

@@ -442,6 +442,8 @@ pub(crate) struct Sink<'a> {
     /// a binary search, not a count from the top (quadratic on a large file with many
     /// problems).
     newlines: std::cell::OnceCell<Vec<usize>>,
+    /// Errors among `problems`, counted as they come, so `has_errors` is not a scan.
+    errors: usize,
 }
 
 impl<'a> Sink<'a> {
@@ -451,6 +453,7 @@ impl<'a> Sink<'a> {
             text,
             problems: Vec::new(),
             newlines: std::cell::OnceCell::new(),
+            errors: 0,
         }
     }
     pub fn line(&self, span: &Span) -> Option<usize> {
@@ -468,6 +471,7 @@ impl<'a> Sink<'a> {
         })
     }
     fn push(&mut self, severity: Severity, line: Option<usize>, field: &str, message: String) {
+        self.errors += usize::from(severity == Severity::Error);
         self.problems.push(Problem {
             severity,
             file: self.file.to_owned(),
@@ -491,7 +495,7 @@ impl<'a> Sink<'a> {
         self.push(Severity::Error, line, field, message.into());
     }
     pub fn has_errors(&self) -> bool {
-        self.problems.iter().any(Problem::is_error)
+        self.errors > 0
     }
 }
 

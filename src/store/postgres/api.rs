@@ -133,17 +133,14 @@ impl ApiStore for PgStore {
         rows.iter().map(token_row).collect()
     }
 
-    async fn revoke_token(&self, id_or_name: &str, now_ms: i64) -> Result<u64> {
-        let id: i64 = id_or_name.parse().unwrap_or(-1);
-        let r = sqlx::query(
-            "UPDATE tokens SET revoked_at = $1 WHERE (id = $2 OR name = $3) AND revoked_at IS NULL",
-        )
-        .bind(now_ms)
-        .bind(id)
-        .bind(id_or_name)
-        .execute(&self.pool)
-        .await?;
-        Ok(r.rows_affected())
+    async fn revoke_token(&self, id: i64, now_ms: i64) -> Result<bool> {
+        let r =
+            sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                .bind(now_ms)
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+        Ok(r.rows_affected() == 1)
     }
 
     async fn add_revision(&self, rev: &Revision, approved: bool) -> Result<i64> {
