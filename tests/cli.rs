@@ -101,6 +101,44 @@ fn audit_options_are_checked_before_any_query() {
 }
 
 #[test]
+fn audit_plays_on_the_command_line_names_an_unknown_display_as_http_does() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    assert_eq!(civicast(dir.path(), &["init", "."]).0, 0);
+    let csv = std::fs::read_dir(dir.path().join("devices"))
+        .expect("devices/")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "csv"))
+        .expect("a devices CSV");
+    let text = std::fs::read_to_string(csv).expect("csv");
+    let known = text
+        .lines()
+        .nth(1)
+        .and_then(|l| l.split(',').next())
+        .expect("a first display")
+        .to_string();
+    let (code, _, err) = civicast(
+        dir.path(),
+        &["audit", "plays", "--device", "nope", "--format", "json"],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--device") && err.contains("nope"), "{err}");
+    let (code, _, err) = civicast(
+        dir.path(),
+        &["audit", "plays", "--class", "bus_lde", "--format", "json"],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--class") && err.contains("bus_lde"), "{err}");
+    let (code, out, err) = civicast(
+        dir.path(),
+        &["audit", "plays", "--device", &known, "--format", "json"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["total"], 0);
+}
+
+#[test]
 fn the_inspection_sample_is_the_same_for_the_same_week_and_seed() {
     let dir = tempfile::tempdir().expect("tempdir");
     assert_eq!(civicast(dir.path(), &["init", "."]).0, 0);

@@ -130,6 +130,21 @@ pub async fn plays(settings: &Settings, a: PlaysArgs) -> anyhow::Result<ExitCode
             return Ok(ExitCode::from(2));
         }
     };
+    // A filter naming a class, display or feed is checked against the files, as over HTTP:
+    // a typo is an error, not zero rows that read as "never played".
+    if q.class.is_some() || q.device.is_some() || q.feed.is_some() {
+        let catalog = match load_catalog(&settings.devices, &settings.schedules) {
+            Ok(c) => c,
+            Err(n) => {
+                eprintln!("civicast: {n} errors in devices/ or schedules/");
+                return Ok(ExitCode::from(EXIT_CONFIG));
+            }
+        };
+        if let Err(e) = crate::reports::check_plays_names(&q, &catalog) {
+            eprintln!("civicast: --{}: {}", e.field.replace('_', "-"), e.message);
+            return Ok(ExitCode::from(2));
+        }
+    }
     let store = open_store(settings).await?;
     let rows = store.audit_plays(&q).await?;
     let out = match a.format {
