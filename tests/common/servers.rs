@@ -163,6 +163,15 @@ impl Mosquitto {
     }
 }
 
+impl Mosquitto {
+    /// [`Mosquitto::start_again`] in place, for a broker held in a struct.
+    pub async fn restart_stopped(&mut self) {
+        assert!(self.child.is_none(), "stop it first");
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));
+        *self = Mosquitto::spawn(dir, self.port).await;
+    }
+}
+
 impl Drop for Mosquitto {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -892,4 +901,34 @@ fn parse_publish(body: &[u8], v5: bool) -> Option<(u16, String, Option<String>)>
         .ok()
         .and_then(|v| v["play_id"].as_str().map(str::to_owned));
     Some((id, topic, play))
+}
+
+/// A private PostgreSQL cluster reached through a [`Proxy`] that can cut it off: `store`
+/// goes through the proxy (give it to the daemon), `direct` does not (read what was
+/// stored with it).
+pub struct ProxiedPg {
+    pub cluster: PgCluster,
+    pub proxy: Proxy,
+    pub direct: PgStore,
+    pub store: PgStore,
+}
+
+impl ProxiedPg {
+    pub async fn start() -> ProxiedPg {
+        let cluster = PgCluster::start().await;
+        let direct = PgStore::connect(&cluster.url())
+            .await
+            .expect("connect to the cluster");
+        let proxy = Proxy::start(cluster.addr()).await;
+        let via = format!("postgres://postgres@{}/postgres", proxy.addr);
+        let store = PgStore::connect(&via)
+            .await
+            .expect("connect through the proxy");
+        ProxiedPg {
+            cluster,
+            proxy,
+            direct,
+            store,
+        }
+    }
 }
