@@ -60,9 +60,13 @@ enum Backend {
     Postgres,
 }
 
-/// One test's database: a SQLite file in `dir`, or a private PostgreSQL cluster.
+/// One test's database: a SQLite file in `dir`, or a private PostgreSQL cluster. `db` is
+/// the daemon's; `check` is a store of its own (its own connections), to read what was
+/// stored as anyone else would: a write that only the daemon's connection can see is not
+/// stored.
 struct TestDb {
     db: Db,
+    check: Db,
     url: String,
     _pg: Option<PgCluster>,
 }
@@ -73,8 +77,10 @@ impl TestDb {
             Backend::Sqlite => {
                 let url = format!("sqlite://{}", dir.join("civicast.db").display());
                 let s = SqliteStore::connect(&url).await.expect("sqlite");
+                let check = SqliteStore::connect(&url).await.expect("sqlite");
                 TestDb {
                     db: s.into(),
+                    check: check.into(),
                     url,
                     _pg: None,
                 }
@@ -83,8 +89,10 @@ impl TestDb {
                 let pg = PgCluster::start().await;
                 let url = pg.url();
                 let s = PgStore::connect(&url).await.expect("postgres");
+                let check = PgStore::connect(&url).await.expect("postgres");
                 TestDb {
                     db: s.into(),
+                    check: check.into(),
                     url,
                     _pg: Some(pg),
                 }
@@ -329,7 +337,7 @@ async fn sigkill_ten_times(backend: Backend) {
         // Dead: whatever is unacknowledged now was in its hands at the kill.
         let held = tap.unacked_receipts();
         for feed in ["bus", "taxi"] {
-            let n = feed_slogans(&db.db, feed).await.len();
+            let n = feed_slogans(&db.check, feed).await.len();
             restarts_after.entry(feed).or_default().push(n);
         }
         tokio::time::sleep(Duration::from_millis(700)).await;
@@ -345,9 +353,9 @@ async fn sigkill_ten_times(backend: Backend) {
     let up_at = Instant::now();
     new_plays_for_all(&displays, up_at, 3, 20).await;
     stop_and_drain(&displays).await;
-    let mut problems = wait_all_stored_once(&db.db, &displays, 20).await;
+    let mut problems = wait_all_stored_once(&db.check, &displays, 20).await;
     let held: BTreeSet<_> = held_at_kills.iter().flatten().cloned().collect();
-    problems.extend(not_stored(&db.db, &held).await);
+    problems.extend(not_stored(&db.check, &held).await);
     assert!(problems.is_empty(), "{}", problems.join("\n"));
     all_acknowledged(&tap).await;
     assert!(
@@ -355,7 +363,7 @@ async fn sigkill_ten_times(backend: Backend) {
         "no receipt was sent while the daemon was down"
     );
     for (feed, after) in &restarts_after {
-        let slogans = feed_slogans(&db.db, feed).await;
+        let slogans = feed_slogans(&db.check, feed).await;
         assert_rotation_resumed(feed, &slogans, after);
     }
     eprintln!(
@@ -419,7 +427,7 @@ async fn mosquitto_restart(backend: Backend) {
     let back_after = healthy_again(&rig.router, 30).await;
     new_plays_for_all(&displays, up_at, 3, 30).await;
     stop_and_drain(&displays).await;
-    problems.extend(wait_all_stored_once(&db.db, &displays, 20).await);
+    problems.extend(wait_all_stored_once(&db.check, &displays, 20).await);
     assert!(
         problems.is_empty(),
         "{}\n/healthz: {timeline:?}",
@@ -438,7 +446,7 @@ async fn mosquitto_restart(backend: Backend) {
     assert_eq!(m.receipts_stored.load(Ordering::Relaxed), sent);
     assert!(m.receipts_duplicate.load(Ordering::Relaxed) >= repeats as u64);
     assert_eq!(m.rejects_total(), 0);
-    assert_rotation_uninterrupted(&db.db).await;
+    assert_rotation_uninterrupted(&db.check).await;
     eprintln!(
         "mosquitto restart ({backend:?}): {sent} receipts sent ({sent_while_down} while the \
          broker was down, {repeats} sent twice); /healthz {timeline:?}; healthy {back_after:?} \
@@ -473,10 +481,11 @@ async fn a_postgresql_restart_mid_batch_loses_no_receipt_and_counts_none_twice()
     require_env();
     let dir = city();
     let mut pg = PgCluster::start().await;
+    let daemon_store = PgStore::connect(&pg.url()).await.expect("postgres");
     let store = PgStore::connect(&pg.url()).await.expect("postgres");
     let rig = Rig::start(
         dir,
-        store.clone().into(),
+        daemon_store.into(),
         Arc::new(civicast::daemon::SystemClock),
         Duration::from_secs(1),
     )
@@ -720,12 +729,15 @@ async fn a_full_disk_under_sqlite_acknowledges_nothing_and_loses_nothing() {
     });
     let dir = city();
     let url = format!("sqlite://{}", fs.path().join("civicast.db").display());
+    let daemon_store = SqliteStore::connect(&url)
+        .await
+        .expect("sqlite on the tmpfs");
     let store = SqliteStore::connect(&url)
         .await
         .expect("sqlite on the tmpfs");
     let rig = Rig::start(
         dir,
-        store.clone().into(),
+        daemon_store.clone().into(),
         Arc::new(civicast::daemon::SystemClock),
         Duration::from_millis(300),
     )
@@ -738,6 +750,23 @@ async fn a_full_disk_under_sqlite_acknowledges_nothing_and_loses_nothing() {
     .await;
     a_receipt_just_sent(&displays).await;
     let tasks = rig.running.tasks_running();
+    // A write-ahead log that was reset reuses its own pages, so SQLite commits on a full
+    // disk until the log must grow; an empty log (as after a checkpoint that truncated
+    // it) must grow at the next commit, as it does for good once the database file cannot.
+    let wal = fs.path().join("civicast.db-wal");
+    let wal_len = || std::fs::metadata(&wal).map_or(0, |m| m.len());
+    wait_until("the write-ahead log truncated", 10, || async {
+        let (busy, _, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+            .fetch_one(store.pool())
+            .await
+            .expect("checkpoint");
+        match busy {
+            0 => Ok(()),
+            _ => Err(format!("busy; the log holds {} bytes", wal_len())),
+        }
+    })
+    .await;
+    let wal_at_fill = wal_len();
     let filled = fs.fill();
     let full_at = Instant::now();
     let (mut problems, timeline) = health_while_down(&rig.router, "database", 3.0, 6.0).await;
@@ -857,7 +886,7 @@ async fn clock_jumps(backend: Backend) {
     let sent = total_sent(&displays) as u64;
     wait_for("every receipt handled", 20, || handled() >= sent).await;
     all_acknowledged(&rig.tap).await;
-    let rows: Vec<(String, String)> = receipt_rows(&db.db).await;
+    let rows: Vec<(String, String)> = receipt_rows(&db.check).await;
     let stored: BTreeSet<(String, String)> = rows.iter().cloned().collect();
     if rows.len() != stored.len() {
         problems.push(format!("{} rows for {} receipts", rows.len(), stored.len()));
@@ -870,7 +899,7 @@ async fn clock_jumps(backend: Backend) {
         ));
     }
     let rejects: BTreeMap<String, i64> = db
-        .db
+        .check
         .reject_counts()
         .await
         .expect("rejects")
@@ -885,7 +914,7 @@ async fn clock_jumps(backend: Backend) {
     if rejects != want {
         problems.push(format!("rejects {rejects:?}, expected {want:?}"));
     }
-    assert_rotation_uninterrupted(&db.db).await;
+    assert_rotation_uninterrupted(&db.check).await;
     eprintln!(
         "clock jumps ({backend:?}): {sent} receipts, {} in their window and stored, {outside} \
          outside it and rejected",
@@ -939,7 +968,7 @@ async fn tenfold_duplicates(backend: Backend) {
     })
     .await;
     stop_and_drain(&displays).await;
-    let problems = wait_all_stored_once(&db.db, &displays, 20).await;
+    let problems = wait_all_stored_once(&db.check, &displays, 20).await;
     assert!(problems.is_empty(), "{}", problems.join("\n"));
     all_acknowledged(&rig.tap).await;
     let sent = total_sent(&displays) as u64;

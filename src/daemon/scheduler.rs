@@ -244,12 +244,7 @@ impl Scheduler {
         let write = self
             .store
             .record_play(new, Some((feed.id.as_str(), &cursor_json)));
-        match self
-            .shared
-            .metrics()
-            .write(Utc::now().timestamp_millis(), write)
-            .await
-        {
+        match self.shared.metrics().write(write).await {
             Ok(k) => Some(k),
             Err(e) => {
                 warn!(feed = %feed.id, error = %e, "could not record play; skipping this slot");
