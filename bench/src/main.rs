@@ -99,6 +99,9 @@ struct BenchArgs {
     /// soak: displays powering on per second.
     #[arg(long, default_value_t = 400.0)]
     ramp: f64,
+    /// soak: stop and fail when RSS passes this many MiB (checked each second).
+    #[arg(long, default_value_t = 4096)]
+    max_rss: u64,
 }
 
 /// One scenario, as `civicast bench ...` ran it.
@@ -192,6 +195,7 @@ async fn run(settings: Settings, a: BenchArgs) -> anyhow::Result<ExitCode> {
                 every: parse("every", &a.every)?,
                 ramp: a.ramp,
                 dir: a.dir.join("soak"),
+                max_rss_mib: a.max_rss,
             };
             let r = soak(&settings, &o).await?;
             print_soak(&o, &r);

@@ -37,6 +37,9 @@ pub struct SoakOptions {
     pub ramp: f64,
     /// Where the city's files and the database go.
     pub dir: PathBuf,
+    /// The run stops (and fails) when this process's RSS passes this many MiB: checked each
+    /// second, so that a runaway cannot take a shared machine's memory.
+    pub max_rss_mib: u64,
 }
 
 /// One reading.
@@ -63,6 +66,8 @@ pub struct SoakReport {
     pub distinct: i64,
     pub duplicates: u64,
     pub rejects: u64,
+    /// Set when the run stopped early: RSS passed the cap (MiB, after seconds).
+    pub aborted: Option<(u64, f64)>,
 }
 
 impl SoakReport {
@@ -89,7 +94,7 @@ impl SoakReport {
         self.rows == self.sent as i64 && self.distinct == self.rows
     }
     pub fn ok(&self) -> bool {
-        self.rss_flat() && self.fds_flat() && self.stored_once()
+        self.aborted.is_none() && self.rss_flat() && self.fds_flat() && self.stored_once()
     }
 }
 
@@ -147,12 +152,28 @@ pub async fn soak(settings: &Settings, o: &SoakOptions) -> anyhow::Result<SoakRe
     let m = app.metrics().clone();
     let started = Instant::now();
     let mut samples = Vec::new();
-    let mut tick = tokio::time::interval(o.every);
+    let mut aborted = None;
+    let mut next_sample = Duration::ZERO;
+    let mut guard = tokio::time::interval(Duration::from_secs(1));
     loop {
-        tick.tick().await;
+        guard.tick().await;
+        let rss = rss_kib().0;
+        if rss / 1024 > o.max_rss_mib {
+            let at = started.elapsed().as_secs_f64();
+            eprintln!(
+                "soak {at:>6.0} s: RSS {rss} KiB passed --max-rss {} MiB; stopping",
+                o.max_rss_mib
+            );
+            aborted = Some((rss / 1024, at));
+            break;
+        }
+        if started.elapsed() < next_sample {
+            continue;
+        }
+        next_sample += o.every;
         let s = Sample {
             at: started.elapsed(),
-            rss_kib: rss_kib().0,
+            rss_kib: rss,
             fds: open_fds(),
             receipts_stored: m.receipts_stored.load(Ordering::Relaxed),
             online: stats.online.load(Ordering::Relaxed),
@@ -217,6 +238,7 @@ pub async fn soak(settings: &Settings, o: &SoakOptions) -> anyhow::Result<SoakRe
         distinct,
         duplicates: m.receipts_duplicate.load(Ordering::Relaxed),
         rejects: m.rejects_total(),
+        aborted,
     })
 }
 
@@ -240,6 +262,12 @@ pub fn print_soak(o: &SoakOptions, r: &SoakReport) {
             s.fds,
             s.online,
             s.receipts_stored
+        );
+    }
+    if let Some((mib, at)) = r.aborted {
+        println!(
+            "ABORTED after {at:.0} s: RSS {mib} MiB passed --max-rss {} MiB",
+            o.max_rss_mib
         );
     }
     let verdict = |ok: bool| if ok { "flat" } else { "GROWING" };
