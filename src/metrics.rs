@@ -26,7 +26,7 @@ pub struct Metrics {
     pub configs_published: AtomicU64,
     pub broker_connected: AtomicBool,
     pub database_ok: AtomicBool,
-    /// When the write in flight started (ms since the epoch), 0 when none: a write that
+    /// When the write in flight started (ms on [`monotonic_ms`]), 0 when none: a write that
     /// hangs says as much about the database as one that fails.
     pub write_started_ms: std::sync::atomic::AtomicI64,
     pub online_by_class: Mutex<BTreeMap<String, i64>>,
@@ -61,21 +61,34 @@ impl Refusal {
 /// A write pending longer than this marks the database as failing.
 pub const WRITE_STALL_MS: i64 = 5_000;
 
+/// Milliseconds on a monotonic clock (from the first call, plus one so that it is never 0).
+/// How long a write has hung is a duration, measured where the wall clock cannot jump.
+fn monotonic_ms() -> i64 {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    i64::try_from(
+        EPOCH
+            .get_or_init(std::time::Instant::now)
+            .elapsed()
+            .as_millis(),
+    )
+    .unwrap_or(i64::MAX)
+    .saturating_add(1)
+}
+
 impl Metrics {
     /// Whether the database answers: the last write succeeded and none hangs.
-    pub fn database_healthy(&self, now_ms: i64) -> bool {
+    pub fn database_healthy(&self) -> bool {
         let started = self.write_started_ms.load(Ordering::Relaxed);
         self.database_ok.load(Ordering::Relaxed)
-            && (started == 0 || now_ms - started < WRITE_STALL_MS)
+            && (started == 0 || monotonic_ms() - started < WRITE_STALL_MS)
     }
     /// Runs a database write, keeping `database_ok` and the stall clock up to date.
     pub async fn write<T, E>(
         &self,
-        now_ms: i64,
         f: impl std::future::Future<Output = Result<T, E>>,
     ) -> Result<T, E> {
         self.write_started_ms
-            .store(now_ms.max(1), Ordering::Relaxed);
+            .store(monotonic_ms(), Ordering::Relaxed);
         let r = f.await;
         self.write_started_ms.store(0, Ordering::Relaxed);
         self.database_ok.store(r.is_ok(), Ordering::Relaxed);
@@ -187,7 +200,7 @@ impl Metrics {
             "Whether the daemon's MQTT session is up.",
             one(broker.to_string()),
         );
-        let db = u8::from(self.database_healthy(chrono::Utc::now().timestamp_millis()));
+        let db = u8::from(self.database_healthy());
         family(
             o,
             "civicast_database_ok",

@@ -10,6 +10,8 @@
 //! - `storage`: bytes per receipt on disk after that load, beside a plain heap table.
 //! - `memory`: RSS with a large inventory, each size in a fresh process.
 //! - `pg`: the audit and storage scenarios on PostgreSQL.
+//! - `soak`: the demo city at speed for a long time: memory and open descriptors sampled,
+//!   every receipt checked stored once at the end.
 //!
 //! Owns: nothing the daemon uses; the `civicast` library never depends on it. Must not
 //! touch: the daemon's code paths (it drives them as a user would, through the library's
@@ -23,6 +25,7 @@ pub mod load;
 pub mod memory;
 pub mod pg;
 pub mod report;
+pub mod soak;
 pub mod storage;
 pub mod synth;
 
@@ -33,5 +36,6 @@ pub use load::{load_pg, load_sqlite, print_load, print_pg_load, LoadReport, PgLo
 pub use memory::{memory_one, print_memory, rss_kib, MemoryReport};
 pub use pg::{audit_pg, print_pg_storage, storage_pg, PgStorageReport};
 pub use report::Rate;
+pub use soak::{print_soak, soak, SoakOptions, SoakReport};
 pub use storage::{print_storage, storage, StorageReport};
 pub use synth::LoadOptions;

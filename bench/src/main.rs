@@ -14,8 +14,8 @@ use civicast::settings::Settings;
 use civicast_bench::report::machine;
 use civicast_bench::{
     audit, audit_pg, ingest, load_pg, load_sqlite, memory_one, print_audit, print_ingest,
-    print_load, print_memory, print_pg_load, print_pg_storage, print_storage, storage, storage_pg,
-    IngestOptions, LoadOptions, MemoryReport,
+    print_load, print_memory, print_pg_load, print_pg_storage, print_soak, print_storage, soak,
+    storage, storage_pg, IngestOptions, LoadOptions, MemoryReport, SoakOptions,
 };
 use clap::{Args, Parser, ValueEnum};
 
@@ -44,6 +44,8 @@ enum Scenario {
     Audit,
     Storage,
     Memory,
+    /// The demo city at --speed for --duration, RSS and open fds sampled every --every.
+    Soak,
     /// One size of the memory scenario, in this process (the parent spawns one per size).
     #[value(hide = true)]
     MemoryOne,
@@ -85,6 +87,21 @@ struct BenchArgs {
     /// catalog and the store's inventory sync.
     #[arg(long)]
     daemon: bool,
+    /// soak: time compression, as `civicast demo --speed`.
+    #[arg(long, default_value_t = 60.0)]
+    speed: f64,
+    /// soak: how long (10m, 1h).
+    #[arg(long, default_value = "1h")]
+    duration: String,
+    /// soak: time between samples.
+    #[arg(long, default_value = "1m")]
+    every: String,
+    /// soak: displays powering on per second.
+    #[arg(long, default_value_t = 400.0)]
+    ramp: f64,
+    /// soak: stop and fail when RSS passes this many MiB (checked each second).
+    #[arg(long, default_value_t = 4096)]
+    max_rss: u64,
 }
 
 /// One scenario, as `civicast bench ...` ran it.
@@ -166,6 +183,23 @@ async fn run(settings: Settings, a: BenchArgs) -> anyhow::Result<ExitCode> {
             }
             print_memory(&rows);
             Ok(ExitCode::SUCCESS)
+        }
+        Scenario::Soak => {
+            let parse = |what: &str, v: &str| {
+                civicast::core::catalog::parse_duration(v)
+                    .map_err(|e| anyhow::anyhow!("--{what} {v:?}: {e}"))
+            };
+            let o = SoakOptions {
+                speed: a.speed,
+                duration: parse("duration", &a.duration)?,
+                every: parse("every", &a.every)?,
+                ramp: a.ramp,
+                dir: a.dir.join("soak"),
+                max_rss_mib: a.max_rss,
+            };
+            let r = soak(&settings, &o).await?;
+            print_soak(&o, &r);
+            Ok(exit(r.ok()))
         }
         Scenario::MemoryOne => {
             let n = a.displays.first().copied().unwrap_or(100_000) as usize;

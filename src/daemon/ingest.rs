@@ -23,7 +23,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use rumqttc::v5::mqttbytes::v5::Publish;
 use rumqttc::v5::AsyncClient;
 use tokio::sync::mpsc;
@@ -260,10 +259,7 @@ async fn commit(store: &Db, shared: &Shared, batch: &Batch) {
     let mut backoff = Duration::from_millis(100);
     loop {
         let t0 = Instant::now();
-        match m
-            .write(Utc::now().timestamp_millis(), store.commit_batch(batch))
-            .await
-        {
+        match m.write(store.commit_batch(batch)).await {
             Ok(out) => {
                 m.batches.fetch_add(1, Ordering::Relaxed);
                 m.batch_rows

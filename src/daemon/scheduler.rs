@@ -47,11 +47,25 @@ struct Timetable {
     due: BinaryHeap<Reverse<(DateTime<Utc>, usize)>>,
 }
 
+impl Timetable {
+    /// Every feed's next slot from `now`.
+    fn reschedule(&mut self, now: DateTime<Utc>) {
+        self.due = self
+            .catalog
+            .feeds
+            .iter()
+            .enumerate()
+            .map(|(i, f)| Reverse((rotation::next_slot(&f.id, f.interval, now), i)))
+            .collect();
+    }
+}
+
 impl Scheduler {
     pub async fn run(self) {
         let mut cursors: HashMap<String, Cursor> = HashMap::new();
         let mut slogan_keys: HashMap<(String, i64, String), i64> = HashMap::new();
         let mut plan = self.timetable(&mut cursors).await;
+        let mut last_now = self.clock.now();
         loop {
             let Some(&Reverse((due, i))) = plan.due.peek() else {
                 tokio::select! {
@@ -62,7 +76,21 @@ impl Scheduler {
                     }
                 }
             };
-            let wait = (due - self.clock.now()).to_std().unwrap_or(Duration::ZERO);
+            let now = self.clock.now();
+            if now < last_now - chrono::TimeDelta::seconds(1) {
+                // The clock went back: every slot ahead is now as far away as the jump, and
+                // waiting for them would silence the feeds that long. The grids from now on
+                // keep each feed's phase.
+                warn!(
+                    by_ms = (last_now - now).num_milliseconds(),
+                    "the clock went back; rescheduling every feed from now"
+                );
+                plan.reschedule(now);
+                last_now = now;
+                continue;
+            }
+            last_now = now;
+            let wait = (due - now).to_std().unwrap_or(Duration::ZERO);
             tokio::select! {
                 _ = self.shutdown.cancelled() => break,
                 _ = self.shared.reloaded() => {
@@ -216,12 +244,7 @@ impl Scheduler {
         let write = self
             .store
             .record_play(new, Some((feed.id.as_str(), &cursor_json)));
-        match self
-            .shared
-            .metrics()
-            .write(Utc::now().timestamp_millis(), write)
-            .await
-        {
+        match self.shared.metrics().write(write).await {
             Ok(k) => Some(k),
             Err(e) => {
                 warn!(feed = %feed.id, error = %e, "could not record play; skipping this slot");

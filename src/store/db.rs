@@ -36,6 +36,20 @@ impl Db {
         }
     }
 
+    /// A trivial query: whether the database answers at all (a connection from the pool,
+    /// one round trip).
+    pub async fn ping(&self) -> Result<()> {
+        match self {
+            Db::Sqlite(s) => {
+                sqlx::query("SELECT 1").execute(s.pool()).await?;
+            }
+            Db::Postgres(s) => {
+                sqlx::query("SELECT 1").execute(s.pool()).await?;
+            }
+        }
+        Ok(())
+    }
+
     pub fn backend(&self) -> Backend {
         match self {
             Db::Sqlite(_) => Backend::Sqlite,

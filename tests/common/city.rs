@@ -127,17 +127,80 @@ pub fn load_city(dir: &Path) -> civicast::core::model::Catalog {
         .expect("the test city is valid")
 }
 
-/// What an uninterrupted rotation of [`ADSET`] plays, `n` plays long.
-pub fn uninterrupted_rotation(n: usize) -> Vec<String> {
-    let mk = |s: &str, w| civicast::core::rotation::Candidate {
-        adset: civicast::core::model::Id::parse("civility").expect("id"),
-        rev: 1,
-        slogan: civicast::core::model::Id::parse(s).expect("id"),
-        weight: w,
-    };
-    let cands = [mk("jiang-wenming", 2), mk("paidui", 1)];
-    let mut cur = civicast::core::rotation::Cursor::default();
-    (0..n)
-        .map(|_| cands[cur.pick(&cands).expect("pick")].slogan.to_string())
+/// Three slogans weighted 5:3:1: the rotation repeats only every 9 plays, and a cursor
+/// reset anywhere else inside that period shows in the sequence.
+pub const WEIGHTED_ADSET: &str = r#"
+id = "civility"
+valid_from = "2020-01-01"
+valid_until = "2099-12-31"
+
+[[slogan]]
+id = "a"
+text = "讲文明 树新风"
+weight = 5
+
+[[slogan]]
+id = "b"
+text = "自觉排队 文明乘车"
+weight = 3
+
+[[slogan]]
+id = "c"
+text = "礼让斑马线"
+weight = 1
+"#;
+
+/// One period of [`WEIGHTED_ADSET`]'s rotation from a fresh cursor, worked out by hand with
+/// smooth weighted round-robin (each pick adds every weight to its credit, takes the
+/// largest credit and subtracts the total, 9, from it):
+///
+/// | pick | credits before (a, b, c) | picked |
+/// |---|---|---|
+/// | 1 | 5, 3, 1 | a |
+/// | 2 | 1, 6, 2 | b |
+/// | 3 | 6, 0, 3 | a |
+/// | 4 | 2, 3, 4 | c |
+/// | 5 | 7, 6, -4 | a |
+/// | 6 | 3, 9, -3 | b |
+/// | 7 | 8, 3, -2 | a |
+/// | 8 | 4, 6, -1 | b |
+/// | 9 | 9, 0, 0 | a (all credits back to 0) |
+pub const WEIGHTED_ROTATION: [&str; 9] = ["a", "b", "a", "c", "a", "b", "a", "b", "a"];
+
+/// The test city with [`WEIGHTED_ADSET`] as its ad set.
+pub fn write_weighted_city(dir: &Path) {
+    City {
+        adset: WEIGHTED_ADSET,
+        ..City::default()
+    }
+    .write(dir);
+}
+
+/// `n` plays of an uninterrupted [`WEIGHTED_ADSET`] rotation.
+pub fn weighted_rotation(n: usize) -> Vec<String> {
+    WEIGHTED_ROTATION
+        .iter()
+        .cycle()
+        .take(n)
+        .map(|s| (*s).to_owned())
         .collect()
+}
+
+/// Checks that `slogans` (a feed's plays in order, across restarts that happened after
+/// `boundaries` plays) is one uninterrupted rotation, and that at least one restart fell
+/// inside a period, where a reset cursor would have shown.
+pub fn assert_rotation_resumed(feed: &str, slogans: &[String], boundaries: &[usize]) {
+    assert_eq!(
+        slogans,
+        weighted_rotation(slogans.len()),
+        "feed {feed}: the rotation was not resumed from its stored cursor (restarts after {boundaries:?} plays)"
+    );
+    assert!(
+        boundaries
+            .iter()
+            .any(|b| b % WEIGHTED_ROTATION.len() != 0 && *b < slogans.len()),
+        "feed {feed}: every restart fell on a period boundary ({boundaries:?} of {} plays): \
+         a reset cursor would not have shown",
+        slogans.len()
+    );
 }

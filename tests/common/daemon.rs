@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,6 +48,29 @@ pub async fn start_daemon<S: Into<civicast::store::Db>>(
     broker: Broker,
     tweak: impl FnOnce(&mut Settings),
 ) -> (daemon::App, CancellationToken) {
+    start_daemon_with_clock(dir, store, broker, Arc::new(SystemClock), tweak).await
+}
+
+/// The system clock moved by an offset the test sets at will: a clock that jumps.
+#[derive(Default)]
+pub struct ShiftedClock {
+    pub offset_ms: Arc<AtomicI64>,
+}
+
+impl daemon::Clock for ShiftedClock {
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        chrono::Utc::now() + chrono::TimeDelta::milliseconds(self.offset_ms.load(Ordering::Relaxed))
+    }
+}
+
+/// [`start_daemon`] with the daemon's clock given.
+pub async fn start_daemon_with_clock<S: Into<civicast::store::Db>>(
+    dir: &Path,
+    store: S,
+    broker: Broker,
+    clock: Arc<dyn daemon::Clock>,
+    tweak: impl FnOnce(&mut Settings),
+) -> (daemon::App, CancellationToken) {
     let catalog = load_city(dir);
     let mut settings = Settings {
         devices: dir.join("devices"),
@@ -71,6 +94,7 @@ pub async fn start_daemon<S: Into<civicast::store::Db>>(
     let mut startup = Startup::new(settings, store.into(), catalog);
     startup.listeners.mqtt = listener;
     startup.shutdown = shutdown.clone();
+    startup.clock = clock;
     let running = daemon::App::start(startup).await.expect("daemon starts");
     if let Broker::Mosquitto { session_within, .. } = broker {
         assert!(running.mqtt_addr().is_none(), "no embedded broker");

@@ -315,6 +315,10 @@ impl Client {
 #[derive(Default)]
 struct DisplayState {
     answering: AtomicBool,
+    /// How it behaves (see [`DisplayHabits`]).
+    habits: DisplayHabits,
+    /// Per receipt sent: (play's issued_at, expires_at, the receipt's started_at), in ms.
+    windows: Mutex<BTreeMap<String, (i64, i64, i64)>>,
     /// Receipts waiting for their scroll to end.
     outstanding: AtomicUsize,
     connacks: AtomicUsize,
@@ -351,7 +355,15 @@ impl Drop for Display {
 
 impl Display {
     pub fn connect(id: &str, port: u16, v5: bool) -> Display {
-        let st = Arc::new(DisplayState::default());
+        Self::connect_with(id, port, v5, DisplayHabits::default())
+    }
+
+    /// A display with other habits than the default ones.
+    pub fn connect_with(id: &str, port: u16, v5: bool, habits: DisplayHabits) -> Display {
+        let st = Arc::new(DisplayState {
+            habits,
+            ..Default::default()
+        });
         st.answering.store(true, Ordering::Relaxed);
         let stop = CancellationToken::new();
         let pw = format!("pw-{id}");
@@ -464,6 +476,14 @@ impl Display {
     pub fn sent_at(&self, play_id: &str) -> Option<Instant> {
         self.st.sent.lock().expect("lock").get(play_id).copied()
     }
+    /// Per receipt sent: (its play's issued_at, expires_at, its started_at), ms.
+    pub fn windows(&self) -> BTreeMap<String, (i64, i64, i64)> {
+        self.st.windows.lock().expect("lock").clone()
+    }
+    /// PUBACKs the broker returned for this display's publishes.
+    pub fn pubacks(&self) -> usize {
+        self.st.pubacks.load(Ordering::Relaxed)
+    }
     pub fn sent_ids(&self) -> BTreeSet<String> {
         self.st.sent.lock().expect("lock").keys().cloned().collect()
     }
@@ -514,7 +534,12 @@ fn on_message(p: &Publisher, st: &Arc<DisplayState>, id: &str, topic: &str, payl
     if !st.seen.lock().expect("lock").insert(play_id.clone()) {
         return; // a redelivery: this play was handled already
     }
-    let got = chrono::Utc::now();
+    let offset = st
+        .habits
+        .clock_offset_ms
+        .as_ref()
+        .map_or(0, |o| o.load(Ordering::Relaxed));
+    let got = chrono::Utc::now() + chrono::TimeDelta::milliseconds(offset);
     st.plays
         .lock()
         .expect("lock")
@@ -532,7 +557,17 @@ fn on_message(p: &Publisher, st: &Arc<DisplayState>, id: &str, topic: &str, payl
         got.to_rfc3339()
     );
     let topic = receipts_topic(id);
-    let repeat = st.seen.lock().expect("lock").len() % 5 == 0;
+    let ms = |k: &str| {
+        v[k].as_str()
+            .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+            .map_or(0, |t| t.timestamp_millis())
+    };
+    let window = (ms("issued_at"), ms("expires_at"), got.timestamp_millis());
+    // Copies after the first: every fifth receipt once more, or `copies - 1` for all.
+    let extra = match st.habits.copies {
+        0 => usize::from(st.seen.lock().expect("lock").len() % 5 == 0),
+        n => n - 1,
+    };
     st.outstanding.fetch_add(1, Ordering::Relaxed);
     let (p, st) = (p.clone(), st.clone());
     tokio::spawn(async move {
@@ -541,13 +576,23 @@ fn on_message(p: &Publisher, st: &Arc<DisplayState>, id: &str, topic: &str, payl
         tokio::time::sleep(Duration::from_millis(delay)).await;
         match p.publish(topic.clone(), body.clone(), false).await {
             Ok(()) => {
+                st.windows
+                    .lock()
+                    .expect("lock")
+                    .insert(play_id.clone(), window);
                 st.sent
                     .lock()
                     .expect("lock")
                     .insert(play_id, Instant::now());
-                if repeat {
-                    tokio::time::sleep(Duration::from_millis(300)).await;
-                    if p.publish(topic, body, false).await.is_ok() {
+                for _ in 0..extra {
+                    // Spread so that the copies of one receipt interleave with others'.
+                    let gap = if st.habits.copies == 0 {
+                        300
+                    } else {
+                        rand::thread_rng().gen_range(20..250)
+                    };
+                    tokio::time::sleep(Duration::from_millis(gap)).await;
+                    if p.publish(topic.clone(), body.clone(), false).await.is_ok() {
                         st.repeats.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -558,6 +603,16 @@ fn on_message(p: &Publisher, st: &Arc<DisplayState>, id: &str, topic: &str, payl
         }
         st.outstanding.fetch_sub(1, Ordering::Relaxed);
     });
+}
+
+/// How a [`Display`] behaves beyond the defaults.
+#[derive(Default, Clone)]
+pub struct DisplayHabits {
+    /// Sends each receipt this many times (interleaved with others); 0: the default, every
+    /// fifth receipt twice.
+    pub copies: usize,
+    /// Its clock runs this far (ms) from the system's: it stamps `started_at` with it.
+    pub clock_offset_ms: Option<Arc<std::sync::atomic::AtomicI64>>,
 }
 
 /// Stops every display from answering and waits until each has sent what was due.

@@ -51,15 +51,13 @@ pub async fn audited_by_device<S: Store>(store: &S) -> BTreeMap<String, i64> {
     out
 }
 
+const RECEIPT_ROWS: &str =
+    "SELECT d.name, p.play_id FROM receipts r JOIN devices d ON d.id = r.device \
+     JOIN plays p ON p.id = r.play ORDER BY d.name, p.play_id";
+
 /// Every stored receipt row as (display, play id), straight from the table.
-pub async fn receipt_rows(store: &PgStore) -> Vec<(String, String)> {
-    sqlx::query_as(
-        "SELECT d.name, p.play_id FROM receipts r JOIN devices d ON d.id = r.device \
-         JOIN plays p ON p.id = r.play ORDER BY d.name, p.play_id",
-    )
-    .fetch_all(store.pool())
-    .await
-    .expect("receipt rows")
+pub async fn receipt_rows<S: Tables>(store: &S) -> Vec<(String, String)> {
+    store.receipts().await
 }
 
 const FEED_SLOGANS: &str = "SELECT s.slogan FROM plays p JOIN slogans s ON s.id = p.slogan \
@@ -69,6 +67,8 @@ const FEED_SLOGANS: &str = "SELECT s.slogan FROM plays p JOIN slogans s ON s.id 
 pub trait Tables {
     /// The slogans the daemon recorded on `feed`, in the order it recorded them.
     fn slogans_on(&self, feed: &str) -> impl Future<Output = Vec<String>> + Send;
+    /// Every stored receipt row as (display, play id), ordered.
+    fn receipts(&self) -> impl Future<Output = Vec<(String, String)>> + Send;
 }
 
 impl Tables for PgStore {
@@ -78,6 +78,12 @@ impl Tables for PgStore {
             .fetch_all(self.pool())
             .await
             .expect("plays")
+    }
+    async fn receipts(&self) -> Vec<(String, String)> {
+        sqlx::query_as(RECEIPT_ROWS)
+            .fetch_all(self.pool())
+            .await
+            .expect("receipt rows")
     }
 }
 
@@ -89,6 +95,27 @@ impl Tables for SqliteStore {
             .await
             .expect("plays")
     }
+    async fn receipts(&self) -> Vec<(String, String)> {
+        sqlx::query_as(RECEIPT_ROWS)
+            .fetch_all(self.pool())
+            .await
+            .expect("receipt rows")
+    }
+}
+
+impl Tables for civicast::store::Db {
+    async fn slogans_on(&self, feed: &str) -> Vec<String> {
+        match self {
+            civicast::store::Db::Sqlite(s) => s.slogans_on(feed).await,
+            civicast::store::Db::Postgres(p) => p.slogans_on(feed).await,
+        }
+    }
+    async fn receipts(&self) -> Vec<(String, String)> {
+        match self {
+            civicast::store::Db::Sqlite(s) => s.receipts().await,
+            civicast::store::Db::Postgres(p) => p.receipts().await,
+        }
+    }
 }
 
 /// The slogans the daemon recorded on `feed`, in the order it recorded them.
@@ -98,7 +125,7 @@ pub async fn feed_slogans<S: Tables>(store: &S, feed: &str) -> Vec<String> {
 
 /// Compares what the displays sent with what is stored: per display the audit count, and
 /// row by row (no row twice, none missing, none extra). Returns the problems, if any.
-pub async fn compare_stored(store: &PgStore, displays: &[Display]) -> Vec<String> {
+pub async fn compare_stored<S: Store + Tables>(store: &S, displays: &[Display]) -> Vec<String> {
     let mut problems = Vec::new();
     let sent: BTreeMap<String, BTreeSet<String>> = displays
         .iter()
@@ -134,7 +161,11 @@ pub async fn compare_stored(store: &PgStore, displays: &[Display]) -> Vec<String
 
 /// Waits (up to `secs`) until every display's receipts are stored by the audit count, a
 /// moment more for anything late, then compares row by row. Returns what differs.
-pub async fn wait_all_stored_once(store: &PgStore, displays: &[Display], secs: u64) -> Vec<String> {
+pub async fn wait_all_stored_once<S: Store + Tables>(
+    store: &S,
+    displays: &[Display],
+    secs: u64,
+) -> Vec<String> {
     let want: BTreeMap<String, i64> = displays
         .iter()
         .map(|d| (d.id.clone(), d.sent_ids().len() as i64))

@@ -38,6 +38,27 @@ pub struct SqliteStore {
     read: SqlitePool,
 }
 
+/// Whether the writer connection goes back to the pool after a use. Not when sqlx still
+/// counts a transaction open on it once its queued rollback has run: a COMMIT that failed
+/// (SQLITE_FULL on a full disk) leaves a rollback that SQLite refuses, sqlx keeps counting
+/// the transaction, and every later `begin` on that connection becomes a SAVEPOINT inside a
+/// transaction that never commits: its writes would be acknowledged and never reach the
+/// disk. A fresh connection starts clean.
+async fn keep_writer(conn: &mut sqlx::SqliteConnection) -> sqlx::Result<bool> {
+    use sqlx::Connection;
+    if !conn.is_in_transaction() {
+        return Ok(true);
+    }
+    // The rollback of a dropped transaction is queued on the connection's worker; a round
+    // trip lets it run first.
+    conn.ping().await?;
+    let clean = !conn.is_in_transaction();
+    if !clean {
+        tracing::warn!("a failed transaction left the SQLite writer unusable; reconnecting");
+    }
+    Ok(clean)
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the database at `url` (`sqlite://path`).
     pub async fn connect(url: &str) -> Result<SqliteStore> {
@@ -51,6 +72,7 @@ impl SqliteStore {
             .foreign_keys(false);
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
+            .after_release(|conn, _| Box::pin(keep_writer(conn)))
             .connect_with(opts.clone())
             .await?;
         let read = SqlitePoolOptions::new()
