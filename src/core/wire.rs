@@ -278,7 +278,10 @@ pub fn parse_presence(payload: &[u8]) -> Option<Presence> {
     if payload.len() > MAX_PAYLOAD {
         return None;
     }
-    let p: Presence = serde_json::from_slice(payload).ok()?;
+    // From text, not bytes: serde_json checks UTF-8 only in the strings it keeps, so an
+    // unknown field could otherwise carry bytes that make the payload not JSON at all.
+    let text = std::str::from_utf8(payload).ok()?;
+    let p: Presence = serde_json::from_str(text).ok()?;
     (p.v == 1).then_some(p)
 }
 
@@ -351,6 +354,26 @@ mod tests {
             &format!(r#"{{"v":1,{base},"status":"failed","device_id":"d","reason":"dark"}}"#)
         )
         .is_ok());
+    }
+
+    #[test]
+    fn presence_that_is_not_utf8_json_is_refused() {
+        // Found by fuzzing: serde_json skips an unknown field's string without checking its
+        // bytes, so this payload, not UTF-8 and hence not JSON, was read as a presence.
+        let mut payload = br#"{"v": 1, "online": true, "note": "2026-11"#.to_vec();
+        payload.extend_from_slice(&[0xd3, 0xd6]);
+        payload.extend_from_slice(br#"7T0"}"#);
+        assert!(std::str::from_utf8(&payload).is_err());
+        assert_eq!(parse_presence(&payload), None);
+        let fine = r#"{"v": 1, "online": true, "note": "2026-11中"}"#.as_bytes();
+        assert_eq!(
+            parse_presence(fine),
+            Some(Presence {
+                v: 1,
+                online: true,
+                since: None
+            })
+        );
     }
 
     #[test]
