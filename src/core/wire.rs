@@ -281,6 +281,13 @@ pub fn parse_presence(payload: &[u8]) -> Option<Presence> {
     // From text, not bytes: serde_json checks UTF-8 only in the strings it keeps, so an
     // unknown field could otherwise carry bytes that make the payload not JSON at all.
     let text = std::str::from_utf8(payload).ok()?;
+    // The contract's payloads are objects; serde would also read the struct from an array.
+    if !text
+        .trim_start_matches([' ', '\t', '\n', '\r'])
+        .starts_with('{')
+    {
+        return None;
+    }
     let p: Presence = serde_json::from_str(text).ok()?;
     (p.v == 1).then_some(p)
 }
@@ -371,6 +378,24 @@ mod tests {
             Some(Presence {
                 v: 1,
                 online: true,
+                since: None
+            })
+        );
+    }
+
+    #[test]
+    fn presence_that_is_not_an_object_is_refused() {
+        // Found by fuzzing: serde reads a struct from a JSON array too, field by field.
+        assert_eq!(parse_presence(b"[1,true]"), None);
+        assert_eq!(
+            parse_presence(br#" [1, true, "2026-11-27T06:00:00+08:00"]"#),
+            None
+        );
+        assert_eq!(
+            parse_presence(b" \n{\"v\": 1, \"online\": false}"),
+            Some(Presence {
+                v: 1,
+                online: false,
                 since: None
             })
         );
