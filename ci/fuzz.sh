@@ -41,7 +41,7 @@ for t in "${targets[@]}"; do
   if cargo fuzz run -s none --fuzz-dir fuzz "$t" "$scratch/$t" "$corpus" -- \
       -max_total_time="$seconds" -timeout="$timeout" \
       -print_final_stats=1 -artifact_prefix="fuzz/artifacts/$t/" >"$log" 2>&1; then
-    grep -E '^#[0-9]+ +DONE |^stat::(number_of_executed_units|average_exec_per_sec|peak_rss_mb)' "$log" |
+    grep -E '^#[0-9]+[[:space:]]+DONE|^stat::(number_of_executed_units|average_exec_per_sec|peak_rss_mb)' "$log" |
       sed "s/^/fuzz: $t: /"
   else
     tail -40 "$log" >&2
