@@ -278,17 +278,14 @@ pub fn parse_presence(payload: &[u8]) -> Option<Presence> {
     if payload.len() > MAX_PAYLOAD {
         return None;
     }
-    // From text, not bytes: serde_json checks UTF-8 only in the strings it keeps, so an
-    // unknown field could otherwise carry bytes that make the payload not JSON at all.
-    let text = std::str::from_utf8(payload).ok()?;
-    // The contract's payloads are objects; serde would also read the struct from an array.
-    if !text
-        .trim_start_matches([' ', '\t', '\n', '\r'])
-        .starts_with('{')
-    {
+    // The whole payload read as a JSON tree first, as receipts are: serde_json reading the
+    // struct straight from bytes skips ignored fields without checking them (bytes that are
+    // not UTF-8, lone surrogates) and would also take an array for the struct.
+    let v: serde_json::Value = serde_json::from_slice(payload).ok()?;
+    if !v.is_object() {
         return None;
     }
-    let p: Presence = serde_json::from_str(text).ok()?;
+    let p = Presence::deserialize(v).ok()?;
     (p.v == 1).then_some(p)
 }
 
@@ -398,6 +395,16 @@ mod tests {
                 online: false,
                 since: None
             })
+        );
+    }
+
+    #[test]
+    fn presence_with_a_bad_escape_in_an_unknown_field_is_refused() {
+        // Found by fuzzing: serde_json skips an ignored field's string without checking its
+        // escapes, so this payload (a lone surrogate), not JSON, was read as a presence.
+        assert_eq!(
+            parse_presence(br#"{"v": 1, "online": true, "note": "\udae2\n"}"#),
+            None
         );
     }
 
