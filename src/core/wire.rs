@@ -278,7 +278,14 @@ pub fn parse_presence(payload: &[u8]) -> Option<Presence> {
     if payload.len() > MAX_PAYLOAD {
         return None;
     }
-    let p: Presence = serde_json::from_slice(payload).ok()?;
+    // The whole payload read as a JSON tree first, as receipts are: serde_json reading the
+    // struct straight from bytes skips ignored fields without checking them (bytes that are
+    // not UTF-8, lone surrogates) and would also take an array for the struct.
+    let v: serde_json::Value = serde_json::from_slice(payload).ok()?;
+    if !v.is_object() {
+        return None;
+    }
+    let p = Presence::deserialize(v).ok()?;
     (p.v == 1).then_some(p)
 }
 
@@ -351,6 +358,54 @@ mod tests {
             &format!(r#"{{"v":1,{base},"status":"failed","device_id":"d","reason":"dark"}}"#)
         )
         .is_ok());
+    }
+
+    #[test]
+    fn presence_that_is_not_utf8_json_is_refused() {
+        // Found by fuzzing: serde_json skips an unknown field's string without checking its
+        // bytes, so this payload, not UTF-8 and hence not JSON, was read as a presence.
+        let mut payload = br#"{"v": 1, "online": true, "note": "2026-11"#.to_vec();
+        payload.extend_from_slice(&[0xd3, 0xd6]);
+        payload.extend_from_slice(br#"7T0"}"#);
+        assert!(std::str::from_utf8(&payload).is_err());
+        assert_eq!(parse_presence(&payload), None);
+        let fine = r#"{"v": 1, "online": true, "note": "2026-11中"}"#.as_bytes();
+        assert_eq!(
+            parse_presence(fine),
+            Some(Presence {
+                v: 1,
+                online: true,
+                since: None
+            })
+        );
+    }
+
+    #[test]
+    fn presence_that_is_not_an_object_is_refused() {
+        // Found by fuzzing: serde reads a struct from a JSON array too, field by field.
+        assert_eq!(parse_presence(b"[1,true]"), None);
+        assert_eq!(
+            parse_presence(br#" [1, true, "2026-11-27T06:00:00+08:00"]"#),
+            None
+        );
+        assert_eq!(
+            parse_presence(b" \n{\"v\": 1, \"online\": false}"),
+            Some(Presence {
+                v: 1,
+                online: false,
+                since: None
+            })
+        );
+    }
+
+    #[test]
+    fn presence_with_a_bad_escape_in_an_unknown_field_is_refused() {
+        // Found by fuzzing: serde_json skips an ignored field's string without checking its
+        // escapes, so this payload (a lone surrogate), not JSON, was read as a presence.
+        assert_eq!(
+            parse_presence(br#"{"v": 1, "online": true, "note": "\udae2\n"}"#),
+            None
+        );
     }
 
     #[test]
