@@ -766,7 +766,6 @@ async fn a_full_disk_under_sqlite_acknowledges_nothing_and_loses_nothing() {
         }
     })
     .await;
-    let wal_at_fill = wal_len();
     let filled = fs.fill();
     let full_at = Instant::now();
     let (mut problems, timeline) = health_while_down(&rig.router, "database", 3.0, 6.0).await;
