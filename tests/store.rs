@@ -1385,8 +1385,10 @@ async fn approvers_by_token<S: ApiStore>(s: S) {
         .create_token("ci", Role::Operator, "hash-1", 1_000)
         .await
         .expect("token 1");
+    // Names are unique now; one repeated before that was renamed "ci#2", yet the revisions
+    // of its day still carry the name "ci": the approver below says "ci" as such a one would.
     let second = s
-        .create_token("ci", Role::Operator, "hash-2", 1_000)
+        .create_token("ci#2", Role::Operator, "hash-2", 1_000)
         .await
         .expect("token 2");
     let as_token = |token, name| Approver {

@@ -275,7 +275,8 @@ fn write_audit_inventory(root: &Path, o: &LoadOptions, plays: usize) -> anyhow::
     let mut toml = String::from("timezone = \"Asia/Shanghai\"\n");
     for f in 1..=o.feeds {
         let (times, daypart) = FEED_TARGETS[(f as usize - 1) % FEED_TARGETS.len()];
-        let secs = (spacing * times / 1000.0).round().max(1.0);
+        // Feeds play at least once a day, as the catalog requires (1s to 24h).
+        let secs = (spacing * times / 1000.0).round().clamp(1.0, 86_400.0);
         toml.push_str(&format!(
             "\n[[feed]]\nid = \"feed-{f:02}\"\nselect = {{ feed = \"feed-{f:02}\" }}\ninterval = \"{secs}s\"\n"
         ));

@@ -49,9 +49,11 @@ impl Shrink {
         }
     }
 
-    /// Whether more than `max_share` would go.
+    /// Whether more than `max_share` would go. Taking away a single one is how an operator
+    /// retires an ad set or a display in version control, so one alone passes in a small
+    /// city, unless it is the last one: a city left with none stops playing.
     pub fn exceeds(&self, max_share: f64) -> bool {
-        self.removed > 0 && self.share() > max_share
+        self.removed > 0 && self.share() > max_share && (self.removed > 1 || self.after == 0)
     }
 }
 

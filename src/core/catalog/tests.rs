@@ -1316,6 +1316,15 @@ fn a_reload_counts_the_displays_and_live_ad_sets_it_takes_away() {
     let fewer = parse(&sources(&files), now).catalog.expect("catalog");
     let [_, adsets] = shrinkage(&old, &fewer, now);
     assert_eq!((adsets.before, adsets.removed), (2, 1));
+    // One alone is how an operator retires a set in version control: it passes...
+    assert!(!adsets.exceeds(0.2));
+    // ...unless it is the last one, and two at once are a drop.
+    assert!(Shrink::of_counts("ad sets", 1, 0).exceeds(0.2));
+    let mut none = valid_files();
+    none.retain(|(n, _)| !n.starts_with("schedules/adsets/"));
+    let bare = parse(&sources(&none), now).catalog.expect("catalog");
+    let [_, adsets] = shrinkage(&old, &bare, now);
+    assert_eq!((adsets.before, adsets.after, adsets.removed), (2, 0, 2));
     assert!(adsets.exceeds(0.2));
     // Once an ad set has ended, removing its file takes nothing away.
     let after_both = Utc.with_ymd_and_hms(2027, 2, 1, 0, 0, 0).unwrap();
