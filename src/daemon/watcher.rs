@@ -23,11 +23,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::core::catalog::{self, Problem, Report, Shrink, Sources};
+use crate::core::model::Catalog;
 use crate::core::wire::Topics;
 use crate::daemon::{apply_files, publish_configs, scale_time, Clock, Shared};
 use crate::files;
 use crate::metrics::Refusal;
 use crate::store::Db;
+use chrono::{DateTime, Utc};
 
 /// Polls the operators' folders and applies good edits until shutdown.
 pub struct FileWatcher {
@@ -115,30 +117,23 @@ impl FileWatcher {
         })
     }
 
-    /// Reads and applies one edit; whether a reload request was acted on and removed.
-    async fn reload(&self, sources: Sources, lists: &mut Lists) -> bool {
-        let request = files::reload_request(&self.devices);
-        let report = self.parse(sources).await;
-        log_problems(&report.problems);
-        let (errors, warnings) = (report.errors(), report.warnings());
-        let Some(mut catalog) = report.catalog.filter(|_| errors == 0) else {
-            self.shared.metrics().refuse_reload(Refusal::Errors);
-            warn!(
-                errors,
-                warnings,
-                "edit refused: devices/ or schedules/ has errors (as `civicast check` lists them); the last good state keeps playing"
-            );
-            return false;
-        };
-        let now = self.clock.now();
-        let accept = request.is_some_and(|r| r.accept_drop);
-        let shrinks = catalog::shrinkage(&self.shared.base(), &catalog, now);
+    /// Whether `next` takes away more than `max_drop` of what plays now, unaccepted; each
+    /// such drop is logged with its numbers and files, accepted or not.
+    fn refuses_drop(
+        &self,
+        next: &Catalog,
+        lists: &Lists,
+        display_lists: &Lists,
+        accept: bool,
+        now: DateTime<Utc>,
+    ) -> bool {
+        let shrinks = catalog::shrinkage(&self.shared.base(), next, now);
         let over: Vec<&Shrink> = shrinks
             .iter()
             .filter(|s| s.exceeds(self.max_drop))
             .collect();
         for s in &over {
-            let files = shrunk_lists(lists, &report.display_lists, s);
+            let files = shrunk_lists(lists, display_lists, s);
             if accept {
                 warn!(
                     what = s.what,
@@ -164,7 +159,27 @@ impl FileWatcher {
                 );
             }
         }
-        if !over.is_empty() && !accept {
+        !over.is_empty() && !accept
+    }
+
+    /// Reads and applies one edit; whether a reload request was acted on and removed.
+    async fn reload(&self, sources: Sources, lists: &mut Lists) -> bool {
+        let request = files::reload_request(&self.devices);
+        let report = self.parse(sources).await;
+        log_problems(&report.problems);
+        let (errors, warnings) = (report.errors(), report.warnings());
+        let Some(mut catalog) = report.catalog.filter(|_| errors == 0) else {
+            self.shared.metrics().refuse_reload(Refusal::Errors);
+            warn!(
+                errors,
+                warnings,
+                "edit refused: devices/ or schedules/ has errors (as `civicast check` lists them); the last good state keeps playing"
+            );
+            return false;
+        };
+        let now = self.clock.now();
+        let accept = request.is_some_and(|r| r.accept_drop);
+        if self.refuses_drop(&catalog, lists, &report.display_lists, accept, now) {
             self.shared.metrics().refuse_reload(Refusal::Drop);
             return false;
         }
