@@ -134,30 +134,24 @@ impl FileWatcher {
             .collect();
         for s in &over {
             let files = shrunk_lists(lists, display_lists, s);
-            if accept {
-                warn!(
-                    what = s.what,
-                    before = s.before,
-                    after = s.after,
-                    removed = s.removed,
-                    share = s.share(),
-                    max_drop = self.max_drop,
-                    files = %files,
-                    "large drop accepted by `civicast reload --accept-drop`: {s}"
-                );
+            let message = if accept {
+                format!("large drop accepted by `civicast reload --accept-drop`: {s}")
             } else {
-                warn!(
-                    what = s.what,
-                    before = s.before,
-                    after = s.after,
-                    removed = s.removed,
-                    share = s.share(),
-                    max_drop = self.max_drop,
-                    files = %files,
+                format!(
                     "edit refused: {s}, more than max_drop {:.0}% ({files}); the last good state keeps playing. If intended, run `civicast reload --accept-drop` (once), or raise CIVICAST_MAX_DROP / max_drop, or start with `civicast serve --accept-drop`",
                     self.max_drop * 100.0
-                );
-            }
+                )
+            };
+            warn!(
+                what = s.what,
+                before = s.before,
+                after = s.after,
+                removed = s.removed,
+                share = s.share(),
+                max_drop = self.max_drop,
+                files = %files,
+                "{message}"
+            );
         }
         !over.is_empty() && !accept
     }
