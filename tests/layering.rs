@@ -9,7 +9,7 @@ const FORBIDDEN: &[(&str, &str)] = &[
     ("tokio", "async runtime"),
     ("sqlx", "database"),
     ("rumqttc", "MQTT client"),
-    ("rumqttd", "MQTT broker"),
+    ("rmqtt", "MQTT broker"),
     ("axum", "HTTP"),
     ("tower", "HTTP"),
     ("hyper", "HTTP"),

@@ -288,18 +288,19 @@ pub async fn ingest(settings: &Settings, o: &IngestOptions) -> anyhow::Result<In
                     max_connections: settings.broker_max_connections.max(n + 100),
                     ..Default::default()
                 },
+                None,
                 stop.clone(),
             )
             .await?;
             Broker::Embedded {
                 addr: b.addr,
-                internal: b.internal_v5,
+                internal: b.internal,
                 stop,
             }
         }
     };
     report.broker = match &broker {
-        Broker::Embedded { .. } => "embedded rumqttd".into(),
+        Broker::Embedded { .. } => "embedded rmqtt".into(),
         Broker::External { host, port } => format!("external {host}:{port}"),
     };
     eprintln!("ingest: raw broker, {n} publishers x {k} QoS 1 messages to one subscriber...");

@@ -1,6 +1,6 @@
 //! The core that decides: plain data and plain functions, no I/O.
 //!
-//! Nothing under `core/` may use tokio, sqlx, rumqttc, rumqttd, axum, tower or `std::fs` /
+//! Nothing under `core/` may use tokio, sqlx, rumqttc, rmqtt, axum, tower or `std::fs` /
 //! `std::net`: the shells (`daemon`, `store`, `mqtt`, `api`, `cli`) move bytes and hand
 //! plain values in; this layer says what they mean. `tests/layering.rs` enforces it.
 pub mod approval;

@@ -7,23 +7,20 @@
 //!
 //! Two batches are in play at once: one commits (in its own task) while the next gathers,
 //! and the next is handed over the moment the commit ends, however large it has grown
-//! (group commit). Brokers bound what they forward unacknowledged (rumqttd: 100 messages,
-//! Mosquitto: our receive maximum), so a worker that stopped reading while it committed
-//! would leave that window idle for the whole commit. Batches commit one at a time and in
-//! order, and their acknowledgements follow in order: rumqttd drops out-of-order acks.
+//! (group commit). Brokers bound what they forward unacknowledged (Mosquitto: our receive
+//! maximum), and the embedded broker holds each display's PUBACK until its batch commits, so
+//! a worker that stopped reading while it committed would leave the fleet idle for the whole
+//! commit. Batches commit one at a time and in order, and their acknowledgements follow in
+//! order.
 //!
-//! `ack_on_receipt` is for the embedded broker only. It lives and dies with this process
-//! and keeps nothing on disk, and it acknowledges a display's publish as soon as its router
-//! has it, so holding our acknowledgement back protects nothing the process itself does not;
-//! it would only hold rumqttd's fixed window of 100 unacknowledged messages per session
-//! (its `MAX_INFLIGHT`) open across every commit. The batch is still committed before it is
-//! let go, and retried until it is stored.
+//! Receipts arrive two ways, both acknowledged only after their batch commits: through the
+//! daemon's MQTT session (an external broker), or straight from the embedded broker's publish
+//! hook, which sends the display's PUBACK when it is answered.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rumqttc::v5::mqttbytes::v5::Publish;
 use rumqttc::v5::AsyncClient;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -33,7 +30,7 @@ use tracing::{debug, error, info, warn};
 use crate::core::receipt::{self, PlayRow, ReceiptRow};
 use crate::core::wire::{self, Reject, TopicKind, Topics};
 use crate::daemon::{Clock, Shared};
-use crate::mqtt::Delivery;
+use crate::mqtt::{Ack, Delivery};
 use crate::store::{Batch, Db, PresenceEvent, Store};
 
 /// Stores what displays send, in batches, until shutdown; then commits what it holds.
@@ -48,7 +45,6 @@ pub struct Ingest {
     pub batch_max: usize,
     /// With a wait, a batch is not handed over before its first message is this old.
     pub batch_wait: Duration,
-    pub ack_on_receipt: bool,
     pub shutdown: CancellationToken,
 }
 
@@ -57,7 +53,7 @@ pub struct Ingest {
 struct Gathering {
     batch: Batch,
     /// Acknowledgements owed once `batch` commits.
-    acks: Vec<Publish>,
+    acks: Vec<Ack>,
     /// Messages taken into `batch`, acknowledged already or not.
     held: usize,
 }
@@ -131,12 +127,11 @@ impl Ingest {
 
     /// Takes one message into the batch.
     async fn take(&self, msg: Delivery, g: &mut Gathering) {
-        let p = msg.publish;
         let now_ms = self.clock.now().timestamp_millis();
-        let topic = String::from_utf8_lossy(&p.topic).into_owned();
-        debug!(%topic, pkid = p.pkid, bytes = p.payload.len(), "inbound");
+        let topic = String::from_utf8_lossy(&msg.topic).into_owned();
+        debug!(%topic, bytes = msg.payload.len(), "inbound");
         match self.topics.classify(&topic) {
-            Some(TopicKind::Receipt(dev)) => match self.receipt(dev, &p.payload, now_ms).await {
+            Some(TopicKind::Receipt(dev)) => match self.receipt(dev, &msg.payload, now_ms).await {
                 Verdict::Counted(row) => g.batch.receipts.push(row),
                 Verdict::Rejected(r) => {
                     debug!(device = dev, reason = r.as_str(), "receipt rejected");
@@ -145,14 +140,11 @@ impl Ingest {
                 // Never acknowledged: the broker hands it to us again when we are back.
                 Verdict::Unanswered => return,
             },
-            Some(TopicKind::Status(dev)) => self.presence(dev, &p.payload, now_ms, &mut g.batch),
+            Some(TopicKind::Status(dev)) => self.presence(dev, &msg.payload, now_ms, &mut g.batch),
             None => {}
         }
-        g.acks.push(p);
+        g.acks.push(msg.ack);
         g.held += 1;
-        if self.ack_on_receipt {
-            ack_all(&self.client, &mut g.acks).await;
-        }
     }
 
     fn presence(&self, dev: &str, payload: &[u8], now_ms: i64, batch: &mut Batch) {
@@ -242,11 +234,9 @@ fn joined(r: Result<(), tokio::task::JoinError>) {
     }
 }
 
-async fn ack_all(client: &AsyncClient, acks: &mut Vec<Publish>) {
-    for p in acks.drain(..) {
-        if let Err(e) = client.ack(&p).await {
-            warn!(error = %e, "could not queue acknowledgement");
-        }
+async fn ack_all(client: &AsyncClient, acks: &mut Vec<Ack>) {
+    for a in acks.drain(..) {
+        a.send(client).await;
     }
 }
 

@@ -25,6 +25,7 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use rumqttc::v5::AsyncClient;
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -32,7 +33,7 @@ use tracing::{info, warn};
 use crate::core::model::Catalog;
 use crate::core::wire::{DisplayConfig, Topics};
 use crate::metrics::Metrics;
-use crate::mqtt::broker::{self, BrokerOptions};
+use crate::mqtt::broker::{self, BrokerOptions, ReceiptHook};
 use crate::mqtt::{self, SessionOptions};
 use crate::settings::{Broker, MqttUrl, Settings};
 use crate::store::{Db, DeviceRow, Keys, Store};
@@ -144,10 +145,18 @@ impl App {
         let tasks = TaskTracker::new();
         // The broker outlives the session so that the daemon can say goodbye cleanly.
         let broker_stop = CancellationToken::new();
-        let (target, mqtt_addr) = mqtt_target(&settings, listeners.mqtt, &broker_stop).await?;
+        let (inbound_tx, inbound) = mpsc::unbounded_channel();
+        let hook = ReceiptHook {
+            topics: topics.clone(),
+            ingest: inbound_tx.clone(),
+        };
+        let (target, mqtt_addr) =
+            mqtt_target(&settings, listeners.mqtt, hook, &broker_stop).await?;
+        let embedded = mqtt_addr.is_some();
         let mqtt_stop = CancellationToken::new();
         let session = mqtt::start(
-            session_options(&settings, target, &topics),
+            session_options(&settings, target, &topics, embedded),
+            inbound_tx,
             mqtt_stop.clone(),
         );
         let client = session.client.clone();
@@ -157,7 +166,6 @@ impl App {
             mqtt_stop.clone(),
         ));
         publish_configs(&client, &topics, &shared).await;
-        let embedded = mqtt_addr.is_some();
         let parts = Parts {
             store: store.clone(),
             client: client.clone(),
@@ -166,7 +174,7 @@ impl App {
             clock: clock.clone(),
             shutdown: shutdown.clone(),
         };
-        parts.spawn_loops(&tasks, &settings, time_scale, embedded);
+        parts.spawn_loops(&tasks, &settings, time_scale);
         let http_addr = match listeners.http {
             Some(http) => Some(spawn_http(
                 &tasks,
@@ -182,13 +190,12 @@ impl App {
         let ingest = Ingest {
             store,
             client: client.clone(),
-            inbound: session.inbound,
+            inbound,
             topics,
             shared: shared.clone(),
             clock,
             batch_max: settings.batch_max,
             batch_wait: settings.batch_wait.unwrap_or(Duration::ZERO),
-            ack_on_receipt: embedded,
             shutdown: shutdown.clone(),
         };
         // Shutdown order: the ingest worker commits and acknowledges what it holds, then the
@@ -250,13 +257,7 @@ struct Parts {
 
 impl Parts {
     /// Spawns the scheduler, and the file watcher and retention pruner where set.
-    fn spawn_loops(
-        &self,
-        tasks: &TaskTracker,
-        settings: &Settings,
-        time_scale: f64,
-        embedded: bool,
-    ) {
+    fn spawn_loops(&self, tasks: &TaskTracker, settings: &Settings, time_scale: f64) {
         if let Some(days) = settings.retention_days {
             let pruner = Pruner {
                 store: self.store.clone(),
@@ -290,11 +291,6 @@ impl Parts {
             shared: self.shared.clone(),
             clock: self.clock.clone(),
             play_ttl: settings.play_ttl,
-            // rumqttd 0.20 panics when it forwards a publish with MQTT 5 properties to an
-            // MQTT 3.1.1 subscriber, so the embedded broker gets plays without the expiry
-            // property; displays still refuse stale plays by `expires_at`, and rumqttd keeps
-            // no offline queues on disk.
-            expiry_property: !embedded,
             shutdown: self.shutdown.clone(),
         };
         tasks.spawn(scheduler.run());
@@ -339,6 +335,7 @@ async fn prepare(
 async fn mqtt_target(
     settings: &Settings,
     listener: Option<TcpListener>,
+    hook: ReceiptHook,
     broker_stop: &CancellationToken,
 ) -> anyhow::Result<(MqttUrl, Option<SocketAddr>)> {
     let listen = match &settings.broker {
@@ -353,26 +350,36 @@ async fn mqtt_target(
         max_connections: settings.broker_max_connections,
         ..Default::default()
     };
-    let b = broker::start(listener, options, broker_stop.clone()).await?;
+    let b = broker::start(listener, options, Some(hook), broker_stop.clone()).await?;
     let internal = MqttUrl {
-        host: b.internal_v5.ip().to_string(),
-        port: b.internal_v5.port(),
+        host: b.internal.ip().to_string(),
+        port: b.internal.port(),
         username: None,
         password: None,
     };
     Ok((internal, Some(b.addr)))
 }
 
-fn session_options(settings: &Settings, target: MqttUrl, topics: &Topics) -> SessionOptions {
-    let share = Some(settings.share_group.as_str())
-        .filter(|g| !g.is_empty() && settings.broker.is_external());
+fn session_options(
+    settings: &Settings,
+    target: MqttUrl,
+    topics: &Topics,
+    embedded: bool,
+) -> SessionOptions {
+    let share = Some(settings.share_group.as_str()).filter(|g| !g.is_empty() && !embedded);
+    // The embedded broker hands receipts to the ingest worker itself (its publish hook), so
+    // the session would only see them twice.
+    let mut filters = vec![topics.status_filter(share)];
+    if !embedded {
+        filters.insert(0, topics.receipts_filter(share));
+    }
     SessionOptions {
         host: target.host,
         port: target.port,
         client_id: settings.mqtt_client_id.clone(),
         username: target.username,
         password: target.password.map(|p| p.expose().to_owned()),
-        filters: vec![topics.receipts_filter(share), topics.status_filter(share)],
+        filters,
         receive_maximum: 10_000,
     }
 }

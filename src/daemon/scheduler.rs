@@ -34,8 +34,6 @@ pub struct Scheduler {
     pub clock: Arc<dyn Clock>,
     /// How long a play stays valid; None: one feed interval.
     pub play_ttl: Option<Duration>,
-    /// Whether plays carry the MQTT 5 message expiry property (see `daemon::App::start`).
-    pub expiry_property: bool,
     pub shutdown: CancellationToken,
 }
 
@@ -257,7 +255,8 @@ impl Scheduler {
         let Ok(payload) = serde_json::to_vec(&cmd) else {
             return;
         };
-        let expiry = self.expiry_property.then(|| timing.expiry_interval_s());
+        // Brokers drop a play that expires in a display's offline queue.
+        let expiry = timing.expiry_interval_s();
         let topic = self.topics.feed(feed.id.as_str());
         match mqtt::publish_play(&self.client, topic, payload, expiry).await {
             Ok(()) => {

@@ -1,266 +1,243 @@
-//! The embedded MQTT broker for the default, nothing-to-install mode.
+//! The embedded MQTT broker for the default, nothing-to-install mode: rmqtt, in this process.
 //!
-//! rumqttd serves one protocol version per listener, so displays speaking MQTT 3.1.1 and 5
-//! would need two ports. The contract gives them one: a front listener of ours reads the
-//! protocol level from each CONNECT packet without consuming it (`peek`) and splices the
-//! connection to an internal rumqttd listener of that version. The front accepts as fast as
-//! tokio can (rumqttd's own listener pauses after every accept), and several internal
-//! listeners per version spread a connect storm over threads.
+//! rmqtt serves MQTT 3.1.1 and 5 on one port, forwards MQTT 5 properties (message expiry) to
+//! subscribers of either version, and processes last wills of thousands of clients leaving at
+//! once. It was chosen over rumqttd by measurement (BENCHMARKS.md, "storm").
 //!
-//! Owns: the rumqttd router and listeners, the front listener. Must not touch: the store,
-//! the rotation, the daemon's own MQTT session (it connects like any client).
+//! Receipts are not acknowledged before they are stored. rmqtt awaits its publish ACL hook
+//! before it sends a display's PUBACK, so the hook here hands each receipt to the ingest
+//! worker and waits for the batch holding it to commit. If the daemon cannot answer (it is
+//! stopping, or its database did not answer in time) the hook refuses the publish and drops
+//! the connection: no PUBACK, so the display sends the receipt again when it is back.
+//! Receipts therefore never pass through the daemon's own MQTT session in this mode; presence
+//! still does (a last will is published by the broker itself, without any hook).
+//!
+//! Owns: rmqtt's context, listeners, retained store and the receipt hook. Must not touch: the
+//! store, the rotation, the daemon's own MQTT session (it connects like any client).
 
-use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener as StdListener};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::num::NonZeroU16;
 use std::time::Duration;
 
 use anyhow::Context;
-use rumqttd::{Config, ConnectionSettings, RouterConfig, ServerSettings};
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use async_trait::async_trait;
+use bytes::Bytes;
+use rmqtt::context::ServerContext;
+use rmqtt::hook::{Handler, HookResult, Parameter, ReturnType, Type};
+use rmqtt::net::Builder;
+use rmqtt::retain::{DefaultRetainStorage, RetainStorage};
+use rmqtt::server::MqttServer;
+use rmqtt::types::{PublishAclResult, Retain, TopicFilter, TopicName};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
+
+use crate::core::wire::{TopicKind, Topics};
+use crate::mqtt::{Ack, Delivery};
 
 /// How the embedded broker is sized.
 #[derive(Debug, Clone)]
 pub struct BrokerOptions {
-    /// Most connections at once (rumqttd preallocates its tables for this many).
+    /// Most display connections at once.
     pub max_connections: usize,
-    /// Internal listeners per protocol version.
-    pub listeners_per_version: usize,
-    /// Most QoS 1 messages in flight per connection.
-    pub max_inflight: usize,
+    /// Most QoS 1 messages in flight to one display.
+    pub max_inflight: u16,
+    /// Longest a display's receipt waits for its batch to commit before the display is
+    /// disconnected unacknowledged (it sends the receipt again when it reconnects).
+    pub receipt_wait: Duration,
 }
 
 impl Default for BrokerOptions {
     fn default() -> Self {
         BrokerOptions {
             max_connections: 20_000,
-            listeners_per_version: 2,
-            max_inflight: 1_000,
+            max_inflight: 64,
+            receipt_wait: Duration::from_secs(20),
         }
     }
+}
+
+/// Where the receipt hook hands receipts: the ingest worker's queue and the topics to tell
+/// receipts by. None: a plain broker (the benchmarks' raw baseline).
+pub struct ReceiptHook {
+    pub topics: Topics,
+    pub ingest: mpsc::UnboundedSender<Delivery>,
 }
 
 /// A running embedded broker.
 pub struct EmbeddedBroker {
     /// Where displays connect (both protocol versions).
     pub addr: SocketAddr,
-    /// An internal MQTT 5 listener that bypasses the front, for the daemon's own session.
-    pub internal_v5: SocketAddr,
-    pub connections: Arc<AtomicUsize>,
+    /// A loopback listener for the daemon's own session, with queues sized for the whole
+    /// fleet's presence (a display's listener keeps a display-sized queue).
+    pub internal: SocketAddr,
 }
 
-fn free_port() -> anyhow::Result<SocketAddr> {
-    let l = StdListener::bind("127.0.0.1:0").context("reserving a loopback port")?;
-    Ok(l.local_addr()?)
-}
-
-fn server(name: String, listen: SocketAddr, inflight: usize) -> ServerSettings {
-    ServerSettings {
-        name,
-        listen,
-        tls: None,
-        // rumqttd sleeps this long after each accept; the front already paces nothing.
-        next_connection_delay_ms: 0,
-        connections: ConnectionSettings {
-            connection_timeout_ms: 30_000,
-            // The daemon rejects payloads over 16 KiB itself, counted by reason; the broker
-            // only keeps out what is absurd.
-            max_payload_size: 256 * 1024,
-            max_inflight_count: inflight,
-            auth: None,
-            external_auth: None,
-            dynamic_filters: true,
-        },
-    }
-}
-
-/// Starts rumqttd on internal loopback ports and the front listener on `listener`.
+/// Starts the broker on the address of `listener`, and an internal listener for the daemon.
+///
+/// rmqtt binds its listeners itself, so `listener` (bound early so that a taken port fails
+/// the start, and so that port 0 resolves) is closed and its address bound again at once.
 pub async fn start(
     listener: TcpListener,
     opts: BrokerOptions,
+    hook: Option<ReceiptHook>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<EmbeddedBroker> {
-    let n = opts.listeners_per_version.max(1);
-    let mut v4 = HashMap::new();
-    let mut v5 = HashMap::new();
-    let mut v4_addrs = Vec::new();
-    let mut v5_addrs = Vec::new();
-    for i in 0..n {
-        let a = free_port()?;
-        v4.insert(
-            format!("{i}"),
-            server(format!("v4-{i}"), a, opts.max_inflight),
-        );
-        v4_addrs.push(a);
-        let b = free_port()?;
-        v5.insert(
-            format!("{i}"),
-            server(format!("v5-{i}"), b, opts.max_inflight),
-        );
-        v5_addrs.push(b);
-    }
-    // One more MQTT 5 listener for the daemon alone: its receipts subscription takes far
-    // more in flight than a display needs.
-    let internal = free_port()?;
-    v5.insert(
-        "daemon".into(),
-        server("v5-daemon".into(), internal, 65_535),
-    );
-    let config = Config {
-        id: 0,
-        router: RouterConfig {
-            // rumqttd's default is 0, which refuses everyone.
-            max_connections: opts.max_connections,
-            max_outgoing_packet_count: 200,
-            // The router keeps each filter's messages in a segmented log; a slow reader
-            // (the daemon during a long commit) must not fall off its end.
-            max_segment_size: 100 * 1024 * 1024,
-            max_segment_count: 10,
-            custom_segment: None,
-            initialized_filters: None,
-            shared_subscriptions_strategy: Default::default(),
-        },
-        v4: Some(v4),
-        v5: Some(v5),
-        ..Default::default()
-    };
-    std::thread::Builder::new()
-        .name("rumqttd".into())
-        .spawn(move || {
-            let mut broker = rumqttd::Broker::new(config);
-            if let Err(e) = broker.start() {
-                tracing::error!(error = %e, "embedded broker stopped");
-            }
-        })
-        .context("starting the embedded broker thread")?;
-    for a in v4_addrs.iter().chain(&v5_addrs).chain([&internal]) {
-        wait_listening(*a).await?;
-    }
     let addr = listener.local_addr()?;
-    let connections = Arc::new(AtomicUsize::new(0));
-    tokio::spawn(front(
-        listener,
-        v4_addrs,
-        v5_addrs,
-        connections.clone(),
-        shutdown,
-    ));
+    drop(listener);
+    let internal_l =
+        std::net::TcpListener::bind("127.0.0.1:0").context("reserving a loopback port")?;
+    let internal = internal_l.local_addr()?;
+    drop(internal_l);
+
+    let scx = ServerContext::new()
+        // rmqtt refuses connections while the machine's load is high; a city reconnecting
+        // after a power cut is exactly when they must be taken.
+        .busy_check_enable(false)
+        .mqtt_max_sessions(0)
+        .build()
+        .await;
+    *scx.extends.retain_mut().await = Box::new(Retained::default());
+    if let Some(h) = hook {
+        let register = scx.extends.hook_mgr().register();
+        register
+            .add(
+                Type::MessagePublishCheckAcl,
+                Box::new(ReceiptGate {
+                    topics: h.topics,
+                    ingest: h.ingest,
+                    wait: opts.receipt_wait,
+                }),
+            )
+            .await;
+        register.start().await;
+    }
+
+    let displays = Builder::new()
+        .name("displays")
+        .laddr(addr)
+        .reuseaddr(Some(true))
+        .nodelay(true)
+        // The whole city connects at once after a power cut: take every handshake.
+        .backlog(4096)
+        .max_handshaking_limit(opts.max_connections.max(1))
+        .max_connections(opts.max_connections.max(1))
+        .max_inflight(NonZeroU16::new(opts.max_inflight.max(1)).unwrap_or(NonZeroU16::MIN))
+        // A display's queue holds its plays while it is slow; a few hours of plays suffice.
+        .max_mqueue_len(1_000)
+        // The daemon rejects payloads over 16 KiB itself, counted by reason; the broker
+        // only keeps out what is absurd.
+        .max_packet_size(256 * 1024)
+        .message_expiry_interval(Duration::from_secs(24 * 3600))
+        .bind()
+        .map_err(|e| anyhow::anyhow!("binding the MQTT listener {addr}: {e}"))?
+        .tcp()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let daemon = Builder::new()
+        .name("daemon")
+        .laddr(internal)
+        .nodelay(true)
+        .max_inflight(NonZeroU16::MAX)
+        // Every display's presence and last will can arrive while the daemon commits.
+        .max_mqueue_len(10_000_000)
+        .max_packet_size(1024 * 1024)
+        .max_session_expiry_interval(Duration::from_secs(7 * 24 * 3600))
+        .message_expiry_interval(Duration::from_secs(7 * 24 * 3600))
+        .bind()
+        .map_err(|e| anyhow::anyhow!("binding the daemon's MQTT listener {internal}: {e}"))?
+        .tcp()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let server = MqttServer::new(scx)
+        .listener_by_id(displays, 1)
+        .listener_by_id(daemon, 2)
+        .build();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            r = server.run() => if let Err(e) = r {
+                tracing::error!(error = %e, "embedded broker stopped");
+            },
+        }
+    });
     info!(%addr, "embedded MQTT broker listening (MQTT 3.1.1 and 5)");
-    Ok(EmbeddedBroker {
-        addr,
-        internal_v5: internal,
-        connections,
-    })
+    Ok(EmbeddedBroker { addr, internal })
 }
 
-async fn wait_listening(a: SocketAddr) -> anyhow::Result<()> {
-    for _ in 0..200 {
-        if TcpStream::connect(a).await.is_ok() {
-            return Ok(());
+/// The publish ACL hook: lets everything through at once except a display's receipt, which
+/// it lets through only once the ingest worker has stored (or rejected) it.
+struct ReceiptGate {
+    topics: Topics,
+    ingest: mpsc::UnboundedSender<Delivery>,
+    wait: Duration,
+}
+
+#[async_trait]
+impl Handler for ReceiptGate {
+    async fn hook(&self, param: &Parameter, acc: Option<HookResult>) -> ReturnType {
+        let Parameter::MessagePublishCheckAcl(session, publish) = param else {
+            return (true, acc);
+        };
+        if !matches!(
+            self.topics.classify(&publish.topic),
+            Some(TopicKind::Receipt(_))
+        ) {
+            return (true, acc);
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    anyhow::bail!("the embedded broker did not start listening on {a}")
-}
-
-async fn front(
-    listener: TcpListener,
-    v4: Vec<SocketAddr>,
-    v5: Vec<SocketAddr>,
-    live: Arc<AtomicUsize>,
-    shutdown: CancellationToken,
-) {
-    let v4 = Arc::new(v4);
-    let v5 = Arc::new(v5);
-    let next = Arc::new(AtomicUsize::new(0));
-    loop {
-        let accepted = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            a = listener.accept() => a,
+        let (tx, rx) = oneshot::channel();
+        let delivery = Delivery {
+            topic: Bytes::copy_from_slice(publish.topic.as_bytes()),
+            payload: publish.payload.clone(),
+            ack: Ack::Held(tx),
         };
-        let (stream, peer) = match accepted {
-            Ok(x) => x,
-            Err(e) => {
-                // Out of file descriptors and the like: pause instead of spinning.
-                warn!(error = %e, "accepting an MQTT connection failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
+        let answered = match self.ingest.send(delivery) {
+            Ok(()) => matches!(tokio::time::timeout(self.wait, rx).await, Ok(Ok(()))),
+            Err(_) => false,
         };
-        let (v4, v5, next, live) = (v4.clone(), v5.clone(), next.clone(), live.clone());
-        tokio::spawn(async move {
-            live.fetch_add(1, Ordering::Relaxed);
-            if let Err(e) = splice(stream, &v4, &v5, &next).await {
-                debug!(%peer, error = %e, "MQTT connection ended");
-            }
-            live.fetch_sub(1, Ordering::Relaxed);
-        });
+        if answered {
+            return (true, acc);
+        }
+        debug!(client = %session.id.client_id, topic = %publish.topic, "receipt not stored in time; disconnecting the display unacknowledged");
+        let refused = PublishAclResult::rejected(true, Some("receipt not stored yet".into()));
+        (false, Some(HookResult::PublishAclResult(refused)))
     }
 }
 
-/// Reads the protocol level of the CONNECT packet at the head of the stream, unconsumed.
-async fn protocol_level(stream: &TcpStream) -> anyhow::Result<u8> {
-    let mut buf = [0u8; 16];
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let n = tokio::time::timeout_at(deadline, stream.peek(&mut buf))
+/// Retained messages in memory (rmqtt's own tree; the broker keeps them only as long as
+/// this process runs, and the daemon republishes every display's config at start).
+#[derive(Default)]
+struct Retained(DefaultRetainStorage);
+
+#[async_trait]
+impl RetainStorage for Retained {
+    fn enable(&self) -> bool {
+        true
+    }
+
+    async fn set(
+        &self,
+        topic: &TopicName,
+        retain: Retain,
+        expiry_interval: Option<Duration>,
+    ) -> rmqtt::Result<()> {
+        self.0
+            .set_with_timeout(topic, retain, expiry_interval)
             .await
-            .context("no CONNECT within 30 s")??;
-        if n == 0 {
-            anyhow::bail!("closed before CONNECT");
-        }
-        if buf[0] != 0x10 {
-            anyhow::bail!("first packet is not CONNECT");
-        }
-        // Fixed header: 1 byte type, 1 to 4 bytes remaining length; then the protocol name
-        // (2 byte length + "MQTT") and the level byte.
-        let mut i = 1;
-        while i < n && i < 5 && buf[i] & 0x80 != 0 {
-            i += 1;
-        }
-        // "MQTT" for 3.1.1 and 5, "MQIsdp" for 3.1.
-        if n < i + 3 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            continue;
-        }
-        let name_len = u16::from_be_bytes([buf[i + 1], buf[i + 2]]) as usize;
-        let level_at = i + 1 + 2 + name_len;
-        if level_at >= buf.len() {
-            anyhow::bail!("CONNECT protocol name too long");
-        }
-        if n > level_at {
-            return Ok(buf[level_at]);
-        }
-        if n == buf.len() {
-            anyhow::bail!("CONNECT header too long");
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
-}
 
-async fn splice(
-    mut stream: TcpStream,
-    v4: &[SocketAddr],
-    v5: &[SocketAddr],
-    next: &AtomicUsize,
-) -> anyhow::Result<()> {
-    let level = protocol_level(&stream).await?;
-    let pool = match level {
-        5 => v5,
-        3 | 4 => v4,
-        other => {
-            let _ = stream.shutdown().await;
-            anyhow::bail!("unsupported MQTT protocol level {other}");
+    async fn get(&self, topic_filter: &TopicFilter) -> rmqtt::Result<Vec<(TopicName, Retain)>> {
+        let found = self.0.get_message(topic_filter).await;
+        if let Err(e) = &found {
+            warn!(filter = %topic_filter, error = %e, "reading retained messages failed");
         }
-    };
-    let target = pool[next.fetch_add(1, Ordering::Relaxed) % pool.len()];
-    let _ = stream.set_nodelay(true);
-    let mut inner = TcpStream::connect(target).await?;
-    let _ = inner.set_nodelay(true);
-    tokio::io::copy_bidirectional(&mut stream, &mut inner).await?;
-    Ok(())
+        found
+    }
+
+    async fn count(&self) -> isize {
+        self.0.count().await
+    }
+
+    async fn max(&self) -> isize {
+        self.0.max().await
+    }
 }

@@ -3,4 +3,4 @@
 pub mod broker;
 pub mod session;
 
-pub use session::{publish_play, publish_retained, start, Delivery, Session, SessionOptions};
+pub use session::{publish_play, publish_retained, start, Ack, Delivery, Session, SessionOptions};

@@ -11,11 +11,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use rand::Rng;
 use rumqttc::v5::mqttbytes::v5::{Packet, Publish, PublishProperties};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -33,21 +34,52 @@ pub struct SessionOptions {
     pub receive_maximum: u16,
 }
 
-/// A message from the broker, to be acknowledged once handled.
+/// A message for the ingest worker, to be acknowledged once its batch commits.
 #[derive(Debug)]
 pub struct Delivery {
-    pub publish: Publish,
+    pub topic: Bytes,
+    pub payload: Bytes,
+    pub ack: Ack,
 }
 
-/// The daemon's session: publish with `client`, read `inbound`, watch `connected`.
+/// Who is waiting for a delivery's acknowledgement.
+#[derive(Debug)]
+pub enum Ack {
+    /// The daemon's session owes the broker a PUBACK for this publish.
+    Session(Publish),
+    /// The embedded broker holds the display's PUBACK until this is answered; dropping it
+    /// unanswered disconnects the display, which then sends the receipt again.
+    Held(oneshot::Sender<()>),
+}
+
+impl Ack {
+    /// Sends the acknowledgement owed.
+    pub async fn send(self, client: &AsyncClient) {
+        match self {
+            Ack::Session(p) => {
+                if let Err(e) = client.ack(&p).await {
+                    warn!(error = %e, "could not queue acknowledgement");
+                }
+            }
+            // The display may have gone meanwhile; it sends the receipt again, a duplicate.
+            Ack::Held(tx) => drop(tx.send(())),
+        }
+    }
+}
+
+/// The daemon's session: publish with `client`, watch `connected`; what arrives goes to the
+/// ingest worker's queue given to `start`.
 pub struct Session {
     pub client: AsyncClient,
-    pub inbound: mpsc::UnboundedReceiver<Delivery>,
     pub connected: Arc<AtomicBool>,
 }
 
 /// Connects and spawns the polling task; it runs until `shutdown`.
-pub fn start(opts: SessionOptions, shutdown: CancellationToken) -> Session {
+pub fn start(
+    opts: SessionOptions,
+    tx: mpsc::UnboundedSender<Delivery>,
+    shutdown: CancellationToken,
+) -> Session {
     let mut o = MqttOptions::new(opts.client_id.clone(), opts.host.clone(), opts.port);
     o.set_keep_alive(Duration::from_secs(30))
         .set_clean_start(false)
@@ -62,14 +94,13 @@ pub fn start(opts: SessionOptions, shutdown: CancellationToken) -> Session {
         o.set_credentials(u.clone(), p.clone().unwrap_or_default());
     }
     let (client, mut eventloop) = AsyncClient::new(o, 10_000);
-    // Unbounded on purpose: the poller must never wait for the ingest worker, because the
+    // The queue is unbounded on purpose: the poller must never wait for the ingest worker, because the
     // worker's acknowledgements travel through this poller. A bounded channel deadlocked a
     // daemon with a million configs to publish: the poller waited for room here, so it no
     // longer read the socket; the broker's PUBACKs for the configs went unread, rumqttc
     // (outgoing window full) stopped taking requests, so the worker's acks could not be
     // queued and it stopped draining this channel. What bounds it is the broker's flow
-    // control: at most `receive_maximum` unacknowledged receipts (rumqttd: 100).
-    let (tx, rx) = mpsc::unbounded_channel();
+    // control: at most `receive_maximum` unacknowledged receipts (the embedded broker's daemon listener: 65,535).
     let connected = Arc::new(AtomicBool::new(false));
     let sub_client = client.clone();
     let flag = connected.clone();
@@ -94,7 +125,12 @@ pub fn start(opts: SessionOptions, shutdown: CancellationToken) -> Session {
                     }
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
-                    if tx.send(Delivery { publish: p }).is_err() {
+                    let d = Delivery {
+                        topic: p.topic.clone(),
+                        payload: p.payload.clone(),
+                        ack: Ack::Session(p),
+                    };
+                    if tx.send(d).is_err() {
                         break;
                     }
                 }
@@ -118,36 +154,24 @@ pub fn start(opts: SessionOptions, shutdown: CancellationToken) -> Session {
         flag.store(false, Ordering::Relaxed);
         debug!("MQTT polling task ended");
     });
-    Session {
-        client,
-        inbound: rx,
-        connected,
-    }
+    Session { client, connected }
 }
 
-/// Publishes a play (QoS 1, not retained); with `expiry_s`, brokers drop it once it expires.
+/// Publishes a play (QoS 1, not retained) with the MQTT 5 message expiry interval, so that
+/// brokers drop it once it expires.
 pub async fn publish_play(
     client: &AsyncClient,
     topic: String,
     payload: Vec<u8>,
-    expiry_s: Option<u32>,
+    expiry_s: u32,
 ) -> Result<(), rumqttc::v5::ClientError> {
-    match expiry_s {
-        Some(s) => {
-            let props = PublishProperties {
-                message_expiry_interval: Some(s.max(1)),
-                ..Default::default()
-            };
-            client
-                .publish_with_properties(topic, QoS::AtLeastOnce, false, payload, props)
-                .await
-        }
-        None => {
-            client
-                .publish(topic, QoS::AtLeastOnce, false, payload)
-                .await
-        }
-    }
+    let props = PublishProperties {
+        message_expiry_interval: Some(expiry_s.max(1)),
+        ..Default::default()
+    };
+    client
+        .publish_with_properties(topic, QoS::AtLeastOnce, false, payload, props)
+        .await
 }
 
 /// Publishes a retained message (display configs).
