@@ -750,10 +750,10 @@ async fn audits<S: Store>(s: S) {
         let (sname, sk) = if i % 2 == 0 { ("x", c.x) } else { ("y", c.y) };
         let p = play(&s, &format!("play{i:02}"), Some(c.bus), None, sk, issued).await;
         for (j, (dname, dk)) in devices.iter().enumerate() {
-            if (i as usize + j) % 5 == 0 {
+            if (i as usize + j).is_multiple_of(5) {
                 continue; // this display missed the play
             }
-            let status = if (i as usize + j) % 7 == 0 {
+            let status = if (i as usize + j).is_multiple_of(7) {
                 Status::Skipped
             } else {
                 Status::Played

@@ -76,7 +76,7 @@ pub async fn run(settings: Settings, a: SimulateArgs) -> anyhow::Result<ExitCode
         tokio::time::sleep(Duration::from_millis(100)).await;
         let online = stats.online.load(Ordering::Relaxed) as usize;
         ticks += 1;
-        if ticks % 10 == 0 {
+        if ticks.is_multiple_of(10) {
             eprintln!(
                 "{:>4.0}s online {online}/{total}, configs {}, plays seen {}, receipts sent {}, connect errors {}",
                 t0.elapsed().as_secs_f64(),

@@ -46,7 +46,7 @@ pub struct Delivery {
 #[derive(Debug)]
 pub enum Ack {
     /// The daemon's session owes the broker a PUBACK for this publish.
-    Session(Publish),
+    Session(Box<Publish>),
     /// The embedded broker holds the display's PUBACK until this is answered; dropping it
     /// unanswered disconnects the display, which then sends the receipt again.
     Held(oneshot::Sender<()>),
@@ -128,7 +128,7 @@ pub fn start(
                     let d = Delivery {
                         topic: p.topic.clone(),
                         payload: p.payload.clone(),
-                        ack: Ack::Session(p),
+                        ack: Ack::Session(Box::new(p)),
                     };
                     if tx.send(d).is_err() {
                         break;

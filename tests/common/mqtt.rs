@@ -565,7 +565,7 @@ fn on_message(p: &Publisher, st: &Arc<DisplayState>, id: &str, topic: &str, payl
     let window = (ms("issued_at"), ms("expires_at"), got.timestamp_millis());
     // Copies after the first: every fifth receipt once more, or `copies - 1` for all.
     let extra = match st.habits.copies {
-        0 => usize::from(st.seen.lock().expect("lock").len() % 5 == 0),
+        0 => usize::from(st.seen.lock().expect("lock").len().is_multiple_of(5)),
         n => n - 1,
     };
     st.outstanding.fetch_add(1, Ordering::Relaxed);
