@@ -161,7 +161,7 @@ fn subscriber(
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer);
-    // Colour only where it was on by default (a terminal, NO_COLOR unset), never in a file.
+    // Colour only on a terminal with NO_COLOR unset: escapes in a file or a journal are noise.
     let b = if colour { b } else { b.with_ansi(false) };
     if json {
         Box::new(b.json().finish())
@@ -179,7 +179,11 @@ fn init_tracing(logs: Logs) {
     let json = std::env::var("CIVICAST_LOG_FORMAT").as_deref() == Ok("json");
     let (writer, colour) = match logs {
         Logs::Demo(file) => (BoxMakeWriter::new(std::sync::Mutex::new(file)), false),
-        Logs::Serve | Logs::Tool => (BoxMakeWriter::new(std::io::stderr), true),
+        Logs::Serve | Logs::Tool => {
+            use std::io::IsTerminal;
+            let tty = std::io::stderr().is_terminal();
+            (BoxMakeWriter::new(std::io::stderr), tty)
+        }
     };
     if tracing::subscriber::set_global_default(subscriber(filter, writer, colour, json)).is_ok() {
         // `log` records (rmqtt's) become events judged by the same filter; `log` itself
