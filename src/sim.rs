@@ -293,10 +293,6 @@ macro_rules! display_loop {
                     }
                 }
             }
-            // Switch-offs spread over a second: rumqttd 0.20 panics in its will handling
-            // when thousands of clients leave in the same instant.
-            let spread = rand::thread_rng().gen_range(0..1000);
-            tokio::time::sleep(Duration::from_millis(spread)).await;
             // A display switched off says so (its last will would too, later).
             let _ = client.try_publish(
                 logic.topics.status(&d.id),

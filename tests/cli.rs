@@ -453,3 +453,67 @@ fn civicast_env(
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// `civicast demo` with the environment of a first run: no log filter or format chosen.
+fn demo(dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let out = civicast_command(dir)
+        .arg("demo")
+        .args(args)
+        .env_remove("CIVICAST_LOG")
+        .env_remove("CIVICAST_LOG_FORMAT")
+        .env_remove("CIVICAST_MQTT_URL")
+        .output()
+        .expect("run civicast demo");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn log_lines(text: &str) -> Vec<&str> {
+    text.lines()
+        .filter(|l| {
+            ["TRACE", "DEBUG", "INFO", "WARN", "ERROR"]
+                .iter()
+                .any(|lvl| l.split_whitespace().any(|w| w == *lvl))
+        })
+        .collect()
+}
+
+#[test]
+fn the_demo_keeps_its_logs_in_a_file_and_the_terminal_for_progress_and_summary() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("d")).expect("mkdir");
+    let (code, out, err) = demo(
+        dir.path(),
+        &[
+            "--duration",
+            "3s",
+            "--speed",
+            "600",
+            "--database",
+            "d/demo.db",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let log = std::path::absolute(dir.path().join("d/civicast-demo.log")).expect("absolute");
+    let said: Vec<&str> = out.lines().filter(|l| l.starts_with("logs: ")).collect();
+    assert_eq!(said, [format!("logs: {}", log.display())], "{out}");
+    assert!(
+        out.lines().next().is_some_and(|l| l.starts_with("logs: ")),
+        "{out}"
+    );
+    assert!(log_lines(&out).is_empty(), "log lines on stdout: {out}");
+    assert!(log_lines(&err).is_empty(), "log lines on stderr: {err}");
+    assert!(err.contains("online "), "the progress line: {err}");
+    assert!(out.contains("plays published"), "the summary: {out}");
+    let text = std::fs::read_to_string(&log).expect("the demo's log");
+    assert!(text.contains("embedded MQTT broker listening"), "{text}");
+
+    // A log that cannot be created ends the demo before anything starts, and says why.
+    let (code, out, err) = demo(dir.path(), &["--log", "no/such/dir/x.log"]);
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(err.contains("no/such/dir/x.log"), "{err}");
+    assert!(!out.contains("embedded MQTT broker"), "{out}");
+}

@@ -38,8 +38,8 @@ pub struct DemoArgs {
     /// The HTTP API's address (default: a free loopback port).
     #[arg(long, default_value = "127.0.0.1:0")]
     pub http_listen: String,
-    /// Displays powering on per second.
-    #[arg(long, default_value_t = 400.0)]
+    /// Displays powering on per second (the first city's 3,149 within about 2 s).
+    #[arg(long, default_value_t = 2000.0)]
     pub ramp: f64,
     /// Where devices/ and schedules/ are (written with the first city if missing).
     #[arg(long, default_value = ".")]
@@ -47,6 +47,27 @@ pub struct DemoArgs {
     /// The demo's database (recreated at each run).
     #[arg(long, default_value = "civicast-demo.db")]
     pub database: PathBuf,
+    /// The demo's log (recreated at each run; default: civicast-demo.log beside --database).
+    /// CIVICAST_LOG sets what goes in it.
+    #[arg(long)]
+    pub log: Option<PathBuf>,
+}
+
+impl DemoArgs {
+    /// The log file, absolute, as the demo prints it.
+    pub fn log_path(&self) -> PathBuf {
+        let p = self
+            .log
+            .clone()
+            .unwrap_or_else(|| self.database.with_file_name("civicast-demo.log"));
+        std::path::absolute(&p).unwrap_or(p)
+    }
+
+    /// Creates the log file afresh, before anything logs.
+    pub fn open_log(&self) -> anyhow::Result<std::fs::File> {
+        let p = self.log_path();
+        std::fs::File::create(&p).with_context(|| format!("creating the demo log {}", p.display()))
+    }
 }
 
 pub async fn run(settings: Settings, a: DemoArgs) -> anyhow::Result<ExitCode> {
@@ -66,6 +87,7 @@ pub async fn run(settings: Settings, a: DemoArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
+    println!("logs: {}", a.log_path().display());
     for p in crate::city::write_first_city(&a.dir)? {
         println!("wrote {}", p.display());
     }

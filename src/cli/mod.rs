@@ -90,7 +90,18 @@ pub enum Cmd {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(matches!(cli.cmd, Cmd::Serve { .. }));
+    let logs = match &cli.cmd {
+        Cmd::Serve { .. } => Logs::Serve,
+        Cmd::Demo(a) => match a.open_log() {
+            Ok(file) => Logs::Demo(file),
+            Err(e) => {
+                eprintln!("civicast: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => Logs::Tool,
+    };
+    init_tracing(logs);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -110,22 +121,76 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(serving: bool) {
-    use tracing_subscriber::EnvFilter;
-    let default = if serving {
-        "info,rumqttd=warn"
-    } else {
-        "warn,rumqttd=error"
+/// Where a command's log lines go, and how much of them by default.
+enum Logs {
+    /// The daemon: its own lines from `info` on stderr, other crates' from `warn`.
+    Serve,
+    /// Everything into the demo's log file: the terminal keeps the progress line and the
+    /// summary.
+    Demo(std::fs::File),
+    /// The one-shot commands: warnings and errors on stderr.
+    Tool,
+}
+
+/// The crates of the embedded broker: rumqttd until rmqtt replaces it. A directive's target
+/// is a prefix (`rmqtt` covers `rmqtt_net` too); each is named so that none depends on that.
+const BROKER_TARGETS: [&str; 4] = ["rumqttd", "rmqtt", "rmqtt_net", "rmqtt_codec"];
+
+/// The filter when `CIVICAST_LOG` does not set one. The broker logs a line per client
+/// (connects, disconnects) at `info`: only its warnings reach a daemon's operator, and only
+/// its errors the demo's file.
+fn default_filter(logs: &Logs) -> String {
+    let (own, broker) = match logs {
+        Logs::Serve => ("info", "warn"),
+        Logs::Demo(_) => ("info", "error"),
+        Logs::Tool => ("warn", "error"),
     };
-    let filter =
-        EnvFilter::try_from_env("CIVICAST_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let mut f = format!("warn,civicast={own}");
+    for t in BROKER_TARGETS {
+        f.push_str(&format!(",{t}={broker}"));
+    }
+    f
+}
+
+fn subscriber(
+    filter: tracing_subscriber::EnvFilter,
+    writer: tracing_subscriber::fmt::writer::BoxMakeWriter,
+    colour: bool,
+    json: bool,
+) -> Box<dyn tracing::Subscriber + Send + Sync> {
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if std::env::var("CIVICAST_LOG_FORMAT").as_deref() == Ok("json") {
-        b.json().init();
+        .with_writer(writer);
+    // Colour only on a terminal with NO_COLOR unset: escapes in a file or a journal are noise.
+    let b = if colour { b } else { b.with_ansi(false) };
+    if json {
+        Box::new(b.json().finish())
     } else {
-        b.init();
+        Box::new(b.finish())
+    }
+}
+
+fn init_tracing(logs: Logs) {
+    use tracing_log::AsLog;
+    use tracing_subscriber::fmt::writer::BoxMakeWriter;
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("CIVICAST_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(default_filter(&logs)));
+    let json = std::env::var("CIVICAST_LOG_FORMAT").as_deref() == Ok("json");
+    let (writer, colour) = match logs {
+        Logs::Demo(file) => (BoxMakeWriter::new(std::sync::Mutex::new(file)), false),
+        Logs::Serve | Logs::Tool => {
+            use std::io::IsTerminal;
+            let tty = std::io::stderr().is_terminal();
+            (BoxMakeWriter::new(std::io::stderr), tty)
+        }
+    };
+    if tracing::subscriber::set_global_default(subscriber(filter, writer, colour, json)).is_ok() {
+        // `log` records (rmqtt's) become events judged by the same filter; `log` itself
+        // drops what is below every directive before a record is even built.
+        let _ = tracing_log::LogTracer::builder()
+            .with_max_level(tracing::level_filters::LevelFilter::current().as_log())
+            .init();
     }
 }
 
@@ -201,4 +266,49 @@ pub(crate) async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// rmqtt logs a line per client through `log`: the demo's default filter keeps its errors
+    /// in the file and drops the rest, while the daemon's own `info` lines stay.
+    #[test]
+    fn log_records_meet_the_same_filter_as_the_daemons_lines() {
+        use tracing_log::log;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("demo.log");
+        let file = std::fs::File::create(&path).expect("log file");
+        let logs = Logs::Demo(file.try_clone().expect("clone"));
+        let filter = tracing_subscriber::EnvFilter::new(default_filter(&logs));
+        let writer =
+            tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::sync::Mutex::new(file));
+        // Only this test installs a `log` logger; it hands records to the thread's subscriber.
+        let _ = tracing_log::LogTracer::init();
+        tracing::subscriber::with_default(subscriber(filter, writer, false, false), || {
+            log::info!(target: "rmqtt::session", "client-7 disconnected");
+            log::warn!(target: "rmqtt_net::server", "client-8 refused");
+            log::error!(target: "rmqtt_codec::v5", "listener broken");
+            tracing::info!(target: "civicast::mqtt::broker", "embedded MQTT broker listening");
+        });
+        let text = std::fs::read_to_string(&path).expect("read log");
+        assert!(text.contains("listener broken"), "{text}");
+        assert!(text.contains("embedded MQTT broker listening"), "{text}");
+        assert!(
+            !text.contains("client-7") && !text.contains("client-8"),
+            "{text}"
+        );
+        assert!(!text.contains("\x1b["), "no colour in a file: {text}");
+    }
+
+    #[test]
+    fn the_daemon_shows_broker_warnings_and_the_tools_only_errors() {
+        let serve = default_filter(&Logs::Serve);
+        assert!(serve.starts_with("warn,civicast=info,"), "{serve}");
+        for t in BROKER_TARGETS {
+            assert!(serve.contains(&format!(",{t}=warn")), "{serve}");
+            assert!(default_filter(&Logs::Tool).contains(&format!(",{t}=error")));
+        }
+    }
 }
