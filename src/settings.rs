@@ -33,8 +33,8 @@ pub struct Settings {
     /// Shared-subscription group when several daemons split the receipts on an external
     /// broker; empty (the default): a plain subscription. Mosquitto 2.0.11 does not restore
     /// shared subscriptions from its database after a restart, so with one daemon a plain
-    /// subscription is what keeps receipts queued across a broker restart; rumqttd 0.20
-    /// (the embedded broker) holds back the newest message of a shared group.
+    /// subscription is what keeps receipts queued across a broker restart. The embedded
+    /// broker hands receipts to the daemon directly and ignores it.
     pub share_group: String,
     /// How long a play stays valid; default one feed interval.
     pub play_ttl: Option<Duration>,

@@ -72,10 +72,6 @@ pub(crate) async fn connect_fleet(
             }
         });
         clients.push(c);
-        // A gentle ramp: rumqttd's listeners and the listen queue take about 1,000 a second.
-        if i % 200 == 199 {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
     }
     let deadline = Instant::now() + Duration::from_secs(60);
     while connected.load(Ordering::Relaxed) < n {

@@ -270,12 +270,12 @@ fn main() -> ExitCode {
     }
 }
 
-/// As `civicast` logs its commands other than `serve`: warnings only, rumqttd's errors only
-/// (it logs every disconnect at ERROR), CIVICAST_LOG and CIVICAST_LOG_FORMAT as there.
+/// As `civicast` logs its commands other than `serve`: warnings only, the embedded broker's
+/// errors only (it logs every disconnect), CIVICAST_LOG and CIVICAST_LOG_FORMAT as there.
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("CIVICAST_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("warn,rumqttd=error"));
+        .unwrap_or_else(|_| EnvFilter::new("warn,rmqtt=error"));
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

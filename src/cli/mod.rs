@@ -132,9 +132,9 @@ enum Logs {
     Tool,
 }
 
-/// The crates of the embedded broker: rumqttd until rmqtt replaces it. A directive's target
-/// is a prefix (`rmqtt` covers `rmqtt_net` too); each is named so that none depends on that.
-const BROKER_TARGETS: [&str; 4] = ["rumqttd", "rmqtt", "rmqtt_net", "rmqtt_codec"];
+/// The crates of the embedded broker. A directive's target is a prefix (`rmqtt` covers
+/// `rmqtt_net` too); each is named so that none depends on that.
+const BROKER_TARGETS: [&str; 3] = ["rmqtt", "rmqtt_net", "rmqtt_codec"];
 
 /// The filter when `CIVICAST_LOG` does not set one. The broker logs a line per client
 /// (connects, disconnects) at `info`: only its warnings reach a daemon's operator, and only
