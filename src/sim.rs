@@ -215,7 +215,7 @@ fn count_played(stats: &SimStats, class: &str) {
 }
 
 macro_rules! display_loop {
-    ($name:ident, $m:path, $qos:expr, $will:expr, $connack:path, $publish:path) => {
+    ($name:ident, $m:path, $qos:expr, $will:expr, $connack:path, $publish:path, $inflight:ident) => {
         async fn $name(
             d: SimDisplay,
             mut logic: DisplayLogic,
@@ -227,6 +227,10 @@ macro_rules! display_loop {
             use $m as m;
             let mut o = m::MqttOptions::new(d.id.clone(), host, port);
             o.set_keep_alive(Duration::from_secs(30));
+            // A display has a receipt or two in flight. rumqttc sizes its table of
+            // outgoing publishes by this limit up front, and for MQTT 5 the default is
+            // 65,535 entries: about 13 MiB per display, 20 GiB for the first city.
+            o.$inflight(DISPLAY_INFLIGHT);
             o.set_last_will($will(logic.topics.status(&d.id), logic.presence(false, Utc::now())));
             let (client, mut ev) = m::AsyncClient::new(o, 256);
             let mut online = false;
@@ -314,13 +318,17 @@ macro_rules! display_loop {
     };
 }
 
+/// Most receipts a simulated display keeps unacknowledged.
+const DISPLAY_INFLIGHT: u16 = 16;
+
 display_loop!(
     run_v4,
     rumqttc,
     rumqttc::QoS::AtLeastOnce,
     |t, p| rumqttc::LastWill::new(t, p, rumqttc::QoS::AtLeastOnce, true),
     rumqttc::Incoming::ConnAck,
-    rumqttc::Incoming::Publish
+    rumqttc::Incoming::Publish,
+    set_inflight
 );
 display_loop!(
     run_v5,
@@ -334,7 +342,8 @@ display_loop!(
         None
     ),
     rumqttc::v5::mqttbytes::v5::Packet::ConnAck,
-    rumqttc::v5::mqttbytes::v5::Packet::Publish
+    rumqttc::v5::mqttbytes::v5::Packet::Publish,
+    set_outgoing_inflight_upper_limit
 );
 
 #[cfg(test)]
