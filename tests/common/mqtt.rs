@@ -333,6 +333,10 @@ struct DisplayState {
     plays: Mutex<Vec<(Instant, String)>>,
     /// Receipts handed to the MQTT client: play id, when.
     sent: Mutex<BTreeMap<String, Instant>>,
+    /// With `keeps_receipts`: publishes not yet acknowledged, in the order sent (topic, body,
+    /// play id), and the play ids whose receipt got a PUBACK.
+    unacked: Mutex<std::collections::VecDeque<(String, String, String)>>,
+    acked: Mutex<BTreeSet<String>>,
 }
 
 /// A display: logs in as itself with a persistent session (so its MQTT client retransmits
@@ -373,6 +377,9 @@ impl Display {
             o.set_credentials(id, pw)
                 .set_clean_start(false)
                 .set_session_expiry_interval(Some(3600));
+            if st.habits.keeps_receipts {
+                o.set_outgoing_inflight_upper_limit(1);
+            }
             let (c, mut ev) = rumqttc::v5::AsyncClient::new(o, 100);
             let p = Publisher::V5(c);
             let (p2, st2, stop2, id2) = (p, st.clone(), stop.clone(), id.to_owned());
@@ -383,15 +390,15 @@ impl Display {
                         e = ev.poll() => e,
                     };
                     match e {
-                        Ok(rumqttc::v5::Event::Incoming(Packet::ConnAck(_))) => {
-                            on_connack(&p2, &st2, &id2)
+                        Ok(rumqttc::v5::Event::Incoming(Packet::ConnAck(a))) => {
+                            on_connack(&p2, &st2, &id2, a.session_present)
                         }
                         Ok(rumqttc::v5::Event::Incoming(Packet::Publish(m))) => {
                             let t = String::from_utf8_lossy(&m.topic).into_owned();
                             on_message(&p2, &st2, &id2, &t, &m.payload);
                         }
                         Ok(rumqttc::v5::Event::Incoming(Packet::PubAck(a))) => {
-                            st2.pubacks.fetch_add(1, Ordering::Relaxed);
+                            on_puback(&st2);
                             if a.reason != PubAckReason::Success {
                                 // 16 "no matching subscribers" is a success code too, but
                                 // it says nobody took the receipt.
@@ -409,6 +416,9 @@ impl Display {
         } else {
             let mut o = MqttOptions::new(id, "127.0.0.1", port);
             o.set_credentials(id, pw).set_clean_session(false);
+            if st.habits.keeps_receipts {
+                o.set_inflight(1);
+            }
             let (c, mut ev) = AsyncClient::new(o, 100);
             let p = Publisher::V4(c);
             let (p2, st2, stop2, id2) = (p, st.clone(), stop.clone(), id.to_owned());
@@ -419,13 +429,13 @@ impl Display {
                         e = ev.poll() => e,
                     };
                     match e {
-                        Ok(Event::Incoming(Incoming::ConnAck(_))) => on_connack(&p2, &st2, &id2),
+                        Ok(Event::Incoming(Incoming::ConnAck(a))) => {
+                            on_connack(&p2, &st2, &id2, a.session_present)
+                        }
                         Ok(Event::Incoming(Incoming::Publish(m))) => {
                             on_message(&p2, &st2, &id2, &m.topic, &m.payload)
                         }
-                        Ok(Event::Incoming(Incoming::PubAck(_))) => {
-                            st2.pubacks.fetch_add(1, Ordering::Relaxed);
-                        }
+                        Ok(Event::Incoming(Incoming::PubAck(_))) => on_puback(&st2),
                         Ok(_) => {}
                         Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
                     }
@@ -484,6 +494,10 @@ impl Display {
     pub fn pubacks(&self) -> usize {
         self.st.pubacks.load(Ordering::Relaxed)
     }
+    /// With `keeps_receipts`: the plays whose receipt the broker acknowledged.
+    pub fn acked_ids(&self) -> BTreeSet<String> {
+        self.st.acked.lock().expect("lock").clone()
+    }
     pub fn sent_ids(&self) -> BTreeSet<String> {
         self.st.sent.lock().expect("lock").keys().cloned().collect()
     }
@@ -510,8 +524,48 @@ impl Display {
     }
 }
 
-fn on_connack(p: &Publisher, st: &DisplayState, id: &str) {
+fn on_puback(st: &DisplayState) {
+    st.pubacks.fetch_add(1, Ordering::Relaxed);
+    if st.habits.keeps_receipts {
+        if let Some((_, _, play_id)) = st.unacked.lock().expect("lock").pop_front() {
+            st.acked.lock().expect("lock").insert(play_id);
+        }
+    }
+}
+
+/// Hands a receipt to the client; with `keeps_receipts`, remembers it until its PUBACK.
+async fn send_kept(
+    p: &Publisher,
+    st: &DisplayState,
+    topic: String,
+    body: String,
+    play_id: &str,
+) -> bool {
+    if st.habits.keeps_receipts {
+        // Queued before the publish: its PUBACK may come before `publish` returns.
+        st.unacked.lock().expect("lock").push_back((
+            topic.clone(),
+            body.clone(),
+            play_id.to_owned(),
+        ));
+    }
+    p.publish(topic, body, false).await.is_ok()
+}
+
+fn on_connack(p: &Publisher, st: &Arc<DisplayState>, id: &str, session_present: bool) {
     st.connacks.fetch_add(1, Ordering::Relaxed);
+    if st.habits.keeps_receipts && !session_present {
+        // The client dropped what the lost session held: send it again, in order.
+        let again: Vec<_> = st.unacked.lock().expect("lock").drain(..).collect();
+        if !again.is_empty() {
+            let (p, st) = (p.clone(), st.clone());
+            tokio::spawn(async move {
+                for (topic, body, play_id) in again {
+                    send_kept(&p, &st, topic, body, &play_id).await;
+                }
+            });
+        }
+    }
     p.try_subscribe(config_topic(id));
     p.try_subscribe(format!("{P}/devices/{id}/cmd"));
 }
@@ -574,8 +628,8 @@ fn on_message(p: &Publisher, st: &Arc<DisplayState>, id: &str, topic: &str, payl
         use rand::Rng;
         let delay = rand::thread_rng().gen_range(1000..2000);
         tokio::time::sleep(Duration::from_millis(delay)).await;
-        match p.publish(topic.clone(), body.clone(), false).await {
-            Ok(()) => {
+        match send_kept(&p, &st, topic.clone(), body.clone(), &play_id).await {
+            true => {
                 st.windows
                     .lock()
                     .expect("lock")
@@ -583,7 +637,8 @@ fn on_message(p: &Publisher, st: &Arc<DisplayState>, id: &str, topic: &str, payl
                 st.sent
                     .lock()
                     .expect("lock")
-                    .insert(play_id, Instant::now());
+                    .insert(play_id.clone(), Instant::now());
+                let play_id_again = play_id;
                 for _ in 0..extra {
                     // Spread so that the copies of one receipt interleave with others'.
                     let gap = if st.habits.copies == 0 {
@@ -592,12 +647,12 @@ fn on_message(p: &Publisher, st: &Arc<DisplayState>, id: &str, topic: &str, payl
                         rand::thread_rng().gen_range(20..250)
                     };
                     tokio::time::sleep(Duration::from_millis(gap)).await;
-                    if p.publish(topic.clone(), body.clone(), false).await.is_ok() {
+                    if send_kept(&p, &st, topic.clone(), body.clone(), &play_id_again).await {
                         st.repeats.fetch_add(1, Ordering::Relaxed);
                     }
                 }
             }
-            Err(_) => {
+            false => {
                 st.errors.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -613,6 +668,10 @@ pub struct DisplayHabits {
     pub copies: usize,
     /// Its clock runs this far (ms) from the system's: it stamps `started_at` with it.
     pub clock_offset_ms: Option<Arc<std::sync::atomic::AtomicI64>>,
+    /// Keeps each receipt until its PUBACK (one in flight at a time, so each PUBACK names
+    /// its receipt) and sends the unacknowledged ones again after a reconnect to a broker
+    /// that lost its session: the MQTT client then drops them, as MQTT 5 requires.
+    pub keeps_receipts: bool,
 }
 
 /// Stops every display from answering and waits until each has sent what was due.
