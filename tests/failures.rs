@@ -832,6 +832,7 @@ async fn clock_jumps(backend: Backend) {
     let habits = DisplayHabits {
         copies: 1,
         clock_offset_ms: Some(offset.clone()),
+        ..Default::default()
     };
     let displays: Vec<Display> = DISPLAYS
         .iter()
@@ -956,7 +957,7 @@ async fn tenfold_duplicates(backend: Backend) {
     let m = rig.metrics();
     let habits = DisplayHabits {
         copies: 10,
-        clock_offset_ms: None,
+        ..Default::default()
     };
     let displays: Vec<Display> = DISPLAYS
         .iter()
