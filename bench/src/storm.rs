@@ -121,6 +121,11 @@ pub struct StormReport {
     /// those said online.
     pub wildcard_seen: usize,
     pub wildcard_online: usize,
+    /// Connections lost after their config (and made again) before the kill.
+    pub dropped: u64,
+    /// The daemon's open descriptors with the fleet connected, and after the kill.
+    pub daemon_fds: usize,
+    pub daemon_fds_after: usize,
     pub healthy_after: bool,
     pub panics: usize,
     /// Where the daemon's stderr was kept (the temp dir stays when something went wrong).
@@ -165,13 +170,18 @@ fn free_port() -> anyhow::Result<u16> {
 
 /// A plain HTTP/1.1 GET on loopback: status and body.
 async fn http_get(port: u16, path: &str) -> anyhow::Result<(u16, String)> {
+    // A daemon that has wedged accepts into the listen queue and never answers.
+    tokio::time::timeout(Duration::from_secs(10), http_get_now(port, path))
+        .await
+        .context("HTTP answer timed out")?
+}
+
+async fn http_get_now(port: u16, path: &str) -> anyhow::Result<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).await?;
     let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await?;
     let mut raw = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut raw))
-        .await
-        .context("HTTP answer timed out")??;
+    s.read_to_end(&mut raw).await?;
     let text = String::from_utf8_lossy(&raw);
     let status = text
         .split_whitespace()
@@ -242,6 +252,10 @@ fn rss_of(pid: u32) -> u64 {
                 .and_then(|v| v.parse().ok())
         })
         .unwrap_or(0)
+}
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
 
 fn mib(kib: u64) -> f64 {
@@ -321,7 +335,16 @@ async fn retained_each(
             let filters = chunk
                 .iter()
                 .map(|t| rumqttc::SubscribeFilter::new((*t).clone(), rumqttc::QoS::AtMostOnce));
-            c.subscribe_many(filters).await?;
+            // The request queue drains only while the event loop is polled (in `collect`);
+            // against a broker that stopped answering it fills, so bound the wait.
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero()
+                || tokio::time::timeout(left, c.subscribe_many(filters))
+                    .await
+                    .is_err()
+            {
+                break;
+            }
             collect(&mut ev, &mut got, Duration::from_secs(1), end, |g| {
                 chunk.iter().all(|t| g.contains_key(*t))
             })
@@ -368,6 +391,16 @@ pub async fn storm(o: &StormOptions) -> anyhow::Result<StormReport> {
         .with_context(|| format!("--civicast {}: build it first", o.civicast.display()))?;
     let dir = std::env::temp_dir().join(format!("civicast-storm-{}", ulid::Ulid::new()));
     std::fs::create_dir_all(&dir)?;
+    storm_in(o, &civicast, dir.clone()).await.with_context(|| {
+        format!(
+            "storm on {} (files kept in {})",
+            o.broker.as_str(),
+            dir.display()
+        )
+    })
+}
+
+async fn storm_in(o: &StormOptions, civicast: &Path, dir: PathBuf) -> anyhow::Result<StormReport> {
     let ids = write_displays(&dir, o.displays)?;
     let n = ids.len();
     let (mqtt, http) = (free_port()?, free_port()?);
@@ -391,7 +424,7 @@ pub async fn storm(o: &StormOptions) -> anyhow::Result<StormReport> {
     }
 
     let stderr_path = dir.join("civicast.stderr");
-    let mut cmd = Command::new(&civicast);
+    let mut cmd = Command::new(civicast);
     cmd.arg("serve").current_dir(&dir);
     for (k, _) in std::env::vars() {
         if k.starts_with("CIVICAST_") {
@@ -403,7 +436,13 @@ pub async fn storm(o: &StormOptions) -> anyhow::Result<StormReport> {
             "CIVICAST_DATABASE_URL",
             format!("sqlite://{}", dir.join("civicast.db").display()),
         )
-        .env("CIVICAST_PREFIX", PREFIX);
+        .env("CIVICAST_PREFIX", PREFIX)
+        // rumqttd 0.20 logs each failed accept at ERROR with no pause: out of descriptors it
+        // wrote 10 GB in three minutes. A panic reaches stderr through the panic hook, not
+        // tracing, so it is still seen; one line each, without a backtrace.
+        .env("CIVICAST_LOG", "info,rumqttd=off")
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("RUST_LIB_BACKTRACE");
     match o.broker {
         Broker::Embedded => cmd.env("CIVICAST_MQTT_LISTEN", format!("127.0.0.1:{mqtt}")),
         Broker::Mosquitto => cmd.env("CIVICAST_MQTT_URL", format!("mqtt://127.0.0.1:{mqtt}")),
@@ -495,10 +534,27 @@ pub async fn storm(o: &StormOptions) -> anyhow::Result<StormReport> {
         fleet.retries += r.retries;
         fleet.failures += r.failures;
     }
+    let drops: Vec<Arc<AtomicU64>> = outs
+        .into_iter()
+        .map(|mut out| {
+            let d = Arc::new(AtomicU64::new(0));
+            let seen = d.clone();
+            tokio::spawn(async move {
+                while let Ok(Some(l)) = out.next_line().await {
+                    if let Some(n) = l.strip_prefix("DROPPED ").and_then(|n| n.parse().ok()) {
+                        seen.store(n, Ordering::Relaxed);
+                    }
+                }
+            });
+            d
+        })
+        .collect();
     let with_config = fleet.got.len();
     let last_config_s = (with_config == n).then(|| fleet.got.iter().copied().fold(0.0, f64::max));
     let (online_s, online_seen) = wait_online(http, with_config as i64, t0).await;
     let daemon_kib = rss_of(daemon_pid);
+    let daemon_fds = open_fds(daemon_pid);
+    let dropped: u64 = drops.iter().map(|d| d.load(Ordering::Relaxed)).sum();
     let broker_kib = mosquitto.as_ref().and_then(|m| m.0.id()).map(rss_of);
 
     // Every display dies in the same instant.
@@ -528,16 +584,11 @@ pub async fn storm(o: &StormOptions) -> anyhow::Result<StormReport> {
             .count()
     };
     let stuck_online = says_online(&presence);
+    let daemon_fds_after = open_fds(daemon_pid);
     let healthy_after = matches!(http_get(http, "/healthz").await, Ok((200, _)));
     let _ = daemon.0.start_kill();
     let _ = daemon.0.wait().await;
-    let panics = std::fs::read_to_string(&stderr_path)
-        .map(|t| {
-            t.lines()
-                .filter(|l| l.to_ascii_lowercase().contains("panic"))
-                .count()
-        })
-        .unwrap_or(0);
+    let panics = count_panics(&stderr_path);
     drop(mosquitto);
 
     let mut r = StormReport {
@@ -558,6 +609,9 @@ pub async fn storm(o: &StormOptions) -> anyhow::Result<StormReport> {
         stuck_online,
         no_presence: n.saturating_sub(presence.len()),
         wildcard_seen: wildcard.len(),
+        dropped,
+        daemon_fds,
+        daemon_fds_after,
         wildcard_online: says_online(&wildcard),
         healthy_after,
         panics,
@@ -569,6 +623,20 @@ pub async fn storm(o: &StormOptions) -> anyhow::Result<StormReport> {
         r.kept = Some(dir);
     }
     Ok(r)
+}
+
+/// Lines of the daemon's stderr that speak of a panic, read a line at a time (the file
+/// can be large).
+fn count_panics(path: &Path) -> usize {
+    use std::io::BufRead;
+    let Ok(f) = std::fs::File::open(path) else {
+        return 0;
+    };
+    std::io::BufReader::new(f)
+        .split(b'\n')
+        .map_while(Result::ok)
+        .filter(|l| l.windows(5).any(|w| w.eq_ignore_ascii_case(b"panic")))
+        .count()
 }
 
 /// The rest of the first line on `out` that starts with `prefix`.
@@ -638,13 +706,16 @@ pub fn print_storm(rows: &[StormReport]) {
     }
     for r in rows {
         println!(
-            "{} {}: one subscriber to devices/+/status was given {} retained presences ({} online); per topic {} of {}",
+            "{} {}: one subscriber to devices/+/status was given {} retained presences ({} online); per topic {} of {}; {} connections lost after their config and made again; daemon fds {} connected, {} after the kill",
             r.broker,
             r.displays,
             r.wildcard_seen,
             r.wildcard_online,
             r.displays - r.no_presence,
-            r.displays
+            r.displays,
+            r.dropped,
+            r.daemon_fds,
+            r.daemon_fds_after
         );
     }
     for r in rows.iter().filter(|r| r.kept.is_some()) {
@@ -897,10 +968,15 @@ struct Tally {
     retries: AtomicU64,
     failures: AtomicU64,
     done: AtomicU64,
+    /// Connections lost after the config, each made again.
+    drops: AtomicU64,
 }
 
 /// One display: connect until it has its config (or the deadline), then its presence, then
-/// stay connected (answering and pinging) until the process is killed.
+/// stay connected (answering and pinging) until the process is killed. A connection lost
+/// after that is counted as a drop and made again, as a display in the street would: on a
+/// slow broker the CONNECT of an attempt given up on can be read after the next one's and
+/// take the session over from it.
 async fn display(
     i: usize,
     id: String,
@@ -913,55 +989,65 @@ async fn display(
     let config = format!("{PREFIX}/devices/{id}/config");
     let status = format!("{PREFIX}/devices/{id}/status");
     let mut first = true;
-    let conn = loop {
-        if t0.elapsed() >= within {
-            t.failures.fetch_add(1, Ordering::Relaxed);
-            t.done.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        if !first {
-            t.retries.fetch_add(1, Ordering::Relaxed);
-        }
-        first = false;
-        let left = within.saturating_sub(t0.elapsed()).min(ATTEMPT);
-        match tokio::time::timeout(left, attempt(v, &addr, &id, &config)).await {
-            Ok(Ok(c)) => break c,
-            Ok(Err(e)) => {
-                tracing::debug!(display = %id, error = %e, "storm attempt failed");
-                // Spread the retries a little so they do not come back as one wave.
-                let ms = 100 + (i as u64 * 7919) % 400;
-                tokio::time::sleep(Duration::from_millis(ms)).await;
-            }
-            Err(_) => {}
-        }
-    };
-    if let Ok(mut g) = t.got.lock() {
-        g.push(t0.elapsed().as_secs_f64());
-    }
-    t.done.fetch_add(1, Ordering::Relaxed);
-    let mut c = conn;
-    if encode_presence(v, &status, online_payload(chrono::Utc::now()), &mut c.tx).is_err()
-        || c.flush().await.is_err()
-    {
-        return;
-    }
-    let mut ping = tokio::time::interval(Duration::from_secs(u64::from(KEEP_ALIVE_S) / 2));
-    ping.tick().await;
+    let mut connected_once = false;
     loop {
-        tokio::select! {
-            r = c.next() => if r.is_err() { return },
-            _ = ping.tick() => {
-                if encode_ping(v, &mut c.tx).is_err() || c.flush().await.is_err() {
-                    return;
+        let mut c = loop {
+            if !connected_once && t0.elapsed() >= within {
+                t.failures.fetch_add(1, Ordering::Relaxed);
+                t.done.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            if !first && !connected_once {
+                t.retries.fetch_add(1, Ordering::Relaxed);
+            }
+            first = false;
+            let left = if connected_once {
+                ATTEMPT
+            } else {
+                within.saturating_sub(t0.elapsed()).min(ATTEMPT)
+            };
+            match tokio::time::timeout(left, attempt(v, &addr, &id, &config)).await {
+                Ok(Ok(c)) => break c,
+                Ok(Err(e)) => {
+                    tracing::debug!(display = %id, error = %e, "storm attempt failed");
+                    // Spread the retries a little so they do not come back as one wave.
+                    let ms = 100 + (i as u64 * 7919) % 400;
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                }
+                Err(_) => {}
+            }
+        };
+        if !connected_once {
+            connected_once = true;
+            if let Ok(mut g) = t.got.lock() {
+                g.push(t0.elapsed().as_secs_f64());
+            }
+            t.done.fetch_add(1, Ordering::Relaxed);
+        }
+        if encode_presence(v, &status, online_payload(chrono::Utc::now()), &mut c.tx).is_ok()
+            && c.flush().await.is_ok()
+        {
+            let mut ping = tokio::time::interval(Duration::from_secs(u64::from(KEEP_ALIVE_S) / 2));
+            ping.tick().await;
+            loop {
+                tokio::select! {
+                    r = c.next() => if r.is_err() { break },
+                    _ = ping.tick() => {
+                        if encode_ping(v, &mut c.tx).is_err() || c.flush().await.is_err() {
+                            break;
+                        }
+                    }
                 }
             }
         }
+        t.drops.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(100 + (i as u64 * 7919) % 400)).await;
     }
 }
 
 /// `storm-fleet`: the displays listed in `ids`, READY on stdout, then all at once on "go"
-/// from stdin; `FLEET {json}` when each has its config or gave up; then held open until
-/// the process is killed.
+/// from stdin; `FLEET {json}` when each has its config or gave up; then held open, with a
+/// `DROPPED n` line each time the count of lost connections changes, until killed.
 pub async fn fleet_process(mqtt: &str, ids: &Path, within: Duration) -> anyhow::Result<()> {
     let text =
         std::fs::read_to_string(ids).with_context(|| format!("reading {}", ids.display()))?;
@@ -983,6 +1069,7 @@ pub async fn fleet_process(mqtt: &str, ids: &Path, within: Duration) -> anyhow::
         retries: AtomicU64::new(0),
         failures: AtomicU64::new(0),
         done: AtomicU64::new(0),
+        drops: AtomicU64::new(0),
     });
     for (i, id) in ids.into_iter().enumerate() {
         tokio::spawn(display(i, id, addr.clone(), t0, within, t.clone()));
@@ -996,9 +1083,17 @@ pub async fn fleet_process(mqtt: &str, ids: &Path, within: Duration) -> anyhow::
         failures: t.failures.load(Ordering::Relaxed),
     };
     println!("FLEET {}", serde_json::to_string(&r)?);
-    // Held open: the parent kills this process to drop every connection at once.
-    std::future::pending::<()>().await;
-    Ok(())
+    // Held open: the parent kills this process to drop every connection at once. Until
+    // then it says how many connections were lost since the config and made again.
+    let mut said = 0;
+    loop {
+        let d = t.drops.load(Ordering::Relaxed);
+        if d != said {
+            println!("DROPPED {d}");
+            said = d;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[cfg(test)]
@@ -1049,20 +1144,23 @@ mod tests {
     #[test]
     fn a_split_packet_waits_for_its_rest() {
         let mut whole = BytesMut::new();
-        v4::Publish::new(
+        let mut p = v4::Publish::new(
             "civicast/v1/devices/a/config",
             rumqttc::QoS::AtLeastOnce,
             "{}",
-        )
-        .write(&mut whole)
-        .expect("encode");
+        );
+        p.pkid = 7;
+        p.write(&mut whole).expect("encode");
         let mut b = BytesMut::from(&whole[..5]);
         assert_eq!(decode(Version::V4, &mut b).expect("decode"), None);
         b.extend_from_slice(&whole[5..]);
-        assert!(matches!(
+        assert_eq!(
             decode(Version::V4, &mut b).expect("decode"),
-            Some(Incoming::Publish { .. })
-        ));
+            Some(Incoming::Publish {
+                topic: "civicast/v1/devices/a/config".into(),
+                pkid: 7
+            })
+        );
     }
 
     #[test]
