@@ -12,6 +12,8 @@
 //! - `pg`: the audit and storage scenarios on PostgreSQL.
 //! - `soak`: the demo city at speed for a long time: memory and open descriptors sampled,
 //!   every receipt checked stored once at the end.
+//! - `storm`: a `civicast serve` binary on its embedded broker and on a private Mosquitto,
+//!   a whole city connecting at once and dying at once (SIGKILL of the fleet processes).
 //!
 //! Owns: nothing the daemon uses; the `civicast` library never depends on it. Must not
 //! touch: the daemon's code paths (it drives them as a user would, through the library's
@@ -27,6 +29,7 @@ pub mod pg;
 pub mod report;
 pub mod soak;
 pub mod storage;
+pub mod storm;
 pub mod synth;
 
 pub use audit::{audit, print_audit, AuditReport, ComplianceBench, QueryReport};
@@ -38,4 +41,5 @@ pub use pg::{audit_pg, print_pg_storage, storage_pg, PgStorageReport};
 pub use report::Rate;
 pub use soak::{print_soak, soak, SoakOptions, SoakReport};
 pub use storage::{print_storage, storage, StorageReport};
+pub use storm::{fleet_process, print_storm, storm, Broker, StormOptions, StormReport};
 pub use synth::LoadOptions;

@@ -14,8 +14,9 @@ use civicast::settings::Settings;
 use civicast_bench::report::machine;
 use civicast_bench::{
     audit, audit_pg, ingest, load_pg, load_sqlite, memory_one, print_audit, print_ingest,
-    print_load, print_memory, print_pg_load, print_pg_storage, print_soak, print_storage, soak,
-    storage, storage_pg, IngestOptions, LoadOptions, MemoryReport, SoakOptions,
+    print_load, print_memory, print_pg_load, print_pg_storage, print_soak, print_storage,
+    print_storm, soak, storage, storage_pg, storm, Broker, IngestOptions, LoadOptions,
+    MemoryReport, SoakOptions, StormOptions,
 };
 use clap::{Args, Parser, ValueEnum};
 
@@ -46,9 +47,14 @@ enum Scenario {
     Memory,
     /// The demo city at --speed for --duration, RSS and open fds sampled every --every.
     Soak,
+    /// A city connecting at once and dying at once, on the embedded broker and on Mosquitto.
+    Storm,
     /// One size of the memory scenario, in this process (the parent spawns one per size).
     #[value(hide = true)]
     MemoryOne,
+    /// Part of the storm's fleet, in this process (the parent spawns several and kills them).
+    #[value(hide = true)]
+    StormFleet,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -59,7 +65,8 @@ struct BenchArgs {
     #[arg(long)]
     receipts: Option<u64>,
     /// ingest: simulated displays (default 500); audit/storage: displays in the history
-    /// (default 3,000); memory: inventory sizes, comma-separated (default 100000,1000000).
+    /// (default 3,000); memory: inventory sizes, comma-separated (default 100000,1000000);
+    /// storm: fleet sizes, comma-separated (default 3149, the first city).
     #[arg(long, value_delimiter = ',')]
     displays: Vec<u64>,
     /// ingest: plays each display acknowledges (default 40).
@@ -102,12 +109,31 @@ struct BenchArgs {
     /// soak: stop and fail when RSS passes this many MiB (checked each second).
     #[arg(long, default_value_t = 4096)]
     max_rss: u64,
+    /// storm: the brokers, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "embedded,mosquitto")]
+    brokers: Vec<String>,
+    /// storm: the `civicast` binary to start.
+    #[arg(long, default_value = "target/release/civicast")]
+    civicast: PathBuf,
+    /// storm: seconds for every display to have its config.
+    #[arg(long, default_value_t = 60)]
+    within: u64,
+    /// storm-fleet: the display ids, one a line.
+    #[arg(long, hide = true)]
+    ids: Option<PathBuf>,
 }
 
 /// One scenario, as `civicast bench ...` ran it.
 async fn run(settings: Settings, a: BenchArgs) -> anyhow::Result<ExitCode> {
+    if a.scenario == Scenario::StormFleet {
+        return run_scenario(settings, a).await;
+    }
     std::fs::create_dir_all(&a.dir).with_context(|| format!("creating {}", a.dir.display()))?;
     println!("civicast bench {:?} on {}", a.scenario, machine());
+    run_scenario(settings, a).await
+}
+
+async fn run_scenario(settings: Settings, a: BenchArgs) -> anyhow::Result<ExitCode> {
     match a.scenario {
         Scenario::Ingest => {
             let o = IngestOptions {
@@ -200,6 +226,40 @@ async fn run(settings: Settings, a: BenchArgs) -> anyhow::Result<ExitCode> {
             let r = soak(&settings, &o).await?;
             print_soak(&o, &r);
             Ok(exit(r.ok()))
+        }
+        Scenario::Storm => {
+            let brokers = a
+                .brokers
+                .iter()
+                .map(|b| b.parse::<Broker>())
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let sizes = if a.displays.is_empty() {
+                vec![3_149]
+            } else {
+                a.displays.clone()
+            };
+            let mut rows = Vec::new();
+            for n in sizes {
+                for &broker in &brokers {
+                    let o = StormOptions {
+                        displays: n as usize,
+                        broker,
+                        civicast: a.civicast.clone(),
+                        within: std::time::Duration::from_secs(a.within),
+                    };
+                    eprintln!("storm: {n} displays on {}...", broker.as_str());
+                    rows.push(storm(&o).await?);
+                }
+            }
+            print_storm(&rows);
+            Ok(exit(rows.iter().all(|r| r.ok())))
+        }
+        Scenario::StormFleet => {
+            let mqtt = a.mqtt.as_deref().context("storm-fleet: --mqtt")?;
+            let ids = a.ids.as_deref().context("storm-fleet: --ids")?;
+            civicast_bench::fleet_process(mqtt, ids, std::time::Duration::from_secs(a.within))
+                .await?;
+            Ok(ExitCode::SUCCESS)
         }
         Scenario::MemoryOne => {
             let n = a.displays.first().copied().unwrap_or(100_000) as usize;
