@@ -316,8 +316,9 @@ async fn retained_wildcard(
 }
 
 /// The retained message of each of `topics`, by fresh clients subscribing to 100 topics
-/// at a time (rumqttd hands one wildcard subscriber no more retained messages than its
-/// outgoing queue holds, 200), passes repeated for the missing ones until `deadline`.
+/// at a time (a broker may hand one wildcard subscriber no more retained messages than its
+/// outgoing queue holds: rumqttd 0.20, 200), passes repeated for the missing ones until
+/// `deadline`.
 async fn retained_each(
     port: u16,
     topics: &[String],
@@ -437,10 +438,9 @@ async fn storm_in(o: &StormOptions, civicast: &Path, dir: PathBuf) -> anyhow::Re
             format!("sqlite://{}", dir.join("civicast.db").display()),
         )
         .env("CIVICAST_PREFIX", PREFIX)
-        // rumqttd 0.20 logs each failed accept at ERROR with no pause: out of descriptors it
-        // wrote 10 GB in three minutes. A panic reaches stderr through the panic hook, not
-        // tracing, so it is still seen; one line each, without a backtrace.
-        .env("CIVICAST_LOG", "info,rumqttd=off")
+        // The daemon's own default filter: what an operator would see. A panic reaches
+        // stderr through the panic hook, not tracing; one line each, without a backtrace.
+        .env_remove("CIVICAST_LOG")
         .env_remove("RUST_BACKTRACE")
         .env_remove("RUST_LIB_BACKTRACE");
     match o.broker {
