@@ -117,12 +117,18 @@ pub fn start(
                     flag.store(true, Ordering::Relaxed);
                     backoff = Duration::from_millis(100);
                     // Never `.await` a request from the polling task: the request channel
-                    // could be full and only this task drains it.
-                    for f in &opts.filters {
-                        if let Err(e) = sub_client.try_subscribe(f.clone(), QoS::AtLeastOnce) {
-                            warn!(filter = %f, error = %e, "could not queue subscription");
+                    // could be full and only this task drains it. It was full at the first
+                    // ConnAck of a city of 19,000 (its configs queued ahead), and a
+                    // subscription that failed to queue left the daemon blind to presence;
+                    // another task waits for room instead.
+                    let (c, filters) = (sub_client.clone(), opts.filters.clone());
+                    tokio::spawn(async move {
+                        for f in filters {
+                            if let Err(e) = c.subscribe(f.clone(), QoS::AtLeastOnce).await {
+                                warn!(filter = %f, error = %e, "could not queue subscription");
+                            }
                         }
-                    }
+                    });
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     let d = Delivery {
