@@ -409,3 +409,47 @@ async fn sigkill_of_serve_on_the_embedded_broker_loses_no_acknowledged_receipt()
     );
     serve.terminate().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_subscription_hands_each_message_to_one_member() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_city(dir.path());
+    let store = sqlite_store(dir.path(), "c.db").await;
+    let (running, shutdown) = start_daemon(dir.path(), store, Broker::Embedded, |_| {}).await;
+    let port = embedded_port(&running);
+    let filter = "$share/audit/civicast/v1/devices/+/status".to_owned();
+    let a = Client::connect("share-a", port, true, std::slice::from_ref(&filter)).await;
+    let b = Client::connect("share-b", port, false, &[filter]).await;
+    a.subscribed(1).await;
+    b.subscribed(1).await;
+    let publisher = Client::connect("share-pub", port, true, &[]).await;
+    const N: usize = 20;
+    for i in 0..N {
+        // Not retained: a shared subscription gets no retained messages, so these are all.
+        publisher
+            .publish(
+                format!("civicast/v1/devices/share-{i}/status"),
+                online_now(),
+                false,
+            )
+            .await;
+    }
+    let got = |c: &Client| c.on("/devices/share-").len();
+    wait_for("every message to one member", 10, || got(&a) + got(&b) >= N).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        got(&a) + got(&b),
+        N,
+        "each message once: {} + {}",
+        got(&a),
+        got(&b)
+    );
+    assert!(
+        got(&a) > 0 && got(&b) > 0,
+        "both members take turns: {} and {}",
+        got(&a),
+        got(&b)
+    );
+    shutdown.cancel();
+    running.wait().await;
+}

@@ -17,6 +17,7 @@
 
 use std::net::SocketAddr;
 use std::num::NonZeroU16;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -27,7 +28,11 @@ use rmqtt::hook::{Handler, HookResult, Parameter, ReturnType, Type};
 use rmqtt::net::Builder;
 use rmqtt::retain::{DefaultRetainStorage, RetainStorage};
 use rmqtt::server::MqttServer;
-use rmqtt::types::{PublishAclResult, Retain, TopicFilter, TopicName};
+use rmqtt::subscribe::SharedSubscription;
+use rmqtt::types::{
+    ClientId, Id, IsOnline, NodeId, PublishAclResult, Retain, SharedGroup, SubscriptionIdentifier,
+    SubscriptionOptions, TopicFilter, TopicName,
+};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -99,6 +104,7 @@ pub async fn start(
         .build()
         .await;
     *scx.extends.retain_mut().await = Box::new(Retained::default());
+    *scx.extends.shared_subscription_mut().await = Box::new(RoundRobin::default());
     if let Some(h) = hook {
         let register = scx.extends.hook_mgr().register();
         register
@@ -239,5 +245,53 @@ impl RetainStorage for Retained {
 
     async fn max(&self) -> isize {
         self.0.max().await
+    }
+}
+
+/// Shared subscriptions (`$share/{group}/...`): each message to one online member of the
+/// group, taking turns. rmqtt leaves the choice to a plugin; without one it would treat
+/// `$share/...` as a plain topic filter that nothing matches.
+#[derive(Default)]
+struct RoundRobin(AtomicUsize);
+
+type Members = [(
+    NodeId,
+    ClientId,
+    SubscriptionOptions,
+    Option<Vec<SubscriptionIdentifier>>,
+    Option<IsOnline>,
+)];
+
+#[async_trait]
+impl SharedSubscription for RoundRobin {
+    fn is_supported(&self) -> bool {
+        true
+    }
+
+    async fn choice(
+        &self,
+        scx: &ServerContext,
+        _group: &SharedGroup,
+        _publisher: &Id,
+        _topic: &TopicName,
+        members: &Members,
+    ) -> Option<(usize, IsOnline)> {
+        if members.is_empty() {
+            return None;
+        }
+        let start = self.0.fetch_add(1, Ordering::Relaxed);
+        for k in 0..members.len() {
+            let i = (start + k) % members.len();
+            let (node, client, _, _, online) = &members[i];
+            let online = match online {
+                Some(o) => *o,
+                None => scx.extends.router().await.is_online(*node, client).await,
+            };
+            if online {
+                return Some((i, true));
+            }
+        }
+        // Nobody online: a member with a persistent session keeps it for its return.
+        Some((start % members.len(), false))
     }
 }
