@@ -985,7 +985,11 @@ async fn display(
     within: Duration,
     t: Arc<Tally>,
 ) {
-    let v = if i.is_multiple_of(2) { Version::V4 } else { Version::V5 };
+    let v = if i.is_multiple_of(2) {
+        Version::V4
+    } else {
+        Version::V5
+    };
     let config = format!("{PREFIX}/devices/{id}/config");
     let status = format!("{PREFIX}/devices/{id}/status");
     let mut first = true;

@@ -94,13 +94,13 @@ pub fn start(
         o.set_credentials(u.clone(), p.clone().unwrap_or_default());
     }
     let (client, mut eventloop) = AsyncClient::new(o, 10_000);
-    // The queue is unbounded on purpose: the poller must never wait for the ingest worker, because the
-    // worker's acknowledgements travel through this poller. A bounded channel deadlocked a
-    // daemon with a million configs to publish: the poller waited for room here, so it no
-    // longer read the socket; the broker's PUBACKs for the configs went unread, rumqttc
-    // (outgoing window full) stopped taking requests, so the worker's acks could not be
-    // queued and it stopped draining this channel. What bounds it is the broker's flow
-    // control: at most `receive_maximum` unacknowledged receipts (the embedded broker's daemon listener: 65,535).
+    // The ingest queue (`tx`) is unbounded on purpose: the poller must never wait for the
+    // ingest worker, because the worker's acknowledgements travel through this poller. A
+    // bounded channel deadlocked a daemon with a million configs to publish: the poller
+    // waited for room there, so it no longer read the socket; the broker's PUBACKs for the
+    // configs went unread, rumqttc (outgoing window full) stopped taking requests, so the
+    // worker's acks could not be queued and it stopped draining the channel. What bounds it
+    // is the broker's flow control: at most `receive_maximum` unacknowledged messages.
     let connected = Arc::new(AtomicBool::new(false));
     let sub_client = client.clone();
     let flag = connected.clone();
