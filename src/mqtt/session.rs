@@ -143,6 +143,12 @@ pub fn start(
                 Ok(Event::Incoming(Packet::Disconnect(d))) => {
                     warn!(reason = ?d.reason_code, "broker sent DISCONNECT");
                 }
+                // Our own goodbye: the broker closes the connection next, and a reconnect
+                // (with a warning) would follow it.
+                Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => {
+                    debug!("sent DISCONNECT; the session ends");
+                    break;
+                }
                 Ok(_) => {}
                 Err(e) => {
                     flag.store(false, Ordering::Relaxed);
