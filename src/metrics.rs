@@ -23,6 +23,9 @@ pub struct Metrics {
     /// Sum of commit latencies, microseconds.
     pub commit_micros: AtomicU64,
     pub commit_failures: AtomicU64,
+    /// Time from a receipt's arrival at the daemon to the commit of its batch, whether it
+    /// was stored, a duplicate or rejected.
+    pub receipt_latency: Histogram,
     pub configs_published: AtomicU64,
     pub broker_connected: AtomicBool,
     pub database_ok: AtomicBool,
@@ -55,6 +58,59 @@ impl Refusal {
             Refusal::Drop => "drop",
             Refusal::Apply => "apply_failed",
         }
+    }
+}
+
+/// Upper bounds (seconds) of the receipt latency buckets: a millisecond (a lone receipt on
+/// a fast disk) to ten seconds (a database that stalls), then `+Inf`.
+pub const LATENCY_BOUNDS: [f64; 13] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// A Prometheus histogram of durations over [`LATENCY_BOUNDS`].
+///
+/// Each observation is counted in one bucket only (the last one is `+Inf`); the cumulative
+/// counts and the total are summed when rendered, so that a scrape that races an
+/// observation still shows `+Inf` equal to `_count` and buckets that never decrease.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; LATENCY_BOUNDS.len() + 1],
+    /// Sum of the observations, microseconds.
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, d: std::time::Duration) {
+        let s = d.as_secs_f64();
+        let i = LATENCY_BOUNDS
+            .iter()
+            .position(|b| s <= *b)
+            .unwrap_or(LATENCY_BOUNDS.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    /// Observations so far.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+
+    /// The family: HELP, TYPE, cumulative `_bucket`s, `_sum` and `_count`.
+    fn render(&self, o: &mut String, name: &str, help: &str) {
+        let _ = writeln!(o, "# HELP {name} {help}");
+        let _ = writeln!(o, "# TYPE {name} histogram");
+        let mut total = 0;
+        for (i, c) in self.buckets.iter().enumerate() {
+            total += c.load(Ordering::Relaxed);
+            let le = LATENCY_BOUNDS
+                .get(i)
+                .map_or_else(|| "+Inf".to_owned(), f64::to_string);
+            let _ = writeln!(o, "{name}_bucket{{le=\"{le}\"}} {total}");
+        }
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(o, "{name}_sum {sum:.6}");
+        let _ = writeln!(o, "{name}_count {total}");
     }
 }
 
@@ -192,6 +248,11 @@ impl Metrics {
             "Batch commits that failed and were retried.",
             one(counted(&self.commit_failures)),
         );
+        self.receipt_latency.render(
+            o,
+            "civicast_receipt_latency_seconds",
+            "Time from a receipt's arrival at the daemon to the commit of its batch (stored, duplicate or rejected).",
+        );
         let broker = u8::from(self.broker_connected.load(Ordering::Relaxed));
         family(
             o,
@@ -308,6 +369,40 @@ mod tests {
             );
         }
         let families = text.lines().filter(|l| l.starts_with("# TYPE")).count();
-        assert_eq!(families, 13);
+        assert_eq!(families, 14);
+    }
+
+    #[test]
+    fn receipt_latency_is_a_cumulative_histogram() {
+        let m = Metrics::default();
+        let ms = std::time::Duration::from_millis;
+        // On a bound counts in that bucket (`le` is inclusive); past the last, only +Inf.
+        for d in [ms(1), ms(3), ms(3), ms(200), ms(10_000), ms(12_000)] {
+            m.receipt_latency.observe(d);
+        }
+        let text = m.render();
+        let name = "civicast_receipt_latency_seconds";
+        let want = [
+            "0.001 1", "0.0025 1", "0.005 3", "0.01 3", "0.025 3", "0.05 3", "0.1 3", "0.25 4",
+            "0.5 4", "1 4", "2.5 4", "5 4", "10 5", "+Inf 6",
+        ];
+        let buckets: Vec<String> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix(&format!("{name}_bucket{{le=\"")))
+            .map(|l| l.replacen("\"}", "", 1))
+            .collect();
+        assert_eq!(buckets, want, "{text}");
+        for line in [
+            format!("# HELP {name} Time from a receipt's arrival at the daemon to the commit of its batch (stored, duplicate or rejected)."),
+            format!("# TYPE {name} histogram"),
+            format!("{name}_sum 22.207000"),
+            format!("{name}_count 6"),
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+        assert_eq!(m.receipt_latency.count(), 6);
     }
 }

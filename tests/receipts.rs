@@ -104,6 +104,12 @@ async fn receipts_count_once_and_junk_is_rejected_by_reason() {
             && m.rejects_total() == 8
     })
     .await;
+    // Every receipt sent has a latency, whatever became of it: 5 + 3 + 8.
+    let latencies = || metric(&m.render(), "civicast_receipt_latency_seconds_count");
+    wait_for("a latency for each receipt", 10, || {
+        latencies() == Some(16.0)
+    })
+    .await;
 
     assert_eq!(
         played_by_device(&store).await,
@@ -140,6 +146,19 @@ async fn receipts_count_once_and_junk_is_rejected_by_reason() {
         m.receipts_stored.load(Ordering::Relaxed) == 6
     })
     .await;
+    wait_for("the taxi receipt's latency", 10, || {
+        latencies() == Some(17.0)
+    })
+    .await;
+    let text = m.render();
+    assert_eq!(
+        metric(
+            &text,
+            "civicast_receipt_latency_seconds_bucket{le=\"+Inf\"}"
+        ),
+        Some(17.0),
+        "{text}"
+    );
 
     shutdown.cancel();
     running.wait().await;

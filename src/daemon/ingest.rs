@@ -56,6 +56,8 @@ struct Gathering {
     acks: Vec<Ack>,
     /// Messages taken into `batch`, acknowledged already or not.
     held: usize,
+    /// When each receipt in `batch` (counted or rejected) arrived.
+    arrivals: Vec<Instant>,
 }
 
 impl Ingest {
@@ -120,7 +122,7 @@ impl Ingest {
         let (store, client, shared) =
             (self.store.clone(), self.client.clone(), self.shared.clone());
         tokio::spawn(async move {
-            commit(&store, &shared, &g.batch).await;
+            commit(&store, &shared, &g.batch, &g.arrivals).await;
             ack_all(&client, &mut g.acks).await;
         })
     }
@@ -131,15 +133,18 @@ impl Ingest {
         let topic = String::from_utf8_lossy(&msg.topic).into_owned();
         debug!(%topic, bytes = msg.payload.len(), "inbound");
         match self.topics.classify(&topic) {
-            Some(TopicKind::Receipt(dev)) => match self.receipt(dev, &msg.payload, now_ms).await {
-                Verdict::Counted(row) => g.batch.receipts.push(row),
-                Verdict::Rejected(r) => {
-                    debug!(device = dev, reason = r.as_str(), "receipt rejected");
-                    g.batch.rejects.push((r, now_ms.div_euclid(86_400_000)));
+            Some(TopicKind::Receipt(dev)) => {
+                match self.receipt(dev, &msg.payload, now_ms).await {
+                    Verdict::Counted(row) => g.batch.receipts.push(row),
+                    Verdict::Rejected(r) => {
+                        debug!(device = dev, reason = r.as_str(), "receipt rejected");
+                        g.batch.rejects.push((r, now_ms.div_euclid(86_400_000)));
+                    }
+                    // Never acknowledged: the broker hands it to us again when we are back.
+                    Verdict::Unanswered => return,
                 }
-                // Never acknowledged: the broker hands it to us again when we are back.
-                Verdict::Unanswered => return,
-            },
+                g.arrivals.push(msg.arrived);
+            }
             Some(TopicKind::Status(dev)) => self.presence(dev, &msg.payload, now_ms, &mut g.batch),
             None => {}
         }
@@ -241,7 +246,8 @@ async fn ack_all(client: &AsyncClient, acks: &mut Vec<Ack>) {
 }
 
 /// Commits a batch, retrying until it is stored: nothing is acknowledged before that.
-async fn commit(store: &Db, shared: &Shared, batch: &Batch) {
+/// `arrivals` are its receipts' arrival times, for their latency.
+async fn commit(store: &Db, shared: &Shared, batch: &Batch, arrivals: &[Instant]) {
     if batch.is_empty() {
         return;
     }
@@ -262,6 +268,11 @@ async fn commit(store: &Db, shared: &Shared, batch: &Batch) {
                     .fetch_add(out.duplicates as u64, Ordering::Relaxed);
                 for (r, _) in &batch.rejects {
                     m.reject(*r);
+                }
+                let committed = Instant::now();
+                for a in arrivals {
+                    m.receipt_latency
+                        .observe(committed.saturating_duration_since(*a));
                 }
                 return;
             }

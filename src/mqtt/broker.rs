@@ -18,7 +18,7 @@
 use std::net::SocketAddr;
 use std::num::NonZeroU16;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use async_trait::async_trait;
@@ -195,6 +195,7 @@ impl Handler for ReceiptGate {
             topic: Bytes::copy_from_slice(publish.topic.as_bytes()),
             payload: publish.payload.clone(),
             ack: Ack::Held(tx),
+            arrived: Instant::now(),
         };
         let answered = match self.ingest.send(delivery) {
             Ok(()) => matches!(tokio::time::timeout(self.wait, rx).await, Ok(Ok(()))),

@@ -9,7 +9,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rand::Rng;
@@ -40,6 +40,8 @@ pub struct Delivery {
     pub topic: Bytes,
     pub payload: Bytes,
     pub ack: Ack,
+    /// When the daemon first had it: a receipt's latency runs from here to its commit.
+    pub arrived: Instant,
 }
 
 /// Who is waiting for a delivery's acknowledgement.
@@ -135,6 +137,7 @@ pub fn start(
                         topic: p.topic.clone(),
                         payload: p.payload.clone(),
                         ack: Ack::Session(Box::new(p)),
+                        arrived: Instant::now(),
                     };
                     if tx.send(d).is_err() {
                         break;
