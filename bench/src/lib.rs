@@ -40,6 +40,6 @@ pub use memory::{memory_one, print_memory, rss_kib, MemoryReport};
 pub use pg::{audit_pg, print_pg_storage, storage_pg, PgStorageReport};
 pub use report::Rate;
 pub use soak::{print_soak, soak, SoakOptions, SoakReport};
-pub use storage::{print_storage, storage, StorageReport};
+pub use storage::{print_storage, storage, StorageReport, TableBytes, SQLITE_CATALOG};
 pub use storm::{fleet_process, print_storm, storm, Broker, StormOptions, StormReport};
 pub use synth::LoadOptions;
