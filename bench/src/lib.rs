@@ -7,7 +7,8 @@
 //! - `audit`: a synthetic year of receipts written by a bulk path, then the two audit queries
 //!   through the rollup (`Store::audit_plays`) beside the naive GROUP BY over raw receipts,
 //!   answers compared row for row.
-//! - `storage`: bytes per receipt on disk after that load, beside a plain heap table.
+//! - `storage`: bytes per receipt on disk after that load, beside a plain heap table: the
+//!   receipts table, every table of the schema and the whole database.
 //! - `memory`: RSS with a large inventory, each size in a fresh process.
 //! - `pg`: the audit and storage scenarios on PostgreSQL.
 //! - `soak`: the demo city at speed for a long time: memory and open descriptors sampled,
@@ -40,6 +41,6 @@ pub use memory::{memory_one, print_memory, rss_kib, MemoryReport};
 pub use pg::{audit_pg, print_pg_storage, storage_pg, PgStorageReport};
 pub use report::Rate;
 pub use soak::{print_soak, soak, SoakOptions, SoakReport};
-pub use storage::{print_storage, storage, StorageReport};
+pub use storage::{print_storage, storage, StorageReport, TableBytes, SQLITE_CATALOG};
 pub use storm::{fleet_process, print_storm, storm, Broker, StormOptions, StormReport};
 pub use synth::LoadOptions;

@@ -16,7 +16,7 @@ use sqlx::Row;
 use crate::audit::{play_count_queries, AuditReport};
 use crate::load::PgLoadReport;
 use crate::report::{day_string, met};
-use crate::storage::{partition_bytes, relation_bytes};
+use crate::storage::{partition_bytes, pg_tables, print_tables, relation_bytes, TableBytes};
 use crate::synth::LoadOptions;
 
 #[derive(Debug, Clone, Default)]
@@ -35,12 +35,21 @@ pub struct PgStorageReport {
     /// for one row per receipt.
     pub heap_bytes_per_row: f64,
     pub heap_sample: i64,
+    /// Every table of the schema (indexes, TOAST, partitions), after packing.
+    pub tables: Vec<TableBytes>,
+    /// `pg_total_relation_size` summed over every table of the schema, partitions included.
+    pub tables_bytes: i64,
 }
 
 impl PgStorageReport {
     /// Everything receipts take on disk after packing, per receipt.
     pub fn per_receipt(&self) -> f64 {
         (self.partitions_bytes + self.packed_bytes) as f64 / self.receipts.max(1) as f64
+    }
+
+    /// The whole schema after packing, per receipt.
+    pub fn whole_per_receipt(&self) -> f64 {
+        self.tables_bytes as f64 / self.receipts.max(1) as f64
     }
 }
 
@@ -52,6 +61,8 @@ pub async fn storage_pg(store: &PgStore, l: &PgLoadReport) -> anyhow::Result<PgS
     let packed_bytes = relation_bytes(store, "receipts_packed").await?
         + relation_bytes(store, "receipts_packed_days").await?;
     let rollup_bytes = relation_bytes(store, "rollup_hourly").await?;
+    // Read before `bench_heap` exists: the scratch table is not the store's.
+    let (tables, tables_bytes) = pg_tables(store).await?;
     let sample = l.receipts.min(2_000_000);
     sqlx::query("DROP TABLE IF EXISTS bench_heap")
         .execute(store.pool())
@@ -76,6 +87,8 @@ pub async fn storage_pg(store: &PgStore, l: &PgLoadReport) -> anyhow::Result<PgS
         rollup_bytes,
         heap_bytes_per_row: heap as f64 / sample.max(1) as f64,
         heap_sample: sample,
+        tables,
+        tables_bytes,
     })
 }
 
@@ -108,10 +121,19 @@ pub fn print_pg_storage(s: &PgStorageReport) {
         s.rollup_bytes,
         per(s.rollup_bytes)
     );
+    println!();
+    print_tables(
+        &s.tables,
+        s.tables_bytes,
+        "whole database: every table of the schema (pg_total_relation_size)",
+        s.receipts,
+    );
     println!(
-        "target: <= 40 bytes per receipt (receipt storage and indexes): {} ({:.1}; {:.2} x the keyless heap; {:.2} x one row per receipt)",
-        met(s.per_receipt() <= 40.0),
+        "target: <= 40 bytes per receipt (whole database): {} ({:.1}; receipt storage and indexes alone {:.1}, {}; {:.2} x the keyless heap; {:.2} x one row per receipt)",
+        met(s.whole_per_receipt() <= 40.0),
+        s.whole_per_receipt(),
         s.per_receipt(),
+        met(s.per_receipt() <= 40.0),
         s.per_receipt() / s.heap_bytes_per_row.max(f64::MIN_POSITIVE),
         s.per_receipt() / per(s.raw_bytes).max(f64::MIN_POSITIVE)
     );

@@ -102,6 +102,60 @@ async fn audit_rollup_answers_equal_the_naive_group_by() {
     assert!(s.heap_bytes_per_row > 0.0);
 }
 
+/// `storage` counts every byte: each table of the schema appears once, the rows add up to
+/// the total, and the total holds at least the receipts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_counts_every_table_of_the_schema() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let o = LoadOptions {
+        receipts: 5_000,
+        displays: 50,
+        feeds: 3,
+        ..LoadOptions::default()
+    };
+    let (store, load) = bench::load_sqlite(&dir.path().join("storage.db"), &o)
+        .await
+        .expect("load");
+    let s = bench::storage(&store, &load).await.expect("storage");
+    assert_eq!(s.source, "dbstat", "the bundled SQLite has dbstat");
+    let schema: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name")
+            .fetch_all(store.pool())
+            .await
+            .expect("tables");
+    let mut listed: Vec<&str> = s.tables.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(listed.pop(), Some(bench::SQLITE_CATALOG), "{s:?}");
+    assert_eq!(listed, schema, "every table of the schema, once");
+    for name in [
+        "receipts",
+        "rollup_hourly",
+        "plays",
+        "presence",
+        "adset_revisions",
+    ] {
+        assert!(listed.contains(&name), "{name} missing: {listed:?}");
+    }
+    assert!(
+        !listed.contains(&"bench_heap"),
+        "the scratch table is not the store's"
+    );
+    assert_eq!(
+        s.tables.iter().map(|t| t.bytes).sum::<i64>(),
+        s.tables_bytes,
+        "the rows add up to the total: {s:?}"
+    );
+    assert!(s.tables.iter().all(|t| t.bytes > 0), "{s:?}");
+    assert!(
+        s.receipts_bytes > 0 && s.tables_bytes >= s.receipts_bytes,
+        "{s:?}"
+    );
+    assert!(s.tables_bytes >= s.receipts_bytes + s.rollup_bytes, "{s:?}");
+    // Every page of the file is some b-tree's or free.
+    assert_eq!(s.tables_bytes + s.free_bytes, s.pages_bytes, "{s:?}");
+    assert!(s.whole_bytes() >= s.tables_bytes, "{s:?}");
+    assert!(s.whole_per_receipt() >= s.per_receipt(), "{s:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_measures_a_small_inventory() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -176,6 +230,27 @@ async fn pg_audit_after_packing_equals_the_naive_group_by() {
             let s = bench::storage_pg(&store, &load).await.expect("storage");
             assert_eq!(s.readable, load.receipts, "packed receipts stay readable");
             assert!(s.packed_bytes > 0 && s.raw_bytes > 0, "{s:?}");
+            let names: Vec<&str> = s.tables.iter().map(|t| t.name.as_str()).collect();
+            for name in [
+                "receipts",
+                "receipts_packed",
+                "rollup_hourly",
+                "plays",
+                "presence",
+                "adset_revisions",
+            ] {
+                assert!(names.contains(&name), "{name} missing: {names:?}");
+            }
+            assert!(!names.contains(&"bench_heap"), "{names:?}");
+            assert_eq!(
+                s.tables.iter().map(|t| t.bytes).sum::<i64>(),
+                s.tables_bytes,
+                "the rows add up to the total: {s:?}"
+            );
+            assert!(
+                s.tables_bytes >= s.packed_bytes + s.partitions_bytes + s.rollup_bytes,
+                "{s:?}"
+            );
             assert!(s.heap_bytes_per_row > 0.0);
             let r = bench::audit_pg(&store, &o, 2, 1).await.expect("audit");
             assert_eq!(r.queries.len(), 2);
