@@ -31,6 +31,7 @@ pub mod report;
 pub mod soak;
 pub mod storage;
 pub mod storm;
+pub mod storm_fleet;
 pub mod synth;
 
 pub use audit::{audit, print_audit, AuditReport, ComplianceBench, QueryReport};
@@ -42,5 +43,6 @@ pub use pg::{audit_pg, print_pg_storage, storage_pg, PgStorageReport};
 pub use report::Rate;
 pub use soak::{print_soak, soak, SoakOptions, SoakReport};
 pub use storage::{print_storage, storage, StorageReport, TableBytes, SQLITE_CATALOG};
-pub use storm::{fleet_process, print_storm, storm, Broker, StormOptions, StormReport};
+pub use storm::{print_storm, storm, Broker, StormOptions, StormReport};
+pub use storm_fleet::fleet_process;
 pub use synth::LoadOptions;

@@ -34,7 +34,8 @@ use crate::core::model::Catalog;
 use crate::core::wire::{DisplayConfig, Topics};
 use crate::metrics::Metrics;
 use crate::mqtt::broker::{self, BrokerOptions, ReceiptHook};
-use crate::mqtt::{self, SessionOptions};
+
+use crate::mqtt::{self, Delivery, SessionOptions};
 use crate::settings::{Broker, MqttUrl, Settings};
 use crate::store::{Db, DeviceRow, Keys, Store};
 
@@ -145,20 +146,12 @@ impl App {
         let tasks = TaskTracker::new();
         // The broker outlives the session so that the daemon can say goodbye cleanly.
         let broker_stop = CancellationToken::new();
-        let (inbound_tx, inbound) = mpsc::unbounded_channel();
-        let hook = ReceiptHook {
-            topics: topics.clone(),
-            ingest: inbound_tx.clone(),
-        };
-        let (target, mqtt_addr) =
-            mqtt_target(&settings, listeners.mqtt, hook, &broker_stop).await?;
-        let embedded = mqtt_addr.is_some();
         let mqtt_stop = CancellationToken::new();
-        let session = mqtt::start(
-            session_options(&settings, target, &topics, embedded),
-            inbound_tx,
-            mqtt_stop.clone(),
-        );
+        let Mqtt {
+            session,
+            inbound,
+            addr: mqtt_addr,
+        } = connect_mqtt(&settings, listeners.mqtt, &topics, &broker_stop, &mqtt_stop).await?;
         let client = session.client.clone();
         tasks.spawn(mirror_connected(
             session.connected.clone(),
@@ -328,6 +321,37 @@ async fn prepare(
         retention_ms: settings.retention_days.map(|d| i64::from(d) * 86_400_000),
         adset_cache,
     }))
+}
+
+/// The daemon's MQTT session, the queue it and the embedded broker's receipt hook fill for
+/// the ingest worker, and where displays connect when the broker is embedded.
+struct Mqtt {
+    session: mqtt::Session,
+    inbound: mpsc::UnboundedReceiver<Delivery>,
+    addr: Option<SocketAddr>,
+}
+
+/// Starts the embedded broker (unless an external one is set) and the session on it.
+async fn connect_mqtt(
+    settings: &Settings,
+    listener: Option<TcpListener>,
+    topics: &Topics,
+    broker_stop: &CancellationToken,
+    mqtt_stop: &CancellationToken,
+) -> anyhow::Result<Mqtt> {
+    let (tx, inbound) = mpsc::unbounded_channel();
+    let hook = ReceiptHook {
+        topics: topics.clone(),
+        ingest: tx.clone(),
+    };
+    let (target, addr) = mqtt_target(settings, listener, hook, broker_stop).await?;
+    let options = session_options(settings, target, topics, addr.is_some());
+    let session = mqtt::start(options, tx, mqtt_stop.clone());
+    Ok(Mqtt {
+        session,
+        inbound,
+        addr,
+    })
 }
 
 /// Where the daemon's own session connects: the external broker, or the embedded one

@@ -25,7 +25,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use rmqtt::context::ServerContext;
 use rmqtt::hook::{Handler, HookResult, Parameter, ReturnType, Type};
-use rmqtt::net::Builder;
+use rmqtt::net::{Builder, Listener};
 use rmqtt::retain::{DefaultRetainStorage, RetainStorage};
 use rmqtt::server::MqttServer;
 use rmqtt::subscribe::SharedSubscription;
@@ -120,7 +120,27 @@ pub async fn start(
         register.start().await;
     }
 
-    let displays = Builder::new()
+    let displays = display_listener(addr, &opts)?;
+    let daemon = daemon_listener(internal)?;
+    let server = MqttServer::new(scx)
+        .listener_by_id(displays, 1)
+        .listener_by_id(daemon, 2)
+        .build();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            r = server.run() => if let Err(e) = r {
+                tracing::error!(error = %e, "embedded broker stopped");
+            },
+        }
+    });
+    info!(%addr, "embedded MQTT broker listening (MQTT 3.1.1 and 5)");
+    Ok(EmbeddedBroker { addr, internal })
+}
+
+/// Where displays connect: sized for the whole city connecting at once.
+fn display_listener(addr: SocketAddr, opts: &BrokerOptions) -> anyhow::Result<Listener> {
+    Builder::new()
         .name("displays")
         .laddr(addr)
         .reuseaddr(Some(true))
@@ -139,8 +159,12 @@ pub async fn start(
         .bind()
         .map_err(|e| anyhow::anyhow!("binding the MQTT listener {addr}: {e}"))?
         .tcp()
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let daemon = Builder::new()
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// The daemon's own listener: its one session takes the whole fleet's presence.
+fn daemon_listener(internal: SocketAddr) -> anyhow::Result<Listener> {
+    Builder::new()
         .name("daemon")
         .laddr(internal)
         .nodelay(true)
@@ -153,21 +177,7 @@ pub async fn start(
         .bind()
         .map_err(|e| anyhow::anyhow!("binding the daemon's MQTT listener {internal}: {e}"))?
         .tcp()
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let server = MqttServer::new(scx)
-        .listener_by_id(displays, 1)
-        .listener_by_id(daemon, 2)
-        .build();
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = shutdown.cancelled() => {}
-            r = server.run() => if let Err(e) = r {
-                tracing::error!(error = %e, "embedded broker stopped");
-            },
-        }
-    });
-    info!(%addr, "embedded MQTT broker listening (MQTT 3.1.1 and 5)");
-    Ok(EmbeddedBroker { addr, internal })
+        .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// The publish ACL hook: lets everything through at once except a display's receipt, which

@@ -82,20 +82,7 @@ pub fn start(
     tx: mpsc::UnboundedSender<Delivery>,
     shutdown: CancellationToken,
 ) -> Session {
-    let mut o = MqttOptions::new(opts.client_id.clone(), opts.host.clone(), opts.port);
-    o.set_keep_alive(Duration::from_secs(30))
-        .set_clean_start(false)
-        // Keep the session (and the receipts queued in it) for a week of downtime.
-        .set_session_expiry_interval(Some(7 * 24 * 3600))
-        .set_manual_acks(true)
-        .set_receive_maximum(Some(opts.receive_maximum))
-        .set_max_packet_size(Some(1024 * 1024))
-        .set_request_channel_capacity(10_000)
-        .set_outgoing_inflight_upper_limit(1_000);
-    if let (Some(u), p) = (&opts.username, &opts.password) {
-        o.set_credentials(u.clone(), p.clone().unwrap_or_default());
-    }
-    let (client, mut eventloop) = AsyncClient::new(o, 10_000);
+    let (client, mut eventloop) = AsyncClient::new(mqtt_options(&opts), 10_000);
     // The ingest queue (`tx`) is unbounded on purpose: the poller must never wait for the
     // ingest worker, because the worker's acknowledgements travel through this poller. A
     // bounded channel deadlocked a daemon with a million configs to publish: the poller
@@ -118,19 +105,7 @@ pub fn start(
                     info!(host = %opts.host, port = opts.port, session_present = ack.session_present, "connected to MQTT broker");
                     flag.store(true, Ordering::Relaxed);
                     backoff = Duration::from_millis(100);
-                    // Never `.await` a request from the polling task: the request channel
-                    // could be full and only this task drains it. It was full at the first
-                    // ConnAck of a city of 19,000 (its configs queued ahead), and a
-                    // subscription that failed to queue left the daemon blind to presence;
-                    // another task waits for room instead.
-                    let (c, filters) = (sub_client.clone(), opts.filters.clone());
-                    tokio::spawn(async move {
-                        for f in filters {
-                            if let Err(e) = c.subscribe(f.clone(), QoS::AtLeastOnce).await {
-                                warn!(filter = %f, error = %e, "could not queue subscription");
-                            }
-                        }
-                    });
+                    subscribe_all(sub_client.clone(), opts.filters.clone());
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     let d = Delivery {
@@ -170,6 +145,37 @@ pub fn start(
         debug!("MQTT polling task ended");
     });
     Session { client, connected }
+}
+
+fn mqtt_options(opts: &SessionOptions) -> MqttOptions {
+    let mut o = MqttOptions::new(opts.client_id.clone(), opts.host.clone(), opts.port);
+    o.set_keep_alive(Duration::from_secs(30))
+        .set_clean_start(false)
+        // Keep the session (and the receipts queued in it) for a week of downtime.
+        .set_session_expiry_interval(Some(7 * 24 * 3600))
+        .set_manual_acks(true)
+        .set_receive_maximum(Some(opts.receive_maximum))
+        .set_max_packet_size(Some(1024 * 1024))
+        .set_request_channel_capacity(10_000)
+        .set_outgoing_inflight_upper_limit(1_000);
+    if let (Some(u), p) = (&opts.username, &opts.password) {
+        o.set_credentials(u.clone(), p.clone().unwrap_or_default());
+    }
+    o
+}
+
+/// Subscribes to `filters` from a task of its own. Never `.await` a request from the polling
+/// task: the request channel could be full and only that task drains it. It was full at the
+/// first ConnAck of a city of 19,000 (its configs queued ahead), and a subscription that
+/// failed to queue left the daemon blind to presence; this task waits for room instead.
+fn subscribe_all(client: AsyncClient, filters: Vec<String>) {
+    tokio::spawn(async move {
+        for f in filters {
+            if let Err(e) = client.subscribe(f.clone(), QoS::AtLeastOnce).await {
+                warn!(filter = %f, error = %e, "could not queue subscription");
+            }
+        }
+    });
 }
 
 /// Publishes a play (QoS 1, not retained) with the MQTT 5 message expiry interval, so that
