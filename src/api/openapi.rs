@@ -228,9 +228,11 @@ fn query_param(name: &str) -> Value {
             json!({"type": "string"}),
             "Sample seed: the same inputs draw the same sample",
         ),
+        // Text, as every query value is: empty means the default, like the other optional
+        // parameters (a form sends its empty fields).
         "per_class" => (
-            json!({"type": "integer", "minimum": 1}),
-            "Displays drawn per class",
+            json!({"type": "string", "pattern": "^([0-9]*[1-9][0-9]*)?$"}),
+            "Displays drawn per class, a positive whole number; empty or absent: the default",
         ),
         _ => (json!({"type": "string"}), ""),
     };

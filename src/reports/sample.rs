@@ -56,13 +56,17 @@ pub async fn sample_report(
         None => sample::week_of(now, tz),
     };
     let monday = sample::parse_week(&week).map_err(|m| qerr("week", m))?;
-    let per_class =
-        match p.per_class.as_deref().filter(|s| !s.is_empty()) {
-            Some(n) => n.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
-                qerr("per_class", format!("{n:?} is not a positive whole number"))
-            })?,
-            None => sample::DEFAULT_PER_CLASS,
-        };
+    let per_class = match p.per_class.as_deref().filter(|s| !s.is_empty()) {
+        // Digits only: `parse` would also take a leading `+`.
+        Some(n) => n
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| n.parse::<usize>().ok())
+            .flatten()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| qerr("per_class", format!("{n:?} is not a positive whole number")))?,
+        None => sample::DEFAULT_PER_CLASS,
+    };
     let seed = p
         .seed
         .clone()
