@@ -43,6 +43,21 @@ pub struct SampleAnswer {
     pub rows: Vec<SampleRow>,
 }
 
+/// `per_class` of the query: digits only (`parse` would also take a leading `+`), above
+/// zero; empty or absent, the default.
+fn per_class(text: Option<&str>) -> Result<usize, ReportError> {
+    match text.filter(|s| !s.is_empty()) {
+        Some(n) => n
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| n.parse::<usize>().ok())
+            .flatten()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| qerr("per_class", format!("{n:?} is not a positive whole number"))),
+        None => Ok(sample::DEFAULT_PER_CLASS),
+    }
+}
+
 pub async fn sample_report(
     store: &Db,
     catalog: &Catalog,
@@ -56,17 +71,7 @@ pub async fn sample_report(
         None => sample::week_of(now, tz),
     };
     let monday = sample::parse_week(&week).map_err(|m| qerr("week", m))?;
-    let per_class = match p.per_class.as_deref().filter(|s| !s.is_empty()) {
-        // Digits only: `parse` would also take a leading `+`.
-        Some(n) => n
-            .bytes()
-            .all(|b| b.is_ascii_digit())
-            .then(|| n.parse::<usize>().ok())
-            .flatten()
-            .filter(|n| *n > 0)
-            .ok_or_else(|| qerr("per_class", format!("{n:?} is not a positive whole number")))?,
-        None => sample::DEFAULT_PER_CLASS,
-    };
+    let per_class = per_class(p.per_class.as_deref())?;
     let seed = p
         .seed
         .clone()
