@@ -25,8 +25,8 @@ pub(crate) async fn dbstat(pool: &sqlx::SqlitePool, name: &str) -> Option<i64> {
         .flatten()
 }
 
-/// Pages in use (page_count - freelist_count) times the page size.
-pub(crate) async fn used_bytes(pool: &sqlx::SqlitePool) -> anyhow::Result<i64> {
+/// The file's pages, its free pages and the page size.
+async fn page_counts(pool: &sqlx::SqlitePool) -> anyhow::Result<(i64, i64, i64)> {
     let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
         .fetch_one(pool)
         .await?;
@@ -36,6 +36,12 @@ pub(crate) async fn used_bytes(pool: &sqlx::SqlitePool) -> anyhow::Result<i64> {
     let size: i64 = sqlx::query_scalar("PRAGMA page_size")
         .fetch_one(pool)
         .await?;
+    Ok((pages, free, size))
+}
+
+/// Pages in use (page_count - freelist_count) times the page size.
+pub(crate) async fn used_bytes(pool: &sqlx::SqlitePool) -> anyhow::Result<i64> {
+    let (pages, free, size) = page_counts(pool).await?;
     Ok((pages - free) * size)
 }
 
@@ -93,15 +99,7 @@ pub(crate) async fn sqlite_tables(
 async fn sqlite_file(pool: &sqlx::SqlitePool, path: &Path) -> anyhow::Result<(i64, i64, i64)> {
     // TRUNCATE so the -wal file's size is what a checkpoint could not move, not a leftover.
     exec(pool, "PRAGMA wal_checkpoint(TRUNCATE)").await?;
-    let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
-        .fetch_one(pool)
-        .await?;
-    let free: i64 = sqlx::query_scalar("PRAGMA freelist_count")
-        .fetch_one(pool)
-        .await?;
-    let size: i64 = sqlx::query_scalar("PRAGMA page_size")
-        .fetch_one(pool)
-        .await?;
+    let (pages, free, size) = page_counts(pool).await?;
     let mut wal = path.as_os_str().to_owned();
     wal.push("-wal");
     let wal_bytes = match std::fs::metadata(&wal) {
