@@ -2113,7 +2113,9 @@ async fn pg_packing_beside_writers(s: PgStore) {
     assert_eq!(total(&s.audit_plays(&all).await.expect("audit")), 80);
 }
 
-/// Pruning drops raw receipts of old plays but keeps their counts (the hourly rollup).
+/// Pruning drops raw receipts of old plays but keeps their counts in the rollups: by
+/// class and slogan (hourly), by display (daily). What needs a display and a slogan
+/// together is read from the receipts, and goes with them.
 async fn prune<S: Store>(s: S) {
     let c = city(&s).await;
     let old_day = ms(2026, 1, 10, 3, 0, 0);
@@ -2121,6 +2123,8 @@ async fn prune<S: Store>(s: S) {
     let old = play(&s, "old", Some(c.bus), None, c.x, old_day).await;
     let new = play(&s, "new", Some(c.bus), None, c.x, new_day).await;
     let batch = Batch {
+        // The tests' zone is UTC: its daily rollups are kept.
+        utc_offset_h: Some(0),
         receipts: vec![
             receipt(c.a, &old, old_day + 1_000, Status::Played),
             receipt(c.b, &old, old_day + 1_000, Status::Played),
@@ -2129,19 +2133,28 @@ async fn prune<S: Store>(s: S) {
         ..Batch::default()
     };
     s.commit_batch(&batch).await.expect("commit");
-    let all = query(PlaysParams {
-        group_by: Some("device".into()),
-        ..Default::default()
-    });
-    let before = total(&s.audit_plays(&all).await.expect("audit"));
-    assert_eq!(before, 3);
+    let by = |g: &str| {
+        query(PlaysParams {
+            group_by: Some(g.into()),
+            ..Default::default()
+        })
+    };
+    for g in ["device", "class,slogan", "device,day", "feed,hour"] {
+        let before = total(&s.audit_plays(&by(g)).await.expect("audit"));
+        assert_eq!(before, 3, "{g}");
+    }
     s.prune_receipts(ms(2026, 2, 1, 0, 0, 0))
         .await
         .expect("prune");
+    for g in ["device", "class,slogan", "device,day", "feed,hour"] {
+        let after = total(&s.audit_plays(&by(g)).await.expect("audit"));
+        assert_eq!(after, 3, "counts stay: {g}");
+    }
+    let detail = s.audit_plays(&by("device,slogan")).await.expect("audit");
     assert_eq!(
-        total(&s.audit_plays(&all).await.expect("audit")),
-        3,
-        "counts stay"
+        total(&detail),
+        1,
+        "a display's slogans go with its receipts"
     );
     // The raw path (bounds off the hour) sees only what is left.
     let raw = query(PlaysParams {
@@ -2150,6 +2163,87 @@ async fn prune<S: Store>(s: S) {
         ..Default::default()
     });
     assert_eq!(total(&s.audit_plays(&raw).await.expect("audit")), 1);
+}
+
+/// A display that changes class takes its counts along: audits by class answer as a GROUP
+/// BY over the receipts with the display's class now, from every source (hourly, daily,
+/// raw), and a zone offset first seen later is filled from the rollups exactly.
+async fn class_and_zone_changes<S: Store>(s: S) {
+    let c = city(&s).await;
+    let mut receipts = Vec::new();
+    for (i, dev) in [c.a, c.b, c.c, c.a, c.b].into_iter().enumerate() {
+        let at = ms(2026, 3, 10 + i as u32, 15 + i as u32, 0, 0);
+        let p = play(&s, &format!("m{i}"), Some(c.bus), None, c.x, at).await;
+        receipts.push(receipt(dev, &p, at + 1_000, Status::Played));
+    }
+    s.commit_batch(&Batch {
+        utc_offset_h: Some(8),
+        receipts,
+        ..Batch::default()
+    })
+    .await
+    .expect("commit");
+    // "b" becomes a BRT screen.
+    s.sync_inventory(
+        &[
+            dev("a", "bus_led", &["bus"]),
+            dev("b", "brt_screen", &["bus"]),
+            dev("c", "taxi_top", &["taxi"]),
+        ],
+        &strings(&["bus", "taxi"]),
+        2_000,
+    )
+    .await
+    .expect("sync");
+    // A batch in UTC+9 (a zone change): its daily tables are filled from UTC+8's.
+    s.commit_batch(&Batch {
+        utc_offset_h: Some(9),
+        ..Batch::default()
+    })
+    .await
+    .expect("commit");
+    let tz: Tz = "Asia/Tokyo".parse().expect("zone");
+    for (from, to) in [
+        ("2026-03-01", "2026-04-01"),
+        ("2026-03-11T00:00:00+09:00", "2026-03-13T05:00:00+09:00"),
+        ("2026-03-11T00:00:01+09:00", "2026-03-13T05:00:00+09:00"),
+    ] {
+        for g in [
+            "class",
+            "class,day",
+            "class,hour",
+            "device,hour",
+            "device,day",
+        ] {
+            let q = PlaysQuery::parse(
+                &PlaysParams {
+                    group_by: Some(g.into()),
+                    from: Some(from.into()),
+                    to: Some(to.into()),
+                    ..Default::default()
+                },
+                tz,
+            )
+            .expect("query");
+            let got = s.audit_plays(&q).await.expect("audit");
+            let mut raw = q.clone();
+            // One millisecond earlier: not on an hour, so the receipts answer.
+            raw.from = q.from.map(|t| t - chrono::Duration::milliseconds(1));
+            let want = s.audit_plays(&raw).await.expect("raw");
+            assert_eq!(got, want, "{g} from {from} to {to}");
+            if g == "class" && from == "2026-03-01" {
+                let classes: Vec<(&str, i64)> = got
+                    .iter()
+                    .map(|r| (r.values[0].as_str(), r.plays))
+                    .collect();
+                assert_eq!(
+                    classes,
+                    [("brt_screen", 2), ("bus_led", 2), ("taxi_top", 1)],
+                    "b's two plays went with it"
+                );
+            }
+        }
+    }
 }
 
 /// Streamed answers (for CSV) equal the folded ones, row for row.
@@ -2243,8 +2337,9 @@ async fn daily<S: Store>(s: S) {
             to: Some("2026-03-14".into()),
             ..Default::default()
         });
-        assert!(
-            civicast::store::daily::table_for(&daily).is_some(),
+        assert_ne!(
+            civicast::store::rollups::plan(&daily, |_| true),
+            civicast::store::rollups::Plan::Raw,
             "{group_by}"
         );
         // One second off midnight: the raw receipts answer instead.
@@ -2254,7 +2349,10 @@ async fn daily<S: Store>(s: S) {
             to: Some("2026-03-14T00:00:01+08:00".into()),
             ..Default::default()
         });
-        assert!(civicast::store::daily::table_for(&raw).is_none());
+        assert_eq!(
+            civicast::store::rollups::plan(&raw, |_| true),
+            civicast::store::rollups::Plan::Raw
+        );
         let got = s.audit_plays(&daily).await.expect("daily");
         assert_eq!(
             got,
@@ -2288,6 +2386,7 @@ macro_rules! both_backends {
 }
 
 both_backends!(
+    class_and_zone_changes,
     inventory,
     plays,
     receipts_once,

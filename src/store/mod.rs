@@ -1,4 +1,4 @@
-//! Durable state: displays, feeds, plays, receipts and their hourly rollup, presence, the
+//! Durable state: displays, feeds, plays, receipts and their rollups, presence, the
 //! rotation cursors, tokens and ad-set revisions. Two traits (`Store` for the daemon,
 //! `ApiStore` for the API and reports), a backend per database, and [`Db`], the one way to
 //! open either from a [`DatabaseUrl`].
@@ -6,9 +6,9 @@
 //! Owns: SQL and migrations. Must not touch: MQTT (the daemon acknowledges receipts only
 //! after `commit_batch` returns), rotation or approval decisions (`core` makes them), HTTP.
 
-pub mod daily;
 mod db;
 pub mod postgres;
+pub mod rollups;
 pub mod rows;
 pub mod sql;
 pub mod sqlite;
@@ -115,8 +115,9 @@ pub trait Store: Send + Sync + Clone + 'static {
         q: &PlaysQuery,
         tx: tokio::sync::mpsc::Sender<PlaysRow>,
     ) -> impl Future<Output = Result<bool>> + Send;
-    /// Drops raw receipts of plays from before `before_ms` (the hourly rollup stays, so
-    /// play counts are kept for good); the number of rows or partitions removed.
+    /// Drops raw receipts of plays from before `before_ms` (the rollups stay, so play
+    /// counts by class, slogan, feed and by display are kept for good; a display's counts
+    /// by slogan go with its receipts); the number of rows or partitions removed.
     fn prune_receipts(&self, before_ms: i64) -> impl Future<Output = Result<u64>> + Send;
 }
 

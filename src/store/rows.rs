@@ -50,7 +50,7 @@ pub struct PresenceEvent {
 #[derive(Debug, Clone, Default)]
 pub struct Batch {
     /// The deployment zone's fixed UTC offset in hours, when it has one: the daily
-    /// rollups are kept for it. None (a zone with daylight saving): hourly only.
+    /// rollups are kept for it. None (a zone with daylight saving): the hourly one only.
     pub utc_offset_h: Option<i64>,
     pub receipts: Vec<ReceiptRow>,
     pub rejects: Vec<(Reject, i64)>,

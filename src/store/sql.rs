@@ -12,7 +12,10 @@ use super::rows::{
     FeedPlay, FeedState, PresenceKeySpan, RejectCount, Retirement, Revision, Role, TokenRow,
 };
 use super::StoreError;
-use crate::core::audit::{GroupKey, PlaysQuery, RawRow};
+use chrono::{DateTime, Utc};
+
+use super::rollups::{Plan, HOURS};
+use crate::core::audit::{fold, stream_row, GroupKey, PlaysQuery, PlaysRow, RawRow};
 use crate::core::receipt::PlayRow;
 
 /// The columns of `adset_revisions`, in the order [`revision_row`] reads them by name.
@@ -37,7 +40,7 @@ pub const DEVICE_KEYS: &str = "SELECT id, name FROM devices";
 pub const OPEN_MEMBERSHIPS: &str = "SELECT device, feed FROM memberships WHERE until IS NULL";
 pub const ALL_MEMBERSHIPS: &str = "SELECT device, feed, since, until FROM memberships";
 
-/// Binds the values `audit_sql` and `daily_audit_sql` produced, in order.
+/// Binds the values `audit_sql` produced, in order.
 pub fn bind_all<'q, DB: sqlx::Database>(
     mut query: sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>,
     binds: Vec<Bind>,
@@ -62,184 +65,246 @@ pub enum Bind {
     Text(String),
 }
 
-/// The play-count query in SQL both backends speak: from the hourly rollup when the bounds
-/// fall on whole hours, else from raw receipts. `ph(n)` writes the n-th placeholder
-/// (`?` for SQLite, `$n` for PostgreSQL). The columns come back as the plain keys (text),
-/// the hour when asked, then the count.
-pub fn audit_sql(q: &PlaysQuery, ph: fn(usize) -> String) -> (String, Vec<Bind>) {
-    build_audit_sql(q, ph, None)
+/// How the statement's time column reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeCol {
+    /// No time column.
+    None,
+    /// UTC hours since the epoch: folded in memory (`audit::fold`).
+    Hour,
+    /// Local days since the epoch, one row per answer row (`audit::stream_row`).
+    Day,
+    /// Local days, each row followed by its 24 local hours (`Plan::DailyDevice` with hours).
+    DayHours,
 }
 
-/// The play-count query over a daily rollup (`daily::table_for`): one row per answer row,
-/// in order, days as local day numbers.
-pub fn daily_audit_sql(
+/// The play-count query in SQL both backends speak, over the source `plan` names.
+/// `ph(n)` writes the n-th placeholder (`?` for SQLite, `$n` for PostgreSQL); `raw` is the
+/// backend's receipts for `Plan::Raw`: a FROM clause that binds `r` (its `device`, `play`,
+/// `started_at`, `status`), `d` (the display's `devices` row) and `p` (the play's `plays`
+/// row). `ordered`: rows in key order, for streaming. The columns come back as the plain
+/// keys (text), the time column (`TimeCol`), then the count(s).
+pub fn audit_sql(
     q: &PlaysQuery,
+    plan: Plan,
     ph: fn(usize) -> String,
-    table: &str,
-    off: i64,
-) -> (String, Vec<Bind>) {
-    let by_device = table == "rollup_daily_device";
-    let mut cols: Vec<&str> = q.plain_keys().iter().map(group_col).collect();
-    if q.needs_hour() {
-        cols.push("x.day");
-    }
-    let mut binds = vec![Bind::Int(q.status.code())];
-    let mut wh = vec![
-        format!("x.utc_offset = {off}"),
-        format!("x.status = {}", ph(1)),
-    ];
-    let day = |t: chrono::DateTime<chrono::Utc>| (t.timestamp() + off * 3600).div_euclid(86_400);
-    let push = |expr: &str, b: Bind, binds: &mut Vec<Bind>, wh: &mut Vec<String>| {
-        binds.push(b);
-        wh.push(format!("{expr} {}", ph(binds.len())));
+    raw: &str,
+    ordered: bool,
+) -> (String, Vec<Bind>, TimeCol) {
+    let mut a = AuditSql {
+        q,
+        ph,
+        binds: vec![Bind::Int(q.status.code())],
+        wh: vec![],
     };
-    if let Some(t) = q.from {
-        push("x.day >=", Bind::Int(day(t)), &mut binds, &mut wh);
-    }
-    if let Some(t) = q.to {
-        push("x.day <", Bind::Int(day(t)), &mut binds, &mut wh);
-    }
-    let joins = if by_device {
-        for (v, expr) in [(&q.class, "d.class ="), (&q.device, "d.name =")] {
-            if let Some(v) = v {
-                push(expr, Bind::Text(v.clone()), &mut binds, &mut wh);
-            }
+    let status = a.ph(1);
+    // In streaming order, days without hours are computed in SQL (fixed offsets only).
+    let stream_day = ordered && q.needs_hour() && !q.group_by.contains(&GroupKey::Hour);
+    let (from, time, joins, counts) = match plan {
+        Plan::Raw => {
+            a.wh.push(format!("r.status = {status}"));
+            a.bounds("r.started_at", |t| t.timestamp_millis());
+            let time = match q.fixed_offset_hours().filter(|_| stream_day) {
+                Some(off) => format!("((r.started_at / 3600000 + {off}) / 24)"),
+                None => "(r.started_at / 3600000)".to_owned(),
+            };
+            (
+                raw.to_owned(),
+                time,
+                a.slogan_joins("p.slogan", "p.feed"),
+                "COUNT(*)".to_owned(),
+            )
         }
-        "JOIN devices d ON d.id = x.device"
-    } else {
-        for (v, expr) in [(&q.slogan, "s.slogan ="), (&q.feed, "f.name =")] {
-            if let Some(v) = v {
-                push(expr, Bind::Text(v.clone()), &mut binds, &mut wh);
-            }
+        Plan::Hour => {
+            a.wh.push(format!("x.status = {status}"));
+            a.bounds("x.hour", |t| t.timestamp_millis() / 3_600_000);
+            let time = match q.fixed_offset_hours().filter(|_| stream_day) {
+                Some(off) => format!("((x.hour + {off}) / 24)"),
+                None => "x.hour".to_owned(),
+            };
+            let joins = a.slogan_joins("x.slogan", "x.feed");
+            (
+                "rollup_hour x".to_owned(),
+                time,
+                joins,
+                "CAST(SUM(x.plays) AS BIGINT)".to_owned(),
+            )
         }
-        "JOIN slogans s ON s.id = x.slogan LEFT JOIN feeds f ON f.id = x.feed"
-    };
-    let mut sql = format!(
-        "SELECT {}CAST(SUM(x.plays) AS BIGINT) AS plays FROM {table} x {joins} WHERE {}",
-        cols.iter().map(|c| format!("{c}, ")).collect::<String>(),
-        wh.join(" AND ")
-    );
-    if !cols.is_empty() {
-        sql += &format!(" GROUP BY {}", cols.join(", "));
-        sql += &format!(
-            " ORDER BY {}",
-            (1..=cols.len())
-                .map(|i| i.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-    }
-    (sql, binds)
-}
-
-/// The same query with one row per answer row, in order, for streaming: when days are
-/// asked without hours and the zone's offset is fixed (`off` hours), the day is computed
-/// in SQL so that nothing is left to fold in memory.
-pub fn audit_sql_streaming(q: &PlaysQuery, ph: fn(usize) -> String) -> Option<(String, Vec<Bind>)> {
-    let day_only = q.group_by.contains(&GroupKey::Day) && !q.group_by.contains(&GroupKey::Hour);
-    let off = if day_only {
-        Some(q.fixed_offset_hours()?)
-    } else {
-        None
-    };
-    let (mut sql, binds) = build_audit_sql(q, ph, off);
-    let n = q.plain_keys().len() + usize::from(q.needs_hour());
-    if n > 0 {
-        sql += &format!(
-            " ORDER BY {}",
-            (1..=n)
-                .map(|i| i.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-    }
-    Some((sql, binds))
-}
-
-fn build_audit_sql(
-    q: &PlaysQuery,
-    ph: fn(usize) -> String,
-    day_offset: Option<i64>,
-) -> (String, Vec<Bind>) {
-    let rollup = q.rollup_ok();
-    let source = if rollup {
-        "SELECT hour, device, slogan, feed, status, plays FROM rollup_hourly"
-    } else {
-        "SELECT r.started_at / 3600000 AS hour, r.device, p.slogan, COALESCE(p.feed, 0) AS feed, r.status, 1 AS plays, r.started_at \
-         FROM receipts r JOIN plays p ON p.id = r.play"
-    };
-    let plain = q.plain_keys();
-    let mut cols: Vec<&str> = plain.iter().map(group_col).collect();
-    let day_col;
-    if q.needs_hour() {
-        match day_offset {
-            // The offset is a number from the code, never user text.
-            Some(off) => {
-                day_col = format!("((x.hour + {off}) / 24)");
-                cols.push(&day_col);
-            }
-            None => cols.push("x.hour"),
+        Plan::DailySlogan(off) => {
+            a.wh.push(format!("x.utc_offset = {off} AND x.status = {status}"));
+            a.bounds("x.day", |t| (t.timestamp() + off * 3600).div_euclid(86_400));
+            let joins = a.slogan_joins("x.slogan", "x.feed");
+            (
+                "rollup_daily_slogan x".to_owned(),
+                "x.day".to_owned(),
+                joins,
+                "CAST(SUM(x.plays) AS BIGINT)".to_owned(),
+            )
         }
-    }
-    let mut binds = vec![Bind::Int(q.status.code())];
-    let mut wh = vec![format!("x.status = {}", ph(1))];
-    let cond = |w: &mut Vec<String>, binds: &mut Vec<Bind>, expr: &str, b: Bind| {
-        binds.push(b);
-        w.push(format!("{expr} {}", ph(binds.len())));
+        Plan::DailyDevice { off, hours } => {
+            a.wh.push(format!("x.utc_offset = {off} AND x.status = {status}"));
+            let day = |t: DateTime<Utc>| (t.timestamp() + off * 3600).div_euclid(86_400);
+            let counts = if hours {
+                // Whole days around the bounds; the hours outside them are left out in
+                // `day_hours`.
+                if let Some(t) = q.from {
+                    a.cond("x.day >=", Bind::Int(day(t)));
+                }
+                if let Some(t) = q.to {
+                    a.cond("x.day <=", Bind::Int(day(t - chrono::Duration::hours(1))));
+                }
+                HOURS
+                    .iter()
+                    .map(|h| format!("CAST(SUM(x.{h}) AS BIGINT)"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            } else {
+                a.bounds("x.day", day);
+                "CAST(SUM(x.plays) AS BIGINT)".to_owned()
+            };
+            (
+                "rollup_daily_device x JOIN devices d ON d.id = x.device".to_owned(),
+                "x.day".to_owned(),
+                String::new(),
+                counts,
+            )
+        }
     };
-    let (col, scale) = if rollup {
-        ("x.hour", 3_600_000)
-    } else {
-        ("x.started_at", 1)
+    let class_col = match plan {
+        Plan::Hour | Plan::DailySlogan(_) => "x.class",
+        _ => "d.class",
     };
-    if let Some(t) = q.from {
-        cond(
-            &mut wh,
-            &mut binds,
-            &format!("{col} >="),
-            Bind::Int(t.timestamp_millis() / scale),
-        );
-    }
-    if let Some(t) = q.to {
-        cond(
-            &mut wh,
-            &mut binds,
-            &format!("{col} <"),
-            Bind::Int(t.timestamp_millis() / scale),
-        );
-    }
     for (v, expr) in [
-        (&q.class, "d.class ="),
-        (&q.device, "d.name ="),
-        (&q.slogan, "s.slogan ="),
-        (&q.feed, "f.name ="),
+        (&q.class, format!("{class_col} =")),
+        (&q.device, "d.name =".to_owned()),
+        (&q.slogan, "s.slogan =".to_owned()),
+        (&q.feed, "f.name =".to_owned()),
     ] {
         if let Some(v) = v {
-            cond(&mut wh, &mut binds, expr, Bind::Text(v.clone()));
+            a.cond(&expr, Bind::Text(v.clone()));
         }
     }
+    let time_col = match plan {
+        Plan::DailyDevice { hours: true, .. } => TimeCol::DayHours,
+        Plan::DailySlogan(_) | Plan::DailyDevice { .. } if q.needs_hour() => TimeCol::Day,
+        _ if stream_day && q.fixed_offset_hours().is_some() => TimeCol::Day,
+        _ if q.needs_hour() => TimeCol::Hour,
+        _ => TimeCol::None,
+    };
+    let mut cols: Vec<String> = q
+        .plain_keys()
+        .iter()
+        .map(|k| group_col(*k, class_col).to_owned())
+        .collect();
+    if time_col != TimeCol::None {
+        cols.push(time);
+    }
     let mut sql = format!(
-        "SELECT {}CAST(SUM(x.plays) AS BIGINT) AS plays FROM ({source}) x \
-         JOIN devices d ON d.id = x.device JOIN slogans s ON s.id = x.slogan \
-         LEFT JOIN feeds f ON f.id = x.feed WHERE {}",
+        "SELECT {}{counts} AS plays FROM {from}{joins} WHERE {}",
         cols.iter().map(|c| format!("{c}, ")).collect::<String>(),
-        wh.join(" AND ")
+        a.wh.join(" AND ")
     );
     if !cols.is_empty() {
         sql += &format!(" GROUP BY {}", cols.join(", "));
+        if ordered {
+            sql += &format!(
+                " ORDER BY {}",
+                (1..=cols.len())
+                    .map(|i| i.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
     }
-    (sql, binds)
+    (sql, a.binds, time_col)
 }
 
-/// The column that answers a plain grouping key, in both the rollup and the raw forms.
-fn group_col(k: &GroupKey) -> &'static str {
+/// The WHERE clause of [`audit_sql`] as it is built.
+struct AuditSql<'q> {
+    q: &'q PlaysQuery,
+    ph: fn(usize) -> String,
+    binds: Vec<Bind>,
+    wh: Vec<String>,
+}
+
+impl AuditSql<'_> {
+    fn ph(&self, n: usize) -> String {
+        (self.ph)(n)
+    }
+    fn cond(&mut self, expr: &str, b: Bind) {
+        self.binds.push(b);
+        let p = self.ph(self.binds.len());
+        self.wh.push(format!("{expr} {p}"));
+    }
+    /// The half-open period on `col`, each bound as `unit` reads it.
+    fn bounds(&mut self, col: &str, unit: impl Fn(DateTime<Utc>) -> i64) {
+        if let Some(t) = self.q.from {
+            self.cond(&format!("{col} >="), Bind::Int(unit(t)));
+        }
+        if let Some(t) = self.q.to {
+            self.cond(&format!("{col} <"), Bind::Int(unit(t)));
+        }
+    }
+    /// The joins to slogans and feeds, only when the query names one of theirs.
+    fn slogan_joins(&self, slogan: &str, feed: &str) -> String {
+        let by = |k| self.q.group_by.contains(&k);
+        let mut j = String::new();
+        if by(GroupKey::Slogan) || by(GroupKey::Adset) || self.q.slogan.is_some() {
+            j += &format!(" JOIN slogans s ON s.id = {slogan}");
+        }
+        if by(GroupKey::Feed) || self.q.feed.is_some() {
+            j += &format!(" LEFT JOIN feeds f ON f.id = {feed}");
+        }
+        j
+    }
+}
+
+/// The column that answers a plain grouping key.
+fn group_col(k: GroupKey, class_col: &'static str) -> &'static str {
     match k {
         GroupKey::Slogan => "s.slogan",
         GroupKey::Adset => "s.adset",
         GroupKey::Device => "d.name",
-        GroupKey::Class => "d.class",
+        GroupKey::Class => class_col,
         _ => "COALESCE(f.name, '')",
     }
+}
+
+/// The rows of a `TimeCol::DayHours` statement as hourly rows (UTC hours), the hours
+/// outside the query's period left out.
+pub fn day_hour_rows<R: Row>(
+    q: &PlaysQuery,
+    off: i64,
+    rows: Vec<R>,
+) -> std::result::Result<Vec<RawRow>, sqlx::Error>
+where
+    usize: sqlx::ColumnIndex<R>,
+    String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let n = q.plain_keys().len();
+    let lo = q.from.map(|t| t.timestamp_millis().div_euclid(3_600_000));
+    let hi = q.to.map(|t| t.timestamp_millis().div_euclid(3_600_000));
+    let mut out = Vec::new();
+    for r in rows {
+        let keys = (0..n)
+            .map(|i| r.try_get::<String, _>(i))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let day: i64 = r.try_get(n)?;
+        for i in 0..24 {
+            let plays: Option<i64> = r.try_get(n + 1 + i)?;
+            let hour = day * 24 - off + i as i64;
+            let inside = lo.is_none_or(|l| hour >= l) && hi.is_none_or(|h| hour < h);
+            if let Some(plays) = plays.filter(|p| *p != 0 && inside) {
+                out.push(RawRow {
+                    keys: keys.clone(),
+                    hour: Some(hour),
+                    plays,
+                });
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Turns the query's result rows into `RawRow`s.
@@ -408,4 +473,36 @@ where
         cursor_json: r.try_get("cursor")?,
         last_played_ms: r.try_get("last_issued")?,
     })
+}
+
+/// The answer of an [`audit_sql`] statement's rows, in the order of `audit::fold`.
+pub fn answer<R: Row>(
+    q: &PlaysQuery,
+    plan: Plan,
+    time: TimeCol,
+    rows: Vec<R>,
+) -> std::result::Result<Vec<PlaysRow>, sqlx::Error>
+where
+    usize: sqlx::ColumnIndex<R>,
+    String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(match (time, plan) {
+        (TimeCol::DayHours, Plan::DailyDevice { off, .. }) => fold(q, day_hour_rows(q, off, rows)?),
+        (TimeCol::Day, _) => {
+            let mut out: Vec<PlaysRow> = raw_rows(q, rows)?
+                .into_iter()
+                .map(|r| stream_row(q, r))
+                .collect();
+            out.sort_by(|a, b| a.values.cmp(&b.values));
+            out
+        }
+        _ => fold(q, raw_rows(q, rows)?),
+    })
+}
+
+/// Whether [`audit_sql`]'s ordered rows are the answer's rows one for one (else the
+/// backend answers in memory and sends the rows).
+pub fn streams_as_is(time: TimeCol) -> bool {
+    time != TimeCol::DayHours
 }

@@ -1,5 +1,5 @@
 //! What `commit_batch` writes, in its one transaction: the receipts (deduplicated, under
-//! the shared locks of their play days), the hourly and daily rollups, the reject counts and
+//! the shared locks of their play days), the rollups, the reject counts and
 //! the presence intervals. Must not read for the API or audits, nor manage partitions or
 //! packed days beyond asking [`packing`] which receipts are packed already.
 
@@ -9,6 +9,7 @@ use sqlx::{PgConnection, Row};
 
 use super::packing::packed_duplicates;
 use super::*;
+use crate::store::sql::bind_all;
 
 impl PgStore {
     /// The batch's receipts not stored before (raw or packed), inserted: at most once per
@@ -128,84 +129,116 @@ impl PgStore {
     }
 }
 
-/// Adds the stored receipts to the hourly rollup, and to the daily ones when the zone's
-/// offset is fixed.
+/// Adds the stored receipts to every rollup: by class for each hour, and for each zone
+/// offset kept (`offsets`, from [`covered_offsets`]) by class and by display for each
+/// local day. The classes are read under the shared class lock.
 pub(super) async fn write_rollups(
     conn: &mut PgConnection,
     stored: &[&ReceiptRow],
-    utc_offset_h: Option<i64>,
+    offsets: &[i64],
 ) -> Result<()> {
-    // Sum in memory, then one upsert per rollup row, in key order.
-    let mut roll: BTreeMap<(i64, i64, i64, i64, i16), i64> = BTreeMap::new();
+    if stored.is_empty() {
+        return Ok(());
+    }
+    let mut deltas: BTreeMap<(i64, i64, i64, i64, i64), i64> = BTreeMap::new();
+    let mut devices: Vec<i64> = Vec::with_capacity(stored.len());
     for r in stored {
-        *roll
+        devices.push(r.device);
+        *deltas
             .entry((
                 r.started_ms.div_euclid(3_600_000),
                 r.device,
                 r.slogan,
                 r.feed,
-                r.status.code() as i16,
+                r.status.code(),
             ))
             .or_default() += 1;
     }
-    let roll: Vec<_> = roll.into_iter().collect();
-    if let Some(off) = utc_offset_h {
-        // First batch for this zone: bring the daily tables up to the hourly one.
-        let covered: Option<i64> = sqlx::query_scalar(
-            "SELECT utc_offset FROM rollup_daily_coverage WHERE utc_offset = $1",
-        )
-        .bind(off)
-        .fetch_optional(&mut *conn)
-        .await?;
-        if covered.is_none() {
-            for sql in crate::store::daily::backfill(off) {
-                sqlx::query(&sql).execute(&mut *conn).await?;
-            }
-        }
-        let wide: Vec<crate::store::daily::HourlyDelta> = roll
-            .iter()
-            .map(|((h, d, s, f, st), n)| ((*h, *d, *s, *f, i64::from(*st)), *n))
-            .collect();
-        for (sql, binds) in crate::store::daily::upserts(&wide, off, |n| format!("${n}"), true) {
-            let mut q = sqlx::query(&sql);
-            for b in binds {
-                q = q.bind(b);
-            }
-            q.execute(&mut *conn).await?;
-        }
-    }
-    for chunk in roll.chunks(ROWS_PER_STATEMENT) {
-        let n = chunk.len();
-        let (mut h, mut d, mut s, mut f, mut st, mut c) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        for ((hh, dd, ss, ff, tt), nn) in chunk {
-            h.push(*hh);
-            d.push(*dd);
-            s.push(*ss);
-            f.push(*ff);
-            st.push(*tt);
-            c.push(*nn);
-        }
-        sqlx::query(
-            "INSERT INTO rollup_hourly (hour, device, slogan, feed, status, plays)
-             SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::smallint[], $6::bigint[])
-             ON CONFLICT (hour, device, slogan, feed, status)
-             DO UPDATE SET plays = rollup_hourly.plays + excluded.plays",
-        )
-        .bind(h)
-        .bind(d)
-        .bind(s)
-        .bind(f)
-        .bind(st)
-        .bind(c)
+    devices.sort_unstable();
+    devices.dedup();
+    sqlx::query(&format!("SELECT {CLASS_LOCK_SHARED}"))
         .execute(&mut *conn)
         .await?;
+    let classes: HashMap<i64, String> =
+        sqlx::query_as("SELECT id, class FROM devices WHERE id = ANY($1)")
+            .bind(&devices)
+            .fetch_all(&mut *conn)
+            .await?
+            .into_iter()
+            .collect();
+    let deltas: Vec<_> = deltas.into_iter().collect();
+    let class_of = |d: i64| classes.get(&d).map(String::as_str);
+    for (sql, binds) in rollups::upserts(&deltas, class_of, offsets, |n| format!("${n}"), true) {
+        bind_all(sqlx::query(&sql), binds)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// The zone offsets whose daily rollups are kept, `batch_offset` among them: backfilled
+/// from the rest of the rollups the first time it comes. Runs before the batch's receipts
+/// are stored, so that the backfill and the batch's own upserts count them once (under the exclusive class lock,
+/// so that two writers cannot both backfill it).
+pub(super) async fn covered_offsets(
+    c: &mut PgConnection,
+    batch_offset: Option<i64>,
+) -> Result<Vec<i64>> {
+    const READ: &str = "SELECT utc_offset FROM rollup_daily_coverage ORDER BY utc_offset";
+    let mut offsets: Vec<i64> = sqlx::query_scalar(READ).fetch_all(&mut *c).await?;
+    if let Some(off) = batch_offset.filter(|o| !offsets.contains(o)) {
+        sqlx::query(&format!("SELECT {CLASS_LOCK}"))
+            .execute(&mut *c)
+            .await?;
+        offsets = sqlx::query_scalar(READ).fetch_all(&mut *c).await?;
+        if !offsets.contains(&off) {
+            for sql in rollups::backfill(off, offsets.first().copied(), "receipts_all") {
+                sqlx::query(&sql).execute(&mut *c).await?;
+            }
+            offsets.push(off);
+        }
+    }
+    Ok(offsets)
+}
+
+/// Moves the counts of displays whose class changed (key, former class, new class) from
+/// the former class's rollup rows to the new one's, from their receipts (raw and packed):
+/// audits by class follow a display's class now, as a GROUP BY over the receipts does.
+/// The caller holds the exclusive class lock.
+pub(super) async fn move_classes(
+    c: &mut PgConnection,
+    changed: &[(i64, String, String)],
+) -> Result<()> {
+    if changed.is_empty() {
+        return Ok(());
+    }
+    let offsets: Vec<i64> = sqlx::query_scalar("SELECT utc_offset FROM rollup_daily_coverage")
+        .fetch_all(&mut *c)
+        .await?;
+    for (device, former, now) in changed {
+        let rows: Vec<(i64, i64, i64, i64, i64)> = sqlx::query_as(
+            "SELECT r.started_at / 3600000, p.slogan, COALESCE(p.feed, 0), r.status::bigint, COUNT(*)
+             FROM receipts_all r JOIN plays p ON p.id = r.play WHERE r.device = $1
+             GROUP BY 1, 2, 3, 4",
+        )
+        .bind(device)
+        .fetch_all(&mut *c)
+        .await?;
+        for (sign, class) in [(-1, former), (1, now)] {
+            let deltas: Vec<_> = rows
+                .iter()
+                .map(|(h, s, f, st, n)| ((*h, *device, *s, *f, *st), sign * n))
+                .collect();
+            let class_of = |_| Some(class.as_str());
+            for (sql, binds) in
+                rollups::class_upserts(&deltas, class_of, &offsets, |n| format!("${n}"), true)
+            {
+                bind_all(sqlx::query(&sql), binds).execute(&mut *c).await?;
+            }
+        }
+    }
+    for sql in rollups::DROP_EMPTY {
+        sqlx::query(sql).execute(&mut *c).await?;
     }
     Ok(())
 }

@@ -36,14 +36,15 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool, Row};
 use tracing::instrument;
 
+use super::rollups::{self, Plan};
 use super::sql::{
-    audit_sql, audit_sql_streaming, bind_all, daily_audit_sql, feed_state_row, play_row, raw_row,
-    raw_rows, reject_count_row, Bind, ALL_MEMBERSHIPS, DEVICE_KEYS, FEED_KEYS, OPEN_MEMBERSHIPS,
+    answer, audit_sql, bind_all, feed_state_row, play_row, raw_row, reject_count_row,
+    streams_as_is, Bind, TimeCol, ALL_MEMBERSHIPS, DEVICE_KEYS, FEED_KEYS, OPEN_MEMBERSHIPS,
     PLAY_COLS,
 };
 use super::*;
-use batch::{write_presence, write_rejects, write_rollups};
-use packing::with_packed;
+use batch::{covered_offsets, move_classes, write_presence, write_rejects, write_rollups};
+use packing::receipts_in;
 
 /// Rows per receipt or rollup statement. Rows travel as one array per column, so this only
 /// bounds the size of one message, not the number of parameters.
@@ -66,6 +67,12 @@ pub const COMPACT_AFTER_DAYS: i64 = 2;
 /// exclusive for the compaction of one day. First key: the schema (several deployments or
 /// tests in one database must not wait for each other), second: the day.
 const DAY_LOCK_KEY: &str = "hashtext(current_schema() || '.receipt_day')";
+/// The class lock: shared by `commit_batch` while it reads its displays' classes and adds
+/// to the rollups by class, exclusive for a `sync_inventory` that changes a class and moves
+/// that display's counts (so no batch adds to the former class after the move).
+const CLASS_LOCK: &str = "pg_advisory_xact_lock(hashtext(current_schema() || '.class'))";
+const CLASS_LOCK_SHARED: &str =
+    "pg_advisory_xact_lock_shared(hashtext(current_schema() || '.class'))";
 
 pub use packing::Compacted;
 
@@ -142,18 +149,26 @@ fn check_ident(s: &str) -> Result<()> {
 }
 
 impl PgStore {
-    /// The daily-rollup form of `q`, when a daily table answers it and holds all history.
-    async fn daily_sql(&self, q: &PlaysQuery) -> Result<Option<(String, Vec<Bind>)>> {
-        let Some((table, off)) = super::daily::table_for(q) else {
-            return Ok(None);
-        };
-        let covered: Option<i64> = sqlx::query_scalar(
-            "SELECT utc_offset FROM rollup_daily_coverage WHERE utc_offset = $1",
-        )
-        .bind(off)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(covered.map(|_| daily_audit_sql(q, |n| format!("${n}"), table, off)))
+    /// Where `q`'s answer comes from, and its statement. Raw answers read raw and packed
+    /// receipts bounded by the period (`receipts_in`).
+    async fn audit_statement(
+        &self,
+        q: &PlaysQuery,
+        ordered: bool,
+    ) -> Result<(Plan, String, Vec<Bind>, TimeCol)> {
+        let covered: Vec<i64> = sqlx::query_scalar("SELECT utc_offset FROM rollup_daily_coverage")
+            .fetch_all(&self.pool)
+            .await?;
+        let plan = rollups::plan(q, |o| covered.contains(&o));
+        // Numbers from the code, not text from the query.
+        let from = q.from.map(|t| t.timestamp_millis().to_string());
+        let to = q.to.map(|t| t.timestamp_millis().to_string());
+        let raw = format!(
+            "({}) r JOIN devices d ON d.id = r.device JOIN plays p ON p.id = r.play",
+            receipts_in(from.as_deref(), to.as_deref())
+        );
+        let (sql, binds, time) = audit_sql(q, plan, |n| format!("${n}"), &raw, ordered);
+        Ok((plan, sql, binds, time))
     }
 }
 
@@ -196,6 +211,19 @@ impl Store for PgStore {
         }
         let names: Vec<&str> = class_of.keys().copied().collect();
         let classes: Vec<&str> = class_of.values().copied().collect();
+        let changed: Vec<(i64, String, String)> = sqlx::query_as(
+            "SELECT d.id, d.class, n.class FROM UNNEST($1::text[], $2::text[]) AS n(name, class)
+             JOIN devices d ON d.name = n.name WHERE d.class <> n.class",
+        )
+        .bind(&names)
+        .bind(&classes)
+        .fetch_all(&mut *tx)
+        .await?;
+        if !changed.is_empty() {
+            sqlx::query(&format!("SELECT {CLASS_LOCK}"))
+                .execute(&mut *tx)
+                .await?;
+        }
         for (n, c) in names
             .chunks(ROWS_PER_STATEMENT)
             .zip(classes.chunks(ROWS_PER_STATEMENT))
@@ -210,6 +238,7 @@ impl Store for PgStore {
             .execute(&mut *tx)
             .await?;
         }
+        move_classes(&mut tx, &changed).await?;
         let mut keys = Keys::default();
         for r in sqlx::query(FEED_KEYS).fetch_all(&mut *tx).await? {
             keys.feeds.insert(r.try_get("name")?, r.try_get("id")?);
@@ -346,8 +375,9 @@ impl Store for PgStore {
     async fn commit_batch(&self, batch: &Batch) -> Result<Outcome> {
         self.maintain_partitions().await;
         let mut tx = self.pool.begin().await?;
+        let offsets = covered_offsets(&mut tx, batch.utc_offset_h).await?;
         let stored = self.insert_receipts(&mut tx, batch).await?;
-        write_rollups(&mut tx, &stored, batch.utc_offset_h).await?;
+        write_rollups(&mut tx, &stored, &offsets).await?;
         write_rejects(&mut tx, batch).await?;
         write_presence(&mut tx, batch).await?;
         tx.commit().await?;
@@ -359,19 +389,11 @@ impl Store for PgStore {
 
     #[instrument(skip_all)]
     async fn audit_plays(&self, q: &PlaysQuery) -> Result<Vec<PlaysRow>> {
-        if let Some((sql, binds)) = self.daily_sql(q).await? {
-            let query = bind_all(sqlx::query(&sql), binds);
-            let rows = query.fetch_all(&self.pool).await?;
-            return Ok(raw_rows(q, rows)?
-                .into_iter()
-                .map(|r| crate::core::audit::stream_row(q, r))
-                .collect());
-        }
-        let (sql, binds) = audit_sql(q, |n| format!("${n}"));
-        let sql = with_packed(q, sql)?;
-        let query = bind_all(sqlx::query(&sql), binds);
-        let rows = query.fetch_all(&self.pool).await?;
-        Ok(crate::core::audit::fold(q, raw_rows(q, rows)?))
+        let (plan, sql, binds, time) = self.audit_statement(q, false).await?;
+        let rows = bind_all(sqlx::query(&sql), binds)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(answer(q, plan, time, rows)?)
     }
 
     async fn stream_plays(
@@ -380,16 +402,18 @@ impl Store for PgStore {
         tx: tokio::sync::mpsc::Sender<PlaysRow>,
     ) -> Result<bool> {
         use futures_util::TryStreamExt;
-        let daily = self.daily_sql(q).await?;
-        let Some((sql, binds)) = (match daily {
-            Some(d) => Some(d),
-            None => match audit_sql_streaming(q, |n| format!("${n}")) {
-                Some((sql, binds)) => Some((with_packed(q, sql)?, binds)),
-                None => None,
-            },
-        }) else {
+        if !q.streamable() {
             return Ok(false);
-        };
+        }
+        let (_, sql, binds, time) = self.audit_statement(q, true).await?;
+        if !streams_as_is(time) {
+            for r in self.audit_plays(q).await? {
+                if tx.send(r).await.is_err() {
+                    break;
+                }
+            }
+            return Ok(true);
+        }
         let query = bind_all(sqlx::query(&sql), binds);
         let mut rows = query.fetch(&self.pool);
         while let Some(r) = rows.try_next().await? {

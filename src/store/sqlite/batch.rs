@@ -1,5 +1,5 @@
 //! What `commit_batch` writes on SQLite, in its one transaction: the receipts (at most once
-//! per (device, play)), the hourly and daily rollups, the reject counts and the presence
+//! per (device, play)), the rollups, the reject counts and the presence
 //! intervals. Must not read for the API or audits, nor open the transaction itself (that
 //! is the `Store` impl's, in `mod.rs`).
 
@@ -8,6 +8,8 @@ use std::collections::{HashMap, HashSet};
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 
 use super::*;
+use crate::store::rollups;
+use crate::store::sql::bind_all;
 
 /// The batch's receipts not stored before, inserted: at most once per (device, play).
 pub(super) async fn insert_receipts<'b>(
@@ -68,17 +70,22 @@ pub(super) async fn insert_receipts<'b>(
     Ok(stored)
 }
 
-/// Adds the stored receipts to the hourly rollup, and to the daily ones when the zone's
-/// offset is fixed.
+/// Adds the stored receipts to every rollup: by class for each hour, and for each zone
+/// offset kept (`offsets`, from [`covered_offsets`]) by class and by display for each
+/// local day.
 pub(super) async fn write_rollups(
     c: &mut SqliteConnection,
     stored: &[&ReceiptRow],
-    utc_offset_h: Option<i64>,
+    offsets: &[i64],
 ) -> Result<()> {
-    // Sum in memory, then one upsert per rollup row.
-    let mut roll: HashMap<(i64, i64, i64, i64, i64), i64> = HashMap::new();
+    if stored.is_empty() {
+        return Ok(());
+    }
+    let mut deltas: HashMap<(i64, i64, i64, i64, i64), i64> = HashMap::new();
+    let mut devices = HashSet::new();
     for r in stored {
-        *roll
+        devices.insert(r.device);
+        *deltas
             .entry((
                 r.started_ms.div_euclid(3_600_000),
                 r.device,
@@ -88,43 +95,78 @@ pub(super) async fn write_rollups(
             ))
             .or_default() += 1;
     }
-    let roll: Vec<_> = roll.into_iter().collect();
-    if let Some(off) = utc_offset_h {
-        // First batch for this zone: bring the daily tables up to the hourly one.
-        let covered: Option<i64> =
-            sqlx::query_scalar("SELECT utc_offset FROM rollup_daily_coverage WHERE utc_offset = ?")
-                .bind(off)
-                .fetch_optional(&mut *c)
-                .await?;
-        if covered.is_none() {
-            for sql in crate::store::daily::backfill(off) {
-                sqlx::query(&sql).execute(&mut *c).await?;
-            }
+    let deltas: Vec<_> = deltas.into_iter().collect();
+    let ids = serde_json::to_string(&devices.into_iter().collect::<Vec<_>>())
+        .map_err(|e| StoreError::Invalid(format!("display keys: {e}")))?;
+    let classes: HashMap<i64, String> = sqlx::query_as(
+        "SELECT id, class FROM devices WHERE id IN (SELECT value FROM json_each(?))",
+    )
+    .bind(ids)
+    .fetch_all(&mut *c)
+    .await?
+    .into_iter()
+    .collect();
+    let class_of = |d: i64| classes.get(&d).map(String::as_str);
+    for (sql, binds) in rollups::upserts(&deltas, class_of, offsets, |_| "?".into(), false) {
+        bind_all(sqlx::query(&sql), binds).execute(&mut *c).await?;
+    }
+    Ok(())
+}
+
+/// The zone offsets whose daily rollups are kept, `batch_offset` among them: backfilled
+/// from the rest of the rollups the first time it comes. Runs before the batch's receipts
+/// are stored, so that the backfill and the batch's own upserts count them once.
+pub(super) async fn covered_offsets(
+    c: &mut SqliteConnection,
+    batch_offset: Option<i64>,
+) -> Result<Vec<i64>> {
+    let mut offsets: Vec<i64> =
+        sqlx::query_scalar("SELECT utc_offset FROM rollup_daily_coverage ORDER BY utc_offset")
+            .fetch_all(&mut *c)
+            .await?;
+    if let Some(off) = batch_offset.filter(|o| !offsets.contains(o)) {
+        for sql in rollups::backfill(off, offsets.first().copied(), "receipts") {
+            sqlx::query(&sql).execute(&mut *c).await?;
         }
-        for (sql, binds) in crate::store::daily::upserts(&roll, off, |_| "?".to_owned(), false) {
-            let mut q = sqlx::query(&sql);
-            for b in binds {
-                q = q.bind(b);
+        offsets.push(off);
+    }
+    Ok(offsets)
+}
+
+/// Moves the counts of displays whose class changed (key, former class, new class) from
+/// the former class's rollup rows to the new one's, from their receipts: audits by class
+/// follow a display's class now, as a GROUP BY over the receipts does.
+pub(super) async fn move_classes(
+    c: &mut SqliteConnection,
+    changed: &[(i64, String, String)],
+) -> Result<()> {
+    let offsets: Vec<i64> = sqlx::query_scalar("SELECT utc_offset FROM rollup_daily_coverage")
+        .fetch_all(&mut *c)
+        .await?;
+    for (device, former, now) in changed {
+        let rows: Vec<(i64, i64, i64, i64, i64)> = sqlx::query_as(
+            "SELECT r.started_at / 3600000, p.slogan, COALESCE(p.feed, 0), r.status, COUNT(*)
+             FROM receipts r JOIN plays p ON p.id = r.play WHERE r.device = ?
+             GROUP BY 1, 2, 3, 4",
+        )
+        .bind(device)
+        .fetch_all(&mut *c)
+        .await?;
+        for (sign, class) in [(-1, former), (1, now)] {
+            let deltas: Vec<_> = rows
+                .iter()
+                .map(|(h, s, f, st, n)| ((*h, *device, *s, *f, *st), sign * n))
+                .collect();
+            let class_of = |_| Some(class.as_str());
+            for (sql, binds) in
+                rollups::class_upserts(&deltas, class_of, &offsets, |_| "?".into(), false)
+            {
+                bind_all(sqlx::query(&sql), binds).execute(&mut *c).await?;
             }
-            q.execute(&mut *c).await?;
         }
     }
-    for chunk in crate::store::sized_chunks(&roll, 512) {
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO rollup_hourly (hour, device, slogan, feed, status, plays) ",
-        );
-        q.push_values(chunk, |mut b, ((h, d, s, f, st), n)| {
-            b.push_bind(h)
-                .push_bind(d)
-                .push_bind(s)
-                .push_bind(f)
-                .push_bind(st)
-                .push_bind(n);
-        });
-        q.push(
-            " ON CONFLICT (hour, device, slogan, feed, status) DO UPDATE SET plays = plays + excluded.plays",
-        );
-        q.build().execute(&mut *c).await?;
+    for sql in rollups::DROP_EMPTY {
+        sqlx::query(sql).execute(&mut *c).await?;
     }
     Ok(())
 }

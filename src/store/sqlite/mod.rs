@@ -18,13 +18,15 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use tracing::instrument;
 
+use super::rollups::{self, Plan};
 use super::sql::{
-    audit_sql, audit_sql_streaming, bind_all, daily_audit_sql, feed_state_row, play_row, raw_row,
-    raw_rows, reject_count_row, Bind, ALL_MEMBERSHIPS, DEVICE_KEYS, FEED_KEYS, OPEN_MEMBERSHIPS,
-    PLAY_COLS,
+    answer, audit_sql, bind_all, feed_state_row, play_row, raw_row, reject_count_row,
+    streams_as_is, ALL_MEMBERSHIPS, DEVICE_KEYS, FEED_KEYS, OPEN_MEMBERSHIPS, PLAY_COLS,
 };
 use super::*;
-use batch::{insert_receipts, write_presence, write_rejects, write_rollups};
+use batch::{
+    covered_offsets, insert_receipts, move_classes, write_presence, write_rejects, write_rollups,
+};
 
 /// SQLite caps bound parameters per statement; receipts take five each.
 const ROWS_PER_STATEMENT: usize = 4_000;
@@ -86,17 +88,53 @@ impl SqliteStore {
         &self.pool
     }
 
-    /// The daily-rollup form of `q`, when a daily table answers it and holds all history.
-    async fn daily_sql(&self, q: &PlaysQuery) -> Result<Option<(String, Vec<Bind>)>> {
-        let Some((table, off)) = super::daily::table_for(q) else {
-            return Ok(None);
+    /// Where `q`'s answer comes from, and its statement.
+    async fn audit_statement(
+        &self,
+        q: &PlaysQuery,
+        ordered: bool,
+    ) -> Result<(Plan, String, Vec<super::sql::Bind>, super::sql::TimeCol)> {
+        let covered: Vec<i64> = sqlx::query_scalar("SELECT utc_offset FROM rollup_daily_coverage")
+            .fetch_all(&self.read)
+            .await?;
+        let plan = rollups::plan(q, |o| covered.contains(&o));
+        let raw = if plan == Plan::Raw {
+            self.raw_receipts(q).await?
+        } else {
+            String::new()
         };
-        let covered: Option<i64> =
-            sqlx::query_scalar("SELECT utc_offset FROM rollup_daily_coverage WHERE utc_offset = ?")
-                .bind(off)
-                .fetch_optional(&self.read)
-                .await?;
-        Ok(covered.map(|_| daily_audit_sql(q, |_| "?".to_owned(), table, off)))
+        let (sql, binds, time) = audit_sql(q, plan, |_| "?".to_owned(), &raw, ordered);
+        Ok((plan, sql, binds, time))
+    }
+
+    /// The receipts that can start in `q`'s period, as one range of the (device, play) key
+    /// per display. The daemon stores a receipt only when it started within its play's
+    /// [issued_at, expires_at], give or take RECEIPT_SLACK_MS, so the period's receipts
+    /// belong to the plays found here (`+` pins plays_expires, as in `played_between`).
+    /// Displays in key order, each searched once: the CROSS JOIN keeps SQLite from
+    /// looping over plays and searching receipts (keyed by display first) per play.
+    async fn raw_receipts(&self, q: &PlaysQuery) -> Result<String> {
+        const JOIN: &str = "devices d NOT INDEXED CROSS JOIN receipts r ON r.device = d.id";
+        const PLAYS: &str = " CROSS JOIN plays p ON p.id = r.play";
+        if q.from.is_none() && q.to.is_none() {
+            return Ok(format!("{JOIN}{PLAYS}"));
+        }
+        let slack = crate::core::wire::RECEIPT_SLACK_MS;
+        let from = q
+            .from
+            .map_or(i64::MIN, |t| t.timestamp_millis().saturating_sub(slack));
+        let to =
+            q.to.map_or(i64::MAX, |t| t.timestamp_millis().saturating_add(slack));
+        let (lo, hi): (Option<i64>, Option<i64>) = sqlx::query_as(
+            "SELECT MIN(id), MAX(id) FROM plays WHERE expires_at >= ? AND +issued_at < ?",
+        )
+        .bind(from)
+        .bind(to)
+        .fetch_one(&self.read)
+        .await?;
+        // Numbers from the database, not text from the query.
+        let (lo, hi) = lo.zip(hi).unwrap_or((1, 0));
+        Ok(format!("{JOIN} AND r.play BETWEEN {lo} AND {hi}{PLAYS}"))
     }
 }
 
@@ -124,6 +162,7 @@ impl Store for SqliteStore {
             q.push(" ON CONFLICT (name) DO NOTHING");
             q.build().execute(&mut *tx).await?;
         }
+        let changed = class_changes(&mut tx, devices).await?;
         for chunk in devices.chunks(1000) {
             let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO devices (name, class) ");
             q.push_values(chunk, |mut b, d| {
@@ -132,6 +171,7 @@ impl Store for SqliteStore {
             q.push(" ON CONFLICT (name) DO UPDATE SET class = excluded.class");
             q.build().execute(&mut *tx).await?;
         }
+        move_classes(&mut tx, &changed).await?;
         let mut keys = Keys::default();
         for r in sqlx::query(FEED_KEYS).fetch_all(&mut *tx).await? {
             keys.feeds.insert(r.try_get("name")?, r.try_get("id")?);
@@ -260,8 +300,9 @@ impl Store for SqliteStore {
     #[instrument(skip_all, fields(receipts = batch.receipts.len(), rejects = batch.rejects.len()))]
     async fn commit_batch(&self, batch: &Batch) -> Result<Outcome> {
         let mut tx = self.pool.begin().await?;
+        let offsets = covered_offsets(&mut tx, batch.utc_offset_h).await?;
         let stored = insert_receipts(&mut tx, batch).await?;
-        write_rollups(&mut tx, &stored, batch.utc_offset_h).await?;
+        write_rollups(&mut tx, &stored, &offsets).await?;
         write_rejects(&mut tx, batch).await?;
         write_presence(&mut tx, batch).await?;
         tx.commit().await?;
@@ -273,20 +314,11 @@ impl Store for SqliteStore {
 
     #[instrument(skip_all)]
     async fn audit_plays(&self, q: &PlaysQuery) -> Result<Vec<PlaysRow>> {
-        if let Some((sql, binds)) = self.daily_sql(q).await? {
-            let rows = bind_all(sqlx::query(&sql), binds)
-                .fetch_all(&self.read)
-                .await?;
-            return Ok(raw_rows(q, rows)?
-                .into_iter()
-                .map(|r| crate::core::audit::stream_row(q, r))
-                .collect());
-        }
-        let (sql, binds) = audit_sql(q, |_| "?".to_owned());
+        let (plan, sql, binds, time) = self.audit_statement(q, false).await?;
         let rows = bind_all(sqlx::query(&sql), binds)
             .fetch_all(&self.read)
             .await?;
-        Ok(crate::core::audit::fold(q, raw_rows(q, rows)?))
+        Ok(answer(q, plan, time, rows)?)
     }
 
     async fn stream_plays(
@@ -295,11 +327,18 @@ impl Store for SqliteStore {
         tx: tokio::sync::mpsc::Sender<PlaysRow>,
     ) -> Result<bool> {
         use futures_util::TryStreamExt;
-        let daily = self.daily_sql(q).await?;
-        let Some((sql, binds)) = daily.or_else(|| audit_sql_streaming(q, |_| "?".to_owned()))
-        else {
+        if !q.streamable() {
             return Ok(false);
-        };
+        }
+        let (_, sql, binds, time) = self.audit_statement(q, true).await?;
+        if !streams_as_is(time) {
+            for r in self.audit_plays(q).await? {
+                if tx.send(r).await.is_err() {
+                    break;
+                }
+            }
+            return Ok(true);
+        }
         let query = bind_all(sqlx::query(&sql), binds);
         let mut rows = query.fetch(&self.read);
         while let Some(r) = rows.try_next().await? {
@@ -337,4 +376,27 @@ impl Store for SqliteStore {
             .map(reject_count_row)
             .collect::<std::result::Result<_, _>>()?)
     }
+}
+
+/// The displays of `devices` already stored under another class: (key, stored class, new
+/// class), the last listing of a display winning as in the upsert.
+async fn class_changes(
+    c: &mut sqlx::SqliteConnection,
+    devices: &[DeviceRow],
+) -> Result<Vec<(i64, String, String)>> {
+    let mut listed: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
+    for d in devices {
+        listed.insert(&d.name, &d.class);
+    }
+    let mut out = Vec::new();
+    for r in sqlx::query("SELECT id, name, class FROM devices")
+        .fetch_all(&mut *c)
+        .await?
+    {
+        let (name, class): (String, String) = (r.try_get("name")?, r.try_get("class")?);
+        if let Some(now) = listed.get(name.as_str()).filter(|now| **now != class) {
+            out.push((r.try_get("id")?, class, (*now).to_owned()));
+        }
+    }
+    Ok(out)
 }

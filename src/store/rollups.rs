@@ -1,0 +1,411 @@
+//! The rollups (migrations/*/0008_rollups_by_size.sql): what stored receipts add to them,
+//! the statements both backends run to keep them, and which of them answers a query.
+//!
+//! - `rollup_hour`: plays per UTC hour by class, slogan, feed and status.
+//! - `rollup_daily_slogan`: the same per local day, for each covered zone offset.
+//! - `rollup_daily_device`: plays per local day by display and status, the day's 24 local
+//!   hours in `h00..h23`, for each covered zone offset.
+//!
+//! None is keyed by display and slogan together: at a city's cadence that is one row per
+//! receipt. Questions that need both read the receipts by key range (`Plan::Raw`).
+//!
+//! Owns: the rollup tables' statement text and the choice of source for a query. Must not
+//! touch connections or transactions (the backends run what this returns); the audit SQL
+//! over these tables is in `sql.rs`.
+
+use std::collections::BTreeMap;
+
+use super::sql::Bind;
+use crate::core::audit::{GroupKey, PlaysQuery};
+
+/// The hour columns of `rollup_daily_device`, local hour 0 first.
+pub const HOURS: [&str; 24] = [
+    "h00", "h01", "h02", "h03", "h04", "h05", "h06", "h07", "h08", "h09", "h10", "h11", "h12",
+    "h13", "h14", "h15", "h16", "h17", "h18", "h19", "h20", "h21", "h22", "h23",
+];
+
+/// One hourly delta: ((UTC hour, display key, slogan key, feed key or 0, status), plays).
+/// Plays may be negative: a display's counts moved off its former class.
+pub type HourlyDelta = ((i64, i64, i64, i64, i64), i64);
+
+/// The local day and hour (0-23) of a UTC hour at a fixed offset.
+fn local(hour: i64, off: i64) -> (i64, usize) {
+    let h = hour + off;
+    (h.div_euclid(24), h.rem_euclid(24) as usize)
+}
+
+/// The upserts that add `deltas` to every rollup: `class_of` names each display's class,
+/// `offsets` the zone offsets whose daily tables are kept. `ph(n)` writes the n-th
+/// placeholder; `qualify` names the table before a column in `DO UPDATE` where the dialect
+/// needs it (PostgreSQL).
+pub fn upserts<'c>(
+    deltas: &[HourlyDelta],
+    class_of: impl Fn(i64) -> Option<&'c str>,
+    offsets: &[i64],
+    ph: fn(usize) -> String,
+    qualify: bool,
+) -> Vec<(String, Vec<Bind>)> {
+    let mut out = class_upserts(deltas, class_of, offsets, ph, qualify);
+    for &off in offsets {
+        out.extend(device_upserts(deltas, off, ph, qualify));
+    }
+    out
+}
+
+/// The part of [`upserts`] keyed by class (`rollup_hour`, `rollup_daily_slogan`): all that
+/// a display's change of class moves.
+pub fn class_upserts<'c>(
+    deltas: &[HourlyDelta],
+    class_of: impl Fn(i64) -> Option<&'c str>,
+    offsets: &[i64],
+    ph: fn(usize) -> String,
+    qualify: bool,
+) -> Vec<(String, Vec<Bind>)> {
+    let class = |d: i64| class_of(d).unwrap_or("").to_owned();
+    let mut hour: BTreeMap<(i64, String, i64, i64, i64), i64> = BTreeMap::new();
+    for ((h, d, s, f, st), n) in deltas {
+        *hour.entry((*h, class(*d), *s, *f, *st)).or_default() += n;
+    }
+    let mut out = Upsert {
+        table: "rollup_hour",
+        cols: &["hour", "class", "slogan", "feed", "status", "plays"],
+        keys: 5,
+    }
+    .statements(
+        hour.iter()
+            .filter(|(_, n)| **n != 0)
+            .map(|((h, c, s, f, st), n)| {
+                vec![
+                    Bind::Int(*h),
+                    Bind::Text(c.clone()),
+                    Bind::Int(*s),
+                    Bind::Int(*f),
+                    Bind::Int(*st),
+                    Bind::Int(*n),
+                ]
+            })
+            .collect(),
+        ph,
+        qualify,
+    );
+    for &off in offsets {
+        let mut slogan: BTreeMap<(i64, &str, i64, i64, i64), i64> = BTreeMap::new();
+        for ((h, c, s, f, st), n) in &hour {
+            *slogan
+                .entry((local(*h, off).0, c.as_str(), *s, *f, *st))
+                .or_default() += n;
+        }
+        out.extend(
+            Upsert {
+                table: "rollup_daily_slogan",
+                cols: &[
+                    "utc_offset",
+                    "day",
+                    "class",
+                    "slogan",
+                    "feed",
+                    "status",
+                    "plays",
+                ],
+                keys: 6,
+            }
+            .statements(
+                slogan
+                    .into_iter()
+                    .filter(|(_, n)| *n != 0)
+                    .map(|((day, c, s, f, st), n)| {
+                        vec![
+                            Bind::Int(off),
+                            Bind::Int(day),
+                            Bind::Text(c.to_owned()),
+                            Bind::Int(s),
+                            Bind::Int(f),
+                            Bind::Int(st),
+                            Bind::Int(n),
+                        ]
+                    })
+                    .collect(),
+                ph,
+                qualify,
+            ),
+        );
+    }
+    out
+}
+
+/// The `rollup_daily_device` part of [`upserts`] for one offset.
+fn device_upserts(
+    deltas: &[HourlyDelta],
+    off: i64,
+    ph: fn(usize) -> String,
+    qualify: bool,
+) -> Vec<(String, Vec<Bind>)> {
+    let mut device: BTreeMap<(i64, i64, i64), [i64; 25]> = BTreeMap::new();
+    for ((h, d, _, _, st), n) in deltas {
+        let (day, hh) = local(*h, off);
+        let row = device.entry((day, *d, *st)).or_insert([0; 25]);
+        row[0] += n;
+        row[1 + hh] += n;
+    }
+    let mut cols = vec!["utc_offset", "day", "device", "status", "plays"];
+    cols.extend(HOURS);
+    Upsert {
+        table: "rollup_daily_device",
+        cols: &cols,
+        keys: 4,
+    }
+    .statements(
+        device
+            .into_iter()
+            .filter(|(_, v)| v.iter().any(|n| *n != 0))
+            .map(|((day, d, st), v)| {
+                let mut row = vec![Bind::Int(off), Bind::Int(day), Bind::Int(d), Bind::Int(st)];
+                row.extend(v.iter().map(|n| Bind::Int(*n)));
+                row
+            })
+            .collect(),
+        ph,
+        qualify,
+    )
+}
+
+/// A multi-row upsert that adds its non-key columns to what is stored.
+struct Upsert<'a> {
+    table: &'a str,
+    cols: &'a [&'a str],
+    /// The first `keys` columns are the primary key.
+    keys: usize,
+}
+
+impl Upsert<'_> {
+    fn statements(
+        &self,
+        rows: Vec<Vec<Bind>>,
+        ph: fn(usize) -> String,
+        qualify: bool,
+    ) -> Vec<(String, Vec<Bind>)> {
+        let width = self.cols.len();
+        // Both dialects take tens of thousands of parameters; 512 rows of the widest table
+        // (29 columns) stay under SQLite's 32,766.
+        let sets: Vec<String> = self.cols[self.keys..]
+            .iter()
+            .map(|c| {
+                if qualify {
+                    format!("{c} = {}.{c} + excluded.{c}", self.table)
+                } else {
+                    format!("{c} = {c} + excluded.{c}")
+                }
+            })
+            .collect();
+        super::sized_chunks(&rows, 512)
+            .into_iter()
+            .map(|chunk| {
+                let mut binds = Vec::with_capacity(chunk.len() * width);
+                let mut values = Vec::with_capacity(chunk.len());
+                for r in chunk {
+                    let start = binds.len();
+                    binds.extend(r.iter().cloned());
+                    values.push(format!(
+                        "({})",
+                        (start + 1..=start + width)
+                            .map(ph)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                }
+                (
+                    format!(
+                        "INSERT INTO {} ({}) VALUES {} ON CONFLICT ({}) DO UPDATE SET {}",
+                        self.table,
+                        self.cols.join(", "),
+                        values.join(", "),
+                        self.cols[..self.keys].join(", "),
+                        sets.join(", ")
+                    ),
+                    binds,
+                )
+            })
+            .collect()
+    }
+}
+
+/// Rows whose counts a class move brought to zero, removed.
+pub const DROP_EMPTY: [&str; 2] = [
+    "DELETE FROM rollup_hour WHERE plays = 0",
+    "DELETE FROM rollup_daily_slogan WHERE plays = 0",
+];
+
+/// Fills the daily tables for offset `off` the first time a batch comes for it: by
+/// slogan from `rollup_hour`; by display from the daily table of offset `from` when one
+/// is kept (its hours are whole UTC hours, so moving them to another offset is exact),
+/// else from `receipts` (the raw receipts of the backend, as rows with `device`, `status`
+/// and `started_at`).
+pub fn backfill(off: i64, from: Option<i64>, receipts: &str) -> [String; 3] {
+    let hours: String = if let Some(o) = from {
+        HOURS
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                format!(
+                    "SELECT day * 24 - {o} + {i} AS hour, device, status, {h} AS n \
+                     FROM rollup_daily_device WHERE utc_offset = {o} AND {h} <> 0"
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" UNION ALL ")
+    } else {
+        format!(
+            "SELECT started_at / 3600000 AS hour, device, status, COUNT(*) AS n \
+             FROM {receipts} GROUP BY started_at / 3600000, device, status"
+        )
+    };
+    let by_hour: String = (0..24)
+        .map(|i| format!(", SUM(CASE WHEN (x.hour + {off}) % 24 = {i} THEN x.n ELSE 0 END)"))
+        .collect();
+    [
+        format!(
+            "INSERT INTO rollup_daily_slogan (utc_offset, day, class, slogan, feed, status, plays)
+             SELECT {off}, (hour + {off}) / 24, class, slogan, feed, status, SUM(plays)
+             FROM rollup_hour GROUP BY (hour + {off}) / 24, class, slogan, feed, status"
+        ),
+        format!(
+            "INSERT INTO rollup_daily_device (utc_offset, day, device, status, plays, {})
+             SELECT {off}, (x.hour + {off}) / 24, x.device, x.status, SUM(x.n){by_hour}
+             FROM ({hours}) x GROUP BY (x.hour + {off}) / 24, x.device, x.status",
+            HOURS.join(", ")
+        ),
+        format!("INSERT INTO rollup_daily_coverage (utc_offset) VALUES ({off})"),
+    ]
+}
+
+/// Where the answer to a play-count query comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plan {
+    /// `rollup_daily_slogan` at this offset: bounds on local midnights, no hours, nothing
+    /// about a single display.
+    DailySlogan(i64),
+    /// `rollup_daily_device` at this offset: bounds on whole hours, nothing about a slogan
+    /// or a feed. `hours`: the answer needs the hour columns (hour grouping, or bounds
+    /// inside a day).
+    DailyDevice { off: i64, hours: bool },
+    /// `rollup_hour`: bounds on whole hours, nothing about a single display.
+    Hour,
+    /// The receipts themselves.
+    Raw,
+}
+
+/// Chooses the smallest source that answers `q` exactly. `covered(off)`: the daily tables
+/// hold all of history for that offset.
+pub fn plan(q: &PlaysQuery, covered: impl Fn(i64) -> bool) -> Plan {
+    let by = |k| q.group_by.contains(&k);
+    let per_display = by(GroupKey::Device) || q.device.is_some();
+    let per_slogan = by(GroupKey::Slogan)
+        || by(GroupKey::Adset)
+        || by(GroupKey::Feed)
+        || q.slogan.is_some()
+        || q.feed.is_some();
+    let on = |t: &Option<chrono::DateTime<chrono::Utc>>, secs: i64, off: i64| {
+        t.is_none_or(|t| (t.timestamp() + off * 3600).rem_euclid(secs) == 0)
+    };
+    let whole_hours = q.rollup_ok();
+    let off = q.fixed_offset_hours().filter(|o| covered(*o));
+    let midnights = off.is_some_and(|o| on(&q.from, 86_400, o) && on(&q.to, 86_400, o));
+    match (per_display, per_slogan, off) {
+        (true, true, _) => Plan::Raw,
+        (true, false, Some(off)) if whole_hours => Plan::DailyDevice {
+            off,
+            hours: by(GroupKey::Hour) || !midnights,
+        },
+        (true, false, _) => Plan::Raw,
+        (false, _, Some(off)) if midnights && !by(GroupKey::Hour) => Plan::DailySlogan(off),
+        (false, _, _) if whole_hours => Plan::Hour,
+        (false, _, _) => Plan::Raw,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::audit::PlaysParams;
+
+    fn q(group_by: &str, from: &str, to: &str, device: Option<&str>) -> PlaysQuery {
+        PlaysQuery::parse(
+            &PlaysParams {
+                group_by: Some(group_by.into()),
+                from: Some(from.into()),
+                to: Some(to.into()),
+                device: device.map(str::to_owned),
+                ..Default::default()
+            },
+            chrono_tz::Asia::Shanghai,
+        )
+        .expect("query")
+    }
+
+    #[test]
+    fn each_question_goes_to_the_smallest_table_that_answers_it() {
+        let all = |_| true;
+        let day = ("2026-11-01", "2026-11-30");
+        assert_eq!(
+            plan(&q("slogan,day", day.0, day.1, None), all),
+            Plan::DailySlogan(8)
+        );
+        assert_eq!(plan(&q("class,hour", day.0, day.1, None), all), Plan::Hour);
+        assert_eq!(
+            plan(&q("device", day.0, day.1, None), all),
+            Plan::DailyDevice {
+                off: 8,
+                hours: false
+            }
+        );
+        assert_eq!(
+            plan(&q("device,hour", day.0, day.1, None), all),
+            Plan::DailyDevice {
+                off: 8,
+                hours: true
+            }
+        );
+        // Bounds inside a day: the hour columns, still one row per display-day.
+        let hours = ("2026-11-01T10:00:00+08:00", "2026-11-01T14:00:00+08:00");
+        assert_eq!(
+            plan(&q("class", hours.0, hours.1, Some("bus-0001")), all),
+            Plan::DailyDevice {
+                off: 8,
+                hours: true
+            }
+        );
+        assert_eq!(plan(&q("slogan", hours.0, hours.1, None), all), Plan::Hour);
+        // A display and a slogan together: the receipts.
+        assert_eq!(
+            plan(&q("device,slogan", day.0, day.1, None), all),
+            Plan::Raw
+        );
+        // Bounds off the hour, or no daily table for the zone.
+        let odd = ("2026-11-01T10:30:00+08:00", "2026-11-01T14:00:00+08:00");
+        assert_eq!(plan(&q("slogan", odd.0, odd.1, None), all), Plan::Raw);
+        assert_eq!(plan(&q("device", day.0, day.1, None), |_| false), Plan::Raw);
+        assert_eq!(
+            plan(&q("slogan,day", day.0, day.1, None), |_| false),
+            Plan::Hour
+        );
+    }
+
+    #[test]
+    fn a_batch_adds_to_every_table_and_its_hours() {
+        // Display 7 (class "bus"), 01:00 and 02:00 UTC: local 09:00 and 10:00 at +8.
+        let deltas = [((1, 7, 3, 2, 0), 2), ((2, 7, 3, 2, 0), 1)];
+        let st = upserts(&deltas, |_| Some("bus"), &[8], |_| "?".into(), false);
+        assert_eq!(st.len(), 3);
+        assert!(st[0].0.starts_with("INSERT INTO rollup_hour "));
+        assert_eq!(st[0].1.len(), 12, "two hour rows of six columns");
+        assert!(st[1].0.starts_with("INSERT INTO rollup_daily_slogan "));
+        assert_eq!(st[1].1.len(), 7, "one day row");
+        assert_eq!(st[1].1[6], Bind::Int(3));
+        let device = &st[2].1;
+        assert_eq!(device.len(), 29);
+        assert_eq!(device[4], Bind::Int(3), "the day's total");
+        assert_eq!(device[5 + 9], Bind::Int(2), "local 09:00");
+        assert_eq!(device[5 + 10], Bind::Int(1), "local 10:00");
+        assert!(st[2].0.contains("h23 = h23 + excluded.h23"));
+    }
+}
