@@ -4,9 +4,9 @@
 //! - `ingest`: simulated displays (one MQTT connection each) send receipts for recorded plays
 //!   through the broker into the store; beside it the broker's raw QoS 1 rate to one
 //!   subscriber that only acknowledges, and the store's raw batched insert rate.
-//! - `audit`: a synthetic year of receipts written by a bulk path, then the two audit queries
-//!   through the rollup (`Store::audit_plays`) beside the naive GROUP BY over raw receipts,
-//!   answers compared row for row.
+//! - `audit`: a synthetic year of receipts written by a bulk path, then every play-count
+//!   grouping of the contract (`plays`) through `Store::audit_plays` beside the naive GROUP
+//!   BY over raw receipts, answers compared row for row, and compliance for a week.
 //! - `storage`: bytes per receipt on disk after that load, beside a plain heap table: the
 //!   receipts table, every table of the schema and the whole database.
 //! - `memory`: RSS with a large inventory, each size in a fresh process.
@@ -27,6 +27,7 @@ pub mod ingest;
 pub mod load;
 pub mod memory;
 pub mod pg;
+pub mod plays;
 pub mod report;
 pub mod soak;
 pub mod storage;
@@ -34,12 +35,13 @@ pub mod storm;
 pub mod storm_fleet;
 pub mod synth;
 
-pub use audit::{audit, print_audit, AuditReport, ComplianceBench, QueryReport};
+pub use audit::{audit, print_audit, AuditReport, ComplianceBench};
 pub use fixture::write_inventory;
 pub use ingest::{ingest, print_ingest, IngestOptions, IngestReport};
 pub use load::{load_pg, load_sqlite, print_load, print_pg_load, LoadReport, PgLoadReport};
 pub use memory::{memory_one, print_memory, rss_kib, MemoryReport};
 pub use pg::{audit_pg, print_pg_storage, storage_pg, PgStorageReport};
+pub use plays::{cases, QueryReport};
 pub use report::Rate;
 pub use soak::{print_soak, soak, SoakOptions, SoakReport};
 pub use storage::{print_storage, storage, StorageReport, TableBytes, SQLITE_CATALOG};

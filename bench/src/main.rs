@@ -84,10 +84,11 @@ struct BenchArgs {
     /// Where the bench writes its databases and generated inventories.
     #[arg(long, default_value = "bench-data")]
     dir: PathBuf,
-    /// audit: timed runs of each rollup query.
+    /// audit: timed runs of each query through the store.
     #[arg(long, default_value_t = 20)]
     runs: usize,
-    /// audit: timed runs of each naive query.
+    /// audit: timed runs of each naive query; 0 skips them (answers "not checked": at 100 M
+    /// a naive scan takes about 25 s a query on SQLite).
     #[arg(long, default_value_t = 3)]
     naive_runs: usize,
     /// memory: start the whole daemon (embedded broker included unless --mqtt), not only the
@@ -168,7 +169,7 @@ async fn run_scenario(settings: Settings, a: BenchArgs) -> anyhow::Result<ExitCo
             let s = storage(&store, &load).await?;
             print_storage(&s);
             if a.scenario == Scenario::Audit {
-                let r = audit(&store, &o, a.runs.max(1), a.naive_runs.max(1)).await?;
+                let r = audit(&store, &o, a.runs.max(1), a.naive_runs).await?;
                 print_audit(&r);
                 return Ok(exit(r.identical()));
             }
@@ -291,9 +292,9 @@ async fn run_pg(a: &BenchArgs, url: &str) -> anyhow::Result<ExitCode> {
     print_pg_storage(&s);
     let mut ok = s.readable == load.receipts;
     if a.scenario == Scenario::Audit {
-        let r = audit_pg(&store, &o, a.runs.max(1), a.naive_runs.max(1)).await?;
+        let r = audit_pg(&store, &o, a.runs.max(1), a.naive_runs).await?;
         print_audit(&r);
-        ok &= r.queries.iter().all(|q| q.identical);
+        ok &= r.identical();
     }
     Ok(exit(ok))
 }

@@ -2,20 +2,21 @@
 //! synthetic year of the SQLite runs loaded into a fresh schema (`civicast_bench_audit`,
 //! dropped and recreated each run, left for inspection) and packed by `load::load_pg`,
 //! then its storage (packed rows beside one row per receipt and a keyless heap) and the
-//! play-count queries through the rollups beside the naive GROUP BY over `receipts_all`.
+//! play-count questions (`plays`) through the store beside the naive GROUP BY over
+//! `receipts_all`.
 //!
 //! Owns: the PostgreSQL readings and naive queries, its scratch table `bench_heap`. Must not
 //! touch: a schema other than the one the load created.
 
 use std::time::Instant;
 
-use civicast::core::audit::PlaysRow;
+use civicast::core::audit::{PlaysQuery, PlaysRow};
 use civicast::store::{PgStore, Store};
-use sqlx::Row;
 
-use crate::audit::{play_count_queries, AuditReport};
+use crate::audit::AuditReport;
 use crate::load::PgLoadReport;
-use crate::report::{day_string, met};
+use crate::plays::{bind_all, naive_answer, naive_sql, play_count_queries, POSTGRES};
+use crate::report::met;
 use crate::storage::{partition_bytes, pg_tables, print_tables, relation_bytes, TableBytes};
 use crate::synth::LoadOptions;
 
@@ -139,45 +140,14 @@ pub fn print_pg_storage(s: &PgStorageReport) {
     );
 }
 
-/// The naive answer on PostgreSQL: GROUP BY over every receipt, raw and packed, through
-/// the `receipts_all` view (its packed branch unnests every packed row: the view cannot
-/// skip rows by time).
-async fn naive_pg(
-    store: &PgStore,
-    by: &str,
-    from_ms: i64,
-    to_ms: i64,
-) -> anyhow::Result<Vec<PlaysRow>> {
-    let sql = match by {
-        "slogan,day" => {
-            "SELECT s.slogan, (r.started_at + 28800000) / 86400000 AS day, COUNT(*) AS n
-             FROM receipts_all r JOIN plays p ON p.id = r.play JOIN slogans s ON s.id = p.slogan
-             WHERE r.status = 0 AND r.started_at >= $1 AND r.started_at < $2
-             GROUP BY s.slogan, day"
-        }
-        _ => {
-            "SELECT d.name, COUNT(*) AS n FROM receipts_all r JOIN devices d ON d.id = r.device
-             WHERE r.status = 0 AND r.started_at >= $1 AND r.started_at < $2 GROUP BY d.name"
-        }
-    };
-    let rows = sqlx::query(sql)
-        .bind(from_ms)
-        .bind(to_ms)
+/// The naive answer on PostgreSQL: [`naive_sql`] over every receipt, raw and packed,
+/// through the `receipts_all` view.
+async fn naive_pg(store: &PgStore, q: PlaysQuery) -> anyhow::Result<Vec<PlaysRow>> {
+    let (sql, binds) = naive_sql(&q, &POSTGRES);
+    let rows = bind_all(sqlx::query(&sql), binds)
         .fetch_all(store.pool())
         .await?;
-    let mut out = Vec::with_capacity(rows.len());
-    for r in rows {
-        let mut values = vec![r.try_get::<String, _>(0)?];
-        if by == "slogan,day" {
-            values.push(day_string(r.try_get::<i64, _>(1)?));
-        }
-        out.push(PlaysRow {
-            values,
-            plays: r.try_get("n")?,
-        });
-    }
-    out.sort_by(|a, b| a.values.cmp(&b.values));
-    Ok(out)
+    naive_answer(&q, rows)
 }
 
 /// The audit queries through the store (the rollups), beside the naive GROUP BY over
@@ -189,7 +159,6 @@ pub async fn audit_pg(
     naive_runs: usize,
 ) -> anyhow::Result<AuditReport> {
     let tz = chrono_tz::Asia::Shanghai;
-    let end = o.end.with_timezone(&tz);
     let mut report = AuditReport {
         receipts: sqlx::query_scalar("SELECT COUNT(*) FROM receipts_all")
             .fetch_one(store.pool())
@@ -213,8 +182,8 @@ pub async fn audit_pg(
         "audit: daily rollups backfilled from the hourly one in {:.1} s",
         t.elapsed().as_secs_f64()
     );
-    report.queries = play_count_queries(store, end, tz, runs, naive_runs, |by, from, to| {
-        Box::pin(naive_pg(store, by, from, to))
+    report.queries = play_count_queries(store, o, tz, runs, naive_runs, |q| {
+        Box::pin(naive_pg(store, q))
     })
     .await?;
     Ok(report)
