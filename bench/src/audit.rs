@@ -6,7 +6,7 @@
 //!
 //! Owns: the SQLite run of the play counts, compliance's timing and naive fold, and the
 //! inventory the history was played to (`<database>-inventory/`). Must not touch: the rows of the history (it only reads
-//! them; the daily rollups are backfilled by the store's own first batch).
+//! them; the loader fills every rollup through the store's own statements).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -16,7 +16,7 @@ use anyhow::Context;
 use chrono::DateTime;
 use civicast::core::audit::{PlaysQuery, PlaysRow};
 use civicast::core::model::Catalog;
-use civicast::store::{ApiStore, SqliteStore, Store};
+use civicast::store::{ApiStore, SqliteStore};
 use sqlx::Row;
 
 use crate::fixture::{device_name, load_catalog, ADSET};
@@ -69,19 +69,6 @@ pub async fn audit(
             .await?,
         ..Default::default()
     };
-    // What the daemon's first batch does on a database without daily rollups: fill them
-    // from the hourly one for the deployment's zone.
-    let t = Instant::now();
-    store
-        .commit_batch(&civicast::store::Batch {
-            utc_offset_h: civicast::core::audit::fixed_offset_hours(tz),
-            ..Default::default()
-        })
-        .await?;
-    eprintln!(
-        "audit: daily rollups backfilled from the hourly one in {:.1} s",
-        t.elapsed().as_secs_f64()
-    );
     report.queries = play_count_queries(store, o, tz, runs, naive_runs, |q| {
         Box::pin(naive_sqlite(store, q))
     })

@@ -45,7 +45,7 @@ pub struct IngestReport {
     /// Stored by the daemon (its metric) when the clock stopped.
     pub stored: u64,
     pub rejected: u64,
-    /// Rows in `receipts` and plays summed in `rollup_hourly` afterwards.
+    /// Rows in `receipts` and plays summed in `rollup_hour` afterwards.
     pub rows_in_receipts: i64,
     pub rows_in_rollup: i64,
     /// First publish to the last commit.
@@ -212,10 +212,10 @@ impl Db {
         }
     }
 
-    /// Rows in `receipts` and plays summed over `rollup_hourly`.
+    /// Rows in `receipts` and plays summed over `rollup_hour`.
     async fn counts(&self) -> anyhow::Result<(i64, i64)> {
         const Q: &str = "SELECT (SELECT COUNT(*) FROM receipts), \
-                         (SELECT CAST(COALESCE(SUM(plays), 0) AS BIGINT) FROM rollup_hourly)";
+                         (SELECT CAST(COALESCE(SUM(plays), 0) AS BIGINT) FROM rollup_hour)";
         Ok(match self {
             Db::Sqlite(s, _) => sqlx::query_as(Q).fetch_one(s.pool()).await?,
             Db::Pg(s, _) => sqlx::query_as(Q).fetch_one(s.pool()).await?,

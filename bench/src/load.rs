@@ -15,7 +15,6 @@
 //! a database it did not create (every load starts by removing its file or dropping its
 //! schema).
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -29,9 +28,11 @@ use crate::report::{day_string, Rate};
 use crate::storage::partition_bytes;
 use crate::storage::used_bytes;
 use crate::synth::{
-    offset_ms, receipt_hash, status_of, synth_plays, LoadOptions, RollKey, SynthPlay, HASH_SQL,
-    MISSING_PCT, RECEIPT_MS, SHANGHAI_MS,
+    class_of, offset_ms, receipt_hash, synth_plays, DayDeltas, LoadOptions, SynthPlay, CLASSES,
+    HASH_SQL, MISSING_PCT, RECEIPT_MS, SHANGHAI_MS,
 };
+use civicast::store::rollups;
+use civicast::store::sql::bind_all;
 
 #[derive(Debug, Clone, Default)]
 pub struct LoadReport {
@@ -99,14 +100,13 @@ pub async fn load_sqlite(
             .execute(&mut *tx)
             .await?;
         }
-        let classes = ["bus_led", "taxi_top", "stop_lcd"];
         let ids: Vec<i64> = (1..=o.displays as i64).collect();
         for chunk in ids.chunks(4_000) {
             let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO devices (id, name, class) ");
             q.push_values(chunk, |mut b, d| {
                 b.push_bind(*d)
                     .push_bind(device_name(*d as usize))
-                    .push_bind(classes[(*d % 3) as usize]);
+                    .push_bind(CLASSES[(*d % 3) as usize]);
             });
             q.build().execute(&mut *tx).await?;
             let mut q =
@@ -184,74 +184,24 @@ pub async fn load_sqlite(
         receipts_load.secs
     );
 
-    // The rollup, hour by hour in key order, from the plays alone.
+    // The rollups, a local day at a time, from the plays alone, through the store's own
+    // statements (rollups::upserts), for the deployment's offset (UTC+8).
     let t1 = Instant::now();
-    let per_feed: Vec<Vec<i64>> = (1..=o.feeds as i64)
-        .map(|f| {
-            (1..=o.displays as i64)
-                .filter(|d| (d - 1) % o.feeds as i64 + 1 == f)
-                .collect()
-        })
-        .collect();
-    let mut pending: BTreeMap<RollKey, i64> = BTreeMap::new();
     let mut rollup_rows = 0i64;
     let mut tx = pool.begin().await?;
-    let mut out: Vec<(RollKey, i64)> = Vec::with_capacity(40_000);
-    let mut in_tx = 0usize;
-    for (i, p) in plays.iter().enumerate() {
-        let hour_now = p.issued.div_euclid(3_600_000);
-        let last = i + 1 == plays.len();
-        for &d in &per_feed[(p.feed - 1) as usize] {
-            let h = receipt_hash(d, p.id);
-            if h >= 100 - MISSING_PCT {
-                continue;
-            }
-            let started = p.issued + offset_ms(d);
-            *pending
-                .entry((
-                    started.div_euclid(3_600_000),
-                    d,
-                    p.slogan,
-                    p.feed,
-                    status_of(h),
-                ))
-                .or_default() += 1;
+    for (i, day) in DayDeltas::new(o, &plays).enumerate() {
+        rollup_rows += day.len() as i64;
+        for (sql, binds) in rollups::upserts(&day, class_of, &[8], |_| "?".into(), false) {
+            bind_all(sqlx::query(&sql), binds).execute(&mut *tx).await?;
         }
-        // Receipts start at or after their play: hours before this play's are complete.
-        let next_hour = plays.get(i + 1).map(|n| n.issued.div_euclid(3_600_000));
-        if last || next_hour != Some(hour_now) {
-            let keep = if last {
-                BTreeMap::new()
-            } else {
-                pending.split_off(&(next_hour.unwrap_or(i64::MAX), 0, 0, 0, 0))
-            };
-            out.extend(std::mem::replace(&mut pending, keep));
-        }
-        if out.len() >= 30_000 || last {
-            for chunk in out.chunks(4_000) {
-                let mut q = QueryBuilder::<Sqlite>::new(
-                    "INSERT INTO rollup_hourly (hour, device, slogan, feed, status, plays) ",
-                );
-                q.push_values(chunk, |mut b, ((h, d, s, f, st), n)| {
-                    b.push_bind(h)
-                        .push_bind(d)
-                        .push_bind(s)
-                        .push_bind(f)
-                        .push_bind(st)
-                        .push_bind(n);
-                });
-                q.build().execute(&mut *tx).await?;
-            }
-            rollup_rows += out.len() as i64;
-            in_tx += out.len();
-            out.clear();
-            if in_tx >= 1_000_000 {
-                tx.commit().await?;
-                tx = pool.begin().await?;
-                in_tx = 0;
-            }
+        if i % 30 == 29 {
+            tx.commit().await?;
+            tx = pool.begin().await?;
         }
     }
+    sqlx::query("INSERT INTO rollup_daily_coverage (utc_offset) VALUES (8)")
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
     let rollup_load = Rate {
         count: rollup_rows as u64,
@@ -379,8 +329,6 @@ async fn load_presence(
 }
 
 const MS_PER_DAY: i64 = 86_400_000;
-/// Rows per COPY of the hourly rollup.
-const COPY_ROWS: usize = 50_000;
 
 #[derive(Debug, Clone, Default)]
 pub struct PgLoadReport {
@@ -471,11 +419,10 @@ pub async fn load_pg(
         .bind(&slogan_names)
         .execute(&mut *tx)
         .await?;
-        let classes = ["bus_led", "taxi_top", "stop_lcd"];
         let ids: Vec<i64> = (1..=o.displays as i64).collect();
         for chunk in ids.chunks(10_000) {
             let names: Vec<String> = chunk.iter().map(|d| device_name(*d as usize)).collect();
-            let class: Vec<&str> = chunk.iter().map(|d| classes[(*d % 3) as usize]).collect();
+            let class: Vec<&str> = chunk.iter().map(|d| CLASSES[(*d % 3) as usize]).collect();
             let feed: Vec<i64> = chunk
                 .iter()
                 .map(|d| (*d - 1) % o.feeds as i64 + 1)
@@ -568,63 +515,20 @@ pub async fn load_pg(
         receipts_load.secs
     );
 
-    // The rollup, summed from the plays alone (the same loop as load_sqlite), by COPY.
+    // The rollups, summed from the plays alone (as in load_sqlite).
     let t1 = Instant::now();
-    let per_feed: Vec<Vec<i64>> = (1..=o.feeds as i64)
-        .map(|f| {
-            (1..=o.displays as i64)
-                .filter(|d| (d - 1) % o.feeds as i64 + 1 == f)
-                .collect()
-        })
-        .collect();
-    let mut pending: BTreeMap<RollKey, i64> = BTreeMap::new();
-    let mut out: Vec<(RollKey, i64)> = Vec::with_capacity(COPY_ROWS + 40_000);
     let mut rollup_rows = 0i64;
-    for (i, p) in plays.iter().enumerate() {
-        let hour_now = p.issued.div_euclid(3_600_000);
-        let last = i + 1 == plays.len();
-        for &d in &per_feed[(p.feed - 1) as usize] {
-            let h = receipt_hash(d, p.id);
-            if h >= 100 - MISSING_PCT {
-                continue;
-            }
-            let started = p.issued + offset_ms(d);
-            *pending
-                .entry((
-                    started.div_euclid(3_600_000),
-                    d,
-                    p.slogan,
-                    p.feed,
-                    status_of(h),
-                ))
-                .or_default() += 1;
+    for day in DayDeltas::new(o, &plays) {
+        rollup_rows += day.len() as i64;
+        let mut tx = c.begin().await?;
+        for (sql, binds) in rollups::upserts(&day, class_of, &[8], |n| format!("${n}"), true) {
+            bind_all(sqlx::query(&sql), binds).execute(&mut *tx).await?;
         }
-        // Receipts start at or after their play: hours before this play's are complete.
-        let next_hour = plays.get(i + 1).map(|n| n.issued.div_euclid(3_600_000));
-        if last || next_hour != Some(hour_now) {
-            let keep = if last {
-                BTreeMap::new()
-            } else {
-                pending.split_off(&(next_hour.unwrap_or(i64::MAX), 0, 0, 0, 0))
-            };
-            out.extend(std::mem::replace(&mut pending, keep));
-        }
-        if out.len() >= COPY_ROWS || (last && !out.is_empty()) {
-            let mut text = String::with_capacity(out.len() * 40);
-            for ((h, d, s, f, st), n) in &out {
-                text.push_str(&format!("{h}\t{d}\t{s}\t{f}\t{st}\t{n}\n"));
-            }
-            let mut copy = c
-                .copy_in_raw(
-                    "COPY rollup_hourly (hour, device, slogan, feed, status, plays) FROM STDIN",
-                )
-                .await?;
-            copy.send(text.into_bytes()).await?;
-            copy.finish().await?;
-            rollup_rows += out.len() as i64;
-            out.clear();
-        }
+        tx.commit().await?;
     }
+    sqlx::query("INSERT INTO rollup_daily_coverage (utc_offset) VALUES (8)")
+        .execute(&mut *c)
+        .await?;
     let rollup_load = Rate {
         count: rollup_rows as u64,
         secs: t1.elapsed().as_secs_f64(),

@@ -8,10 +8,8 @@
 //! Owns: the PostgreSQL readings and naive queries, its scratch table `bench_heap`. Must not
 //! touch: a schema other than the one the load created.
 
-use std::time::Instant;
-
 use civicast::core::audit::{PlaysQuery, PlaysRow};
-use civicast::store::{PgStore, Store};
+use civicast::store::PgStore;
 
 use crate::audit::AuditReport;
 use crate::load::PgLoadReport;
@@ -61,7 +59,10 @@ pub async fn storage_pg(store: &PgStore, l: &PgLoadReport) -> anyhow::Result<PgS
     let partitions_bytes = partition_bytes(store).await?;
     let packed_bytes = relation_bytes(store, "receipts_packed").await?
         + relation_bytes(store, "receipts_packed_days").await?;
-    let rollup_bytes = relation_bytes(store, "rollup_hourly").await?;
+    let mut rollup_bytes = 0;
+    for t in crate::storage::ROLLUPS {
+        rollup_bytes += relation_bytes(store, t).await?;
+    }
     // Read before `bench_heap` exists: the scratch table is not the store's.
     let (tables, tables_bytes) = pg_tables(store).await?;
     let sample = l.receipts.min(2_000_000);
@@ -118,7 +119,8 @@ pub fn print_pg_storage(s: &PgStorageReport) {
         s.heap_sample, s.heap_bytes_per_row
     );
     println!(
-        "| rollup_hourly | {} | {:.1} |",
+        "| rollups ({}) | {} | {:.1} |",
+        crate::storage::ROLLUPS.join(", "),
         s.rollup_bytes,
         per(s.rollup_bytes)
     );
@@ -165,23 +167,7 @@ pub async fn audit_pg(
             .await?,
         ..Default::default()
     };
-    let t = Instant::now();
-    store
-        .commit_batch(&civicast::store::Batch {
-            utc_offset_h: civicast::core::audit::fixed_offset_hours(tz),
-            ..Default::default()
-        })
-        .await?;
-    sqlx::query("ANALYZE rollup_daily_slogan")
-        .execute(store.pool())
-        .await?;
-    sqlx::query("ANALYZE rollup_daily_device")
-        .execute(store.pool())
-        .await?;
-    eprintln!(
-        "audit: daily rollups backfilled from the hourly one in {:.1} s",
-        t.elapsed().as_secs_f64()
-    );
+    sqlx::query("ANALYZE").execute(store.pool()).await?;
     report.queries = play_count_queries(store, o, tz, runs, naive_runs, |q| {
         Box::pin(naive_pg(store, q))
     })

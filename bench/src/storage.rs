@@ -110,6 +110,9 @@ async fn sqlite_file(pool: &sqlx::SqlitePool, path: &Path) -> anyhow::Result<(i6
     Ok((pages * size, free * size, wal_bytes))
 }
 
+/// The rollup tables (migrations/*/0008_rollups_by_size.sql).
+pub(crate) const ROLLUPS: [&str; 3] = ["rollup_hour", "rollup_daily_slogan", "rollup_daily_device"];
+
 #[derive(Debug, Clone, Default)]
 pub struct StorageReport {
     pub receipts: i64,
@@ -151,10 +154,11 @@ impl StorageReport {
 /// Bytes per receipt after the load, beside a heap table holding a sample of the same rows.
 pub async fn storage(store: &SqliteStore, l: &LoadReport) -> anyhow::Result<StorageReport> {
     let pool = store.pool();
-    let (receipts_bytes, rollup_bytes, source) = match (
-        dbstat(pool, "receipts").await,
-        dbstat(pool, "rollup_hourly").await,
-    ) {
+    let mut rollups = Some(0);
+    for t in ROLLUPS {
+        rollups = rollups.zip(dbstat(pool, t).await).map(|(a, b)| a + b);
+    }
+    let (receipts_bytes, rollup_bytes, source) = match (dbstat(pool, "receipts").await, rollups) {
         (Some(r), Some(u)) => (r, u, "dbstat"),
         _ => (
             l.used_after_receipts - l.used_before,
@@ -237,7 +241,8 @@ pub fn print_storage(s: &StorageReport) {
         s.heap_sample, s.heap_bytes_per_row
     );
     println!(
-        "| rollup_hourly | {} | {:.1} |",
+        "| rollups ({}) | {} | {:.1} |",
+        ROLLUPS.join(", "),
         s.rollup_bytes,
         per(s.rollup_bytes)
     );

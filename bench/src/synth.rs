@@ -7,6 +7,7 @@
 //! SQL form of the hash is a constant the loads embed).
 
 use chrono::{DateTime, TimeZone, Utc};
+use std::collections::BTreeMap;
 
 /// The synthetic history.
 #[derive(Debug, Clone)]
@@ -67,6 +68,83 @@ pub(crate) fn offset_ms(device: i64) -> i64 {
 
 /// A rollup row's key: hour, device, slogan, feed, status.
 pub(crate) type RollKey = (i64, i64, i64, i64, i64);
+
+/// The class of display `d` in the synthetic inventory.
+pub(crate) const CLASSES: [&str; 3] = ["bus_led", "taxi_top", "stop_lcd"];
+
+pub(crate) fn class_of(d: i64) -> Option<&'static str> {
+    CLASSES.get(d.rem_euclid(3) as usize).copied()
+}
+
+/// The history's hourly counts (hour, display, slogan, feed, status) summed from the plays
+/// alone, by the formula that decides which receipts exist and not from the receipts:
+/// one local day (UTC+8) at a time, each day's rows once its last play is past (a receipt
+/// starts at or after its play, within a minute).
+pub(crate) struct DayDeltas<'p> {
+    plays: &'p [SynthPlay],
+    next: usize,
+    per_feed: Vec<Vec<i64>>,
+    pending: BTreeMap<RollKey, i64>,
+}
+
+impl<'p> DayDeltas<'p> {
+    pub(crate) fn new(o: &LoadOptions, plays: &'p [SynthPlay]) -> Self {
+        let per_feed = (1..=o.feeds as i64)
+            .map(|f| {
+                (1..=o.displays as i64)
+                    .filter(|d| (d - 1) % o.feeds as i64 + 1 == f)
+                    .collect()
+            })
+            .collect();
+        DayDeltas {
+            plays,
+            next: 0,
+            per_feed,
+            pending: BTreeMap::new(),
+        }
+    }
+}
+
+impl Iterator for DayDeltas<'_> {
+    type Item = Vec<(RollKey, i64)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let day = |t: i64| (t + SHANGHAI_MS).div_euclid(86_400_000);
+        while let Some(p) = self.plays.get(self.next) {
+            self.next += 1;
+            for &d in &self.per_feed[(p.feed - 1) as usize] {
+                let h = receipt_hash(d, p.id);
+                if h >= 100 - MISSING_PCT {
+                    continue;
+                }
+                let started = p.issued + offset_ms(d);
+                *self
+                    .pending
+                    .entry((
+                        started.div_euclid(3_600_000),
+                        d,
+                        p.slogan,
+                        p.feed,
+                        status_of(h),
+                    ))
+                    .or_default() += 1;
+            }
+            match self.plays.get(self.next) {
+                Some(n) if day(n.issued) == day(p.issued) => {}
+                Some(n) => {
+                    // Hours before the next play's are complete.
+                    let keep =
+                        self.pending
+                            .split_off(&(n.issued.div_euclid(3_600_000), 0, 0, 0, 0));
+                    let done = std::mem::replace(&mut self.pending, keep);
+                    return Some(done.into_iter().collect());
+                }
+                None => break,
+            }
+        }
+        (!self.pending.is_empty()).then(|| std::mem::take(&mut self.pending).into_iter().collect())
+    }
+}
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct SynthPlay {

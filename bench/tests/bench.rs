@@ -82,11 +82,18 @@ async fn audit_rollup_answers_equal_the_naive_group_by() {
         load.receipts
     );
     assert!(load.rollup_rows > 0 && load.rollup_rows <= load.receipts);
-    let rolled: i64 = sqlx::query_scalar("SELECT SUM(plays) FROM rollup_hourly")
-        .fetch_one(store.pool())
-        .await
-        .expect("sum");
-    assert_eq!(rolled, load.receipts, "rollup and receipts agree in total");
+    for sum in [
+        "SELECT SUM(plays) FROM rollup_hour",
+        "SELECT SUM(plays) FROM rollup_daily_slogan",
+        "SELECT SUM(plays) FROM rollup_daily_device",
+        "SELECT SUM(h00+h01+h02+h03+h04+h05+h06+h07+h08+h09+h10+h11+h12+h13+h14+h15+h16+h17+h18+h19+h20+h21+h22+h23) FROM rollup_daily_device",
+    ] {
+        let rolled: i64 = sqlx::query_scalar(sum)
+            .fetch_one(store.pool())
+            .await
+            .expect("sum");
+        assert_eq!(rolled, load.receipts, "rollup and receipts agree in total: {sum}");
+    }
     let r = bench::audit(&store, &o, 2, 1).await.expect("audit");
     assert_every_grouping_equals_the_naive(&r, &o);
     // Compliance for the same week: every display judged, from presence written beside the
@@ -159,7 +166,8 @@ async fn storage_counts_every_table_of_the_schema() {
     assert_eq!(listed, schema, "every table of the schema, once");
     for name in [
         "receipts",
-        "rollup_hourly",
+        "rollup_hour",
+        "rollup_daily_device",
         "plays",
         "presence",
         "adset_revisions",
@@ -253,11 +261,14 @@ async fn pg_audit_after_packing_equals_the_naive_group_by() {
                 "every day packed"
             );
             assert_eq!(load.left_raw, 0);
-            let rolled: i64 = sqlx::query_scalar("SELECT SUM(plays)::bigint FROM rollup_hourly")
-                .fetch_one(store.pool())
-                .await
-                .expect("sum");
-            assert_eq!(rolled, load.receipts, "rollup and receipts agree in total");
+            for table in ["rollup_hour", "rollup_daily_slogan", "rollup_daily_device"] {
+                let rolled: i64 =
+                    sqlx::query_scalar(&format!("SELECT SUM(plays)::bigint FROM {table}"))
+                        .fetch_one(store.pool())
+                        .await
+                        .expect("sum");
+                assert_eq!(rolled, load.receipts, "{table} and receipts agree in total");
+            }
             let s = bench::storage_pg(&store, &load).await.expect("storage");
             assert_eq!(s.readable, load.receipts, "packed receipts stay readable");
             assert!(s.packed_bytes > 0 && s.raw_bytes > 0, "{s:?}");
@@ -265,7 +276,8 @@ async fn pg_audit_after_packing_equals_the_naive_group_by() {
             for name in [
                 "receipts",
                 "receipts_packed",
-                "rollup_hourly",
+                "rollup_hour",
+                "rollup_daily_device",
                 "plays",
                 "presence",
                 "adset_revisions",
