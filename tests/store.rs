@@ -19,7 +19,7 @@ use civicast::core::audit::{PlaysParams, PlaysQuery, PlaysRow};
 use civicast::core::wire::{Reject, Status};
 use civicast::store::{
     AdSetHistory, ApiStore, ApproveError, Approver, Batch, DeviceRow, FeedPlay, FeedState,
-    LastReceipt, Membership, NewPlay, PgStore, PlayReceipt, PlayRow, PlayedAt, PresenceEvent,
+    LastReceipt, Membership, NewPlay, PgStore, PlayReceipt, PlayRow, PlayedTimes, PresenceEvent,
     PresenceKeySpan, PresenceSpan, ReceiptRow, RejectCount, Retirement, Revision, Role,
     SqliteStore, Store, StoreError, TokenRow,
 };
@@ -237,6 +237,16 @@ fn receipt(device: i64, play: &PlayRow, started_ms: i64, status: Status) -> Rece
         slogan: play.slogan,
         feed: play.feed.unwrap_or(0),
     }
+}
+
+/// `played_between`'s answer as (display, start) pairs, in order.
+fn flat(v: Vec<PlayedTimes>) -> Vec<(String, i64)> {
+    v.into_iter()
+        .flat_map(|p| {
+            let d = p.device;
+            p.starts.into_iter().map(move |t| (d.clone(), t))
+        })
+        .collect()
 }
 
 fn query(p: PlaysParams) -> PlaysQuery {
@@ -1534,25 +1544,26 @@ async fn reports<S: ApiStore>(s: S) {
     .expect("receipts");
 
     // Played receipts by start time, only status played, by display then time.
-    let at = |d: &str, started_ms: i64| PlayedAt {
-        device: d.to_owned(),
-        started_ms,
-    };
+    let at = |d: &str, started_ms: i64| (d.to_owned(), started_ms);
     assert_eq!(
-        s.played_between(t0, t1, None).await.expect("played"),
+        flat(s.played_between(t0, t1, None).await.expect("played")),
         vec![at("a", t0 + 1_000), at("c", t0 + min + 1_000)]
     );
     assert_eq!(
-        s.played_between(t0 + 1_000, t0 + min + 1_000, None)
-            .await
-            .expect("played"),
+        flat(
+            s.played_between(t0 + 1_000, t0 + min + 1_000, None)
+                .await
+                .expect("played")
+        ),
         vec![at("a", t0 + 1_000)],
         "from is inclusive, to exclusive"
     );
     assert_eq!(
-        s.played_between(t0 - 120 * min, t1 + 120 * min, Some("a"))
-            .await
-            .expect("played a"),
+        flat(
+            s.played_between(t0 - 120 * min, t1 + 120 * min, Some("a"))
+                .await
+                .expect("played a")
+        ),
         vec![
             at("a", t0 - 59 * min),
             at("a", t0 + 1_000),
@@ -1761,8 +1772,8 @@ async fn pg_partitions(s: PgStore) {
 struct RawView {
     raw_audit: Vec<PlaysRow>,
     streamed: Vec<PlaysRow>,
-    played: Vec<PlayedAt>,
-    played_a: Vec<PlayedAt>,
+    played: Vec<PlayedTimes>,
+    played_a: Vec<PlayedTimes>,
     last: Vec<(String, i64, String)>,
     for_plays: Vec<(i64, i64, String)>,
     for_day1: Vec<(i64, i64, String)>,
@@ -1972,10 +1983,7 @@ async fn pg_compaction(s: PgStore) {
     assert_eq!(in_table("receipts_20240603".into()).await, 1);
     let with_late = raw_view(&s, from, to).await;
     assert_eq!(with_late.all_rows, 20);
-    assert!(with_late.played.contains(&PlayedAt {
-        device: "b".to_owned(),
-        started_ms: late.started_ms
-    }));
+    assert!(flat(with_late.played.clone()).contains(&("b".to_owned(), late.started_ms)));
     assert_ne!(with_late.raw_audit, before.raw_audit);
 
     // The next compaction appends it to b's packed row of day 0 (and packs day 2: every
@@ -2009,7 +2017,7 @@ async fn pg_compaction(s: PgStore) {
     assert_eq!(after.all_rows, 13);
     assert!(after.for_plays.iter().all(|(_, p, _)| *p != late_play.key));
     assert_eq!(after.for_day1, before.for_day1);
-    assert!(after.played.iter().all(|p| p.started_ms >= d0 + day));
+    assert!(flat(after.played.clone()).iter().all(|p| p.1 >= d0 + day));
     let left: i64 = sqlx::query_scalar(
         "SELECT (SELECT COUNT(*) FROM receipts_packed WHERE play_day < $1)
               + (SELECT COUNT(*) FROM receipts_packed_days WHERE day < $1)",
@@ -2431,4 +2439,89 @@ async fn pg_packed_days() {
 #[ignore = "needs CIVICAST_TEST_PG (PostgreSQL)"]
 async fn pg_packing_beside_batches() {
     on_pg(pg_packing_beside_writers).await;
+}
+
+/// SQLite keeps closed days' played starts as one timeline per display and day: the
+/// starts read back are the receipts' own, in every period, before and after the days are
+/// written, and a receipt stored later for a written day joins its timeline.
+#[tokio::test]
+async fn sqlite_timelines_of_closed_days() {
+    on_sqlite(|s: SqliteStore| async move {
+        let c = city(&s).await;
+        let mut receipts = Vec::new();
+        let mut n = 0;
+        for day in 1..=4u32 {
+            for (h, dev) in [(0, c.a), (9, c.b), (23, c.a), (23, c.c)] {
+                n += 1;
+                let at = ms(2026, 5, day, h, 59, 0);
+                let p = play(&s, &format!("t{n}"), Some(c.bus), None, c.x, at).await;
+                let status = if n % 5 == 0 {
+                    Status::Skipped
+                } else {
+                    Status::Played
+                };
+                receipts.push(receipt(dev, &p, at + 59_000, status));
+            }
+        }
+        let late_play = play(&s, "late", Some(c.bus), None, c.y, ms(2026, 5, 2, 12, 0, 0)).await;
+        s.commit_batch(&Batch {
+            receipts,
+            ..Batch::default()
+        })
+        .await
+        .expect("commit");
+        let periods = [
+            (ms(2026, 5, 1, 0, 0, 0), ms(2026, 5, 5, 0, 0, 0)),
+            (ms(2026, 5, 1, 23, 59, 59), ms(2026, 5, 3, 0, 0, 0)),
+            (ms(2026, 5, 2, 9, 0, 0), ms(2026, 5, 4, 23, 59, 59)),
+        ];
+        let mut before = Vec::new();
+        for (f, t) in periods {
+            before.push(s.played_between(f, t, None).await.expect("played"));
+        }
+        assert_eq!(flat(before[0].clone()).len(), 13, "16 receipts, 3 skipped");
+        let day = |d: u32| ms(2026, 5, d, 0, 0, 0).div_euclid(86_400_000);
+        let mut written = s.compact_played(day(4), 10).await.expect("compact");
+        written.sort_unstable();
+        assert!(written.ends_with(&[day(1), day(2), day(3)]), "{written:?}");
+        assert!(s
+            .compact_played(day(4), 10)
+            .await
+            .expect("again")
+            .is_empty());
+        for (i, (f, t)) in periods.iter().enumerate() {
+            assert_eq!(
+                s.played_between(*f, *t, None).await.expect("played"),
+                before[i],
+                "period {i}"
+            );
+        }
+        assert_eq!(
+            flat(
+                s.played_between(periods[0].0, periods[0].1, Some("c"))
+                    .await
+                    .expect("c")
+            ),
+            (1..=4)
+                .map(|d| ("c".to_owned(), ms(2026, 5, d, 23, 59, 59)))
+                .collect::<Vec<_>>(),
+            "one display's starts, the last second of each day included"
+        );
+        // A display back from days offline sends its receipt of day 2.
+        let late = receipt(c.b, &late_play, ms(2026, 5, 2, 12, 0, 30), Status::Played);
+        s.commit_batch(&Batch {
+            receipts: vec![late.clone()],
+            ..Batch::default()
+        })
+        .await
+        .expect("late");
+        let got = flat(
+            s.played_between(periods[0].0, periods[0].1, None)
+                .await
+                .expect("played"),
+        );
+        assert_eq!(got.len(), 14);
+        assert!(got.contains(&("b".to_owned(), late.started_ms)));
+    })
+    .await;
 }

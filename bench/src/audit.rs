@@ -409,7 +409,12 @@ async fn audit_compliance(
     let presence_read = store.presence_between(f, t).await?.len();
     let presence_between_ms = clock.elapsed().as_secs_f64() * 1e3;
     let clock = Instant::now();
-    let receipts_read = store.played_between(f, t, None).await?.len();
+    let receipts_read: usize = store
+        .played_between(f, t, None)
+        .await?
+        .iter()
+        .map(|p| p.starts.len())
+        .sum();
     let played_between_ms = clock.elapsed().as_secs_f64() * 1e3;
     let mut slow = Vec::with_capacity(naive_runs);
     let mut plain = (Vec::new(), 0, 0);

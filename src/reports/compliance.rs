@@ -64,10 +64,12 @@ pub async fn compliance_rows(
             .or_default()
             .push((p.since_ms, p.until_ms.unwrap_or(t)));
     }
-    let mut plays: HashMap<String, Vec<i64>> = HashMap::new();
-    for p in store.played_between(f, t, None).await? {
-        plays.entry(p.device).or_default().push(p.started_ms);
-    }
+    let plays: HashMap<String, Vec<i64>> = store
+        .played_between(f, t, None)
+        .await?
+        .into_iter()
+        .map(|p| (p.device, p.starts))
+        .collect();
     let mut windows: HashMap<Vec<usize>, Vec<(i64, i64)>> = HashMap::new();
     let mut rows = Vec::new();
     for d in catalog.devices.iter().filter(|d| only(d)) {

@@ -175,7 +175,7 @@ impl ApiStore for Db {
         from_ms: i64,
         to_ms: i64,
         device: Option<&str>,
-    ) -> Result<Vec<PlayedAt>> {
+    ) -> Result<Vec<PlayedTimes>> {
         delegate!(self, s => s.played_between(from_ms, to_ms, device))
     }
     async fn last_receipts(&self, devices: &[String]) -> Result<Vec<LastReceipt>> {

@@ -12,6 +12,7 @@ pub mod rollups;
 pub mod rows;
 pub mod sql;
 pub mod sqlite;
+pub mod timeline;
 pub mod url;
 
 use std::collections::HashSet;
@@ -182,13 +183,14 @@ pub trait ApiStore: Store {
         from_ms: i64,
         to_ms: i64,
     ) -> impl Future<Output = Result<Vec<PresenceSpan>>> + Send;
-    /// Start times of `played` receipts in [from, to), by display then time.
+    /// Start times of `played` receipts in [from, to): one entry per display that has
+    /// any, by name, its times in order.
     fn played_between(
         &self,
         from_ms: i64,
         to_ms: i64,
         device: Option<&str>,
-    ) -> impl Future<Output = Result<Vec<PlayedAt>>> + Send;
+    ) -> impl Future<Output = Result<Vec<PlayedTimes>>> + Send;
     /// The newest receipt of each named display that has one, in the order asked.
     fn last_receipts(
         &self,

@@ -147,11 +147,11 @@ pub struct PresenceKeySpan {
     pub until_ms: Option<i64>,
 }
 
-/// When a display started a play it reported as played.
+/// When a display started the plays it reported as played, in order.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct PlayedAt {
+pub struct PlayedTimes {
     pub device: String,
-    pub started_ms: i64,
+    pub starts: Vec<i64>,
 }
 
 /// The newest receipt of a display.

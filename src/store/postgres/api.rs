@@ -3,11 +3,10 @@
 //! (presence, plays, receipts, raw and packed). Must not write receipts, rollups or
 //! partitions.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use sqlx::{PgConnection, Row};
 
-use super::packing::receipts_in;
 use super::*;
 use crate::core::approval;
 use crate::core::wire::Status;
@@ -273,29 +272,60 @@ impl ApiStore for PgStore {
         from_ms: i64,
         to_ms: i64,
         device: Option<&str>,
-    ) -> Result<Vec<PlayedAt>> {
+    ) -> Result<Vec<PlayedTimes>> {
         // By started_at, not play_day: no partition pruning, but the BRIN indexes on
         // started_at (raw) and on the packed rows' start bounds limit the scan to the
-        // matching blocks. Play breaks ties so raw and packed rows sort alike.
-        let rows = sqlx::query(&format!(
-            "SELECT d.name, r.started_at FROM ({}) r JOIN devices d ON d.id = r.device
-             WHERE r.status = 0 AND ($3::text IS NULL OR d.name = $3)
-             ORDER BY r.device, r.started_at, r.play",
-            receipts_in(Some("$1"), Some("$2"))
-        ))
+        // matching blocks. The packed rows come as they are stored, one per display and
+        // day with its arrays, and are unpacked here: unnesting them in SQL returned a row
+        // per receipt, most of the report's time.
+        let raw = sqlx::query(
+            "SELECT d.name, r.started_at FROM receipts r JOIN devices d ON d.id = r.device
+             WHERE r.status = 0 AND r.started_at >= $1 AND r.started_at < $2
+               AND ($3::text IS NULL OR d.name = $3)",
+        )
         .bind(from_ms)
         .bind(to_ms)
         .bind(device)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(PlayedAt {
-                    device: r.try_get(0)?,
-                    started_ms: r.try_get(1)?,
-                })
+        let packed = sqlx::query(
+            "SELECT d.name, k.play_day, k.starts, k.outcomes FROM receipts_packed k
+             JOIN devices d ON d.id = k.device
+             WHERE k.max_start >= $1 AND k.min_start < $2 AND ($3::text IS NULL OR d.name = $3)",
+        )
+        .bind(from_ms)
+        .bind(to_ms)
+        .bind(device)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut by: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+        for r in &raw {
+            by.entry(r.try_get(0)?).or_default().push(r.try_get(1)?);
+        }
+        for r in &packed {
+            let day: i32 = r.try_get(1)?;
+            let starts: Vec<i32> = r.try_get(2)?;
+            let outcomes: Vec<i32> = r.try_get(3)?;
+            let base = i64::from(day) * 86_400_000;
+            let times = by.entry(r.try_get(0)?).or_default();
+            // Status 0 (played) in the low three bits of the outcome.
+            times.extend(
+                starts
+                    .iter()
+                    .zip(&outcomes)
+                    .filter(|(_, o)| *o & 7 == 0)
+                    .map(|(s, _)| base + i64::from(*s))
+                    .filter(|t| (from_ms..to_ms).contains(t)),
+            );
+        }
+        Ok(by
+            .into_iter()
+            .filter(|(_, t)| !t.is_empty())
+            .map(|(device, mut starts)| {
+                starts.sort_unstable();
+                PlayedTimes { device, starts }
             })
-            .collect()
+            .collect())
     }
 
     async fn last_receipts(&self, devices: &[String]) -> Result<Vec<LastReceipt>> {

@@ -264,55 +264,32 @@ impl ApiStore for SqliteStore {
         from_ms: i64,
         to_ms: i64,
         device: Option<&str>,
-    ) -> Result<Vec<PlayedAt>> {
-        // `receipts` is keyed by (device, play) and has no index on started_at (one would
-        // cost about as much disk as the table). The daemon stores a receipt only when it
-        // started within [issued_at, expires_at] of its play, give or take
-        // RECEIPT_SLACK_MS, so every receipt of the period belongs to a play in the key range
-        // found here: one range of the key per display instead of every receipt ever stored.
-        // `+` pins plays_expires: audits ask mostly for recent periods, at its end.
-        let slack = crate::core::wire::RECEIPT_SLACK_MS;
-        let (lo, hi): (Option<i64>, Option<i64>) = sqlx::query_as(
-            "SELECT MIN(id), MAX(id) FROM plays WHERE expires_at >= ? AND +issued_at < ?",
-        )
-        .bind(from_ms.saturating_sub(slack))
-        .bind(to_ms.saturating_add(slack))
-        .fetch_one(&self.read)
-        .await?;
-        let (Some(lo), Some(hi)) = (lo, hi) else {
-            return Ok(Vec::new());
+    ) -> Result<Vec<PlayedTimes>> {
+        let names: HashMap<i64, String> = sqlx::query_as("SELECT id, name FROM devices")
+            .fetch_all(&self.read)
+            .await?
+            .into_iter()
+            .collect();
+        let key = match device {
+            Some(d) => match names.iter().find(|(_, n)| n.as_str() == d) {
+                Some((k, _)) => Some(*k),
+                None => return Ok(Vec::new()),
+            },
+            None => None,
         };
-        // One row per display, its start times joined: the driver's cost is per row (each
-        // crosses from SQLite's thread to this task), and here it was most of the time.
-        // Displays in key order (no sorter); each one's times are sorted below, where a
-        // nearly sorted run costs one pass.
-        let rows = sqlx::query(
-            "SELECT d.name, group_concat(r.started_at) FROM devices d NOT INDEXED CROSS JOIN receipts r
-               ON r.device = d.id AND r.play BETWEEN ? AND ?
-             WHERE r.status = 0 AND r.started_at >= ? AND r.started_at < ? AND (? IS NULL OR d.name = ?)
-             GROUP BY d.id ORDER BY d.id",
-        )
-        .bind(lo)
-        .bind(hi)
-        .bind(from_ms)
-        .bind(to_ms)
-        .bind(device)
-        .bind(device)
-        .fetch_all(&self.read)
-        .await?;
-        let mut out = Vec::new();
-        for r in &rows {
-            let name: String = r.try_get(0)?;
-            let times: String = r.try_get(1)?;
-            let first = out.len();
-            for t in times.split(',') {
-                out.push(PlayedAt {
-                    device: name.clone(),
-                    started_ms: ms_of(t)?,
-                });
-            }
-            out[first..].sort_by_key(|p| p.started_ms);
-        }
+        let mut out: Vec<PlayedTimes> = self
+            .played_by_key(from_ms, to_ms, key)
+            .await?
+            .into_iter()
+            .filter(|(_, t)| !t.is_empty())
+            .filter_map(|(k, starts)| {
+                names.get(&k).map(|n| PlayedTimes {
+                    device: n.clone(),
+                    starts,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.device.cmp(&b.device));
         Ok(out)
     }
 

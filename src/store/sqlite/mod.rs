@@ -9,6 +9,9 @@
 
 mod api;
 mod batch;
+mod played;
+
+pub use played::CLOSED_AFTER_DAYS;
 
 use std::collections::HashSet;
 use std::str::FromStr;
@@ -38,6 +41,8 @@ pub struct SqliteStore {
     pool: SqlitePool,
     /// Readers for audits; WAL lets them run beside the writer.
     read: SqlitePool,
+    /// When a commit next looks for closed days without timelines (ms since the epoch).
+    next_played_check: std::sync::Arc<std::sync::atomic::AtomicI64>,
 }
 
 /// Whether the writer connection goes back to the pool after a use. Not when sqlx still
@@ -81,7 +86,11 @@ impl SqliteStore {
             .max_connections(4)
             .connect_with(opts.read_only(true))
             .await?;
-        Ok(SqliteStore { pool, read })
+        Ok(SqliteStore {
+            pool,
+            read,
+            next_played_check: Default::default(),
+        })
     }
 
     pub fn pool(&self) -> &SqlitePool {
@@ -119,21 +128,10 @@ impl SqliteStore {
         if q.from.is_none() && q.to.is_none() {
             return Ok(format!("{JOIN}{PLAYS}"));
         }
-        let slack = crate::core::wire::RECEIPT_SLACK_MS;
-        let from = q
-            .from
-            .map_or(i64::MIN, |t| t.timestamp_millis().saturating_sub(slack));
-        let to =
-            q.to.map_or(i64::MAX, |t| t.timestamp_millis().saturating_add(slack));
-        let (lo, hi): (Option<i64>, Option<i64>) = sqlx::query_as(
-            "SELECT MIN(id), MAX(id) FROM plays WHERE expires_at >= ? AND +issued_at < ?",
-        )
-        .bind(from)
-        .bind(to)
-        .fetch_one(&self.read)
-        .await?;
+        let from = q.from.map_or(i64::MIN, |t| t.timestamp_millis());
+        let to = q.to.map_or(i64::MAX, |t| t.timestamp_millis());
         // Numbers from the database, not text from the query.
-        let (lo, hi) = lo.zip(hi).unwrap_or((1, 0));
+        let (lo, hi) = self.play_keys(from, to).await?;
         Ok(format!("{JOIN} AND r.play BETWEEN {lo} AND {hi}{PLAYS}"))
     }
 }
@@ -303,9 +301,11 @@ impl Store for SqliteStore {
         let offsets = covered_offsets(&mut tx, batch.utc_offset_h).await?;
         let stored = insert_receipts(&mut tx, batch).await?;
         write_rollups(&mut tx, &stored, &offsets).await?;
+        played::add_late(&mut tx, &stored).await?;
         write_rejects(&mut tx, batch).await?;
         write_presence(&mut tx, batch).await?;
         tx.commit().await?;
+        self.maintain_played();
         Ok(Outcome {
             stored: stored.len(),
             duplicates: batch.receipts.len() - stored.len(),
