@@ -215,7 +215,7 @@ impl Db {
     /// Rows in `receipts` and plays summed over `rollup_hour`.
     async fn counts(&self) -> anyhow::Result<(i64, i64)> {
         const Q: &str = "SELECT (SELECT COUNT(*) FROM receipts), \
-                         (SELECT CAST(COALESCE(SUM(plays), 0) AS BIGINT) FROM rollup_hour)";
+                         (SELECT CAST(COALESCE(SUM(plays), 0) AS BIGINT) FROM rollup_hour WHERE cut = 0)";
         Ok(match self {
             Db::Sqlite(s, _) => sqlx::query_as(Q).fetch_one(s.pool()).await?,
             Db::Pg(s, _) => sqlx::query_as(Q).fetch_one(s.pool()).await?,

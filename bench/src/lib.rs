@@ -38,7 +38,9 @@ pub mod synth;
 pub use audit::{audit, print_audit, AuditReport, ComplianceBench};
 pub use fixture::write_inventory;
 pub use ingest::{ingest, print_ingest, IngestOptions, IngestReport};
-pub use load::{load_pg, load_sqlite, print_load, print_pg_load, LoadReport, PgLoadReport};
+pub use load::{
+    load_pg, load_sqlite, print_load, print_pg_load, write_timelines, LoadReport, PgLoadReport,
+};
 pub use memory::{memory_one, print_memory, rss_kib, MemoryReport};
 pub use pg::{audit_pg, print_pg_storage, storage_pg, PgStorageReport};
 pub use plays::{cases, QueryReport};

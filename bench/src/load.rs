@@ -208,6 +208,12 @@ pub async fn load_sqlite(
         secs: t1.elapsed().as_secs_f64(),
     };
     load_presence(&pool, o, &plays).await?;
+    let t = Instant::now();
+    let days = write_timelines(&store, o).await?;
+    eprintln!(
+        "load: timelines of {days} closed days in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
     exec(&pool, "PRAGMA wal_checkpoint(TRUNCATE)").await?;
     exec(&pool, "ANALYZE").await?;
     let used_after_rollup = used_bytes(&pool).await?;
@@ -226,6 +232,15 @@ pub async fn load_sqlite(
             path: path.to_path_buf(),
         },
     ))
+}
+
+/// What a daemon running at the history's end has written: the timelines of every closed
+/// day (`SqliteStore::compact_played`); the number of days written.
+pub async fn write_timelines(store: &SqliteStore, o: &LoadOptions) -> anyhow::Result<usize> {
+    let before = o.end.timestamp_millis().div_euclid(86_400_000)
+        - civicast::store::sqlite::CLOSED_AFTER_DAYS
+        + 1;
+    Ok(store.compact_played(before, usize::MAX).await?.len())
 }
 
 pub fn print_load(l: &LoadReport) {

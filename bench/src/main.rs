@@ -91,6 +91,10 @@ struct BenchArgs {
     /// a naive scan takes about 25 s a query on SQLite).
     #[arg(long, default_value_t = 3)]
     naive_runs: usize,
+    /// audit (SQLite): ask the questions of the database a previous run left under --dir
+    /// (same --receipts and --displays) instead of loading a new one; storage is not measured
+    #[arg(long)]
+    reuse: bool,
     /// memory: start the whole daemon (embedded broker included unless --mqtt), not only the
     /// catalog and the store's inventory sync.
     #[arg(long)]
@@ -164,6 +168,21 @@ async fn run_scenario(settings: Settings, a: BenchArgs) -> anyhow::Result<ExitCo
                 ..LoadOptions::default()
             };
             let path = a.dir.join("audit.db");
+            if a.reuse && a.scenario == Scenario::Audit {
+                let store =
+                    civicast::store::SqliteStore::connect(&format!("sqlite://{}", path.display()))
+                        .await?;
+                civicast::store::Store::migrate(&store).await?;
+                let t = std::time::Instant::now();
+                let days = civicast_bench::write_timelines(&store, &o).await?;
+                eprintln!(
+                    "audit: {days} closed days' timelines written in {:.1} s",
+                    t.elapsed().as_secs_f64()
+                );
+                let r = audit(&store, &o, a.runs.max(1), a.naive_runs).await?;
+                print_audit(&r);
+                return Ok(exit(r.identical()));
+            }
             let (store, load) = load_sqlite(&path, &o).await?;
             print_load(&load);
             let s = storage(&store, &load).await?;

@@ -4,6 +4,11 @@
 -- transaction. It gives way to:
 --   rollup_hour          plays per UTC hour by class, slogan, feed and status (no display);
 --   rollup_daily_slogan  the same per local day (class added to its key);
+--                        both in four cuts (`cut`, first in the key, so that a question
+--                        reads only its own): 0 by class, slogan and feed; 1 by class and
+--                        slogan (feed -1); 2 by class and feed (slogan -1); 3 by class
+--                        alone (both -1). A question about classes reads a few rows an
+--                        hour instead of every slogan of every feed.
 --   rollup_daily_device  plays per local day by display and status, with the day's 24 local
 --                        hours in h00..h23, so display-by-hour questions read one row per
 --                        display-day.
@@ -15,21 +20,30 @@
 -- database moves forward with the same counts, receipts pruned by retention included.
 
 CREATE TABLE rollup_hour (
+    cut     INTEGER NOT NULL,
     hour    INTEGER NOT NULL,         -- hours since the epoch (UTC)
     class   TEXT NOT NULL,
     slogan  INTEGER NOT NULL,
     feed    INTEGER NOT NULL,         -- 0: a direct play
     status  INTEGER NOT NULL,
     plays   INTEGER NOT NULL,
-    PRIMARY KEY (hour, class, slogan, feed, status)
+    PRIMARY KEY (cut, hour, class, slogan, feed, status)
 ) WITHOUT ROWID;
-INSERT INTO rollup_hour (hour, class, slogan, feed, status, plays)
-SELECT h.hour, d.class, h.slogan, h.feed, h.status, SUM(h.plays)
+INSERT INTO rollup_hour (cut, hour, class, slogan, feed, status, plays)
+SELECT c.cut, h.hour, d.class,
+       CASE WHEN c.cut IN (0, 1) THEN h.slogan ELSE -1 END,
+       CASE WHEN c.cut IN (0, 2) THEN h.feed ELSE -1 END,
+       h.status, SUM(h.plays)
 FROM rollup_hourly h JOIN devices d ON d.id = h.device
-GROUP BY h.hour, d.class, h.slogan, h.feed, h.status;
+CROSS JOIN (SELECT 0 AS cut UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3) c
+GROUP BY c.cut, h.hour, d.class,
+       CASE WHEN c.cut IN (0, 1) THEN h.slogan ELSE -1 END,
+       CASE WHEN c.cut IN (0, 2) THEN h.feed ELSE -1 END,
+       h.status;
 
 DROP TABLE rollup_daily_slogan;
 CREATE TABLE rollup_daily_slogan (
+    cut         INTEGER NOT NULL,
     day         INTEGER NOT NULL,     -- local days since the epoch
     utc_offset  INTEGER NOT NULL,
     class       TEXT NOT NULL,
@@ -37,12 +51,12 @@ CREATE TABLE rollup_daily_slogan (
     feed        INTEGER NOT NULL,
     status      INTEGER NOT NULL,
     plays       INTEGER NOT NULL,
-    PRIMARY KEY (utc_offset, day, class, slogan, feed, status)
+    PRIMARY KEY (utc_offset, cut, day, class, slogan, feed, status)
 ) WITHOUT ROWID;
-INSERT INTO rollup_daily_slogan (day, utc_offset, class, slogan, feed, status, plays)
-SELECT (h.hour + c.utc_offset) / 24, c.utc_offset, d.class, h.slogan, h.feed, h.status, SUM(h.plays)
-FROM rollup_hourly h JOIN devices d ON d.id = h.device CROSS JOIN rollup_daily_coverage c
-GROUP BY (h.hour + c.utc_offset) / 24, c.utc_offset, d.class, h.slogan, h.feed, h.status;
+INSERT INTO rollup_daily_slogan (cut, day, utc_offset, class, slogan, feed, status, plays)
+SELECT h.cut, (h.hour + c.utc_offset) / 24, c.utc_offset, h.class, h.slogan, h.feed, h.status, SUM(h.plays)
+FROM rollup_hour h CROSS JOIN rollup_daily_coverage c
+GROUP BY h.cut, (h.hour + c.utc_offset) / 24, c.utc_offset, h.class, h.slogan, h.feed, h.status;
 
 DROP TABLE rollup_daily_device;
 CREATE TABLE rollup_daily_device (

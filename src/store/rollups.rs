@@ -1,7 +1,8 @@
 //! The rollups (migrations/*/0008_rollups_by_size.sql): what stored receipts add to them,
 //! the statements both backends run to keep them, and which of them answers a query.
 //!
-//! - `rollup_hour`: plays per UTC hour by class, slogan, feed and status.
+//! - `rollup_hour`: plays per UTC hour by class, slogan, feed and status, in four cuts
+//!   ([`Cut`]): a question reads the rows of the narrowest cut that holds its columns.
 //! - `rollup_daily_slogan`: the same per local day, for each covered zone offset.
 //! - `rollup_daily_device`: plays per local day by display and status, the day's 24 local
 //!   hours in `h00..h23`, for each covered zone offset.
@@ -23,6 +24,42 @@ pub const HOURS: [&str; 24] = [
     "h00", "h01", "h02", "h03", "h04", "h05", "h06", "h07", "h08", "h09", "h10", "h11", "h12",
     "h13", "h14", "h15", "h16", "h17", "h18", "h19", "h20", "h21", "h22", "h23",
 ];
+
+/// Which of the class-keyed columns a row of `rollup_hour` or `rollup_daily_slogan` keeps;
+/// the others hold -1 ("all"). Stored as the number, first in the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Cut {
+    /// Class, slogan and feed.
+    All = 0,
+    Slogan = 1,
+    Feed = 2,
+    /// Class alone.
+    Class = 3,
+}
+
+impl Cut {
+    pub const EVERY: [Cut; 4] = [Cut::All, Cut::Slogan, Cut::Feed, Cut::Class];
+
+    /// The row of this cut that (slogan, feed) adds to.
+    fn project(self, slogan: i64, feed: i64) -> (i64, i64) {
+        match self {
+            Cut::All => (slogan, feed),
+            Cut::Slogan => (slogan, -1),
+            Cut::Feed => (-1, feed),
+            Cut::Class => (-1, -1),
+        }
+    }
+
+    /// The narrowest cut that answers a question needing slogans and/or feeds.
+    pub fn for_needs(slogan: bool, feed: bool) -> Cut {
+        match (slogan, feed) {
+            (true, true) => Cut::All,
+            (true, false) => Cut::Slogan,
+            (false, true) => Cut::Feed,
+            (false, false) => Cut::Class,
+        }
+    }
+}
 
 /// One hourly delta: ((UTC hour, display key, slogan key, feed key or 0, status), plays).
 /// Plays may be negative: a display's counts moved off its former class.
@@ -62,20 +99,27 @@ pub fn class_upserts<'c>(
     qualify: bool,
 ) -> Vec<(String, Vec<Bind>)> {
     let class = |d: i64| class_of(d).unwrap_or("").to_owned();
-    let mut hour: BTreeMap<(i64, String, i64, i64, i64), i64> = BTreeMap::new();
+    let mut hour: BTreeMap<(i64, i64, String, i64, i64, i64), i64> = BTreeMap::new();
     for ((h, d, s, f, st), n) in deltas {
-        *hour.entry((*h, class(*d), *s, *f, *st)).or_default() += n;
+        let c = class(*d);
+        for cut in Cut::EVERY {
+            let (s, f) = cut.project(*s, *f);
+            *hour
+                .entry((cut as i64, *h, c.clone(), s, f, *st))
+                .or_default() += n;
+        }
     }
     let mut out = Upsert {
         table: "rollup_hour",
-        cols: &["hour", "class", "slogan", "feed", "status", "plays"],
-        keys: 5,
+        cols: &["cut", "hour", "class", "slogan", "feed", "status", "plays"],
+        keys: 6,
     }
     .statements(
         hour.iter()
             .filter(|(_, n)| **n != 0)
-            .map(|((h, c, s, f, st), n)| {
+            .map(|((cut, h, c, s, f, st), n)| {
                 vec![
+                    Bind::Int(*cut),
                     Bind::Int(*h),
                     Bind::Text(c.clone()),
                     Bind::Int(*s),
@@ -89,10 +133,10 @@ pub fn class_upserts<'c>(
         qualify,
     );
     for &off in offsets {
-        let mut slogan: BTreeMap<(i64, &str, i64, i64, i64), i64> = BTreeMap::new();
-        for ((h, c, s, f, st), n) in &hour {
+        let mut slogan: BTreeMap<(i64, i64, &str, i64, i64, i64), i64> = BTreeMap::new();
+        for ((cut, h, c, s, f, st), n) in &hour {
             *slogan
-                .entry((local(*h, off).0, c.as_str(), *s, *f, *st))
+                .entry((*cut, local(*h, off).0, c.as_str(), *s, *f, *st))
                 .or_default() += n;
         }
         out.extend(
@@ -100,6 +144,7 @@ pub fn class_upserts<'c>(
                 table: "rollup_daily_slogan",
                 cols: &[
                     "utc_offset",
+                    "cut",
                     "day",
                     "class",
                     "slogan",
@@ -107,15 +152,16 @@ pub fn class_upserts<'c>(
                     "status",
                     "plays",
                 ],
-                keys: 6,
+                keys: 7,
             }
             .statements(
                 slogan
                     .into_iter()
                     .filter(|(_, n)| *n != 0)
-                    .map(|((day, c, s, f, st), n)| {
+                    .map(|((cut, day, c, s, f, st), n)| {
                         vec![
                             Bind::Int(off),
+                            Bind::Int(cut),
                             Bind::Int(day),
                             Bind::Text(c.to_owned()),
                             Bind::Int(s),
@@ -264,9 +310,9 @@ pub fn backfill(off: i64, from: Option<i64>, receipts: &str) -> [String; 3] {
         .collect();
     [
         format!(
-            "INSERT INTO rollup_daily_slogan (utc_offset, day, class, slogan, feed, status, plays)
-             SELECT {off}, (hour + {off}) / 24, class, slogan, feed, status, SUM(plays)
-             FROM rollup_hour GROUP BY (hour + {off}) / 24, class, slogan, feed, status"
+            "INSERT INTO rollup_daily_slogan (utc_offset, cut, day, class, slogan, feed, status, plays)
+             SELECT {off}, cut, (hour + {off}) / 24, class, slogan, feed, status, SUM(plays)
+             FROM rollup_hour GROUP BY cut, (hour + {off}) / 24, class, slogan, feed, status"
         ),
         format!(
             "INSERT INTO rollup_daily_device (utc_offset, day, device, status, plays, {})
@@ -281,15 +327,15 @@ pub fn backfill(off: i64, from: Option<i64>, receipts: &str) -> [String; 3] {
 /// Where the answer to a play-count query comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Plan {
-    /// `rollup_daily_slogan` at this offset: bounds on local midnights, no hours, nothing
-    /// about a single display.
-    DailySlogan(i64),
+    /// `rollup_daily_slogan` at this offset and cut: bounds on local midnights, no hours,
+    /// nothing about a single display.
+    DailySlogan(i64, Cut),
     /// `rollup_daily_device` at this offset: bounds on whole hours, nothing about a slogan
     /// or a feed. `hours`: the answer needs the hour columns (hour grouping, or bounds
     /// inside a day).
     DailyDevice { off: i64, hours: bool },
-    /// `rollup_hour`: bounds on whole hours, nothing about a single display.
-    Hour,
+    /// `rollup_hour` in this cut: bounds on whole hours, nothing about a single display.
+    Hour(Cut),
     /// The receipts themselves.
     Raw,
 }
@@ -299,11 +345,10 @@ pub enum Plan {
 pub fn plan(q: &PlaysQuery, covered: impl Fn(i64) -> bool) -> Plan {
     let by = |k| q.group_by.contains(&k);
     let per_display = by(GroupKey::Device) || q.device.is_some();
-    let per_slogan = by(GroupKey::Slogan)
-        || by(GroupKey::Adset)
-        || by(GroupKey::Feed)
-        || q.slogan.is_some()
-        || q.feed.is_some();
+    let slogans = by(GroupKey::Slogan) || by(GroupKey::Adset) || q.slogan.is_some();
+    let feeds = by(GroupKey::Feed) || q.feed.is_some();
+    let per_slogan = slogans || feeds;
+    let cut = Cut::for_needs(slogans, feeds);
     let on = |t: &Option<chrono::DateTime<chrono::Utc>>, secs: i64, off: i64| {
         t.is_none_or(|t| (t.timestamp() + off * 3600).rem_euclid(secs) == 0)
     };
@@ -317,8 +362,8 @@ pub fn plan(q: &PlaysQuery, covered: impl Fn(i64) -> bool) -> Plan {
             hours: by(GroupKey::Hour) || !midnights,
         },
         (true, false, _) => Plan::Raw,
-        (false, _, Some(off)) if midnights && !by(GroupKey::Hour) => Plan::DailySlogan(off),
-        (false, _, _) if whole_hours => Plan::Hour,
+        (false, _, Some(off)) if midnights && !by(GroupKey::Hour) => Plan::DailySlogan(off, cut),
+        (false, _, _) if whole_hours => Plan::Hour(cut),
         (false, _, _) => Plan::Raw,
     }
 }
@@ -348,9 +393,20 @@ mod tests {
         let day = ("2026-11-01", "2026-11-30");
         assert_eq!(
             plan(&q("slogan,day", day.0, day.1, None), all),
-            Plan::DailySlogan(8)
+            Plan::DailySlogan(8, Cut::Slogan)
         );
-        assert_eq!(plan(&q("class,hour", day.0, day.1, None), all), Plan::Hour);
+        assert_eq!(
+            plan(&q("class,hour", day.0, day.1, None), all),
+            Plan::Hour(Cut::Class)
+        );
+        assert_eq!(
+            plan(&q("feed,slogan,hour", day.0, day.1, None), all),
+            Plan::Hour(Cut::All)
+        );
+        assert_eq!(
+            plan(&q("class", day.0, day.1, None), all),
+            Plan::DailySlogan(8, Cut::Class)
+        );
         assert_eq!(
             plan(&q("device", day.0, day.1, None), all),
             Plan::DailyDevice {
@@ -374,7 +430,10 @@ mod tests {
                 hours: true
             }
         );
-        assert_eq!(plan(&q("slogan", hours.0, hours.1, None), all), Plan::Hour);
+        assert_eq!(
+            plan(&q("slogan", hours.0, hours.1, None), all),
+            Plan::Hour(Cut::Slogan)
+        );
         // A display and a slogan together: the receipts.
         assert_eq!(
             plan(&q("device,slogan", day.0, day.1, None), all),
@@ -386,7 +445,7 @@ mod tests {
         assert_eq!(plan(&q("device", day.0, day.1, None), |_| false), Plan::Raw);
         assert_eq!(
             plan(&q("slogan,day", day.0, day.1, None), |_| false),
-            Plan::Hour
+            Plan::Hour(Cut::Slogan)
         );
     }
 
@@ -397,10 +456,15 @@ mod tests {
         let st = upserts(&deltas, |_| Some("bus"), &[8], |_| "?".into(), false);
         assert_eq!(st.len(), 3);
         assert!(st[0].0.starts_with("INSERT INTO rollup_hour "));
-        assert_eq!(st[0].1.len(), 12, "two hour rows of six columns");
+        assert_eq!(st[0].1.len(), 56, "two hours of four cuts, seven columns");
         assert!(st[1].0.starts_with("INSERT INTO rollup_daily_slogan "));
-        assert_eq!(st[1].1.len(), 7, "one day row");
-        assert_eq!(st[1].1[6], Bind::Int(3));
+        assert_eq!(st[1].1.len(), 32, "one day of four cuts, eight columns");
+        assert_eq!(st[1].1[7], Bind::Int(3));
+        assert_eq!(
+            &st[1].1[28..32],
+            &[Bind::Int(-1), Bind::Int(-1), Bind::Int(0), Bind::Int(3)],
+            "the class cut: slogan and feed -1"
+        );
         let device = &st[2].1;
         assert_eq!(device.len(), 29);
         assert_eq!(device[4], Bind::Int(3), "the day's total");

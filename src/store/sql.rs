@@ -115,8 +115,8 @@ pub fn audit_sql(
                 "COUNT(*)".to_owned(),
             )
         }
-        Plan::Hour => {
-            a.wh.push(format!("x.status = {status}"));
+        Plan::Hour(cut) => {
+            a.wh.push(format!("x.cut = {} AND x.status = {status}", cut as i64));
             a.bounds("x.hour", |t| t.timestamp_millis() / 3_600_000);
             let time = match q.fixed_offset_hours().filter(|_| stream_day) {
                 Some(off) => format!("((x.hour + {off}) / 24)"),
@@ -130,8 +130,11 @@ pub fn audit_sql(
                 "CAST(SUM(x.plays) AS BIGINT)".to_owned(),
             )
         }
-        Plan::DailySlogan(off) => {
-            a.wh.push(format!("x.utc_offset = {off} AND x.status = {status}"));
+        Plan::DailySlogan(off, cut) => {
+            a.wh.push(format!(
+                "x.utc_offset = {off} AND x.cut = {} AND x.status = {status}",
+                cut as i64
+            ));
             a.bounds("x.day", |t| (t.timestamp() + off * 3600).div_euclid(86_400));
             let joins = a.slogan_joins("x.slogan", "x.feed");
             (
@@ -171,7 +174,7 @@ pub fn audit_sql(
         }
     };
     let class_col = match plan {
-        Plan::Hour | Plan::DailySlogan(_) => "x.class",
+        Plan::Hour(_) | Plan::DailySlogan(..) => "x.class",
         _ => "d.class",
     };
     for (v, expr) in [
@@ -186,7 +189,7 @@ pub fn audit_sql(
     }
     let time_col = match plan {
         Plan::DailyDevice { hours: true, .. } => TimeCol::DayHours,
-        Plan::DailySlogan(_) | Plan::DailyDevice { .. } if q.needs_hour() => TimeCol::Day,
+        Plan::DailySlogan(..) | Plan::DailyDevice { .. } if q.needs_hour() => TimeCol::Day,
         _ if stream_day && q.fixed_offset_hours().is_some() => TimeCol::Day,
         _ if q.needs_hour() => TimeCol::Hour,
         _ => TimeCol::None,
