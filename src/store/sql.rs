@@ -82,17 +82,21 @@ pub enum TimeCol {
 /// `ph(n)` writes the n-th placeholder (`?` for SQLite, `$n` for PostgreSQL); `raw` is the
 /// backend's receipts for `Plan::Raw`: a FROM clause that binds `r` (its `device`, `play`,
 /// `started_at`, `status`), `d` (the display's `devices` row) and `p` (the play's `plays`
-/// row). `ordered`: rows in key order, for streaming. The columns come back as the plain
-/// keys (text), the time column (`TimeCol`), then the count(s).
+/// row). `ordered`: rows in key order, for streaming. `pinned`: the inner join that keeps
+/// the order written (SQLite's CROSS JOIN; left to itself its planner loops over slogans
+/// outermost and reads the period's receipts once per slogan). The columns come back as
+/// the plain keys (text), the time column (`TimeCol`), then the count(s).
 pub fn audit_sql(
     q: &PlaysQuery,
     plan: Plan,
     ph: fn(usize) -> String,
     raw: &str,
     ordered: bool,
+    pinned: &'static str,
 ) -> (String, Vec<Bind>, TimeCol) {
     let mut a = AuditSql {
         q,
+        pinned,
         ph,
         binds: vec![Bind::Int(q.status.code())],
         wh: vec![],
@@ -180,8 +184,6 @@ pub fn audit_sql(
     for (v, expr) in [
         (&q.class, format!("{class_col} =")),
         (&q.device, "d.name =".to_owned()),
-        (&q.slogan, "s.slogan =".to_owned()),
-        (&q.feed, "f.name =".to_owned()),
     ] {
         if let Some(v) = v {
             a.cond(&expr, Bind::Text(v.clone()));
@@ -225,6 +227,7 @@ pub fn audit_sql(
 /// The WHERE clause of [`audit_sql`] as it is built.
 struct AuditSql<'q> {
     q: &'q PlaysQuery,
+    pinned: &'static str,
     ph: fn(usize) -> String,
     binds: Vec<Bind>,
     wh: Vec<String>,
@@ -248,17 +251,37 @@ impl AuditSql<'_> {
             self.cond(&format!("{col} <"), Bind::Int(unit(t)));
         }
     }
-    /// The joins to slogans and feeds, only when the query names one of theirs.
-    fn slogan_joins(&self, slogan: &str, feed: &str) -> String {
+    /// The joins to slogans and feeds when the answer names theirs, and their filters as
+    /// key lists (a filter on a joined name let SQLite's planner move that table outermost).
+    fn slogan_joins(&mut self, slogan: &str, feed: &str) -> String {
         let by = |k| self.q.group_by.contains(&k);
         let mut j = String::new();
-        if by(GroupKey::Slogan) || by(GroupKey::Adset) || self.q.slogan.is_some() {
-            j += &format!(" JOIN slogans s ON s.id = {slogan}");
+        if by(GroupKey::Slogan) || by(GroupKey::Adset) {
+            j += &format!(" {} slogans s ON s.id = {slogan}", self.pinned);
         }
-        if by(GroupKey::Feed) || self.q.feed.is_some() {
+        if by(GroupKey::Feed) {
             j += &format!(" LEFT JOIN feeds f ON f.id = {feed}");
         }
+        if let Some(v) = self.q.slogan.clone() {
+            self.cond(
+                &format!("{slogan} IN (SELECT id FROM slogans WHERE slogan ="),
+                Bind::Text(v),
+            );
+            self.close_last();
+        }
+        if let Some(v) = self.q.feed.clone() {
+            self.cond(
+                &format!("{feed} IN (SELECT id FROM feeds WHERE name ="),
+                Bind::Text(v),
+            );
+            self.close_last();
+        }
         j
+    }
+    fn close_last(&mut self) {
+        if let Some(w) = self.wh.last_mut() {
+            w.push(')');
+        }
     }
 }
 

@@ -167,7 +167,7 @@ impl PgStore {
             "({}) r JOIN devices d ON d.id = r.device JOIN plays p ON p.id = r.play",
             receipts_in(from.as_deref(), to.as_deref())
         );
-        let (sql, binds, time) = audit_sql(q, plan, |n| format!("${n}"), &raw, ordered);
+        let (sql, binds, time) = audit_sql(q, plan, |n| format!("${n}"), &raw, ordered, "JOIN");
         Ok((plan, sql, binds, time))
     }
 }
