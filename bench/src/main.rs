@@ -115,6 +115,9 @@ struct BenchArgs {
     /// soak-live: fleet processes the displays are shared over (each under 20,000 fds).
     #[arg(long, default_value_t = 4)]
     processes: usize,
+    /// soak-live: feeds the displays are spread over (1 to 300).
+    #[arg(long, default_value_t = 300)]
+    feeds: usize,
     /// soak-live: receipts a second (default a million displays' 1,000,000 / 180 s).
     #[arg(long, default_value_t = civicast_bench::soak_live::MILLION_RATE)]
     rate: f64,
@@ -279,6 +282,7 @@ async fn run_scenario(settings: Settings, a: BenchArgs) -> anyhow::Result<ExitCo
                 warmup: parse("warmup", &a.warmup)?,
                 every: parse("every", &a.every)?,
                 ramp: a.ramp,
+                feeds: a.feeds,
                 mqtt: a.mqtt.clone(),
                 database: a
                     .database

@@ -33,10 +33,10 @@ use crate::storm::{count_panics, free_port, http_get, open_fds, rss_of, wait_por
 pub const PLAY_EVERY_S: f64 = 180.0;
 /// Receipts a second of a million displays, one play each per 3 minutes.
 pub const MILLION_RATE: f64 = 1_000_000.0 / PLAY_EVERY_S;
-/// Feeds the displays are spread over (one per route of the bench's fixture), so that the
-/// plays, staggered by feed, come as a stream and not as one burst per interval.
-const FEEDS: usize = 300;
+/// Routes of the bench's fixture (K0..K299); a feed takes one or more of them.
+const ROUTES: usize = 300;
 const SCHEMA: &str = "civicast_bench_soak";
+const LATENCY: &str = "civicast_receipt_latency_seconds";
 
 #[derive(Debug, Clone)]
 pub struct LiveOptions {
@@ -51,6 +51,10 @@ pub struct LiveOptions {
     pub every: Duration,
     /// Displays powering on per second, per fleet process.
     pub ramp: f64,
+    /// Feeds the displays are spread over (at most 300, the fixture's routes), so that the
+    /// plays, staggered by feed, come as a stream and not as one burst per interval. The
+    /// daemon caches each play for hours: fewer feeds, fewer plays to hold.
+    pub feeds: usize,
     /// An external broker `host:port`; a private Mosquitto when None.
     pub mqtt: Option<String>,
     /// The PostgreSQL database (`postgres://...`); the tables go in a schema of their own.
@@ -77,6 +81,8 @@ pub struct LiveSample {
     pub broker_rss_kib: Option<u64>,
     pub stored: u64,
     pub online: i64,
+    /// The latency's p99 (within its bucket) over the receipts since the sample before.
+    pub p99_s: f64,
 }
 
 /// What a fleet process said last.
@@ -225,18 +231,24 @@ fn deltas(start: &[u64], end: &[u64]) -> Vec<u64> {
         .collect()
 }
 
-/// The fleet's files: the bench's inventory of `n` (routes K0..K299), one feed per route at
-/// the compressed interval.
-fn write_city(dir: &Path, n: usize, speed: f64) -> anyhow::Result<()> {
+/// The fleet's files: the bench's inventory of `n` (routes K0..K299), `feeds` feeds at the
+/// compressed interval, feed `f` taking the routes `r` with `r % feeds == f`.
+fn write_city(dir: &Path, n: usize, speed: f64, feeds: usize) -> anyhow::Result<()> {
     write_inventory(dir, n)?;
     let interval_ms = (PLAY_EVERY_S * 1000.0 / speed).round().max(100.0) as u64;
-    let mut feeds = String::from("timezone = \"Asia/Shanghai\"\n");
-    for r in 0..FEEDS.min(n) {
-        feeds += &format!(
-            "\n[[feed]]\nid = \"route-{r}\"\nselect = {{ route = \"K{r}\" }}\ninterval = \"{interval_ms}ms\"\n"
+    let count = feeds.clamp(1, ROUTES.min(n));
+    let mut text = String::from("timezone = \"Asia/Shanghai\"\n");
+    for f in 0..count {
+        let routes: Vec<String> = (f..ROUTES.min(n))
+            .step_by(count)
+            .map(|r| format!("\"K{r}\""))
+            .collect();
+        text += &format!(
+            "\n[[feed]]\nid = \"feed-{f}\"\nselect = {{ route = [{}] }}\ninterval = \"{interval_ms}ms\"\n",
+            routes.join(", ")
         );
     }
-    std::fs::write(dir.join("schedules/feeds.toml"), feeds)?;
+    std::fs::write(dir.join("schedules/feeds.toml"), text)?;
     Ok(())
 }
 
@@ -458,7 +470,7 @@ pub async fn soak_live(o: &LiveOptions) -> anyhow::Result<LiveReport> {
     let dir = o.dir.join(format!("soak-live-{}", ulid::Ulid::new()));
     std::fs::create_dir_all(&dir)?;
     let dir = std::fs::canonicalize(&dir)?;
-    write_city(&dir, o.displays, o.speed())?;
+    write_city(&dir, o.displays, o.speed(), o.feeds)?;
     let (broker, mqtt) = match &o.mqtt {
         Some(m) => (None, m.trim_start_matches("mqtt://").to_owned()),
         None => {
@@ -503,10 +515,7 @@ pub async fn soak_live(o: &LiveOptions) -> anyhow::Result<LiveReport> {
         ..LiveReport::default()
     };
     let (start, end) = measure(o, http, pid, broker_pid, &mut r).await?;
-    r.window_buckets = deltas(
-        &buckets_of(&start.0, "civicast_receipt_latency_seconds"),
-        &buckets_of(&end.0, "civicast_receipt_latency_seconds"),
-    );
+    r.window_buckets = deltas(&buckets_of(&start.0, LATENCY), &buckets_of(&end.0, LATENCY));
     r.window_stored = end.1.saturating_sub(start.1);
     r.window_s = end.2.duration_since(start.2).as_secs_f64();
     r.fleet = stop_fleets(fleets).await?;
@@ -545,6 +554,7 @@ async fn measure(
     let start = scrape(http).await?;
     let t0 = start.2;
     let mut next = Duration::ZERO;
+    let mut before = buckets_of(&start.0, LATENCY);
     loop {
         let rss = rss_of(pid);
         if rss / 1024 > o.max_rss_mib {
@@ -554,6 +564,9 @@ async fn measure(
         if t0.elapsed() >= next {
             next += o.every;
             let m = metrics(http).await.unwrap_or_default();
+            let now = buckets_of(&m, LATENCY);
+            let p99_s = quantile(&deltas(&before, &now), 0.99).0;
+            before = now;
             let s = LiveSample {
                 at_s: t0.elapsed().as_secs_f64(),
                 rss_kib: rss,
@@ -561,15 +574,17 @@ async fn measure(
                 broker_rss_kib: broker_pid.map(rss_of),
                 stored: metric_sum(&m, "civicast_receipts_stored_total").unwrap_or(0.0) as u64,
                 online: metric_sum(&m, "civicast_displays_online").unwrap_or(0.0) as i64,
+                p99_s,
             };
             eprintln!(
-                "soak-live {:>6.0} s: serve RSS {:.1} MiB, {} fds, broker RSS {:.1} MiB, {} online, {} stored",
+                "soak-live {:>6.0} s: serve RSS {:.1} MiB, {} fds, broker RSS {:.1} MiB, {} online, {} stored, p99 {:.0} ms",
                 s.at_s,
                 s.rss_kib as f64 / 1024.0,
                 s.fds,
                 s.broker_rss_kib.unwrap_or(0) as f64 / 1024.0,
                 s.online,
-                s.stored
+                s.stored,
+                s.p99_s * 1000.0
             );
             r.samples.push(s);
             if t0.elapsed() >= o.duration {
@@ -660,14 +675,15 @@ pub fn print_live(o: &LiveOptions, r: &LiveReport) {
     println!("|---:|---:|---:|---:|---:|---:|");
     for s in &r.samples {
         println!(
-            "| {:.0} | {:.1} | {} | {} | {} | {} |",
+            "| {:.0} | {:.1} | {} | {} | {} | {} | {:.0} |",
             s.at_s,
             s.rss_kib as f64 / 1024.0,
             s.fds,
             s.broker_rss_kib
                 .map_or("-".into(), |k| format!("{:.1}", k as f64 / 1024.0)),
             s.online,
-            s.stored
+            s.stored,
+            s.p99_s * 1000.0
         );
     }
     if let Some(a) = &r.aborted {
