@@ -51,10 +51,26 @@ pub struct SimStats {
     pub plays_seen: AtomicU64,
     pub receipts_sent: AtomicU64,
     pub connect_errors: AtomicU64,
+    /// PUBACKs the broker returned, for receipts and presences alike.
+    pub pubacks: AtomicU64,
+    /// Presences published on connecting (each acknowledged like a receipt).
+    pub presences: AtomicU64,
     /// Receipts sent with status `played`, by class.
     pub played_by_class: Mutex<BTreeMap<String, u64>>,
     /// No new plays are answered once set.
     pub stopping: AtomicBool,
+}
+
+impl SimStats {
+    /// Receipts the broker acknowledged: every PUBACK less those of the presences. Exact
+    /// once the presences are acknowledged too (they go first, on connecting); it can
+    /// only undercount otherwise, never count a receipt the broker did not take.
+    pub fn receipts_acked(&self) -> u64 {
+        let presences = self.presences.load(Ordering::Relaxed);
+        self.pubacks
+            .load(Ordering::Relaxed)
+            .saturating_sub(presences)
+    }
 }
 
 /// What a display does in answer to an event; applied by the protocol-specific loop.
@@ -215,7 +231,7 @@ fn count_played(stats: &SimStats, class: &str) {
 }
 
 macro_rules! display_loop {
-    ($name:ident, $m:path, $qos:expr, $will:expr, $connack:path, $publish:path, $inflight:ident) => {
+    ($name:ident, $m:path, $qos:expr, $will:expr, $connack:path, $publish:path, $puback:path, $inflight:ident) => {
         async fn $name(
             d: SimDisplay,
             mut logic: DisplayLogic,
@@ -258,6 +274,10 @@ macro_rules! display_loop {
                         }
                         logic.on_message(&topic, &p.payload, Utc::now())
                     }
+                    Ok(m::Event::Incoming($puback(_))) => {
+                        stats.pubacks.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
                     Ok(_) => continue,
                     Err(err) => {
                         debug!(display = %d.id, error = %err, "display connection error");
@@ -277,7 +297,9 @@ macro_rules! display_loop {
                 for a in actions {
                     match a {
                         Action::Publish { topic, payload, retain } => {
-                            let _ = client.try_publish(topic, $qos, retain, payload);
+                            if client.try_publish(topic, $qos, retain, payload).is_ok() {
+                                stats.presences.fetch_add(1, Ordering::Relaxed);
+                            }
                         }
                         Action::Subscribe(t) => {
                             let _ = client.try_subscribe(t, $qos);
@@ -328,6 +350,7 @@ display_loop!(
     |t, p| rumqttc::LastWill::new(t, p, rumqttc::QoS::AtLeastOnce, true),
     rumqttc::Incoming::ConnAck,
     rumqttc::Incoming::Publish,
+    rumqttc::Incoming::PubAck,
     set_inflight
 );
 display_loop!(
@@ -343,6 +366,7 @@ display_loop!(
     ),
     rumqttc::v5::mqttbytes::v5::Packet::ConnAck,
     rumqttc::v5::mqttbytes::v5::Packet::Publish,
+    rumqttc::v5::mqttbytes::v5::Packet::PubAck,
     set_outgoing_inflight_upper_limit
 );
 

@@ -15,6 +15,8 @@
 //!   every receipt checked stored once at the end.
 //! - `storm`: a `civicast serve` binary on its embedded broker and on a private Mosquitto,
 //!   a whole city connecting at once and dying at once (SIGKILL of the fleet processes).
+//! - `soak-live`: `civicast serve` on Mosquitto and PostgreSQL under a million displays'
+//!   receipt load from `civicast simulate` processes, for a long time.
 //!
 //! Owns: nothing the daemon uses; the `civicast` library never depends on it. Must not
 //! touch: the daemon's code paths (it drives them as a user would, through the library's
@@ -30,6 +32,7 @@ pub mod pg;
 pub mod plays;
 pub mod report;
 pub mod soak;
+pub mod soak_live;
 pub mod storage;
 pub mod storm;
 pub mod storm_fleet;

@@ -49,6 +49,9 @@ enum Scenario {
     Soak,
     /// A city connecting at once and dying at once, on the embedded broker and on Mosquitto.
     Storm,
+    /// `civicast serve` on Mosquitto and PostgreSQL, a fleet of `civicast simulate`
+    /// processes at --rate receipts a second for --duration, stored receipts checked.
+    SoakLive,
     /// One size of the memory scenario, in this process (the parent spawns one per size).
     #[value(hide = true)]
     MemoryOne,
@@ -114,6 +117,18 @@ struct BenchArgs {
     /// soak: stop and fail when RSS passes this many MiB (checked each second).
     #[arg(long, default_value_t = 4096)]
     max_rss: u64,
+    /// soak-live: fleet processes the displays are shared over (each under 20,000 fds).
+    #[arg(long, default_value_t = 4)]
+    processes: usize,
+    /// soak-live: feeds the displays are spread over (1 to 300).
+    #[arg(long, default_value_t = 300)]
+    feeds: usize,
+    /// soak-live: receipts a second (default a million displays' 1,000,000 / 180 s).
+    #[arg(long, default_value_t = civicast_bench::soak_live::MILLION_RATE)]
+    rate: f64,
+    /// soak-live: from every display online to the measured window.
+    #[arg(long, default_value = "2m")]
+    warmup: String,
     /// storm: the brokers, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "embedded,mosquitto")]
     brokers: Vec<String>,
@@ -273,6 +288,36 @@ async fn run_scenario(settings: Settings, a: BenchArgs) -> anyhow::Result<ExitCo
             }
             print_storm(&rows);
             Ok(exit(rows.iter().all(|r| r.ok())))
+        }
+        Scenario::SoakLive => {
+            let parse = |what: &str, v: &str| {
+                civicast::core::catalog::parse_duration(v)
+                    .map_err(|e| anyhow::anyhow!("--{what} {v:?}: {e}"))
+            };
+            let o = civicast_bench::soak_live::LiveOptions {
+                displays: a.displays.first().copied().unwrap_or(19_800) as usize,
+                processes: a.processes,
+                rate: a.rate,
+                duration: parse("duration", &a.duration)?,
+                warmup: parse("warmup", &a.warmup)?,
+                every: parse("every", &a.every)?,
+                ramp: a.ramp,
+                feeds: a.feeds,
+                mqtt: a.mqtt.clone(),
+                database: a
+                    .database
+                    .clone()
+                    .filter(|d| d.starts_with("postgres"))
+                    .context("soak-live: --database postgres://... is required")?,
+                civicast: std::fs::canonicalize(&a.civicast).with_context(|| {
+                    format!("--civicast {}: build it first", a.civicast.display())
+                })?,
+                dir: a.dir.clone(),
+                max_rss_mib: a.max_rss,
+            };
+            let r = civicast_bench::soak_live::soak_live(&o).await?;
+            civicast_bench::soak_live::print_live(&o, &r);
+            Ok(exit(r.ok()))
         }
         Scenario::StormFleet => {
             let mqtt = a.mqtt.as_deref().context("storm-fleet: --mqtt")?;

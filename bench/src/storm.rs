@@ -161,13 +161,13 @@ fn write_displays(dir: &Path, n: usize) -> anyhow::Result<Vec<String>> {
     }
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").context("reserving a loopback port")?;
     Ok(l.local_addr()?.port())
 }
 
 /// A plain HTTP/1.1 GET on loopback: status and body.
-async fn http_get(port: u16, path: &str) -> anyhow::Result<(u16, String)> {
+pub(crate) async fn http_get(port: u16, path: &str) -> anyhow::Result<(u16, String)> {
     // A daemon that has wedged accepts into the listen queue and never answers.
     tokio::time::timeout(Duration::from_secs(10), http_get_now(port, path))
         .await
@@ -240,7 +240,7 @@ async fn wait_online(http: u16, target: i64, since: Instant) -> (Option<f64>, i6
 }
 
 /// VmRSS of a process, KiB.
-fn rss_of(pid: u32) -> u64 {
+pub(crate) fn rss_of(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|t| {
@@ -252,7 +252,7 @@ fn rss_of(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-fn open_fds(pid: u32) -> usize {
+pub(crate) fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
 
@@ -261,7 +261,7 @@ fn mib(kib: u64) -> f64 {
 }
 
 /// Kills a child at the end of a run, whatever happened.
-struct Kid(Child);
+pub(crate) struct Kid(pub(crate) Child);
 
 impl Drop for Kid {
     fn drop(&mut self) {
@@ -269,7 +269,7 @@ impl Drop for Kid {
     }
 }
 
-fn mosquitto_conf(port: u16) -> String {
+pub(crate) fn mosquitto_conf(port: u16) -> String {
     // As the ingest runs' Mosquitto (BENCHMARKS.md "Commands"): its default queue of 1,000
     // QoS 1 messages per subscriber would drop the daemon's share of a storm of wills.
     format!(
@@ -279,7 +279,7 @@ fn mosquitto_conf(port: u16) -> String {
     )
 }
 
-async fn wait_port(port: u16, within: Duration) -> anyhow::Result<()> {
+pub(crate) async fn wait_port(port: u16, within: Duration) -> anyhow::Result<()> {
     let end = Instant::now() + within;
     while Instant::now() < end {
         if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
@@ -531,7 +531,7 @@ async fn storm_in(o: &StormOptions, civicast: &Path, dir: PathBuf) -> anyhow::Re
 
 /// Lines of the daemon's stderr that speak of a panic, read a line at a time (the file
 /// can be large).
-fn count_panics(path: &Path) -> usize {
+pub(crate) fn count_panics(path: &Path) -> usize {
     use std::io::BufRead;
     let Ok(f) = std::fs::File::open(path) else {
         return 0;

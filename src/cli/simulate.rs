@@ -27,9 +27,37 @@ pub struct SimulateArgs {
     /// Displays powering on per second.
     #[arg(long, default_value_t = 400.0)]
     pub ramp: f64,
-    /// Stop after this long (40s, 10m).
+    /// Stop after this long (40s, 10m), or at SIGTERM / Ctrl-C, whichever comes first.
     #[arg(long, default_value = "60s")]
     pub duration: String,
+    /// Only part of the fleet, `K/N`: the displays whose position in the inventory is K
+    /// modulo N, so that N processes (each under its descriptor limit) share a city.
+    #[arg(long)]
+    pub shard: Option<String>,
+}
+
+/// `K/N` with K < N.
+fn parse_shard(s: &str) -> Option<(usize, usize)> {
+    let (k, n) = s.split_once('/')?;
+    let (k, n) = (k.trim().parse().ok()?, n.trim().parse().ok()?);
+    (k < n).then_some((k, n))
+}
+
+/// Resolves at SIGTERM or Ctrl-C: a parent stops its fleets with a signal, and the fleet
+/// still says what it sent.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 pub async fn run(settings: Settings, a: SimulateArgs) -> anyhow::Result<ExitCode> {
@@ -55,11 +83,17 @@ pub async fn run(settings: Settings, a: SimulateArgs) -> anyhow::Result<ExitCode
             return Ok(ExitCode::from(EXIT_CONFIG));
         }
     };
-    let displays = SimDisplay::fleet(&catalog);
+    let mut displays = SimDisplay::fleet(&catalog);
+    if let Some(shard) = &a.shard {
+        let Some((k, n)) = parse_shard(shard) else {
+            eprintln!("civicast: --shard wants K/N with K < N, e.g. 0/4");
+            return Ok(ExitCode::from(2));
+        };
+        displays = displays.into_iter().skip(k).step_by(n).collect();
+    }
     let total = displays.len();
     let stats = Arc::new(SimStats::default());
     let stop = CancellationToken::new();
-    let t0 = Instant::now();
     let fleet = sim::spawn_fleet(sim::Fleet {
         displays,
         host,
@@ -70,10 +104,28 @@ pub async fn run(settings: Settings, a: SimulateArgs) -> anyhow::Result<ExitCode
         stats: stats.clone(),
         stop: stop.clone(),
     });
+    watch(&stats, total, duration).await;
+    stats.stopping.store(true, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.cancel();
+    fleet.close();
+    let _ = tokio::time::timeout(Duration::from_secs(5), fleet.wait()).await;
+    print_end(&stats, total);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints progress each second until `duration` has passed or a stop signal came.
+async fn watch(stats: &SimStats, total: usize, duration: Duration) {
+    let t0 = Instant::now();
+    let signalled = stop_signal();
+    tokio::pin!(signalled);
     let mut all_online = None;
     let mut ticks = 0u64;
     while t0.elapsed() < duration {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            _ = &mut signalled => break,
+        }
         let online = stats.online.load(Ordering::Relaxed) as usize;
         ticks += 1;
         if ticks.is_multiple_of(10) {
@@ -94,18 +146,17 @@ pub async fn run(settings: Settings, a: SimulateArgs) -> anyhow::Result<ExitCode
             );
         }
     }
-    stats.stopping.store(true, Ordering::Relaxed);
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    stop.cancel();
-    fleet.close();
-    let _ = tokio::time::timeout(Duration::from_secs(5), fleet.wait()).await;
+}
+
+/// The last line, the same words each time: a parent that runs several fleets adds these.
+fn print_end(stats: &SimStats, total: usize) {
     println!(
-        "online at end {}/{total}, connect errors {}, configs {}, plays seen {}, receipts sent {}",
+        "online at end {}/{total}, connect errors {}, configs {}, plays seen {}, receipts sent {}, receipts acknowledged {}",
         stats.online.load(Ordering::Relaxed),
         stats.connect_errors.load(Ordering::Relaxed),
         stats.configs.load(Ordering::Relaxed),
         stats.plays_seen.load(Ordering::Relaxed),
-        stats.receipts_sent.load(Ordering::Relaxed)
+        stats.receipts_sent.load(Ordering::Relaxed),
+        stats.receipts_acked()
     );
-    Ok(ExitCode::SUCCESS)
 }

@@ -91,6 +91,23 @@ impl Mosquitto {
         Self::spawn(dir, port).await
     }
 
+    /// Mosquitto open to anyone on loopback, with unlimited queues and no persistence: for
+    /// clients that do not log in (`civicast simulate`), as the bench's private broker.
+    pub async fn start_open() -> Mosquitto {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let conf = format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n\
+             max_inflight_messages 0\npersistence false\n"
+        );
+        std::fs::write(dir.path().join("mosquitto.conf"), conf).expect("write conf");
+        Self::spawn(dir, port).await
+    }
+
     async fn spawn(dir: tempfile::TempDir, port: u16) -> Mosquitto {
         let d = dir.path();
         let log = std::fs::OpenOptions::new()
