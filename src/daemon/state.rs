@@ -25,10 +25,42 @@ use crate::daemon::effective_adsets::ParsedAdSets;
 use crate::daemon::inventory::{Inventory, MemberIndex};
 use crate::metrics::Metrics;
 
-/// How long plays stay in the in-memory index; older ones are read from the database.
+/// How far back the daemon looks for plays to cache when it starts.
 pub const PLAY_CACHE_MS: i64 = 6 * 3600 * 1000;
-/// Past this many cached plays, those older than `PLAY_CACHE_MS` are dropped.
-const PLAY_CACHE_TRIM_AT: usize = 100_000;
+/// How long past its expiry a play stays in the in-memory index: its receipts come within
+/// its life give or take two minutes, delivered a little later; a display's receipts sent
+/// after longer offline find their play in the database.
+const PLAY_CACHE_GRACE_MS: i64 = 30 * 60 * 1000;
+/// The most plays the index holds, whatever their expiry (oldest dropped first).
+const PLAY_CACHE_MAX: usize = 500_000;
+
+/// Recent plays by public id, dropped in the order they were cached once past their
+/// expiry and grace: the index stays as large as the plays alive, whatever the rate (the
+/// 6-hour window it had before held 6 hours of plays however short they lived, and
+/// scanned all of them at every insert once past 100,000).
+#[derive(Default)]
+struct PlayCache {
+    by_id: HashMap<String, PlayRow>,
+    order: std::collections::VecDeque<(i64, String)>,
+}
+
+impl PlayCache {
+    fn insert(&mut self, play: PlayRow, now_ms: i64) {
+        while let Some((until, _)) = self.order.front() {
+            if *until >= now_ms && self.order.len() < PLAY_CACHE_MAX {
+                break;
+            }
+            if let Some((_, id)) = self.order.pop_front() {
+                self.by_id.remove(&id);
+            }
+        }
+        let until = play.expires_ms.saturating_add(PLAY_CACHE_GRACE_MS);
+        if until >= now_ms {
+            self.order.push_back((until, play.play_id.clone()));
+            self.by_id.insert(play.play_id.clone(), play);
+        }
+    }
+}
 
 /// The daemon's shared state; clones share it.
 #[derive(Clone)]
@@ -49,7 +81,7 @@ struct Inner {
     inventory: RwLock<Arc<Inventory>>,
     members: RwLock<MemberIndex>,
     /// Recent plays by their public id, for the receipt check without a database read.
-    plays: Mutex<HashMap<String, PlayRow>>,
+    plays: Mutex<PlayCache>,
     /// Presence by display key, as last reported.
     online: Mutex<HashMap<i64, bool>>,
     /// The newest play of each feed, for the inventory.
@@ -95,12 +127,14 @@ impl Shared {
             metrics: i.metrics,
             inventory: RwLock::new(Arc::new(i.inventory)),
             members: RwLock::new(i.members),
-            plays: Mutex::new(
-                i.recent
-                    .into_iter()
-                    .map(|p| (p.play_id.clone(), p))
-                    .collect(),
-            ),
+            plays: Mutex::new({
+                let mut cache = PlayCache::default();
+                // Each is dropped once past its expiry, at the first insert after that.
+                for p in i.recent {
+                    cache.insert(p, i64::MIN);
+                }
+                cache
+            }),
             online: Mutex::new(HashMap::new()),
             last_play: Mutex::new(HashMap::new()),
             retention_ms: i.retention_ms,
@@ -148,16 +182,11 @@ impl Shared {
 
     /// A recent play by its public id, without a database read.
     pub fn cached_play(&self, play_id: &str) -> Option<PlayRow> {
-        lock(&self.0.plays).get(play_id).cloned()
+        lock(&self.0.plays).by_id.get(play_id).cloned()
     }
     /// Caches a play just recorded, trimming old ones when the cache is large.
     pub fn remember_play(&self, play: PlayRow, now_ms: i64) {
-        let mut plays = lock(&self.0.plays);
-        if plays.len() > PLAY_CACHE_TRIM_AT {
-            let cutoff = now_ms - PLAY_CACHE_MS;
-            plays.retain(|_, p| p.issued_ms >= cutoff);
-        }
-        plays.insert(play.play_id.clone(), play);
+        lock(&self.0.plays).insert(play, now_ms);
     }
     /// Notes a feed's newest published play.
     pub fn published(&self, feed: &str, cmd: PlayCommand) {
@@ -272,5 +301,39 @@ mod tests {
             s.online_names(),
             [("taxi-1".to_string(), false), ("bus-1".to_string(), true)].into()
         );
+    }
+}
+
+#[cfg(test)]
+mod play_cache_tests {
+    use super::*;
+
+    fn play(n: i64, expires_ms: i64) -> PlayRow {
+        PlayRow {
+            key: n,
+            play_id: format!("p{n}"),
+            feed: Some(1),
+            device: None,
+            slogan: 1,
+            issued_ms: expires_ms - 60_000,
+            expires_ms,
+        }
+    }
+
+    #[test]
+    fn the_index_holds_the_plays_alive_and_no_more() {
+        let mut c = PlayCache::default();
+        // A play every second for two hours, each alive a minute.
+        for n in 0..7_200 {
+            c.insert(play(n, n * 1_000 + 60_000), n * 1_000);
+        }
+        let alive = (60_000 + PLAY_CACHE_GRACE_MS) / 1_000 + 1;
+        assert!(c.by_id.len() as i64 <= alive, "{}", c.by_id.len());
+        assert_eq!(c.by_id.len(), c.order.len());
+        assert!(c.by_id.contains_key("p7199"));
+        assert!(!c.by_id.contains_key("p0"), "long expired");
+        // Already past its expiry and grace when cached: not kept.
+        c.insert(play(9_000, 0), 7_200_000);
+        assert!(!c.by_id.contains_key("p9000"));
     }
 }

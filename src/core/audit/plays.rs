@@ -279,17 +279,32 @@ pub struct PlaysRow {
 pub fn fold(q: &PlaysQuery, raw: Vec<RawRow>) -> Vec<PlaysRow> {
     let plain = q.plain_keys();
     let mut acc: BTreeMap<Vec<String>, i64> = BTreeMap::new();
+    // Formatting a time in a zone costs more than the rest of a row; an answer has few
+    // distinct hours and many rows.
+    let mut local_of: std::collections::HashMap<i64, (String, String)> = Default::default();
     for r in raw {
-        let local = r
-            .hour
-            .and_then(|h| DateTime::from_timestamp(h * 3600, 0))
-            .map(|t| t.with_timezone(&q.tz));
+        let local = match r.hour {
+            Some(h) => match local_of.entry(h) {
+                std::collections::hash_map::Entry::Occupied(e) => Some(&*e.into_mut()),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    DateTime::from_timestamp(h * 3600, 0)
+                        .map(|t| t.with_timezone(&q.tz))
+                        .map(|t| {
+                            &*e.insert((
+                                t.format("%Y-%m-%d").to_string(),
+                                t.format("%Y-%m-%dT%H:00:00%:z").to_string(),
+                            ))
+                        })
+                }
+            },
+            None => None,
+        };
         let mut values = Vec::with_capacity(q.group_by.len());
         let mut plain_i = 0;
         for k in &q.group_by {
             let v = match k {
-                GroupKey::Day => local.map(|t| t.format("%Y-%m-%d").to_string()),
-                GroupKey::Hour => local.map(|t| t.format("%Y-%m-%dT%H:00:00%:z").to_string()),
+                GroupKey::Day => local.map(|l| l.0.clone()),
+                GroupKey::Hour => local.map(|l| l.1.clone()),
                 _ => {
                     let v = r.keys.get(plain_i).cloned();
                     plain_i += 1;

@@ -112,7 +112,8 @@ impl SqliteStore {
         } else {
             String::new()
         };
-        let (sql, binds, time) = audit_sql(q, plan, |_| "?".to_owned(), &raw, ordered, "CROSS JOIN");
+        let (sql, binds, time) =
+            audit_sql(q, plan, |_| "?".to_owned(), &raw, ordered, "CROSS JOIN");
         Ok((plan, sql, binds, time))
     }
 
