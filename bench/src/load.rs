@@ -59,8 +59,9 @@ pub(crate) async fn exec(pool: &sqlx::SqlitePool, sql: &str) -> anyhow::Result<(
 
 /// Writes the synthetic history into a fresh SQLite file at `path`: devices, feeds,
 /// memberships, slogans, plays through bound multi-row INSERTs; receipts generated inside
-/// SQLite (INSERT ... SELECT over memberships x plays, in primary-key order); the hourly
-/// rollup summed in Rust from the same plays and formula, independently of the receipts.
+/// SQLite (INSERT ... SELECT over memberships x plays, in primary-key order); the rollups
+/// summed in Rust from the same plays and formula, independently of the receipts, and
+/// written through the store's statements; then the timelines of the closed days.
 pub async fn load_sqlite(
     path: &Path,
     o: &LoadOptions,
@@ -180,7 +181,7 @@ pub async fn load_sqlite(
     exec(&pool, "DROP INDEX bench_plays_feed").await?;
     let used_after_receipts = used_bytes(&pool).await?;
     eprintln!(
-        "load: {receipts} receipts in {:.1} s; the hourly rollup...",
+        "load: {receipts} receipts in {:.1} s; the rollups...",
         receipts_load.secs
     );
 
@@ -367,8 +368,8 @@ pub struct PgLoadReport {
 /// into the fresh schema `schema` of the database at `url`, then packs every day of it
 /// (`PgStore::compact_receipts`). Receipts are generated inside PostgreSQL (`INSERT ...
 /// SELECT` over plays x memberships, one statement per day, in arrival order: by play, then
-/// display); the hourly rollup is summed in Rust from the plays alone, as for SQLite, and
-/// sent by COPY.
+/// display); the rollups are summed in Rust from the plays alone, as for SQLite, and
+/// written through the store's statements.
 pub async fn load_pg(
     url: &str,
     schema: &str,
@@ -526,7 +527,7 @@ pub async fn load_pg(
         secs: t0.elapsed().as_secs_f64(),
     };
     eprintln!(
-        "load: {receipts} receipts in {:.1} s; the hourly rollup...",
+        "load: {receipts} receipts in {:.1} s; the rollups...",
         receipts_load.secs
     );
 

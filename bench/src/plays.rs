@@ -15,6 +15,8 @@ use chrono::Duration;
 use chrono_tz::Tz;
 use civicast::core::audit::{fold, PlaysParams, PlaysQuery, PlaysRow, RawRow};
 use civicast::store::Store;
+// The values and their binding only; the naive SQL itself is this file's own.
+pub use civicast::store::sql::{bind_all, Bind};
 use futures_util::future::BoxFuture;
 use sqlx::Row;
 
@@ -165,13 +167,6 @@ pub const POSTGRES: Dialect = Dialect {
 /// both branches of `receipts_all`), so neither backend divides in fractions.
 const HOUR: &str = "(r.started_at - (r.started_at % 3600000 + 3600000) % 3600000) / 3600000";
 
-/// A value for the naive query's next placeholder.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Bind {
-    Int(i64),
-    Text(String),
-}
-
 /// The naive query for any `PlaysQuery`: one GROUP BY over raw receipts joined to their
 /// play, slogan, display and feed, with the query's status, half-open bounds on
 /// `started_at` and filters; grouped by the plain keys in order, then the UTC hour when a
@@ -231,24 +226,6 @@ fn key_col(k: civicast::core::audit::GroupKey) -> &'static str {
         // Day and hour are never plain keys.
         _ => "COALESCE(f.name, '')",
     }
-}
-
-/// Binds `naive_sql`'s values, in order.
-pub fn bind_all<'q, DB: sqlx::Database>(
-    mut query: sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>,
-    binds: Vec<Bind>,
-) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>
-where
-    i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-{
-    for b in binds {
-        query = match b {
-            Bind::Int(i) => query.bind(i),
-            Bind::Text(t) => query.bind(t),
-        };
-    }
-    query
 }
 
 /// The naive query's rows folded into the answer (`fold`, the same formatting step the
