@@ -15,9 +15,11 @@ use super::*;
 use crate::core::wire::Status;
 use crate::store::timeline::{self, DAY_MS};
 
-/// Days whose timelines are written: those before UTC midnight `CLOSED_AFTER_DAYS` days
-/// ago, whose plays expired long since (a late receipt is added to its day's timeline).
-pub const CLOSED_AFTER_DAYS: i64 = 2;
+/// Days whose timelines are written: those before the UTC midnight `CLOSED_AFTER_DAYS - 1`
+/// days ago, so a day is written within the hour after it ends. The receipts of its last plays
+/// that come after that (a few minutes' worth, and displays back from offline) are added
+/// to its timeline as they are stored.
+pub const CLOSED_AFTER_DAYS: i64 = 1;
 /// How often a committing writer looks for closed days to write (ms).
 const CHECK_MS: i64 = 3_600_000;
 /// Days written per look, newest first: a database upgraded with a long history catches up
