@@ -133,50 +133,58 @@ pub fn class_upserts<'c>(
         qualify,
     );
     for &off in offsets {
-        let mut slogan: BTreeMap<(i64, i64, &str, i64, i64, i64), i64> = BTreeMap::new();
-        for ((cut, h, c, s, f, st), n) in &hour {
-            *slogan
-                .entry((*cut, local(*h, off).0, c.as_str(), *s, *f, *st))
-                .or_default() += n;
-        }
-        out.extend(
-            Upsert {
-                table: "rollup_daily_slogan",
-                cols: &[
-                    "utc_offset",
-                    "cut",
-                    "day",
-                    "class",
-                    "slogan",
-                    "feed",
-                    "status",
-                    "plays",
-                ],
-                keys: 7,
-            }
-            .statements(
-                slogan
-                    .into_iter()
-                    .filter(|(_, n)| *n != 0)
-                    .map(|((cut, day, c, s, f, st), n)| {
-                        vec![
-                            Bind::Int(off),
-                            Bind::Int(cut),
-                            Bind::Int(day),
-                            Bind::Text(c.to_owned()),
-                            Bind::Int(s),
-                            Bind::Int(f),
-                            Bind::Int(st),
-                            Bind::Int(n),
-                        ]
-                    })
-                    .collect(),
-                ph,
-                qualify,
-            ),
-        );
+        out.extend(daily_slogan_upserts(&hour, off, ph, qualify));
     }
     out
+}
+
+/// The `rollup_daily_slogan` part of [`class_upserts`] for one offset, from its hourly rows.
+fn daily_slogan_upserts(
+    hour: &BTreeMap<(i64, i64, String, i64, i64, i64), i64>,
+    off: i64,
+    ph: fn(usize) -> String,
+    qualify: bool,
+) -> Vec<(String, Vec<Bind>)> {
+    let mut slogan: BTreeMap<(i64, i64, &str, i64, i64, i64), i64> = BTreeMap::new();
+    for ((cut, h, c, s, f, st), n) in hour {
+        *slogan
+            .entry((*cut, local(*h, off).0, c.as_str(), *s, *f, *st))
+            .or_default() += n;
+    }
+    Upsert {
+        table: "rollup_daily_slogan",
+        cols: &[
+            "utc_offset",
+            "cut",
+            "day",
+            "class",
+            "slogan",
+            "feed",
+            "status",
+            "plays",
+        ],
+        keys: 7,
+    }
+    .statements(
+        slogan
+            .into_iter()
+            .filter(|(_, n)| *n != 0)
+            .map(|((cut, day, c, s, f, st), n)| {
+                vec![
+                    Bind::Int(off),
+                    Bind::Int(cut),
+                    Bind::Int(day),
+                    Bind::Text(c.to_owned()),
+                    Bind::Int(s),
+                    Bind::Int(f),
+                    Bind::Int(st),
+                    Bind::Int(n),
+                ]
+            })
+            .collect(),
+        ph,
+        qualify,
+    )
 }
 
 /// The `rollup_daily_device` part of [`upserts`] for one offset.

@@ -104,79 +104,7 @@ pub fn audit_sql(
     let status = a.ph(1);
     // In streaming order, days without hours are computed in SQL (fixed offsets only).
     let stream_day = ordered && q.needs_hour() && !q.group_by.contains(&GroupKey::Hour);
-    let (from, time, joins, counts) = match plan {
-        Plan::Raw => {
-            a.wh.push(format!("r.status = {status}"));
-            a.bounds("r.started_at", |t| t.timestamp_millis());
-            let time = match q.fixed_offset_hours().filter(|_| stream_day) {
-                Some(off) => format!("((r.started_at / 3600000 + {off}) / 24)"),
-                None => "(r.started_at / 3600000)".to_owned(),
-            };
-            (
-                raw.to_owned(),
-                time,
-                a.slogan_joins("p.slogan", "p.feed"),
-                "COUNT(*)".to_owned(),
-            )
-        }
-        Plan::Hour(cut) => {
-            a.wh.push(format!("x.cut = {} AND x.status = {status}", cut as i64));
-            a.bounds("x.hour", |t| t.timestamp_millis() / 3_600_000);
-            let time = match q.fixed_offset_hours().filter(|_| stream_day) {
-                Some(off) => format!("((x.hour + {off}) / 24)"),
-                None => "x.hour".to_owned(),
-            };
-            let joins = a.slogan_joins("x.slogan", "x.feed");
-            (
-                "rollup_hour x".to_owned(),
-                time,
-                joins,
-                "CAST(SUM(x.plays) AS BIGINT)".to_owned(),
-            )
-        }
-        Plan::DailySlogan(off, cut) => {
-            a.wh.push(format!(
-                "x.utc_offset = {off} AND x.cut = {} AND x.status = {status}",
-                cut as i64
-            ));
-            a.bounds("x.day", |t| (t.timestamp() + off * 3600).div_euclid(86_400));
-            let joins = a.slogan_joins("x.slogan", "x.feed");
-            (
-                "rollup_daily_slogan x".to_owned(),
-                "x.day".to_owned(),
-                joins,
-                "CAST(SUM(x.plays) AS BIGINT)".to_owned(),
-            )
-        }
-        Plan::DailyDevice { off, hours } => {
-            a.wh.push(format!("x.utc_offset = {off} AND x.status = {status}"));
-            let day = |t: DateTime<Utc>| (t.timestamp() + off * 3600).div_euclid(86_400);
-            let counts = if hours {
-                // Whole days around the bounds; the hours outside them are left out in
-                // `day_hours`.
-                if let Some(t) = q.from {
-                    a.cond("x.day >=", Bind::Int(day(t)));
-                }
-                if let Some(t) = q.to {
-                    a.cond("x.day <=", Bind::Int(day(t - chrono::Duration::hours(1))));
-                }
-                HOURS
-                    .iter()
-                    .map(|h| format!("CAST(SUM(x.{h}) AS BIGINT)"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            } else {
-                a.bounds("x.day", day);
-                "CAST(SUM(x.plays) AS BIGINT)".to_owned()
-            };
-            (
-                "rollup_daily_device x JOIN devices d ON d.id = x.device".to_owned(),
-                "x.day".to_owned(),
-                String::new(),
-                counts,
-            )
-        }
-    };
+    let (from, time, joins, counts) = a.source(plan, raw, stream_day, status);
     let class_col = match plan {
         Plan::Hour(_) | Plan::DailySlogan(..) => "x.class",
         _ => "d.class",
@@ -241,6 +169,98 @@ impl AuditSql<'_> {
         self.binds.push(b);
         let p = self.ph(self.binds.len());
         self.wh.push(format!("{expr} {p}"));
+    }
+    /// The plan's FROM clause, time column, joins and count expression; its own conditions
+    /// go into the WHERE clause.
+    fn source(
+        &mut self,
+        plan: Plan,
+        raw: &str,
+        stream_day: bool,
+        status: String,
+    ) -> (String, String, String, String) {
+        match plan {
+            Plan::Raw => {
+                self.wh.push(format!("r.status = {status}"));
+                self.bounds("r.started_at", |t| t.timestamp_millis());
+                let time = match self.q.fixed_offset_hours().filter(|_| stream_day) {
+                    Some(off) => format!("((r.started_at / 3600000 + {off}) / 24)"),
+                    None => "(r.started_at / 3600000)".to_owned(),
+                };
+                (
+                    raw.to_owned(),
+                    time,
+                    self.slogan_joins("p.slogan", "p.feed"),
+                    "COUNT(*)".to_owned(),
+                )
+            }
+            Plan::Hour(cut) => {
+                self.wh
+                    .push(format!("x.cut = {} AND x.status = {status}", cut as i64));
+                self.bounds("x.hour", |t| t.timestamp_millis() / 3_600_000);
+                let time = match self.q.fixed_offset_hours().filter(|_| stream_day) {
+                    Some(off) => format!("((x.hour + {off}) / 24)"),
+                    None => "x.hour".to_owned(),
+                };
+                let joins = self.slogan_joins("x.slogan", "x.feed");
+                (
+                    "rollup_hour x".to_owned(),
+                    time,
+                    joins,
+                    "CAST(SUM(x.plays) AS BIGINT)".to_owned(),
+                )
+            }
+            Plan::DailySlogan(off, cut) => {
+                self.wh.push(format!(
+                    "x.utc_offset = {off} AND x.cut = {} AND x.status = {status}",
+                    cut as i64
+                ));
+                self.bounds("x.day", |t| (t.timestamp() + off * 3600).div_euclid(86_400));
+                let joins = self.slogan_joins("x.slogan", "x.feed");
+                (
+                    "rollup_daily_slogan x".to_owned(),
+                    "x.day".to_owned(),
+                    joins,
+                    "CAST(SUM(x.plays) AS BIGINT)".to_owned(),
+                )
+            }
+            Plan::DailyDevice { off, hours } => self.daily_device_source(off, hours, status),
+        }
+    }
+    /// [`Self::source`] for `Plan::DailyDevice`.
+    fn daily_device_source(
+        &mut self,
+        off: i64,
+        hours: bool,
+        status: String,
+    ) -> (String, String, String, String) {
+        self.wh
+            .push(format!("x.utc_offset = {off} AND x.status = {status}"));
+        let day = |t: DateTime<Utc>| (t.timestamp() + off * 3600).div_euclid(86_400);
+        let counts = if hours {
+            // Whole days around the bounds; the hours outside them are left out in
+            // `day_hours`.
+            if let Some(t) = self.q.from {
+                self.cond("x.day >=", Bind::Int(day(t)));
+            }
+            if let Some(t) = self.q.to {
+                self.cond("x.day <=", Bind::Int(day(t - chrono::Duration::hours(1))));
+            }
+            HOURS
+                .iter()
+                .map(|h| format!("CAST(SUM(x.{h}) AS BIGINT)"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        } else {
+            self.bounds("x.day", day);
+            "CAST(SUM(x.plays) AS BIGINT)".to_owned()
+        };
+        (
+            "rollup_daily_device x JOIN devices d ON d.id = x.device".to_owned(),
+            "x.day".to_owned(),
+            String::new(),
+            counts,
+        )
     }
     /// The half-open period on `col`, each bound as `unit` reads it.
     fn bounds(&mut self, col: &str, unit: impl Fn(DateTime<Utc>) -> i64) {

@@ -124,6 +124,43 @@ impl PgStore {
     }
 }
 
+/// Adds the feeds not stored yet.
+async fn insert_feeds(c: &mut PgConnection, feeds: &[String]) -> Result<()> {
+    for chunk in feeds.chunks(ROWS_PER_STATEMENT) {
+        sqlx::query(
+            "INSERT INTO feeds (name) SELECT * FROM UNNEST($1::text[]) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(chunk)
+        .execute(&mut *c)
+        .await?;
+    }
+    Ok(())
+}
+
+/// The displays listed under another class than the one stored: (key, stored class, new
+/// class). When there is any, takes the exclusive class lock first, so that no batch adds
+/// to a former class once its counts are moved.
+async fn class_changes(
+    c: &mut PgConnection,
+    names: &[&str],
+    classes: &[&str],
+) -> Result<Vec<(i64, String, String)>> {
+    let changed: Vec<(i64, String, String)> = sqlx::query_as(
+        "SELECT d.id, d.class, n.class FROM UNNEST($1::text[], $2::text[]) AS n(name, class)
+         JOIN devices d ON d.name = n.name WHERE d.class <> n.class",
+    )
+    .bind(names)
+    .bind(classes)
+    .fetch_all(&mut *c)
+    .await?;
+    if !changed.is_empty() {
+        sqlx::query(&format!("SELECT {CLASS_LOCK}"))
+            .execute(&mut *c)
+            .await?;
+    }
+    Ok(changed)
+}
+
 /// Runs a statement built at run time (DDL, no parameters) without caching it as a
 /// prepared statement. Returns the rows affected.
 async fn ddl(c: &mut PgConnection, sql: &str) -> Result<u64> {
@@ -195,35 +232,16 @@ impl Store for PgStore {
         now_ms: i64,
     ) -> Result<Keys> {
         let mut tx = self.pool.begin().await?;
-        for chunk in feeds.chunks(ROWS_PER_STATEMENT) {
-            sqlx::query(
-                "INSERT INTO feeds (name) SELECT * FROM UNNEST($1::text[]) ON CONFLICT (name) DO NOTHING",
-            )
-            .bind(chunk)
-            .execute(&mut *tx)
-            .await?;
-        }
+        insert_feeds(&mut tx, feeds).await?;
         // A device listed twice in one statement would hit "cannot affect row a second
         // time"; the last listing wins, as it would row by row.
-        let mut class_of: BTreeMap<&str, &str> = BTreeMap::new();
-        for d in devices {
-            class_of.insert(&d.name, &d.class);
-        }
+        let class_of: BTreeMap<&str, &str> = devices
+            .iter()
+            .map(|d| (d.name.as_str(), d.class.as_str()))
+            .collect();
         let names: Vec<&str> = class_of.keys().copied().collect();
         let classes: Vec<&str> = class_of.values().copied().collect();
-        let changed: Vec<(i64, String, String)> = sqlx::query_as(
-            "SELECT d.id, d.class, n.class FROM UNNEST($1::text[], $2::text[]) AS n(name, class)
-             JOIN devices d ON d.name = n.name WHERE d.class <> n.class",
-        )
-        .bind(&names)
-        .bind(&classes)
-        .fetch_all(&mut *tx)
-        .await?;
-        if !changed.is_empty() {
-            sqlx::query(&format!("SELECT {CLASS_LOCK}"))
-                .execute(&mut *tx)
-                .await?;
-        }
+        let changed = class_changes(&mut tx, &names, &classes).await?;
         for (n, c) in names
             .chunks(ROWS_PER_STATEMENT)
             .zip(classes.chunks(ROWS_PER_STATEMENT))
