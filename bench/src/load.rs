@@ -586,7 +586,7 @@ pub async fn load_pg(
 pub fn print_pg_load(l: &PgLoadReport) {
     println!();
     println!(
-        "load (PostgreSQL schema {}): {} receipts from {} plays to {} displays: receipts {:.1} s ({:.0}/s, generated in PostgreSQL); rollup {} rows {:.1} s ({:.0}/s, COPY); packed {} days, {} receipts in {:.1} s ({:.0}/s), {} left raw",
+        "load (PostgreSQL schema {}): {} receipts from {} plays to {} displays: receipts {:.1} s ({:.0}/s, generated in PostgreSQL); rollup {} rows {:.1} s ({:.0}/s, the store's upserts); packed {} days, {} receipts in {:.1} s ({:.0}/s), {} left raw",
         l.schema,
         l.receipts,
         l.plays,
