@@ -138,6 +138,22 @@ pub fn class_upserts<'c>(
     out
 }
 
+/// The upserts that move one display's counts (`by_hour`, from its receipts) from its
+/// former class to its class now: subtracted from the one, added to the other.
+pub fn class_move(
+    by_hour: &[HourlyDelta],
+    former: &str,
+    now: &str,
+    offsets: &[i64],
+    ph: fn(usize) -> String,
+    qualify: bool,
+) -> Vec<(String, Vec<Bind>)> {
+    let taken: Vec<HourlyDelta> = by_hour.iter().map(|(k, n)| (*k, -n)).collect();
+    let mut out = class_upserts(&taken, |_| Some(former), offsets, ph, qualify);
+    out.extend(class_upserts(by_hour, |_| Some(now), offsets, ph, qualify));
+    out
+}
+
 /// The `rollup_daily_slogan` part of [`class_upserts`] for one offset, from its hourly rows.
 fn daily_slogan_upserts(
     hour: &BTreeMap<(i64, i64, String, i64, i64, i64), i64>,

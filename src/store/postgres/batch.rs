@@ -224,17 +224,14 @@ pub(super) async fn move_classes(
         .bind(device)
         .fetch_all(&mut *c)
         .await?;
-        for (sign, class) in [(-1, former), (1, now)] {
-            let deltas: Vec<_> = rows
-                .iter()
-                .map(|(h, s, f, st, n)| ((*h, *device, *s, *f, *st), sign * n))
-                .collect();
-            let class_of = |_| Some(class.as_str());
-            for (sql, binds) in
-                rollups::class_upserts(&deltas, class_of, &offsets, |n| format!("${n}"), true)
-            {
-                bind_all(sqlx::query(&sql), binds).execute(&mut *c).await?;
-            }
+        let by_hour: Vec<_> = rows
+            .into_iter()
+            .map(|(h, s, f, st, n)| ((h, *device, s, f, st), n))
+            .collect();
+        for (sql, binds) in
+            rollups::class_move(&by_hour, former, now, &offsets, |n| format!("${n}"), true)
+        {
+            bind_all(sqlx::query(&sql), binds).execute(&mut *c).await?;
         }
     }
     for sql in rollups::DROP_EMPTY {
