@@ -60,7 +60,7 @@ pub async fn audit(
     store: &SqliteStore,
     o: &LoadOptions,
     runs: usize,
-    naive_runs: usize,
+    (naive_runs, naive_compliance_runs): (usize, usize),
 ) -> anyhow::Result<AuditReport> {
     let tz = chrono_tz::Asia::Shanghai;
     let mut report = AuditReport {
@@ -73,7 +73,7 @@ pub async fn audit(
         Box::pin(naive_sqlite(store, q))
     })
     .await?;
-    report.compliance = Some(audit_compliance(store, o, runs, naive_runs).await?);
+    report.compliance = Some(audit_compliance(store, o, runs, naive_compliance_runs).await?);
     Ok(report)
 }
 

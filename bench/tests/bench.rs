@@ -94,7 +94,7 @@ async fn audit_rollup_answers_equal_the_naive_group_by() {
             .expect("sum");
         assert_eq!(rolled, load.receipts, "rollup and receipts agree in total: {sum}");
     }
-    let r = bench::audit(&store, &o, 2, 1).await.expect("audit");
+    let r = bench::audit(&store, &o, 2, (1, 1)).await.expect("audit");
     assert_every_grouping_equals_the_naive(&r, &o);
     // Compliance for the same week: every display judged, from presence written beside the
     // receipts, the report path equal to the naive fold over raw rows.
@@ -115,7 +115,7 @@ async fn audit_rollup_answers_equal_the_naive_group_by() {
     );
     assert!(r.identical());
     // Without naive runs nothing is compared, and nothing is claimed equal.
-    let unchecked = bench::audit(&store, &o, 1, 0).await.expect("audit");
+    let unchecked = bench::audit(&store, &o, 1, (0, 0)).await.expect("audit");
     assert!(unchecked.queries.iter().all(|q| q.identical.is_none()));
     assert_eq!(unchecked.compliance.and_then(|c| c.identical), None);
     let intervals: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM presence")

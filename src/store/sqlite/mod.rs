@@ -298,14 +298,28 @@ impl Store for SqliteStore {
 
     #[instrument(skip_all, fields(receipts = batch.receipts.len(), rejects = batch.rejects.len()))]
     async fn commit_batch(&self, batch: &Batch) -> Result<Outcome> {
+        let t0 = std::time::Instant::now();
         let mut tx = self.pool.begin().await?;
         let offsets = covered_offsets(&mut tx, batch.utc_offset_h).await?;
+        let t1 = t0.elapsed();
         let stored = insert_receipts(&mut tx, batch).await?;
+        let t2 = t0.elapsed();
         write_rollups(&mut tx, &stored, &offsets).await?;
+        let t3 = t0.elapsed();
         played::add_late(&mut tx, &stored).await?;
         write_rejects(&mut tx, batch).await?;
         write_presence(&mut tx, batch).await?;
+        let t4 = t0.elapsed();
         tx.commit().await?;
+        tracing::debug!(
+            receipts = batch.receipts.len(),
+            offsets_us = t1.as_micros() as u64,
+            receipts_us = (t2 - t1).as_micros() as u64,
+            rollups_us = (t3 - t2).as_micros() as u64,
+            rest_us = (t4 - t3).as_micros() as u64,
+            commit_us = (t0.elapsed() - t4).as_micros() as u64,
+            "batch committed"
+        );
         self.maintain_played();
         Ok(Outcome {
             stored: stored.len(),
