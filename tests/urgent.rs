@@ -499,3 +499,47 @@ async fn a_text_a_target_cannot_show_is_refused_and_nothing_is_stored_or_publish
     assert_eq!(got[0]["text"], "台风预警");
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_keeps_the_rotation_held_until_the_message_expires() {
+    let t = town().await;
+    let (code, m) = t
+        .call(
+            "POST",
+            "/api/v1/urgent",
+            "adm",
+            &json!({"text": WARNING, "feeds": ["bus"], "expires_in": "10m"}),
+        )
+        .await;
+    assert_eq!(code, StatusCode::CREATED, "{m}");
+    let Town {
+        dir,
+        running,
+        shutdown,
+        ..
+    } = t;
+    shutdown.cancel();
+    running.wait().await;
+
+    let store = sqlite_store(dir.path(), "civicast.db").await;
+    let (running, shutdown) = start_daemon(dir.path(), store, Broker::Embedded, |_| {}).await;
+    let port = embedded_port(&running);
+    let obs = Client::connect(
+        "observer",
+        port,
+        false,
+        &[format!("{P}/feeds/bus"), format!("{P}/feeds/taxi")],
+    )
+    .await;
+    obs.subscribed(2).await;
+    // The taxi feed plays every second, so its plays show the scheduler running; the bus
+    // feed, held, gets none meanwhile.
+    wait_for("three taxi plays", 10, || obs.on("/feeds/taxi").len() >= 3).await;
+    assert!(
+        obs.on("/feeds/bus").is_empty(),
+        "{:?}",
+        obs.on("/feeds/bus")
+    );
+    shutdown.cancel();
+    running.wait().await;
+}

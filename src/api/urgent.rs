@@ -2,8 +2,8 @@
 //! for a second operator (or an admin) to approve it; either may cancel one; operators and
 //! auditors list them.
 //!
-//! Owns: the routes' bodies and status codes. The checks are `core::urgent`'s, the rows the
-//! store's, the sending `daemon::Urgent`'s.
+//! Owns: the routes' bodies and status codes. The actions are `daemon::Urgent`'s (which the
+//! console calls too), the rules `core::urgent`'s.
 
 use std::sync::Arc;
 
@@ -15,14 +15,13 @@ use chrono::DateTime;
 use chrono_tz::Tz;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tracing::{error, info, instrument};
+use tracing::instrument;
 
 use super::{ApiBody, ApiError, ApiPath, ApiState, Detail};
-use crate::core::approval::Approver;
 use crate::core::catalog;
-use crate::core::urgent::{self, FieldProblem, Reach, Targets, UrgentMessage, UrgentRefusal};
-use crate::daemon::urgent::Sent;
-use crate::store::{Role, TokenRow, UrgentStore, UrgentStoreError};
+use crate::core::urgent::{FieldProblem, Targets, UrgentMessage, UrgentRefusal};
+use crate::daemon::urgent::{Done, UrgentError};
+use crate::store::{TokenRow, UrgentStore, UrgentStoreError};
 
 /// The body of `POST /api/v1/urgent`.
 #[derive(Debug, Deserialize)]
@@ -74,6 +73,22 @@ fn view(m: &UrgentMessage, now_ms: i64, tz: Tz) -> Value {
         "approved_by": m.approved_by, "approved_at": t(m.approved_ms),
         "cancelled_by": m.cancelled_by, "cancelled_at": t(m.cancelled_ms),
     })
+}
+
+impl From<UrgentError> for ApiError {
+    fn from(e: UrgentError) -> Self {
+        match e {
+            UrgentError::Invalid { problems, stored } => unprocessable(problems, stored),
+            UrgentError::Refused(r) => r.into(),
+            UrgentError::Store(s) => s.into(),
+            UrgentError::NotSent { id, .. } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "urgent message {id} is approved but could not be sent (the database or broker failed); cancel it and send it again"
+                ),
+            ),
+        }
+    }
 }
 
 fn unprocessable(problems: Vec<FieldProblem>, stored: bool) -> ApiError {
@@ -135,30 +150,9 @@ fn sender(st: &ApiState) -> Result<&crate::daemon::Urgent, ApiError> {
     })
 }
 
-/// Sends an approved message; a failure after the approval is written says so.
-async fn publish(st: &ApiState, m: &UrgentMessage, reach: &Reach) -> Result<Sent, ApiError> {
-    let sender = sender(st)?;
-    sender.send(m, reach).await.map_err(|e| {
-        error!(id = %m.id, error = %e, "an approved urgent message could not be sent");
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "urgent message {} is approved but could not be sent (the database or broker failed); cancel it and send it again",
-                m.id
-            ),
-        )
-    })
-}
-
-fn sent_answer(
-    code: StatusCode,
-    m: &UrgentMessage,
-    sent: Option<Sent>,
-    now_ms: i64,
-    tz: Tz,
-) -> Response {
-    let mut v = view(m, now_ms, tz);
-    if let Some(s) = sent {
+fn answer(code: StatusCode, d: &Done, now_ms: i64, tz: Tz) -> Response {
+    let mut v = view(&d.message, now_ms, tz);
+    if let Some(s) = d.sent {
         v["displays"] = json!(s.displays);
         v["plays"] = json!(s.plays);
     }
@@ -178,41 +172,20 @@ pub(super) async fn send(
             format!("not the JSON of an urgent message: {e}"),
         )
     })?;
+    let sender = sender(&st)?;
     let now_ms = st.clock.now().timestamp_millis();
     let expires_ms = expiry(&b, now_ms)?;
-    let catalog = st.shared.current();
     let targets = Targets {
         feeds: b.feeds,
         devices: b.devices,
     };
-    let reach = urgent::check(&b.text, &targets, expires_ms, &catalog, now_ms)
-        .map_err(|p| unprocessable(p, false))?;
-    let admin = who.role == Role::Admin;
-    if admin {
-        sender(&st)?;
-    }
-    let m = UrgentMessage {
-        id: ulid::Ulid::new().to_string(),
-        text: b.text,
-        targets,
-        expires_ms,
-        requested_by: who.name.clone(),
-        requested_token: Some(who.id),
-        requested_ms: now_ms,
-        approved_by: admin.then(|| who.name.clone()),
-        approved_token: admin.then_some(who.id),
-        approved_ms: admin.then_some(now_ms),
-        cancelled_by: None,
-        cancelled_ms: None,
+    let done = sender.submit(&who, b.text, targets, expires_ms).await?;
+    let code = if done.sent.is_some() {
+        StatusCode::CREATED
+    } else {
+        StatusCode::ACCEPTED
     };
-    st.store.add_urgent(&m).await?;
-    let tz = catalog.timezone;
-    if !admin {
-        info!(id = %m.id, by = %who.name, "urgent message requested; waiting for a second operator");
-        return Ok(sent_answer(StatusCode::ACCEPTED, &m, None, now_ms, tz));
-    }
-    let sent = publish(&st, &m, &reach).await?;
-    Ok(sent_answer(StatusCode::CREATED, &m, Some(sent), now_ms, tz))
+    Ok(answer(code, &done, now_ms, st.shared.current().timezone))
 }
 
 #[instrument(skip_all)]
@@ -221,36 +194,13 @@ pub(super) async fn approve(
     Extension(who): Extension<TokenRow>,
     ApiPath(id): ApiPath,
 ) -> Result<Response, ApiError> {
-    sender(&st)?;
+    let done = sender(&st)?.approve(&id, &who).await?;
     let now_ms = st.clock.now().timestamp_millis();
-    let by = Approver {
-        token: Some(who.id),
-        name: &who.name,
-        admin: who.role == Role::Admin,
-    };
-    let found = st.store.urgent(&id).await?;
-    urgent::approvable(&id, found.as_ref(), &by, now_ms)?;
-    let Some(found) = found else {
-        return Err(UrgentRefusal::NotFound(id).into());
-    };
-    // Checked again as things are now: a display or feed may have gone, time has passed.
-    let catalog = st.shared.current();
-    let reach = urgent::check(
-        &found.text,
-        &found.targets,
-        found.expires_ms,
-        &catalog,
-        now_ms,
-    )
-    .map_err(|p| unprocessable(p, true))?;
-    let m = st.store.approve_urgent(&id, &by, now_ms).await?;
-    let sent = publish(&st, &m, &reach).await?;
-    Ok(sent_answer(
+    Ok(answer(
         StatusCode::OK,
-        &m,
-        Some(sent),
+        &done,
         now_ms,
-        catalog.timezone,
+        st.shared.current().timezone,
     ))
 }
 
@@ -260,15 +210,15 @@ pub(super) async fn cancel(
     Extension(who): Extension<TokenRow>,
     ApiPath(id): ApiPath,
 ) -> Result<Response, ApiError> {
+    let message = sender(&st)?.cancel(&id, &who).await?;
     let now_ms = st.clock.now().timestamp_millis();
-    let m = st.store.cancel_urgent(&id, &who.name, now_ms).await?;
-    // The rotation resumes at the feeds' next slot, replacing the message on screen.
-    st.shared.release(&id);
-    info!(id = %m.id, by = %who.name, "urgent message cancelled");
-    Ok(sent_answer(
+    let done = Done {
+        message,
+        sent: None,
+    };
+    Ok(answer(
         StatusCode::OK,
-        &m,
-        None,
+        &done,
         now_ms,
         st.shared.current().timezone,
     ))

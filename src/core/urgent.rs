@@ -7,7 +7,7 @@
 //! Pure core: the store keeps the rows, the daemon publishes, the API asks these functions.
 //! Must not touch the database, MQTT, HTTP or the clock: times come in as milliseconds.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::approval::Approver;
 use crate::core::catalog::{check_text, control_char};
-use crate::core::model::{Catalog, Id};
+use crate::core::model::{Catalog, Device};
 use crate::core::wire::PlayCommand;
 
 /// The ad set an urgent message's plays are counted under in the audits (`adset=urgent`),
@@ -137,7 +137,9 @@ impl Reach {
 
 /// Checks a message against the catalog at `now_ms`: a text a slogan could have, targets that
 /// exist and reach a display, every class reached able to show the text, an expiry between
-/// [`MIN_LIFE_MS`] and [`MAX_LIFE_MS`] from now. Every problem, or who it reaches.
+/// [`MIN_LIFE_MS`] and [`MAX_LIFE_MS`] from now. Every problem, or who it reaches. One pass
+/// over the displays per target feed, one more when displays are named: a country's
+/// inventory is a million rows.
 pub fn check(
     text: &str,
     targets: &Targets,
@@ -152,11 +154,11 @@ pub fn check(
         problems.push(problem("text", "empty text"));
     } else if let Some(m) = control_char(text) {
         problems.push(problem("text", m));
-    } else if let Some(reach) = &reach {
-        check_classes(text, reach, catalog, &mut problems);
+    } else if let Some((_, classes)) = &reach {
+        check_classes(text, classes, catalog, &mut problems);
     }
     match reach {
-        Some(r) if problems.is_empty() => Ok(r),
+        Some((r, _)) if problems.is_empty() => Ok(r),
         _ => Err(problems),
     }
 }
@@ -188,8 +190,16 @@ fn check_expiry(expires_ms: i64, now_ms: i64, problems: &mut Vec<FieldProblem>) 
     }
 }
 
-/// The displays `targets` reach, or None when a target is unknown, empty or repeated.
-fn resolve(targets: &Targets, c: &Catalog, problems: &mut Vec<FieldProblem>) -> Option<Reach> {
+/// Each class reached, with one display of it (and its feed) to name as where.
+type ClassesReached = BTreeMap<String, String>;
+
+/// The displays `targets` reach and the classes among them, or None when a target is
+/// unknown, empty or repeated.
+fn resolve(
+    targets: &Targets,
+    c: &Catalog,
+    problems: &mut Vec<FieldProblem>,
+) -> Option<(Reach, ClassesReached)> {
     let before = problems.len();
     let n = targets.feeds.len() + targets.devices.len();
     if n == 0 {
@@ -204,7 +214,8 @@ fn resolve(targets: &Targets, c: &Catalog, problems: &mut Vec<FieldProblem>) -> 
         ));
         return None;
     }
-    let mut reached: BTreeSet<String> = BTreeSet::new();
+    let mut reached: HashSet<&str> = HashSet::new();
+    let mut classes = ClassesReached::new();
     let mut reach = Reach::default();
     let mut seen = BTreeSet::new();
     for (i, name) in targets.feeds.iter().enumerate() {
@@ -221,58 +232,53 @@ fn resolve(targets: &Targets, c: &Catalog, problems: &mut Vec<FieldProblem>) -> 
             problems.push(problem(field, format!("feed {name:?} is named twice")));
             continue;
         }
-        if c.members(feed).next().is_none() {
+        let mut members = Vec::new();
+        let mut any = false;
+        for d in c.members(feed) {
+            any = true;
+            classes
+                .entry(d.class.to_string())
+                .or_insert_with(|| format!("display {} of feed {name}", d.id));
+            if reached.insert(d.id.as_str()) {
+                members.push(d.id.to_string());
+            }
+        }
+        if !any {
             problems.push(problem(field, format!("feed {name:?} reaches no display")));
             continue;
         }
-        let members: Vec<String> = c
-            .members(feed)
-            .map(|d| d.id.to_string())
-            .filter(|d| reached.insert(d.clone()))
-            .collect();
         reach.feeds.push((name.clone(), members));
     }
-    let mut named = BTreeSet::new();
-    for (i, name) in targets.devices.iter().enumerate() {
-        let field = format!("devices[{}]", i + 1);
-        if Id::parse(name).is_err() || !c.devices.iter().any(|d| d.id.as_str() == name) {
-            problems.push(problem(field, format!("unknown display {name:?}")));
-        } else if !named.insert(name.clone()) {
-            problems.push(problem(field, format!("display {name:?} is named twice")));
-        } else if !reached.contains(name) {
-            reach.devices.push(name.clone());
+    if !targets.devices.is_empty() {
+        let by_id: HashMap<&str, &Device> = c.devices.iter().map(|d| (d.id.as_str(), d)).collect();
+        let mut named = BTreeSet::new();
+        for (i, name) in targets.devices.iter().enumerate() {
+            let field = format!("devices[{}]", i + 1);
+            let Some(d) = by_id.get(name.as_str()) else {
+                problems.push(problem(field, format!("unknown display {name:?}")));
+                continue;
+            };
+            if !named.insert(name.as_str()) {
+                problems.push(problem(field, format!("display {name:?} is named twice")));
+            } else if !reached.contains(name.as_str()) {
+                classes
+                    .entry(d.class.to_string())
+                    .or_insert_with(|| format!("display {name}"));
+                reach.devices.push(name.clone());
+            }
         }
     }
-    (problems.len() == before).then_some(reach)
+    (problems.len() == before).then_some((reach, classes))
 }
 
-/// The text against each class reached, naming one display of it (and its feed) as where.
-fn check_classes(text: &str, reach: &Reach, c: &Catalog, problems: &mut Vec<FieldProblem>) {
-    let mut example: BTreeMap<String, String> = BTreeMap::new();
-    let by_id: BTreeMap<&str, &str> = c
-        .devices
-        .iter()
-        .map(|d| (d.id.as_str(), &*d.class))
-        .collect();
-    let mut note = |device: &str, via: Option<&str>| {
-        if let Some(class) = by_id.get(device) {
-            example
-                .entry((*class).to_owned())
-                .or_insert_with(|| match via {
-                    Some(f) => format!("display {device} of feed {f}"),
-                    None => format!("display {device}"),
-                });
-        }
-    };
-    for (feed, devices) in &reach.feeds {
-        for d in devices {
-            note(d, Some(feed));
-        }
-    }
-    for d in &reach.devices {
-        note(d, None);
-    }
-    for (class, where_) in &example {
+/// The text against each class reached.
+fn check_classes(
+    text: &str,
+    classes: &ClassesReached,
+    c: &Catalog,
+    problems: &mut Vec<FieldProblem>,
+) {
+    for (class, where_) in classes {
         let Some(profile) = c.classes.get(class) else {
             problems.push(problem(
                 "text",
@@ -373,10 +379,12 @@ pub fn command(msg: &UrgentMessage, play_id: String, issued: DateTime<Utc>, tz: 
 /// replace the message on a display it reached, so none goes out there meanwhile.
 pub fn held_feeds(targets: &Targets, c: &Catalog) -> BTreeSet<String> {
     let mut out: BTreeSet<String> = targets.feeds.iter().cloned().collect();
-    for name in &targets.devices {
-        if let Some(d) = c.devices.iter().find(|d| d.id.as_str() == name) {
-            out.extend(c.feeds_of(d).into_iter().map(|f| f.to_string()));
-        }
+    if targets.devices.is_empty() {
+        return out;
+    }
+    let named: HashSet<&str> = targets.devices.iter().map(String::as_str).collect();
+    for d in c.devices.iter().filter(|d| named.contains(d.id.as_str())) {
+        out.extend(c.feeds_of(d).into_iter().map(|f| f.to_string()));
     }
     out
 }
@@ -384,7 +392,7 @@ pub fn held_feeds(targets: &Targets, c: &Catalog) -> BTreeSet<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::model::{Attrs, Charset, ClassProfile, Device, Feed, Selector};
+    use crate::core::model::{Attrs, Charset, ClassProfile, Device, Feed, Id, Selector};
     use std::time::Duration;
 
     const NOW: i64 = 1_764_590_400_000;

@@ -8,8 +8,12 @@
 //! A display named on its own becomes a direct play (its `device` key set). Either way the
 //! command has no `feed` field, as direct commands have none.
 //!
-//! Owns: the order record, hold, publish. Must not touch: who may send (the API and
-//! `core::urgent` decide), receipts, rotation choices.
+//! [`Urgent::submit`], [`Urgent::approve`] and [`Urgent::cancel`] are the whole of a user's
+//! action (checked, stored, sent), for the HTTP API and the console alike.
+//!
+//! Owns: the order check, store, record, hold, publish. Must not touch: the rules
+//! themselves (`core::urgent` decides what is valid and who may approve), receipts,
+//! rotation choices, HTTP.
 
 use std::sync::Arc;
 
@@ -17,12 +21,16 @@ use anyhow::Context;
 use rumqttc::v5::AsyncClient;
 use tracing::{info, warn};
 
+use crate::core::approval::Approver;
 use crate::core::receipt::PlayRow;
-use crate::core::urgent::{self, Reach, UrgentMessage, UrgentStatus, URGENT_ADSET, URGENT_REV};
+use crate::core::urgent::{
+    self, FieldProblem, Reach, Targets, UrgentMessage, UrgentRefusal, UrgentStatus, URGENT_ADSET,
+    URGENT_REV,
+};
 use crate::core::wire::{PlayCommand, Topics};
 use crate::daemon::{Clock, Shared};
 use crate::mqtt;
-use crate::store::{Db, NewPlay, Store, UrgentStore};
+use crate::store::{Db, NewPlay, Role, Store, StoreError, TokenRow, UrgentStore, UrgentStoreError};
 
 /// The daemon's means to send urgent messages; clones share the session.
 #[derive(Clone)]
@@ -43,6 +51,41 @@ pub struct Sent {
     pub plays: usize,
 }
 
+/// Why a user's action on an urgent message did not happen (or, for `NotSent`, only half).
+#[derive(Debug, thiserror::Error)]
+pub enum UrgentError {
+    /// The message has problems, each naming its field; `stored` says whether it exists
+    /// (a pending request checked again at its approval stays pending).
+    #[error("the urgent message has {} problems", problems.len())]
+    Invalid {
+        problems: Vec<FieldProblem>,
+        stored: bool,
+    },
+    #[error(transparent)]
+    Refused(#[from] UrgentRefusal),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Approved and stored, but the plays could not be recorded or published.
+    #[error("urgent message {id} is approved but could not be sent: {cause:#}")]
+    NotSent { id: String, cause: anyhow::Error },
+}
+
+impl From<UrgentStoreError> for UrgentError {
+    fn from(e: UrgentStoreError) -> Self {
+        match e {
+            UrgentStoreError::Refused(r) => UrgentError::Refused(r),
+            UrgentStoreError::Store(s) => UrgentError::Store(s),
+        }
+    }
+}
+
+/// A message as a user's action left it, with what was sent when it went out.
+#[derive(Debug, Clone)]
+pub struct Done {
+    pub message: UrgentMessage,
+    pub sent: Option<Sent>,
+}
+
 /// One play to record: on a target feed (its key and name) or to one display (its key),
 /// and the displays it goes to.
 struct Part<'a> {
@@ -58,6 +101,125 @@ struct Outgoing {
 }
 
 impl Urgent {
+    /// A new message from `who`: checked against the displays as they are now, stored, and
+    /// sent at once when `who` is an admin; an operator's waits for a second operator.
+    pub async fn submit(
+        &self,
+        who: &TokenRow,
+        text: String,
+        targets: Targets,
+        expires_ms: i64,
+    ) -> Result<Done, UrgentError> {
+        let now_ms = self.clock.now().timestamp_millis();
+        let (text, targets, reach) = self.checked(text, targets, expires_ms, now_ms).await;
+        let reach = reach.map_err(|problems| UrgentError::Invalid {
+            problems,
+            stored: false,
+        })?;
+        let admin = who.role == Role::Admin;
+        let message = UrgentMessage {
+            id: ulid::Ulid::new().to_string(),
+            text,
+            targets,
+            expires_ms,
+            requested_by: who.name.clone(),
+            requested_token: Some(who.id),
+            requested_ms: now_ms,
+            approved_by: admin.then(|| who.name.clone()),
+            approved_token: admin.then_some(who.id),
+            approved_ms: admin.then_some(now_ms),
+            cancelled_by: None,
+            cancelled_ms: None,
+        };
+        self.store.add_urgent(&message).await?;
+        if !admin {
+            info!(id = %message.id, by = %who.name, "urgent message requested; waiting for a second operator");
+            return Ok(Done {
+                message,
+                sent: None,
+            });
+        }
+        let sent = self.send_or_say(&message, &reach).await?;
+        Ok(Done {
+            message,
+            sent: Some(sent),
+        })
+    }
+
+    /// Approves a pending message (`core::urgent::approvable`: not its requester unless
+    /// admin), checked again against the displays as they are now, and sends it.
+    pub async fn approve(&self, id: &str, who: &TokenRow) -> Result<Done, UrgentError> {
+        let now_ms = self.clock.now().timestamp_millis();
+        let by = Approver {
+            token: Some(who.id),
+            name: &who.name,
+            admin: who.role == Role::Admin,
+        };
+        let found = self.store.urgent(id).await?;
+        urgent::approvable(id, found.as_ref(), &by, now_ms)?;
+        let found = found.ok_or_else(|| UrgentRefusal::NotFound(id.to_owned()))?;
+        let (_, _, reach) = self
+            .checked(found.text, found.targets, found.expires_ms, now_ms)
+            .await;
+        let reach = reach.map_err(|problems| UrgentError::Invalid {
+            problems,
+            stored: true,
+        })?;
+        let message = self.store.approve_urgent(id, &by, now_ms).await?;
+        let sent = self.send_or_say(&message, &reach).await?;
+        Ok(Done {
+            message,
+            sent: Some(sent),
+        })
+    }
+
+    /// Cancels a pending or published message; a published one stops holding the rotation,
+    /// which replaces it on screen at its feeds' next slot.
+    pub async fn cancel(&self, id: &str, who: &TokenRow) -> Result<UrgentMessage, UrgentError> {
+        let now_ms = self.clock.now().timestamp_millis();
+        let m = self.store.cancel_urgent(id, &who.name, now_ms).await?;
+        self.shared.release(id);
+        info!(id = %m.id, by = %who.name, "urgent message cancelled");
+        Ok(m)
+    }
+
+    /// `core::urgent::check` off the async workers (it walks the inventory), handing the
+    /// text and targets back.
+    async fn checked(
+        &self,
+        text: String,
+        targets: Targets,
+        expires_ms: i64,
+        now_ms: i64,
+    ) -> (String, Targets, Result<Reach, Vec<FieldProblem>>) {
+        let catalog = self.shared.current();
+        let work = tokio::task::spawn_blocking(move || {
+            let r = urgent::check(&text, &targets, expires_ms, &catalog, now_ms);
+            (text, targets, r)
+        });
+        match work.await {
+            Ok(done) => done,
+            Err(e) => {
+                warn!(error = %e, "the urgent message check failed");
+                let p = FieldProblem {
+                    field: "text".into(),
+                    message: "could not be checked; try again".into(),
+                };
+                (String::new(), Targets::default(), Err(vec![p]))
+            }
+        }
+    }
+
+    async fn send_or_say(&self, m: &UrgentMessage, reach: &Reach) -> Result<Sent, UrgentError> {
+        self.send(m, reach).await.map_err(|cause| {
+            tracing::error!(id = %m.id, error = %cause, "an approved urgent message could not be sent");
+            UrgentError::NotSent {
+                id: m.id.clone(),
+                cause,
+            }
+        })
+    }
+
     /// Records, holds and publishes `msg` (approved) to the displays `reach` names.
     pub async fn send(&self, msg: &UrgentMessage, reach: &Reach) -> anyhow::Result<Sent> {
         let catalog = self.shared.current();
@@ -175,11 +337,6 @@ impl Urgent {
             }
         }
         queued
-    }
-
-    /// Ends the hold of a cancelled message: the rotation resumes at its feeds' next slot.
-    pub fn release(&self, id: &str) {
-        self.shared.release(id);
     }
 
     /// Holds again, after a restart, the feeds of every message still published.
