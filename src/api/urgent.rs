@@ -81,6 +81,7 @@ impl From<UrgentError> for ApiError {
             UrgentError::Invalid { problems, stored } => unprocessable(problems, stored),
             UrgentError::Refused(r) => r.into(),
             UrgentError::Store(s) => s.into(),
+            e @ UrgentError::Forbidden(_) => ApiError::new(StatusCode::FORBIDDEN, e.to_string()),
             UrgentError::NotSent { id, .. } => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!(

@@ -65,6 +65,9 @@ pub enum UrgentError {
     Refused(#[from] UrgentRefusal),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The caller's role may not send, approve or cancel (only operators and admins may).
+    #[error("urgent messages are sent, approved and cancelled by operators and admins (the token has {0})")]
+    Forbidden(&'static str),
     /// Approved and stored, but the plays could not be recorded or published.
     #[error("urgent message {id} is approved but could not be sent: {cause:#}")]
     NotSent { id: String, cause: anyhow::Error },
@@ -100,6 +103,15 @@ struct Outgoing {
     devices: Vec<String>,
 }
 
+/// Only operators and admins act on urgent messages; every action checks it itself, so a
+/// caller other than the API (the console) cannot skip it.
+fn may_act(who: &TokenRow) -> Result<(), UrgentError> {
+    match who.role {
+        Role::Operator | Role::Admin => Ok(()),
+        other => Err(UrgentError::Forbidden(other.as_str())),
+    }
+}
+
 impl Urgent {
     /// A new message from `who`: checked against the displays as they are now, stored, and
     /// sent at once when `who` is an admin; an operator's waits for a second operator.
@@ -110,6 +122,7 @@ impl Urgent {
         targets: Targets,
         expires_ms: i64,
     ) -> Result<Done, UrgentError> {
+        may_act(who)?;
         let now_ms = self.clock.now().timestamp_millis();
         let (text, targets, reach) = self.checked(text, targets, expires_ms, now_ms).await;
         let reach = reach.map_err(|problems| UrgentError::Invalid {
@@ -149,6 +162,7 @@ impl Urgent {
     /// Approves a pending message (`core::urgent::approvable`: not its requester unless
     /// admin), checked again against the displays as they are now, and sends it.
     pub async fn approve(&self, id: &str, who: &TokenRow) -> Result<Done, UrgentError> {
+        may_act(who)?;
         let now_ms = self.clock.now().timestamp_millis();
         let by = Approver {
             token: Some(who.id),
@@ -176,6 +190,7 @@ impl Urgent {
     /// Cancels a pending or published message; a published one stops holding the rotation,
     /// which replaces it on screen at its feeds' next slot.
     pub async fn cancel(&self, id: &str, who: &TokenRow) -> Result<UrgentMessage, UrgentError> {
+        may_act(who)?;
         let now_ms = self.clock.now().timestamp_millis();
         let m = self.store.cancel_urgent(id, &who.name, now_ms).await?;
         self.shared.release(id);
@@ -356,5 +371,30 @@ impl Urgent {
             n += 1;
         }
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(role: Role) -> TokenRow {
+        TokenRow {
+            id: 1,
+            name: "x".into(),
+            role,
+            created_ms: 0,
+            revoked_ms: None,
+        }
+    }
+
+    #[test]
+    fn only_operators_and_admins_act_on_urgent_messages() {
+        assert!(may_act(&token(Role::Operator)).is_ok());
+        assert!(may_act(&token(Role::Admin)).is_ok());
+        assert!(matches!(
+            may_act(&token(Role::Auditor)),
+            Err(UrgentError::Forbidden("auditor"))
+        ));
     }
 }
