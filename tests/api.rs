@@ -106,7 +106,7 @@ async fn every_route_checks_token_and_role() {
             }
         }
     }
-    assert_eq!(checked, 3 * 12, "every secured operation, every role");
+    assert_eq!(checked, 3 * 16, "every secured operation, every role");
     // Healthy once the daemon's MQTT session is up.
     wait_until("healthy", 5, || async {
         let (code, body) = app.get("/healthz", None).await;
@@ -377,7 +377,7 @@ async fn the_openapi_document_lists_exactly_served_routes() {
             }
         }
     }
-    assert_eq!(served, 14, "fourteen operations");
+    assert_eq!(served, 18, "eighteen operations");
     for uri in [
         "/api/v1/nothing",
         "/api/v1/adsets/a/b",
@@ -598,7 +598,34 @@ async fn every_answer_conforms_to_the_openapi_document() {
             none(),
         ),
     ];
-    let reads: [&'static str; 4] = [
+    let urgent = "/api/v1/urgent";
+    let warning = r#"{"text": "台风预警 请勿外出", "feeds": ["bus"], "devices": ["taxi-1"], "expires_in": "10m"}"#;
+    let too_long =
+        r#"{"text": "一二三四五六七八九十一二三", "devices": ["taxi-1"], "expires_in": "10m"}"#;
+    for (who, body) in [
+        ("adm", warning),
+        ("op1", warning),
+        ("op1", too_long),
+        ("op1", "{"),
+        ("op1", r#"{"text": "x", "feeds": ["bus"]}"#),
+        ("aud", warning),
+    ] {
+        calls.push(("POST", urgent, urgent.into(), t(who), json_t, body.into()));
+    }
+    for (path, uri) in [
+        (
+            "/api/v1/urgent/{id}/approve",
+            "/api/v1/urgent/nothing/approve",
+        ),
+        (
+            "/api/v1/urgent/{id}/cancel",
+            "/api/v1/urgent/nothing/cancel",
+        ),
+    ] {
+        calls.push(("POST", path, uri.into(), t("op2"), None, none()));
+    }
+    let reads: [&'static str; 5] = [
+        "/api/v1/urgent",
         "/api/v1/adsets",
         "/api/v1/devices",
         "/api/v1/feeds",
@@ -682,7 +709,7 @@ async fn every_answer_conforms_to_the_openapi_document() {
         statuses.insert(code.as_u16());
     }
     // The calls reach every kind of answer that the document lists but 503.
-    for want in [200, 201, 400, 401, 403, 404, 409, 413, 415, 422] {
+    for want in [200, 201, 202, 400, 401, 403, 404, 409, 413, 415, 422] {
         assert!(
             statuses.contains(&want),
             "no call answered {want}: {statuses:?}"

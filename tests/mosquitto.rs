@@ -477,3 +477,71 @@ async fn mosquitto_passes_16_kib_receipts_and_drops_one_byte_more() {
     running.wait().await;
     drop(broker);
 }
+
+/// An urgent message through Mosquitto with the deploy ACL: the daemon may write each
+/// display's `cmd`, the display reads its own, and its receipt (through the daemon's
+/// session, not the embedded broker's hook) is counted under ad set `urgent`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs CIVICAST_TEST_MQTT (Mosquitto installed)"]
+async fn an_urgent_message_reaches_a_display_through_the_deploy_acl() {
+    require_mosquitto();
+    let broker = Mosquitto::start().await;
+    let port = broker.port;
+    let dir = tempfile::tempdir().expect("tempdir");
+    CITY.write(dir.path());
+    let (running, shutdown, store) = start(dir.path(), port).await;
+    let tokens = create_tokens(&store, &[("adm", civicast::store::Role::Admin)]).await;
+    let router = api_router(store.clone(), &running);
+    let cmd = |d: &str| format!("{P}/devices/{d}/cmd");
+    let bus1 = Client::login("bus-1", "bus-1", port, true, &[cmd("bus-1")]).await;
+    let taxi = Client::login("taxi-1", "taxi-1", port, false, &[cmd("taxi-1")]).await;
+    bus1.subscribed(1).await;
+    taxi.subscribed(1).await;
+    let body = r#"{"text": "道路封闭 请绕行", "feeds": ["bus"], "devices": ["taxi-1"], "expires_in": "10m"}"#;
+    let (code, answer) = call(
+        &router,
+        "POST",
+        "/api/v1/urgent",
+        Some(&tokens["adm"]),
+        Some("application/json"),
+        body,
+    )
+    .await;
+    assert_eq!(code, axum::http::StatusCode::CREATED, "{answer}");
+    wait_for("the message on both cmd topics", 10, || {
+        !bus1.on("/devices/bus-1/cmd").is_empty() && !taxi.on("/devices/taxi-1/cmd").is_empty()
+    })
+    .await;
+    for (c, d) in [(&bus1, "bus-1"), (&taxi, "taxi-1")] {
+        let id = play_id(&c.on(&format!("/devices/{d}/cmd"))[0]);
+        c.send_receipt(d, receipt(&id, "")).await;
+    }
+    let q = civicast::core::audit::PlaysQuery::parse(
+        &civicast::core::audit::PlaysParams {
+            group_by: Some("adset,device".into()),
+            ..Default::default()
+        },
+        chrono_tz::Asia::Shanghai,
+    )
+    .expect("query");
+    let want = vec![("bus-1".to_owned(), 1), ("taxi-1".to_owned(), 1)];
+    wait_until("both receipts counted under urgent", 15, || async {
+        let rows = civicast::store::Store::audit_plays(&store, &q)
+            .await
+            .expect("audit");
+        let got: Vec<(String, i64)> = rows
+            .into_iter()
+            .filter(|r| r.values[0] == "urgent")
+            .map(|r| (r.values[1].clone(), r.plays))
+            .collect();
+        if got == want {
+            Ok(())
+        } else {
+            Err(format!("{got:?}"))
+        }
+    })
+    .await;
+    assert_eq!(running.metrics().receipts_stored.load(Ordering::Relaxed), 2);
+    shutdown.cancel();
+    running.wait().await;
+}

@@ -16,6 +16,7 @@ use std::future::Future;
 use chrono::{DateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use civicast::core::audit::{PlaysParams, PlaysQuery, PlaysRow};
+use civicast::core::urgent::{Targets, UrgentMessage, UrgentRefusal, UrgentStatus};
 use civicast::core::wire::{Reject, Status};
 use civicast::store::{
     AdSetHistory, ApiStore, ApproveError, Approver, Batch, DeviceRow, FeedPlay, FeedState,
@@ -23,6 +24,7 @@ use civicast::store::{
     PresenceKeySpan, PresenceSpan, ReceiptRow, RejectCount, Retirement, Revision, Role,
     SqliteStore, Store, StoreError, TokenRow,
 };
+use civicast::store::{UrgentStore, UrgentStoreError};
 use sqlx::Connection;
 
 // ---------------------------------------------------------------------------------------
@@ -2372,6 +2374,161 @@ async fn daily<S: Store>(s: S) {
 }
 
 // ---------------------------------------------------------------------------------------
+// Urgent messages
+
+/// Raw statements, to show that the table refuses what the store never does.
+trait Exec {
+    /// Whether `sql` ran.
+    fn exec(&self, sql: &str) -> impl Future<Output = bool> + Send;
+}
+
+impl Exec for SqliteStore {
+    async fn exec(&self, sql: &str) -> bool {
+        sqlx::query(sql).execute(self.pool()).await.is_ok()
+    }
+}
+
+impl Exec for PgStore {
+    async fn exec(&self, sql: &str) -> bool {
+        sqlx::query(sql).execute(self.pool()).await.is_ok()
+    }
+}
+
+fn urgent_request(id: &str, token: i64, at_ms: i64) -> UrgentMessage {
+    UrgentMessage {
+        id: id.to_owned(),
+        text: "台风红色预警 请勿外出".to_owned(),
+        targets: Targets {
+            feeds: vec!["bus-all".into()],
+            devices: vec!["taxi-1".into()],
+        },
+        expires_ms: at_ms + 30 * 60_000,
+        requested_by: format!("op{token}"),
+        requested_token: Some(token),
+        requested_ms: at_ms,
+        approved_by: None,
+        approved_token: None,
+        approved_ms: None,
+        cancelled_by: None,
+        cancelled_ms: None,
+    }
+}
+
+async fn urgent_messages<S: UrgentStore + Store + Exec>(s: S) {
+    const T: i64 = 1_764_590_400_000;
+    let a = urgent_request("01JURGENTAAAAAAAAAAAAAAAAA", 1, T);
+    let b = urgent_request("01JURGENTBBBBBBBBBBBBBBBBB", 2, T + 1_000);
+    s.add_urgent(&a).await.expect("add a");
+    s.add_urgent(&b).await.expect("add b");
+    assert!(s.add_urgent(&a).await.is_err(), "an id is stored once");
+    assert_eq!(s.urgent(&a.id).await.expect("read"), Some(a.clone()));
+    assert_eq!(s.urgent("nothing").await.expect("read"), None);
+    let all = s.urgent_messages(None).await.expect("list");
+    assert_eq!(all, vec![b.clone(), a.clone()], "newest request first");
+    let later = s
+        .urgent_messages(Some(a.expires_ms + 1))
+        .await
+        .expect("list");
+    assert_eq!(later, vec![b.clone()], "only those expiring from then on");
+
+    // Four eyes, by token: the requester's own token is refused, a second operator's is not.
+    let me = Approver {
+        token: Some(1),
+        name: "op1",
+        admin: false,
+    };
+    let other = Approver {
+        token: Some(2),
+        name: "op2",
+        admin: false,
+    };
+    let refused = s.approve_urgent(&a.id, &me, T + 2_000).await;
+    assert!(
+        matches!(
+            refused,
+            Err(UrgentStoreError::Refused(UrgentRefusal::OwnRequest(..)))
+        ),
+        "{refused:?}"
+    );
+    let approved = s
+        .approve_urgent(&a.id, &other, T + 2_000)
+        .await
+        .expect("approve");
+    assert_eq!(
+        (
+            approved.approved_by.as_deref(),
+            approved.approved_token,
+            approved.approved_ms
+        ),
+        (Some("op2"), Some(2), Some(T + 2_000))
+    );
+    assert_eq!(s.urgent(&a.id).await.expect("read"), Some(approved.clone()));
+    assert_eq!(approved.status(T + 3_000), UrgentStatus::Published);
+    let again = s.approve_urgent(&a.id, &other, T + 3_000).await;
+    assert!(
+        matches!(
+            again,
+            Err(UrgentStoreError::Refused(UrgentRefusal::NotPending(
+                _,
+                "published"
+            )))
+        ),
+        "{again:?}"
+    );
+    let gone = s.approve_urgent("nothing", &other, T).await;
+    assert!(matches!(
+        gone,
+        Err(UrgentStoreError::Refused(UrgentRefusal::NotFound(_)))
+    ));
+    let late = s.approve_urgent(&b.id, &me, b.expires_ms).await;
+    assert!(
+        matches!(
+            late,
+            Err(UrgentStoreError::Refused(UrgentRefusal::NotPending(
+                _,
+                "expired"
+            )))
+        ),
+        "{late:?}"
+    );
+
+    // Cancelled once; a cancelled request is never approved.
+    let c = s
+        .cancel_urgent(&b.id, "op2", T + 4_000)
+        .await
+        .expect("cancel");
+    assert_eq!(
+        (c.cancelled_by.as_deref(), c.cancelled_ms),
+        (Some("op2"), Some(T + 4_000))
+    );
+    assert!(matches!(
+        s.cancel_urgent(&b.id, "op1", T + 5_000).await,
+        Err(UrgentStoreError::Refused(UrgentRefusal::Closed(..)))
+    ));
+    assert!(matches!(
+        s.approve_urgent(&b.id, &me, T + 5_000).await,
+        Err(UrgentStoreError::Refused(UrgentRefusal::NotPending(
+            _,
+            "cancelled"
+        )))
+    ));
+
+    // Append-only: the request, an approval and a cancellation are written once, no row goes.
+    for sql in [
+        "UPDATE urgent_messages SET text = 'changed'",
+        "UPDATE urgent_messages SET requested_by = 'someone'",
+        "UPDATE urgent_messages SET expires_at = expires_at + 1",
+        "UPDATE urgent_messages SET approved_by = 'someone' WHERE approved_at IS NOT NULL",
+        "UPDATE urgent_messages SET cancelled_at = NULL WHERE cancelled_at IS NOT NULL",
+        "DELETE FROM urgent_messages",
+    ] {
+        assert!(!s.exec(sql).await, "refused: {sql}");
+    }
+    assert_eq!(s.urgent_messages(None).await.expect("list").len(), 2);
+    assert_eq!(s.urgent(&a.id).await.expect("read"), Some(approved));
+}
+
+// ---------------------------------------------------------------------------------------
 // Entry points: SQLite always, PostgreSQL with CIVICAST_TEST_PG
 
 /// Runs each store test, written once over any backend, on both: `name::sqlite` always,
@@ -2409,6 +2566,7 @@ both_backends!(
     prune,
     streaming,
     daily,
+    urgent_messages,
 );
 
 mod upgraded_retirements {

@@ -34,6 +34,7 @@ use crate::store::{
 };
 
 pub mod openapi;
+mod urgent;
 
 /// Largest ad-set upload.
 pub const MAX_BODY: usize = 1024 * 1024;
@@ -156,6 +157,8 @@ pub struct ApiState {
     pub factors: compliance::Factors,
     pub limits: Limits,
     pub heavy: Heavy,
+    /// Sends urgent messages on the daemon's MQTT session; None: urgent routes answer 503.
+    pub urgent: Option<daemon::Urgent>,
 }
 
 impl ApiState {
@@ -173,7 +176,14 @@ impl ApiState {
             factors,
             limits,
             heavy: Heavy::new(&limits),
+            urgent: None,
         }
+    }
+
+    /// The same state, able to send urgent messages through `urgent`.
+    pub fn with_urgent(mut self, urgent: daemon::Urgent) -> Self {
+        self.urgent = Some(urgent);
+        self
     }
 }
 
@@ -488,6 +498,18 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route(
             "/api/v1/audit/reconcile",
             guard(get(audit_reconcile), st, AUDITOR),
+        )
+        .route(
+            "/api/v1/urgent",
+            guard(post(urgent::send), st, OPERATOR).merge(guard(get(urgent::list), st, READERS)),
+        )
+        .route(
+            "/api/v1/urgent/{id}/approve",
+            guard(post(urgent::approve), st, OPERATOR),
+        )
+        .route(
+            "/api/v1/urgent/{id}/cancel",
+            guard(post(urgent::cancel), st, OPERATOR),
         )
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
         .method_not_allowed_fallback(|| async {

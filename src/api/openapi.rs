@@ -191,6 +191,50 @@ pub const ROUTES: &[Route] = &[
         answer: "Reconcile",
         csv: true,
     },
+    Route {
+        method: "post",
+        path: "/api/v1/urgent",
+        operation_id: "sendUrgent",
+        roles: OPERATOR,
+        summary: "Send an urgent message: an admin's is published at once (201); an operator's waits for a second operator's approval (202)",
+        query: &[],
+        errors: &[400, 413, 422],
+        answer: "Urgent",
+        csv: false,
+    },
+    Route {
+        method: "get",
+        path: "/api/v1/urgent",
+        operation_id: "listUrgent",
+        roles: READERS,
+        summary: "Urgent messages with their status, newest request first",
+        query: &[],
+        errors: &[],
+        answer: "UrgentList",
+        csv: false,
+    },
+    Route {
+        method: "post",
+        path: "/api/v1/urgent/{id}/approve",
+        operation_id: "approveUrgent",
+        roles: OPERATOR,
+        summary: "Approve a pending urgent message (not by its requester, unless admin): it is published at once",
+        query: &[],
+        errors: &[400, 404, 409, 422],
+        answer: "Urgent",
+        csv: false,
+    },
+    Route {
+        method: "post",
+        path: "/api/v1/urgent/{id}/cancel",
+        operation_id: "cancelUrgent",
+        roles: OPERATOR,
+        summary: "Withdraw a pending urgent message, or end a published one early (the rotation resumes at the feeds' next slot)",
+        query: &[],
+        errors: &[400, 404, 409],
+        answer: "Urgent",
+        csv: false,
+    },
 ];
 
 /// A query parameter's schema and description.
@@ -244,7 +288,12 @@ fn error_body(description: &str) -> Value {
            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
 }
 
-fn error_response(status: u16) -> Value {
+fn error_response(status: u16, path: &str) -> Value {
+    if path.starts_with("/api/v1/urgent") {
+        if let Some(text) = urgent_error(status) {
+            return error_body(text);
+        }
+    }
     let mut r = error_body(match status {
         400 => "Invalid input: the details name the parameter or field",
         401 => "Missing, unknown or revoked token",
@@ -265,6 +314,19 @@ fn error_response(status: u16) -> Value {
             json!({"Retry-After": {"required": true, "schema": {"type": "integer", "minimum": 1}}});
     }
     r
+}
+
+/// The urgent routes' own words for their errors.
+fn urgent_error(status: u16) -> Option<&'static str> {
+    Some(match status {
+        400 => "Not the JSON of an urgent message, or no expiry: the details name the field",
+        403 => "The token's role may not do this, or an operator approves their own request",
+        404 => "No such urgent message",
+        409 => "The urgent message is no longer pending (published, expired or cancelled), or is closed already",
+        413 => "Body over 1 MiB",
+        422 => "The message has problems, each naming its field (text too long or not drawable for a class of a display it reaches, unknown feed or display, expiry in the past or too far ahead, no targets); nothing was published",
+        _ => return None,
+    })
 }
 
 fn r(name: &str) -> Value {
@@ -385,7 +447,26 @@ fn schemas() -> Value {
                     "id": s, "text": s, "weight": {"type": ["integer", "null"], "minimum": 1},
                     "text_by_class": {"type": ["object", "null"], "additionalProperties": {"type": "string"}}}}}}},
     });
-    for part in [more, audits, input] {
+    let urgent = json!({
+        "Urgent": strict(&["id", "text", "feeds", "devices", "expires_at", "status", "requested_by", "requested_at", "approved_by", "approved_at", "cancelled_by", "cancelled_at"], json!({
+            "id": s, "text": s, "feeds": strings, "devices": strings,
+            "expires_at": {"type": "string", "format": "date-time"},
+            "status": {"enum": ["pending", "published", "expired", "cancelled"]},
+            "requested_by": s, "requested_at": {"type": "string", "format": "date-time"},
+            "approved_by": nullable("string"), "approved_at": nullable("string"),
+            "cancelled_by": nullable("string"), "cancelled_at": nullable("string"),
+            "displays": {"type": "integer", "minimum": 0, "description": "When just published: the displays it was sent to"},
+            "plays": {"type": "integer", "minimum": 0, "description": "When just published: the plays recorded (one a target feed, one a display named on its own)"}})),
+        "UrgentList": rows("Urgent"),
+        "UrgentInput": {
+            "type": "object", "additionalProperties": false, "required": ["text"],
+            "description": "One text for every display of the feeds and every display named; checked like a slogan's text against each class it reaches. Give expires_at or expires_in (1 minute to 72 hours ahead).",
+            "properties": {
+                "text": s, "feeds": strings, "devices": strings,
+                "expires_at": {"type": "string", "format": "date-time"},
+                "expires_in": {"type": "string", "description": "A duration from now: 30m, 2h"}}},
+    });
+    for part in [more, audits, input, urgent] {
         if let (Some(a), Value::Object(b)) = (all.as_object_mut(), part) {
             a.extend(b);
         }
@@ -436,10 +517,9 @@ fn adset_schema(bodies: bool) -> Value {
 }
 
 fn operation(route: &Route) -> Value {
-    let ok = if route.method == "post" && route.path == "/api/v1/adsets" {
-        "201"
-    } else {
-        "200"
+    let ok = match (route.method, route.path) {
+        ("post", "/api/v1/adsets") | ("post", "/api/v1/urgent") => "201",
+        _ => "200",
     };
     let mut content = Map::new();
     match route.answer {
@@ -457,6 +537,12 @@ fn operation(route: &Route) -> Value {
         );
     }
     let mut responses = Map::new();
+    if route.operation_id == "sendUrgent" {
+        responses.insert(
+            "202".into(),
+            json!({"description": "An operator's request: pending until a second operator (or an admin) approves it", "content": content.clone()}),
+        );
+    }
     responses.insert(
         ok.into(),
         json!({"description": route.summary, "content": content}),
@@ -475,7 +561,7 @@ fn operation(route: &Route) -> Value {
         let v = if route.path == "/healthz" {
             json!({"description": "Broker or database down", "content": {"application/json": {"schema": r("Health")}}})
         } else {
-            error_response(st)
+            error_response(st, route.path)
         };
         responses.insert(st.to_string(), v);
     }
@@ -498,7 +584,7 @@ fn operation(route: &Route) -> Value {
     if route.path.contains("{id}") {
         ps.push(
             json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string"},
-                       "description": "Ad-set id"}),
+                       "description": if route.path.starts_with("/api/v1/urgent") { "Urgent message id" } else { "Ad-set id" }}),
         );
     }
     if !ps.is_empty() {
@@ -517,6 +603,12 @@ fn operation(route: &Route) -> Value {
             "ApproveAdSet": {"operationId": "approveAdSet", "parameters": id},
             "RetireAdSet": {"operationId": "retireAdSet", "parameters": id},
         });
+    }
+    if route.operation_id == "sendUrgent" {
+        op["requestBody"] = json!({"required": true, "content": {
+            "application/json": {"schema": r("UrgentInput"), "example": {
+                "text": "台风红色预警 请勿外出", "feeds": ["bus-led-all"], "devices": ["stop-0012"],
+                "expires_in": "2h"}}}});
     }
     if route.operation_id == "approveAdSet" {
         op["responses"]["200"]["links"] = json!({

@@ -1,5 +1,5 @@
 //! The `civicast` command line: argument parsing, and one file per command with the glue
-//! that runs it (`check`, `serve`, `demo`, `audit`, `token`, `simulate`). The binary's
+//! that runs it (`check`, `serve`, `demo`, `audit`, `token`, `urgent`, `simulate`). The binary's
 //! `main` only calls `cli::main`.
 //!
 //! Owns: flags, exit codes and what is printed. Must not touch SQL, MQTT or rules: each
@@ -11,6 +11,7 @@ mod demo;
 mod serve;
 mod simulate;
 mod token;
+mod urgent;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -27,6 +28,7 @@ pub use audit::{AuditCmd, ComplianceArgs, Format, PlaysArgs, ReconcileArgs, Samp
 pub use demo::DemoArgs;
 pub use simulate::SimulateArgs;
 pub use token::TokenCmd;
+pub use urgent::{UrgentArgs, UrgentCmd};
 
 /// Exit code for bad configuration (sysexits EX_USAGE-style, as linkerd does).
 pub const EXIT_CONFIG: u8 = 64;
@@ -77,6 +79,9 @@ pub enum Cmd {
     /// API tokens: create, list, revoke.
     #[command(subcommand)]
     Token(TokenCmd),
+    /// Urgent messages (a typhoon warning, a road closure) through the running daemon's API:
+    /// send, approve, cancel, list.
+    Urgent(UrgentArgs),
     /// Run a simulated fleet of displays (one MQTT connection each) against a broker.
     Simulate(SimulateArgs),
     /// Write the first city's inventory, classes, feeds and an ad set where missing.
@@ -211,6 +216,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Audit(AuditCmd::Plays(a)) => audit::plays(&settings, a).await,
         Cmd::Audit(cmd) => audit::report(&settings, cmd).await,
         Cmd::Token(cmd) => token::run(&settings, cmd).await,
+        Cmd::Urgent(a) => urgent::run(&settings, a).await,
         Cmd::Demo(a) => demo::run(settings, a).await,
         Cmd::Simulate(a) => simulate::run(settings, a).await,
         Cmd::Init { dir } => check::init(&dir),

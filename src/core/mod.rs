@@ -10,4 +10,5 @@ pub mod model;
 pub mod play;
 pub mod receipt;
 pub mod rotation;
+pub mod urgent;
 pub mod wire;

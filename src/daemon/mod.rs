@@ -5,7 +5,7 @@
 //! Owns: the startup order, the tasks and their shutdown order. Each task is a type whose
 //! fields say what it owns, with a `run(self)`: `Scheduler` (plays), `Ingest` (receipts
 //! and presence), `FileWatcher` (edits to the folders), the retention `Pruner`, and the HTTP
-//! API. Decisions come from the core (`core::rotation`, `core::play`, `core::receipt`);
+//! API; `Urgent` sends urgent messages for the API. Decisions come from the core (`core::rotation`, `core::play`, `core::receipt`);
 //! bytes go through `mqtt` and `store`; the state they share is `state::Shared`.
 
 pub mod effective_adsets;
@@ -13,6 +13,7 @@ pub mod ingest;
 pub mod inventory;
 pub mod scheduler;
 pub mod state;
+pub mod urgent;
 pub mod watcher;
 
 use std::net::SocketAddr;
@@ -43,6 +44,7 @@ pub use ingest::Ingest;
 pub use inventory::{Inventory, MemberIndex};
 pub use scheduler::Scheduler;
 pub use state::Shared;
+pub use urgent::Urgent;
 pub use watcher::FileWatcher;
 
 /// Where time comes from; tests pass their own.
@@ -122,6 +124,7 @@ pub struct App {
     mqtt_addr: Option<SocketAddr>,
     http_addr: Option<SocketAddr>,
     shared: Shared,
+    urgent: Urgent,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -167,16 +170,38 @@ impl App {
             clock: clock.clone(),
             shutdown: shutdown.clone(),
         };
+        let urgent = Urgent {
+            store: store.clone(),
+            client: client.clone(),
+            topics: topics.clone(),
+            shared: shared.clone(),
+            clock: clock.clone(),
+        };
+        // Before the scheduler's first slot: a message still on screen stays there.
+        match urgent.restore_holds().await {
+            Ok(0) => {}
+            Ok(n) => info!(
+                messages = n,
+                "rotation held again for urgent messages still published"
+            ),
+            Err(e) => {
+                warn!(error = %e, "could not read the urgent messages; their feeds are not held")
+            }
+        }
         parts.spawn_loops(&tasks, &settings, time_scale);
         let http_addr = match listeners.http {
             Some(http) => Some(spawn_http(
                 &tasks,
                 http,
-                &store,
-                &shared,
-                &clock,
+                crate::api::ApiState::new(
+                    store.clone(),
+                    shared.clone(),
+                    clock.clone(),
+                    Default::default(),
+                    crate::api::Limits::of(&settings),
+                )
+                .with_urgent(urgent.clone()),
                 &shutdown,
-                crate::api::Limits::of(&settings),
             )?),
             None => None,
         };
@@ -204,6 +229,7 @@ impl App {
             mqtt_addr,
             http_addr,
             shared,
+            urgent,
             shutdown,
             tasks,
         })
@@ -219,6 +245,10 @@ impl App {
     }
     pub fn shared(&self) -> &Shared {
         &self.shared
+    }
+    /// Sends urgent messages on the daemon's session (the HTTP API's, and tests').
+    pub fn urgent(&self) -> &Urgent {
+        &self.urgent
     }
     pub fn metrics(&self) -> &Arc<Metrics> {
         self.shared.metrics()
@@ -429,21 +459,12 @@ async fn mirror_connected(
 fn spawn_http(
     tasks: &TaskTracker,
     http: TcpListener,
-    store: &Db,
-    shared: &Shared,
-    clock: &Arc<dyn Clock>,
+    state: crate::api::ApiState,
     shutdown: &CancellationToken,
-    limits: crate::api::Limits,
 ) -> anyhow::Result<SocketAddr> {
     let addr = http.local_addr()?;
     info!(%addr, "HTTP API listening");
-    let state = Arc::new(crate::api::ApiState::new(
-        store.clone(),
-        shared.clone(),
-        clock.clone(),
-        Default::default(),
-        limits,
-    ));
+    let state = Arc::new(state);
     let stop = shutdown.clone();
     tasks.spawn(async move {
         if let Err(e) = crate::api::serve(http, state, stop).await {

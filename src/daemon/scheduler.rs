@@ -2,6 +2,9 @@
 //! (`core::rotation`) and what the command says (`core::play`), records the play with the
 //! feed's new cursor, then publishes it.
 //!
+//! A feed held by an urgent message (`Shared::held_until`) skips its slots until the message
+//! expires or is cancelled.
+//!
 //! Owns: the slot timetable and each feed's cursor while running. Must not touch: receipts,
 //! files, HTTP. A play is recorded before it is published, so a receipt can never arrive
 //! for a play the daemon does not know.
@@ -103,6 +106,15 @@ impl Scheduler {
             let next = rotation::next_slot(&feed.id, feed.interval, due.max(now));
             plan.due.push(Reverse((next, i)));
             if plan.shapes[i].members == 0 {
+                continue;
+            }
+            if let Some(until) = self
+                .shared
+                .held_until(feed.id.as_str(), now.timestamp_millis())
+            {
+                // An urgent message is on these displays until it expires; a rotation play
+                // would replace it. The cursor stays, so the rotation resumes where it was.
+                debug!(feed = %feed.id, until_ms = until, "rotation held by an urgent message");
                 continue;
             }
             let Some(cursor) = cursors.get_mut(feed.id.as_str()) else {

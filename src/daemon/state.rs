@@ -2,7 +2,7 @@
 //!
 //! Owns: what plays now (the catalog with its effective ad sets, and the files' catalog
 //! alone), the display lookups, the recent plays, presence as last reported, the newest
-//! play of each feed, and the reload signal. Must not touch: the store, MQTT, HTTP.
+//! play of each feed, the feeds held by urgent messages, and the reload signal. Must not touch: the store, MQTT, HTTP.
 //!
 //! Lock policy, one for every lock here: a std lock, held only to copy a value out, insert
 //! one entry, or swap one `Arc`, and never across an `.await`; such short sections are what
@@ -86,6 +86,9 @@ struct Inner {
     online: Mutex<HashMap<i64, bool>>,
     /// The newest play of each feed, for the inventory.
     last_play: Mutex<HashMap<String, PlayCommand>>,
+    /// Feeds whose rotation a published urgent message holds: message id -> (feeds, until
+    /// ms). A handful at a time, so a scan per slot is cheap.
+    holds: Mutex<HashMap<String, (Vec<String>, i64)>>,
     retention_ms: Option<i64>,
 }
 
@@ -137,6 +140,7 @@ impl Shared {
             }),
             online: Mutex::new(HashMap::new()),
             last_play: Mutex::new(HashMap::new()),
+            holds: Mutex::new(HashMap::new()),
             retention_ms: i.retention_ms,
         }))
     }
@@ -191,6 +195,27 @@ impl Shared {
     /// Notes a feed's newest published play.
     pub fn published(&self, feed: &str, cmd: PlayCommand) {
         lock(&self.0.last_play).insert(feed.to_owned(), cmd);
+    }
+
+    /// Holds the rotation of `feeds` until `until_ms` for urgent message `id` (replacing an
+    /// earlier hold of the same message).
+    pub fn hold(&self, id: &str, feeds: Vec<String>, until_ms: i64) {
+        lock(&self.0.holds).insert(id.to_owned(), (feeds, until_ms));
+    }
+    /// Ends the hold of urgent message `id` (cancelled).
+    pub fn release(&self, id: &str) {
+        lock(&self.0.holds).remove(id);
+    }
+    /// Until when an urgent message holds `feed`'s rotation at `now_ms`, if one does;
+    /// expired holds are dropped on the way.
+    pub fn held_until(&self, feed: &str, now_ms: i64) -> Option<i64> {
+        let mut holds = lock(&self.0.holds);
+        holds.retain(|_, (_, until)| *until > now_ms);
+        holds
+            .values()
+            .filter(|(feeds, _)| feeds.iter().any(|f| f == feed))
+            .map(|(_, until)| *until)
+            .max()
     }
 
     /// Records a display's reported presence; true when it changed. The online gauge counts
@@ -297,6 +322,30 @@ mod tests {
         assert!(s.set_online(1, false));
         assert!(!s.set_online(1, false));
         assert_eq!((online(&s, "taxi_top"), online(&s, "bus_led")), (0, 1));
+        assert_eq!(
+            s.online_names(),
+            [("taxi-1".to_string(), false), ("bus-1".to_string(), true)].into()
+        );
+    }
+
+    #[test]
+    fn an_urgent_hold_lasts_until_its_expiry_or_its_release() {
+        let s = shared();
+        s.hold("m1", vec!["buses".into(), "taxis".into()], 1_000);
+        s.hold("m2", vec!["buses".into()], 2_000);
+        assert_eq!(s.held_until("buses", 500), Some(2_000));
+        assert_eq!(s.held_until("taxis", 500), Some(1_000));
+        assert_eq!(s.held_until("stops", 500), None);
+        assert_eq!(s.held_until("taxis", 1_000), None, "expired at its time");
+        s.release("m2");
+        assert_eq!(s.held_until("buses", 1_500), None);
+    }
+
+    #[test]
+    fn online_names_are_by_display_id() {
+        let s = shared();
+        s.set_online(1, false);
+        s.set_online(2, true);
         assert_eq!(
             s.online_names(),
             [("taxi-1".to_string(), false), ("bus-1".to_string(), true)].into()

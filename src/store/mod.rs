@@ -1,5 +1,5 @@
 //! Durable state: displays, feeds, plays, receipts and their rollups, presence, the
-//! rotation cursors, tokens and ad-set revisions. Two traits (`Store` for the daemon,
+//! rotation cursors, tokens, ad-set revisions and urgent messages. Two traits (`Store` for the daemon,
 //! `ApiStore` for the API and reports), a backend per database, and [`Db`], the one way to
 //! open either from a [`DatabaseUrl`].
 //!
@@ -13,6 +13,7 @@ pub mod rows;
 pub mod sql;
 pub mod sqlite;
 pub mod timeline;
+pub mod urgent;
 pub mod url;
 
 use std::collections::HashSet;
@@ -24,6 +25,7 @@ pub use db::Db;
 pub use postgres::PgStore;
 pub use rows::*;
 pub use sqlite::SqliteStore;
+pub use urgent::{UrgentStore, UrgentStoreError};
 pub use url::{Backend, DatabaseUrl, UrlError};
 
 /// Store errors carry the operation; SQL text and paths stay in the logs.

@@ -123,13 +123,16 @@ pub fn api_state<S: Into<civicast::store::Db>>(
     running: &daemon::App,
     limits: api::Limits,
 ) -> Arc<ApiState> {
-    Arc::new(ApiState::new(
-        store.into(),
-        running.shared().clone(),
-        Arc::new(SystemClock),
-        Default::default(),
-        limits,
-    ))
+    Arc::new(
+        ApiState::new(
+            store.into(),
+            running.shared().clone(),
+            Arc::new(SystemClock),
+            Default::default(),
+            limits,
+        )
+        .with_urgent(running.urgent().clone()),
+    )
 }
 
 /// The daemon (embedded broker, SQLite) with its HTTP API, for the API tests.
