@@ -29,6 +29,14 @@ pub const UNIFONT_VERSION: &str = "15.1.05";
 /// The label every preview carries.
 pub const APPROXIMATION: &str = "An approximation: drawn with GNU Unifont 15.1.05 on a 16-pixel-high matrix; the display's controller uses its own font, so strokes and spacing may differ.";
 
+/// The about page's note on the font, in English; [`FONT_LICENCE`] is the whole notice.
+pub const FONT_NOTICE_EN: &str = "The LED preview draws with GNU Unifont 15.1.05 (Copyright (C) 1998-2024 Roman Czyborra, Paul Hardy, Qianqian Fang, Andrew Miller, Johnnie Weaver, David Corbett, Nils Moskopp, Rebecca Bettencourt, Ho-Seok Ee, et al.), embedded by the unifont crate (MIT) and used under the SIL Open Font License 1.1 (Unifont is also offered under the GNU GPL 2+ with the font embedding exception). The preview approximates each display controller's own font.";
+/// The same note in Simplified Chinese.
+pub const FONT_NOTICE_ZH: &str = "LED 预览使用 GNU Unifont 15.1.05 点阵字体绘制（版权所有 (C) 1998-2024 Roman Czyborra、Paul Hardy、Qianqian Fang、Andrew Miller、Johnnie Weaver、David Corbett、Nils Moskopp、Rebecca Bettencourt、Ho-Seok Ee 等），由 unifont crate（MIT 许可）嵌入，依 SIL 开放字体许可证 1.1 使用（Unifont 亦以附字体嵌入例外的 GNU GPL 2 或更高版本发布）。预览只是近似，实际效果以各显示屏控制器自带的字体为准。";
+/// The full notice and licence texts (`assets/console/LICENSE-unifont.txt`), for the about
+/// page to serve as they are.
+pub const FONT_LICENCE: &str = include_str!("../../assets/console/LICENSE-unifont.txt");
+
 /// Width in pixels of the box drawn for a character Unifont lacks (a half-width cell).
 const MISSING_WIDTH: usize = 8;
 
@@ -443,6 +451,19 @@ mod tests {
             .sum();
         assert_eq!(s.matches("r=\"0.45\"").count(), lit);
         assert!(s.contains("&lt;A&gt;") && !s.contains("<A>"));
+    }
+
+    #[test]
+    fn the_licence_notice_travels_with_the_glyphs() {
+        assert!(FONT_LICENCE.contains("SIL OPEN FONT LICENSE"));
+        assert!(FONT_LICENCE.contains(UNIFONT_VERSION));
+        assert!(FONT_LICENCE.contains("Roman Czyborra"));
+        for note in [FONT_NOTICE_EN, FONT_NOTICE_ZH] {
+            assert!(
+                note.contains(UNIFONT_VERSION) && note.contains("1.1"),
+                "{note}"
+            );
+        }
     }
 
     proptest! {
