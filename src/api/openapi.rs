@@ -502,6 +502,26 @@ fn adset_schema(bodies: bool) -> Value {
     )
 }
 
+/// The query parameters of a route, and its `{id}`.
+fn parameters(route: &Route) -> Vec<Value> {
+    let preview = route.path.starts_with("/api/v1/preview");
+    let mut ps: Vec<Value> = route
+        .query
+        .iter()
+        .map(|p| match preview {
+            true => preview_param(p),
+            false => query_param(p),
+        })
+        .collect();
+    if route.path.contains("{id}") {
+        ps.push(
+            json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string"},
+                       "description": "Ad-set id"}),
+        );
+    }
+    ps
+}
+
 fn operation(route: &Route) -> Value {
     let ok = if route.method == "post" && route.path == "/api/v1/adsets" {
         "201"
@@ -565,26 +585,12 @@ fn operation(route: &Route) -> Value {
     } else {
         op["security"] = json!([]);
     }
-    let preview = route.path.starts_with("/api/v1/preview");
-    let mut ps: Vec<Value> = route
-        .query
-        .iter()
-        .map(|p| match preview {
-            true => preview_param(p),
-            false => query_param(p),
-        })
-        .collect();
-    if preview {
-        op["responses"]["422"]["description"] = json!("The class, ad set, revision or slogan is unknown, or the class cannot show the text (too long, a character its charset lacks, a control character): the details name the parameter");
-    }
-    if route.path.contains("{id}") {
-        ps.push(
-            json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string"},
-                       "description": "Ad-set id"}),
-        );
-    }
+    let ps = parameters(route);
     if !ps.is_empty() {
         op["parameters"] = Value::Array(ps);
+    }
+    if route.path.starts_with("/api/v1/preview") {
+        op["responses"]["422"]["description"] = json!("The class, ad set, revision or slogan is unknown, or the class cannot show the text (too long, a character its charset lacks, a control character): the details name the parameter");
     }
     if route.operation_id == "uploadAdSet" {
         op["requestBody"] = json!({"required": true, "content": {
