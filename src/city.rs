@@ -69,6 +69,8 @@ pub const CLASSES_TOML: &str = r#"# What each display class can show.
 max_chars = 40          # longest text it can scroll
 charset = "gb2312"      # its controller draws GB2312 only
 duration = "15s"        # default time on screen
+width_px = 192          # LED matrix width for the preview (16 high); default per class
+scroll_px_per_s = 32    # how fast a wider text scrolls; default per class
 
 [class.brt_screen]
 max_chars = 80
@@ -79,6 +81,8 @@ duration = "15s"
 max_chars = 12
 charset = "gb2312"
 duration = "10s"
+width_px = 64           # four hanzi on the roof light
+scroll_px_per_s = 24
 
 [class.stop_screen]
 max_chars = 60

@@ -106,7 +106,7 @@ async fn every_route_checks_token_and_role() {
             }
         }
     }
-    assert_eq!(checked, 3 * 16, "every secured operation, every role");
+    assert_eq!(checked, 3 * 18, "every secured operation, every role");
     // Healthy once the daemon's MQTT session is up.
     wait_until("healthy", 5, || async {
         let (code, body) = app.get("/healthz", None).await;
@@ -377,7 +377,7 @@ async fn the_openapi_document_lists_exactly_served_routes() {
             }
         }
     }
-    assert_eq!(served, 18, "eighteen operations");
+    assert_eq!(served, 20, "twenty operations");
     for uri in [
         "/api/v1/nothing",
         "/api/v1/adsets/a/b",
@@ -670,7 +670,37 @@ async fn every_answer_conforms_to_the_openapi_document() {
             &["", "?format=csv", "?feed=bus", "?feed=nope"],
         ),
     ];
+    let previews: [(&'static str, &[&str]); 2] = [
+        (
+            "/api/v1/preview",
+            &[
+                "?text=%E8%AE%B2%E6%96%87%E6%98%8E&class=bus_led",
+                "?text=%E8%AE%B2%E6%96%87%E6%98%8E%20%E6%A0%91%E6%96%B0%E9%A3%8E&class=taxi_top",
+                "?adset=civility&slogan=jiang-wenming",
+                "?adset=civility&slogan=jiang-wenming&rev=1&class=taxi_top",
+                "?text=a%F0%9F%98%80&class=bus_led",
+                "?text=x&class=tram",
+                "?adset=nothing&slogan=x",
+                "?text=x&class=bus_led&class=bus_led",
+                "",
+            ],
+        ),
+        (
+            "/api/v1/preview.svg",
+            &[
+                "?text=%E8%AE%B2%E6%96%87%E6%98%8E&class=bus_led",
+                "?adset=civility&slogan=jiang-wenming&class=bus_led",
+                "?adset=civility&slogan=jiang-wenming",
+                "?text=x",
+            ],
+        ),
+    ];
     for (who, _) in ACCOUNTS {
+        for (path, queries) in previews {
+            for q in queries {
+                calls.push(("GET", path, format!("{path}{q}"), t(who), None, none()));
+            }
+        }
         for path in reads {
             calls.push(("GET", path, path.into(), t(who), None, none()));
         }

@@ -35,6 +35,7 @@ use crate::store::{
 
 pub mod openapi;
 mod urgent;
+pub mod preview;
 
 /// Largest ad-set upload.
 pub const MAX_BODY: usize = 1024 * 1024;
@@ -486,6 +487,11 @@ pub fn router(state: Arc<ApiState>) -> Router {
         )
         .route("/api/v1/devices", guard(get(devices), st, READERS))
         .route("/api/v1/feeds", guard(get(feeds), st, READERS))
+        .route("/api/v1/preview", guard(get(preview::preview), st, READERS))
+        .route(
+            "/api/v1/preview.svg",
+            guard(get(preview::preview_svg), st, READERS),
+        )
         .route("/api/v1/audit/plays", guard(get(audit_plays), st, AUDITOR))
         .route(
             "/api/v1/audit/compliance",

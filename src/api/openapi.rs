@@ -147,6 +147,28 @@ pub const ROUTES: &[Route] = &[
     },
     Route {
         method: "get",
+        path: "/api/v1/preview",
+        operation_id: "preview",
+        roles: READERS,
+        summary: "A text or a stored slogan as a class draws it on its 16-pixel-high LED matrix (GNU Unifont; an approximation of the controller's own font)",
+        query: &["text", "class", "adset", "slogan", "rev"],
+        errors: &[400, 422],
+        answer: "PreviewAnswer",
+        csv: false,
+    },
+    Route {
+        method: "get",
+        path: "/api/v1/preview.svg",
+        operation_id: "previewSvg",
+        roles: READERS,
+        summary: "The same preview as an SVG image of the matrix, for pages without JavaScript (one class)",
+        query: &["text", "class", "adset", "slogan", "rev"],
+        errors: &[400, 422],
+        answer: "image/svg+xml",
+        csv: false,
+    },
+    Route {
+        method: "get",
         path: "/api/v1/audit/plays",
         operation_id: "auditPlays",
         roles: AUDITOR,
@@ -281,6 +303,19 @@ fn query_param(name: &str) -> Value {
         _ => (json!({"type": "string"}), ""),
     };
     json!({"name": name, "in": "query", "required": false, "schema": schema, "description": what})
+}
+
+/// A parameter of the preview routes.
+fn preview_param(name: &str) -> Value {
+    let what = match name {
+        "text" => "The text to draw (with class); at most 1000 characters, and what the class can show",
+        "class" => "The display class to draw for; with adset and slogan and without class: every class the ad set reaches (the SVG needs one)",
+        "adset" => "A stored ad set (with slogan), instead of text",
+        "slogan" => "A slogan id of that ad set",
+        "rev" => "The ad set's revision; empty or absent: the latest (a pending one too)",
+        _ => "",
+    };
+    json!({"name": name, "in": "query", "required": false, "schema": {"type": "string"}, "description": what})
 }
 
 fn error_body(description: &str) -> Value {
@@ -466,12 +501,44 @@ fn schemas() -> Value {
                 "expires_at": {"type": "string", "format": "date-time"},
                 "expires_in": {"type": "string", "description": "A duration from now: 30m, 2h"}}},
     });
-    for part in [more, audits, input, urgent] {
+    for part in [more, audits, input, urgent, preview_schemas()] {
         if let (Some(a), Value::Object(b)) = (all.as_object_mut(), part) {
             a.extend(b);
         }
     }
     all
+}
+
+/// The preview answers: one class's drawing, or a stored slogan's, one a class.
+fn preview_schemas() -> Value {
+    let s = json!({"type": "string"});
+    let px = json!({"type": "integer", "minimum": 1});
+    json!({
+        "PreviewAnswer": {"oneOf": [r("Preview"), r("SloganPreviews")]},
+        "SloganPreviews": strict(&["adset", "rev", "slogan", "rows"], json!({
+            "adset": s, "rev": {"type": "integer", "minimum": 1}, "slogan": s,
+            "rows": {"type": "array", "items": r("Preview"),
+                     "description": "One per class the ad set reaches (or the class asked for), each with the text that class is sent"}})),
+        "Preview": strict(&["class", "text", "bitmap", "display_width", "fits", "layout", "offset_x", "scroll_px_per_s", "pass_s", "duration_s", "missing", "approximation"], json!({
+            "class": s, "text": s,
+            "bitmap": strict(&["width", "height", "rows"], json!({
+                "width": {"type": "integer", "minimum": 0, "description": "Pixels: the sum of the glyphs' widths (8 half-width, 16 full-width)"},
+                "height": {"const": 16},
+                "rows": {"type": "array", "minItems": 16, "maxItems": 16,
+                         "items": {"type": "string", "pattern": "^([0-9a-f]{2})*$"},
+                         "description": "Each row ceil(width / 8) bytes in hex, the leftmost pixel in the high bit"}})),
+            "display_width": {"type": "integer", "minimum": 8, "description": "The class's width_px"},
+            "fits": {"type": "boolean"},
+            "layout": {"enum": ["static", "scroll"], "description": "static: still, centred; scroll: right to left at scroll_px_per_s"},
+            "offset_x": {"type": "integer", "minimum": 0, "description": "First column of the text on the matrix while static"},
+            "scroll_px_per_s": px,
+            "pass_s": {"type": ["number", "null"], "description": "Seconds one pass takes, (bitmap width + display width) / scroll_px_per_s; null when static"},
+            "duration_s": {"type": "number", "description": "The class's time on screen for one play"},
+            "missing": {"type": "array", "items": strict(&["position", "character", "codepoint"], json!({
+                "position": {"type": "integer", "minimum": 1}, "character": s, "codepoint": s})),
+                "description": "Characters GNU Unifont has no glyph for, drawn as empty boxes"},
+            "approximation": s})),
+    })
 }
 
 fn adset_schema(bodies: bool) -> Value {
@@ -516,6 +583,26 @@ fn adset_schema(bodies: bool) -> Value {
     )
 }
 
+/// The query parameters of a route, and its `{id}`.
+fn parameters(route: &Route) -> Vec<Value> {
+    let preview = route.path.starts_with("/api/v1/preview");
+    let mut ps: Vec<Value> = route
+        .query
+        .iter()
+        .map(|p| match preview {
+            true => preview_param(p),
+            false => query_param(p),
+        })
+        .collect();
+    if route.path.contains("{id}") {
+        ps.push(
+            json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string"},
+                       "description": if route.path.starts_with("/api/v1/urgent") { "Urgent message id" } else { "Ad-set id" }}),
+        );
+    }
+    ps
+}
+
 fn operation(route: &Route) -> Value {
     let ok = match (route.method, route.path) {
         ("post", "/api/v1/adsets") | ("post", "/api/v1/urgent") => "201",
@@ -525,6 +612,10 @@ fn operation(route: &Route) -> Value {
     match route.answer {
         "" => {
             content.insert("text/plain".into(), json!({"schema": {"type": "string"}}));
+        }
+        // A media type: the answer is that document, as text.
+        media if media.contains('/') => {
+            content.insert(media.into(), json!({"schema": {"type": "string"}}));
         }
         name => {
             content.insert("application/json".into(), json!({"schema": r(name)}));
@@ -580,15 +671,12 @@ fn operation(route: &Route) -> Value {
     } else {
         op["security"] = json!([]);
     }
-    let mut ps: Vec<Value> = route.query.iter().map(|p| query_param(p)).collect();
-    if route.path.contains("{id}") {
-        ps.push(
-            json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string"},
-                       "description": if route.path.starts_with("/api/v1/urgent") { "Urgent message id" } else { "Ad-set id" }}),
-        );
-    }
+    let ps = parameters(route);
     if !ps.is_empty() {
         op["parameters"] = Value::Array(ps);
+    }
+    if route.path.starts_with("/api/v1/preview") {
+        op["responses"]["422"]["description"] = json!("The class, ad set, revision or slogan is unknown, or the class cannot show the text (too long, a character its charset lacks, a control character): the details name the parameter");
     }
     if route.operation_id == "uploadAdSet" {
         op["requestBody"] = json!({"required": true, "content": {

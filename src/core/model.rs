@@ -79,6 +79,11 @@ pub struct ClassProfile {
     pub charset: Charset,
     /// Default time on screen for one play.
     pub duration: Duration,
+    /// Width of its LED matrix in pixels (16 high): what the preview draws into. Optional in
+    /// `classes.toml`; `catalog::led_defaults` gives the width of a class that names none.
+    pub width_px: u32,
+    /// How fast a text wider than the matrix scrolls, in pixels a second.
+    pub scroll_px_per_s: u32,
 }
 
 /// One display from `devices/*.csv`. A country holds a million of these: 56 bytes each, as

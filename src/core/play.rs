@@ -181,6 +181,8 @@ mod tests {
             max_chars: 40,
             charset: Charset::Utf8,
             duration: Duration::from_secs_f64(secs),
+            width_px: 192,
+            scroll_px_per_s: 32,
         };
         let device = |d: &str, k: &str| Device {
             id: id(d),

@@ -327,7 +327,7 @@ fn priority(t: &mut Table, sink: &mut Sink) -> i32 {
 
 /// The classes an ad set reaches: those of the members of its feeds (of every feed when
 /// `feeds` is `None`).
-fn reached_classes<'c>(ctx: &AdSetContext<'c>, feeds: Option<&[Id]>) -> BTreeSet<&'c str> {
+pub fn reached_classes<'c>(ctx: &AdSetContext<'c>, feeds: Option<&[Id]>) -> BTreeSet<&'c str> {
     ctx.feeds
         .iter()
         .filter(|f| feeds.is_none_or(|list| list.contains(&f.id)))

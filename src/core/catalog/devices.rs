@@ -7,7 +7,8 @@ use crate::core::model::{Attrs, Charset, ClassProfile, Device, Id, Interner};
 
 use super::tree::{self, expect_int, expect_str, known_list, Kind, Sink, Table};
 use super::{
-    listed, parse_duration, text_of, Listing, Problem, SourceFile, DEFAULT_CLASS_DURATION,
+    led_defaults, listed, parse_duration, text_of, Listing, Problem, SourceFile,
+    DEFAULT_CLASS_DURATION, MAX_SCROLL_PX_PER_S, MAX_WIDTH_PX, MIN_WIDTH_PX,
 };
 
 /// `None` when the file is missing or not TOML at all (so other files do not report every
@@ -71,11 +72,14 @@ fn class_profile(
     sink: &mut Sink,
 ) -> Option<ClassProfile> {
     let mut t = Table::new(node, path, sink)?;
+    let led = led_defaults(name);
     let mut profile = ClassProfile {
         name: name.to_owned(),
         max_chars: 1,
         charset: Charset::Utf8,
         duration: DEFAULT_CLASS_DURATION,
+        width_px: led.width_px,
+        scroll_px_per_s: led.scroll_px_per_s,
     };
     let field = t.field("max_chars");
     if let Some(n) = tree::required(&mut t, sink, "max_chars") {
@@ -113,8 +117,41 @@ fn class_profile(
             }
         }
     }
+    let bounds = (MIN_WIDTH_PX, MAX_WIDTH_PX);
+    if let Some(v) = optional_u32(&mut t, sink, "width_px", bounds, "pixels wide") {
+        profile.width_px = v;
+    }
+    let bounds = (1, MAX_SCROLL_PX_PER_S);
+    if let Some(v) = optional_u32(&mut t, sink, "scroll_px_per_s", bounds, "pixels a second") {
+        profile.scroll_px_per_s = v;
+    }
     t.finish(sink);
     Some(profile)
+}
+
+/// An optional whole number of `unit` within `lo..=hi`; out of range is an error naming the
+/// field, and `None` (the default stays).
+fn optional_u32(
+    t: &mut Table,
+    sink: &mut Sink,
+    name: &str,
+    (lo, hi): (u32, u32),
+    unit: &str,
+) -> Option<u32> {
+    let field = t.field(name);
+    let n = t.get(name)?;
+    let v = expect_int(sink, n, &field)?;
+    match u32::try_from(v) {
+        Ok(v) if (lo..=hi).contains(&v) => Some(v),
+        _ => {
+            sink.error(
+                &n.span,
+                &field,
+                format!("{name} must be {lo} to {hi} ({unit}), not {v}"),
+            );
+            None
+        }
+    }
 }
 
 /// Where a display id was first seen: file and line.

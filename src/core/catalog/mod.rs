@@ -37,7 +37,7 @@ use serde::Serialize;
 use crate::core::model::{Catalog, ClassProfile, Device, Feed, Id};
 use tree::{expect_str, Sink, Table};
 
-pub use adset::{parse_adset, parse_adset_checked};
+pub use adset::{parse_adset, parse_adset_checked, reached_classes};
 pub use feeds::{MAX_INTERVAL, MIN_INTERVAL};
 pub use reload::{shrinkage, Shrink};
 pub use sources::{
@@ -52,6 +52,39 @@ pub const DEFAULT_TIMEZONE: chrono_tz::Tz = chrono_tz::Asia::Shanghai;
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(180);
 /// The time on screen of a class that names none.
 pub const DEFAULT_CLASS_DURATION: Duration = Duration::from_secs(15);
+
+/// Narrowest LED matrix a class may declare (`width_px`): one half-width character.
+pub const MIN_WIDTH_PX: u32 = 8;
+/// Widest LED matrix a class may declare: a 16-pixel-high strip 4096 pixels long is
+/// already a whole building's front.
+pub const MAX_WIDTH_PX: u32 = 4096;
+/// Fastest scroll a class may declare (`scroll_px_per_s`); above it no one can read.
+pub const MAX_SCROLL_PX_PER_S: u32 = 1000;
+
+/// A class's LED matrix when `classes.toml` leaves `width_px` or `scroll_px_per_s` out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LedDefaults {
+    pub width_px: u32,
+    pub scroll_px_per_s: u32,
+}
+
+/// The defaults of the contract's classes, from the boards they name: a bus's front or side
+/// board of six 32x16 modules (192 px, twelve hanzi), a taxi's roof light (64 px, four
+/// hanzi), a BRT platform screen's text line (384 px) and a stop's (256 px); any other
+/// class gets the bus board's. 32 px/s is two hanzi a second, the pace of a bus board.
+pub fn led_defaults(class: &str) -> LedDefaults {
+    let (width_px, scroll_px_per_s) = match class {
+        "bus_led" => (192, 32),
+        "taxi_top" => (64, 24),
+        "brt_screen" => (384, 48),
+        "stop_screen" => (256, 32),
+        _ => (192, 32),
+    };
+    LedDefaults {
+        width_px,
+        scroll_px_per_s,
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -281,6 +281,49 @@ fn bad_classes() {
 }
 
 #[test]
+fn led_matrix_fields_default_per_class_and_are_checked_when_written() {
+    let r = load_with(&[(
+        "devices/classes.toml",
+        "[class.bus_led]\nmax_chars = 40\ncharset = \"gb2312\"\nwidth_px = 256\nscroll_px_per_s = 40\n[class.taxi_top]\nmax_chars = 12\ncharset = \"gb2312\"\n[class.brt_screen]\nmax_chars = 80\ncharset = \"utf-8\"\n[class.stop_screen]\nmax_chars = 60\ncharset = \"utf-8\"\nwidth_px = 300\n",
+    )]);
+    let c = r.catalog.as_ref().expect("valid");
+    let led = |n: &str| (c.classes[n].width_px, c.classes[n].scroll_px_per_s);
+    assert_eq!(led("bus_led"), (256, 40), "as written");
+    assert_eq!(led("taxi_top"), (64, 24), "the taxi light's defaults");
+    assert_eq!(led("brt_screen"), (384, 48));
+    assert_eq!(
+        led("stop_screen"),
+        (300, 32),
+        "the width written, the speed defaulted"
+    );
+    assert_eq!(led_defaults("tram_led"), led_defaults("bus_led"));
+
+    let r = load_with(&[(
+        "devices/classes.toml",
+        "[class.bus_led]\nmax_chars = 40\ncharset = \"gb2312\"\nwidth_px = 0\nscroll_px_per_s = 5000\n[class.taxi_top]\nmax_chars = 12\ncharset = \"gb2312\"\nwidth_px = \"wide\"\nscroll_px_per_s = -3\n[class.brt_screen]\nmax_chars = 80\ncharset = \"utf-8\"\nwidth_px = 99999999999\n[class.stop_screen]\nmax_chars = 60\ncharset = \"utf-8\"\n",
+    )]);
+    let f = "devices/classes.toml";
+    assert!(r.catalog.is_none());
+    expect_error(&r, f, Some(4), "class.bus_led.width_px", "8 to 4096");
+    expect_error(&r, f, Some(5), "class.bus_led.scroll_px_per_s", "1 to 1000");
+    expect_error(
+        &r,
+        f,
+        Some(9),
+        "class.taxi_top.width_px",
+        "expected an integer",
+    );
+    expect_error(&r, f, Some(10), "class.taxi_top.scroll_px_per_s", "not -3");
+    expect_error(
+        &r,
+        f,
+        Some(14),
+        "class.brt_screen.width_px",
+        "not 99999999999",
+    );
+}
+
+#[test]
 fn toml_syntax_error_has_a_line() {
     let r = load_with(&[(
         "schedules/feeds.toml",
@@ -660,6 +703,8 @@ fn class(name: &str, max: usize, charset: Charset) -> ClassProfile {
         max_chars: max,
         charset,
         duration: Duration::from_secs(15),
+        width_px: 192,
+        scroll_px_per_s: 32,
     }
 }
 
