@@ -44,6 +44,7 @@
 //! The benchmark harness is not part of this crate: it is the workspace member `bench/`.
 pub mod api;
 pub mod city;
+pub mod console;
 pub mod cli;
 pub mod core;
 pub mod daemon;
