@@ -123,7 +123,13 @@ impl Console {
     }
 
     /// A form POST with `cookie` and `origin` (None: no Origin header).
-    async fn post(&self, uri: &str, cookie: Option<&str>, origin: Option<&str>, form: &[(&str, &str)]) -> Answer {
+    async fn post(
+        &self,
+        uri: &str,
+        cookie: Option<&str>,
+        origin: Option<&str>,
+        form: &[(&str, &str)],
+    ) -> Answer {
         let mut b = Request::post(uri)
             .header("host", HOST)
             .header("content-type", "application/x-www-form-urlencoded");
@@ -140,7 +146,12 @@ impl Console {
     /// Signs `account` in through the form; the `Cookie` header value of its session.
     async fn sign_in(&self, account: &str) -> String {
         let a = self
-            .post("/signin", None, Some(ORIGIN), &[("token", &self.tokens[account])])
+            .post(
+                "/signin",
+                None,
+                Some(ORIGIN),
+                &[("token", &self.tokens[account])],
+            )
             .await;
         assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
         assert_eq!(a.location(), "/");
@@ -168,7 +179,10 @@ impl Console {
             .header("host", HOST)
             .header("origin", ORIGIN)
             .header("cookie", cookie)
-            .header("content-type", format!("multipart/form-data; boundary={boundary}"))
+            .header(
+                "content-type",
+                format!("multipart/form-data; boundary={boundary}"),
+            )
             .body(Body::from(body))
             .expect("request");
         self.send(req).await
@@ -183,7 +197,10 @@ where
 {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = sqlite_store(dir.path(), "console.db").await;
-    scenario(Console::start(store.into()).await).await.stop().await;
+    scenario(Console::start(store.into()).await)
+        .await
+        .stop()
+        .await;
 }
 
 /// Runs `scenario` on a fresh PostgreSQL schema.
@@ -198,7 +215,10 @@ where
     );
     with_schema(base, |schema| async move {
         let store = schema.store().await;
-        scenario(Console::start(store.into()).await).await.stop().await;
+        scenario(Console::start(store.into()).await)
+            .await
+            .stop()
+            .await;
     })
     .await;
 }
@@ -225,7 +245,11 @@ async fn every_page_for_every_role(app: Console) -> Console {
     assert_eq!(a.status, StatusCode::OK);
     assert!(a.body.contains("<html lang=\"zh-CN\">"), "{}", a.body);
     assert!(a.body.contains("name=\"token\""), "{}", a.body);
-    assert!(a.body.contains("<label for=\"token\">访问令牌</label>"), "{}", a.body);
+    assert!(
+        a.body.contains("<label for=\"token\">访问令牌</label>"),
+        "{}",
+        a.body
+    );
     for (path, _) in &PAGES[1..] {
         let a = app.get(path, None).await;
         assert_eq!(a.status, StatusCode::SEE_OTHER, "{path} signed out");
@@ -235,7 +259,12 @@ async fn every_page_for_every_role(app: Console) -> Console {
         let cookie = app.sign_in(account).await;
         for (path, want) in PAGES {
             let a = app.get(path, Some(&cookie)).await;
-            assert_eq!(a.status.as_u16(), want[i], "{path} as {account}: {}", a.body);
+            assert_eq!(
+                a.status.as_u16(),
+                want[i],
+                "{path} as {account}: {}",
+                a.body
+            );
             if want[i] == 403 {
                 assert!(a.body.contains("此页面需要角色"), "{path}: {}", a.body);
                 continue;
@@ -253,13 +282,36 @@ async fn every_page_for_every_role(app: Console) -> Console {
             assert!(a.body.contains(w), "{w} missing in {}", a.body);
         }
     };
-    has(&app.get("/", Some(&cookie)).await, &["data-live=\"/overview/live\"", "bus_led", "消息代理", "数据库", "<th scope=\"row\">bus</th>"]);
-    has(&app.get("/adsets", Some(&cookie)).await, &["/adsets/civility", "已批准"]);
-    has(&app.get("/adsets/civility/rev/1", Some(&cookie)).await, &["讲文明 树新风", "id=\"L1\""]);
-    has(&app.get("/displays?class=taxi_top", Some(&cookie)).await, &["taxi-1", "符合条件： 1 / 3"]);
-    has(&app.get("/displays/bus-1", Some(&cookie)).await, &["bus_led", "<th scope=\"row\">bus</th>"]);
+    has(
+        &app.get("/", Some(&cookie)).await,
+        &[
+            "data-live=\"/overview/live\"",
+            "bus_led",
+            "消息代理",
+            "数据库",
+            "<th scope=\"row\">bus</th>",
+        ],
+    );
+    has(
+        &app.get("/adsets", Some(&cookie)).await,
+        &["/adsets/civility", "已批准"],
+    );
+    has(
+        &app.get("/adsets/civility/rev/1", Some(&cookie)).await,
+        &["讲文明 树新风", "id=\"L1\""],
+    );
+    has(
+        &app.get("/displays?class=taxi_top", Some(&cookie)).await,
+        &["taxi-1", "符合条件： 1 / 3"],
+    );
+    has(
+        &app.get("/displays/bus-1", Some(&cookie)).await,
+        &["bus_led", "<th scope=\"row\">bus</th>"],
+    );
     let aud = app.sign_in("aud").await;
-    let plays = app.get("/audit/plays?group_by=class&from=2026-01-01", Some(&aud)).await;
+    let plays = app
+        .get("/audit/plays?group_by=class&from=2026-01-01", Some(&aud))
+        .await;
     has(&plays, &["<th scope=\"col\">class</th>", "合计"]);
     let bad = app.get("/audit/plays?group_by=nothing", Some(&aud)).await;
     has(&bad, &["group_by", "role=\"alert\""]);
@@ -272,7 +324,14 @@ async fn every_page_for_every_role(app: Console) -> Console {
 
 async fn sessions_end_as_they_should(app: Console) -> Console {
     let cookie = app.sign_in("op1").await;
-    let a = app.post("/signin", None, Some(ORIGIN), &[("token", &app.tokens["op1"])]).await;
+    let a = app
+        .post(
+            "/signin",
+            None,
+            Some(ORIGIN),
+            &[("token", &app.tokens["op1"])],
+        )
+        .await;
     let set = a.set_cookie().join("\n");
     for part in ["HttpOnly", "SameSite=Strict", "Path=/"] {
         assert!(set.contains(part), "{set}");
@@ -286,27 +345,55 @@ async fn sessions_end_as_they_should(app: Console) -> Console {
         .header("content-type", "application/x-www-form-urlencoded")
         .body(Body::from(format!("token={}", app.tokens["op1"])))
         .expect("request");
-    assert!(app.send(req).await.set_cookie().join("").contains("; Secure"));
+    assert!(app
+        .send(req)
+        .await
+        .set_cookie()
+        .join("")
+        .contains("; Secure"));
     // A wrong token: the form again, no cookie.
-    let a = app.post("/signin", None, Some(ORIGIN), &[("token", "cvc_wrong")]).await;
+    let a = app
+        .post("/signin", None, Some(ORIGIN), &[("token", "cvc_wrong")])
+        .await;
     assert_eq!(a.status, StatusCode::UNAUTHORIZED);
     assert!(a.set_cookie().is_empty());
     assert!(a.body.contains("令牌无效或已吊销"));
     // A sign-in posted from another site.
-    let a = app.post("/signin", None, Some("http://evil.example"), &[("token", &app.tokens["op1"])]).await;
+    let a = app
+        .post(
+            "/signin",
+            None,
+            Some("http://evil.example"),
+            &[("token", &app.tokens["op1"])],
+        )
+        .await;
     assert_eq!(a.status, StatusCode::FORBIDDEN);
     assert!(a.set_cookie().is_empty());
     // Unknown and foreign session ids are signed out.
-    for foreign in ["civicast_session=0000", "civicast_session=", &format!("civicast_session={}", app.tokens["op1"])] {
+    for foreign in [
+        "civicast_session=0000",
+        "civicast_session=",
+        &format!("civicast_session={}", app.tokens["op1"]),
+    ] {
         let a = app.get("/adsets", Some(foreign)).await;
         assert_eq!(a.status, StatusCode::SEE_OTHER, "{foreign}");
     }
     // Sign-out ends the session in the database, not only in the browser.
     let page = app.get("/adsets", Some(&cookie)).await;
-    let a = app.post("/signout", Some(&cookie), Some(ORIGIN), &[("csrf", &page.csrf())]).await;
+    let a = app
+        .post(
+            "/signout",
+            Some(&cookie),
+            Some(ORIGIN),
+            &[("csrf", &page.csrf())],
+        )
+        .await;
     assert_eq!(a.status, StatusCode::SEE_OTHER);
     assert!(a.set_cookie().join("").contains("Max-Age=0"));
-    assert_eq!(app.get("/adsets", Some(&cookie)).await.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        app.get("/adsets", Some(&cookie)).await.status,
+        StatusCode::SEE_OTHER
+    );
     // A revoked token's sessions end at once.
     let aud = app.sign_in("aud").await;
     assert_eq!(app.get("/adsets", Some(&aud)).await.status, StatusCode::OK);
@@ -318,7 +405,10 @@ async fn sessions_end_as_they_should(app: Console) -> Console {
         .expect("token")
         .id;
     assert!(app.store.revoke_token(id, 1).await.expect("revoke"));
-    assert_eq!(app.get("/adsets", Some(&aud)).await.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        app.get("/adsets", Some(&aud)).await.status,
+        StatusCode::SEE_OTHER
+    );
     // The demo's link: signs in when opened from outside any site, then drops the token.
     let link = format!("/?token={}", app.tokens["adm"]);
     let a = app.get(&link, None).await;
@@ -332,7 +422,10 @@ async fn sessions_end_as_they_should(app: Console) -> Console {
         .expect("request");
     let a = app.send(req).await;
     assert_eq!(a.status, StatusCode::OK);
-    assert!(a.set_cookie().is_empty(), "no sign-in from another site's link");
+    assert!(
+        a.set_cookie().is_empty(),
+        "no sign-in from another site's link"
+    );
     app
 }
 
@@ -348,57 +441,160 @@ async fn forged_posts_are_refused_and_uploads_follow_the_api(app: Console) -> Co
     let before = app.store.adset_histories().await.expect("histories").len();
     let a = app.upload(&op1, &csrf1, BROKEN, "toml").await;
     assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", a.body);
-    assert!(a.body.contains("href=\"#L7\""), "the problem links its line: {}", a.body);
-    assert!(a.body.contains("<tr id=\"L7\" class=\"bad\">"), "{}", a.body);
-    assert_eq!(app.store.adset_histories().await.expect("histories").len(), before);
+    assert!(
+        a.body.contains("href=\"#L7\""),
+        "the problem links its line: {}",
+        a.body
+    );
+    assert!(
+        a.body.contains("<tr id=\"L7\" class=\"bad\">"),
+        "{}",
+        a.body
+    );
+    assert_eq!(
+        app.store.adset_histories().await.expect("histories").len(),
+        before
+    );
     // The API says the same of the same text.
-    let (code, body) = common::call(&app.router, "POST", "/api/v1/adsets", Some(&app.tokens["op1"]), Some("application/toml"), BROKEN).await;
+    let (code, body) = common::call(
+        &app.router,
+        "POST",
+        "/api/v1/adsets",
+        Some(&app.tokens["op1"]),
+        Some("application/toml"),
+        BROKEN,
+    )
+    .await;
     assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(common::json(&body)["details"][0]["line"] == 7, "{body}");
     // A forged upload: no CSRF token, then another session's.
     let op2_csrf = app.get("/upload", Some(&op2)).await.csrf();
-    assert_eq!(app.upload(&op1, "", GOOD, "toml").await.status, StatusCode::FORBIDDEN);
-    assert_eq!(app.upload(&op1, &op2_csrf, GOOD, "toml").await.status, StatusCode::FORBIDDEN);
-    assert_eq!(app.store.adset_histories().await.expect("histories").len(), before);
+    assert_eq!(
+        app.upload(&op1, "", GOOD, "toml").await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        app.upload(&op1, &op2_csrf, GOOD, "toml").await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        app.store.adset_histories().await.expect("histories").len(),
+        before
+    );
     let a = app.upload(&op1, &csrf1, GOOD, "toml").await;
     assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
     assert!(a.body.contains("/adsets/second"), "{}", a.body);
     // Approval: never by the uploader, never forged or cross-site.
     let page = app.get("/adsets/second", Some(&op1)).await;
-    assert!(!page.body.contains("/adsets/second/approve"), "not offered to the uploader");
-    let own = app.post("/adsets/second/approve", Some(&op1), Some(ORIGIN), &[("csrf", &csrf1)]).await;
+    assert!(
+        !page.body.contains("/adsets/second/approve"),
+        "not offered to the uploader"
+    );
+    let own = app
+        .post(
+            "/adsets/second/approve",
+            Some(&op1),
+            Some(ORIGIN),
+            &[("csrf", &csrf1)],
+        )
+        .await;
     assert_eq!(own.status, StatusCode::FORBIDDEN, "{}", own.body);
     let page = app.get("/adsets/second", Some(&op2)).await;
-    assert!(page.body.contains("action=\"/adsets/second/approve\""), "{}", page.body);
+    assert!(
+        page.body.contains("action=\"/adsets/second/approve\""),
+        "{}",
+        page.body
+    );
     let csrf2 = page.csrf();
-    for (origin, csrf) in [(Some(ORIGIN), ""), (Some(ORIGIN), "0123"), (Some("http://evil.example"), csrf2.as_str()), (None, csrf2.as_str())] {
-        let a = app.post("/adsets/second/approve", Some(&op2), origin, &[("csrf", csrf)]).await;
+    for (origin, csrf) in [
+        (Some(ORIGIN), ""),
+        (Some(ORIGIN), "0123"),
+        (Some("http://evil.example"), csrf2.as_str()),
+        (None, csrf2.as_str()),
+    ] {
+        let a = app
+            .post(
+                "/adsets/second/approve",
+                Some(&op2),
+                origin,
+                &[("csrf", csrf)],
+            )
+            .await;
         assert_eq!(a.status, StatusCode::FORBIDDEN, "{origin:?} {csrf}");
     }
-    let h = app.store.adset_history("second").await.expect("read").expect("stored");
-    assert!(h.revisions[0].approved_by.is_none(), "nothing forged got through");
+    let h = app
+        .store
+        .adset_history("second")
+        .await
+        .expect("read")
+        .expect("stored");
+    assert!(
+        h.revisions[0].approved_by.is_none(),
+        "nothing forged got through"
+    );
     // An auditor may not approve even with a valid session and token.
     let aud = app.sign_in("aud").await;
     let aud_csrf = app.get("/adsets", Some(&aud)).await.csrf();
-    let a = app.post("/adsets/second/approve", Some(&aud), Some(ORIGIN), &[("csrf", &aud_csrf)]).await;
+    let a = app
+        .post(
+            "/adsets/second/approve",
+            Some(&aud),
+            Some(ORIGIN),
+            &[("csrf", &aud_csrf)],
+        )
+        .await;
     assert_eq!(a.status, StatusCode::FORBIDDEN);
-    let a = app.post("/adsets/second/approve", Some(&op2), Some(ORIGIN), &[("csrf", &csrf2)]).await;
+    let a = app
+        .post(
+            "/adsets/second/approve",
+            Some(&op2),
+            Some(ORIGIN),
+            &[("csrf", &csrf2)],
+        )
+        .await;
     assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
-    let h = app.store.adset_history("second").await.expect("read").expect("stored");
+    let h = app
+        .store
+        .adset_history("second")
+        .await
+        .expect("read")
+        .expect("stored");
     assert_eq!(h.revisions[0].approved_by.as_deref(), Some("op2"));
     let list = app.get("/adsets", Some(&op2)).await;
-    assert!(list.body.contains("op1") && list.body.contains("op2"), "uploader and approver");
+    assert!(
+        list.body.contains("op1") && list.body.contains("op2"),
+        "uploader and approver"
+    );
     // Retire, as the API does.
-    let a = app.post("/adsets/second/retire", Some(&op2), Some(ORIGIN), &[("csrf", &csrf2)]).await;
+    let a = app
+        .post(
+            "/adsets/second/retire",
+            Some(&op2),
+            Some(ORIGIN),
+            &[("csrf", &csrf2)],
+        )
+        .await;
     assert_eq!(a.status, StatusCode::SEE_OTHER);
-    let h = app.store.adset_history("second").await.expect("read").expect("stored");
+    let h = app
+        .store
+        .adset_history("second")
+        .await
+        .expect("read")
+        .expect("stored");
     assert!(h.retired.is_some());
     app
 }
 
 async fn english_on_request_and_assets_from_the_daemon(app: Console) -> Console {
     let cookie = app.sign_in("op1").await;
-    let a = app.post("/lang", Some(&cookie), Some(ORIGIN), &[("lang", "en"), ("back", "/adsets")]).await;
+    let a = app
+        .post(
+            "/lang",
+            Some(&cookie),
+            Some(ORIGIN),
+            &[("lang", "en"), ("back", "/adsets")],
+        )
+        .await;
     assert_eq!(a.status, StatusCode::SEE_OTHER);
     assert_eq!(a.location(), "/adsets");
     let lang = a.set_cookie().join("");
@@ -408,23 +604,48 @@ async fn english_on_request_and_assets_from_the_daemon(app: Console) -> Console 
     assert!(page.body.contains("<html lang=\"en\">"), "{}", page.body);
     assert!(page.body.contains("Ad sets") && page.body.contains("Sign out"));
     let signin = app.get("/", Some("civicast_lang=en")).await;
-    assert!(signin.body.contains("<label for=\"token\">Access token</label>"));
+    assert!(signin
+        .body
+        .contains("<label for=\"token\">Access token</label>"));
     // A link elsewhere is not followed back.
-    let a = app.post("/lang", None, Some(ORIGIN), &[("lang", "en"), ("back", "//evil.example/")]).await;
+    let a = app
+        .post(
+            "/lang",
+            None,
+            Some(ORIGIN),
+            &[("lang", "en"), ("back", "//evil.example/")],
+        )
+        .await;
     assert_eq!(a.location(), "/");
     // Every asset a page links is served from here, versioned and cached for long.
     let mut linked = 0;
-    for part in page.body.split("href=\"/assets/console/").skip(1).chain(app.get("/", Some(&cookie)).await.body.split("src=\"/assets/console/").skip(1)) {
+    for part in page.body.split("href=\"/assets/console/").skip(1).chain(
+        app.get("/", Some(&cookie))
+            .await
+            .body
+            .split("src=\"/assets/console/")
+            .skip(1),
+    ) {
         let url = format!("/assets/console/{}", &part[..part.find('"').expect("end")]);
         assert!(url.contains("?v="), "{url}");
         let a = app.get(&url, None).await;
         assert_eq!(a.status, StatusCode::OK, "{url}");
-        let cache = a.headers.get("cache-control").and_then(|v| v.to_str().ok()).unwrap_or("");
-        assert!(cache.contains("immutable") && cache.contains("max-age=31536000"), "{cache}");
+        let cache = a
+            .headers
+            .get("cache-control")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        assert!(
+            cache.contains("immutable") && cache.contains("max-age=31536000"),
+            "{cache}"
+        );
         linked += 1;
     }
     assert_eq!(linked, 3, "console.css, print.css, live.js");
-    assert!(!page.body.contains("http://") && !page.body.contains("https://"), "nothing from outside");
+    assert!(
+        !page.body.contains("http://") && !page.body.contains("https://"),
+        "nothing from outside"
+    );
     app
 }
 

@@ -193,8 +193,12 @@ impl Demo {
     async fn announce(&self, a: &DemoArgs) -> anyhow::Result<()> {
         let addr = self.app.mqtt_addr().context("embedded broker address")?;
         let http_addr = self.app.http_addr().context("HTTP API address")?;
-        let auditor = self.token("demo-auditor", crate::store::Role::Auditor).await?;
-        let operator = self.token("demo-operator", crate::store::Role::Operator).await?;
+        let auditor = self
+            .token("demo-auditor", crate::store::Role::Auditor)
+            .await?;
+        let operator = self
+            .token("demo-operator", crate::store::Role::Operator)
+            .await?;
         println!(
             "embedded MQTT broker: mqtt://{addr} (MQTT 3.1.1 and 5; outside displays may join)"
         );

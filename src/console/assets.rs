@@ -35,12 +35,19 @@ const FILES: &[(&str, &str, &[u8])] = &[
 const CACHE: &str = "public, max-age=31536000, immutable";
 
 fn sha256_hex(b: &[u8]) -> String {
-    Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect()
+    Sha256::digest(b)
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect()
 }
 
 /// Each file's version: the start of its SHA-256.
-static VERSIONS: LazyLock<Vec<String>> =
-    LazyLock::new(|| FILES.iter().map(|f| sha256_hex(f.2)[..12].to_owned()).collect());
+static VERSIONS: LazyLock<Vec<String>> = LazyLock::new(|| {
+    FILES
+        .iter()
+        .map(|f| sha256_hex(f.2)[..12].to_owned())
+        .collect()
+});
 
 /// The address of the embedded file `name`, versioned; the bare path for an unknown name
 /// (which then answers 404, and the tests catch it).

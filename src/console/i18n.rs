@@ -73,7 +73,7 @@ pub const fn key(k: &'static str) -> &'static str {
 
 /// The text of `key` in `lang`; the key itself when a catalog lacks it (the tests make
 /// sure none does).
-pub fn text<'a>(lang: Lang, key: &'a str) -> &'a str {
+pub fn text(lang: Lang, key: &str) -> &str {
     match catalog(lang).get(key) {
         Some(t) => t.as_str(),
         None => key,
@@ -137,8 +137,14 @@ mod tests {
         let used = used_keys();
         assert!(used.len() > 50, "found only {} keys in use", used.len());
         let known = keys(Lang::ZhCn);
-        let missing: Vec<_> = used.iter().filter(|k| !known.contains(k.as_str())).collect();
-        assert!(missing.is_empty(), "keys used but not in the catalogs: {missing:?}");
+        let missing: Vec<_> = used
+            .iter()
+            .filter(|k| !known.contains(k.as_str()))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "keys used but not in the catalogs: {missing:?}"
+        );
     }
 
     /// The words pages show by value (`Ctx::word`): every status and state.

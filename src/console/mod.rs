@@ -18,8 +18,8 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use crate::api::{ApiError, ApiState, MAX_BODY};
-use i18n::key;
 use crate::store::Role;
+use i18n::key;
 
 mod assets;
 pub mod i18n;
@@ -188,11 +188,8 @@ impl Ctx {
 pub fn html<T: Template>(page: &T) -> Response {
     match page.render() {
         Ok(body) => {
-            let mut r = (
-                [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-                body,
-            )
-                .into_response();
+            let mut r =
+                ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response();
             let h = r.headers_mut();
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             h.insert(
@@ -202,8 +199,14 @@ pub fn html<T: Template>(page: &T) -> Response {
                 ),
             );
             h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-            h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
-            h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+            h.insert(
+                header::REFERRER_POLICY,
+                HeaderValue::from_static("same-origin"),
+            );
+            h.insert(
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            );
             r
         }
         Err(e) => {

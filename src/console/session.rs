@@ -45,10 +45,13 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// Whether the request reached the console over TLS, as a proxy in front says.
 pub fn over_tls(headers: &HeaderMap) -> bool {
     let first = |h: header::HeaderName| {
-        headers
-            .get(h)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.split(',').next().unwrap_or("").trim().to_ascii_lowercase())
+        headers.get(h).and_then(|v| v.to_str().ok()).map(|v| {
+            v.split(',')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
     };
     if first(header::HeaderName::from_static("x-forwarded-proto")).as_deref() == Some("https") {
         return true;
@@ -104,7 +107,11 @@ pub fn csrf_of(sid: &str) -> String {
 
 /// Compares in time independent of where the first difference is.
 fn same_secret(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 /// The `Set-Cookie` value of a session; `max_age_s` 0 removes the cookie.
@@ -113,7 +120,8 @@ pub fn session_cookie(sid: &str, max_age_s: i64, tls: bool) -> HeaderValue {
     let v = format!(
         "{SESSION_COOKIE}={sid}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age_s}{secure}"
     );
-    HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static("civicast_session=; Max-Age=0"))
+    HeaderValue::from_str(&v)
+        .unwrap_or_else(|_| HeaderValue::from_static("civicast_session=; Max-Age=0"))
 }
 
 /// The `Set-Cookie` value of the language choice (a year; not secret, so readable).
@@ -255,7 +263,10 @@ mod tests {
 
     #[test]
     fn cookies_are_found_by_name_among_several() {
-        let h = headers(&[("cookie", "a=1; civicast_session=abc ; b=2"), ("cookie", "c=3")]);
+        let h = headers(&[
+            ("cookie", "a=1; civicast_session=abc ; b=2"),
+            ("cookie", "c=3"),
+        ]);
         assert_eq!(cookie(&h, SESSION_COOKIE), Some("abc"));
         assert_eq!(cookie(&h, "c"), Some("3"));
         assert_eq!(cookie(&h, "civicast"), None);
@@ -264,10 +275,22 @@ mod tests {
     #[test]
     fn only_the_own_host_counts_as_the_same_origin() {
         let host = ("host", "127.0.0.1:8080");
-        assert!(same_origin(&headers(&[host, ("origin", "http://127.0.0.1:8080")])));
-        assert!(same_origin(&headers(&[host, ("referer", "http://127.0.0.1:8080/adsets?x=1")])));
-        assert!(!same_origin(&headers(&[host, ("origin", "http://evil.example")])));
-        assert!(!same_origin(&headers(&[host, ("origin", "http://127.0.0.1:8081")])));
+        assert!(same_origin(&headers(&[
+            host,
+            ("origin", "http://127.0.0.1:8080")
+        ])));
+        assert!(same_origin(&headers(&[
+            host,
+            ("referer", "http://127.0.0.1:8080/adsets?x=1")
+        ])));
+        assert!(!same_origin(&headers(&[
+            host,
+            ("origin", "http://evil.example")
+        ])));
+        assert!(!same_origin(&headers(&[
+            host,
+            ("origin", "http://127.0.0.1:8081")
+        ])));
         assert!(!same_origin(&headers(&[host, ("origin", "null")])));
         assert!(!same_origin(&headers(&[host])), "neither header");
         assert!(!same_origin(&headers(&[
@@ -285,12 +308,21 @@ mod tests {
     #[test]
     fn tls_is_what_the_proxy_says() {
         assert!(over_tls(&headers(&[("x-forwarded-proto", "https")])));
-        assert!(over_tls(&headers(&[("forwarded", "for=1.2.3.4;proto=https")])));
+        assert!(over_tls(&headers(&[(
+            "forwarded",
+            "for=1.2.3.4;proto=https"
+        )])));
         assert!(!over_tls(&headers(&[("x-forwarded-proto", "http")])));
         assert!(!over_tls(&headers(&[])));
         let c = session_cookie("abc", 60, true);
         let c = c.to_str().expect("ascii");
-        for part in ["HttpOnly", "SameSite=Strict", "Path=/", "Secure", "Max-Age=60"] {
+        for part in [
+            "HttpOnly",
+            "SameSite=Strict",
+            "Path=/",
+            "Secure",
+            "Max-Age=60",
+        ] {
             assert!(c.contains(part), "{c}");
         }
         let plain = session_cookie("abc", 60, false);

@@ -39,7 +39,8 @@ fn lite(sql: &str) -> String {
     sql.replace('$', "?")
 }
 
-const SESSION_BY_HASH: &str = "SELECT t.id, t.name, t.role, t.created_at, t.revoked_at, s.expires_at
+const SESSION_BY_HASH: &str =
+    "SELECT t.id, t.name, t.role, t.created_at, t.revoked_at, s.expires_at
      FROM console_sessions s JOIN tokens t ON t.id = s.token
      WHERE s.hash = $1 AND s.expires_at > $2 AND t.revoked_at IS NULL";
 
@@ -159,8 +160,16 @@ impl Db {
     pub async fn delete_session(&self, hash: &str) -> Result<bool> {
         let sql = "DELETE FROM console_sessions WHERE hash = $1";
         let n = match self {
-            Db::Sqlite(s) => sqlx::query(&lite(sql)).bind(hash).execute(s.pool()).await?.rows_affected(),
-            Db::Postgres(s) => sqlx::query(sql).bind(hash).execute(s.pool()).await?.rows_affected(),
+            Db::Sqlite(s) => sqlx::query(&lite(sql))
+                .bind(hash)
+                .execute(s.pool())
+                .await?
+                .rows_affected(),
+            Db::Postgres(s) => sqlx::query(sql)
+                .bind(hash)
+                .execute(s.pool())
+                .await?
+                .rows_affected(),
         };
         Ok(n > 0)
     }
@@ -170,8 +179,16 @@ impl Db {
         let sql = "DELETE FROM console_sessions WHERE expires_at <= $1
              OR token IN (SELECT id FROM tokens WHERE revoked_at IS NOT NULL)";
         Ok(match self {
-            Db::Sqlite(s) => sqlx::query(&lite(sql)).bind(now_ms).execute(s.pool()).await?.rows_affected(),
-            Db::Postgres(s) => sqlx::query(sql).bind(now_ms).execute(s.pool()).await?.rows_affected(),
+            Db::Sqlite(s) => sqlx::query(&lite(sql))
+                .bind(now_ms)
+                .execute(s.pool())
+                .await?
+                .rows_affected(),
+            Db::Postgres(s) => sqlx::query(sql)
+                .bind(now_ms)
+                .execute(s.pool())
+                .await?
+                .rows_affected(),
         })
     }
 

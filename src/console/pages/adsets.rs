@@ -150,7 +150,11 @@ pub async fn revision(
     c.require(api::READERS)?;
     let h = history(&st, &c, &id).await?;
     let set = set_line(&h, st.shared.current().timezone);
-    let found = h.revisions.iter().zip(set.revisions).find(|(r, _)| r.rev == rev);
+    let found = h
+        .revisions
+        .iter()
+        .zip(set.revisions)
+        .find(|(r, _)| r.rev == rev);
     let Some((r, line)) = found else {
         return Err(c.fail(
             StatusCode::NOT_FOUND,
@@ -158,7 +162,12 @@ pub async fn revision(
             format!("{} {id} r{rev}", c.t("adsets.none_such")),
         ));
     };
-    let lines = r.body.lines().enumerate().map(|(i, l)| (i + 1, l.to_owned())).collect();
+    let lines = r
+        .body
+        .lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.to_owned()))
+        .collect();
     Ok(html(&RevisionPage {
         c: &c,
         id,
@@ -186,8 +195,14 @@ pub fn diff_lines(a: &str, b: &str) -> Vec<DiffLine> {
                 ChangeTag::Insert => "added",
                 ChangeTag::Delete => "removed",
             },
-            old: ch.old_index().map(|i| (i + 1).to_string()).unwrap_or_default(),
-            new: ch.new_index().map(|i| (i + 1).to_string()).unwrap_or_default(),
+            old: ch
+                .old_index()
+                .map(|i| (i + 1).to_string())
+                .unwrap_or_default(),
+            new: ch
+                .new_index()
+                .map(|i| (i + 1).to_string())
+                .unwrap_or_default(),
             text: ch.value().trim_end_matches(['\n', '\r']).to_owned(),
         })
         .collect()
@@ -222,7 +237,12 @@ pub async fn diff(
     let latest = h.revisions.last().map_or(0, |r| r.rev);
     let to = q.to.unwrap_or(latest);
     let from = q.from.unwrap_or(to - 1);
-    let body = |n: i64| h.revisions.iter().find(|r| r.rev == n).map(|r| r.body.as_str());
+    let body = |n: i64| {
+        h.revisions
+            .iter()
+            .find(|r| r.rev == n)
+            .map(|r| r.body.as_str())
+    };
     let (Some(a), Some(b)) = (body(from), body(to)) else {
         return Err(c.fail(
             StatusCode::NOT_FOUND,
@@ -281,7 +301,10 @@ mod tests {
     #[test]
     fn a_diff_numbers_old_and_new_lines() {
         let d = diff_lines("a\nb\nc\n", "a\nB\nc\nd\n");
-        let kinds: Vec<_> = d.iter().map(|l| (l.kind, l.old.as_str(), l.new.as_str(), l.text.as_str())).collect();
+        let kinds: Vec<_> = d
+            .iter()
+            .map(|l| (l.kind, l.old.as_str(), l.new.as_str(), l.text.as_str()))
+            .collect();
         assert_eq!(
             kinds,
             vec![

@@ -112,7 +112,12 @@ pub async fn list(
                 district: a("district"),
                 operator: a("operator"),
                 online: online_word(o),
-                feeds: cat.feeds_of(d).iter().map(|f| f.to_string()).collect::<Vec<_>>().join(", "),
+                feeds: cat
+                    .feeds_of(d)
+                    .iter()
+                    .map(|f| f.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
             });
         }
     }
@@ -198,12 +203,24 @@ pub async fn show(
         ));
     };
     let fail = |e: crate::store::StoreError| c.api_failure(e.into());
-    let presence = st.store.device_presence(&id, HISTORY_ROWS).await.map_err(fail)?;
-    let receipts = st.store.device_receipts(&id, HISTORY_ROWS).await.map_err(fail)?;
+    let presence = st
+        .store
+        .device_presence(&id, HISTORY_ROWS)
+        .await
+        .map_err(fail)?;
+    let receipts = st
+        .store
+        .device_receipts(&id, HISTORY_ROWS)
+        .await
+        .map_err(fail)?;
     Ok(html(&ShowPage {
         c: &c,
         class: d.class.to_string(),
-        attrs: d.attrs.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
+        attrs: d
+            .attrs
+            .iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
         online: online_word(st.shared.online_names().get(id.as_str()).copied()),
         feeds: feeds_now(&st, d),
         presence: presence

@@ -120,7 +120,13 @@ fn feeds(st: &ApiState) -> Vec<FeedLine> {
             members: c.members(f).count(),
             current: last.get(f.id.as_str()).map(|p| {
                 let issued = local_time(p.issued_at.timestamp_millis(), c.timezone);
-                (p.adset.clone(), p.rev, p.slogan.clone(), p.text.clone(), issued)
+                (
+                    p.adset.clone(),
+                    p.rev,
+                    p.slogan.clone(),
+                    p.text.clone(),
+                    issued,
+                )
             }),
         })
         .collect()
@@ -167,7 +173,11 @@ pub async fn page(
         if from_outside(&headers) {
             return Ok(signin::open_session(&st, &c, &token).await);
         }
-        return Ok(signin::sign_in_page(&c, StatusCode::OK, key("signin.link_refused")));
+        return Ok(signin::sign_in_page(
+            &c,
+            StatusCode::OK,
+            key("signin.link_refused"),
+        ));
     }
     if c.viewer.is_none() {
         return Ok(signin::sign_in_page(&c, StatusCode::OK, ""));

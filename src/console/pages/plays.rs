@@ -31,7 +31,10 @@ fn text(o: &Option<String>) -> String {
     o.clone().unwrap_or_default()
 }
 
-async fn answer(st: &ApiState, p: &PlaysParams) -> Result<(PlaysQuery, Vec<crate::core::audit::PlaysRow>), ApiError> {
+async fn answer(
+    st: &ApiState,
+    p: &PlaysParams,
+) -> Result<(PlaysQuery, Vec<crate::core::audit::PlaysRow>), ApiError> {
     let c = st.shared.current();
     let q = PlaysQuery::parse(p, c.timezone)?;
     crate::reports::check_plays_names(&q, &c)?;
@@ -53,7 +56,9 @@ pub async fn page(
     let mut page = PlaysPage {
         c: &c,
         p: PlaysParams {
-            group_by: Some(text(&p.group_by)).filter(|g| !g.is_empty()).or(Some("class".into())),
+            group_by: Some(text(&p.group_by))
+                .filter(|g| !g.is_empty())
+                .or(Some("class".into())),
             ..p.clone()
         },
         columns: Vec::new(),

@@ -67,8 +67,10 @@ pub async fn open_session(st: &ApiState, c: &Ctx, token: &str) -> Response {
         header::SET_COOKIE,
         session::session_cookie(&sid, SESSION_HOURS * 3600, c.tls),
     );
-    r.headers_mut()
-        .insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    r.headers_mut().insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     r
 }
 

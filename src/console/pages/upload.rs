@@ -109,7 +109,10 @@ pub async fn submit(
             *r.status_mut() = StatusCode::CREATED;
             Ok(r)
         }
-        Err(e) if e.status == StatusCode::UNPROCESSABLE_ENTITY || e.status == StatusCode::BAD_REQUEST => {
+        Err(e)
+            if e.status == StatusCode::UNPROCESSABLE_ENTITY
+                || e.status == StatusCode::BAD_REQUEST =>
+        {
             page.lines = marked_lines(&text, &e.details);
             page.text = text;
             page.json = json;
