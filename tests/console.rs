@@ -484,7 +484,14 @@ async fn forged_posts_are_refused_and_uploads_follow_the_api(app: Console) -> Co
     let a = app.upload(&op1, &csrf1, GOOD, "toml").await;
     assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
     assert!(a.body.contains("/adsets/second"), "{}", a.body);
-    // Approval: never by the uploader, never forged or cross-site.
+    approvals_follow_the_api(app).await
+}
+
+/// After `second` was uploaded by op1: approval by op2 only, never forged or cross-site.
+async fn approvals_follow_the_api(app: Console) -> Console {
+    let op1 = app.sign_in("op1").await;
+    let op2 = app.sign_in("op2").await;
+    let csrf1 = app.get("/adsets", Some(&op1)).await.csrf();
     let page = app.get("/adsets/second", Some(&op1)).await;
     assert!(
         !page.body.contains("/adsets/second/approve"),
