@@ -91,6 +91,10 @@ pub async fn submit(
     c: Ctx,
     m: Multipart,
 ) -> Result<Response, Failure> {
+    if !c.same_origin || !c.may(api::OPERATOR) {
+        // Refused before the body is read, with the answer `require_post` gives.
+        c.require_post(api::OPERATOR, c.csrf())?;
+    }
     let sent = read_form(&c, m).await?;
     let who = c.require_post(api::OPERATOR, &sent.csrf)?.token.clone();
     // A file wins over pasted text; its name says JSON or TOML.
