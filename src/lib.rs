@@ -34,6 +34,7 @@
 //!   [`daemon::FileWatcher`], [`daemon::Pruner`]); the state they share
 //!   ([`daemon::state::Shared`]).
 //! - [`api`]: the HTTP API: tokens and roles, ad sets, inventory, audit routes.
+//! - [`console`]: the web console at `/`: sessions, pages in Chinese and English, embedded assets.
 //! - [`reports`]: the audit reports as users ask for them (the store read, the core's
 //!   arithmetic, the answer's shape), shared by the API and the command line;
 //!   [`reports::format`] writes CSV and terminal tables.
@@ -45,6 +46,7 @@
 pub mod api;
 pub mod city;
 pub mod cli;
+pub mod console;
 pub mod core;
 pub mod daemon;
 pub mod files;

@@ -508,6 +508,18 @@ fn the_demo_keeps_its_logs_in_a_file_and_the_terminal_for_progress_and_summary()
     assert!(log_lines(&err).is_empty(), "log lines on stderr: {err}");
     assert!(err.contains("online "), "the progress line: {err}");
     assert!(out.contains("plays published"), "the summary: {out}");
+    // The console's address and a sign-in link for each role.
+    let console = out
+        .lines()
+        .find_map(|l| l.strip_prefix("console: "))
+        .unwrap_or_else(|| panic!("no console line: {out}"));
+    for role in ["an operator", "an auditor"] {
+        let line = out
+            .lines()
+            .find(|l| l.contains(&format!("sign in as {role}:")))
+            .unwrap_or_else(|| panic!("no link for {role}: {out}"));
+        assert!(line.contains(&format!("{console}?token=cvc_")), "{line}");
+    }
     let text = std::fs::read_to_string(&log).expect("the demo's log");
     assert!(text.contains("embedded MQTT broker listening"), "{text}");
 

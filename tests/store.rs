@@ -2531,6 +2531,118 @@ async fn urgent_messages<S: UrgentStore + Store + Exec>(s: S) {
 // ---------------------------------------------------------------------------------------
 // Entry points: SQLite always, PostgreSQL with CIVICAST_TEST_PG
 
+/// The console's sessions (ended by expiry, by revocation of their token, by sign-out) and
+/// one display's presence and receipts, newest first.
+async fn console_reads<S: ApiStore + Into<civicast::store::Db>>(s: S) {
+    let c = city(&s).await;
+    let op = s
+        .create_token("op", Role::Operator, "hash-op", 0)
+        .await
+        .expect("token");
+    let db: civicast::store::Db = s.into();
+    db.create_session("sess-1", op, 1_000, 5_000)
+        .await
+        .expect("session");
+    db.create_session("sess-2", op, 1_000, 9_000)
+        .await
+        .expect("session");
+    let got = db
+        .session("sess-1", 4_999)
+        .await
+        .expect("read")
+        .expect("live");
+    assert_eq!(
+        (got.token.name.as_str(), got.token.role, got.expires_ms),
+        ("op", Role::Operator, 5_000)
+    );
+    assert!(
+        db.session("sess-1", 5_000).await.expect("read").is_none(),
+        "ended at its expiry"
+    );
+    assert!(db.session("nobody", 0).await.expect("read").is_none());
+    assert_eq!(
+        db.prune_sessions(5_000).await.expect("prune"),
+        1,
+        "the ended one"
+    );
+    assert!(db.delete_session("sess-2").await.expect("delete"));
+    assert!(!db.delete_session("sess-2").await.expect("again"));
+    db.create_session("sess-3", op, 1_000, 9_000)
+        .await
+        .expect("session");
+    assert!(db.revoke_token(op, 2_000).await.expect("revoke"));
+    assert!(
+        db.session("sess-3", 2_001).await.expect("read").is_none(),
+        "revoked token"
+    );
+    assert_eq!(
+        db.prune_sessions(2_001).await.expect("prune"),
+        1,
+        "the revoked one"
+    );
+
+    let p1 = play(&db, "p1", Some(c.bus), None, c.x, 10_000).await;
+    let p2 = play(&db, "p2", None, Some(c.a), c.y, 20_000).await;
+    let ev = |online, at_ms| PresenceEvent {
+        device: c.a,
+        online,
+        at_ms,
+    };
+    db.commit_batch(&Batch {
+        receipts: vec![
+            receipt(c.a, &p1, 10_500, Status::Played),
+            receipt(c.a, &p2, 20_500, Status::Skipped),
+            receipt(c.b, &p1, 10_600, Status::Played),
+        ],
+        presence: vec![ev(true, 100), ev(false, 200), ev(true, 300)],
+        ..Batch::default()
+    })
+    .await
+    .expect("batch");
+    let r = db.device_receipts("a", 10).await.expect("receipts");
+    let seen: Vec<_> = r
+        .iter()
+        .map(|r| {
+            (
+                r.play_id.as_str(),
+                r.feed.as_deref(),
+                r.slogan.as_str(),
+                r.started_ms,
+                r.status,
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("p2", None, "y", 20_500, Status::Skipped),
+            ("p1", Some("bus"), "x", 10_500, Status::Played)
+        ]
+    );
+    assert_eq!(r[0].duration_ms, 8_000);
+    assert_eq!(db.device_receipts("a", 1).await.expect("one").len(), 1);
+    assert!(db
+        .device_receipts("nobody", 10)
+        .await
+        .expect("none")
+        .is_empty());
+    let spans: Vec<_> = db
+        .device_presence("a", 10)
+        .await
+        .expect("presence")
+        .iter()
+        .map(|s| (s.since_ms, s.until_ms))
+        .collect();
+    assert_eq!(spans, vec![(300, None), (100, Some(200))]);
+    assert_eq!(
+        db.plays_issued_between(10_000, 20_000)
+            .await
+            .expect("count"),
+        1
+    );
+    assert_eq!(db.plays_issued_between(0, 30_000).await.expect("count"), 2);
+}
+
 /// Runs each store test, written once over any backend, on both: `name::sqlite` always,
 /// `name::postgres` ignored by default, run by `--include-ignored`, and then failing (not
 /// skipping) without CIVICAST_TEST_PG.
@@ -2552,6 +2664,7 @@ macro_rules! both_backends {
 
 both_backends!(
     class_and_zone_changes,
+    console_reads,
     inventory,
     plays,
     receipts_once,

@@ -525,7 +525,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(crate::console::router(state))
 }
 
 /// Serves until `shutdown`, then drains requests in flight.
@@ -542,7 +543,15 @@ pub async fn serve(
 /// How long `/healthz` waits for the database to answer a trivial query.
 const HEALTH_PING: std::time::Duration = std::time::Duration::from_secs(1);
 
-async fn healthz(State(st): State<Arc<ApiState>>) -> Response {
+/// The broker's and the database's health now, as `/healthz` and the console report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Health {
+    pub broker: bool,
+    pub database: bool,
+}
+
+/// Whether the daemon's MQTT session is up and the database answers.
+pub async fn health(st: &ApiState) -> Health {
     let m = &st.shared.metrics();
     let broker = m.broker_connected.load(Ordering::Relaxed);
     // The last write's outcome says nothing while no write ends (a pool waiting 5 s for a
@@ -550,7 +559,14 @@ async fn healthz(State(st): State<Arc<ApiState>>) -> Response {
     let answers = tokio::time::timeout(HEALTH_PING, st.store.ping())
         .await
         .is_ok_and(|r| r.is_ok());
-    let database = answers && m.database_healthy();
+    Health {
+        broker,
+        database: answers && m.database_healthy(),
+    }
+}
+
+async fn healthz(State(st): State<Arc<ApiState>>) -> Response {
+    let Health { broker, database } = health(&st).await;
     let ok = broker && database;
     let body = json!({
         "status": if ok { "ok" } else { "degraded" },
@@ -707,6 +723,30 @@ async fn upload(
             format!("not UTF-8: {}", e.utf8_error()),
         )
     })?;
+    let u = store_upload(&st, &who, text, json).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"id": u.id, "rev": u.rev, "status": "pending", "uploaded_by": who.name, "warnings": u.warnings})),
+    )
+        .into_response())
+}
+
+/// A stored upload: the ad set, its new revision (pending) and the warnings.
+#[derive(Debug, Clone)]
+pub struct Uploaded {
+    pub id: String,
+    pub rev: i64,
+    pub warnings: Vec<String>,
+}
+
+/// Checks an upload ([`check_upload`], on the blocking pool) and, when it has no error,
+/// stores it as a pending revision by `who`; the API and the console both upload this way.
+pub async fn store_upload(
+    st: &Arc<ApiState>,
+    who: &TokenRow,
+    text: String,
+    json: bool,
+) -> Result<Uploaded, ApiError> {
     let (st2, text) = (st.clone(), Arc::new(text));
     let checked = text.clone();
     let (id, warnings) = st
@@ -734,12 +774,8 @@ async fn upload(
         )
         .await?;
     // A re-upload may un-retire the set: what plays must be recomputed either way.
-    refresh(&st).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({"id": id, "rev": rev, "status": "pending", "uploaded_by": who.name, "warnings": warnings})),
-    )
-        .into_response())
+    refresh(st).await?;
+    Ok(Uploaded { id, rev, warnings })
 }
 
 fn ms_text(ms: Option<i64>, tz: chrono_tz::Tz) -> Option<String> {
@@ -747,7 +783,17 @@ fn ms_text(ms: Option<i64>, tz: chrono_tz::Tz) -> Option<String> {
         .map(|t| t.with_timezone(&tz).to_rfc3339())
 }
 
-fn history_json(h: &AdSetHistory, tz: chrono_tz::Tz, bodies: bool) -> serde_json::Value {
+/// What an ad set's history says of it and of each revision, as the API answers and the
+/// console shows: the set's status, each revision's status in order, and the revision that
+/// plays (None when retired or never approved).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Statuses {
+    pub status: &'static str,
+    pub revisions: Vec<&'static str>,
+    pub playing_rev: Option<i64>,
+}
+
+pub fn statuses(h: &AdSetHistory) -> Statuses {
     let approved = h
         .revisions
         .iter()
@@ -762,11 +808,11 @@ fn history_json(h: &AdSetHistory, tz: chrono_tz::Tz, bodies: bool) -> serde_json
     } else {
         "pending"
     };
-    let revisions: Vec<serde_json::Value> = h
+    let revisions = h
         .revisions
         .iter()
         .map(|r| {
-            let rstatus = if h.retired.is_some() && Some(r.rev) == approved {
+            if h.retired.is_some() && Some(r.rev) == approved {
                 "retired"
             } else if Some(r.rev) == approved {
                 "approved"
@@ -776,7 +822,24 @@ fn history_json(h: &AdSetHistory, tz: chrono_tz::Tz, bodies: bool) -> serde_json
                 "pending"
             } else {
                 "superseded"
-            };
+            }
+        })
+        .collect();
+    Statuses {
+        status,
+        revisions,
+        playing_rev: if h.retired.is_some() { None } else { approved },
+    }
+}
+
+fn history_json(h: &AdSetHistory, tz: chrono_tz::Tz, bodies: bool) -> serde_json::Value {
+    let st = statuses(h);
+    let latest = h.revisions.last().map(|r| r.rev);
+    let revisions: Vec<serde_json::Value> = h
+        .revisions
+        .iter()
+        .zip(&st.revisions)
+        .map(|(r, rstatus)| {
             let mut v = json!({
                 "rev": r.rev, "status": rstatus, "origin": r.origin, "format": r.format,
                 "uploaded_by": r.uploaded_by, "uploaded_at": ms_text(Some(r.uploaded_ms), tz),
@@ -789,7 +852,7 @@ fn history_json(h: &AdSetHistory, tz: chrono_tz::Tz, bodies: bool) -> serde_json
         })
         .collect();
     json!({
-        "id": h.adset, "status": status, "latest_rev": latest, "playing_rev": if h.retired.is_some() { None } else { approved },
+        "id": h.adset, "status": st.status, "latest_rev": latest, "playing_rev": st.playing_rev,
         "retired_by": h.retired.as_ref().map(|r| r.by.clone()),
         "retired_at": ms_text(h.retired.as_ref().map(|r| r.at_ms), tz),
         "revisions": revisions,
@@ -823,17 +886,19 @@ async fn show_adset(
     }
 }
 
-async fn approve(
-    State(st): State<Arc<ApiState>>,
-    Extension(who): Extension<TokenRow>,
-    ApiPath(id): ApiPath,
-) -> Result<Response, ApiError> {
+/// Approves the latest revision of `id` as `who` and recomputes what plays: the revision
+/// approved and whether it plays now. A refusal (`StoreError::Refused`) becomes 404, 403 or
+/// 409 by `From<ApproveError>`. The API and the console both approve this way.
+pub async fn approve_adset(
+    st: &ApiState,
+    who: &TokenRow,
+    id: &str,
+) -> Result<(Revision, bool), ApiError> {
     let now = st.clock.now().timestamp_millis();
-    // A refusal (`StoreError::Refused`) becomes 404, 403 or 409 by `From<ApproveError>`.
     let rev = st
         .store
         .approve_latest(
-            &id,
+            id,
             &Approver {
                 token: Some(who.id),
                 name: &who.name,
@@ -842,13 +907,35 @@ async fn approve(
             now,
         )
         .await?;
-    refresh(&st).await?;
+    refresh(st).await?;
     let playing = st
         .shared
         .current()
         .adsets
         .iter()
         .any(|a| a.id.as_str() == id && a.rev == rev.rev);
+    Ok((rev, playing))
+}
+
+/// Retires `id` as `who` and recomputes what plays; 404 when there is no such ad set.
+pub async fn retire_adset(st: &ApiState, who: &TokenRow, id: &str) -> Result<(), ApiError> {
+    let now = st.clock.now().timestamp_millis();
+    if !st.store.retire(id, &who.name, now).await? {
+        return Err(ApiError::field(
+            StatusCode::NOT_FOUND,
+            "id",
+            format!("no ad set {id:?}"),
+        ));
+    }
+    refresh(st).await
+}
+
+async fn approve(
+    State(st): State<Arc<ApiState>>,
+    Extension(who): Extension<TokenRow>,
+    ApiPath(id): ApiPath,
+) -> Result<Response, ApiError> {
+    let (rev, playing) = approve_adset(&st, &who, &id).await?;
     Ok(Json(json!({"id": id, "rev": rev.rev, "status": "approved", "approved_by": who.name, "playing": playing}))
         .into_response())
 }
@@ -858,15 +945,7 @@ async fn retire(
     Extension(who): Extension<TokenRow>,
     ApiPath(id): ApiPath,
 ) -> Result<Response, ApiError> {
-    let now = st.clock.now().timestamp_millis();
-    if !st.store.retire(&id, &who.name, now).await? {
-        return Err(ApiError::field(
-            StatusCode::NOT_FOUND,
-            "id",
-            format!("no ad set {id:?}"),
-        ));
-    }
-    refresh(&st).await?;
+    retire_adset(&st, &who, &id).await?;
     Ok(Json(json!({"id": id, "status": "retired", "retired_by": who.name})).into_response())
 }
 

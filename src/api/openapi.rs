@@ -719,7 +719,7 @@ pub fn build() -> Value {
     json!({
         "openapi": "3.1.0",
         "info": {"title": "civicast", "version": env!("CARGO_PKG_VERSION"),
-                 "description": "Keeps public-service slogans rotating on a city's displays and proves every play. Every call but GET /healthz and GET /metrics needs Authorization: Bearer <token>; this document too."},
+                 "description": "Keeps public-service slogans rotating on a city's displays and proves every play. Every call but GET /healthz and GET /metrics needs Authorization: Bearer <token>; this document too. The web console (HTML, outside this document) answers at / on the same listener, signed in with the same tokens."},
         "paths": paths,
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},

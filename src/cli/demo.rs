@@ -175,24 +175,40 @@ struct Demo {
 }
 
 impl Demo {
-    /// Prints where to connect and a token to try the API with.
+    /// A new token of `role` named `name`, stored; the token itself.
+    async fn token(&self, name: &str, role: crate::store::Role) -> anyhow::Result<String> {
+        let token = crate::api::new_token();
+        self.store
+            .create_token(
+                name,
+                role,
+                &crate::api::token_hash(&token),
+                chrono::Utc::now().timestamp_millis(),
+            )
+            .await?;
+        Ok(token)
+    }
+
+    /// Prints where to connect, the console's address and a token of each role to try.
     async fn announce(&self, a: &DemoArgs) -> anyhow::Result<()> {
         let addr = self.app.mqtt_addr().context("embedded broker address")?;
         let http_addr = self.app.http_addr().context("HTTP API address")?;
-        let auditor = crate::api::new_token();
-        self.store
-            .create_token(
-                "demo-auditor",
-                crate::store::Role::Auditor,
-                &crate::api::token_hash(&auditor),
-                chrono::Utc::now().timestamp_millis(),
-            )
+        let auditor = self
+            .token("demo-auditor", crate::store::Role::Auditor)
+            .await?;
+        let operator = self
+            .token("demo-operator", crate::store::Role::Operator)
             .await?;
         println!(
             "embedded MQTT broker: mqtt://{addr} (MQTT 3.1.1 and 5; outside displays may join)"
         );
         println!("HTTP API: http://{http_addr}/api/v1 (auditor token: {auditor})");
         println!("  curl -H 'Authorization: Bearer {auditor}' 'http://{http_addr}/api/v1/audit/plays?group_by=class'");
+        // The links sign in once opened from outside a site, then the console redirects to
+        // `/` so the token leaves the address bar (src/console/pages/signin.rs).
+        println!("console: http://{http_addr}/");
+        println!("  sign in as an operator: http://{http_addr}/?token={operator}");
+        println!("  sign in as an auditor:  http://{http_addr}/?token={auditor}");
         println!("database: {}", self.settings.database);
         println!(
             "{} displays powering on at {} a second; speed x{}",

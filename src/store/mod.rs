@@ -6,6 +6,7 @@
 //! Owns: SQL and migrations. Must not touch: MQTT (the daemon acknowledges receipts only
 //! after `commit_batch` returns), rotation or approval decisions (`core` makes them), HTTP.
 
+pub mod console;
 mod db;
 pub mod postgres;
 pub mod rollups;
@@ -21,6 +22,7 @@ use std::future::Future;
 
 use crate::core::audit::{PlaysQuery, PlaysRow};
 
+pub use console::{DeviceReceipt, SessionRow};
 pub use db::Db;
 pub use postgres::PgStore;
 pub use rows::*;

@@ -97,6 +97,11 @@ impl SqliteStore {
         &self.pool
     }
 
+    /// The read-only pool, beside the writer.
+    pub fn reader(&self) -> &SqlitePool {
+        &self.read
+    }
+
     /// Where `q`'s answer comes from, and its statement.
     async fn audit_statement(
         &self,

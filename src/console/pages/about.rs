@@ -1,0 +1,21 @@
+//! The about page: what the console is, and the licences of what it embeds.
+
+use askama::Template;
+use axum::response::Response;
+
+use super::super::{html, Ctx, Failure};
+
+#[derive(Template)]
+#[template(path = "console/about.html")]
+pub struct AboutPage<'a> {
+    pub c: &'a Ctx,
+    pub version: &'a str,
+}
+
+pub async fn page(c: Ctx) -> Result<Response, Failure> {
+    c.require(crate::api::ANY)?;
+    Ok(html(&AboutPage {
+        c: &c,
+        version: env!("CARGO_PKG_VERSION"),
+    }))
+}

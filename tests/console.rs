@@ -1,0 +1,680 @@
+//! The web console as a browser uses it, through the same router as `civicast serve`:
+//! signing in and out, every page for every role, sessions that end with their token,
+//! forged and cross-site posts refused, uploads refused at their line before anything is
+//! stored, approval by a second operator only, and the language toggle. Each scenario runs
+//! on SQLite, and on PostgreSQL when CIVICAST_TEST_PG is set.
+
+use std::collections::HashMap;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Request, StatusCode};
+use civicast::api;
+use civicast::store::{ApiStore, Db, Role};
+use http_body_util::BodyExt;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+mod common;
+use common::{
+    api_router, create_tokens, sqlite_store, start_daemon, with_schema, Broker, City, BUS_FEED,
+    FLEET_WITHOUT_ROUTES, ONE_SLOGAN_ADSET,
+};
+
+const HOST: &str = "127.0.0.1:8080";
+const ORIGIN: &str = "http://127.0.0.1:8080";
+
+/// The daemon on a test city with the console's router, and a token per account.
+struct Console {
+    router: axum::Router,
+    store: Db,
+    tokens: HashMap<&'static str, String>,
+    shutdown: CancellationToken,
+    running: civicast::daemon::App,
+    _dir: tempfile::TempDir,
+}
+
+/// One answer: status, headers, body.
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+impl Answer {
+    fn location(&self) -> &str {
+        self.headers
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+    fn set_cookie(&self) -> Vec<String> {
+        self.headers
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(str::to_owned))
+            .collect()
+    }
+    /// The CSRF token a page's forms carry.
+    fn csrf(&self) -> String {
+        let at = self
+            .body
+            .find("name=\"csrf\" value=\"")
+            .unwrap_or_else(|| panic!("no csrf field in {}", self.body));
+        let rest = &self.body[at + "name=\"csrf\" value=\"".len()..];
+        rest[..rest.find('"').expect("end")].to_owned()
+    }
+}
+
+impl Console {
+    async fn start(store: Db) -> Console {
+        let dir = tempfile::tempdir().expect("tempdir");
+        City {
+            fleet: FLEET_WITHOUT_ROUTES,
+            feeds: BUS_FEED,
+            adset: ONE_SLOGAN_ADSET,
+            ..City::default()
+        }
+        .write(dir.path());
+        let (running, shutdown) =
+            start_daemon(dir.path(), store.clone(), Broker::Embedded, |_| {}).await;
+        let tokens = create_tokens(
+            &store,
+            &[
+                ("op1", Role::Operator),
+                ("op2", Role::Operator),
+                ("aud", Role::Auditor),
+                ("adm", Role::Admin),
+            ],
+        )
+        .await;
+        Console {
+            router: api_router(store.clone(), &running),
+            store,
+            tokens,
+            shutdown,
+            running,
+            _dir: dir,
+        }
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.running.wait().await;
+    }
+
+    async fn send(&self, req: Request<Body>) -> Answer {
+        let resp = self.router.clone().oneshot(req).await.expect("response");
+        let (parts, body) = resp.into_parts();
+        let bytes = body.collect().await.expect("body").to_bytes();
+        Answer {
+            status: parts.status,
+            headers: parts.headers,
+            body: String::from_utf8_lossy(&bytes).into_owned(),
+        }
+    }
+
+    /// A GET with `cookie` (a whole `Cookie` header value, or none).
+    async fn get(&self, uri: &str, cookie: Option<&str>) -> Answer {
+        let mut b = Request::get(uri).header("host", HOST);
+        if let Some(c) = cookie {
+            b = b.header("cookie", c);
+        }
+        self.send(b.body(Body::empty()).expect("request")).await
+    }
+
+    /// A form POST with `cookie` and `origin` (None: no Origin header).
+    async fn post(
+        &self,
+        uri: &str,
+        cookie: Option<&str>,
+        origin: Option<&str>,
+        form: &[(&str, &str)],
+    ) -> Answer {
+        let mut b = Request::post(uri)
+            .header("host", HOST)
+            .header("content-type", "application/x-www-form-urlencoded");
+        if let Some(c) = cookie {
+            b = b.header("cookie", c);
+        }
+        if let Some(o) = origin {
+            b = b.header("origin", o);
+        }
+        let body = serde_urlencoded::to_string(form).expect("form");
+        self.send(b.body(Body::from(body)).expect("request")).await
+    }
+
+    /// Signs `account` in through the form; the `Cookie` header value of its session.
+    async fn sign_in(&self, account: &str) -> String {
+        let a = self
+            .post(
+                "/signin",
+                None,
+                Some(ORIGIN),
+                &[("token", &self.tokens[account])],
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+        assert_eq!(a.location(), "/");
+        let c = a.set_cookie();
+        let session = c
+            .iter()
+            .find(|c| c.starts_with("civicast_session="))
+            .expect("a session cookie");
+        session.split(';').next().expect("pair").to_owned()
+    }
+
+    /// A multipart upload of `text` (pasted, as `format`) with `csrf`.
+    async fn upload(&self, cookie: &str, csrf: &str, text: &str, format: &str) -> Answer {
+        let boundary = "XcivicastX";
+        let mut body = String::new();
+        for (name, value) in [("csrf", csrf), ("text", text), ("format", format)] {
+            body.push_str(&format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+            ));
+        }
+        body.push_str(&format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"\"\r\nContent-Type: application/octet-stream\r\n\r\n\r\n--{boundary}--\r\n"
+        ));
+        let req = Request::post("/upload")
+            .header("host", HOST)
+            .header("origin", ORIGIN)
+            .header("cookie", cookie)
+            .header(
+                "content-type",
+                format!("multipart/form-data; boundary={boundary}"),
+            )
+            .body(Body::from(body))
+            .expect("request");
+        self.send(req).await
+    }
+}
+
+/// Runs `scenario` on SQLite.
+async fn on_sqlite<F, Fut>(scenario: F)
+where
+    F: FnOnce(Console) -> Fut,
+    Fut: std::future::Future<Output = Console>,
+{
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = sqlite_store(dir.path(), "console.db").await;
+    scenario(Console::start(store.into()).await)
+        .await
+        .stop()
+        .await;
+}
+
+/// Runs `scenario` on a fresh PostgreSQL schema.
+async fn on_pg<F, Fut>(scenario: F)
+where
+    F: FnOnce(Console) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Console> + Send + 'static,
+{
+    let base = std::env::var("CIVICAST_TEST_PG").expect(
+        "CIVICAST_TEST_PG is not set: point it at a PostgreSQL database \
+         (postgres://postgres@127.0.0.1:5432/test)",
+    );
+    with_schema(base, |schema| async move {
+        let store = schema.store().await;
+        scenario(Console::start(store.into()).await)
+            .await
+            .stop()
+            .await;
+    })
+    .await;
+}
+
+/// Each page and the status each role gets there.
+const PAGES: [(&str, [u16; 3]); 11] = [
+    // (path, [operator, auditor, admin])
+    ("/", [200, 200, 200]),
+    ("/overview/live", [200, 200, 200]),
+    ("/adsets", [200, 200, 200]),
+    ("/adsets/civility", [200, 200, 200]),
+    ("/adsets/civility/rev/1", [200, 200, 200]),
+    ("/adsets/civility/diff?from=1&to=1", [200, 200, 200]),
+    ("/upload", [200, 403, 200]),
+    ("/displays", [200, 200, 200]),
+    ("/displays/bus-1", [200, 200, 200]),
+    ("/audit/plays?group_by=class", [403, 200, 200]),
+    ("/about", [200, 200, 200]),
+];
+
+async fn every_page_for_every_role(app: Console) -> Console {
+    // Signed out: the sign-in form at /, every other page sends there.
+    let a = app.get("/", None).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert!(a.body.contains("<html lang=\"zh-CN\">"), "{}", a.body);
+    assert!(a.body.contains("name=\"token\""), "{}", a.body);
+    assert!(
+        a.body.contains("<label for=\"token\">访问令牌</label>"),
+        "{}",
+        a.body
+    );
+    for (path, _) in &PAGES[1..] {
+        let a = app.get(path, None).await;
+        assert_eq!(a.status, StatusCode::SEE_OTHER, "{path} signed out");
+        assert_eq!(a.location(), "/");
+    }
+    for (i, account) in ["op1", "aud", "adm"].into_iter().enumerate() {
+        let cookie = app.sign_in(account).await;
+        for (path, want) in PAGES {
+            let a = app.get(path, Some(&cookie)).await;
+            assert_eq!(
+                a.status.as_u16(),
+                want[i],
+                "{path} as {account}: {}",
+                a.body
+            );
+            if want[i] == 403 {
+                assert!(a.body.contains("此页面需要角色"), "{path}: {}", a.body);
+                continue;
+            }
+            assert!(!a.body.contains("{{"), "{path}");
+            if path != "/overview/live" {
+                assert!(a.body.contains("<html lang=\"zh-CN\">"), "{path}");
+                assert!(a.body.contains(account), "{path} names who is signed in");
+            }
+        }
+    }
+    let cookie = app.sign_in("op1").await;
+    let has = |a: &Answer, what: &[&str]| {
+        for w in what {
+            assert!(a.body.contains(w), "{w} missing in {}", a.body);
+        }
+    };
+    has(
+        &app.get("/", Some(&cookie)).await,
+        &[
+            "data-live=\"/overview/live\"",
+            "bus_led",
+            "消息代理",
+            "数据库",
+            "<th scope=\"row\">bus</th>",
+        ],
+    );
+    has(
+        &app.get("/adsets", Some(&cookie)).await,
+        &["/adsets/civility", "已批准"],
+    );
+    has(
+        &app.get("/adsets/civility/rev/1", Some(&cookie)).await,
+        &["讲文明 树新风", "id=\"L1\""],
+    );
+    has(
+        &app.get("/displays?class=taxi_top", Some(&cookie)).await,
+        &["taxi-1", "符合条件： 1 / 3"],
+    );
+    has(
+        &app.get("/displays/bus-1", Some(&cookie)).await,
+        &["bus_led", "<th scope=\"row\">bus</th>"],
+    );
+    let aud = app.sign_in("aud").await;
+    let plays = app
+        .get("/audit/plays?group_by=class&from=2026-01-01", Some(&aud))
+        .await;
+    has(&plays, &["<th scope=\"col\">class</th>", "合计"]);
+    let bad = app.get("/audit/plays?group_by=nothing", Some(&aud)).await;
+    has(&bad, &["group_by", "role=\"alert\""]);
+    // A 404 is a page of its own.
+    let a = app.get("/adsets/nothing", Some(&cookie)).await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+    assert!(a.body.contains("未找到"));
+    app
+}
+
+async fn sessions_end_as_they_should(app: Console) -> Console {
+    let cookie = app.sign_in("op1").await;
+    let a = app
+        .post(
+            "/signin",
+            None,
+            Some(ORIGIN),
+            &[("token", &app.tokens["op1"])],
+        )
+        .await;
+    let set = a.set_cookie().join("\n");
+    for part in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(set.contains(part), "{set}");
+    }
+    assert!(!set.contains("Secure"), "plain HTTP: {set}");
+    // Behind a TLS proxy the cookie is Secure.
+    let req = Request::post("/signin")
+        .header("host", HOST)
+        .header("origin", "https://127.0.0.1:8080")
+        .header("x-forwarded-proto", "https")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from(format!("token={}", app.tokens["op1"])))
+        .expect("request");
+    assert!(app
+        .send(req)
+        .await
+        .set_cookie()
+        .join("")
+        .contains("; Secure"));
+    // A wrong token: the form again, no cookie.
+    let a = app
+        .post("/signin", None, Some(ORIGIN), &[("token", "cvc_wrong")])
+        .await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    assert!(a.set_cookie().is_empty());
+    assert!(a.body.contains("令牌无效或已吊销"));
+    // A sign-in posted from another site.
+    let a = app
+        .post(
+            "/signin",
+            None,
+            Some("http://evil.example"),
+            &[("token", &app.tokens["op1"])],
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    assert!(a.set_cookie().is_empty());
+    // Unknown and foreign session ids are signed out.
+    for foreign in [
+        "civicast_session=0000",
+        "civicast_session=",
+        &format!("civicast_session={}", app.tokens["op1"]),
+    ] {
+        let a = app.get("/adsets", Some(foreign)).await;
+        assert_eq!(a.status, StatusCode::SEE_OTHER, "{foreign}");
+    }
+    // Sign-out ends the session in the database, not only in the browser.
+    let page = app.get("/adsets", Some(&cookie)).await;
+    let a = app
+        .post(
+            "/signout",
+            Some(&cookie),
+            Some(ORIGIN),
+            &[("csrf", &page.csrf())],
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER);
+    assert!(a.set_cookie().join("").contains("Max-Age=0"));
+    assert_eq!(
+        app.get("/adsets", Some(&cookie)).await.status,
+        StatusCode::SEE_OTHER
+    );
+    // A revoked token's sessions end at once.
+    let aud = app.sign_in("aud").await;
+    assert_eq!(app.get("/adsets", Some(&aud)).await.status, StatusCode::OK);
+    let id = app
+        .store
+        .token_by_hash(&api::token_hash(&app.tokens["aud"]))
+        .await
+        .expect("read")
+        .expect("token")
+        .id;
+    assert!(app.store.revoke_token(id, 1).await.expect("revoke"));
+    assert_eq!(
+        app.get("/adsets", Some(&aud)).await.status,
+        StatusCode::SEE_OTHER
+    );
+    // The demo's link: signs in when opened from outside any site, then drops the token.
+    let link = format!("/?token={}", app.tokens["adm"]);
+    let a = app.get(&link, None).await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER);
+    assert_eq!(a.location(), "/");
+    assert!(a.set_cookie().join("").contains("civicast_session="));
+    let req = Request::get(&link)
+        .header("host", HOST)
+        .header("sec-fetch-site", "cross-site")
+        .body(Body::empty())
+        .expect("request");
+    let a = app.send(req).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert!(
+        a.set_cookie().is_empty(),
+        "no sign-in from another site's link"
+    );
+    app
+}
+
+const BROKEN: &str = "id = \"broken\"\nvalid_from = \"2020-01-01\"\nvalid_until = \"2099-12-31\"\n\n[[slogan]]\nid = \"a\"\ntext = \"\"\n";
+const GOOD: &str = "id = \"second\"\nvalid_from = \"2020-01-01\"\nvalid_until = \"2099-12-31\"\n\n[[slogan]]\nid = \"b\"\ntext = \"礼让斑马线\"\n";
+
+async fn forged_posts_are_refused_and_uploads_follow_the_api(app: Console) -> Console {
+    let op1 = app.sign_in("op1").await;
+    let op2 = app.sign_in("op2").await;
+    let form = app.get("/upload", Some(&op1)).await;
+    let csrf1 = form.csrf();
+    // Every problem at its line, nothing stored.
+    let before = app.store.adset_histories().await.expect("histories").len();
+    let a = app.upload(&op1, &csrf1, BROKEN, "toml").await;
+    assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", a.body);
+    assert!(
+        a.body.contains("href=\"#L7\""),
+        "the problem links its line: {}",
+        a.body
+    );
+    assert!(
+        a.body.contains("<tr id=\"L7\" class=\"bad\">"),
+        "{}",
+        a.body
+    );
+    assert_eq!(
+        app.store.adset_histories().await.expect("histories").len(),
+        before
+    );
+    // The API says the same of the same text.
+    let (code, body) = common::call(
+        &app.router,
+        "POST",
+        "/api/v1/adsets",
+        Some(&app.tokens["op1"]),
+        Some("application/toml"),
+        BROKEN,
+    )
+    .await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(common::json(&body)["details"][0]["line"] == 7, "{body}");
+    // A forged upload: no CSRF token, then another session's.
+    let op2_csrf = app.get("/upload", Some(&op2)).await.csrf();
+    assert_eq!(
+        app.upload(&op1, "", GOOD, "toml").await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        app.upload(&op1, &op2_csrf, GOOD, "toml").await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        app.store.adset_histories().await.expect("histories").len(),
+        before
+    );
+    let a = app.upload(&op1, &csrf1, GOOD, "toml").await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    assert!(a.body.contains("/adsets/second"), "{}", a.body);
+    approvals_follow_the_api(app).await
+}
+
+/// After `second` was uploaded by op1: approval by op2 only, never forged or cross-site.
+async fn approvals_follow_the_api(app: Console) -> Console {
+    let op1 = app.sign_in("op1").await;
+    let op2 = app.sign_in("op2").await;
+    let csrf1 = app.get("/adsets", Some(&op1)).await.csrf();
+    let page = app.get("/adsets/second", Some(&op1)).await;
+    assert!(
+        !page.body.contains("/adsets/second/approve"),
+        "not offered to the uploader"
+    );
+    let own = app
+        .post(
+            "/adsets/second/approve",
+            Some(&op1),
+            Some(ORIGIN),
+            &[("csrf", &csrf1)],
+        )
+        .await;
+    assert_eq!(own.status, StatusCode::FORBIDDEN, "{}", own.body);
+    let page = app.get("/adsets/second", Some(&op2)).await;
+    assert!(
+        page.body.contains("action=\"/adsets/second/approve\""),
+        "{}",
+        page.body
+    );
+    let csrf2 = page.csrf();
+    for (origin, csrf) in [
+        (Some(ORIGIN), ""),
+        (Some(ORIGIN), "0123"),
+        (Some("http://evil.example"), csrf2.as_str()),
+        (None, csrf2.as_str()),
+    ] {
+        let a = app
+            .post(
+                "/adsets/second/approve",
+                Some(&op2),
+                origin,
+                &[("csrf", csrf)],
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::FORBIDDEN, "{origin:?} {csrf}");
+    }
+    let h = app
+        .store
+        .adset_history("second")
+        .await
+        .expect("read")
+        .expect("stored");
+    assert!(
+        h.revisions[0].approved_by.is_none(),
+        "nothing forged got through"
+    );
+    // An auditor may not approve even with a valid session and token.
+    let aud = app.sign_in("aud").await;
+    let aud_csrf = app.get("/adsets", Some(&aud)).await.csrf();
+    let a = app
+        .post(
+            "/adsets/second/approve",
+            Some(&aud),
+            Some(ORIGIN),
+            &[("csrf", &aud_csrf)],
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    let a = app
+        .post(
+            "/adsets/second/approve",
+            Some(&op2),
+            Some(ORIGIN),
+            &[("csrf", &csrf2)],
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+    let h = app
+        .store
+        .adset_history("second")
+        .await
+        .expect("read")
+        .expect("stored");
+    assert_eq!(h.revisions[0].approved_by.as_deref(), Some("op2"));
+    let list = app.get("/adsets", Some(&op2)).await;
+    assert!(
+        list.body.contains("op1") && list.body.contains("op2"),
+        "uploader and approver"
+    );
+    // Retire, as the API does.
+    let a = app
+        .post(
+            "/adsets/second/retire",
+            Some(&op2),
+            Some(ORIGIN),
+            &[("csrf", &csrf2)],
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER);
+    let h = app
+        .store
+        .adset_history("second")
+        .await
+        .expect("read")
+        .expect("stored");
+    assert!(h.retired.is_some());
+    app
+}
+
+async fn english_on_request_and_assets_from_the_daemon(app: Console) -> Console {
+    let cookie = app.sign_in("op1").await;
+    let a = app
+        .post(
+            "/lang",
+            Some(&cookie),
+            Some(ORIGIN),
+            &[("lang", "en"), ("back", "/adsets")],
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER);
+    assert_eq!(a.location(), "/adsets");
+    let lang = a.set_cookie().join("");
+    assert!(lang.starts_with("civicast_lang=en;"), "{lang}");
+    let both = format!("{cookie}; civicast_lang=en");
+    let page = app.get("/adsets", Some(&both)).await;
+    assert!(page.body.contains("<html lang=\"en\">"), "{}", page.body);
+    assert!(page.body.contains("Ad sets") && page.body.contains("Sign out"));
+    let signin = app.get("/", Some("civicast_lang=en")).await;
+    assert!(signin
+        .body
+        .contains("<label for=\"token\">Access token</label>"));
+    // A link elsewhere is not followed back.
+    let a = app
+        .post(
+            "/lang",
+            None,
+            Some(ORIGIN),
+            &[("lang", "en"), ("back", "//evil.example/")],
+        )
+        .await;
+    assert_eq!(a.location(), "/");
+    // Every asset a page links is served from here, versioned and cached for long.
+    let mut linked = 0;
+    for part in page.body.split("href=\"/assets/console/").skip(1).chain(
+        app.get("/", Some(&cookie))
+            .await
+            .body
+            .split("src=\"/assets/console/")
+            .skip(1),
+    ) {
+        let url = format!("/assets/console/{}", &part[..part.find('"').expect("end")]);
+        assert!(url.contains("?v="), "{url}");
+        let a = app.get(&url, None).await;
+        assert_eq!(a.status, StatusCode::OK, "{url}");
+        let cache = a
+            .headers
+            .get("cache-control")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        assert!(
+            cache.contains("immutable") && cache.contains("max-age=31536000"),
+            "{cache}"
+        );
+        linked += 1;
+    }
+    assert_eq!(linked, 3, "console.css, print.css, live.js");
+    assert!(
+        !page.body.contains("http://") && !page.body.contains("https://"),
+        "nothing from outside"
+    );
+    app
+}
+
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::on_sqlite(super::$name).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            #[ignore = "needs CIVICAST_TEST_PG (PostgreSQL)"]
+            async fn postgres() {
+                super::on_pg(super::$name).await;
+            }
+        }
+    )*};
+}
+
+both_backends!(
+    every_page_for_every_role,
+    sessions_end_as_they_should,
+    forged_posts_are_refused_and_uploads_follow_the_api,
+    english_on_request_and_assets_from_the_daemon,
+);
