@@ -18,7 +18,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tracing::warn;
 
-use super::{ApiError, ApiState};
+use super::{ApiError, ApiState, Heavy};
 use crate::core::audit::{PlaysParams, PlaysQuery, PlaysRow};
 use crate::reports::{self, export, Column, CsvOut, Download, Sheet, XlsxOut};
 use crate::store::{Db, Store};
@@ -145,7 +145,7 @@ fn xlsx_file(
 /// A report the arithmetic has made, as a download: CSV streamed from its rows, or XLSX
 /// built on the heavy pool. `json` gives a row's JSON object, as the JSON answer has it.
 pub async fn rows_download<R: Send + Sync + 'static>(
-    st: &ApiState,
+    heavy: &Heavy,
     sheet: Sheet,
     rows: Vec<R>,
     json: impl Fn(&R) -> Value + Send + Sync + 'static,
@@ -159,8 +159,7 @@ pub async fn rows_download<R: Send + Sync + 'static>(
         }
         Download::Xlsx => {
             let s = sheet.clone();
-            let file = st
-                .heavy
+            let file = heavy
                 .run(move || xlsx_file(&s, rows.iter().map(json), || extra))
                 .await??;
             xlsx_response(&sheet, file)
@@ -174,7 +173,7 @@ fn typed_rows<R: Serialize + Send + Sync + 'static>(
     rows: Vec<R>,
     d: Download,
 ) -> impl std::future::Future<Output = Result<Response, ApiError>> + '_ {
-    rows_download(st, sheet, rows, export::record, Vec::new(), d)
+    rows_download(&st.heavy, sheet, rows, export::record, Vec::new(), d)
 }
 
 /// Play counts as a download. A query the store can stream (`PlaysQuery::streamable`)
@@ -188,24 +187,32 @@ pub async fn plays_download(
     let c = st.shared.current();
     let q = PlaysQuery::parse(p, c.timezone)?;
     reports::check_plays_names(&q, &c)?;
+    plays_query_download(&st.heavy, &st.store, q, d).await
+}
+
+/// Play counts of a query already parsed and checked against the catalog, as a download.
+pub async fn plays_query_download(
+    heavy: &Heavy,
+    store: &Db,
+    q: PlaysQuery,
+    d: Download,
+) -> Result<Response, ApiError> {
     let sheet = reports::plays_sheet(&q);
     if !q.streamable() {
-        let (store, q2) = (st.store.clone(), q.clone());
-        let rows = st
-            .heavy
+        let (store, q2) = (store.clone(), q.clone());
+        let rows = heavy
             .run_async(async move { store.audit_plays(&q2).await })
             .await??;
         let total: i64 = rows.iter().map(|r| r.plays).sum();
         let json = move |r: &PlaysRow| Value::Object(reports::plays_record(&q, r));
         let extra = vec![("total".to_owned(), total.into())];
-        return rows_download(st, sheet, rows, json, extra, d).await;
+        return rows_download(heavy, sheet, rows, json, extra, d).await;
     }
     match d {
-        Download::Csv => Ok(attachment(&sheet, d, stream_plays_csv(st.store.clone(), q))),
+        Download::Csv => Ok(attachment(&sheet, d, stream_plays_csv(store.clone(), q))),
         Download::Xlsx => {
-            let (store, s) = (st.store.clone(), sheet.clone());
-            let file = st
-                .heavy
+            let (store, s) = (store.clone(), sheet.clone());
+            let file = heavy
                 .run(move || streamed_plays_xlsx(store, q, &s))
                 .await??;
             xlsx_response(&sheet, file)
