@@ -49,6 +49,8 @@ async fn document(app: &App) -> Value {
     json(&doc)
 }
 
+const XLSX: &str = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet";
+
 /// The account of each role.
 const ACCOUNTS: [(&str, &str); 3] = [("op1", "operator"), ("aud", "auditor"), ("adm", "admin")];
 
@@ -638,6 +640,7 @@ async fn every_answer_conforms_to_the_openapi_document() {
                 "",
                 "?group_by=slogan,adset,device,class,feed,day,hour",
                 "?group_by=feed&format=csv",
+                "?group_by=device,day,hour&format=xlsx",
                 "?status=skipped&from=2026-01-01&to=2099-01-01",
                 "?device=nope",
                 "?from=yesterday",
@@ -652,6 +655,7 @@ async fn every_answer_conforms_to_the_openapi_document() {
             &[
                 "",
                 "?format=csv",
+                "?format=xlsx",
                 "?class=tram",
                 "?device=bus-1&from=2026-01-01",
             ],
@@ -661,13 +665,14 @@ async fn every_answer_conforms_to_the_openapi_document() {
             &[
                 "",
                 "?format=csv",
+                "?format=xlsx",
                 "?week=2026-W48&seed=x&per_class=2",
                 "?per_class=0",
             ],
         ),
         (
             "/api/v1/audit/reconcile",
-            &["", "?format=csv", "?feed=bus", "?feed=nope"],
+            &["", "?format=csv", "?format=xlsx", "?feed=bus", "?feed=nope"],
         ),
     ];
     let previews: [(&'static str, &[&str]); 2] = [
@@ -709,6 +714,7 @@ async fn every_answer_conforms_to_the_openapi_document() {
                 calls.push(("GET", path, format!("{path}{q}"), t(who), None, none()));
             }
             calls.push(("GET", path, path.into(), t(who), Some("text/csv"), none()));
+            calls.push(("GET", path, path.into(), t(who), Some(XLSX), none()));
         }
     }
     // A play on the feed, so that its current play is not null.

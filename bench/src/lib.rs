@@ -10,6 +10,8 @@
 //! - `storage`: bytes per receipt on disk after that load, beside a plain heap table: the
 //!   receipts table, every table of the schema and the whole database.
 //! - `memory`: RSS with a large inventory, each size in a fresh process.
+//! - `download`: the audit load, then play counts by display and hour downloaded as CSV and
+//!   as XLSX through the API's download function, RSS sampled while each runs.
 //! - `pg`: the audit and storage scenarios on PostgreSQL.
 //! - `soak`: the demo city at speed for a long time: memory and open descriptors sampled,
 //!   every receipt checked stored once at the end.
@@ -23,6 +25,7 @@
 //! public API); the only rows it writes past the store are in `load`.
 
 pub mod audit;
+pub mod download;
 pub mod fixture;
 mod fleet;
 pub mod ingest;

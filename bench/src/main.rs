@@ -45,6 +45,8 @@ enum Scenario {
     Audit,
     Storage,
     Memory,
+    /// The audit load, then play counts by display and hour as CSV and XLSX downloads.
+    Download,
     /// The demo city at --speed for --duration, RSS and open fds sampled every --every.
     Soak,
     /// A city connecting at once and dying at once, on the embedded broker and on Mosquitto.
@@ -170,6 +172,18 @@ async fn run_scenario(settings: Settings, a: BenchArgs) -> anyhow::Result<ExitCo
             let r = ingest(&settings, &o).await?;
             print_ingest(&o, &r);
             Ok(exit(r.stored == r.sent))
+        }
+        Scenario::Download => {
+            let o = LoadOptions {
+                receipts: a.receipts.unwrap_or(1_000_000),
+                displays: a.displays.first().copied().unwrap_or(3_000).max(1),
+                ..LoadOptions::default()
+            };
+            let (store, load) = load_sqlite(&a.dir.join("download.db"), &o).await?;
+            print_load(&load);
+            let runs = civicast_bench::download::download_runs(&store).await?;
+            civicast_bench::download::print_downloads(&runs);
+            Ok(ExitCode::SUCCESS)
         }
         Scenario::Audit | Scenario::Storage => {
             if let Some(url) = a.database.as_deref().filter(|u| u.starts_with("postgres")) {

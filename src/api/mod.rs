@@ -1,5 +1,6 @@
 //! The HTTP API of the contract (`/api/v1/...`, `/healthz`, `/metrics`): tokens and roles,
-//! the ad-set lifecycle, inventory, and the audit reports in JSON or CSV.
+//! the ad-set lifecycle, inventory, and the audit reports in JSON, or as CSV and XLSX
+//! downloads (`download`).
 //!
 //! Owns: routing, authentication, status codes and error bodies. Must not touch SQL (the
 //! store does) or report arithmetic (`reports` and `audit` do). Errors name the field at
@@ -24,7 +25,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{instrument, warn};
 
-use crate::core::audit::{self, compliance, PlaysParams, PlaysQuery, QueryError};
+use crate::core::audit::{compliance, PlaysParams, PlaysQuery, QueryError};
 use crate::core::catalog::{self, AdSetContext, Problem};
 use crate::daemon::{self, Clock, Shared};
 use crate::reports::{self, ReportError};
@@ -33,6 +34,7 @@ use crate::store::{
     AdSetHistory, ApiStore, ApproveError, Approver, Db, Revision, Role, Store, StoreError, TokenRow,
 };
 
+pub mod download;
 pub mod openapi;
 mod urgent;
 pub mod preview;
@@ -979,49 +981,6 @@ async fn feeds(State(st): State<Arc<ApiState>>) -> Result<Response, ApiError> {
     Ok(Json(json!({"rows": rows})).into_response())
 }
 
-/// Whether the client asked for CSV (`?format=csv` or `Accept: text/csv`).
-fn wants_csv(headers: &HeaderMap, format: Option<&str>) -> Result<bool, ApiError> {
-    match format.filter(|f| !f.is_empty()) {
-        Some("csv") => return Ok(true),
-        Some("json") => return Ok(false),
-        Some(other) => {
-            return Err(ApiError::field(
-                StatusCode::BAD_REQUEST,
-                "format",
-                format!("unknown format {other:?}; use json or csv"),
-            ))
-        }
-        None => {}
-    }
-    Ok(headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("text/csv")))
-}
-
-/// A CSV answer written as the store yields rows: a year of rows never sits in memory. A
-/// database error midway ends the body early (the client sees a truncated transfer).
-fn stream_plays_csv(store: Db, q: PlaysQuery) -> Response {
-    let (tx, rx) = tokio::sync::mpsc::channel::<audit::PlaysRow>(1024);
-    let header = q.csv_header();
-    tokio::spawn(async move {
-        if let Err(e) = store.stream_plays(&q, tx).await {
-            warn!(error = %e, "streaming play counts failed");
-        }
-    });
-    let head = futures_util::stream::once(async move { Ok::<_, std::io::Error>(header) });
-    let rows = futures_util::stream::unfold(rx, |mut rx| async move {
-        let r = rx.recv().await?;
-        Some((Ok(reports::format::plays_csv_line(&r)), rx))
-    });
-    let body = axum::body::Body::from_stream(futures_util::StreamExt::chain(head, rows));
-    ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response()
-}
-
-fn csv_response(body: String) -> Response {
-    ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response()
-}
-
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(default)]
 struct Format {
@@ -1034,40 +993,19 @@ async fn audit_plays(
     ApiQuery(p): ApiQuery<PlaysParams>,
     ApiQuery(f): ApiQuery<Format>,
 ) -> Result<Response, ApiError> {
-    let csv = wants_csv(&headers, f.format.as_deref())?;
+    if let Some(d) = download::wanted(&headers, f.format.as_deref())? {
+        return download::plays_download(&st, &p, d).await;
+    }
     let c = st.shared.current();
     let q = PlaysQuery::parse(&p, c.timezone)?;
     reports::check_plays_names(&q, &c)?;
-    if csv && q.streamable() {
-        return Ok(stream_plays_csv(st.store.clone(), q));
-    }
     let store = st.store.clone();
     st.heavy
         .run_async(async move {
             let rows = store.audit_plays(&q).await?;
-            if csv {
-                return Ok(csv_response(
-                    reports::format::plays_csv(&q, &rows).map_err(anyhow::Error::from)?,
-                ));
-            }
             Ok(Json(reports::answer(&q, &rows)).into_response())
         })
         .await?
-}
-
-/// A report in JSON (the whole answer) or CSV (its rows, under `columns`).
-fn report_response<A: Serialize, R: Serialize>(
-    csv: bool,
-    answer: &A,
-    columns: &[&str],
-    rows: &[R],
-) -> Result<Response, ApiError> {
-    if csv {
-        return Ok(csv_response(
-            reports::csv_of(columns, rows).map_err(anyhow::Error::from)?,
-        ));
-    }
-    Ok(Json(answer).into_response())
 }
 
 async fn audit_compliance(
@@ -1076,14 +1014,17 @@ async fn audit_compliance(
     ApiQuery(p): ApiQuery<reports::ComplianceParams>,
     ApiQuery(f): ApiQuery<Format>,
 ) -> Result<Response, ApiError> {
-    let csv = wants_csv(&headers, f.format.as_deref())?;
+    if let Some(d) = download::wanted(&headers, f.format.as_deref())? {
+        return download::compliance_download(&st, p, d).await;
+    }
     let (c, now, st2) = (st.shared.current(), st.clock.now(), st.clone());
-    st.heavy
-        .run_async(async move {
-            let a = reports::compliance_report(&st2.store, &c, &p, now, st2.factors).await?;
-            report_response(csv, &a, &reports::COMPLIANCE_COLUMNS, &a.rows)
-        })
-        .await?
+    let a = st
+        .heavy
+        .run_async(
+            async move { reports::compliance_report(&st2.store, &c, &p, now, st2.factors).await },
+        )
+        .await??;
+    Ok(Json(a).into_response())
 }
 
 async fn audit_sample(
@@ -1092,14 +1033,17 @@ async fn audit_sample(
     ApiQuery(p): ApiQuery<reports::SampleParams>,
     ApiQuery(f): ApiQuery<Format>,
 ) -> Result<Response, ApiError> {
-    let csv = wants_csv(&headers, f.format.as_deref())?;
+    if let Some(d) = download::wanted(&headers, f.format.as_deref())? {
+        return download::sample_download(&st, p, d).await;
+    }
     let (c, now, st2) = (st.shared.current(), st.clock.now(), st.clone());
-    st.heavy
-        .run_async(async move {
-            let a = reports::sample_report(&st2.store, &c, &p, now, st2.factors).await?;
-            report_response(csv, &a, &reports::SAMPLE_COLUMNS, &a.rows)
-        })
-        .await?
+    let a = st
+        .heavy
+        .run_async(
+            async move { reports::sample_report(&st2.store, &c, &p, now, st2.factors).await },
+        )
+        .await??;
+    Ok(Json(a).into_response())
 }
 
 async fn audit_reconcile(
@@ -1108,14 +1052,15 @@ async fn audit_reconcile(
     ApiQuery(p): ApiQuery<reports::ReconcileParams>,
     ApiQuery(f): ApiQuery<Format>,
 ) -> Result<Response, ApiError> {
-    let csv = wants_csv(&headers, f.format.as_deref())?;
+    if let Some(d) = download::wanted(&headers, f.format.as_deref())? {
+        return download::reconcile_download(&st, p, d).await;
+    }
     let (c, now, st2) = (st.shared.current(), st.clock.now(), st.clone());
-    st.heavy
-        .run_async(async move {
-            let a = reports::reconcile_report(&st2.store, &c, &p, now).await?;
-            report_response(csv, &a, &reports::RECONCILE_COLUMNS, &a.rows)
-        })
-        .await?
+    let a = st
+        .heavy
+        .run_async(async move { reports::reconcile_report(&st2.store, &c, &p, now).await })
+        .await??;
+    Ok(Json(a).into_response())
 }
 
 #[cfg(test)]

@@ -283,8 +283,8 @@ fn query_param(name: &str) -> Value {
             "Receipt status counted; empty: played",
         ),
         "format" => (
-            json!({"type": "string", "enum": ["json", "csv", ""]}),
-            "Answer format; empty or absent: by the Accept header (text/csv), else JSON",
+            json!({"type": "string", "enum": ["json", "csv", "xlsx", ""]}),
+            "Answer format: json, csv (the rows under a header line) or xlsx (a workbook: sheet `report` with the same columns, typed cells and a frozen header row, times as dates in the deployment's time zone; sheet `query` with the query, the zone and any total); empty or absent: by the Accept header (text/csv or application/vnd.openxmlformats-officedocument.spreadsheetml.sheet), else JSON. CSV and XLSX come as attachments named civicast-REPORT-FROM-TO",
         ),
         "week" => (
             json!({"type": "string", "pattern": "^([0-9]{4}-W[0-9]{2})?$"}),
@@ -626,6 +626,10 @@ fn operation(route: &Route) -> Value {
             "text/csv".into(),
             json!({"schema": {"type": "string", "description": "The rows, one a line, under a header line of the same columns"}}),
         );
+        content.insert(
+            crate::reports::export::XLSX_MEDIA_TYPE.into(),
+            json!({"schema": {"type": "string", "format": "binary", "description": "A workbook: sheet `report` (the CSV's columns, typed cells, frozen header row) and sheet `query`"}}),
+        );
     }
     let mut responses = Map::new();
     if route.operation_id == "sendUrgent" {
@@ -634,10 +638,14 @@ fn operation(route: &Route) -> Value {
             json!({"description": "An operator's request: pending until a second operator (or an admin) approves it", "content": content.clone()}),
         );
     }
-    responses.insert(
-        ok.into(),
-        json!({"description": route.summary, "content": content}),
-    );
+    let mut success = json!({"description": route.summary, "content": content});
+    if route.csv {
+        success["headers"] = json!({"Content-Disposition": {
+            "required": false,
+            "description": "On CSV and XLSX: attachment; filename=\"civicast-REPORT-FROM-TO.csv\" (or .xlsx)",
+            "schema": {"type": "string"}}});
+    }
+    responses.insert(ok.into(), success);
     let secured = !route.roles.is_empty();
     let mut statuses: Vec<u16> = route.errors.to_vec();
     if secured {

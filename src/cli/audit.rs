@@ -1,10 +1,12 @@
 //! `civicast audit plays|compliance|sample|reconcile`: the auditors' reports, in the same
-//! JSON as the HTTP API, as CSV, or as a table for a terminal.
+//! JSON as the HTTP API, as CSV or XLSX (the API's downloads, same columns), or as a table
+//! for a terminal; to standard output or `--output FILE`.
 //!
 //! Owns: the flags and the output format. Must not compute a number itself: the answers
 //! come from `reports` (the same functions the HTTP API calls).
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand, ValueEnum};
@@ -39,6 +41,10 @@ pub struct ComplianceArgs {
     pub device: Option<String>,
     #[arg(long, value_enum, default_value = "table")]
     pub format: Format,
+    /// Write the report to this file instead of standard output (needed for xlsx at a
+    /// terminal).
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -52,6 +58,10 @@ pub struct SampleArgs {
     pub per_class: Option<String>,
     #[arg(long, value_enum, default_value = "table")]
     pub format: Format,
+    /// Write the report to this file instead of standard output (needed for xlsx at a
+    /// terminal).
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -64,6 +74,10 @@ pub struct ReconcileArgs {
     pub feed: Option<String>,
     #[arg(long, value_enum, default_value = "table")]
     pub format: Format,
+    /// Write the report to this file instead of standard output (needed for xlsx at a
+    /// terminal).
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
@@ -71,6 +85,8 @@ pub enum Format {
     Table,
     Json,
     Csv,
+    /// A workbook: the report's sheet (typed cells, frozen header) and its query's sheet.
+    Xlsx,
 }
 
 #[derive(Args, Debug)]
@@ -97,6 +113,10 @@ pub struct PlaysArgs {
     pub status: Option<String>,
     #[arg(long, value_enum, default_value = "table")]
     pub format: Format,
+    /// Write the report to this file instead of standard output (needed for xlsx at a
+    /// terminal).
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
     /// The deployment's time zone for days and hours.
     #[arg(long, default_value = "Asia/Shanghai")]
     pub timezone: String,
@@ -147,28 +167,89 @@ pub async fn plays(settings: &Settings, a: PlaysArgs) -> anyhow::Result<ExitCode
     }
     let store = open_store(settings).await?;
     let rows = store.audit_plays(&q).await?;
-    let out = match a.format {
-        Format::Json => serde_json::to_string_pretty(&crate::reports::answer(&q, &rows))? + "\n",
-        Format::Csv => crate::reports::format::plays_csv(&q, &rows)?,
-        Format::Table => crate::reports::format::plays_table(&q, &rows),
-    };
-    std::io::stdout().write_all(out.as_bytes())?;
+    let answer = crate::reports::answer(&q, &rows);
+    if a.format == Format::Table {
+        let text = crate::reports::format::plays_table(&q, &rows);
+        return write_out(a.output, |w| Ok(w.write_all(text.as_bytes())?)).await;
+    }
+    let extra = vec![("total".to_owned(), answer.total.into())];
+    let sheet = crate::reports::plays_sheet(&q);
+    emit(a.format, a.output, &answer, sheet, &answer.rows, extra).await
+}
+
+/// Sends what `write` writes to `output`, or to standard output.
+async fn write_out(
+    output: Option<PathBuf>,
+    write: impl FnOnce(&mut dyn Write) -> anyhow::Result<()>,
+) -> anyhow::Result<ExitCode> {
+    match output {
+        Some(path) => {
+            let file = std::fs::File::create(&path)
+                .map_err(|e| anyhow::anyhow!("creating {}: {e}", path.display()))?;
+            let mut w = std::io::BufWriter::new(file);
+            write(&mut w)?;
+            w.flush()?;
+        }
+        None => {
+            let mut w = std::io::stdout().lock();
+            write(&mut w)?;
+            w.flush()?;
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 
-fn emit<T: serde::Serialize>(
+/// One report out in the format asked: JSON is the API's answer, CSV and XLSX the API's
+/// downloads (`reports::export`, the columns of `sheet`), a table for a terminal.
+async fn emit<T: serde::Serialize>(
     format: Format,
+    output: Option<PathBuf>,
     answer: &T,
-    columns: &[&str],
+    sheet: crate::reports::Sheet,
     rows: &[impl serde::Serialize],
-) -> anyhow::Result<()> {
-    let out = match format {
-        Format::Json => serde_json::to_string_pretty(answer)? + "\n",
-        Format::Csv => crate::reports::csv_of(columns, rows)?,
-        Format::Table => crate::reports::table_of(columns, rows),
-    };
-    std::io::stdout().write_all(out.as_bytes())?;
-    Ok(())
+    extra: Vec<(String, serde_json::Value)>,
+) -> anyhow::Result<ExitCode> {
+    use crate::reports::export::{record, CsvOut, XlsxOut};
+    match format {
+        Format::Json => {
+            let text = serde_json::to_string_pretty(answer)? + "\n";
+            write_out(output, |w| Ok(w.write_all(text.as_bytes())?)).await
+        }
+        Format::Table => {
+            let text = crate::reports::table_of(&sheet.columns, rows);
+            write_out(output, |w| Ok(w.write_all(text.as_bytes())?)).await
+        }
+        Format::Csv => {
+            write_out(output, |w| {
+                let mut out = CsvOut::new(w, &sheet.columns)?;
+                for r in rows {
+                    out.row(&record(r))?;
+                }
+                out.finish()?;
+                Ok(())
+            })
+            .await
+        }
+        Format::Xlsx => {
+            if output.is_none() && std::io::stdout().is_terminal() {
+                eprintln!("civicast: --format xlsx writes a file: give --output FILE");
+                return Ok(ExitCode::from(2));
+            }
+            let rows: Vec<serde_json::Value> = rows.iter().map(record).collect();
+            // A workbook is built off the async runtime, as the API builds it.
+            let mut bytes = Vec::new();
+            let book = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<u8>> {
+                let mut x = XlsxOut::new(&sheet)?;
+                for r in &rows {
+                    x.row(r)?;
+                }
+                x.finish(&mut bytes, &extra)?;
+                Ok(bytes)
+            })
+            .await??;
+            write_out(output, |w| Ok(w.write_all(&book)?)).await
+        }
+    }
 }
 
 pub async fn report(settings: &Settings, cmd: AuditCmd) -> anyhow::Result<ExitCode> {
@@ -186,6 +267,7 @@ pub async fn report(settings: &Settings, cmd: AuditCmd) -> anyhow::Result<ExitCo
 async fn report_with(store: Db, catalog: Catalog, cmd: AuditCmd) -> anyhow::Result<ExitCode> {
     use crate::reports;
     let now = chrono::Utc::now();
+    let tz = catalog.timezone;
     let factors = Default::default();
     let fail = |e: reports::ReportError| -> anyhow::Result<ExitCode> {
         match e {
@@ -206,8 +288,11 @@ async fn report_with(store: Db, catalog: Catalog, cmd: AuditCmd) -> anyhow::Resu
                 device: a.device,
             };
             match reports::compliance_report(&store, &catalog, &p, now, factors).await {
-                Ok(ans) => emit(a.format, &ans, &reports::COMPLIANCE_COLUMNS, &ans.rows)?,
-                Err(e) => return fail(e),
+                Ok(ans) => {
+                    let sheet = reports::compliance_sheet(&ans, tz);
+                    emit(a.format, a.output, &ans, sheet, &ans.rows, Vec::new()).await
+                }
+                Err(e) => fail(e),
             }
         }
         AuditCmd::Sample(a) => {
@@ -217,8 +302,11 @@ async fn report_with(store: Db, catalog: Catalog, cmd: AuditCmd) -> anyhow::Resu
                 per_class: a.per_class,
             };
             match reports::sample_report(&store, &catalog, &p, now, factors).await {
-                Ok(ans) => emit(a.format, &ans, &reports::SAMPLE_COLUMNS, &ans.rows)?,
-                Err(e) => return fail(e),
+                Ok(ans) => {
+                    let sheet = reports::sample_sheet(&ans, tz);
+                    emit(a.format, a.output, &ans, sheet, &ans.rows, Vec::new()).await
+                }
+                Err(e) => fail(e),
             }
         }
         AuditCmd::Reconcile(a) => {
@@ -228,10 +316,12 @@ async fn report_with(store: Db, catalog: Catalog, cmd: AuditCmd) -> anyhow::Resu
                 feed: a.feed,
             };
             match reports::reconcile_report(&store, &catalog, &p, now).await {
-                Ok(ans) => emit(a.format, &ans, &reports::RECONCILE_COLUMNS, &ans.rows)?,
-                Err(e) => return fail(e),
+                Ok(ans) => {
+                    let sheet = reports::reconcile_sheet(&ans, tz);
+                    emit(a.format, a.output, &ans, sheet, &ans.rows, Vec::new()).await
+                }
+                Err(e) => fail(e),
             }
         }
     }
-    Ok(ExitCode::SUCCESS)
 }

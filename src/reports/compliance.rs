@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde::Serialize;
 
+use super::export::{Column, Kind, Sheet};
 use super::{bounds, qerr, ReportError};
 use crate::core::audit::compliance;
 use crate::core::model::Catalog;
@@ -155,17 +156,22 @@ pub async fn compliance_report(
     })
 }
 
-/// The columns of its CSV, in order.
-pub const COMPLIANCE_COLUMNS: [&str; 8] = [
-    "device",
-    "class",
-    "online_seconds",
-    "plays",
-    "mean_interval_s",
-    "longest_gap_s",
-    "interval_s",
-    "met",
+/// The columns of its downloads and tables, in order: the keys of a row's JSON.
+pub const COMPLIANCE_COLUMNS: [Column; 8] = [
+    Column::new("device", Kind::Text),
+    Column::new("class", Kind::Text),
+    Column::new("online_seconds", Kind::Number),
+    Column::new("plays", Kind::Integer),
+    Column::new("mean_interval_s", Kind::Number),
+    Column::new("longest_gap_s", Kind::Number),
+    Column::new("interval_s", Kind::Number),
+    Column::new("met", Kind::Flag),
 ];
+
+/// How its downloads state the query.
+pub fn compliance_sheet(a: &ComplianceAnswer, tz: chrono_tz::Tz) -> Sheet {
+    Sheet::new("compliance", &COMPLIANCE_COLUMNS, a, tz)
+}
 
 /// Met / not met by class, for a one-line summary.
 pub fn met_by_class(rows: &[ComplianceRow]) -> BTreeMap<String, (usize, usize)> {

@@ -1,23 +1,31 @@
 //! How report rows are written out: CSV with a header line (the HTTP API's `text/csv` and
 //! `--format csv`) and aligned plain-text tables for a terminal (`--format table`).
 //!
+//! The columns are each report's own (`export::Column`); downloads written row by row are
+//! `export`.
+//!
 //! Owns: presentation only. Must not touch the store or the arithmetic: rows come in made.
 
 use serde::Serialize;
 
+use super::export::{csv_cell, Column};
 use crate::core::audit::{PlaysQuery, PlaysRow};
 
 /// A report's rows as CSV, with a header line of the given columns taken from each row's
 /// JSON form.
-pub fn csv_of<T: Serialize>(columns: &[&str], rows: &[T]) -> Result<String, csv::Error> {
+pub fn csv_of<T: Serialize>(columns: &[Column], rows: &[T]) -> Result<String, csv::Error> {
     let records = rows.iter().map(|r| cells(columns, r, CsvCell));
-    write_csv(columns.iter().map(|c| (*c).to_owned()).collect(), records)
+    write_csv(names(columns), records)
 }
 
 /// A report's rows as a table for people at a terminal.
-pub fn table_of<T: Serialize>(columns: &[&str], rows: &[T]) -> String {
+pub fn table_of<T: Serialize>(columns: &[Column], rows: &[T]) -> String {
     let body = rows.iter().map(|r| cells(columns, r, TableCell)).collect();
-    aligned(columns.iter().map(|c| (*c).to_owned()).collect(), body)
+    aligned(names(columns), body)
+}
+
+fn names(columns: &[Column]) -> Vec<String> {
+    columns.iter().map(|c| c.name.to_owned()).collect()
 }
 
 /// Play counts as CSV with a header line: the group columns, then `plays`.
@@ -41,9 +49,7 @@ pub fn plays_table(q: &PlaysQuery, rows: &[PlaysRow]) -> String {
 }
 
 fn plays_header(q: &PlaysQuery) -> Vec<String> {
-    let mut header: Vec<String> = q.group_by.iter().map(|k| k.as_str().to_owned()).collect();
-    header.push("plays".into());
-    header
+    names(&super::plays_columns(q))
 }
 
 fn plays_record(r: &PlaysRow) -> Vec<String> {
@@ -99,11 +105,7 @@ trait Cell {
 struct CsvCell;
 impl Cell for CsvCell {
     fn cell(&self, v: &serde_json::Value) -> String {
-        match v {
-            serde_json::Value::Null => String::new(),
-            serde_json::Value::String(s) => s.clone(),
-            other => other.to_string(),
-        }
+        csv_cell(v)
     }
 }
 
@@ -123,14 +125,15 @@ impl Cell for TableCell {
     }
 }
 
-fn cells<T: Serialize>(columns: &[&str], row: &T, how: impl Cell) -> Vec<String> {
+fn cells<T: Serialize>(columns: &[Column], row: &T, how: impl Cell) -> Vec<String> {
     let v = serde_json::to_value(row).unwrap_or_default();
-    columns.iter().map(|c| how.cell(&v[*c])).collect()
+    columns.iter().map(|c| how.cell(&v[c.name])).collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reports::export::Kind;
 
     #[derive(Serialize)]
     struct Row {
@@ -151,7 +154,11 @@ mod tests {
             mean_interval_s: None,
         },
     ];
-    const COLUMNS: [&str; 3] = ["device", "plays", "mean_interval_s"];
+    const COLUMNS: [Column; 3] = [
+        Column::new("device", Kind::Text),
+        Column::new("plays", Kind::Integer),
+        Column::new("mean_interval_s", Kind::Number),
+    ];
 
     #[test]
     fn csv_has_a_header_and_empty_cells_for_absent_values() {

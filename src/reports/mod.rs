@@ -1,18 +1,21 @@
 //! The audit reports as a user asks for them: reads what the store holds, hands it to the
 //! pure arithmetic in `core::audit`, and shapes the rows; one file per report
-//! (`compliance`, `sample`, `reconcile`, `plays`), and `format` for CSV and terminal tables.
+//! (`compliance`, `sample`, `reconcile`, `plays`), `format` for CSV and terminal tables,
+//! and `export` for each report's typed columns and the CSV and XLSX downloads.
 //! Shared by the HTTP API and the command line so both answer alike.
 //!
 //! Owns: turning report parameters into store reads and rows, and their presentation. Must
 //! not touch SQL (it reads through the store's `Db`), HTTP status codes, or the arithmetic.
 
 mod compliance;
+pub mod export;
 pub mod format;
 mod plays;
 mod reconcile;
 mod sample;
 
 pub use compliance::*;
+pub use export::{Column, CsvOut, Download, ExportError, Kind, Sheet, XlsxOut};
 pub use format::{csv_of, table_of};
 pub use plays::*;
 pub use reconcile::*;

@@ -4,7 +4,8 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::core::audit::{PlaysQuery, PlaysRow, QueryError};
+use super::export::{Column, Kind, Sheet};
+use crate::core::audit::{GroupKey, PlaysQuery, PlaysRow, QueryError};
 use crate::core::model::Catalog;
 
 /// The JSON answer: the query's parameters, `rows` and `total`.
@@ -56,6 +57,37 @@ pub fn check_plays_names(q: &PlaysQuery, catalog: &Catalog) -> Result<(), QueryE
     Ok(())
 }
 
+/// The columns of its downloads and tables, in order: the group columns, then `plays`.
+pub fn plays_columns(q: &PlaysQuery) -> Vec<Column> {
+    let kind = |k: &GroupKey| match k {
+        GroupKey::Day => Kind::Date,
+        GroupKey::Hour => Kind::Time,
+        _ => Kind::Text,
+    };
+    let mut c: Vec<Column> = q
+        .group_by
+        .iter()
+        .map(|k| Column::new(k.as_str(), kind(k)))
+        .collect();
+    c.push(Column::new("plays", Kind::Integer));
+    c
+}
+
+/// How its downloads state the query; the total goes in once the rows are counted.
+pub fn plays_sheet(q: &PlaysQuery) -> Sheet {
+    Sheet::new("plays", &plays_columns(q), &answer(q, &[]), q.tz)
+}
+
+/// One row as the JSON answer holds it: each group column, then `plays`.
+pub fn plays_record(q: &PlaysQuery, r: &PlaysRow) -> serde_json::Map<String, serde_json::Value> {
+    let mut m = serde_json::Map::new();
+    for (k, v) in q.group_by.iter().zip(&r.values) {
+        m.insert(k.as_str().into(), serde_json::Value::String(v.clone()));
+    }
+    m.insert("plays".into(), r.plays.into());
+    m
+}
+
 pub fn answer(q: &PlaysQuery, rows: &[PlaysRow]) -> PlaysAnswer {
     let local = |t: &Option<DateTime<Utc>>| t.map(|t| t.with_timezone(&q.tz).to_rfc3339());
     PlaysAnswer {
@@ -67,17 +99,7 @@ pub fn answer(q: &PlaysQuery, rows: &[PlaysRow]) -> PlaysAnswer {
         device: q.device.clone(),
         slogan: q.slogan.clone(),
         feed: q.feed.clone(),
-        rows: rows
-            .iter()
-            .map(|r| {
-                let mut m = serde_json::Map::new();
-                for (k, v) in q.group_by.iter().zip(&r.values) {
-                    m.insert(k.as_str().into(), serde_json::Value::String(v.clone()));
-                }
-                m.insert("plays".into(), r.plays.into());
-                m
-            })
-            .collect(),
+        rows: rows.iter().map(|r| plays_record(q, r)).collect(),
         total: rows.iter().map(|r| r.plays).sum(),
     }
 }

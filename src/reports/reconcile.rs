@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde::Serialize;
 
+use super::export::{Column, Kind, Sheet};
 use super::{bounds, qerr, ReportError};
 use crate::core::audit::reconcile;
 use crate::core::model::Catalog;
@@ -110,18 +111,23 @@ pub async fn reconcile_report(
     })
 }
 
-/// The columns of its CSV, in order.
-pub const RECONCILE_COLUMNS: [&str; 12] = [
-    "feed",
-    "day",
-    "plays",
-    "targeted",
-    "online",
-    "played",
-    "shortfall",
-    "offline",
-    "expired",
-    "skipped",
-    "failed",
-    "no_receipt",
+/// The columns of its downloads and tables, in order: the keys of a row's JSON.
+pub const RECONCILE_COLUMNS: [Column; 12] = [
+    Column::new("feed", Kind::Text),
+    Column::new("day", Kind::Date),
+    Column::new("plays", Kind::Integer),
+    Column::new("targeted", Kind::Integer),
+    Column::new("online", Kind::Integer),
+    Column::new("played", Kind::Integer),
+    Column::new("shortfall", Kind::Integer),
+    Column::new("offline", Kind::Integer),
+    Column::new("expired", Kind::Integer),
+    Column::new("skipped", Kind::Integer),
+    Column::new("failed", Kind::Integer),
+    Column::new("no_receipt", Kind::Integer),
 ];
+
+/// How its downloads state the query.
+pub fn reconcile_sheet(a: &ReconcileAnswer, tz: chrono_tz::Tz) -> Sheet {
+    Sheet::new("reconcile", &RECONCILE_COLUMNS, a, tz)
+}

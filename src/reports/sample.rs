@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::compliance::{compliance_rows, ComplianceRow};
+use super::export::{Column, Kind, Sheet};
 use super::{qerr, ReportError};
 use crate::core::audit::{compliance, sample};
 use crate::core::model::Catalog;
@@ -132,13 +133,18 @@ pub async fn sample_report(
     })
 }
 
-/// The columns of its CSV, in order.
-pub const SAMPLE_COLUMNS: [&str; 7] = [
-    "class",
-    "device",
-    "plays",
-    "longest_gap_s",
-    "last_receipt_at",
-    "last_receipt_status",
-    "met",
+/// The columns of its downloads and tables, in order: the keys of a row's JSON.
+pub const SAMPLE_COLUMNS: [Column; 7] = [
+    Column::new("class", Kind::Text),
+    Column::new("device", Kind::Text),
+    Column::new("plays", Kind::Integer),
+    Column::new("longest_gap_s", Kind::Number),
+    Column::new("last_receipt_at", Kind::Time),
+    Column::new("last_receipt_status", Kind::Text),
+    Column::new("met", Kind::Flag),
 ];
+
+/// How its downloads state the query.
+pub fn sample_sheet(a: &SampleAnswer, tz: chrono_tz::Tz) -> Sheet {
+    Sheet::new("sample", &SAMPLE_COLUMNS, a, tz)
+}
