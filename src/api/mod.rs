@@ -36,8 +36,8 @@ use crate::store::{
 
 pub mod download;
 pub mod openapi;
-mod urgent;
 pub mod preview;
+mod urgent;
 
 /// Largest ad-set upload.
 pub const MAX_BODY: usize = 1024 * 1024;

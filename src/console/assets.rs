@@ -29,6 +29,11 @@ const FILES: &[(&str, &str, &[u8])] = &[
         "text/javascript; charset=utf-8",
         include_bytes!("../../assets/console/live.js"),
     ),
+    (
+        "led.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../assets/console/led.js"),
+    ),
 ];
 
 /// What a browser may keep: a year, never revalidated (the address changes with the file).

@@ -404,6 +404,8 @@ mod tests {
             max_chars,
             charset,
             duration: Duration::from_secs(15),
+            width_px: 192,
+            scroll_px_per_s: 32,
         };
         let device = |d: &str, k: &str| Device {
             id: Id::parse(d).expect("id"),

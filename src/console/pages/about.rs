@@ -10,6 +10,9 @@ use super::super::{html, Ctx, Failure};
 pub struct AboutPage<'a> {
     pub c: &'a Ctx,
     pub version: &'a str,
+    /// GNU Unifont's notice in the reader's language, and its licence text.
+    pub font_notice: &'a str,
+    pub font_licence: &'a str,
 }
 
 pub async fn page(c: Ctx) -> Result<Response, Failure> {
@@ -17,5 +20,10 @@ pub async fn page(c: Ctx) -> Result<Response, Failure> {
     Ok(html(&AboutPage {
         c: &c,
         version: env!("CARGO_PKG_VERSION"),
+        font_notice: match c.lang {
+            crate::console::i18n::Lang::En => crate::core::led::FONT_NOTICE_EN,
+            _ => crate::core::led::FONT_NOTICE_ZH,
+        },
+        font_licence: crate::core::led::FONT_LICENCE,
     }))
 }
