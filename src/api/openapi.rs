@@ -498,8 +498,8 @@ fn schemas() -> Value {
             "description": "One text for every display of the feeds and every display named; checked like a slogan's text against each class it reaches. Give expires_at or expires_in (1 minute to 72 hours ahead).",
             "properties": {
                 "text": s, "feeds": strings, "devices": strings,
-                "expires_at": {"type": "string", "format": "date-time"},
-                "expires_in": {"type": "string", "description": "A duration from now: 30m, 2h"}}},
+                "expires_at": {"type": ["string", "null"], "format": "date-time", "description": "null: not given"},
+                "expires_in": {"type": ["string", "null"], "description": "A duration from now: 30m, 2h; null: not given"}}},
     });
     for part in [more, audits, input, urgent, preview_schemas()] {
         if let (Some(a), Value::Object(b)) = (all.as_object_mut(), part) {
