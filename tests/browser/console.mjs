@@ -141,6 +141,13 @@ async function operatorA(browser) {
 async function operatorB(browser, rev) {
   step = "operator B approves";
   const { context, page } = await signIn(browser, tokens.b, "operator-b");
+  // The overview stays open, unreloaded, in a second tab: its own refresh must bring the text.
+  const watch = await context.newPage();
+  await watch.goto(base + "/");
+  check(
+    (await watch.locator("td.slogan", { hasText: NEW_TEXT }).count()) === 0,
+    "the new text is on the overview before its approval"
+  );
   await visit(page, `/adsets/${ADSET}`, "adset-pending");
   await Promise.all([
     page.waitForNavigation(),
@@ -152,19 +159,20 @@ async function operatorB(browser, rev) {
 
   step = "the new text on the overview";
   const approved = Date.now();
-  await page.goto(base + "/");
-  const every = Number(await page.locator("#live").getAttribute("data-every")) * 1000;
+  const every = Number(await watch.locator("#live").getAttribute("data-every")) * 1000;
   check(every > 0, "the overview names no refresh interval");
   // The next play comes within one feed interval; the overview shows it at its next refresh.
   const within = FEED_INTERVAL_MS + every;
-  await page
+  await watch
     .locator("td.slogan", { hasText: NEW_TEXT })
     .first()
     .waitFor({ timeout: within + 2000 })
     .catch(() => {
       throw new Error(`"${NEW_TEXT}" not on the overview within ${within} ms of the approval`);
     });
-  console.log(`overview: the new text after ${Date.now() - approved} ms (refresh every ${every} ms)`);
+  console.log(`overview: the new text after ${Date.now() - approved} ms without a reload (refresh every ${every} ms)`);
+  await watch.close();
+  await page.goto(base + "/");
   await shoot(page, "overview-new-text");
 
   step = "the LED preview";
