@@ -59,14 +59,24 @@ function check(ok, message) {
 }
 
 let n = 0;
-/** Saves `page` as it is, then in the other language (the header's toggle), then toggles back. */
-async function shoot(page, name) {
+/**
+ * Saves `page` as it is, then in the other language (the header's toggle), then toggles back.
+ * The toggle returns to the page's address: a page that answers a form post is made again
+ * in the other language by `again`; with `again === null` it is saved in one language only
+ * (a second upload would store another revision).
+ */
+async function shoot(page, name, again) {
   n += 1;
   const lang = async () => page.locator("html").getAttribute("lang");
   const first = await lang();
   const file = (l) => join(shots, `${String(n).padStart(2, "0")}-${name}.${l}.png`);
   await page.screenshot({ path: file(first), fullPage: true });
+  if (again === null) {
+    console.log(`screenshots: ${file(first)} (the answer to an upload: one language)`);
+    return;
+  }
   await Promise.all([page.waitForNavigation(), page.locator("header form[action='/lang'] button").click()]);
+  if (again) await again();
   const second = await lang();
   check(second !== first, `${name}: the language toggle left the page in ${first}`);
   await page.screenshot({ path: file(second), fullPage: true });
@@ -119,7 +129,13 @@ async function operatorA(browser) {
     bad.includes(`L${BROKEN_LINE}`),
     `the sent text does not mark line ${BROKEN_LINE} (marked: ${bad.join(", ") || "none"})`
   );
-  await shoot(page, "upload-broken");
+  await shoot(page, "upload-broken", async () => {
+    await upload(page, BROKEN);
+    check(
+      (await page.locator(`.problem[role=alert] a[href="#L${BROKEN_LINE}"]`).count()) >= 1,
+      `in the other language, the problem does not point at line ${BROKEN_LINE}`
+    );
+  });
   step = "operator A uploads a good ad set";
   await upload(page, GOOD);
   const stored = page.locator("p.ok[role=status] a");
@@ -127,7 +143,7 @@ async function operatorA(browser) {
   const label = (await stored.textContent()).trim();
   const rev = Number(label.split(" r")[1]);
   check(label.startsWith(ADSET) && rev >= 2, `stored as ${label}, not a new revision of ${ADSET}`);
-  await shoot(page, "upload-stored");
+  await shoot(page, "upload-stored", null);
   step = "operator A may not approve their own upload";
   await visit(page, `/adsets/${ADSET}`, "adset-own");
   check(
