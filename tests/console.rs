@@ -656,6 +656,89 @@ async fn english_on_request_and_assets_from_the_daemon(app: Console) -> Console 
     app
 }
 
+/// The LED preview of a revision: each slogan for each class it reaches, the Preview JSON
+/// for led.js and the same drawn as SVG for a reader without JavaScript; linked from the
+/// revision; every role may look; an unknown revision is a 404.
+async fn the_led_preview_draws_each_slogan_per_class(app: Console) -> Console {
+    let cookie = app.sign_in("aud").await;
+    let rev = app.get("/adsets/civility/rev/1", Some(&cookie)).await;
+    assert!(
+        rev.body.contains("href=\"/adsets/civility/rev/1/preview\""),
+        "{}",
+        rev.body
+    );
+    let a = app
+        .get("/adsets/civility/rev/1/preview", Some(&cookie))
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert!(a.body.contains("LED 预览"), "{}", a.body);
+    assert!(a.body.contains("jiang-wenming"), "{}", a.body);
+    // The same rows the API's preview answers, in the same order.
+    let api = app
+        .send(
+            Request::get("/api/v1/preview?adset=civility&slogan=jiang-wenming&rev=1")
+                .header("host", HOST)
+                .header("authorization", format!("Bearer {}", app.tokens["aud"]))
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await;
+    assert_eq!(api.status, StatusCode::OK, "{}", api.body);
+    let api_rows: serde_json::Value =
+        serde_json::from_str::<serde_json::Value>(&api.body).expect("json")["rows"].clone();
+    let rows = api_rows.as_array().expect("rows");
+    assert!(!rows.is_empty(), "the ad set reaches a class");
+    let canvases: Vec<serde_json::Value> = a
+        .body
+        .split("<canvas data-led=\"")
+        .skip(1)
+        .map(|part| {
+            let attr = &part[..part.find('"').expect("end")];
+            let json = attr
+                .replace("&#34;", "\"")
+                .replace("&quot;", "\"")
+                .replace("&#x27;", "'")
+                .replace("&#39;", "'")
+                .replace("&lt;", "<")
+                .replace("&gt;", ">")
+                .replace("&amp;", "&");
+            serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json}"))
+        })
+        .collect();
+    assert_eq!(&canvases, rows, "the canvases carry the API's previews");
+    assert_eq!(
+        a.body.matches("<svg ").count(),
+        rows.len(),
+        "one SVG a class"
+    );
+    assert!(a.body.contains("id=\"led-1\"") && a.body.contains("url(#led-1)"));
+    assert!(
+        a.body.contains("src=\"/assets/console/led.js?v="),
+        "{}",
+        a.body
+    );
+    for r in rows {
+        let class = r["class"].as_str().expect("class");
+        assert!(
+            a.body.contains(&format!("data-class=\"{class}\"")),
+            "{class}"
+        );
+        let said = if r["pass_s"].is_null() {
+            "静止显示"
+        } else {
+            "滚动，一遍"
+        };
+        assert!(a.body.contains(said), "{said}: {}", a.body);
+    }
+    let none = app
+        .get("/adsets/civility/rev/9/preview", Some(&cookie))
+        .await;
+    assert_eq!(none.status, StatusCode::NOT_FOUND);
+    let signed_out = app.get("/adsets/civility/rev/1/preview", None).await;
+    assert_eq!(signed_out.status, StatusCode::SEE_OTHER);
+    app
+}
+
 macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {$(
         mod $name {
@@ -677,4 +760,5 @@ both_backends!(
     sessions_end_as_they_should,
     forged_posts_are_refused_and_uploads_follow_the_api,
     english_on_request_and_assets_from_the_daemon,
+    the_led_preview_draws_each_slogan_per_class,
 );

@@ -19,7 +19,7 @@ use serde::Serialize;
 use super::{ApiError, ApiQuery, ApiState, Detail};
 use crate::core::catalog::{self, AdSetContext};
 use crate::core::led::{self, LedError, Preview};
-use crate::core::model::Catalog;
+use crate::core::model::{AdSet, Catalog, Slogan};
 use crate::store::{ApiStore, Revision};
 
 /// Longest `text` looked at, in characters, before any class's own limit: the check costs
@@ -146,6 +146,42 @@ async fn revision(st: &ApiState, adset: &str, rev: Option<&str>) -> Result<Revis
     })
 }
 
+/// A stored revision parsed against the current catalog.
+fn parsed(ctx: &AdSetContext, r: &Revision) -> Result<AdSet, ApiError> {
+    catalog::parse_adset(&r.body, r.format == "json", "adset", ctx).map_err(|ps| {
+        let first = ps.iter().find(|p| p.is_error()).map_or(String::new(), |p| format!(": {p}"));
+        unprocessable(
+            "adset",
+            format!(
+                "revision {} of {:?} does not check against the current displays, classes and feeds{first}",
+                r.rev, r.adset
+            ),
+        )
+    })
+}
+
+/// One slogan of a parsed revision for `class`, or for every class its ad set reaches.
+fn slogan_rows(
+    c: &Catalog,
+    ctx: &AdSetContext,
+    adset: &AdSet,
+    s: &Slogan,
+    class: Option<&str>,
+) -> Result<Vec<Preview>, ApiError> {
+    let classes: Vec<&str> = match class {
+        Some(k) => vec![class_of(c, k)?.name.as_str()],
+        None => catalog::reached_classes(ctx, adset.feeds.as_deref())
+            .into_iter()
+            .collect(),
+    };
+    let mut rows = Vec::with_capacity(classes.len());
+    for k in classes {
+        let profile = class_of(c, k)?;
+        rows.push(led::render(s.text_for(k), profile).map_err(|e| refused("class", e))?);
+    }
+    Ok(rows)
+}
+
 /// A stored slogan for `class`, or for every class its ad set reaches. Heavy: it parses the
 /// revision and looks over every display.
 fn draw_slogan(
@@ -155,16 +191,7 @@ fn draw_slogan(
     class: Option<&str>,
 ) -> Result<SloganPreviews, ApiError> {
     let ctx = AdSetContext::of(c);
-    let adset = catalog::parse_adset(&r.body, r.format == "json", "adset", &ctx).map_err(|ps| {
-        let first = ps.iter().find(|p| p.is_error()).map_or(String::new(), |p| format!(": {p}"));
-        unprocessable(
-            "adset",
-            format!(
-                "revision {} of {:?} does not check against the current displays, classes and feeds{first}",
-                r.rev, r.adset
-            ),
-        )
-    })?;
+    let adset = parsed(&ctx, r)?;
     let Some(s) = adset.slogans.iter().find(|s| s.id.as_str() == slogan) else {
         let ids: Vec<&str> = adset.slogans.iter().map(|s| s.id.as_str()).collect();
         return Err(unprocessable(
@@ -177,23 +204,32 @@ fn draw_slogan(
             ),
         ));
     };
-    let classes: Vec<&str> = match class {
-        Some(k) => vec![class_of(c, k)?.name.as_str()],
-        None => catalog::reached_classes(&ctx, adset.feeds.as_deref())
-            .into_iter()
-            .collect(),
-    };
-    let mut rows = Vec::with_capacity(classes.len());
-    for k in classes {
-        let profile = class_of(c, k)?;
-        rows.push(led::render(s.text_for(k), profile).map_err(|e| refused("class", e))?);
-    }
     Ok(SloganPreviews {
         adset: r.adset.clone(),
         rev: r.rev,
         slogan: slogan.to_owned(),
-        rows,
+        rows: slogan_rows(c, &ctx, &adset, s, class)?,
     })
+}
+
+/// Every slogan of a stored revision, each for every class its ad set reaches, in the
+/// revision's order: what `GET /api/v1/preview?adset=&slogan=&rev=` answers for each slogan.
+/// Heavy, as `draw_slogan`; the console's preview page draws from it.
+pub fn draw_revision(c: &Catalog, r: &Revision) -> Result<Vec<SloganPreviews>, ApiError> {
+    let ctx = AdSetContext::of(c);
+    let adset = parsed(&ctx, r)?;
+    adset
+        .slogans
+        .iter()
+        .map(|s| {
+            Ok(SloganPreviews {
+                adset: r.adset.clone(),
+                rev: r.rev,
+                slogan: s.id.as_str().to_owned(),
+                rows: slogan_rows(c, &ctx, &adset, s, None)?,
+            })
+        })
+        .collect()
 }
 
 async fn resolve(st: &Arc<ApiState>, p: PreviewParams) -> Result<Drawn, ApiError> {

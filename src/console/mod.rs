@@ -40,6 +40,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/adsets", get(adsets::list))
         .route("/adsets/{id}", get(adsets::show))
         .route("/adsets/{id}/rev/{rev}", get(adsets::revision))
+        .route("/adsets/{id}/rev/{rev}/preview", get(adsets::preview))
         .route("/adsets/{id}/diff", get(adsets::diff))
         .route("/adsets/{id}/approve", post(adsets::approve))
         .route("/adsets/{id}/retire", post(adsets::retire))

@@ -16,6 +16,7 @@ use similar::{ChangeTag, TextDiff};
 use super::super::i18n::key;
 use super::super::{html, local_time, Ctx, Failure};
 use crate::api::{self, ApiState};
+use crate::core::led;
 use crate::store::{AdSetHistory, ApiStore};
 
 /// One revision as a row.
@@ -174,6 +175,104 @@ pub async fn revision(
         rev: line,
         lines,
         previous: rev - 1,
+    }))
+}
+
+/// One class's preview of a slogan: the Preview JSON for `led.js`, the same drawn as SVG
+/// for a reader without JavaScript, and the pass time.
+pub struct PreviewLine {
+    pub class: String,
+    pub text: String,
+    pub json: String,
+    pub svg: String,
+    /// Seconds one pass takes, formatted; empty when the text stands still.
+    pub pass_s: String,
+    pub duration_s: String,
+}
+
+/// One slogan's previews, one a class it reaches.
+pub struct SloganLine {
+    pub slogan: String,
+    pub rows: Vec<PreviewLine>,
+}
+
+#[derive(Template)]
+#[template(path = "console/preview.html")]
+pub struct PreviewPage<'a> {
+    pub c: &'a Ctx,
+    pub id: String,
+    pub rev: i64,
+    pub slogans: Vec<SloganLine>,
+}
+
+/// Every SVG of a page shares the document's id space: give each its own pattern id so no
+/// drawing refers to another's.
+fn own_ids(svg: &str, n: usize) -> String {
+    svg.replace(r#"id="led""#, &format!(r#"id="led-{n}""#))
+        .replace("url(#led)", &format!("url(#led-{n})"))
+}
+
+fn slogan_lines(drawn: Vec<api::preview::SloganPreviews>) -> Result<Vec<SloganLine>, String> {
+    let mut n = 0;
+    drawn
+        .into_iter()
+        .map(|s| {
+            let rows = s
+                .rows
+                .iter()
+                .map(|p| {
+                    n += 1;
+                    Ok(PreviewLine {
+                        class: p.class.clone(),
+                        text: p.text.clone(),
+                        json: serde_json::to_string(p).map_err(|e| e.to_string())?,
+                        svg: own_ids(&led::svg(p), n),
+                        pass_s: p.pass_s.map(|s| format!("{s:.1}")).unwrap_or_default(),
+                        duration_s: format!("{:.1}", p.duration_s),
+                    })
+                })
+                .collect::<Result<_, String>>()?;
+            Ok(SloganLine {
+                slogan: s.slogan,
+                rows,
+            })
+        })
+        .collect()
+}
+
+/// `GET /adsets/{id}/rev/{rev}/preview`: every slogan of the revision as each class it
+/// reaches draws it, by `api::preview::draw_revision` (the API's preview).
+pub async fn preview(
+    State(st): State<Arc<ApiState>>,
+    c: Ctx,
+    Path((id, rev)): Path<(String, i64)>,
+) -> Result<Response, Failure> {
+    c.require(api::READERS)?;
+    let h = history(&st, &c, &id).await?;
+    let Some(r) = h.revisions.into_iter().find(|r| r.rev == rev) else {
+        return Err(c.fail(
+            StatusCode::NOT_FOUND,
+            key("error.not_found"),
+            format!("{} {id} r{rev}", c.t("adsets.none_such")),
+        ));
+    };
+    let catalog = st.shared.current();
+    let drawn = st
+        .heavy
+        .run(move || api::preview::draw_revision(&catalog, &r))
+        .await
+        .map_err(|e| c.api_failure(e))?
+        .map_err(|e| c.api_failure(e))?;
+    let slogans = slogan_lines(drawn).map_err(|e| {
+        c.api_failure(api::ApiError::from(anyhow::anyhow!(
+            "a preview as JSON failed: {e}"
+        )))
+    })?;
+    Ok(html(&PreviewPage {
+        c: &c,
+        id,
+        rev,
+        slogans,
     }))
 }
 

@@ -1,0 +1,290 @@
+// The console in headless Chromium (playwright-core driving the system's chromium; no
+// browser is ever downloaded), against a running `civicast serve`: operator A signs in,
+// uploads a broken ad set and sees the error at its line, uploads a good one; operator B,
+// in a browser context of its own, approves it and sees its text on the overview within one
+// refresh interval and a play; the LED preview's canvas is drawn; the auditor's play-count
+// table equals GET /api/v1/audit/plays for the same query. Every page visited is saved in
+// Chinese and in English. Run by tests/browser.rs, which starts the daemon and passes:
+//   CIVICAST_URL, CIVICAST_TOKEN_A, CIVICAST_TOKEN_B, CIVICAST_TOKEN_AUDITOR,
+//   CIVICAST_SCREENSHOTS (a directory), CIVICAST_CHROMIUM (default /usr/bin/chromium).
+// Exits 1 with a message naming the step on any failure.
+import { chromium } from "playwright-core";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+function need(name) {
+  const v = process.env[name];
+  if (!v) throw new Error(`${name} is not set (tests/browser.rs sets it)`);
+  return v;
+}
+
+const base = need("CIVICAST_URL");
+const tokens = {
+  a: need("CIVICAST_TOKEN_A"),
+  b: need("CIVICAST_TOKEN_B"),
+  auditor: need("CIVICAST_TOKEN_AUDITOR"),
+};
+const shots = need("CIVICAST_SCREENSHOTS");
+const executablePath = process.env.CIVICAST_CHROMIUM || "/usr/bin/chromium";
+// The feeds of the test city play every 5 s (tests/browser.rs).
+const FEED_INTERVAL_MS = 5000;
+
+const ADSET = "wenming-city";
+const NEW_TEXT = "浏览器测试 礼让行人";
+// A TOML syntax error on line 8: the value of `text` is missing.
+const BROKEN = `id = "${ADSET}"
+title = "Civilized city campaign"
+valid_from = "2026-01-01"
+valid_until = "2027-12-31"
+
+[[slogan]]
+id = "broken"
+text =
+`;
+const BROKEN_LINE = 8;
+const GOOD = `id = "${ADSET}"
+title = "Civilized city campaign"
+valid_from = "2026-01-01"
+valid_until = "2027-12-31"
+
+[[slogan]]
+id = "browser-test"
+text = "${NEW_TEXT}"
+`;
+
+let step = "start";
+function check(ok, message) {
+  if (!ok) throw new Error(message);
+}
+
+let n = 0;
+/**
+ * Saves `page` as it is, then in the other language (the header's toggle), then toggles back.
+ * The toggle returns to the page's address: a page that answers a form post is made again
+ * in the other language by `again`; with `again === null` it is saved in one language only
+ * (a second upload would store another revision).
+ */
+async function shoot(page, name, again) {
+  n += 1;
+  const lang = async () => page.locator("html").getAttribute("lang");
+  const first = await lang();
+  const file = (l) => join(shots, `${String(n).padStart(2, "0")}-${name}.${l}.png`);
+  await page.screenshot({ path: file(first), fullPage: true });
+  if (again === null) {
+    console.log(`screenshots: ${file(first)} (the answer to an upload: one language)`);
+    return;
+  }
+  await Promise.all([page.waitForNavigation(), page.locator("header form[action='/lang'] button").click()]);
+  if (again) await again();
+  const second = await lang();
+  check(second !== first, `${name}: the language toggle left the page in ${first}`);
+  await page.screenshot({ path: file(second), fullPage: true });
+  await Promise.all([page.waitForNavigation(), page.locator("header form[action='/lang'] button").click()]);
+  check((await lang()) === first, `${name}: toggling back did not return to ${first}`);
+  console.log(`screenshots: ${file(first)} ${file(second)}`);
+}
+
+async function visit(page, path, name) {
+  const resp = await page.goto(base + path);
+  check(resp && resp.ok(), `${path}: status ${resp && resp.status()}`);
+  await shoot(page, name);
+}
+
+async function signIn(browser, token, who) {
+  const context = await browser.newContext({ locale: "zh-CN" });
+  const page = await context.newPage();
+  page.on("pageerror", (e) => console.error(`${who}: a script failed on ${page.url()}: ${e}`));
+  await page.goto(base + "/");
+  await shoot(page, `signin-${who}`);
+  await page.fill("#token", token);
+  await Promise.all([page.waitForNavigation(), page.click("form.signin button[type=submit]")]);
+  check(
+    (await page.locator("form[action='/signout']").count()) === 1,
+    `${who}: not signed in; the page says: ${(await page.textContent("main")).trim().slice(0, 300)}`
+  );
+  await shoot(page, `overview-${who}`);
+  return { context, page };
+}
+
+async function upload(page, text) {
+  await page.goto(base + "/upload");
+  await page.fill("#text", text);
+  await page.check("#fmt-toml");
+  await Promise.all([page.waitForNavigation(), page.click("form.upload button[type=submit]")]);
+}
+
+async function operatorA(browser) {
+  step = "operator A signs in";
+  const { context, page } = await signIn(browser, tokens.a, "operator-a");
+  step = "operator A uploads a broken ad set";
+  await visit(page, "/upload", "upload-form");
+  await upload(page, BROKEN);
+  const alert = page.locator(".problem[role=alert]");
+  check((await alert.count()) === 1, "the broken upload shows no problem");
+  const links = await alert.locator(`a[href="#L${BROKEN_LINE}"]`).count();
+  check(links >= 1, `the problem does not point at line ${BROKEN_LINE}: ${await alert.textContent()}`);
+  const bad = await page.locator("table.source tr.bad").evaluateAll((rows) => rows.map((r) => r.id));
+  check(
+    bad.includes(`L${BROKEN_LINE}`),
+    `the sent text does not mark line ${BROKEN_LINE} (marked: ${bad.join(", ") || "none"})`
+  );
+  await shoot(page, "upload-broken", async () => {
+    await upload(page, BROKEN);
+    check(
+      (await page.locator(`.problem[role=alert] a[href="#L${BROKEN_LINE}"]`).count()) >= 1,
+      `in the other language, the problem does not point at line ${BROKEN_LINE}`
+    );
+  });
+  step = "operator A uploads a good ad set";
+  await upload(page, GOOD);
+  const stored = page.locator("p.ok[role=status] a");
+  check((await stored.count()) === 1, `the good upload was not stored: ${(await page.textContent("main")).slice(0, 400)}`);
+  const label = (await stored.textContent()).trim();
+  const rev = Number(label.split(" r")[1]);
+  check(label.startsWith(ADSET) && rev >= 2, `stored as ${label}, not a new revision of ${ADSET}`);
+  await shoot(page, "upload-stored", null);
+  step = "operator A may not approve their own upload";
+  await visit(page, `/adsets/${ADSET}`, "adset-own");
+  check(
+    (await page.locator(`form[action='/adsets/${ADSET}/approve']`).count()) === 0,
+    "the uploader is offered the approve form"
+  );
+  await context.close();
+  return rev;
+}
+
+async function operatorB(browser, rev) {
+  step = "operator B approves";
+  const { context, page } = await signIn(browser, tokens.b, "operator-b");
+  // The overview stays open, unreloaded, in a second tab: its own refresh must bring the text.
+  const watch = await context.newPage();
+  await watch.goto(base + "/");
+  check(
+    (await watch.locator("td.slogan", { hasText: NEW_TEXT }).count()) === 0,
+    "the new text is on the overview before its approval"
+  );
+  await visit(page, `/adsets/${ADSET}`, "adset-pending");
+  await Promise.all([
+    page.waitForNavigation(),
+    page.click(`form[action='/adsets/${ADSET}/approve'] button[type=submit]`),
+  ]);
+  check(page.url().endsWith(`/adsets/${ADSET}`), `approval went to ${page.url()}`);
+  await shoot(page, "adset-approved");
+  await visit(page, `/adsets/${ADSET}/rev/${rev}`, "revision");
+
+  step = "the new text on the overview";
+  const approved = Date.now();
+  const every = Number(await watch.locator("#live").getAttribute("data-every")) * 1000;
+  check(every > 0, "the overview names no refresh interval");
+  // The next play comes within one feed interval; the overview shows it at its next refresh.
+  const within = FEED_INTERVAL_MS + every;
+  await watch
+    .locator("td.slogan", { hasText: NEW_TEXT })
+    .first()
+    .waitFor({ timeout: within + 2000 })
+    .catch(() => {
+      throw new Error(`"${NEW_TEXT}" not on the overview within ${within} ms of the approval`);
+    });
+  console.log(`overview: the new text after ${Date.now() - approved} ms without a reload (refresh every ${every} ms)`);
+  await watch.close();
+  await page.goto(base + "/");
+  await shoot(page, "overview-new-text");
+
+  step = "the LED preview";
+  await page.goto(base + `/adsets/${ADSET}/rev/${rev}`);
+  await Promise.all([page.waitForNavigation(), page.click(`a[href="/adsets/${ADSET}/rev/${rev}/preview"]`)]);
+  const canvases = page.locator("canvas[data-led]");
+  check((await canvases.count()) >= 1, "the preview page has no canvas");
+  // led.js draws on load; a lit LED is amber (#ffb000), unlit ones and the background dark.
+  await page.waitForFunction(() => {
+    const c = document.querySelector("canvas[data-led]");
+    if (!c || c.width === 0) return false;
+    const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+    for (let i = 0; i < d.length; i += 4) if (d[i] > 200 && d[i + 1] > 120) return true;
+    return false;
+  }, null, { timeout: 5000 }).catch(() => {
+    throw new Error("no lit LED on the preview's canvas: led.js drew nothing");
+  });
+  const lit = await canvases.evaluateAll((cs) =>
+    cs.map((c) => {
+      const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+      let k = 0;
+      for (let i = 0; i < d.length; i += 4) if (d[i] > 200 && d[i + 1] > 120) k += 1;
+      return k;
+    })
+  );
+  check(lit.every((k) => k > 0), `a canvas has no lit LED: ${lit.join(", ")}`);
+  console.log(`preview: ${lit.length} canvases, lit pixels ${lit.join(", ")}`);
+  await shoot(page, "preview");
+  await context.close();
+}
+
+/** The play-count table as {key: plays}, the key the row's values joined by "|". */
+async function tableCounts(page) {
+  const rows = await page.locator("main table tbody tr").evaluateAll((trs) =>
+    trs.map((tr) => Array.from(tr.querySelectorAll("td")).map((td) => td.textContent.trim()))
+  );
+  const total = Number((await page.locator("main table tfoot td.num").textContent()).trim());
+  const counts = {};
+  for (const r of rows) counts[r.slice(0, -1).join("|")] = Number(r[r.length - 1]);
+  return { counts, total };
+}
+
+async function auditor(browser) {
+  step = "the auditor's play counts";
+  const { context, page } = await signIn(browser, tokens.auditor, "auditor");
+  const query = "group_by=class,slogan";
+  await visit(page, `/audit/plays?${query}`, "plays");
+  const shown = await tableCounts(page);
+  const resp = await fetch(`${base}/api/v1/audit/plays?${query}`, {
+    headers: { authorization: `Bearer ${tokens.auditor}` },
+  });
+  if (!resp.ok) throw new Error(`GET /api/v1/audit/plays?${query}: ${resp.status} ${await resp.text()}`);
+  const api = await resp.json();
+  const fromApi = {};
+  for (const r of api.rows) fromApi[api.group_by.map((k) => r[k]).join("|")] = r.plays;
+  const a = JSON.stringify(shown.counts, Object.keys(shown.counts).sort());
+  const b = JSON.stringify(fromApi, Object.keys(fromApi).sort());
+  check(a === b, `the page's play counts ${a} differ from the API's ${b}`);
+  check(api.total > 0, "the API counts no plays: the comparison would prove nothing");
+  check(shown.total === api.total, `the page's total ${shown.total} differs from the API's ${api.total}`);
+  console.log(`plays: ${Object.keys(fromApi).length} rows, total ${api.total}, page and API agree`);
+  await visit(page, "/about", "about");
+  await context.close();
+}
+
+async function main() {
+  mkdirSync(shots, { recursive: true });
+  const profile = mkdtempSync(join(tmpdir(), "civicast-chromium-"));
+  // launchPersistentContext takes the profile directory (--user-data-dir); its contexts
+  // would share cookies, so each account gets a fresh browser of its own on a fresh profile.
+  const launch = async (who) =>
+    chromium.launchPersistentContext(join(profile, who), {
+      executablePath,
+      headless: true,
+      locale: "zh-CN",
+      args: ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--no-first-run"],
+    });
+  const asBrowser = (ctx) => ({ newContext: async () => ctx });
+  const contexts = [];
+  try {
+    const open = async (who) => {
+      const c = await launch(who);
+      contexts.push(c);
+      return asBrowser(c);
+    };
+    const rev = await operatorA(await open("operator-a"));
+    await operatorB(await open("operator-b"), rev);
+    await auditor(await open("auditor"));
+  } finally {
+    for (const c of contexts) await c.close().catch(() => {});
+    rmSync(profile, { recursive: true, force: true });
+  }
+  console.log(`ok: ${n} pages, screenshots in ${shots}`);
+}
+
+main().catch((e) => {
+  console.error(`browser test failed at "${step}": ${e.message}`);
+  process.exit(1);
+});
