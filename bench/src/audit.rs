@@ -107,7 +107,11 @@ const BENCH_DAYPART: &str = "* * 6-22 * * *";
 /// The inventory the synthetic history was played to, as an operator would keep it: one
 /// CSV of the displays (class and feed as in the database), three classes, one feed per
 /// `feed-NN` with its interval and daypart from [`FEED_TARGETS`].
-fn write_audit_inventory(root: &Path, o: &LoadOptions, plays: usize) -> anyhow::Result<()> {
+pub(crate) fn write_audit_inventory(
+    root: &Path,
+    o: &LoadOptions,
+    plays: usize,
+) -> anyhow::Result<()> {
     let w = |rel: &str, text: &str| -> anyhow::Result<()> {
         let p = root.join(rel);
         if let Some(d) = p.parent() {
@@ -153,6 +157,16 @@ fn write_audit_inventory(root: &Path, o: &LoadOptions, plays: usize) -> anyhow::
     w("schedules/feeds.toml", &toml)?;
     w("schedules/adsets/civility.toml", ADSET)?;
     Ok(())
+}
+
+/// Where the inventory of `store`'s history goes: beside the database, so that it goes
+/// wherever the bench's data goes.
+pub(crate) fn inventory_root(store: &SqliteStore) -> std::path::PathBuf {
+    let db = store.pool().connect_options().get_filename().to_path_buf();
+    db.with_file_name(format!(
+        "{}-inventory",
+        db.file_stem().and_then(|s| s.to_str()).unwrap_or("audit")
+    ))
 }
 
 /// Compliance for a week, through the report path beside the naive fold.
@@ -375,12 +389,7 @@ async fn audit_compliance(
     let plays: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM plays")
         .fetch_one(store.pool())
         .await?;
-    // Beside the database, so the inventory goes wherever the bench's data goes.
-    let db = store.pool().connect_options().get_filename().to_path_buf();
-    let root = db.with_file_name(format!(
-        "{}-inventory",
-        db.file_stem().and_then(|s| s.to_str()).unwrap_or("audit")
-    ));
+    let root = inventory_root(store);
     write_audit_inventory(&root, o, plays as usize)?;
     let catalog = load_catalog(&root)?;
     let end = o.end.with_timezone(&tz);

@@ -12,6 +12,8 @@
 //! - `memory`: RSS with a large inventory, each size in a fresh process.
 //! - `download`: the audit load, then play counts by display and hour downloaded as CSV and
 //!   as XLSX through the API's download function, RSS sampled while each runs.
+//! - `console`: every page of the web console on the audit scenario's history, each
+//!   auditor page beside the API's answer and the store's read in the same run.
 //! - `pg`: the audit and storage scenarios on PostgreSQL.
 //! - `soak`: the demo city at speed for a long time: memory and open descriptors sampled,
 //!   every receipt checked stored once at the end.
@@ -25,6 +27,7 @@
 //! public API); the only rows it writes past the store are in `load`.
 
 pub mod audit;
+pub mod console;
 pub mod download;
 pub mod fixture;
 mod fleet;

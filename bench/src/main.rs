@@ -47,6 +47,9 @@ enum Scenario {
     Memory,
     /// The audit load, then play counts by display and hour as CSV and XLSX downloads.
     Download,
+    /// The audit load (or --reuse of it), then every console page --runs times, auditor
+    /// pages beside the API's answer and the store's read.
+    Console,
     /// The demo city at --speed for --duration, RSS and open fds sampled every --every.
     Soak,
     /// A city connecting at once and dying at once, on the embedded broker and on Mosquitto.
@@ -184,6 +187,32 @@ async fn run_scenario(settings: Settings, a: BenchArgs) -> anyhow::Result<ExitCo
             let runs = civicast_bench::download::download_runs(&store).await?;
             civicast_bench::download::print_downloads(&runs);
             Ok(ExitCode::SUCCESS)
+        }
+        Scenario::Console => {
+            let o = LoadOptions {
+                receipts: a.receipts.unwrap_or(1_000_000),
+                displays: a.displays.first().copied().unwrap_or(3_000).max(1),
+                ..LoadOptions::default()
+            };
+            let path = a.dir.join("audit.db");
+            let store = if a.reuse {
+                let store =
+                    civicast::store::SqliteStore::connect(&format!("sqlite://{}", path.display()))
+                        .await?;
+                civicast::store::Store::migrate(&store).await?;
+                civicast_bench::write_timelines(&store, &o).await?;
+                store
+            } else {
+                let (store, load) = load_sqlite(&path, &o).await?;
+                print_load(&load);
+                store
+            };
+            let receipts: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM receipts")
+                .fetch_one(store.pool())
+                .await?;
+            let pages = civicast_bench::console::console(&store, &o, a.runs.max(1)).await?;
+            civicast_bench::console::print_console(receipts, &pages);
+            Ok(exit(pages.iter().all(|p| p.status == 200)))
         }
         Scenario::Audit | Scenario::Storage => {
             if let Some(url) = a.database.as_deref().filter(|u| u.starts_with("postgres")) {
