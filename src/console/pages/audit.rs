@@ -54,6 +54,14 @@ pub fn query(pairs: &[(&str, Option<&str>)], format: Option<&str>) -> String {
     serde_urlencoded::to_string(&v).unwrap_or_default()
 }
 
+/// A report's bound (RFC 3339, as its answer states it) as the deployment's wall clock.
+fn wall(t: &str, tz: chrono_tz::Tz) -> String {
+    DateTime::parse_from_rfc3339(t).map_or_else(
+        |_| t.to_owned(),
+        |t| t.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S").to_string(),
+    )
+}
+
 /// A number of seconds as the table shows it: to a tenth.
 fn secs(s: f64) -> String {
     format!("{s:.1}")
@@ -272,8 +280,9 @@ pub async fn compliance(
             page.plays = whole.rows.iter().map(|r| r.plays).sum();
             page.rows = whole.rows.iter().map(compliance_line).collect();
             page.factors = format!("{} / {}", whole.mean_factor, whole.gap_factor);
-            page.from = whole.from;
-            page.to = whole.to;
+            let tz = st.shared.current().timezone;
+            page.from = wall(&whole.from, tz);
+            page.to = wall(&whole.to, tz);
         }
         Err(e) if e.status.is_client_error() && e.status.as_u16() != 429 => {
             page.error = e.error;
@@ -301,6 +310,8 @@ pub struct SamplePage<'a> {
     pub p: SampleParams,
     pub error: String,
     pub a: Option<SampleAnswer>,
+    /// The week's bounds on the wall clock.
+    pub period: String,
     pub rows: Vec<SampleLine>,
     pub csv: String,
     pub xlsx: String,
@@ -333,6 +344,7 @@ pub async fn sample(
         p: p.clone(),
         error: String::new(),
         a: None,
+        period: String::new(),
         rows: Vec::new(),
         csv: String::new(),
         xlsx: String::new(),
@@ -366,6 +378,7 @@ pub async fn sample(
                     met: r.met,
                 })
                 .collect();
+            page.period = format!("{} – {}", wall(&a.from, tz), wall(&a.to, tz));
             page.a = Some(a);
         }
         Err(e) if e.status.is_client_error() && e.status.as_u16() != 429 => {
@@ -459,9 +472,10 @@ pub async fn reconcile(
     match reconcile_answer(&st, p).await {
         Ok(a) => {
             page.total = reconcile_total(&a.rows);
+            let tz = st.shared.current().timezone;
             page.rows = a.rows;
-            page.from = a.from;
-            page.to = a.to;
+            page.from = wall(&a.from, tz);
+            page.to = wall(&a.to, tz);
         }
         Err(e) if e.status.is_client_error() && e.status.as_u16() != 429 => {
             page.error = e.error;
