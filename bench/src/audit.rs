@@ -107,7 +107,11 @@ const BENCH_DAYPART: &str = "* * 6-22 * * *";
 /// The inventory the synthetic history was played to, as an operator would keep it: one
 /// CSV of the displays (class and feed as in the database), three classes, one feed per
 /// `feed-NN` with its interval and daypart from [`FEED_TARGETS`].
-fn write_audit_inventory(root: &Path, o: &LoadOptions, plays: usize) -> anyhow::Result<()> {
+pub(crate) fn write_audit_inventory(
+    root: &Path,
+    o: &LoadOptions,
+    plays: usize,
+) -> anyhow::Result<()> {
     let w = |rel: &str, text: &str| -> anyhow::Result<()> {
         let p = root.join(rel);
         if let Some(d) = p.parent() {

@@ -12,6 +12,8 @@
 //! - `memory`: RSS with a large inventory, each size in a fresh process.
 //! - `download`: the audit load, then play counts by display and hour downloaded as CSV and
 //!   as XLSX through the API's download function, RSS sampled while each runs.
+//! - `console`: the audit load, the daemon on it, and every console page rendered N times
+//!   through the console's router: p50 and p95 per page.
 //! - `pg`: the audit and storage scenarios on PostgreSQL.
 //! - `soak`: the demo city at speed for a long time: memory and open descriptors sampled,
 //!   every receipt checked stored once at the end.
@@ -25,6 +27,7 @@
 //! public API); the only rows it writes past the store are in `load`.
 
 pub mod audit;
+pub mod console;
 pub mod download;
 pub mod fixture;
 mod fleet;

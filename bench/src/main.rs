@@ -47,6 +47,8 @@ enum Scenario {
     Memory,
     /// The audit load, then play counts by display and hour as CSV and XLSX downloads.
     Download,
+    /// The audit load, the daemon on it, then every console page rendered --runs times.
+    Console,
     /// The demo city at --speed for --duration, RSS and open fds sampled every --every.
     Soak,
     /// A city connecting at once and dying at once, on the embedded broker and on Mosquitto.
@@ -89,7 +91,7 @@ struct BenchArgs {
     /// Where the bench writes its databases and generated inventories.
     #[arg(long, default_value = "bench-data")]
     dir: PathBuf,
-    /// audit: timed runs of each query through the store.
+    /// audit: timed runs of each query through the store; console: renders of each page.
     #[arg(long, default_value_t = 20)]
     runs: usize,
     /// audit: timed runs of each naive query; 0 skips them (answers "not checked": at 100 M
@@ -184,6 +186,16 @@ async fn run_scenario(settings: Settings, a: BenchArgs) -> anyhow::Result<ExitCo
             let runs = civicast_bench::download::download_runs(&store).await?;
             civicast_bench::download::print_downloads(&runs);
             Ok(ExitCode::SUCCESS)
+        }
+        Scenario::Console => {
+            let o = LoadOptions {
+                receipts: a.receipts.unwrap_or(1_000_000),
+                displays: a.displays.first().copied().unwrap_or(3_000).max(1),
+                ..LoadOptions::default()
+            };
+            let pages = civicast_bench::console::console(&a.dir, &o, a.runs).await?;
+            civicast_bench::console::print_console(&o, a.runs, &pages);
+            Ok(exit(pages.iter().all(|p| p.status == 200)))
         }
         Scenario::Audit | Scenario::Storage => {
             if let Some(url) = a.database.as_deref().filter(|u| u.starts_with("postgres")) {
