@@ -16,8 +16,9 @@ use tower::ServiceExt;
 
 mod common;
 use common::{
-    api_router, create_tokens, sqlite_store, start_daemon, with_schema, Broker, City, BUS_FEED,
-    FLEET_WITHOUT_ROUTES, ONE_SLOGAN_ADSET,
+    api_router, create_tokens, embedded_port, json, online_now, sqlite_store, start_daemon,
+    stop_and_drain, wait_until, with_schema, Broker, City, Client, Display, BUS_FEED,
+    FLEET_WITHOUT_ROUTES, ONE_SLOGAN_ADSET, P,
 };
 
 const HOST: &str = "127.0.0.1:8080";
@@ -122,6 +123,17 @@ impl Console {
         self.send(b.body(Body::empty()).expect("request")).await
     }
 
+    /// The HTTP API's answer to a GET with `account`'s bearer token: status and body.
+    async fn api(&self, uri: &str, account: &str) -> (StatusCode, String) {
+        let req = Request::get(uri)
+            .header("host", HOST)
+            .header("authorization", format!("Bearer {}", self.tokens[account]))
+            .body(Body::empty())
+            .expect("request");
+        let a = self.send(req).await;
+        (a.status, a.body)
+    }
+
     /// A form POST with `cookie` and `origin` (None: no Origin header).
     async fn post(
         &self,
@@ -224,7 +236,7 @@ where
 }
 
 /// Each page and the status each role gets there.
-const PAGES: [(&str, [u16; 3]); 11] = [
+const PAGES: [(&str, [u16; 3]); 15] = [
     // (path, [operator, auditor, admin])
     ("/", [200, 200, 200]),
     ("/overview/live", [200, 200, 200]),
@@ -236,6 +248,10 @@ const PAGES: [(&str, [u16; 3]); 11] = [
     ("/displays", [200, 200, 200]),
     ("/displays/bus-1", [200, 200, 200]),
     ("/audit/plays?group_by=class", [403, 200, 200]),
+    ("/audit/compliance", [403, 200, 200]),
+    ("/audit/sample", [403, 200, 200]),
+    ("/audit/reconcile", [403, 200, 200]),
+    ("/urgent", [200, 200, 200]),
     ("/about", [200, 200, 200]),
 ];
 
@@ -739,6 +755,503 @@ async fn the_led_preview_draws_each_slogan_per_class(app: Console) -> Console {
     app
 }
 
+/// The segment of `body` from `start` to the next `end`.
+fn segment<'a>(body: &'a str, start: &str, end: &str) -> &'a str {
+    let at = body
+        .find(start)
+        .unwrap_or_else(|| panic!("{start} missing in {body}"));
+    let rest = &body[at..];
+    &rest[..rest.find(end).unwrap_or(rest.len())]
+}
+
+/// The `data-label` / `data-plays` pairs of a page's chart bars.
+fn chart_bars(body: &str) -> Vec<(String, i64)> {
+    body.split("data-label=\"")
+        .skip(1)
+        .map(|part| {
+            let label = part[..part.find('"').expect("label end")].to_owned();
+            let plays = segment(part, "data-plays=\"", "\">")["data-plays=\"".len()..]
+                .parse()
+                .expect("plays");
+            (label, plays)
+        })
+        .collect()
+}
+
+/// The displays answer their plays with receipts until the counts settle; the moment after
+/// which nothing more can count, as RFC 3339, and the day before it.
+async fn with_receipts(app: &Console) -> (String, String) {
+    let port = embedded_port(&app.running);
+    // Online from now, as each bus retains on its status topic: compliance counts plays
+    // only while a display is online.
+    let mut presence = Vec::new();
+    for bus in ["bus-1", "bus-2"] {
+        let c = Client::login(bus, &format!("{bus}-status"), port, false, &[]).await;
+        c.publish(format!("{P}/devices/{bus}/status"), online_now(), true)
+            .await;
+        presence.push(c);
+    }
+    let displays = Display::fleet(port);
+    let by_class = "/api/v1/audit/plays?group_by=class&from=2026-01-01";
+    wait_until("receipts from both buses while online", 20, || async {
+        let (_, b) = app.api("/api/v1/audit/compliance", "aud").await;
+        let rows = json(&b)["rows"].as_array().cloned().unwrap_or_default();
+        if rows.iter().all(|r| r["plays"].as_u64() > Some(2)) {
+            Ok(())
+        } else {
+            Err(b)
+        }
+    })
+    .await;
+    stop_and_drain(&displays).await;
+    drop(displays);
+    // Receipts still in flight or in a batch: wait until the count holds still for a second.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut last = app.api(by_class, "aud").await.1;
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+        let now = app.api(by_class, "aud").await.1;
+        if now == last {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the counts never settled: {now}"
+        );
+        last = now;
+    }
+    drop(presence);
+    let now = chrono::Utc::now().with_timezone(&chrono_tz::Asia::Shanghai);
+    let to = now.to_rfc3339_opts(chrono::SecondsFormat::Secs, false);
+    let from =
+        (now - chrono::Duration::days(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, false);
+    (from, to)
+}
+
+async fn auditor_pages_show_the_apis_numbers(app: Console) -> Console {
+    let (from, to) = with_receipts(&app).await;
+    let period = serde_urlencoded::to_string([("from", &from), ("to", &to)]).expect("query");
+    let aud = app.sign_in("aud").await;
+
+    // Play counts: the chart's bars, the table and the total are the API's, per grouping.
+    for group in ["class", "slogan", "feed", "day", "hour"] {
+        let q = format!("group_by={group}&{period}");
+        let (code, b) = app.api(&format!("/api/v1/audit/plays?{q}"), "aud").await;
+        assert_eq!(code, StatusCode::OK, "{b}");
+        let api = json(&b);
+        let want: Vec<(String, i64)> = api["rows"]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .map(|r| {
+                (
+                    r[group]
+                        .as_str()
+                        .map_or(r[group].to_string(), str::to_owned),
+                    r["plays"].as_i64().expect("plays"),
+                )
+            })
+            .collect();
+        assert!(want.iter().map(|w| w.1).sum::<i64>() > 0, "{b}");
+        let page = app.get(&format!("/audit/plays?{q}"), Some(&aud)).await;
+        assert_eq!(page.status, StatusCode::OK);
+        assert_eq!(
+            chart_bars(&page.body),
+            want,
+            "{group}: the chart is the API's"
+        );
+        let foot = segment(&page.body, "<tfoot>", "</tfoot>");
+        assert!(
+            foot.contains(&format!("<td class=\"num\">{}</td>", api["total"])),
+            "{group}: {foot} vs {}",
+            api["total"]
+        );
+        for (label, n) in &want {
+            assert!(
+                page.body
+                    .contains(&format!("<td>{label}</td><td class=\"num\">{n}</td>")),
+                "{group} {label} {n} in the table"
+            );
+        }
+    }
+    // Its downloads are the API's files.
+    for (page, api, extra) in [
+        ("/audit/plays", "/api/v1/audit/plays", "group_by=feed,day&"),
+        ("/audit/compliance", "/api/v1/audit/compliance", ""),
+        ("/audit/reconcile", "/api/v1/audit/reconcile", ""),
+    ] {
+        let q = format!("{extra}{period}&format=csv");
+        let got = app.get(&format!("{page}?{q}"), Some(&aud)).await;
+        assert_eq!(got.status, StatusCode::OK, "{page}: {}", got.body);
+        assert!(got.headers["content-type"]
+            .to_str()
+            .expect("type")
+            .starts_with("text/csv"));
+        let (_, want) = app.api(&format!("{api}?{q}"), "aud").await;
+        assert_eq!(got.body, want, "{page} CSV");
+        let x = app
+            .get(&format!("{page}?{period}&format=xlsx"), Some(&aud))
+            .await;
+        assert_eq!(x.status, StatusCode::OK);
+        assert_eq!(
+            x.headers["content-type"],
+            "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+        );
+        let bad = app.get(&format!("{page}?format=pdf"), Some(&aud)).await;
+        assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+        assert!(bad.body.contains("pdf"), "{}", bad.body);
+    }
+    compliance_is_the_apis(&app, &aud, &period).await;
+    sample_and_reconcile_are_the_apis(&app, &aud, &period).await;
+    // Only auditors (and admins) see these pages in the navigation; an operator gets 403.
+    let op = app.sign_in("op1").await;
+    let home = app.get("/", Some(&op)).await;
+    assert!(!home.body.contains("/audit/compliance"), "{}", home.body);
+    assert!(home.body.contains("href=\"/urgent\""));
+    for page in ["/audit/compliance", "/audit/sample", "/audit/reconcile"] {
+        let a = app.get(&format!("{page}?format=csv"), Some(&op)).await;
+        assert_eq!(a.status, StatusCode::FORBIDDEN, "{page}");
+    }
+    let home = app.get("/", Some(&aud)).await;
+    for page in ["/audit/compliance", "/audit/sample", "/audit/reconcile"] {
+        assert!(home.body.contains(&format!("href=\"{page}\"")), "{page}");
+    }
+    app
+}
+
+async fn compliance_is_the_apis(app: &Console, aud: &str, period: &str) {
+    let (_, b) = app
+        .api(&format!("/api/v1/audit/compliance?{period}"), "aud")
+        .await;
+    let api = json(&b);
+    let rows = api["rows"].as_array().expect("rows");
+    assert_eq!(rows.len(), 2, "the two buses (the taxi has no feed): {b}");
+    assert!(rows.iter().any(|r| r["plays"].as_u64() > Some(0)), "{b}");
+    let page = app
+        .get(&format!("/audit/compliance?{period}"), Some(aud))
+        .await;
+    assert_eq!(page.status, StatusCode::OK);
+    let heat = segment(&page.body, "<table class=\"heat\"", "</table>");
+    for r in rows {
+        let d = r["device"].as_str().expect("device");
+        let row = segment(&page.body, &format!("<tr data-device=\"{d}\">"), "</tr>");
+        let cells = format!(
+            "<td class=\"num\">{:.1}</td><td class=\"num\">{}</td>",
+            r["online_seconds"].as_f64().expect("online"),
+            r["plays"]
+        );
+        assert!(row.contains(&cells), "{d}: {row} vs {cells}");
+        let met = if r["met"] == true {
+            "达标"
+        } else {
+            "未达标"
+        };
+        assert!(row.contains(&format!(">{met}</td>")), "{d}: {row}");
+        // The period's two days of the heat map add up to the whole period.
+        let line = segment(heat, &format!("<th scope=\"row\">{d}</th>"), "</tr>");
+        let days: Vec<u64> = line
+            .split("data-state=\"")
+            .skip(1)
+            .map(|c| {
+                let text = &c[c.find('>').expect("cell") + 1..c.find("</td>").expect("end")];
+                text.split_whitespace()
+                    .last()
+                    .and_then(|n| n.parse().ok())
+                    .expect("a count")
+            })
+            .collect();
+        assert_eq!(days.len(), 2, "{line}");
+        assert_eq!(
+            days.iter().sum::<u64>(),
+            r["plays"].as_u64().expect("plays"),
+            "{d}: {line}"
+        );
+    }
+    assert!(
+        page.body.contains("31"),
+        "the page says how many days the map shows"
+    );
+    let long = app
+        .get("/audit/compliance?from=2026-01-01&to=2026-03-01", Some(aud))
+        .await;
+    assert!(long.body.contains("时段超过 31 天"), "{}", long.body);
+    assert_eq!(
+        segment(&long.body, "<table class=\"heat\"", "</thead>")
+            .matches("<th scope=\"col\">")
+            .count(),
+        32,
+        "a display column and 31 days"
+    );
+    let bad = app.get("/audit/compliance?class=tram", Some(aud)).await;
+    assert!(bad.body.contains("role=\"alert\"") && bad.body.contains("tram"));
+}
+
+async fn sample_and_reconcile_are_the_apis(app: &Console, aud: &str, period: &str) {
+    let week = chrono::Utc::now()
+        .with_timezone(&chrono_tz::Asia::Shanghai)
+        .format("%G-W%V")
+        .to_string();
+    let q = format!("week={week}&seed=audit&per_class=2");
+    let (_, b) = app.api(&format!("/api/v1/audit/sample?{q}"), "aud").await;
+    let api = json(&b);
+    let rows = api["rows"].as_array().expect("rows");
+    assert!(!rows.is_empty(), "{b}");
+    let page = app.get(&format!("/audit/sample?{q}"), Some(aud)).await;
+    assert_eq!(page.status, StatusCode::OK);
+    for r in rows {
+        let d = r["device"].as_str().expect("device");
+        let row = segment(&page.body, &format!("<tr data-device=\"{d}\">"), "</tr>");
+        assert!(
+            row.contains(&format!("<td class=\"num\">{}</td>", r["plays"])),
+            "{d}: {row}"
+        );
+    }
+    assert_eq!(page.body.matches("<tr data-device=").count(), rows.len());
+    for w in [
+        "签字确认",
+        "检查员",
+        "审计员",
+        "print.css",
+        "class=\"signoff\"",
+    ] {
+        assert!(page.body.contains(w), "{w}");
+    }
+    let css = app.get("/assets/console/print.css", None).await;
+    for rule in ["size: A4", "nav", "form", ".signoff"] {
+        assert!(css.body.contains(rule), "print.css: {rule}");
+    }
+    let csv = app
+        .get(&format!("/audit/sample?{q}&format=csv"), Some(aud))
+        .await;
+    let (_, want) = app
+        .api(&format!("/api/v1/audit/sample?{q}&format=csv"), "aud")
+        .await;
+    assert_eq!(csv.body, want);
+
+    let (_, b) = app
+        .api(&format!("/api/v1/audit/reconcile?{period}"), "aud")
+        .await;
+    let api = json(&b);
+    let rows = api["rows"].as_array().expect("rows");
+    let sum = |k: &str| rows.iter().map(|r| r[k].as_u64().unwrap_or(0)).sum::<u64>();
+    assert!(sum("played") > 0, "{b}");
+    let page = app
+        .get(&format!("/audit/reconcile?{period}"), Some(aud))
+        .await;
+    let foot = segment(&page.body, "<tfoot>", "</tfoot>");
+    let want: String = [
+        "plays",
+        "targeted",
+        "online",
+        "played",
+        "shortfall",
+        "offline",
+        "expired",
+        "skipped",
+        "failed",
+        "no_receipt",
+    ]
+    .iter()
+    .map(|k| format!("<td class=\"num\">{}</td>", sum(k)))
+    .collect();
+    assert!(foot.contains(&want), "{foot} vs {want}");
+    assert_eq!(
+        page.body.matches("<tr><th scope=\"row\">bus</th>").count(),
+        rows.len()
+    );
+}
+
+/// The API's urgent messages: (id, status, requested_by, approved_by).
+async fn urgent_list(app: &Console) -> Vec<(String, String, String, String)> {
+    let (_, b) = app.api("/api/v1/urgent", "aud").await;
+    json(&b)["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|m| {
+            let s = |k: &str| m[k].as_str().unwrap_or("").to_owned();
+            (s("id"), s("status"), s("requested_by"), s("approved_by"))
+        })
+        .collect()
+}
+
+async fn urgent_messages_follow_the_api(app: Console) -> Console {
+    let op1 = app.sign_in("op1").await;
+    let page = app.get("/urgent", Some(&op1)).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let csrf = page.csrf();
+    for w in [
+        "<label for=\"text\">",
+        "<label for=\"expires_in\">",
+        "<legend>频道</legend>",
+    ] {
+        assert!(page.body.contains(w), "{w}");
+    }
+    let warning = [
+        ("text", "台风预警 请勿外出"),
+        ("feed", "bus"),
+        ("devices", ""),
+        ("expires_in", "30m"),
+        ("expires_at", ""),
+    ];
+    // Forged: no CSRF token, another origin, none at all. Nothing is stored.
+    let forged = app
+        .post("/urgent", Some(&op1), Some(ORIGIN), &warning)
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN, "{}", forged.body);
+    let mut with_csrf = vec![("csrf", csrf.as_str())];
+    with_csrf.extend(warning);
+    let cross = app
+        .post(
+            "/urgent",
+            Some(&op1),
+            Some("http://evil.example"),
+            &with_csrf,
+        )
+        .await;
+    assert_eq!(cross.status, StatusCode::FORBIDDEN);
+    let aud = app.sign_in("aud").await;
+    let aud_page = app.get("/urgent", Some(&aud)).await;
+    assert!(
+        !aud_page.body.contains("action=\"/urgent\""),
+        "no form for auditors"
+    );
+    let mut aud_form = vec![("csrf", "")];
+    aud_form.extend(warning);
+    let aud_csrf = aud_page.csrf();
+    aud_form[0].1 = &aud_csrf;
+    let a = app
+        .post("/urgent", Some(&aud), Some(ORIGIN), &aud_form)
+        .await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    assert!(urgent_list(&app).await.is_empty(), "nothing stored");
+
+    // Refused per class and per field, each named; still nothing stored.
+    let too_long = [
+        ("csrf", csrf.as_str()),
+        ("text", "台风预警 请勿外出 远离广告牌和树木"),
+        ("devices", "taxi-1"),
+        ("expires_in", "30m"),
+    ];
+    let a = app
+        .post("/urgent", Some(&op1), Some(ORIGIN), &too_long)
+        .await;
+    assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", a.body);
+    assert!(
+        a.body.contains("未保存也未发布") && a.body.contains(">text</a>"),
+        "{}",
+        a.body
+    );
+    assert!(
+        a.body.contains("taxi_top"),
+        "the class it is too long for: {}",
+        a.body
+    );
+    let no_expiry = [("csrf", csrf.as_str()), ("text", "封路"), ("feed", "bus")];
+    let a = app
+        .post("/urgent", Some(&op1), Some(ORIGIN), &no_expiry)
+        .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.body);
+    assert!(a.body.contains(">expires_at</a>"), "{}", a.body);
+    assert!(
+        a.body.contains(">封路</textarea>"),
+        "the form keeps what was typed"
+    );
+    assert!(urgent_list(&app).await.is_empty());
+
+    // An operator's request waits; its author cannot approve it, a second operator can.
+    let a = app
+        .post("/urgent", Some(&op1), Some(ORIGIN), &with_csrf)
+        .await;
+    assert_eq!(a.status, StatusCode::ACCEPTED, "{}", a.body);
+    let list = urgent_list(&app).await;
+    assert_eq!(list.len(), 1);
+    let (id, status, by, _) = list[0].clone();
+    assert_eq!((status.as_str(), by.as_str()), ("pending", "op1"));
+    assert!(
+        a.body.contains(&id) && a.body.contains("待批准"),
+        "{}",
+        a.body
+    );
+    let approve = format!("/urgent/{id}/approve");
+    assert!(!a.body.contains(&approve), "no approve button on one's own");
+    let own = app
+        .post(&approve, Some(&op1), Some(ORIGIN), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(own.status, StatusCode::FORBIDDEN, "{}", own.body);
+    let op2 = app.sign_in("op2").await;
+    let p2 = app.get("/urgent", Some(&op2)).await;
+    assert!(p2.body.contains(&approve));
+    let forged = app.post(&approve, Some(&op2), Some(ORIGIN), &[]).await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    let a = app
+        .post(&approve, Some(&op2), Some(ORIGIN), &[("csrf", &p2.csrf())])
+        .await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+    assert_eq!(
+        urgent_list(&app).await[0],
+        (id.clone(), "published".into(), "op1".into(), "op2".into())
+    );
+    let shown = app.get("/urgent", Some(&aud)).await;
+    let row = segment(&shown.body, &format!("<tr id=\"msg-{id}\""), "</tr>");
+    for w in ["已发布", "op1", "op2", "频道: bus", "台风预警"] {
+        assert!(row.contains(w), "{w}: {row}");
+    }
+    let cancel = format!("/urgent/{id}/cancel");
+    let a = app
+        .post(&cancel, Some(&op2), Some(ORIGIN), &[("csrf", &p2.csrf())])
+        .await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+    assert_eq!(urgent_list(&app).await[0].1, "cancelled");
+
+    // An admin's message goes out at once.
+    let adm = app.sign_in("adm").await;
+    let pa = app.get("/urgent", Some(&adm)).await;
+    let mut form = vec![("csrf", "")];
+    let adm_csrf = pa.csrf();
+    form[0].1 = &adm_csrf;
+    form.extend([
+        ("text", "道路封闭"),
+        ("devices", "bus-2"),
+        ("expires_in", "10m"),
+    ]);
+    let a = app.post("/urgent", Some(&adm), Some(ORIGIN), &form).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    assert!(a.body.contains("已发布"), "{}", a.body);
+    let list = urgent_list(&app).await;
+    assert!(list
+        .iter()
+        .any(|m| m.1 == "published" && m.2 == "adm" && m.3 == "adm"));
+    app
+}
+
+async fn the_upload_summary_is_the_readers_language(app: Console) -> Console {
+    let cookie = app.sign_in("op1").await;
+    let csrf = app.get("/upload", Some(&cookie)).await.csrf();
+    let broken = "id = \"x\"\nvalid_from = \"2020-01-01\"\nvalid_until = \"2099-12-31\"\n[[slogan]]\nid = \"a\"\n";
+    let a = app.upload(&cookie, &csrf, broken, "toml").await;
+    assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", a.body);
+    let alert = segment(&a.body, "role=\"alert\"", "</p>");
+    assert!(alert.contains("未保存任何内容：广告集有问题"), "{alert}");
+    assert!(
+        !alert.contains("nothing was stored"),
+        "no English inside the Chinese page: {alert}"
+    );
+    let both = format!("{cookie}; civicast_lang=en");
+    let a = app.upload(&both, &csrf, broken, "toml").await;
+    let alert = segment(&a.body, "role=\"alert\"", "</p>");
+    assert_eq!(
+        alert.matches("othing was stored").count(),
+        1,
+        "said once: {alert}"
+    );
+    assert!(!alert.contains("1 problems"), "{alert}");
+    // The LED preview is one click from the ad set's page.
+    let set = app.get("/adsets/civility", Some(&cookie)).await;
+    assert!(set.body.contains("href=\"/adsets/civility/rev/1/preview\""));
+    app
+}
+
 macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {$(
         mod $name {
@@ -761,4 +1274,7 @@ both_backends!(
     forged_posts_are_refused_and_uploads_follow_the_api,
     english_on_request_and_assets_from_the_daemon,
     the_led_preview_draws_each_slogan_per_class,
+    auditor_pages_show_the_apis_numbers,
+    urgent_messages_follow_the_api,
+    the_upload_summary_is_the_readers_language,
 );

@@ -142,6 +142,8 @@ fn pages(o: &LoadOptions, tz: chrono_tz::Tz) -> Vec<(String, String, Option<Play
         ("overview, live part", "/overview/live".to_owned()),
         ("ad sets", "/adsets".to_owned()),
         ("ad set", "/adsets/civility".to_owned()),
+        ("revision", "/adsets/civility/rev/1".to_owned()),
+        ("LED preview", "/adsets/civility/rev/1/preview".to_owned()),
         ("displays", "/displays".to_owned()),
         ("displays, one class", "/displays?class=bus_led".to_owned()),
         ("display", format!("/displays/{}", device_name(1))),

@@ -37,7 +37,7 @@ use crate::store::{
 pub mod download;
 pub mod openapi;
 pub mod preview;
-mod urgent;
+pub mod urgent;
 
 /// Largest ad-set upload.
 pub const MAX_BODY: usize = 1024 * 1024;

@@ -114,9 +114,11 @@ fn unprocessable(problems: Vec<FieldProblem>, stored: bool) -> ApiError {
 }
 
 /// The expiry a body asks for, in ms: exactly one of `expires_at` and `expires_in`.
-fn expiry(b: &SendBody, now_ms: i64) -> Result<i64, ApiError> {
+fn expiry(at: &Option<String>, within: &Option<String>, now_ms: i64) -> Result<i64, ApiError> {
     let bad = |field: &str, m: String| ApiError::field(StatusCode::BAD_REQUEST, field, m);
-    match (&b.expires_at, &b.expires_in) {
+    let at = at.as_ref().filter(|s| !s.trim().is_empty());
+    let within = within.as_ref().filter(|s| !s.trim().is_empty());
+    match (at, within) {
         (Some(at), None) => DateTime::parse_from_rfc3339(at.trim())
             .map(|t| t.timestamp_millis())
             .map_err(|e| {
@@ -160,6 +162,41 @@ fn answer(code: StatusCode, d: &Done, now_ms: i64, tz: Tz) -> Response {
     (code, Json(v)).into_response()
 }
 
+/// `POST /api/v1/urgent`'s action, for the route and the console alike: the expiry read
+/// from `expires_at` (RFC 3339) or `expires_in` (`30m`), then `Urgent::submit`.
+pub async fn submit(
+    st: &ApiState,
+    who: &TokenRow,
+    text: String,
+    targets: Targets,
+    expires_at: Option<String>,
+    expires_in: Option<String>,
+) -> Result<Done, ApiError> {
+    let sender = sender(st)?;
+    let now_ms = st.clock.now().timestamp_millis();
+    let expires_ms = expiry(&expires_at, &expires_in, now_ms)?;
+    Ok(sender.submit(who, text, targets, expires_ms).await?)
+}
+
+/// `POST /api/v1/urgent/{id}/approve`'s action (never one's own request).
+pub async fn approve_message(st: &ApiState, id: &str, who: &TokenRow) -> Result<Done, ApiError> {
+    Ok(sender(st)?.approve(id, who).await?)
+}
+
+/// `POST /api/v1/urgent/{id}/cancel`'s action.
+pub async fn cancel_message(
+    st: &ApiState,
+    id: &str,
+    who: &TokenRow,
+) -> Result<UrgentMessage, ApiError> {
+    Ok(sender(st)?.cancel(id, who).await?)
+}
+
+/// `GET /api/v1/urgent`'s rows, newest as the store orders them.
+pub async fn messages(st: &ApiState) -> Result<Vec<UrgentMessage>, ApiError> {
+    Ok(st.store.urgent_messages(None).await?)
+}
+
 #[instrument(skip_all)]
 pub(super) async fn send(
     State(st): State<Arc<ApiState>>,
@@ -173,19 +210,17 @@ pub(super) async fn send(
             format!("not the JSON of an urgent message: {e}"),
         )
     })?;
-    let sender = sender(&st)?;
-    let now_ms = st.clock.now().timestamp_millis();
-    let expires_ms = expiry(&b, now_ms)?;
     let targets = Targets {
         feeds: b.feeds,
         devices: b.devices,
     };
-    let done = sender.submit(&who, b.text, targets, expires_ms).await?;
+    let done = submit(&st, &who, b.text, targets, b.expires_at, b.expires_in).await?;
     let code = if done.sent.is_some() {
         StatusCode::CREATED
     } else {
         StatusCode::ACCEPTED
     };
+    let now_ms = st.clock.now().timestamp_millis();
     Ok(answer(code, &done, now_ms, st.shared.current().timezone))
 }
 
@@ -195,7 +230,7 @@ pub(super) async fn approve(
     Extension(who): Extension<TokenRow>,
     ApiPath(id): ApiPath,
 ) -> Result<Response, ApiError> {
-    let done = sender(&st)?.approve(&id, &who).await?;
+    let done = approve_message(&st, &id, &who).await?;
     let now_ms = st.clock.now().timestamp_millis();
     Ok(answer(
         StatusCode::OK,
@@ -211,7 +246,7 @@ pub(super) async fn cancel(
     Extension(who): Extension<TokenRow>,
     ApiPath(id): ApiPath,
 ) -> Result<Response, ApiError> {
-    let message = sender(&st)?.cancel(&id, &who).await?;
+    let message = cancel_message(&st, &id, &who).await?;
     let now_ms = st.clock.now().timestamp_millis();
     let done = Done {
         message,

@@ -152,6 +152,8 @@ mod tests {
     fn every_status_word_is_in_the_catalogs() {
         let mut words: Vec<&str> = vec!["approved", "pending", "retired", "superseded"];
         words.extend(["yes", "no", "unknown"]);
+        // The states of an urgent message (`/urgent`).
+        words.extend(["pending", "published", "expired", "cancelled"]);
         words.extend(crate::core::wire::Status::ALL.iter().map(|s| s.as_str()));
         for w in words {
             let k = format!("word.{w}");

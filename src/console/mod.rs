@@ -48,6 +48,12 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/displays", get(displays::list))
         .route("/displays/{id}", get(displays::show))
         .route("/audit/plays", get(plays::page))
+        .route("/audit/compliance", get(audit::compliance))
+        .route("/audit/sample", get(audit::sample))
+        .route("/audit/reconcile", get(audit::reconcile))
+        .route("/urgent", get(urgent::list).post(urgent::send))
+        .route("/urgent/{id}/approve", post(urgent::approve))
+        .route("/urgent/{id}/cancel", post(urgent::cancel))
         .route("/about", get(about::page))
         .route("/assets/console/{name}", get(assets::serve))
         // Room for the multipart framing around the largest upload.

@@ -2,9 +2,11 @@
 // browser is ever downloaded), against a running `civicast serve`: operator A signs in,
 // uploads a broken ad set and sees the error at its line, uploads a good one; operator B,
 // in a browser context of its own, approves it and sees its text on the overview within one
-// refresh interval and a play; the LED preview's canvas is drawn; the auditor's play-count
-// table equals GET /api/v1/audit/plays for the same query. Every page visited is saved in
-// Chinese and in English. Run by tests/browser.rs, which starts the daemon and passes:
+// refresh interval and a play; the LED preview's canvas is drawn; operator B opens the
+// urgent messages and requests one, which waits for a second operator; the auditor's
+// play-count table and chart bars equal GET /api/v1/audit/plays for the same query, and the
+// compliance, sample and reconciliation pages open. Every page visited is saved in Chinese
+// and in English. Run by tests/browser.rs, which starts the daemon and passes:
 //   CIVICAST_URL, CIVICAST_TOKEN_A, CIVICAST_TOKEN_B, CIVICAST_TOKEN_AUDITOR,
 //   CIVICAST_SCREENSHOTS (a directory), CIVICAST_CHROMIUM (default /usr/bin/chromium).
 // Exits 1 with a message naming the step on any failure.
@@ -217,6 +219,28 @@ async function operatorB(browser, rev) {
   check(lit.every((k) => k > 0), `a canvas has no lit LED: ${lit.join(", ")}`);
   console.log(`preview: ${lit.length} canvases, lit pixels ${lit.join(", ")}`);
   await shoot(page, "preview");
+
+  step = "operator B requests an urgent message";
+  await page.goto(base + "/");
+  await Promise.all([page.waitForNavigation(), page.click("nav a[href='/urgent']")]);
+  await shoot(page, "urgent");
+  await page.fill("#text", "浏览器测试 紧急通知");
+  const feed = page.locator("fieldset#feeds input[type=checkbox]").first();
+  check((await feed.count()) === 1, "the urgent form offers no feed");
+  await feed.check();
+  await page.fill("#expires_in", "5m");
+  await Promise.all([page.waitForNavigation(), page.click("form.urgent-send button[type=submit]")]);
+  const pending = page.locator("table.urgent tbody tr[data-state=pending]");
+  check(
+    (await pending.count()) >= 1,
+    `the request is not listed as pending: ${(await page.textContent("main")).trim().slice(0, 400)}`
+  );
+  check(
+    (await pending.first().locator("form[action$='/approve']").count()) === 0,
+    "the requester is offered the approve button on their own request"
+  );
+  await page.goto(base + "/urgent");
+  await shoot(page, "urgent-pending");
   await context.close();
 }
 
@@ -250,6 +274,51 @@ async function auditor(browser) {
   check(api.total > 0, "the API counts no plays: the comparison would prove nothing");
   check(shown.total === api.total, `the page's total ${shown.total} differs from the API's ${api.total}`);
   console.log(`plays: ${Object.keys(fromApi).length} rows, total ${api.total}, page and API agree`);
+
+  step = "the plays chart's bars";
+  const bars = await page.locator("figure.chart rect[data-label]").evaluateAll((rs) =>
+    rs.map((r) => [r.getAttribute("data-label"), Number(r.getAttribute("data-plays")), r.getBBox().width])
+  );
+  const barCounts = {};
+  for (const [label, plays] of bars) barCounts[label] = plays;
+  const apiBars = {};
+  for (const r of api.rows.slice(0, 60)) apiBars[api.group_by.map((k) => r[k]).join(" · ")] = r.plays;
+  const c1 = JSON.stringify(barCounts, Object.keys(barCounts).sort());
+  const c2 = JSON.stringify(apiBars, Object.keys(apiBars).sort());
+  check(c1 === c2, `the chart's bars ${c1} differ from the API's ${c2}`);
+  const widest = bars.reduce((m, b) => (b[1] > m[1] ? b : m), ["", -1, 0]);
+  check(widest[2] > 0, "the chart's longest bar has no width");
+  for (const [label, plays, width] of bars) {
+    check(plays === 0 || width > 0, `the bar of ${label} (${plays}) is not drawn`);
+  }
+  console.log(`chart: ${bars.length} bars, as the API counts them`);
+
+  step = "the auditor's other reports";
+  for (const [path, name] of [
+    ["/audit/compliance", "compliance"],
+    ["/audit/sample", "sample"],
+    ["/audit/reconcile", "reconcile"],
+  ]) {
+    await page.goto(base + "/");
+    await Promise.all([page.waitForNavigation(), page.click(`nav a[href='${path}']`)]);
+    check(
+      (await page.locator("main table").count()) >= 1,
+      `${path}: no table: ${(await page.textContent("main")).trim().slice(0, 300)}`
+    );
+    check((await page.locator(`a[href^='${path}?'][href*='format=csv']`).count()) === 1, `${path}: no CSV link`);
+    check((await page.locator(`a[href^='${path}?'][href*='format=xlsx']`).count()) === 1, `${path}: no XLSX link`);
+    await shoot(page, name);
+  }
+  step = "the sample printed on A4";
+  await page.goto(base + "/audit/sample");
+  await page.emulateMedia({ media: "print" });
+  check(!(await page.locator("header.top").isVisible()), "the navigation prints");
+  check(!(await page.locator("main form").isVisible()), "the filter form prints");
+  check(await page.locator("section.signoff").isVisible(), "the sign-off lines do not print");
+  await page.pdf({ path: join(shots, "sample.a4.pdf"), format: "A4" }).catch((e) => {
+    console.log(`pdf: not saved (${e.message.split("\n")[0]})`);
+  });
+  await page.emulateMedia({ media: "screen" });
   await visit(page, "/about", "about");
   await context.close();
 }

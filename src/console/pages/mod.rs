@@ -2,8 +2,10 @@
 
 pub mod about;
 pub mod adsets;
+pub mod audit;
 pub mod displays;
 pub mod overview;
 pub mod plays;
 pub mod signin;
 pub mod upload;
+pub mod urgent;
