@@ -48,16 +48,14 @@ pub struct ComplianceAnswer {
     pub rows: Vec<ComplianceRow>,
 }
 
-/// Per-display compliance in one period, from presence and `played` receipts.
-pub async fn compliance_rows(
-    store: &Db,
-    catalog: &Catalog,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-    only: &(dyn Fn(&crate::core::model::Device) -> bool + Sync),
-    factors: compliance::Factors,
-) -> Result<Vec<ComplianceRow>, ReportError> {
-    let (f, t) = (from.timestamp_millis(), to.timestamp_millis());
+/// What the fold reads of a period: each display's presence intervals and its played
+/// starts (sorted), so that parts of the period can be folded without reading again.
+struct Readings {
+    online: HashMap<String, Vec<(i64, i64)>>,
+    plays: HashMap<String, Vec<i64>>,
+}
+
+async fn read(store: &Db, f: i64, t: i64) -> Result<Readings, ReportError> {
     let mut online: HashMap<String, Vec<(i64, i64)>> = HashMap::new();
     for p in store.presence_between(f, t).await? {
         online
@@ -69,8 +67,24 @@ pub async fn compliance_rows(
         .played_between(f, t, None)
         .await?
         .into_iter()
-        .map(|p| (p.device, p.starts))
+        .map(|p| {
+            let mut starts = p.starts;
+            starts.sort_unstable();
+            (p.device, starts)
+        })
         .collect();
+    Ok(Readings { online, plays })
+}
+
+/// The rows of `[f, t)` from readings of a period that contains it: the same as reading
+/// `[f, t)` alone, since the fold clips presence and plays to the period it is given.
+fn fold(
+    catalog: &Catalog,
+    r: &Readings,
+    (f, t): (i64, i64),
+    only: &(dyn Fn(&crate::core::model::Device) -> bool + Sync),
+    factors: compliance::Factors,
+) -> Vec<ComplianceRow> {
     let mut windows: HashMap<Vec<usize>, Vec<(i64, i64)>> = HashMap::new();
     let mut rows = Vec::new();
     for d in catalog.devices.iter().filter(|d| only(d)) {
@@ -92,12 +106,15 @@ pub async fn compliance_rows(
             compliance::active_windows(&parts, catalog.timezone, f, t)
         });
         let id = d.id.as_str();
+        let plays = r.plays.get(id).map(Vec::as_slice).unwrap_or(&[]);
+        // Only the part's own starts: the fold would drop the others, after copying them.
+        let plays = &plays[plays.partition_point(|&p| p < f)..plays.partition_point(|&p| p < t)];
         let o = compliance::evaluate(&compliance::Input {
             from_ms: f,
             to_ms: t,
-            online: online.get(id).map(Vec::as_slice).unwrap_or(&[]),
+            online: r.online.get(id).map(Vec::as_slice).unwrap_or(&[]),
             active,
-            plays: plays.get(id).map(Vec::as_slice).unwrap_or(&[]),
+            plays,
             interval_ms: interval.as_millis() as i64,
             factors,
         });
@@ -112,16 +129,29 @@ pub async fn compliance_rows(
             met: o.met,
         });
     }
-    Ok(rows)
+    rows
 }
 
-pub async fn compliance_report(
+/// Per-display compliance in one period, from presence and `played` receipts.
+pub async fn compliance_rows(
     store: &Db,
+    catalog: &Catalog,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    only: &(dyn Fn(&crate::core::model::Device) -> bool + Sync),
+    factors: compliance::Factors,
+) -> Result<Vec<ComplianceRow>, ReportError> {
+    let (f, t) = (from.timestamp_millis(), to.timestamp_millis());
+    let r = read(store, f, t).await?;
+    Ok(fold(catalog, &r, (f, t), only, factors))
+}
+
+/// The period of `p` and its class and display filters, each checked against `catalog`.
+fn checked(
     catalog: &Catalog,
     p: &ComplianceParams,
     now: DateTime<Utc>,
-    factors: compliance::Factors,
-) -> Result<ComplianceAnswer, ReportError> {
+) -> Result<(DateTime<Utc>, DateTime<Utc>, Option<String>, Option<String>), ReportError> {
     let tz = catalog.timezone;
     let (from, to) = bounds(&p.from, &p.to, tz, now, ChronoDuration::days(7))?;
     let class = p.class.clone().filter(|s| !s.is_empty());
@@ -140,20 +170,72 @@ pub async fn compliance_report(
             return Err(qerr("device", format!("unknown display {d:?}")));
         }
     }
+    Ok((from, to, class, device))
+}
+
+pub async fn compliance_report(
+    store: &Db,
+    catalog: &Catalog,
+    p: &ComplianceParams,
+    now: DateTime<Utc>,
+    factors: compliance::Factors,
+) -> Result<ComplianceAnswer, ReportError> {
+    Ok(
+        compliance_report_parts(store, catalog, p, now, factors, |_, _| Vec::new(), 0)
+            .await?
+            .0,
+    )
+}
+
+/// [`compliance_report`] for `p` and, for each part of its period that `parts` names (given
+/// the period's bounds), the rows of its first `shown` displays for that part alone, each
+/// what the report for that part's bounds answers, from one read of the period.
+pub async fn compliance_report_parts(
+    store: &Db,
+    catalog: &Catalog,
+    p: &ComplianceParams,
+    now: DateTime<Utc>,
+    factors: compliance::Factors,
+    parts: impl FnOnce(DateTime<Utc>, DateTime<Utc>) -> Vec<(DateTime<Utc>, DateTime<Utc>)>,
+    shown: usize,
+) -> Result<(ComplianceAnswer, Vec<Vec<ComplianceRow>>), ReportError> {
+    let tz = catalog.timezone;
+    let (from, to, class, device) = checked(catalog, p, now)?;
     let only = |d: &crate::core::model::Device| {
         class.as_ref().is_none_or(|c| *d.class == **c)
             && device.as_ref().is_none_or(|x| d.id.as_str() == x)
     };
-    let rows = compliance_rows(store, catalog, from, to, &only, factors).await?;
-    Ok(ComplianceAnswer {
+    let (f, t) = (from.timestamp_millis(), to.timestamp_millis());
+    let r = read(store, f, t).await?;
+    let rows = fold(catalog, &r, (f, t), &only, factors);
+    let first: std::collections::HashSet<&str> =
+        rows.iter().take(shown).map(|r| r.device.as_str()).collect();
+    let each = parts(from, to)
+        .into_iter()
+        .map(|(pf, pt)| {
+            let (pf, pt) = (
+                pf.max(from).timestamp_millis(),
+                pt.min(to).timestamp_millis(),
+            );
+            fold(
+                catalog,
+                &r,
+                (pf, pt),
+                &|d| first.contains(d.id.as_str()),
+                factors,
+            )
+        })
+        .collect();
+    let answer = ComplianceAnswer {
         from: from.with_timezone(&tz).to_rfc3339(),
         to: to.with_timezone(&tz).to_rfc3339(),
-        class,
-        device,
+        class: class.clone(),
+        device: device.clone(),
         mean_factor: factors.mean,
         gap_factor: factors.gap,
         rows,
-    })
+    };
+    Ok((answer, each))
 }
 
 /// The columns of its downloads and tables, in order: the keys of a row's JSON.

@@ -6,13 +6,14 @@
 //! the same `api::download` functions (`?format=csv|xlsx`), so a page, its downloads and the
 //! API never differ.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use askama::Template;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use chrono::{DateTime, Duration as ChronoDuration, NaiveDate, TimeZone};
+use chrono::{DateTime, Duration as ChronoDuration, NaiveDate, TimeZone, Utc};
 use serde::Deserialize;
 
 use super::super::{html, Ctx, Failure};
@@ -168,33 +169,67 @@ fn days_of(
     (out, more)
 }
 
-/// The report for `p` and, for each day the heat map shows, the same report for that day
-/// alone: every cell is what `/api/v1/audit/compliance?from=<day>&to=<next day>` answers.
+/// One day of the heat map: its date, its bounds (RFC 3339) and its displays' rows.
+struct Day {
+    day: NaiveDate,
+    from: String,
+    to: String,
+    rows: Vec<ComplianceRow>,
+}
+
+/// The report for `p` and, for each day the heat map shows, the rows of its first
+/// displays for that day alone: every cell is what `/api/v1/audit/compliance?from=<day>&
+/// to=<next day>` answers, folded from the one read of the period the whole report makes.
 async fn compliance_answers(
     st: &Arc<ApiState>,
     p: ComplianceParams,
-) -> Result<(ComplianceAnswer, Vec<(NaiveDate, ComplianceAnswer)>, bool), ApiError> {
+) -> Result<(ComplianceAnswer, Vec<Day>, bool), ApiError> {
     let (c, now, st2) = (st.shared.current(), st.clock.now(), st.clone());
     st.heavy
         .run_async(async move {
-            let whole = reports::compliance_report(&st2.store, &c, &p, now, st2.factors).await?;
-            let (days, cut) = days_of(&whole.from, &whole.to, c.timezone, HEAT_DAYS);
-            let mut each = Vec::with_capacity(days.len());
-            for (day, from, to) in days {
-                let q = ComplianceParams {
-                    from: Some(from),
-                    to: Some(to),
-                    ..p.clone()
-                };
-                let a = reports::compliance_report(&st2.store, &c, &q, now, st2.factors).await?;
-                each.push((day, a));
+            let tz = c.timezone;
+            let mut dates = Vec::new();
+            let mut cut = false;
+            let parts = |from: DateTime<Utc>, to: DateTime<Utc>| {
+                let (days, more) = days_of(&from.to_rfc3339(), &to.to_rfc3339(), tz, HEAT_DAYS);
+                cut = more;
+                let utc = |s: &str| DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc));
+                days.into_iter()
+                    .filter_map(|(day, f, t)| {
+                        let bounds = (utc(&f).ok()?, utc(&t).ok()?);
+                        dates.push(Day {
+                            day,
+                            from: f,
+                            to: t,
+                            rows: Vec::new(),
+                        });
+                        Some(bounds)
+                    })
+                    .collect()
+            };
+            let (whole, each) = reports::compliance_report_parts(
+                &st2.store,
+                &c,
+                &p,
+                now,
+                st2.factors,
+                parts,
+                HEAT_DISPLAYS,
+            )
+            .await?;
+            for (d, rows) in dates.iter_mut().zip(each) {
+                d.rows = rows;
             }
-            Ok::<_, ApiError>((whole, each, cut))
+            Ok::<_, ApiError>((whole, dates, cut))
         })
         .await?
 }
 
-fn heat_rows(whole: &ComplianceAnswer, each: &[(NaiveDate, ComplianceAnswer)]) -> Vec<HeatRow> {
+fn heat_rows(whole: &ComplianceAnswer, each: &[Day]) -> Vec<HeatRow> {
+    let by_device: Vec<HashMap<&str, &ComplianceRow>> = each
+        .iter()
+        .map(|d| d.rows.iter().map(|x| (x.device.as_str(), x)).collect())
+        .collect();
     whole
         .rows
         .iter()
@@ -203,9 +238,9 @@ fn heat_rows(whole: &ComplianceAnswer, each: &[(NaiveDate, ComplianceAnswer)]) -
             device: r.device.clone(),
             cells: each
                 .iter()
-                .map(|(day, a)| {
-                    let d = a.rows.iter().find(|x| x.device == r.device);
-                    let (state, plays) = match d {
+                .zip(&by_device)
+                .map(|(Day { day, .. }, rows)| {
+                    let (state, plays) = match rows.get(r.device.as_str()) {
                         Some(x) if x.online_seconds <= 0.0 => ("offline", x.plays),
                         Some(x) if x.met => ("met", x.plays),
                         Some(x) => ("missed", x.plays),
@@ -264,10 +299,10 @@ pub async fn compliance(
             page.heat = heat_rows(&whole, &each);
             page.days = each
                 .iter()
-                .map(|(day, a)| {
+                .map(|Day { day, from, to, .. }| {
                     let q = [
-                        ("from", Some(a.from.as_str())),
-                        ("to", Some(a.to.as_str())),
+                        ("from", Some(from.as_str())),
+                        ("to", Some(to.as_str())),
                         ("class", p.class.as_deref()),
                         ("device", p.device.as_deref()),
                     ];
