@@ -146,12 +146,15 @@ pub async fn compliance_rows(
     Ok(fold(catalog, &r, (f, t), only, factors))
 }
 
+/// A checked query: its period's bounds, its class filter, its display filter.
+type Checked = (DateTime<Utc>, DateTime<Utc>, Option<String>, Option<String>);
+
 /// The period of `p` and its class and display filters, each checked against `catalog`.
 fn checked(
     catalog: &Catalog,
     p: &ComplianceParams,
     now: DateTime<Utc>,
-) -> Result<(DateTime<Utc>, DateTime<Utc>, Option<String>, Option<String>), ReportError> {
+) -> Result<Checked, ReportError> {
     let tz = catalog.timezone;
     let (from, to) = bounds(&p.from, &p.to, tz, now, ChronoDuration::days(7))?;
     let class = p.class.clone().filter(|s| !s.is_empty());
