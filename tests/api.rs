@@ -108,7 +108,7 @@ async fn every_route_checks_token_and_role() {
             }
         }
     }
-    assert_eq!(checked, 3 * 18, "every secured operation, every role");
+    assert_eq!(checked, 3 * 34, "every secured operation, every role");
     // Healthy once the daemon's MQTT session is up.
     wait_until("healthy", 5, || async {
         let (code, body) = app.get("/healthz", None).await;

@@ -59,7 +59,14 @@ pub(crate) fn view(f: &Finding, now_ms: i64, tz: Tz) -> Value {
 async fn visible(st: &ApiState, who: &TokenRow, id: &str) -> Result<Finding, ApiError> {
     let company = scope(st, who).await?;
     match st.store.finding(id).await? {
-        Some(f) if company.as_deref().is_none_or(|c| c == f.company) => Ok(f),
+        // A proposal is not handed over until an inspector confirms it.
+        Some(f)
+            if company
+                .as_deref()
+                .is_none_or(|c| c == f.company && f.handed_over()) =>
+        {
+            Ok(f)
+        }
         _ => Err(ApiError::field(
             StatusCode::NOT_FOUND,
             "id",
@@ -103,6 +110,7 @@ pub(crate) async fn list(
         .findings(company.as_deref())
         .await?
         .iter()
+        .filter(|f| company.is_none() || f.handed_over())
         .filter(|f| state.is_none_or(|s| f.state().as_str() == s))
         .filter(|f| p.unit.as_deref().is_none_or(|u| f.unit == u))
         .filter(|f| p.overdue.is_none_or(|o| f.overdue(now) == o))
