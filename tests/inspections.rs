@@ -889,3 +889,99 @@ async fn visits_findings_and_photos_are_never_changed_in_place() {
         .await;
     assert!(e.is_err_and(|e| e.to_string().contains("kept for the audit")));
 }
+
+/// Runs `civicast inspect ARGS` against `api` with `who`'s token: (exit code, stdout, stderr).
+fn inspect_cli(b: &Bureau, api: &str, who: &str, args: &[&str]) -> (i32, String, String) {
+    let out = civicast_command(b._dir.path())
+        .arg("inspect")
+        .args(["--api", api])
+        .env("CIVICAST_TOKEN", &b.tokens[who])
+        .args(args)
+        .output()
+        .expect("run civicast inspect");
+    let text = |v: &[u8]| String::from_utf8_lossy(v).into_owned();
+    (
+        out.status.code().unwrap_or(-1),
+        text(&out.stdout),
+        text(&out.stderr),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn civicast_inspect_records_a_visit_and_the_company_fixes_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = sqlite_store(dir.path(), "t.db").await;
+    let b = Bureau::start(dir, store.into()).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let api = format!("http://{}", listener.local_addr().expect("addr"));
+    let (served, stop) = (b.router.clone(), b.shutdown.clone());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, served)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+    });
+    let b2 = &b;
+    let api2 = api.clone();
+    let run = move |who: &'static str, args: Vec<&'static str>| {
+        let api = api2.clone();
+        async move { tokio::task::block_in_place(|| inspect_cli(b2, &api, who, &args)) }
+    };
+    let (code, out, err) = run(
+        "ins1",
+        vec![
+            "record",
+            "--unit",
+            "bus-9",
+            "--pass",
+            "ads",
+            "--pass",
+            "atmosphere",
+            "--fail",
+            "cleanliness:litter on the floor",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    let id = out
+        .lines()
+        .find_map(|l| l.strip_prefix("finding "))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("a finding printed")
+        .to_owned();
+    assert!(out.contains("handed to city-bus"), "{out}");
+    let (code, out, _) = run("co-taxi", vec!["findings"]).await;
+    assert_eq!(
+        (code, out.contains(&id)),
+        (0, false),
+        "not the taxi company's: {out}"
+    );
+    let (code, out, _) = run("co-bus", vec!["findings"]).await;
+    assert!(
+        code == 0 && out.contains(&id) && out.contains("open"),
+        "{out}"
+    );
+    let idr: &'static str = Box::leak(id.clone().into_boxed_str());
+    let (code, out, err) = run("co-bus", vec!["rectify", idr, "--note", "swept"]).await;
+    assert!(code == 0 && out.contains("rectified"), "{out}{err}");
+    let (code, _, err) = run("co-bus", vec!["recheck", idr, "--closed"]).await;
+    assert_eq!(code, 1, "a company does not recheck: {err}");
+    assert!(err.contains("403"), "{err}");
+    let (code, out, err) = run("ins2", vec!["recheck", idr, "--closed", "--note", "clean"]).await;
+    assert!(code == 0 && out.contains("closed"), "{out}{err}");
+    let (code, _, err) = run("ins1", vec!["record", "--unit", "nowhere", "--pass", "ads"]).await;
+    assert!(code == 1 && err.contains("unknown unit"), "{err}");
+
+    let out = civicast_command(b._dir.path())
+        .args(["token", "create", "--role", "company"])
+        .output()
+        .expect("token create");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a company token needs its company"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--company"));
+    b.stop().await;
+}
