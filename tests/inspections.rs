@@ -529,8 +529,10 @@ async fn fixed_and_rechecked(b: &Bureau, f1: &str, f3: &str) {
         .await;
     assert_eq!(code, StatusCode::CONFLICT, "rectified after closing: {e}");
     assert_eq!(b.events(f3).await, 3, "nothing changed");
+}
 
-    // From receipts: bus-1 must meet its cadence on the day after the fix.
+/// From receipts: bus-1 must meet its cadence on the day after the fix.
+async fn rechecked_from_receipts(b: &Bureau, f1: &str) {
     b.at("2026-11-24T10:00:00+08:00");
     let (code, e) = b
         .call(
@@ -691,6 +693,9 @@ async fn scorecard_shows_exactly_these(b: &Bureau) {
         )
         .await;
     assert_eq!(code, StatusCode::NOT_FOUND);
+}
+
+async fn scorecard_downloads_and_next_weeks_plan(b: &Bureau) {
     let (code, csv) = b
         .raw(
             "GET",
@@ -740,7 +745,7 @@ async fn scorecard_shows_exactly_these(b: &Bureau) {
     );
 }
 
-async fn refusals_change_nothing(b: &Bureau, f2: &str) {
+async fn refusals_change_nothing(b: &Bureau) {
     let before =
         b.db.inspections_between(0, i64::MAX)
             .await
@@ -790,7 +795,9 @@ async fn refusals_change_nothing(b: &Bureau, f2: &str) {
         before,
         "nothing stored"
     );
+}
 
+async fn refused_photos_and_changes(b: &Bureau, f2: &str) {
     let (code, e) = b.upload("ins1", b"%PDF-1.7 not a photo".to_vec()).await;
     assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
     let mut big = vec![0xFF, 0xD8, 0xFF];
@@ -836,9 +843,12 @@ async fn story(dir: tempfile::TempDir, db: Db) {
     let (f1, f2, f3) = visits(&b).await;
     each_company_sees_its_own(&b, &f1, &f2, &f3).await;
     fixed_and_rechecked(&b, &f1, &f3).await;
+    rechecked_from_receipts(&b, &f1).await;
     overdue_and_proposed(&b, &f2).await;
-    refusals_change_nothing(&b, &f2).await;
+    refusals_change_nothing(&b).await;
+    refused_photos_and_changes(&b, &f2).await;
     scorecard_shows_exactly_these(&b).await;
+    scorecard_downloads_and_next_weeks_plan(&b).await;
     b.stop().await;
 }
 

@@ -160,51 +160,22 @@ fn visit_body(
 }
 
 /// The method, path and body of a command (a photo's is sent apart).
-fn request(cmd: &InspectCmd) -> anyhow::Result<(&'static str, String, Option<Value>)> {
-    let q = |pairs: &[(&str, Option<&str>)]| {
-        let s: Vec<String> = pairs
-            .iter()
-            .filter_map(|(k, v)| v.map(|v| format!("{k}={}", url_encode(v))))
-            .collect();
-        if s.is_empty() {
-            String::new()
-        } else {
-            format!("?{}", s.join("&"))
-        }
-    };
-    Ok(match cmd {
-        InspectCmd::Plan { week, seed } => (
-            "GET",
-            format!(
-                "/api/v1/inspections/plan{}",
-                q(&[("week", week.as_deref()), ("seed", seed.as_deref())])
-            ),
-            None,
-        ),
-        InspectCmd::Record {
-            unit,
-            at,
-            passed,
-            failed,
-            photos,
-        } => (
-            "POST",
-            "/api/v1/inspections".into(),
-            Some(visit_body(unit, at, passed, failed, photos)?),
-        ),
-        InspectCmd::Photo { .. } => ("POST", "/api/v1/inspections/photos".into(), None),
-        InspectCmd::Findings { state, overdue } => (
-            "GET",
-            format!(
-                "/api/v1/findings{}",
-                q(&[
-                    ("state", state.as_deref()),
-                    ("overdue", overdue.then_some("true"))
-                ])
-            ),
-            None,
-        ),
-        InspectCmd::Show { id } => ("GET", format!("/api/v1/findings/{id}"), None),
+/// `?k=v&...` of the pairs given a value.
+fn query(pairs: &[(&str, Option<&str>)]) -> String {
+    let s: Vec<String> = pairs
+        .iter()
+        .filter_map(|(k, v)| v.map(|v| format!("{k}={}", url_encode(v))))
+        .collect();
+    if s.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", s.join("&"))
+    }
+}
+
+/// The request of a command that changes one finding.
+fn finding_change(cmd: &InspectCmd) -> (&'static str, String, Option<Value>) {
+    match cmd {
         InspectCmd::Rectify { id, note, photos } => (
             "POST",
             format!("/api/v1/findings/{id}/rectify"),
@@ -238,6 +209,44 @@ fn request(cmd: &InspectCmd) -> anyhow::Result<(&'static str, String, Option<Val
             format!("/api/v1/findings/{id}/deadline"),
             Some(json!({"deadline": deadline})),
         ),
+        _ => ("GET", "/api/v1/findings".into(), None),
+    }
+}
+
+fn request(cmd: &InspectCmd) -> anyhow::Result<(&'static str, String, Option<Value>)> {
+    Ok(match cmd {
+        InspectCmd::Plan { week, seed } => (
+            "GET",
+            format!(
+                "/api/v1/inspections/plan{}",
+                query(&[("week", week.as_deref()), ("seed", seed.as_deref())])
+            ),
+            None,
+        ),
+        InspectCmd::Record {
+            unit,
+            at,
+            passed,
+            failed,
+            photos,
+        } => (
+            "POST",
+            "/api/v1/inspections".into(),
+            Some(visit_body(unit, at, passed, failed, photos)?),
+        ),
+        InspectCmd::Photo { .. } => ("POST", "/api/v1/inspections/photos".into(), None),
+        InspectCmd::Findings { state, overdue } => (
+            "GET",
+            format!(
+                "/api/v1/findings{}",
+                query(&[
+                    ("state", state.as_deref()),
+                    ("overdue", overdue.then_some("true"))
+                ])
+            ),
+            None,
+        ),
+        InspectCmd::Show { id } => ("GET", format!("/api/v1/findings/{id}"), None),
         InspectCmd::Propose { day } => (
             "POST",
             "/api/v1/findings/propose".into(),
@@ -260,10 +269,11 @@ fn request(cmd: &InspectCmd) -> anyhow::Result<(&'static str, String, Option<Val
             "GET",
             format!(
                 "/api/v1/scorecards{}",
-                q(&[("month", month.as_deref()), ("company", company.as_deref())])
+                query(&[("month", month.as_deref()), ("company", company.as_deref())])
             ),
             None,
         ),
+        _ => finding_change(cmd),
     })
 }
 

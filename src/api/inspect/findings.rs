@@ -394,6 +394,40 @@ pub(crate) async fn recheck_from_receipts(
     .await
 }
 
+/// A proposed finding on `u`, whose display missed its cadence on `day` as `r` says.
+fn proposal(
+    r: &reports::ComplianceRow,
+    u: &crate::core::inspect::Unit,
+    item: &str,
+    who: &TokenRow,
+    at_ms: i64,
+    day: &str,
+) -> Finding {
+    let note = format!(
+        "{day}: online {:.0} s, {} plays, longest gap {:.0} s (target every {:.0} s)",
+        r.online_seconds, r.plays, r.longest_gap_s, r.interval_s
+    );
+    Finding {
+        id: ulid::Ulid::new().to_string(),
+        unit: u.id.clone(),
+        company: u.company.clone(),
+        item: item.to_owned(),
+        inspection: None,
+        display: Some(r.device.clone()),
+        events: vec![FindingEvent {
+            seq: 1,
+            kind: EventKind::Proposed,
+            at_ms,
+            by: who.name.clone(),
+            by_token: Some(who.id),
+            note: Some(note),
+            photos: vec![],
+            deadline_ms: None,
+            source: Some("receipts".into()),
+        }],
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ProposeBody {
@@ -442,43 +476,20 @@ pub(crate) async fn propose(
     )
     .await?;
     let existing = st.store.findings(None).await?;
-    let mut new = Vec::new();
-    for r in rows.iter().filter(|r| r.online_seconds > 0.0 && !r.met) {
-        let Some(u) = units.of_display(&r.device) else {
-            continue;
-        };
-        let pending = existing.iter().any(|f| {
-            f.unit == u.id
-                && f.item == item
-                && !matches!(f.state(), FindingState::Closed | FindingState::Dismissed)
-        });
-        if pending {
-            continue;
-        }
-        let note = format!(
-            "{day}: online {:.0} s, {} plays, longest gap {:.0} s (target every {:.0} s)",
-            r.online_seconds, r.plays, r.longest_gap_s, r.interval_s
-        );
-        new.push(Finding {
-            id: ulid::Ulid::new().to_string(),
-            unit: u.id.clone(),
-            company: u.company.clone(),
-            item: item.clone(),
-            inspection: None,
-            display: Some(r.device.clone()),
-            events: vec![FindingEvent {
-                seq: 1,
-                kind: EventKind::Proposed,
-                at_ms: now.timestamp_millis(),
-                by: who.name.clone(),
-                by_token: Some(who.id),
-                note: Some(note),
-                photos: vec![],
-                deadline_ms: None,
-                source: Some("receipts".into()),
-            }],
-        });
-    }
+    let (at_ms, day_s) = (now.timestamp_millis(), day.to_string());
+    let new: Vec<Finding> = rows
+        .iter()
+        .filter(|r| r.online_seconds > 0.0 && !r.met)
+        .filter_map(|r| {
+            let u = units.of_display(&r.device)?;
+            let pending = existing.iter().any(|f| {
+                f.unit == u.id
+                    && f.item == item
+                    && !matches!(f.state(), FindingState::Closed | FindingState::Dismissed)
+            });
+            (!pending).then(|| proposal(r, u, &item, &who, at_ms, &day_s))
+        })
+        .collect();
     st.store.add_findings(&new).await?;
     let rows: Vec<Value> = new
         .iter()
@@ -497,6 +508,50 @@ pub(crate) struct ScoreParams {
     month: Option<String>,
     company: Option<String>,
     format: Option<String>,
+}
+
+/// The month asked (default: the one `now` is in), and its bounds in `tz`.
+fn month_bounds(
+    month: Option<&str>,
+    now: DateTime<Utc>,
+    tz: Tz,
+) -> Result<(NaiveDate, DateTime<Utc>, DateTime<Utc>), ApiError> {
+    let month = match month.filter(|m| !m.is_empty()) {
+        Some(m) => parse_month(m)?,
+        None => now
+            .with_timezone(&tz)
+            .date_naive()
+            .with_day(1)
+            .unwrap_or_default(),
+    };
+    let next = if month.month() == 12 {
+        NaiveDate::from_ymd_opt(month.year() + 1, 1, 1)
+    } else {
+        NaiveDate::from_ymd_opt(month.year(), month.month() + 1, 1)
+    }
+    .unwrap_or(month);
+    Ok((month, day_bounds(month, tz).0, day_bounds(next, tz).0))
+}
+
+/// Every company of the units, in order, or `only` (a 404 when no unit has it).
+fn companies_asked(
+    units: &crate::core::inspect::Units,
+    only: Option<&str>,
+) -> Result<Vec<String>, ApiError> {
+    let mut companies: Vec<String> = units.list.iter().map(|u| u.company.clone()).collect();
+    companies.sort();
+    companies.dedup();
+    if let Some(o) = only {
+        if !companies.iter().any(|c| c == o) {
+            return Err(ApiError::field(
+                StatusCode::NOT_FOUND,
+                "company",
+                format!("no unit has company {o:?}"),
+            ));
+        }
+        companies.retain(|x| x == o);
+    }
+    Ok(companies)
 }
 
 /// "2026-11" -> its first day.
@@ -521,22 +576,7 @@ pub(crate) async fn scorecards(
     let c = st.shared.current();
     let tz = c.timezone;
     let now = st.clock.now();
-    let month = match p.month.as_deref().filter(|m| !m.is_empty()) {
-        Some(m) => parse_month(m)?,
-        None => now
-            .with_timezone(&tz)
-            .date_naive()
-            .with_day(1)
-            .unwrap_or_default(),
-    };
-    let next = if month.month() == 12 {
-        NaiveDate::from_ymd_opt(month.year() + 1, 1, 1)
-    } else {
-        NaiveDate::from_ymd_opt(month.year(), month.month() + 1, 1)
-    }
-    .unwrap_or(month);
-    let (from, _) = day_bounds(month, tz);
-    let (to, _) = day_bounds(next, tz);
+    let (month, from, to) = month_bounds(p.month.as_deref(), now, tz)?;
     let mine = scope(&st, &who).await?;
     if let (Some(m), Some(asked)) = (&mine, &p.company) {
         if m != asked {
@@ -549,19 +589,7 @@ pub(crate) async fn scorecards(
     }
     let only = mine.or(p.company.clone());
     let units = &st.inspect.units;
-    let mut companies: Vec<String> = units.list.iter().map(|u| u.company.clone()).collect();
-    companies.sort();
-    companies.dedup();
-    if let Some(o) = &only {
-        if !companies.contains(o) {
-            return Err(ApiError::field(
-                StatusCode::NOT_FOUND,
-                "company",
-                format!("no unit has company {o:?}"),
-            ));
-        }
-        companies.retain(|x| x == o);
-    }
+    let companies = companies_asked(units, only.as_deref())?;
     let visits = st
         .store
         .inspections_between(from.timestamp_millis(), to.timestamp_millis())

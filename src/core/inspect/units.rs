@@ -75,6 +75,7 @@ impl Unit {
 pub struct Units {
     pub list: Vec<Unit>,
     by_id: HashMap<String, usize>,
+    by_display: HashMap<String, usize>,
 }
 
 impl Units {
@@ -84,15 +85,22 @@ impl Units {
             .enumerate()
             .map(|(i, u)| (u.id.clone(), i))
             .collect();
-        Units { list, by_id }
+        let by_display = list
+            .iter()
+            .enumerate()
+            .filter_map(|(i, u)| Some((u.display.clone()?, i)))
+            .collect();
+        Units {
+            list,
+            by_id,
+            by_display,
+        }
     }
     pub fn get(&self, id: &str) -> Option<&Unit> {
         self.by_id.get(id).map(|&i| &self.list[i])
     }
     pub fn of_display(&self, display: &str) -> Option<&Unit> {
-        self.list
-            .iter()
-            .find(|u| u.display.as_deref() == Some(display))
+        self.by_display.get(display).map(|&i| &self.list[i])
     }
     pub fn count(&self, kind: Kind) -> usize {
         self.list.iter().filter(|u| u.kind == kind).count()
@@ -113,9 +121,7 @@ pub fn parse_units(
 ) -> (Units, Vec<Problem>) {
     let mut problems = Vec::new();
     let known: HashMap<&str, &Device> = displays.iter().map(|d| (d.id.as_str(), d)).collect();
-    let mut out: Vec<Unit> = Vec::new();
-    let mut ids: HashMap<String, (String, usize)> = HashMap::new();
-    let mut mounted: HashMap<String, (String, usize)> = HashMap::new();
+    let mut listed = Listed::default();
     match files {
         None => {}
         Some(Err(e)) => problems.push(Problem::error(
@@ -144,38 +150,16 @@ pub fn parse_units(
                     known: &known,
                 };
                 for (line, unit) in ctx.rows(text, &mut problems) {
-                    if let Some((file, first)) = ids.get(&unit.id) {
-                        problems.push(Problem::error(
-                            &f.name,
-                            Some(line),
-                            Some("id"),
-                            format!(
-                                "unit {:?} is listed twice (first in {file} line {first})",
-                                unit.id
-                            ),
-                        ));
-                        continue;
-                    }
-                    if let Some(d) = &unit.display {
-                        if let Some((file, first)) = mounted.get(d) {
-                            problems.push(Problem::error(
-                                &f.name,
-                                Some(line),
-                                Some("display"),
-                                format!(
-                                    "display {d:?} is on two units (first in {file} line {first})"
-                                ),
-                            ));
-                            continue;
-                        }
-                        mounted.insert(d.clone(), (f.name.clone(), line));
-                    }
-                    ids.insert(unit.id.clone(), (f.name.clone(), line));
-                    out.push(unit);
+                    listed.add(unit, &f.name, line, &mut problems);
                 }
             }
         }
     }
+    let Listed {
+        mut out,
+        ids,
+        mounted,
+    } = listed;
     for d in displays {
         if mounted.contains_key(d.id.as_str()) {
             continue;
@@ -206,6 +190,46 @@ pub fn parse_units(
         }
     }
     (Units::new(out), problems)
+}
+
+/// The units of the lists so far, with where each id and each display was first listed.
+#[derive(Default)]
+struct Listed {
+    out: Vec<Unit>,
+    ids: HashMap<String, (String, usize)>,
+    mounted: HashMap<String, (String, usize)>,
+}
+
+impl Listed {
+    /// Adds `unit` (from `file`, `line`) unless its id or display was listed already.
+    fn add(&mut self, unit: Unit, file: &str, line: usize, problems: &mut Vec<Problem>) {
+        if let Some((first_file, first)) = self.ids.get(&unit.id) {
+            problems.push(Problem::error(
+                file,
+                Some(line),
+                Some("id"),
+                format!(
+                    "unit {:?} is listed twice (first in {first_file} line {first})",
+                    unit.id
+                ),
+            ));
+            return;
+        }
+        if let Some(d) = &unit.display {
+            if let Some((first_file, first)) = self.mounted.get(d) {
+                problems.push(Problem::error(
+                    file,
+                    Some(line),
+                    Some("display"),
+                    format!("display {d:?} is on two units (first in {first_file} line {first})"),
+                ));
+                return;
+            }
+            self.mounted.insert(d.clone(), (file.to_owned(), line));
+        }
+        self.ids.insert(unit.id.clone(), (file.to_owned(), line));
+        self.out.push(unit);
+    }
 }
 
 /// The unit a display is when no row names it.
