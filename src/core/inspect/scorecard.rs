@@ -110,3 +110,113 @@ pub fn scorecard(i: &Inputs<'_>) -> Scorecard {
         compliance: (displays > 0).then(|| met as f64 / displays as f64),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::inspect::finding::EventKind;
+    use crate::core::inspect::{FindingEvent, Unit};
+
+    fn finding(
+        id: &str,
+        unit: &str,
+        item: &str,
+        opened: i64,
+        deadline: i64,
+        more: &[(EventKind, i64)],
+    ) -> Finding {
+        let ev = |seq: i64, kind: EventKind, at_ms: i64, deadline_ms: Option<i64>| FindingEvent {
+            seq,
+            kind,
+            at_ms,
+            by: if kind == EventKind::Rectified {
+                "co".into()
+            } else {
+                "insp".into()
+            },
+            by_token: None,
+            note: None,
+            photos: vec![],
+            deadline_ms,
+            source: None,
+        };
+        let mut events = vec![ev(1, EventKind::Opened, opened, Some(deadline))];
+        for (i, (k, at)) in more.iter().enumerate() {
+            events.push(ev(i as i64 + 2, *k, *at, None));
+        }
+        Finding {
+            id: id.into(),
+            unit: unit.into(),
+            company: "c".into(),
+            item: item.into(),
+            inspection: None,
+            display: None,
+            events,
+        }
+    }
+
+    #[test]
+    fn a_second_finding_on_a_unit_is_a_repeat_and_each_fix_is_timed_against_its_deadline() {
+        let unit = |id: &str| Unit {
+            id: id.into(),
+            kind: Kind::Bus,
+            company: "c".into(),
+            display: None,
+            attrs: BTreeMap::new(),
+        };
+        let units = Units::new(vec![unit("u1"), unit("u2")]);
+        // Before the month on u1; in the month: u1 again (a repeat), fixed on time; u2 late.
+        let findings = vec![
+            finding("F0", "u1", "ads", 50, 60, &[]),
+            finding(
+                "F1",
+                "u1",
+                "cleanliness",
+                150,
+                300,
+                &[(EventKind::Rectified, 200), (EventKind::Closed, 210)],
+            ),
+            finding(
+                "F2",
+                "u2",
+                "ads",
+                160,
+                170,
+                &[(EventKind::Rectified, 250), (EventKind::Closed, 260)],
+            ),
+            finding("F3", "u2", "ads", 170, 900, &[]),
+        ];
+        let s = scorecard(&Inputs {
+            company: "c",
+            units: &units,
+            inspections: &[],
+            findings: &findings,
+            from_ms: 100,
+            to_ms: 1_000,
+            now_ms: 500,
+            displays_met: &[],
+        });
+        assert_eq!(s.units, 2);
+        assert_eq!(
+            s.counts,
+            Counts {
+                findings: 3,
+                fixed_on_time: 1,
+                overdue: 1,
+                repeat: 2,
+                open: 1
+            }
+        );
+        assert_eq!(
+            s.findings_by_item["ads"],
+            Counts {
+                findings: 2,
+                fixed_on_time: 0,
+                overdue: 1,
+                repeat: 1,
+                open: 1
+            }
+        );
+        assert_eq!(s.compliance, None);
+    }
+}
