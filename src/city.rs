@@ -13,6 +13,15 @@ pub const BUS_LED: usize = 887;
 pub const BRT_SCREEN: usize = 84;
 pub const TAXI_TOP: usize = 1_611;
 pub const STOP_SCREEN: usize = 567;
+/// Buses inspected without an LED board: 1,180 inspected, 887 with a board.
+pub const BUS_WITHOUT_BOARD: usize = 1_180 - BUS_LED;
+/// The passenger stations (客运站), inspected at least twice a week.
+pub const PASSENGER_STATIONS: [(&str, &str, &str); 4] = [
+    ("station-zongzhan", "连云港汽车客运总站", "haizhou"),
+    ("station-dongzhan", "汽车客运东站", "haizhou"),
+    ("station-ganyu", "赣榆汽车客运站", "ganyu"),
+    ("station-donghai", "东海汽车客运站", "donghai"),
+];
 
 const DISTRICTS: [&str; 6] = [
     "haizhou", "lianyun", "ganyu", "donghai", "guanyun", "guannan",
@@ -63,6 +72,60 @@ pub fn first_city_csv() -> String {
     }
     out
 }
+
+/// The first city's units without a display (`devices/units/city.csv`): the buses without
+/// a board and the passenger stations. Every display is a unit of its own besides.
+pub fn first_city_units_csv() -> String {
+    let mut rng = ChaCha8Rng::seed_from_u64(0x1a57_2019);
+    let mut out = String::from(
+        "# Units without a display; every display in devices/*.csv is a unit too.\n\
+         id,kind,company,route,district,type,name\n",
+    );
+    for i in 0..BUS_WITHOUT_BOARD {
+        let r = format!("K{}", rng.gen_range(1..=60));
+        let d = DISTRICTS[rng.gen_range(0..3)];
+        out += &format!(
+            "bus-noboard-{:04},bus,{},{r},{d},,\n",
+            i + 1,
+            BUS_OPERATORS[0]
+        );
+    }
+    for (id, name, d) in PASSENGER_STATIONS {
+        out += &format!("{id},station,keyun-group,,{d},passenger,{name}\n");
+    }
+    out
+}
+
+/// The inspections' settings as `init` writes them: the defaults, spelt out.
+pub const INSPECTIONS_TOML: &str = r#"# Inspections: the checklist, the weekly sample per kind, fixed-frequency rules.
+recheck_days = 3        # days a display must meet its cadence after a fix to close from receipts
+
+[sample]                # units drawn at random per kind each week
+bus = 59
+taxi = 59
+stop = 59
+station = 59
+
+[[item]]
+id = "ads"
+label = "public-service ads present and playing"
+deadline = "3d"
+
+[[item]]
+id = "atmosphere"
+label = "campaign atmosphere (posters, banners)"
+deadline = "7d"
+
+[[item]]
+id = "cleanliness"
+label = "clean and tidy"
+deadline = "2d"
+
+# Each passenger station at least twice a week.
+[[rule]]
+select = { kind = "station", type = "passenger" }
+per_week = 2
+"#;
 
 pub const CLASSES_TOML: &str = r#"# What each display class can show.
 [class.bus_led]
@@ -155,6 +218,8 @@ pub fn write_first_city(root: &std::path::Path) -> std::io::Result<Vec<std::path
     let files = [
         ("devices/city.csv", first_city_csv()),
         ("devices/classes.toml", CLASSES_TOML.to_owned()),
+        ("devices/units/city.csv", first_city_units_csv()),
+        ("devices/inspections.toml", INSPECTIONS_TOML.to_owned()),
         ("schedules/feeds.toml", FEEDS_TOML.to_owned()),
         ("schedules/adsets/wenming-city.toml", ADSET_TOML.to_owned()),
     ];
@@ -193,5 +258,59 @@ mod tests {
             csv.lines().skip(1).map(|l| l.split(',').next()).collect();
         assert_eq!(ids.len(), 887 + 84 + 1_611 + 567, "ids are unique");
         assert_eq!(csv, first_city_csv(), "the same city every time");
+    }
+
+    #[test]
+    fn the_first_citys_units_are_the_bulletins_inspected_counts() {
+        use crate::core::catalog::{Severity, SourceFile};
+        use crate::core::inspect::{config, units, Kind};
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_first_city(dir.path()).expect("write");
+        let report =
+            crate::files::load_dirs(&dir.path().join("devices"), &dir.path().join("schedules"));
+        let catalog = report.catalog.expect("catalog");
+        let (setup, problems) =
+            crate::files::load_inspect(&dir.path().join("devices"), &catalog.devices);
+        assert!(problems.is_empty(), "{problems:?}");
+        let u = &setup.units;
+        assert_eq!(
+            (u.count(Kind::Bus), u.count(Kind::Stop), u.count(Kind::Taxi)),
+            (1_180, 567, 1_611)
+        );
+        assert_eq!(u.count(Kind::Station), 84 + PASSENGER_STATIONS.len());
+        assert_eq!(
+            setup.config,
+            config::InspectConfig::default(),
+            "init writes the defaults"
+        );
+        assert_eq!(
+            u.get("taxi-0001").map(|t| t.display.as_deref()),
+            Some(Some("taxi-0001"))
+        );
+
+        // What check refuses: an unknown display, a duplicate id, an unknown kind, no company.
+        let bad = "id,kind,company,display\nbus-x,bus,city-bus,bus-nope\nbus-noboard-0001,bus,city-bus,\nv-1,tram,city-bus,\nv-2,bus,,\n";
+        let with_dup: crate::core::catalog::Listing = Ok(vec![
+            SourceFile::text("devices/units/city.csv", first_city_units_csv()),
+            SourceFile::text("devices/units/bad.csv", bad),
+        ]);
+        let (_, problems) = units::parse_units(Some(&with_dup), "devices/units", &catalog.devices);
+        let errors: Vec<String> = problems
+            .iter()
+            .filter(|p| p.severity == Severity::Error)
+            .map(|p| p.to_string())
+            .collect();
+        assert_eq!(errors.len(), 4, "{errors:#?}");
+        let has = |line: usize, s: &str| {
+            let at = format!("devices/units/bad.csv:{line}: ");
+            errors.iter().any(|e| e.starts_with(&at) && e.contains(s))
+        };
+        assert!(has(2, "unknown display \"bus-nope\""), "{errors:#?}");
+        assert!(
+            has(3, "listed twice (first in devices/units/city.csv line 3)"),
+            "{errors:#?}"
+        );
+        assert!(has(4, "unknown kind \"tram\""), "{errors:#?}");
+        assert!(has(5, "needs its operating company"), "{errors:#?}");
     }
 }

@@ -151,6 +151,51 @@ fn decode(bytes: Vec<u8>) -> Content {
     }
 }
 
+/// The folder of unit lists under `devices/`: not `devices/*.csv`, which are display lists.
+pub const UNITS_DIR: &str = "units";
+/// The checklist, sample sizes and rules of the inspections, beside `classes.toml`.
+pub const INSPECTIONS_FILE: &str = "inspections.toml";
+
+/// Reads `devices/units/*.csv` and `devices/inspections.toml` and parses them against the
+/// displays `check` accepted: the inspections' setup and every problem in those files. `check`
+/// and `serve` both call this, so the daemon inspects exactly what `check` accepted.
+pub fn load_inspect(
+    devices: &Path,
+    displays: &[crate::core::model::Device],
+) -> (crate::core::inspect::Setup, Vec<catalog::Problem>) {
+    use crate::core::inspect::{config, units, Setup};
+    let dir = devices.join(UNITS_DIR);
+    let listing = dir.is_dir().then(|| list(&dir, &["csv"]));
+    let (units, mut problems) = units::parse_units(listing.as_ref(), &display(&dir), displays);
+    let cfg_path = devices.join(INSPECTIONS_FILE);
+    let cfg = read_file(&cfg_path);
+    let text = match &cfg.content {
+        Content::Text(t) => Some(t.as_str()),
+        Content::NotFound => None,
+        Content::Unreadable(e) => {
+            problems.push(catalog::Problem::error(
+                &cfg.name,
+                None,
+                None,
+                format!("cannot be read: {e}"),
+            ));
+            None
+        }
+        Content::NotUtf8 { line } => {
+            problems.push(catalog::Problem::error(
+                &cfg.name,
+                Some(*line),
+                None,
+                "not UTF-8 text",
+            ));
+            None
+        }
+    };
+    let (config, mut more) = config::parse_config(text, &cfg.name);
+    problems.append(&mut more);
+    (Setup { units, config }, problems)
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};

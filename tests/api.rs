@@ -108,7 +108,7 @@ async fn every_route_checks_token_and_role() {
             }
         }
     }
-    assert_eq!(checked, 3 * 18, "every secured operation, every role");
+    assert_eq!(checked, 3 * 34, "every secured operation, every role");
     // Healthy once the daemon's MQTT session is up.
     wait_until("healthy", 5, || async {
         let (code, body) = app.get("/healthz", None).await;
@@ -379,7 +379,7 @@ async fn the_openapi_document_lists_exactly_served_routes() {
             }
         }
     }
-    assert_eq!(served, 20, "twenty operations");
+    assert_eq!(served, 36, "thirty-six operations");
     for uri in [
         "/api/v1/nothing",
         "/api/v1/adsets/a/b",

@@ -35,6 +35,7 @@ use crate::store::{
 };
 
 pub mod download;
+mod inspect;
 pub mod openapi;
 pub mod preview;
 pub mod urgent;
@@ -162,6 +163,8 @@ pub struct ApiState {
     pub heavy: Heavy,
     /// Sends urgent messages on the daemon's MQTT session; None: urgent routes answer 503.
     pub urgent: Option<daemon::Urgent>,
+    /// The units and checklist the inspection routes work on (none by default).
+    pub inspect: Arc<crate::core::inspect::Setup>,
 }
 
 impl ApiState {
@@ -180,7 +183,14 @@ impl ApiState {
             limits,
             heavy: Heavy::new(&limits),
             urgent: None,
+            inspect: Arc::default(),
         }
+    }
+
+    /// The same state, inspecting the units and checklist of `setup`.
+    pub fn with_inspect(mut self, setup: crate::core::inspect::Setup) -> Self {
+        self.inspect = Arc::new(setup);
+        self
     }
 
     /// The same state, able to send urgent messages through `urgent`.
@@ -395,7 +405,13 @@ pub const OPERATOR: &[Role] = &[Role::Operator];
 pub const READERS: &[Role] = &[Role::Operator, Role::Auditor];
 pub const AUDITOR: &[Role] = &[Role::Auditor];
 /// Any valid token: the OpenAPI document.
-pub const ANY: &[Role] = &[Role::Operator, Role::Auditor, Role::Admin];
+pub const ANY: &[Role] = &[
+    Role::Operator,
+    Role::Auditor,
+    Role::Admin,
+    Role::Inspector,
+    Role::Company,
+];
 
 /// The token of an `Authorization` header: scheme `Bearer` in any case (RFC 7235).
 fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -519,6 +535,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
             "/api/v1/urgent/{id}/cancel",
             guard(post(urgent::cancel), st, OPERATOR),
         )
+        .merge(inspect::routes(st))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

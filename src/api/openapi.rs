@@ -14,6 +14,8 @@
 use axum::Json;
 use serde_json::{json, Map, Value};
 
+mod inspect;
+
 /// One operation of the document.
 pub struct Route {
     pub method: &'static str,
@@ -329,6 +331,9 @@ fn error_response(status: u16, path: &str) -> Value {
             return error_body(text);
         }
     }
+    if let Some(text) = inspect::error(status, path) {
+        return error_body(text);
+    }
     let mut r = error_body(match status {
         400 => "Invalid input: the details name the parameter or field",
         401 => "Missing, unknown or revoked token",
@@ -501,7 +506,14 @@ fn schemas() -> Value {
                 "expires_at": {"type": ["string", "null"], "format": "date-time", "description": "null: not given"},
                 "expires_in": {"type": ["string", "null"], "description": "A duration from now: 30m, 2h; null: not given"}}},
     });
-    for part in [more, audits, input, urgent, preview_schemas()] {
+    for part in [
+        more,
+        audits,
+        input,
+        urgent,
+        preview_schemas(),
+        inspect::schemas(),
+    ] {
         if let (Some(a), Value::Object(b)) = (all.as_object_mut(), part) {
             a.extend(b);
         }
@@ -591,21 +603,40 @@ fn parameters(route: &Route) -> Vec<Value> {
         .iter()
         .map(|p| match preview {
             true => preview_param(p),
-            false => query_param(p),
+            false => inspect::query_param(p).unwrap_or_else(|| query_param(p)),
         })
         .collect();
     if route.path.contains("{id}") {
         ps.push(
             json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string"},
-                       "description": if route.path.starts_with("/api/v1/urgent") { "Urgent message id" } else { "Ad-set id" }}),
+                       "description": id_description(route.path)}),
         );
     }
     ps
 }
 
+/// What the `{id}` of a path names.
+fn id_description(path: &str) -> &'static str {
+    if path.starts_with("/api/v1/urgent") {
+        "Urgent message id"
+    } else if path.starts_with("/api/v1/inspections/photos") {
+        "A photo's SHA-256, in lower-case hex"
+    } else if path.starts_with("/api/v1/inspections") {
+        "Inspection id"
+    } else if path.starts_with("/api/v1/findings") {
+        "Finding id"
+    } else {
+        "Ad-set id"
+    }
+}
+
 fn operation(route: &Route) -> Value {
     let ok = match (route.method, route.path) {
-        ("post", "/api/v1/adsets") | ("post", "/api/v1/urgent") => "201",
+        ("post", "/api/v1/adsets")
+        | ("post", "/api/v1/urgent")
+        | ("post", "/api/v1/inspections")
+        | ("post", "/api/v1/inspections/photos")
+        | ("post", "/api/v1/findings/propose") => "201",
         _ => "200",
     };
     let mut content = Map::new();
@@ -706,6 +737,20 @@ fn operation(route: &Route) -> Value {
                 "text": "台风红色预警 请勿外出", "feeds": ["bus-led-all"], "devices": ["stop-0012"],
                 "expires_in": "2h"}}}});
     }
+    if let Some(b) = inspect::request_body(route.operation_id) {
+        op["requestBody"] = b;
+    }
+    if route.operation_id == "scorecards" {
+        op["responses"]["200"]["content"]["text/csv"] = json!({"schema": {"type": "string", "description": "Per company a row with item `all`, then one per item with findings"}});
+        op["responses"]["200"]["content"][crate::reports::export::XLSX_MEDIA_TYPE] =
+            json!({"schema": {"type": "string", "format": "binary"}});
+    }
+    if route.operation_id == "getPhoto" {
+        for t in ["image/png", "image/webp"] {
+            op["responses"]["200"]["content"][t] =
+                json!({"schema": {"type": "string", "format": "binary"}});
+        }
+    }
     if route.operation_id == "approveAdSet" {
         op["responses"]["200"]["links"] = json!({
             "RetireAdSet": {"operationId": "retireAdSet", "parameters": {"id": "$response.body#/id"}},
@@ -718,7 +763,7 @@ fn operation(route: &Route) -> Value {
 /// The whole document.
 pub fn build() -> Value {
     let mut paths = Map::new();
-    for route in ROUTES {
+    for route in ROUTES.iter().chain(inspect::ROUTES) {
         let entry = paths
             .entry(route.path.to_string())
             .or_insert_with(|| json!({}));

@@ -8,6 +8,7 @@
 mod audit;
 mod check;
 mod demo;
+mod inspect;
 mod serve;
 mod simulate;
 mod token;
@@ -26,6 +27,7 @@ use crate::store::Db;
 
 pub use audit::{AuditCmd, ComplianceArgs, Format, PlaysArgs, ReconcileArgs, SampleArgs};
 pub use demo::DemoArgs;
+pub use inspect::{InspectArgs, InspectCmd};
 pub use simulate::SimulateArgs;
 pub use token::TokenCmd;
 pub use urgent::{UrgentArgs, UrgentCmd};
@@ -82,6 +84,9 @@ pub enum Cmd {
     /// Urgent messages (a typhoon warning, a road closure) through the running daemon's API:
     /// send, approve, cancel, list.
     Urgent(UrgentArgs),
+    /// Inspections and findings through the running daemon's API: the week's plan, visits,
+    /// photos, findings (fix, recheck, proposals) and the month's scorecards.
+    Inspect(InspectArgs),
     /// Run a simulated fleet of displays (one MQTT connection each) against a broker.
     Simulate(SimulateArgs),
     /// Write the first city's inventory, classes, feeds and an ad set where missing.
@@ -217,6 +222,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Audit(cmd) => audit::report(&settings, cmd).await,
         Cmd::Token(cmd) => token::run(&settings, cmd).await,
         Cmd::Urgent(a) => urgent::run(&settings, a).await,
+        Cmd::Inspect(a) => inspect::run(&settings, a).await,
         Cmd::Demo(a) => demo::run(settings, a).await,
         Cmd::Simulate(a) => simulate::run(settings, a).await,
         Cmd::Init { dir } => check::init(&dir),

@@ -27,6 +27,16 @@ pub async fn run(mut settings: Settings, accept_drop: bool) -> anyhow::Result<Ex
             return Ok(ExitCode::from(EXIT_CONFIG));
         }
     };
+    let (_, problems) = crate::files::load_inspect(&settings.devices, &catalog.devices);
+    super::print_problems(&problems);
+    let errors = problems
+        .iter()
+        .filter(|p| p.severity == crate::core::catalog::Severity::Error)
+        .count();
+    if errors > 0 {
+        eprintln!("civicast: refusing to start: {errors} errors in the units or inspections.toml in devices/");
+        return Ok(ExitCode::from(EXIT_CONFIG));
+    }
     if accept_drop {
         settings.max_drop = 1.0;
     }

@@ -9,7 +9,7 @@ use clap::Subcommand;
 
 use super::open_store;
 use crate::settings::Settings;
-use crate::store::{ApiStore, Db, TokenRow};
+use crate::store::{ApiStore, Db, InspectStore, TokenRow};
 
 #[derive(Subcommand, Debug)]
 pub enum TokenCmd {
@@ -20,6 +20,9 @@ pub enum TokenCmd {
         /// Who holds it (approvals are by a different name than the upload's).
         #[arg(long)]
         name: Option<String>,
+        /// The operating company a `company` token answers for (as the unit lists name it).
+        #[arg(long)]
+        company: Option<String>,
     },
     /// List tokens (never the tokens themselves).
     List,
@@ -44,11 +47,34 @@ async fn token_with(store: Db, cmd: TokenCmd) -> anyhow::Result<ExitCode> {
     use crate::store::Role;
     let now = chrono::Utc::now().timestamp_millis();
     match cmd {
-        TokenCmd::Create { role, name } => {
+        TokenCmd::Create {
+            role,
+            name,
+            company,
+        } => {
             let Some(r) = Role::parse(&role) else {
-                eprintln!("civicast: --role {role:?}: use operator, auditor or admin");
+                eprintln!(
+                    "civicast: --role {role:?}: use operator, auditor, admin, inspector or company"
+                );
                 return Ok(ExitCode::from(2));
             };
+            let company = company.map(|c| c.trim().to_owned());
+            match (r, &company) {
+                (Role::Company, None) => {
+                    eprintln!("civicast: --role company needs --company NAME, the operating company it answers for");
+                    return Ok(ExitCode::from(2));
+                }
+                (Role::Company, Some(c)) if c.is_empty() => {
+                    eprintln!("civicast: --company: give the company's name");
+                    return Ok(ExitCode::from(2));
+                }
+                (Role::Company, _) => {}
+                (_, Some(_)) => {
+                    eprintln!("civicast: --company is for --role company only");
+                    return Ok(ExitCode::from(2));
+                }
+                (_, None) => {}
+            }
             let token = crate::api::new_token();
             let name = name.unwrap_or_else(|| format!("{}-{}", r.as_str(), &token[4..10]));
             // Names are unique (revoked tokens' too): approvals tell people apart by them.
@@ -58,11 +84,16 @@ async fn token_with(store: Db, cmd: TokenCmd) -> anyhow::Result<ExitCode> {
                 );
                 return Ok(ExitCode::from(2));
             }
-            let id = store
-                .create_token(&name, r, &crate::api::token_hash(&token), now)
-                .await?;
+            let hash = crate::api::token_hash(&token);
+            let id = match &company {
+                Some(c) => store.create_company_token(&name, &hash, c, now).await?,
+                None => store.create_token(&name, r, &hash, now).await?,
+            };
+            let of = company
+                .map(|c| format!(" of company {c:?}"))
+                .unwrap_or_default();
             println!(
-                "token {id} for {name:?}, role {}: keep it secret, it is not shown again",
+                "token {id} for {name:?}, role {}{of}: keep it secret, it is not shown again",
                 r.as_str()
             );
             println!("{token}");

@@ -109,7 +109,7 @@ fn s(v: &Value) -> &str {
     v.as_str().unwrap_or("-")
 }
 
-fn print_error(status: u16, body: &Value) {
+pub(super) fn print_error(status: u16, body: &Value) {
     eprintln!("civicast: {status}: {}", s(&body["error"]));
     for d in body["details"].as_array().into_iter().flatten() {
         eprintln!("  {}: {}", s(&d["field"]), s(&d["message"]));
@@ -167,6 +167,27 @@ pub async fn call(
     token: &str,
     body: Option<&Value>,
 ) -> anyhow::Result<(u16, Value)> {
+    let payload = body.map(|b| b.to_string()).unwrap_or_default();
+    call_raw(
+        api,
+        method,
+        path,
+        token,
+        "application/json",
+        payload.as_bytes(),
+    )
+    .await
+}
+
+/// [`call`] with a body of any type (a photo).
+pub async fn call_raw(
+    api: &str,
+    method: &str,
+    path: &str,
+    token: &str,
+    content_type: &str,
+    payload: &[u8],
+) -> anyhow::Result<(u16, Value)> {
     let Some(rest) = api.strip_prefix("http://") else {
         bail!(
             "--api {api:?}: give the daemon's plain http:// address (e.g. http://127.0.0.1:8080)"
@@ -178,14 +199,15 @@ pub async fn call(
     } else {
         format!("{authority}:80")
     };
-    let payload = body.map(|b| b.to_string()).unwrap_or_default();
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nAuthorization: Bearer {token}\r\nAccept: application/json\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{payload}",
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nAuthorization: Bearer {token}\r\nAccept: application/json\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         payload.len()
     );
+    let mut request = head.into_bytes();
+    request.extend_from_slice(payload);
     let raw = tokio::time::timeout(CALL_TIMEOUT, async {
         let mut s = tokio::net::TcpStream::connect(&addr).await?;
-        s.write_all(request.as_bytes()).await?;
+        s.write_all(&request).await?;
         let mut buf = Vec::new();
         s.read_to_end(&mut buf).await?;
         Ok::<_, std::io::Error>(buf)

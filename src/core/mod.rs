@@ -6,6 +6,7 @@
 pub mod approval;
 pub mod audit;
 pub mod catalog;
+pub mod inspect;
 pub mod led;
 pub mod model;
 pub mod play;

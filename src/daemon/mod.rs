@@ -52,6 +52,17 @@ pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> DateTime<Utc>;
 }
 
+/// The units and inspection settings in `devices/`, as `check` read them; their problems
+/// are logged (`serve` refused to start on errors already).
+fn inspect_setup(settings: &Settings, shared: &Shared) -> crate::core::inspect::Setup {
+    let (setup, problems) =
+        crate::files::load_inspect(&settings.devices, &shared.current().devices);
+    for p in problems {
+        warn!(problem = %p, "units or inspections.toml");
+    }
+    setup
+}
+
 /// The system's wall clock.
 pub struct SystemClock;
 impl Clock for SystemClock {
@@ -200,7 +211,8 @@ impl App {
                     Default::default(),
                     crate::api::Limits::of(&settings),
                 )
-                .with_urgent(urgent.clone()),
+                .with_urgent(urgent.clone())
+                .with_inspect(inspect_setup(&settings, &shared)),
                 &shutdown,
             )?),
             None => None,

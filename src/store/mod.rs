@@ -8,6 +8,7 @@
 
 pub mod console;
 mod db;
+pub mod inspect;
 pub mod postgres;
 pub mod rollups;
 pub mod rows;
@@ -24,6 +25,7 @@ use crate::core::audit::{PlaysQuery, PlaysRow};
 
 pub use console::{DeviceReceipt, SessionRow};
 pub use db::Db;
+pub use inspect::InspectStore;
 pub use postgres::PgStore;
 pub use rows::*;
 pub use sqlite::SqliteStore;

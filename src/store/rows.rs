@@ -89,6 +89,11 @@ pub enum Role {
     Operator,
     Auditor,
     Admin,
+    /// Records inspections and findings.
+    Inspector,
+    /// An operating company's: sees and answers only its own units' findings (its token
+    /// is bound to the company, `InspectStore::token_company`).
+    Company,
 }
 
 impl Role {
@@ -97,12 +102,20 @@ impl Role {
             Role::Operator => "operator",
             Role::Auditor => "auditor",
             Role::Admin => "admin",
+            Role::Inspector => "inspector",
+            Role::Company => "company",
         }
     }
     pub fn parse(s: &str) -> Option<Role> {
-        [Role::Operator, Role::Auditor, Role::Admin]
-            .into_iter()
-            .find(|r| r.as_str() == s)
+        [
+            Role::Operator,
+            Role::Auditor,
+            Role::Admin,
+            Role::Inspector,
+            Role::Company,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
     }
 }
 
