@@ -35,6 +35,7 @@ use crate::store::{
 };
 
 pub mod download;
+pub mod log;
 pub mod openapi;
 pub mod preview;
 mod urgent;
@@ -526,6 +527,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
                 "this route does not take that method",
             )
         })
+        .merge(log::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state.clone())
         .merge(crate::console::router(state))

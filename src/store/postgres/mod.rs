@@ -396,6 +396,7 @@ impl Store for PgStore {
         let offsets = covered_offsets(&mut tx, batch.utc_offset_h).await?;
         let stored = self.insert_receipts(&mut tx, batch).await?;
         write_rollups(&mut tx, &stored, &offsets).await?;
+        super::tlog::pg_append(&mut tx, &stored).await?;
         write_rejects(&mut tx, batch).await?;
         write_presence(&mut tx, batch).await?;
         tx.commit().await?;
@@ -453,6 +454,9 @@ impl Store for PgStore {
         let n = self
             .drop_partitions_before(before_ms.div_euclid(86_400_000))
             .await?;
+        // Partitions go by whole days: everything of plays before that day's start.
+        let day_start = before_ms.div_euclid(86_400_000) * 86_400_000;
+        Db::Postgres(self.clone()).log_mark_pruned(day_start).await?;
         Ok(n as u64)
     }
 

@@ -312,6 +312,7 @@ impl Store for SqliteStore {
         write_rollups(&mut tx, &stored, &offsets).await?;
         let t3 = t0.elapsed();
         played::add_late(&mut tx, &stored).await?;
+        super::tlog::sqlite_append(&mut tx, &stored).await?;
         write_rejects(&mut tx, batch).await?;
         write_presence(&mut tx, batch).await?;
         let t4 = t0.elapsed();
@@ -382,6 +383,7 @@ impl Store for SqliteStore {
         .bind(before_ms)
         .execute(&self.pool)
         .await?;
+        Db::Sqlite(self.clone()).log_mark_pruned(before_ms).await?;
         Ok(r.rows_affected())
     }
 
