@@ -33,7 +33,10 @@ pub fn routes() -> Router<Arc<ApiState>> {
 
 fn internal(e: impl std::fmt::Display) -> ApiError {
     tracing::warn!(error = %e, "receipt log read failed");
-    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the receipt log could not be read")
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "the receipt log could not be read",
+    )
 }
 
 fn with_cache(mut r: Response, cache: &'static str) -> Response {
@@ -52,7 +55,10 @@ async fn signed_size(db: &Db) -> Result<u64, ApiError> {
 
 async fn checkpoint(State(st): State<Arc<ApiState>>) -> Result<Response, ApiError> {
     let Some(cp) = st.store.latest_checkpoint().await.map_err(internal)? else {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "no checkpoint has been signed yet"));
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no checkpoint has been signed yet",
+        ));
     };
     let mut note = cp.note;
     for line in st.store.cosignatures(cp.size).await.map_err(internal)? {
@@ -92,16 +98,27 @@ pub fn parse_tile_path(path: &str) -> Option<TilePath> {
     let parts: Vec<&str> = n.split('/').collect();
     let mut index: u64 = 0;
     for (i, p) in parts.iter().enumerate() {
-        let digits = if i + 1 < parts.len() { p.strip_prefix('x')? } else { p };
+        let digits = if i + 1 < parts.len() {
+            p.strip_prefix('x')?
+        } else {
+            p
+        };
         if digits.len() != 3 || !digits.bytes().all(|b| b.is_ascii_digit()) {
             return None;
         }
         index = index.checked_mul(1000)?.checked_add(digits.parse().ok()?)?;
     }
-    Some(TilePath { level, index, width })
+    Some(TilePath {
+        level,
+        index,
+        width,
+    })
 }
 
-async fn tile(State(st): State<Arc<ApiState>>, Path(path): Path<String>) -> Result<Response, ApiError> {
+async fn tile(
+    State(st): State<Arc<ApiState>>,
+    Path(path): Path<String>,
+) -> Result<Response, ApiError> {
     let t = parse_tile_path(&path)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not a C2SP tile path"))?;
     let size = signed_size(&st.store).await?;
@@ -140,7 +157,8 @@ async fn entries(db: &Db, lo: u64, hi: u64) -> Result<Vec<u8>, ApiError> {
 }
 
 async fn leaf_data(db: &Db, idx: u64, members: &[u8]) -> Result<Vec<u8>, ApiError> {
-    let ms = decode_members(members).ok_or_else(|| internal(format!("leaf {idx}: bad member index")))?;
+    let ms =
+        decode_members(members).ok_or_else(|| internal(format!("leaf {idx}: bad member index")))?;
     let keys: Vec<(i64, i64)> = ms.iter().map(|m| (m.device, m.play)).collect();
     let found = db.log_receipts(&keys).await.map_err(internal)?;
     if found.len() != keys.len() {
@@ -168,7 +186,11 @@ async fn inclusion(
     let signed = signed_size(&st.store).await?;
     let size = q.size.unwrap_or(signed);
     if size > signed || size == 0 {
-        return Err(ApiError::field(StatusCode::BAD_REQUEST, "size", "must be between 1 and the newest signed size"));
+        return Err(ApiError::field(
+            StatusCode::BAD_REQUEST,
+            "size",
+            "must be between 1 and the newest signed size",
+        ));
     }
     let Some((device, play)) = st
         .store
@@ -176,7 +198,10 @@ async fn inclusion(
         .await
         .map_err(internal)?
     else {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "no such receipt is stored"));
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no such receipt is stored",
+        ));
     };
     let mut found = None;
     for (idx, members) in st.store.log_members(0, size).await.map_err(internal)? {
@@ -188,7 +213,10 @@ async fn inclusion(
         }
     }
     let Some((idx, members)) = found else {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "that receipt is in no leaf of the signed tree"));
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "that receipt is in no leaf of the signed tree",
+        ));
     };
     let data = leaf_data(&st.store, idx, &members).await?;
     let proof = crate::receipt_log::inclusion_proof(&st.store, size, idx)
@@ -200,7 +228,14 @@ async fn inclusion(
         "leaf": BASE64_STANDARD.encode(&data),
         "proof": proof.iter().map(|h| BASE64_STANDARD.encode(h.0)).collect::<Vec<_>>(),
     });
-    Ok(with_cache(Json(body).into_response(), if q.size.is_some() { IMMUTABLE } else { "public, max-age=5" }))
+    Ok(with_cache(
+        Json(body).into_response(),
+        if q.size.is_some() {
+            IMMUTABLE
+        } else {
+            "public, max-age=5"
+        },
+    ))
 }
 
 #[derive(Deserialize)]
@@ -215,10 +250,18 @@ async fn consistency(
 ) -> Result<Response, ApiError> {
     let signed = signed_size(&st.store).await?;
     if q.to > signed {
-        return Err(ApiError::field(StatusCode::BAD_REQUEST, "to", "is beyond the newest signed size"));
+        return Err(ApiError::field(
+            StatusCode::BAD_REQUEST,
+            "to",
+            "is beyond the newest signed size",
+        ));
     }
     if q.from > q.to {
-        return Err(ApiError::field(StatusCode::BAD_REQUEST, "from", "must not be larger than to"));
+        return Err(ApiError::field(
+            StatusCode::BAD_REQUEST,
+            "from",
+            "must not be larger than to",
+        ));
     }
     let proof = crate::receipt_log::consistency_proof(&st.store, q.to, q.from)
         .await
@@ -237,11 +280,29 @@ mod tests {
 
     #[test]
     fn tile_paths_are_read_as_c2sp_writes_them() {
-        let t = |level, index, width| Some(TilePath { level, index, width });
+        let t = |level, index, width| {
+            Some(TilePath {
+                level,
+                index,
+                width,
+            })
+        };
         assert_eq!(parse_tile_path("0/000"), t(Some(0), 0, 256));
-        assert_eq!(parse_tile_path("1/x001/x234/067"), t(Some(1), 1_234_067, 256));
+        assert_eq!(
+            parse_tile_path("1/x001/x234/067"),
+            t(Some(1), 1_234_067, 256)
+        );
         assert_eq!(parse_tile_path("entries/x001/002.p/7"), t(None, 1_002, 7));
-        for bad in ["0/0", "0/1234", "0/001.p/256", "0/001.p/0", "01/000", "0/x001", "0/001/002", "e/000"] {
+        for bad in [
+            "0/0",
+            "0/1234",
+            "0/001.p/256",
+            "0/001.p/0",
+            "01/000",
+            "0/x001",
+            "0/001/002",
+            "e/000",
+        ] {
             assert_eq!(parse_tile_path(bad), None, "{bad}");
         }
     }

@@ -128,7 +128,11 @@ pub async fn verify(settings: &Settings, a: VerifyArgs) -> anyhow::Result<ExitCo
             ExitCode::FAILURE
         });
     }
-    let key = a.key.as_deref().map(receipt_log::load_verifier).transpose()?;
+    let key = a
+        .key
+        .as_deref()
+        .map(receipt_log::load_verifier)
+        .transpose()?;
     let db = open_store(settings).await?;
     let out = live::verify_live(&db, key.as_ref()).await?;
     for f in &out.findings {
@@ -156,7 +160,9 @@ pub async fn verify(settings: &Settings, a: VerifyArgs) -> anyhow::Result<ExitCo
 pub async fn export(settings: &Settings, a: ExportArgs) -> anyhow::Result<ExitCode> {
     let db = open_store(settings).await?;
     let catalog = crate::files::load_dirs(&settings.devices, &settings.schedules).catalog;
-    let tz = catalog.as_ref().map_or(chrono_tz::Asia::Shanghai, |c| c.timezone);
+    let tz = catalog
+        .as_ref()
+        .map_or(chrono_tz::Asia::Shanghai, |c| c.timezone);
     let bound = |field, s: &str| {
         crate::core::audit::parse_bound(field, s, tz)
             .map(|t| t.timestamp_millis())
@@ -170,7 +176,12 @@ pub async fn export(settings: &Settings, a: ExportArgs) -> anyhow::Result<ExitCo
         device: a.device,
     };
     let devices = catalog.map(|c| c.devices).unwrap_or_default();
-    let b = bundle::export(&db, &filter, &devices).await?;
+    let Some(key) = &settings.log_key else {
+        bail!("audit export signs the bundle with the log's key: set log_key (CIVICAST_LOG_KEY)");
+    };
+    let signer = receipt_log::load_signer(key)?;
+    let mut b = bundle::export(&db, &filter, &devices).await?;
+    bundle::sign(&mut b, &signer)?;
     let text = bundle::to_bytes(&b)?;
     std::fs::write(&a.output, &text).with_context(|| format!("writing {}", a.output.display()))?;
     println!(

@@ -371,9 +371,17 @@ pub fn append_leaves(tree: &mut TreeState, leaves: Vec<NewLeaf>) -> Appended {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Finding {
     /// In a leaf, stored, but its fields differ from what was logged.
-    Edited { leaf: u64, device: String, play_id: String },
+    Edited {
+        leaf: u64,
+        device: String,
+        play_id: String,
+    },
     /// In a leaf, no longer stored, and not dropped by retention.
-    Deleted { leaf: u64, device: String, play_id: String },
+    Deleted {
+        leaf: u64,
+        device: String,
+        play_id: String,
+    },
     /// Stored, in no leaf: written outside the daemon.
     Inserted { device: String, play_id: String },
     /// A leaf whose receipts no longer hash to its stored hash, though no single receipt
@@ -384,17 +392,28 @@ pub enum Finding {
 impl std::fmt::Display for Finding {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Finding::Edited { leaf, device, play_id } => {
+            Finding::Edited {
+                leaf,
+                device,
+                play_id,
+            } => {
                 write!(f, "edited: receipt of display {device} for play {play_id} (leaf {leaf}) differs from the logged one")
             }
-            Finding::Deleted { leaf, device, play_id } => {
+            Finding::Deleted {
+                leaf,
+                device,
+                play_id,
+            } => {
                 write!(f, "deleted: receipt of display {device} for play {play_id} (leaf {leaf}) is no longer stored")
             }
             Finding::Inserted { device, play_id } => {
                 write!(f, "inserted: receipt of display {device} for play {play_id} is stored but in no leaf of the log")
             }
             Finding::LeafChanged { leaf, receipts } => {
-                write!(f, "changed: leaf {leaf} ({receipts} receipts) no longer matches its logged hash")
+                write!(
+                    f,
+                    "changed: leaf {leaf} ({receipts} receipts) no longer matches its logged hash"
+                )
             }
         }
     }
@@ -447,7 +466,15 @@ pub fn check_leaves(
             });
             continue;
         };
-        check_one(leaf, &members, stored, play_issued, device_name, pruned_before_ms, &mut rep);
+        check_one(
+            leaf,
+            &members,
+            stored,
+            play_issued,
+            device_name,
+            pruned_before_ms,
+            &mut rep,
+        );
     }
     for (_, s) in stored.drain() {
         rep.findings.push(Finding::Inserted {
@@ -515,7 +542,11 @@ fn check_one(
             receipts: members.len(),
         });
     } else {
-        rep.valid += (present.len() - named.iter().filter(|f| matches!(f, Finding::Edited { .. })).count()) as u64;
+        rep.valid += (present.len()
+            - named
+                .iter()
+                .filter(|f| matches!(f, Finding::Edited { .. }))
+                .count()) as u64;
         rep.findings.extend(named);
     }
 }
@@ -552,7 +583,10 @@ mod tests {
         assert_eq!(&data[7..12], b"bus-1");
         assert_eq!(data.len(), 5 + 2 * (2 + 5 + 2 + 2 + 17));
         assert_eq!(decode_leaf(&data).unwrap(), rs);
-        assert_eq!(decode_leaf(&data[..data.len() - 1]), Err(DecodeError::Short(data.len() - 1)));
+        assert_eq!(
+            decode_leaf(&data[..data.len() - 1]),
+            Err(DecodeError::Short(data.len() - 1))
+        );
         let mut v2 = data.clone();
         v2[0] = 2;
         assert_eq!(decode_leaf(&v2), Err(DecodeError::Version(2)));
@@ -601,7 +635,12 @@ mod tests {
             let data = i.to_be_bytes().to_vec();
             t.append(record_hash(&data));
             ct.push(data);
-            assert_eq!(t.root().0.as_slice(), ct.root().as_bytes().as_slice(), "size {}", i + 1);
+            assert_eq!(
+                t.root().0.as_slice(),
+                ct.root().as_bytes().as_slice(),
+                "size {}",
+                i + 1
+            );
             let back = TreeState::from_stored(t.size, &t.edge_bytes()).unwrap();
             assert_eq!(back, t);
         }

@@ -75,6 +75,42 @@ pub struct Bundle {
     /// Only with a class or company filter: the exporter's inventory of those displays.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub devices: BTreeMap<String, DeviceInfo>,
+    /// A signed note by the log's key over the SHA-256 of the bundle written with this field
+    /// empty: the period, the filter and the counts are the log's word too, so that no byte
+    /// of the bundle can change unnoticed.
+    pub signature: String,
+}
+
+/// The text the bundle's signature signs: its digest with `signature` empty.
+fn signed_text(b: &Bundle) -> anyhow::Result<Vec<u8>> {
+    use sha2::{Digest, Sha256};
+    let mut unsigned = b.clone();
+    unsigned.signature.clear();
+    let digest = Sha256::digest(to_bytes(&unsigned)?);
+    Ok(format!("{FORMAT}\nsha256 {}\n", BASE64_STANDARD.encode(digest)).into_bytes())
+}
+
+/// Signs `b` with the log's key.
+pub fn sign(b: &mut Bundle, signer: &signed_note::StandardSigner) -> anyhow::Result<()> {
+    let mut note =
+        Note::new(&signed_text(b)?, &[]).map_err(|e| anyhow::anyhow!("bundle note: {e}"))?;
+    note.add_sigs(&[signer])
+        .map_err(|e| anyhow::anyhow!("signing the bundle: {e}"))?;
+    b.signature = String::from_utf8(note.to_bytes()).context("the bundle's note is not UTF-8")?;
+    Ok(())
+}
+
+fn check_signature(b: &Bundle, key: &signed_note::StandardVerifier, problems: &mut Vec<String>) {
+    let ok = Note::from_bytes(b.signature.as_bytes())
+        .ok()
+        .is_some_and(|n| {
+            n.verify(&VerifierList::new(vec![Box::new(key.clone())]))
+                .is_ok()
+                && signed_text(b).is_ok_and(|t| t == n.text())
+        });
+    if !ok {
+        problems.push("the bundle's signature does not verify with the log's key: the bundle was changed after export".into());
+    }
 }
 
 pub fn to_bytes(b: &Bundle) -> anyhow::Result<Vec<u8>> {
@@ -105,7 +141,9 @@ fn selected(r: &LogReceipt, f: &Filter, devices: &BTreeMap<String, DeviceInfo>) 
         return false;
     };
     f.class.as_ref().is_none_or(|c| *c == info.class)
-        && f.company.as_ref().is_none_or(|c| info.company.as_ref() == Some(c))
+        && f.company
+            .as_ref()
+            .is_none_or(|c| info.company.as_ref() == Some(c))
 }
 
 fn count(rs: &[&LogReceipt]) -> Counts {
@@ -123,20 +161,21 @@ pub async fn export(db: &Db, filter: &Filter, inventory: &[Device]) -> anyhow::R
     let Some(cp) = db.latest_checkpoint().await? else {
         bail!("the log has no signed checkpoint yet: run the daemon with log_key set");
     };
-    let devices: BTreeMap<String, DeviceInfo> = if filter.class.is_some() || filter.company.is_some() {
-        inventory
-            .iter()
-            .map(|d| {
-                let info = DeviceInfo {
-                    class: d.class.to_string(),
-                    company: d.attrs.get("operator").map(str::to_owned),
-                };
-                (d.id.to_string(), info)
-            })
-            .collect()
-    } else {
-        BTreeMap::new()
-    };
+    let devices: BTreeMap<String, DeviceInfo> =
+        if filter.class.is_some() || filter.company.is_some() {
+            inventory
+                .iter()
+                .map(|d| {
+                    let info = DeviceInfo {
+                        class: d.class.to_string(),
+                        company: d.attrs.get("operator").map(str::to_owned),
+                    };
+                    (d.id.to_string(), info)
+                })
+                .collect()
+        } else {
+            BTreeMap::new()
+        };
     let stored = db.log_stored_receipts().await?;
     let mut leaves = Vec::new();
     let mut receipts = Vec::new();
@@ -161,12 +200,14 @@ pub async fn export(db: &Db, filter: &Filter, inventory: &[Device]) -> anyhow::R
             data: BASE64_STANDARD.encode(encode_leaf(&rs)),
             proof: proof.iter().map(|h| BASE64_STANDARD.encode(h.0)).collect(),
         });
-        receipts.extend(rs.into_iter().filter(|r| selected(r, filter, &devices)).map(|r| {
-            BundleReceipt {
-                leaf: leaf.index,
-                receipt: r,
-            }
-        }));
+        receipts.extend(
+            rs.into_iter()
+                .filter(|r| selected(r, filter, &devices))
+                .map(|r| BundleReceipt {
+                    leaf: leaf.index,
+                    receipt: r,
+                }),
+        );
     }
     let all: Vec<&LogReceipt> = receipts.iter().map(|r| &r.receipt).collect();
     let counts = count(&all);
@@ -187,6 +228,7 @@ pub async fn export(db: &Db, filter: &Filter, inventory: &[Device]) -> anyhow::R
         receipts,
         counts,
         devices,
+        signature: String::new(),
     })
 }
 
@@ -202,7 +244,11 @@ pub struct BundleOutcome {
 
 /// Checks a bundle with the log's key (and witnesses' keys): its form, the checkpoint's
 /// signatures, every leaf's inclusion, every receipt against its leaf, every count.
-pub fn verify_bundle(text: &[u8], key: &str, witnesses: &[String]) -> anyhow::Result<BundleOutcome> {
+pub fn verify_bundle(
+    text: &[u8],
+    key: &str,
+    witnesses: &[String],
+) -> anyhow::Result<BundleOutcome> {
     let log_key = super::load_verifier(key)?;
     let wit: Vec<CosignatureVerifier> = witnesses
         .iter()
@@ -212,7 +258,8 @@ pub fn verify_bundle(text: &[u8], key: &str, witnesses: &[String]) -> anyhow::Re
     let b: Bundle = match serde_json::from_slice(text) {
         Ok(b) => b,
         Err(e) => {
-            out.problems.push(format!("the bundle is not readable: {e}"));
+            out.problems
+                .push(format!("the bundle is not readable: {e}"));
             return Ok(out);
         }
     };
@@ -221,15 +268,21 @@ pub fn verify_bundle(text: &[u8], key: &str, witnesses: &[String]) -> anyhow::Re
             .push("the bundle is not in the form `audit export` writes: it was edited".into());
     }
     if b.format != FORMAT {
-        out.problems.push(format!("format {:?} is not {FORMAT}", b.format));
+        out.problems
+            .push(format!("format {:?} is not {FORMAT}", b.format));
     }
+    check_signature(&b, &log_key, &mut out.problems);
     out.tree_size = b.tree_size;
     out.leaves = b.leaves.len();
     out.receipts = b.receipts.len();
     let root = match super::open_checkpoint(b.checkpoint.as_bytes(), &log_key) {
         Ok(c) if c.size() == b.tree_size => Some(*c.hash()),
         Ok(c) => {
-            out.problems.push(format!("the checkpoint is at size {}, the bundle says {}", c.size(), b.tree_size));
+            out.problems.push(format!(
+                "the checkpoint is at size {}, the bundle says {}",
+                c.size(),
+                b.tree_size
+            ));
             None
         }
         Err(e) => {
@@ -249,8 +302,12 @@ fn check_cosignature(checkpoint: &str, w: &CosignatureVerifier, problems: &mut V
     let name = signed_note::Verifier::name(w).to_owned();
     match Note::from_bytes(checkpoint.as_bytes()) {
         Ok(n) => {
-            if n.verify(&VerifierList::new(vec![Box::new(w.clone())])).is_err() {
-                problems.push(format!("the checkpoint has no valid cosignature of witness {name}"));
+            if n.verify(&VerifierList::new(vec![Box::new(w.clone())]))
+                .is_err()
+            {
+                problems.push(format!(
+                    "the checkpoint has no valid cosignature of witness {name}"
+                ));
             }
         }
         Err(e) => problems.push(format!("checkpoint: not a signed note: {e}")),
@@ -276,7 +333,13 @@ fn check_leaves(
         let proof: Option<Vec<Hash>> = l
             .proof
             .iter()
-            .map(|p| BASE64_STANDARD.decode(p).ok().and_then(|v| v.try_into().ok()).map(Hash))
+            .map(|p| {
+                BASE64_STANDARD
+                    .decode(p)
+                    .ok()
+                    .and_then(|v| v.try_into().ok())
+                    .map(Hash)
+            })
             .collect();
         let included = match (root, proof) {
             (Some(root), Some(proof)) => tlog_tiles::check_record(
@@ -311,11 +374,17 @@ fn check_leaves(
 fn check_receipts(b: &Bundle, leaves: &HashMap<u64, Vec<LogReceipt>>, problems: &mut Vec<String>) {
     let mut listed: HashMap<(u64, &str, &str), &LogReceipt> = HashMap::new();
     for r in &b.receipts {
-        let name = format!("receipt of display {} for play {}", r.receipt.device, r.receipt.play_id);
+        let name = format!(
+            "receipt of display {} for play {}",
+            r.receipt.device, r.receipt.play_id
+        );
         match leaves.get(&r.leaf) {
             Some(rs) if rs.contains(&r.receipt) => {}
             Some(_) => problems.push(format!("{name}: not in leaf {} as given", r.leaf)),
-            None => problems.push(format!("{name}: leaf {} is not a verified leaf of the bundle", r.leaf)),
+            None => problems.push(format!(
+                "{name}: leaf {} is not a verified leaf of the bundle",
+                r.leaf
+            )),
         }
         if !selected(&r.receipt, &b.filter, &b.devices) {
             problems.push(format!("{name}: outside the bundle's period or filter"));
@@ -324,7 +393,9 @@ fn check_receipts(b: &Bundle, leaves: &HashMap<u64, Vec<LogReceipt>>, problems: 
     }
     for (idx, rs) in leaves {
         for r in rs {
-            if selected(r, &b.filter, &b.devices) && !listed.contains_key(&(*idx, &r.device, &r.play_id)) {
+            if selected(r, &b.filter, &b.devices)
+                && !listed.contains_key(&(*idx, &r.device, &r.play_id))
+            {
                 problems.push(format!(
                     "receipt of display {} for play {}: in leaf {idx} and the period, but left out of the bundle",
                     r.device, r.play_id
@@ -335,14 +406,25 @@ fn check_receipts(b: &Bundle, leaves: &HashMap<u64, Vec<LogReceipt>>, problems: 
     let all: Vec<&LogReceipt> = b.receipts.iter().map(|r| &r.receipt).collect();
     let c = count(&all);
     if c.receipts != b.counts.receipts {
-        problems.push(format!("count of receipts: the bundle says {}, its receipts give {}", b.counts.receipts, c.receipts));
+        problems.push(format!(
+            "count of receipts: the bundle says {}, its receipts give {}",
+            b.counts.receipts, c.receipts
+        ));
     }
-    for (what, given, got) in [("status", &b.counts.by_status, &c.by_status), ("display", &b.counts.by_device, &c.by_device)] {
+    for (what, given, got) in [
+        ("status", &b.counts.by_status, &c.by_status),
+        ("display", &b.counts.by_device, &c.by_device),
+    ] {
         if given != got {
             for k in given.keys().chain(got.keys()) {
-                let (g, r) = (given.get(k).copied().unwrap_or(0), got.get(k).copied().unwrap_or(0));
+                let (g, r) = (
+                    given.get(k).copied().unwrap_or(0),
+                    got.get(k).copied().unwrap_or(0),
+                );
                 if g != r {
-                    problems.push(format!("count for {what} {k}: the bundle says {g}, its receipts give {r}"));
+                    problems.push(format!(
+                        "count for {what} {k}: the bundle says {g}, its receipts give {r}"
+                    ));
                 }
             }
         }

@@ -36,13 +36,23 @@ impl Cosigner {
     pub fn verifier_key(&self) -> String {
         let mut k = vec![ALG_COSIGNATURE_V1];
         k.extend_from_slice(self.key.verifying_key().as_bytes());
-        format!("{}+{:08x}+{}", self.name, self.id, BASE64_STANDARD.encode(k))
+        format!(
+            "{}+{:08x}+{}",
+            self.name,
+            self.id,
+            BASE64_STANDARD.encode(k)
+        )
     }
 
     fn encode(&self) -> String {
         let mut k = vec![ALG_COSIGNATURE_V1];
         k.extend_from_slice(&self.key.to_bytes());
-        format!("PRIVATE+KEY+{}+{:08x}+{}", self.name, self.id, BASE64_STANDARD.encode(k))
+        format!(
+            "PRIVATE+KEY+{}+{:08x}+{}",
+            self.name,
+            self.id,
+            BASE64_STANDARD.encode(k)
+        )
     }
 
     /// Reads a key written by [`witness_keygen`].
@@ -51,8 +61,9 @@ impl Cosigner {
             .with_context(|| format!("reading the witness key {}", path.display()))?;
         let bad = || anyhow::anyhow!("{} is not a cosignature/v1 witness key", path.display());
         let rest = text.trim().strip_prefix("PRIVATE+KEY+").ok_or_else(bad)?;
-        let mut parts = rest.rsplitn(3, '+');
-        let (Some(b64), Some(_id), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
+        // The name and the ID hold no '+'; the base64 may.
+        let mut parts = rest.splitn(3, '+');
+        let (Some(name), Some(_id), Some(b64)) = (parts.next(), parts.next(), parts.next()) else {
             return Err(bad());
         };
         let raw = BASE64_STANDARD.decode(b64).map_err(|_| bad())?;
@@ -78,7 +89,10 @@ pub fn witness_keygen(path: &Path, name: &str) -> anyhow::Result<String> {
         bail!("{name:?} is not a valid key name (no spaces or '+')");
     }
     if path.exists() {
-        bail!("{} exists: a witness key is never overwritten", path.display());
+        bail!(
+            "{} exists: a witness key is never overwritten",
+            path.display()
+        );
     }
     let key = SigningKey::generate(&mut rand::rngs::OsRng);
     let id = id_of(name, &key.verifying_key());
@@ -123,13 +137,14 @@ impl CosignatureVerifier {
     /// From `name+id+base64(0x04 || key)`, or a file holding it.
     pub fn new(key_or_path: &str) -> anyhow::Result<CosignatureVerifier> {
         let text = if Path::new(key_or_path).exists() {
-            std::fs::read_to_string(key_or_path).with_context(|| format!("reading {key_or_path}"))?
+            std::fs::read_to_string(key_or_path)
+                .with_context(|| format!("reading {key_or_path}"))?
         } else {
             key_or_path.to_owned()
         };
         let bad = || anyhow::anyhow!("{key_or_path} is not a cosignature/v1 verifier key");
-        let mut parts = text.trim().rsplitn(3, '+');
-        let (Some(b64), Some(id), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
+        let mut parts = text.trim().splitn(3, '+');
+        let (Some(name), Some(id), Some(b64)) = (parts.next(), parts.next(), parts.next()) else {
             return Err(bad());
         };
         let raw = BASE64_STANDARD.decode(b64).map_err(|_| bad())?;

@@ -51,7 +51,10 @@ pub async fn verify_live(db: &Db, key: Option<&StandardVerifier>) -> anyhow::Res
     }
     let hashes: Vec<Hash> = leaves.iter().filter_map(|l| l.hash).collect();
     if hashes.len() != leaves.len() {
-        problems.push(format!("{} leaves have no stored hash", leaves.len() - hashes.len()));
+        problems.push(format!(
+            "{} leaves have no stored hash",
+            leaves.len() - hashes.len()
+        ));
     }
     if root_of(&hashes) != head.root {
         problems.push("the stored leaf hashes do not give the root in the log's state".into());
@@ -89,7 +92,10 @@ fn check_checkpoint(
         Some(k) => match super::open_checkpoint(cp.note.as_bytes(), k) {
             Ok(c) if c.size() == cp.size => Some(*c.hash()),
             Ok(c) => {
-                problems.push(format!("the checkpoint stored at size {n} signs size {}", c.size()));
+                problems.push(format!(
+                    "the checkpoint stored at size {n} signs size {}",
+                    c.size()
+                ));
                 None
             }
             Err(e) => {

@@ -31,7 +31,10 @@ pub fn keygen(path: &Path, origin: &str) -> anyhow::Result<String> {
         bail!("{origin:?} is not a valid key name (no spaces or '+')");
     }
     if path.exists() {
-        bail!("{} exists: a signing key is never overwritten", path.display());
+        bail!(
+            "{} exists: a signing key is never overwritten",
+            path.display()
+        );
     }
     let (skey, vkey) = signed_note::generate_key(&mut rand::rngs::OsRng, origin);
     write_secret(path, &skey)?;
@@ -68,8 +71,12 @@ pub(crate) fn write_secret(path: &Path, text: &str) -> anyhow::Result<()> {
 pub fn load_signer(path: &Path) -> anyhow::Result<StandardSigner> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading the log key {}", path.display()))?;
-    StandardSigner::new(text.trim())
-        .map_err(|e| anyhow::anyhow!("the log key {} is not a signed-note key: {e}", path.display()))
+    StandardSigner::new(text.trim()).map_err(|e| {
+        anyhow::anyhow!(
+            "the log key {} is not a signed-note key: {e}",
+            path.display()
+        )
+    })
 }
 
 /// A verifier key from its text, or from a file holding it.
@@ -118,7 +125,8 @@ pub async fn with_hashes<T>(
     let mut p = Prefetched::default();
     for _ in 0..4 {
         let first = f(&p);
-        let asked: Vec<u64> = std::mem::take(&mut *p.asked.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
+        let asked: Vec<u64> =
+            std::mem::take(&mut *p.asked.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
         if asked.is_empty() {
             return first.map_err(|e| anyhow::anyhow!("log proof: {e}"));
         }
@@ -170,7 +178,11 @@ pub enum Signed {
 /// Signs a checkpoint of the tree as stored, when it grew since the last one: the root is
 /// recomputed from the stored hashes (not trusted from the state row), and the new tree
 /// is proved consistent with the last checkpoint before anything is signed.
-pub async fn sign_checkpoint(db: &Db, signer: &StandardSigner, now_ms: i64) -> anyhow::Result<Signed> {
+pub async fn sign_checkpoint(
+    db: &Db,
+    signer: &StandardSigner,
+    now_ms: i64,
+) -> anyhow::Result<Signed> {
     let head = db.log_head().await?;
     let last = db.latest_checkpoint().await?;
     if let Some(l) = &last {

@@ -30,7 +30,9 @@ impl CheckpointSigner {
         loop {
             self.round().await;
             let now = self.clock.now();
-            let wait = self.every.min(until_day_ends(now, self.shared.current().timezone));
+            let wait = self
+                .every
+                .min(until_day_ends(now, self.shared.current().timezone));
             tokio::select! {
                 _ = self.shutdown.cancelled() => break,
                 _ = tokio::time::sleep(wait) => {}
@@ -44,7 +46,9 @@ impl CheckpointSigner {
         let now_ms = self.clock.now().timestamp_millis();
         match sign_checkpoint(&self.store, &self.signer, now_ms).await {
             Ok(Signed::New(size)) => info!(size, "receipt log checkpoint signed"),
-            Ok(Signed::Unchanged(size)) => debug!(size, "receipt log unchanged since its checkpoint"),
+            Ok(Signed::Unchanged(size)) => {
+                debug!(size, "receipt log unchanged since its checkpoint")
+            }
             Ok(Signed::Raced) => debug!("another signer stored this checkpoint first"),
             Err(e) => error!(error = %format!("{e:#}"), "receipt log checkpoint not signed"),
         }

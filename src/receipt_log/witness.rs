@@ -36,7 +36,11 @@ pub struct Witnessed {
 }
 
 /// Checks the step from `old` to `new` (size, root) with `proof`; Err names the fork.
-pub fn check_step(old: Option<(u64, Hash)>, new: (u64, Hash), proof: &[Hash]) -> anyhow::Result<()> {
+pub fn check_step(
+    old: Option<(u64, Hash)>,
+    new: (u64, Hash),
+    proof: &[Hash],
+) -> anyhow::Result<()> {
     let Some((os, or)) = old else { return Ok(()) };
     let (ns, nr) = new;
     if ns < os {
@@ -66,7 +70,9 @@ pub async fn run(api: &str, log_key: &str, key: &Path, state: &Path) -> anyhow::
     }
     let cp = super::open_checkpoint(&body, &verifier)?;
     let old: Option<WitnessState> = match std::fs::read(state) {
-        Ok(t) => Some(serde_json::from_slice(&t).with_context(|| format!("reading {}", state.display()))?),
+        Ok(t) => Some(
+            serde_json::from_slice(&t).with_context(|| format!("reading {}", state.display()))?,
+        ),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(e).with_context(|| format!("reading {}", state.display())),
     };
@@ -88,7 +94,8 @@ pub async fn run(api: &str, log_key: &str, key: &Path, state: &Path) -> anyhow::
         if status != 200 {
             bail!("{api}{path} answered {status}: no consistency proof, no cosignature");
         }
-        let v: serde_json::Value = serde_json::from_slice(&body).context("the consistency proof is not JSON")?;
+        let v: serde_json::Value =
+            serde_json::from_slice(&body).context("the consistency proof is not JSON")?;
         for p in v["proof"].as_array().context("the answer has no proof")? {
             let h: [u8; 32] = p
                 .as_str()
@@ -100,7 +107,8 @@ pub async fn run(api: &str, log_key: &str, key: &Path, state: &Path) -> anyhow::
     }
     check_step(old_pair, (cp.size(), *cp.hash()), &proof)?;
     cosigner.time = chrono::Utc::now().timestamp().max(0) as u64;
-    let mut note = Note::from_bytes(&body).map_err(|e| anyhow::anyhow!("not a signed note: {e}"))?;
+    let mut note =
+        Note::from_bytes(&body).map_err(|e| anyhow::anyhow!("not a signed note: {e}"))?;
     let before = note.to_bytes();
     note.add_sigs(&[&cosigner])
         .map_err(|e| anyhow::anyhow!("cosigning: {e}"))?;
@@ -120,7 +128,11 @@ pub async fn run(api: &str, log_key: &str, key: &Path, state: &Path) -> anyhow::
         line,
         size: cp.size(),
         name: signed_note::Signer::name(&cosigner).to_owned(),
-        summary: format!("cosigned the checkpoint of {} at size {}", cp.origin(), cp.size()),
+        summary: format!(
+            "cosigned the checkpoint of {} at size {}",
+            cp.origin(),
+            cp.size()
+        ),
     })
 }
 

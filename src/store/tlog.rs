@@ -20,9 +20,9 @@ use crate::core::tlog::{
 };
 
 fn hash_of(b: &[u8]) -> Result<Hash> {
-    let a: [u8; 32] = b
-        .try_into()
-        .map_err(|_| StoreError::Invalid(format!("a stored log hash has {} bytes, not 32", b.len())))?;
+    let a: [u8; 32] = b.try_into().map_err(|_| {
+        StoreError::Invalid(format!("a stored log hash has {} bytes, not 32", b.len()))
+    })?;
     Ok(Hash(a))
 }
 
@@ -155,13 +155,18 @@ pub(super) async fn pg_append(c: &mut PgConnection, stored: &[&ReceiptRow]) -> R
             .await?;
     let mut tree = tree_of(size, &edge)?;
     let out = append_leaves(&mut tree, batch_leaves(keyed(stored, &devices, &plays)?));
-    let (idx, hashes): (Vec<i64>, Vec<Vec<u8>>) =
-        out.hashes.iter().map(|(i, h)| (*i as i64, h.0.to_vec())).unzip();
-    sqlx::query("INSERT INTO log_hashes (idx, hash) SELECT * FROM UNNEST($1::bigint[], $2::bytea[])")
-        .bind(idx)
-        .bind(hashes)
-        .execute(&mut *c)
-        .await?;
+    let (idx, hashes): (Vec<i64>, Vec<Vec<u8>>) = out
+        .hashes
+        .iter()
+        .map(|(i, h)| (*i as i64, h.0.to_vec()))
+        .unzip();
+    sqlx::query(
+        "INSERT INTO log_hashes (idx, hash) SELECT * FROM UNNEST($1::bigint[], $2::bytea[])",
+    )
+    .bind(idx)
+    .bind(hashes)
+    .execute(&mut *c)
+    .await?;
     let mut li = Vec::new();
     let mut lc = Vec::new();
     let mut lm = Vec::new();
@@ -303,7 +308,10 @@ impl Db {
         let mut hashes: HashMap<u64, Hash> = HashMap::new();
         for chunk in idx.chunks(500) {
             let list: Vec<String> = chunk.iter().map(|i| i.to_string()).collect();
-            let sql = format!("SELECT idx, hash FROM log_hashes WHERE idx IN ({})", list.join(","));
+            let sql = format!(
+                "SELECT idx, hash FROM log_hashes WHERE idx IN ({})",
+                list.join(",")
+            );
             let got: Vec<(i64, Vec<u8>)> = on_db!(self, &sql, |q, p| {
                 let rows = q.fetch_all(p).await?;
                 rows.iter()
@@ -382,15 +390,21 @@ impl Db {
 
     /// The newest signed checkpoint, if any.
     pub async fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>> {
-        self.checkpoint_where("ORDER BY size DESC LIMIT 1", None).await
+        self.checkpoint_where("ORDER BY size DESC LIMIT 1", None)
+            .await
     }
 
     /// The checkpoint signed at `size`, if any.
     pub async fn checkpoint_at(&self, size: u64) -> Result<Option<StoredCheckpoint>> {
-        self.checkpoint_where("WHERE size = ?", Some(size as i64)).await
+        self.checkpoint_where("WHERE size = ?", Some(size as i64))
+            .await
     }
 
-    async fn checkpoint_where(&self, tail: &str, bind: Option<i64>) -> Result<Option<StoredCheckpoint>> {
+    async fn checkpoint_where(
+        &self,
+        tail: &str,
+        bind: Option<i64>,
+    ) -> Result<Option<StoredCheckpoint>> {
         let sql = format!("SELECT size, root, note, signed_at FROM log_checkpoints {tail}");
         let row: Option<(i64, Vec<u8>, String, i64)> = on_db!(self, &sql, |q, p| {
             let q = match bind {
@@ -437,7 +451,11 @@ impl Db {
         let sql = "INSERT INTO log_cosignatures (size, witness, line) VALUES (?, ?, ?)
                    ON CONFLICT (size, witness) DO UPDATE SET line = excluded.line";
         on_db!(self, sql, |q, p| {
-            q.bind(size as i64).bind(witness).bind(line).execute(p).await?;
+            q.bind(size as i64)
+                .bind(witness)
+                .bind(line)
+                .execute(p)
+                .await?;
         });
         Ok(())
     }
@@ -479,7 +497,10 @@ impl Db {
 
     /// The stored receipts with these (display key, play key) pairs, as the log records
     /// them; pairs not stored are left out.
-    pub async fn log_receipts(&self, keys: &[(i64, i64)]) -> Result<HashMap<(i64, i64), LogReceipt>> {
+    pub async fn log_receipts(
+        &self,
+        keys: &[(i64, i64)],
+    ) -> Result<HashMap<(i64, i64), LogReceipt>> {
         let mut out = HashMap::with_capacity(keys.len());
         for chunk in keys.chunks(2_000) {
             let (d, p): (Vec<i64>, Vec<i64>) = chunk.iter().copied().unzip();
@@ -559,7 +580,11 @@ fn log_row_pg(r: &sqlx::postgres::PgRow) -> std::result::Result<LogRow, sqlx::Er
 
 impl Db {
     /// The store's keys of the receipt of `device` for `play_id`, when it is stored.
-    pub async fn log_receipt_keys(&self, device: &str, play_id: &str) -> Result<Option<(i64, i64)>> {
+    pub async fn log_receipt_keys(
+        &self,
+        device: &str,
+        play_id: &str,
+    ) -> Result<Option<(i64, i64)>> {
         let sql = "SELECT d.id, p.id FROM devices d, plays p WHERE d.name = ? AND p.play_id = ?";
         let row: Option<(i64, i64)> = on_db!(self, sql, |q, p| {
             match q.bind(device).bind(play_id).fetch_optional(p).await? {

@@ -456,7 +456,9 @@ impl Store for PgStore {
             .await?;
         // Partitions go by whole days: everything of plays before that day's start.
         let day_start = before_ms.div_euclid(86_400_000) * 86_400_000;
-        Db::Postgres(self.clone()).log_mark_pruned(day_start).await?;
+        Db::Postgres(self.clone())
+            .log_mark_pruned(day_start)
+            .await?;
         Ok(n as u64)
     }
 
