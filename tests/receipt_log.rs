@@ -455,3 +455,176 @@ async fn packed_days_still_verify() {
     })
     .await;
 }
+
+// ---------------------------------------------------------------------------------------
+// The daemon: SIGKILLed mid-batch, its log served over HTTP, a witness across restarts
+// ---------------------------------------------------------------------------------------
+
+async fn raw_get(addr: std::net::SocketAddr, path: &str) -> (u16, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.expect("read");
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("headers");
+    let head = String::from_utf8_lossy(&buf[..split]).to_ascii_lowercase();
+    assert!(
+        !head.contains("chunked"),
+        "a length-delimited answer: {head}"
+    );
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status");
+    (status, buf[split + 4..].to_vec())
+}
+
+/// The tree as served matches the signed checkpoint: the first level-0 tile's hashes are
+/// the leaf hashes of the first entry bundle, and they give the checkpoint's root.
+async fn served_log_matches(addr: std::net::SocketAddr, vkey: &str) -> u64 {
+    let (st, note) = raw_get(addr, "/log/checkpoint").await;
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&note));
+    let cp = receipt_log::open_checkpoint(&note, &receipt_log::load_verifier(vkey).expect("key"))
+        .expect("a checkpoint signed by the log's key");
+    let n = cp.size();
+    assert!(n > 0 && n < 256, "a test tree fits one tile: {n}");
+    let (st, tile) = raw_get(addr, &format!("/log/tile/0/000.p/{n}")).await;
+    assert_eq!((st, tile.len()), (200, 32 * n as usize));
+    let (st, entries) = raw_get(addr, &format!("/log/tile/entries/000.p/{n}")).await;
+    assert_eq!(st, 200);
+    let mut rest = &entries[..];
+    let mut leaves = Vec::new();
+    while !rest.is_empty() {
+        let len = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
+        leaves.push(tlog_tiles::record_hash(&rest[2..2 + len]));
+        rest = &rest[2 + len..];
+    }
+    let from_tile: Vec<_> = tile
+        .chunks(32)
+        .map(|c| tlog_tiles::Hash(c.try_into().expect("32 bytes")))
+        .collect();
+    assert_eq!(leaves, from_tile, "entries hash to the tile's leaf hashes");
+    assert_eq!(
+        civicast::core::tlog::root_of(&leaves),
+        *cp.hash(),
+        "the tile gives the signed root"
+    );
+    let (st, _) = raw_get(addr, &format!("/log/tile/0/000.p/{}", n + 1)).await;
+    assert_eq!(st, 404, "nothing past the signed size is served");
+    n
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+fn run_witness(d: &Path, addr: std::net::SocketAddr, vkey: &str) -> std::process::Output {
+    common::civicast_command(d)
+        .args([
+            "witness",
+            "--log",
+            &format!("http://{addr}"),
+            "--log-key",
+            vkey,
+        ])
+        .arg("--key")
+        .arg(d.join("witness.key"))
+        .arg("--state")
+        .arg(d.join("witness.json"))
+        .output()
+        .expect("civicast witness")
+}
+
+async fn killed_mid_batch(url: String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    common::write_weighted_city(d);
+    let vkey = receipt_log::keygen(&d.join("log.key"), "civicast.test/receipts").expect("keygen");
+    receipt_log::cosign::witness_keygen(&d.join("witness.key"), "office.test")
+        .expect("witness key");
+    let config = d.join("civicast.toml");
+    std::fs::write(
+        &config,
+        "batch_wait = \"1s\"\nlog_checkpoint_every = \"1s\"\n",
+    )
+    .expect("config");
+    let port = free_port();
+    let env = [
+        ("CIVICAST_DATABASE_URL", url.clone()),
+        ("CIVICAST_DEVICES", d.join("devices").display().to_string()),
+        (
+            "CIVICAST_SCHEDULES",
+            d.join("schedules").display().to_string(),
+        ),
+        ("CIVICAST_HTTP_LISTEN", "127.0.0.1:0".to_owned()),
+        ("CIVICAST_MQTT_LISTEN", format!("127.0.0.1:{port}")),
+        ("CIVICAST_LOG_KEY", d.join("log.key").display().to_string()),
+    ];
+    let mut serve = common::Serve::spawn(d, &env, Some(&config), 0);
+    serve.ready(60).await;
+    let displays = common::Display::fleet(port);
+    common::wait_for("receipts from every display", 30, || {
+        displays.iter().all(|x| x.sent() >= 2)
+    })
+    .await;
+    for i in 1..=3 {
+        let addr = serve.http.expect("http");
+        tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+        served_log_matches(addr, &vkey).await;
+        let w = run_witness(d, addr, &vkey);
+        assert!(
+            w.status.success(),
+            "witness before kill {i}: {}",
+            String::from_utf8_lossy(&w.stderr)
+        );
+        // Mid-batch: batches wait a second, and receipts keep coming.
+        serve.kill();
+        serve = common::Serve::spawn(d, &env, Some(&config), i);
+        serve.ready(60).await;
+    }
+    common::stop_and_drain(&displays).await;
+    tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
+    let addr = serve.http.expect("http");
+    served_log_matches(addr, &vkey).await;
+    let w = run_witness(d, addr, &vkey);
+    assert!(
+        w.status.success(),
+        "witness after the restarts: {}",
+        String::from_utf8_lossy(&w.stderr)
+    );
+    serve.terminate().await;
+    let v = common::civicast_command(d)
+        .args(["audit", "verify", "--key", &vkey])
+        .env("CIVICAST_DATABASE_URL", &url)
+        .output()
+        .expect("audit verify");
+    let text = String::from_utf8_lossy(&v.stdout);
+    assert!(
+        v.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&v.stderr)
+    );
+    assert!(text.contains("; 0 problems"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_killed_mid_batch_restarts_with_its_tree_and_checkpoints_consistent_sqlite() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("civicast.db").display());
+    killed_mid_batch(url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs CIVICAST_TEST_PG (PostgreSQL)"]
+async fn a_daemon_killed_mid_batch_restarts_with_its_tree_and_checkpoints_consistent_postgres() {
+    on_pg(|_, url| killed_mid_batch(url)).await;
+}
