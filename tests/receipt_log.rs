@@ -278,7 +278,7 @@ async fn bundles_verify_offline_and_fail_on_any_byte(db: Db, _url: String) {
     let mut b = bundle::export(&db, &filter, &[]).await.expect("export");
     bundle::sign(&mut b, &signer).expect("sign");
     let text = bundle::to_bytes(&b).expect("bytes");
-    let out = bundle::verify_bundle(&text, &vkey, &[wkey.clone()]).expect("verify");
+    let out = bundle::verify_bundle(&text, &vkey, std::slice::from_ref(&wkey)).expect("verify");
     assert_eq!(out.problems.len(), 1, "{:?}", out.problems);
     assert!(
         out.problems[0].contains("office.test"),
@@ -306,13 +306,13 @@ async fn bundles_verify_offline_and_fail_on_any_byte(db: Db, _url: String) {
     assert_eq!(b.receipts.len(), 1, "bus-1's one receipt of play-a");
     assert_eq!(b.counts.receipts, 1);
     let text = bundle::to_bytes(&b).expect("bytes");
-    let out = bundle::verify_bundle(&text, &vkey, &[wkey.clone()]).expect("verify");
+    let out = bundle::verify_bundle(&text, &vkey, std::slice::from_ref(&wkey)).expect("verify");
     assert!(out.problems.is_empty(), "{:?}", out.problems);
 
     for i in 0..text.len() {
         let mut t = text.clone();
         t[i] ^= 0x01;
-        let out = bundle::verify_bundle(&t, &vkey, &[wkey.clone()]).expect("verify");
+        let out = bundle::verify_bundle(&t, &vkey, std::slice::from_ref(&wkey)).expect("verify");
         assert!(
             !out.problems.is_empty(),
             "byte {i} changed ({:?} -> {:?}) and the bundle still verified",

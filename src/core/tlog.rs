@@ -303,7 +303,7 @@ impl TreeState {
 
     /// Reads the stored edge; None when its length does not match the size.
     pub fn from_stored(size: u64, edge: &[u8]) -> Option<TreeState> {
-        if edge.len() % 32 != 0 || edge.len() / 32 != size.count_ones() as usize {
+        if !edge.len().is_multiple_of(32) || edge.len() / 32 != size.count_ones() as usize {
             return None;
         }
         let edge = edge
@@ -528,7 +528,7 @@ fn check_one(
     if pruned > 0 {
         // Part of the leaf is gone by retention: its hash can no longer be recomputed, so
         // its remaining receipts are checked by fingerprint only and are not counted valid.
-        rep.pruned += (present.len() as u64).min(u64::MAX);
+        rep.pruned += present.len() as u64;
         rep.findings.extend(named);
         return;
     }
