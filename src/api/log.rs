@@ -176,7 +176,7 @@ async fn leaf_data(db: &Db, idx: u64, members: &[u8]) -> Result<Vec<u8>, ApiErro
 struct InclusionQuery {
     device: String,
     play_id: String,
-    size: Option<u64>,
+    tree_size: Option<u64>,
 }
 
 async fn inclusion(
@@ -184,11 +184,11 @@ async fn inclusion(
     Query(q): Query<InclusionQuery>,
 ) -> Result<Response, ApiError> {
     let signed = signed_size(&st.store).await?;
-    let size = q.size.unwrap_or(signed);
+    let size = q.tree_size.unwrap_or(signed);
     if size > signed || size == 0 {
         return Err(ApiError::field(
             StatusCode::BAD_REQUEST,
-            "size",
+            "tree_size",
             "must be between 1 and the newest signed size",
         ));
     }
@@ -230,7 +230,7 @@ async fn inclusion(
     });
     Ok(with_cache(
         Json(body).into_response(),
-        if q.size.is_some() {
+        if q.tree_size.is_some() {
             IMMUTABLE
         } else {
             "public, max-age=5"
@@ -240,8 +240,8 @@ async fn inclusion(
 
 #[derive(Deserialize)]
 struct ConsistencyQuery {
-    from: u64,
-    to: u64,
+    old_size: u64,
+    new_size: u64,
 }
 
 async fn consistency(
@@ -249,26 +249,26 @@ async fn consistency(
     Query(q): Query<ConsistencyQuery>,
 ) -> Result<Response, ApiError> {
     let signed = signed_size(&st.store).await?;
-    if q.to > signed {
+    if q.new_size > signed {
         return Err(ApiError::field(
             StatusCode::BAD_REQUEST,
-            "to",
+            "new_size",
             "is beyond the newest signed size",
         ));
     }
-    if q.from > q.to {
+    if q.old_size > q.new_size {
         return Err(ApiError::field(
             StatusCode::BAD_REQUEST,
-            "from",
-            "must not be larger than to",
+            "old_size",
+            "must not be larger than new_size",
         ));
     }
-    let proof = crate::receipt_log::consistency_proof(&st.store, q.to, q.from)
+    let proof = crate::receipt_log::consistency_proof(&st.store, q.new_size, q.old_size)
         .await
         .map_err(internal)?;
     let body = serde_json::json!({
-        "from": q.from,
-        "to": q.to,
+        "old_size": q.old_size,
+        "new_size": q.new_size,
         "proof": proof.iter().map(|h| BASE64_STANDARD.encode(h.0)).collect::<Vec<_>>(),
     });
     Ok(with_cache(Json(body).into_response(), IMMUTABLE))

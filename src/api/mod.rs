@@ -520,6 +520,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
             "/api/v1/urgent/{id}/cancel",
             guard(post(urgent::cancel), st, OPERATOR),
         )
+        .merge(log::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -527,7 +528,6 @@ pub fn router(state: Arc<ApiState>) -> Router {
                 "this route does not take that method",
             )
         })
-        .merge(log::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state.clone())
         .merge(crate::console::router(state))

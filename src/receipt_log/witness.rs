@@ -89,7 +89,10 @@ pub async fn run(api: &str, log_key: &str, key: &Path, state: &Path) -> anyhow::
         .transpose()?;
     let mut proof = Vec::new();
     if let Some((os, _)) = old_pair.filter(|(os, _)| *os > 0 && *os < cp.size()) {
-        let path = format!("/log/proof/consistency?from={os}&to={}", cp.size());
+        let path = format!(
+            "/log/proof/consistency?old_size={os}&new_size={}",
+            cp.size()
+        );
         let (status, body) = get(api, &path).await?;
         if status != 200 {
             bail!("{api}{path} answered {status}: no consistency proof, no cosignature");
