@@ -191,17 +191,23 @@ pub fn batch_leaves(mut receipts: Vec<KeyedReceipt>) -> Vec<NewLeaf> {
 }
 
 fn leaf_of(rs: &[KeyedReceipt]) -> NewLeaf {
-    let plain: Vec<LogReceipt> = rs.iter().map(|r| r.receipt.clone()).collect();
-    let members: Vec<Member> = rs
-        .iter()
-        .map(|r| Member {
+    // One encoding: each receipt's fingerprint is taken over its bytes inside the leaf.
+    let len = 5 + rs.iter().map(|r| r.receipt.encoded_len()).sum::<usize>();
+    let mut data = Vec::with_capacity(len);
+    data.push(LEAF_VERSION);
+    data.extend_from_slice(&(rs.len() as u32).to_be_bytes());
+    let mut members = Vec::with_capacity(rs.len());
+    for r in rs {
+        let at = data.len();
+        r.receipt.encode_into(&mut data);
+        members.push(Member {
             device: r.device,
             play: r.play,
-            fingerprint: r.receipt.fingerprint(),
-        })
-        .collect();
+            fingerprint: Sha256::digest(&data[at..])[0],
+        });
+    }
     NewLeaf {
-        data: encode_leaf(&plain),
+        data,
         members: encode_members(&members),
         count: rs.len(),
     }
@@ -623,6 +629,21 @@ mod tests {
         let leaves = batch_leaves(rs);
         assert!(leaves.len() > 1);
         assert!(leaves.iter().all(|l| l.data.len() <= MAX_LEAF_BYTES));
+        // The one-pass encoding is the canonical one, with the same fingerprints.
+        for l in &leaves {
+            let rs = decode_leaf(&l.data).unwrap();
+            assert_eq!(encode_leaf(&rs), l.data);
+            let fps: Vec<u8> = decode_members(&l.members)
+                .unwrap()
+                .iter()
+                .map(|m| m.fingerprint)
+                .collect();
+            let mut want: Vec<u8> = rs.iter().map(LogReceipt::fingerprint).collect();
+            let mut got = fps.clone();
+            want.sort_unstable();
+            got.sort_unstable();
+            assert_eq!(got, want);
+        }
         assert_eq!(leaves.iter().map(|l| l.count).sum::<usize>(), 5_000);
     }
 
