@@ -160,36 +160,30 @@ pub(super) async fn pg_append(c: &mut PgConnection, stored: &[&ReceiptRow]) -> R
         .iter()
         .map(|(i, h)| (*i as i64, h.0.to_vec()))
         .unzip();
-    sqlx::query(
-        "INSERT INTO log_hashes (idx, hash) SELECT * FROM UNNEST($1::bigint[], $2::bytea[])",
-    )
-    .bind(idx)
-    .bind(hashes)
-    .execute(&mut *c)
-    .await?;
-    let mut li = Vec::new();
-    let mut lc = Vec::new();
-    let mut lm = Vec::new();
+    let (mut li, mut lc, mut lm) = (Vec::new(), Vec::new(), Vec::new());
     for (i, m, n) in &out.leaves {
         li.push(*i as i64);
         lc.push(*n as i64);
         lm.push(m.clone());
     }
+    // One round trip for the three writes.
     sqlx::query(
-        "INSERT INTO log_leaves (idx, count, members)
-         SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::bytea[])",
+        "WITH h AS (INSERT INTO log_hashes (idx, hash)
+                    SELECT * FROM UNNEST($1::bigint[], $2::bytea[])),
+              l AS (INSERT INTO log_leaves (idx, count, members)
+                    SELECT * FROM UNNEST($3::bigint[], $4::bigint[], $5::bytea[]))
+         UPDATE log_state SET size = $6, root = $7, edge = $8 WHERE id = 1",
     )
+    .bind(idx)
+    .bind(hashes)
     .bind(li)
     .bind(lc)
     .bind(lm)
+    .bind(tree.size as i64)
+    .bind(tree.root().0.to_vec())
+    .bind(tree.edge_bytes())
     .execute(&mut *c)
     .await?;
-    sqlx::query("UPDATE log_state SET size = $1, root = $2, edge = $3 WHERE id = 1")
-        .bind(tree.size as i64)
-        .bind(tree.root().0.to_vec())
-        .bind(tree.edge_bytes())
-        .execute(&mut *c)
-        .await?;
     Ok(())
 }
 
