@@ -402,10 +402,25 @@ async fn pruned_receipts_are_reported_as_pruned(db: Db, _url: String) {
         Db::Postgres(_) => k.plays[2].issued_ms + 86_400_000,
     };
     db.prune_receipts(before).await.expect("prune");
+    // A receipt of a play from before the log began (as after an upgrade) is counted
+    // apart, neither valid nor inserted.
+    exec(
+        &db,
+        &format!("UPDATE log_state SET before_play = {}", k.plays[2].key),
+    )
+    .await;
+    let day = k.plays[2].issued_ms / 86_400_000;
+    let (d3, p3, at) = (k.devices[3], k.plays[2].key, k.plays[2].issued_ms + 5);
+    exec(&db, &match db {
+        Db::Sqlite(_) => format!("INSERT INTO receipts (device, play, started_at, duration_ms, status) VALUES ({d3}, {p3}, {at}, 15000, 0)"),
+        Db::Postgres(_) => format!("INSERT INTO receipts (device, play, started_at, duration_ms, play_day, status) VALUES ({d3}, {p3}, {at}, 15000, {day}, 0)"),
+    })
+    .await;
     let out = live::verify_live(&db, None).await.expect("verify");
     assert!(out.findings.is_empty(), "{:?}", out.findings);
     assert!(out.pruned >= 3, "{out:?}");
     assert_eq!(out.valid + out.pruned, 5, "{out:?}");
+    assert_eq!(out.before_log, 1, "{out:?}");
 }
 
 macro_rules! both_backends {

@@ -10,10 +10,15 @@ CREATE TABLE log_state (
     size          INTEGER NOT NULL,
     root          BLOB NOT NULL,
     edge          BLOB NOT NULL,
-    pruned_before INTEGER NOT NULL DEFAULT 0
+    pruned_before INTEGER NOT NULL DEFAULT 0,
+    -- Plays up to this key were issued before the log began (this migration): their
+    -- receipts stored before it are in no leaf, and the live check counts them apart.
+    before_play   INTEGER NOT NULL DEFAULT 0
 );
 INSERT INTO log_state (id, size, root, edge)
 VALUES (1, 0, X'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855', X'');
+
+UPDATE log_state SET before_play = (SELECT COALESCE(MAX(id), 0) FROM plays);
 
 -- Every hash of the tree (leaves and complete interior nodes) at its dense stored-hash
 -- index (tlog_tiles::stored_hash_index): tiles and proofs read them by index.

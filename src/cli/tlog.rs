@@ -142,10 +142,11 @@ pub async fn verify(settings: &Settings, a: VerifyArgs) -> anyhow::Result<ExitCo
         println!("FAIL tree: {p}");
     }
     println!(
-        "log: {} leaves, {} receipts valid, {} pruned by retention, checkpoint at size {}; {} problems",
+        "log: {} leaves, {} receipts valid, {} pruned by retention, {} stored before the log began, checkpoint at size {}; {} problems",
         out.leaves,
         out.valid,
         out.pruned,
+        out.before_log,
         out.checkpoint_size
             .map_or("none".to_owned(), |s| s.to_string()),
         out.findings.len() + out.tree_problems.len()

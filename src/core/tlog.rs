@@ -448,19 +448,23 @@ pub struct LiveReport {
     pub valid: u64,
     /// Receipts in the log that retention dropped: neither valid nor a finding.
     pub pruned: u64,
+    /// Receipts of plays issued before the log began, stored then: in no leaf, and
+    /// neither valid nor a finding.
+    pub before_log: u64,
     pub findings: Vec<Finding>,
 }
 
 /// Recomputes every leaf from the stored receipts (`stored`, by (device key, play key)) and
 /// compares it with the stored leaf hash. `pruned_before_ms`: receipts of plays issued
 /// before it were dropped by retention; `play_issued` tells when a play key was issued (a
-/// play row outlives its receipts).
+/// play row outlives its receipts). Receipts in no leaf whose play key is at most
+/// `before_play` predate the log.
 pub fn check_leaves(
     leaves: &[StoredLeaf],
     stored: &mut HashMap<(i64, i64), StoredReceipt>,
     play_issued: &dyn Fn(i64) -> Option<(String, i64)>,
     device_name: &dyn Fn(i64) -> Option<String>,
-    pruned_before_ms: i64,
+    (pruned_before_ms, before_play): (i64, i64),
 ) -> LiveReport {
     let mut rep = LiveReport::default();
     for leaf in leaves {
@@ -482,7 +486,11 @@ pub fn check_leaves(
             &mut rep,
         );
     }
-    for (_, s) in stored.drain() {
+    for ((_, play), s) in stored.drain() {
+        if play <= before_play {
+            rep.before_log += 1;
+            continue;
+        }
         rep.findings.push(Finding::Inserted {
             device: s.receipt.device,
             play_id: s.receipt.play_id,

@@ -13,6 +13,8 @@ pub struct LiveOutcome {
     pub leaves: u64,
     pub valid: u64,
     pub pruned: u64,
+    /// Receipts stored before the log began (migration 0014): in no leaf.
+    pub before_log: u64,
     pub findings: Vec<Finding>,
     /// Problems of the tree itself (hashes, root, checkpoint), one a line.
     pub tree_problems: Vec<String>,
@@ -39,7 +41,7 @@ pub async fn verify_live(db: &Db, key: Option<&StandardVerifier>) -> anyhow::Res
         &mut stored,
         &play_issued,
         &device_name,
-        head.pruned_before_ms,
+        (head.pruned_before_ms, head.before_play),
     );
     let mut problems = Vec::new();
     if leaves.len() as u64 != head.size {
@@ -67,6 +69,7 @@ pub async fn verify_live(db: &Db, key: Option<&StandardVerifier>) -> anyhow::Res
         leaves: rep.leaves,
         valid: rep.valid,
         pruned: rep.pruned,
+        before_log: rep.before_log,
         findings: rep.findings,
         tree_problems: problems,
         checkpoint_size: cp.map(|c| c.size),

@@ -193,6 +193,8 @@ pub struct LogHead {
     pub size: u64,
     pub root: Hash,
     pub pruned_before_ms: i64,
+    /// Plays up to this key were issued before the log began.
+    pub before_play: i64,
 }
 
 /// A signed checkpoint as stored.
@@ -242,15 +244,17 @@ macro_rules! on_db {
 impl Db {
     /// The tree state as the last committed batch left it.
     pub async fn log_head(&self) -> Result<LogHead> {
-        let sql = "SELECT size, root, pruned_before FROM log_state WHERE id = 1";
-        let (size, root, pruned): (i64, Vec<u8>, i64) = on_db!(self, sql, |q, p| {
-            let r = q.fetch_one(p).await?;
-            (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)
-        });
+        let sql = "SELECT size, root, pruned_before, before_play FROM log_state WHERE id = 1";
+        let (size, root, pruned, before_play): (i64, Vec<u8>, i64, i64) =
+            on_db!(self, sql, |q, p| {
+                let r = q.fetch_one(p).await?;
+                (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)
+            });
         Ok(LogHead {
             size: size as u64,
             root: hash_of(&root)?,
             pruned_before_ms: pruned,
+            before_play,
         })
     }
 
