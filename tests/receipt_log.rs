@@ -529,6 +529,34 @@ async fn served_log_matches(addr: std::net::SocketAddr, vkey: &str) -> u64 {
         *cp.hash(),
         "the tile gives the signed root"
     );
+    // The inclusion proof of the first leaf's first receipt, checked against the root.
+    let len = usize::from(u16::from_be_bytes([entries[0], entries[1]]));
+    let r = &civicast::core::tlog::decode_leaf(&entries[2..2 + len]).expect("leaf")[0];
+    let (st, body) = raw_get(
+        addr,
+        &format!(
+            "/log/proof/inclusion?device={}&play_id={}&tree_size={n}",
+            r.device, r.play_id
+        ),
+    )
+    .await;
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body));
+    let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    use base64::Engine;
+    let b64 = |s: &serde_json::Value| {
+        base64::prelude::BASE64_STANDARD
+            .decode(s.as_str().expect("text"))
+            .expect("base64")
+    };
+    let proof: Vec<tlog_tiles::Hash> = v["proof"]
+        .as_array()
+        .expect("proof")
+        .iter()
+        .map(|h| tlog_tiles::Hash(b64(h).try_into().expect("32 bytes")))
+        .collect();
+    let leaf = tlog_tiles::record_hash(&b64(&v["leaf"]));
+    let idx = v["leaf_index"].as_u64().expect("index");
+    tlog_tiles::check_record(&proof, n, *cp.hash(), idx, leaf).expect("the inclusion proof checks");
     let (st, _) = raw_get(addr, &format!("/log/tile/0/000.p/{}", n + 1)).await;
     assert_eq!(st, 404, "nothing past the signed size is served");
     n
