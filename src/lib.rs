@@ -53,6 +53,7 @@ pub mod files;
 pub mod memory;
 pub mod metrics;
 pub mod mqtt;
+pub mod receipt_log;
 pub mod reports;
 pub mod settings;
 pub mod sim;

@@ -59,6 +59,12 @@ pub struct Settings {
     /// Most slogans in one ad set uploaded over HTTP: an upload past it is refused before
     /// its slogans are checked, so one request cannot hold a worker for long.
     pub max_slogans: usize,
+    /// The receipt log's signing key (written by `civicast log keygen`); unset: the log is
+    /// kept but no checkpoint is signed.
+    pub log_key: Option<PathBuf>,
+    /// How often the daemon signs a checkpoint of the receipt log (when it grew; also at
+    /// the close of each day in the deployment's zone).
+    pub log_checkpoint_every: Duration,
 }
 
 /// Which broker the daemon uses.
@@ -104,6 +110,8 @@ impl Default for Settings {
             watch_settle: Duration::from_secs(1),
             max_drop: DEFAULT_MAX_DROP,
             max_slogans: 10_000,
+            log_key: None,
+            log_checkpoint_every: Duration::from_secs(300),
         }
     }
 }
@@ -156,6 +164,8 @@ const KEYS: &[(&str, &str)] = &[
     ("watch_settle", "CIVICAST_WATCH_SETTLE"),
     ("max_drop", "CIVICAST_MAX_DROP"),
     ("max_slogans", "CIVICAST_MAX_SLOGANS"),
+    ("log_key", "CIVICAST_LOG_KEY"),
+    ("log_checkpoint_every", "CIVICAST_LOG_CHECKPOINT_EVERY"),
 ];
 
 /// A value as given, and where it came from (for the error that names it).
@@ -268,6 +278,16 @@ impl Layers {
         p.set("watch_settle", &mut s.watch_settle, parse_duration);
         p.set("max_drop", &mut s.max_drop, parse_share);
         p.set("max_slogans", &mut s.max_slogans, parse_positive);
+        p.set("log_key", &mut s.log_key, |t| Ok(Some(PathBuf::from(t))));
+        p.set("log_checkpoint_every", &mut s.log_checkpoint_every, |t| {
+            parse_duration(t).and_then(|d| {
+                if d.is_zero() {
+                    Err("must be longer than zero".into())
+                } else {
+                    Ok(d)
+                }
+            })
+        });
         if p.errors.is_empty() {
             Ok(s)
         } else {

@@ -36,6 +36,7 @@ pub mod load;
 pub mod memory;
 pub mod pg;
 pub mod plays;
+pub mod receipt_log;
 pub mod report;
 pub mod soak;
 pub mod soak_live;

@@ -57,6 +57,9 @@ enum Scenario {
     /// `civicast serve` on Mosquitto and PostgreSQL, a fleet of `civicast simulate`
     /// processes at --rate receipts a second for --duration, stored receipts checked.
     SoakLive,
+    /// The receipt log: commit_batch with and without it (rate, ratio), its bytes per
+    /// receipt, and audit verify's time; --displays, --plays rounds, --database.
+    Log,
     /// One size of the memory scenario, in this process (the parent spawns one per size).
     #[value(hide = true)]
     MemoryOne,
@@ -164,6 +167,19 @@ async fn run(settings: Settings, a: BenchArgs) -> anyhow::Result<ExitCode> {
 
 async fn run_scenario(settings: Settings, a: BenchArgs) -> anyhow::Result<ExitCode> {
     match a.scenario {
+        Scenario::Log => {
+            use civicast_bench::receipt_log::{print_receipt_log, receipt_log, LogOptions};
+            let o = LogOptions {
+                displays: a.displays.first().copied().unwrap_or(20_000).max(1) as usize,
+                rounds: a.plays.unwrap_or(5).max(1) as usize,
+                batch: settings.batch_max,
+                feed_size: 500,
+            };
+            let pg = a.database.as_deref().filter(|u| u.starts_with("postgres"));
+            let r = receipt_log(&a.dir, pg, &o).await?;
+            print_receipt_log(&o, &r);
+            Ok(exit(r.verify_ok))
+        }
         Scenario::Ingest => {
             let o = IngestOptions {
                 displays: a.displays.first().copied().unwrap_or(500) as usize,

@@ -372,3 +372,29 @@ async fn a_hundred_thousand_row_download_completes_as_csv_and_as_xlsx() {
         .map(|r| r[1].clone());
     assert_eq!(total, Some(Data::Float(answer.total as f64)));
 }
+
+/// The receipt-log scenario: both runs store every receipt, the logged one has its leaves
+/// and log tables, and `audit verify` over it is clean.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_receipt_log_scenario_runs_with_and_without_the_log() {
+    use civicast_bench::receipt_log::{receipt_log, LogOptions};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let o = LogOptions {
+        displays: 1_200,
+        rounds: 2,
+        batch: 500,
+        feed_size: 500,
+    };
+    let r = receipt_log(dir.path(), None, &o)
+        .await
+        .expect("log scenario");
+    assert_eq!(r.without_log.receipts, 2_400);
+    assert_eq!(r.with_log.receipts, 2_400);
+    assert_eq!((r.without_log.leaves, r.with_log.leaves), (0, 6), "{r:?}");
+    assert!(
+        r.without_log.log_bytes > 0,
+        "the tables exist, empty: {r:?}"
+    );
+    assert!(r.with_log.log_bytes > r.without_log.log_bytes, "{r:?}");
+    assert!(r.verify_ok, "{r:?}");
+}

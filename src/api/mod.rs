@@ -36,6 +36,7 @@ use crate::store::{
 
 pub mod download;
 mod inspect;
+pub mod log;
 pub mod openapi;
 pub mod preview;
 pub mod urgent;
@@ -536,6 +537,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
             guard(post(urgent::cancel), st, OPERATOR),
         )
         .merge(inspect::routes(st))
+        .merge(log::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

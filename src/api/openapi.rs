@@ -259,7 +259,88 @@ pub const ROUTES: &[Route] = &[
         answer: "Urgent",
         csv: false,
     },
+    Route {
+        method: "get",
+        path: "/log/checkpoint",
+        operation_id: "logCheckpoint",
+        roles: &[],
+        summary: "The receipt log's newest signed checkpoint (C2SP tlog-checkpoint in a C2SP signed note, Ed25519), witnesses' cosignature lines (cosignature/v1) after the log's; cached 5 s",
+        query: &[],
+        errors: &[404],
+        answer: "text/plain",
+        csv: false,
+    },
+    Route {
+        method: "get",
+        path: "/log/tile/{path}",
+        operation_id: "logTile",
+        roles: &[],
+        summary: "A C2SP tlog-tiles tile: `<L>/<N>[.p/<W>]` (hashes of level L, 32 bytes each) or `entries/<N>[.p/<W>]` (leaves, each a big-endian u16 length and the leaf's data), N in three-digit groups (x001/x234/067); only within the newest signed checkpoint; immutable",
+        query: &[],
+        errors: &[404, 410],
+        answer: "application/octet-stream",
+        csv: false,
+    },
+    Route {
+        method: "get",
+        path: "/log/proof/inclusion",
+        operation_id: "logInclusionProof",
+        roles: &[],
+        summary: "The leaf holding a display's receipt for a play, its data and its RFC 6962 inclusion proof in the tree of tree_size leaves (default: the newest signed size)",
+        query: &["device", "play_id", "tree_size"],
+        errors: &[400, 404, 410],
+        answer: "InclusionProof",
+        csv: false,
+    },
+    Route {
+        method: "get",
+        path: "/log/proof/consistency",
+        operation_id: "logConsistencyProof",
+        roles: &[],
+        summary: "The RFC 6962 consistency proof from the tree of old_size leaves to the tree of new_size leaves (at most the newest signed size); immutable",
+        query: &["old_size", "new_size"],
+        errors: &[400],
+        answer: "ConsistencyProof",
+        csv: false,
+    },
 ];
+
+/// A parameter of the receipt log's routes.
+fn log_param(name: &str) -> Value {
+    let (required, what) = match name {
+        "device" => (true, "The display's id"),
+        "play_id" => (true, "The play's id"),
+        "tree_size" => (
+            false,
+            "The tree the proof is in: a signed size; absent: the newest",
+        ),
+        "old_size" => (true, "The smaller tree's size"),
+        "new_size" => (
+            true,
+            "The larger tree's size, at most the newest signed size",
+        ),
+        _ => (false, ""),
+    };
+    let schema = match name {
+        "device" | "play_id" => json!({"type": "string"}),
+        _ => json!({"type": "integer", "minimum": 0}),
+    };
+    json!({"name": name, "in": "query", "required": required, "schema": schema, "description": what})
+}
+
+fn log_schemas() -> Value {
+    let b64 = json!({"type": "string", "contentEncoding": "base64"});
+    let hashes = json!({"type": "array", "items": b64});
+    let size = json!({"type": "integer", "minimum": 0});
+    json!({
+        "InclusionProof": strict(&["leaf_index", "tree_size", "leaf", "proof"], json!({
+            "leaf_index": size, "tree_size": size,
+            "leaf": {"type": "string", "contentEncoding": "base64", "description": "The leaf's data: version byte 1, u32 count, then each receipt (u16-length display id, u16-length play id, i64 start ms, i64 duration ms, u8 status), big-endian"},
+            "proof": hashes})),
+        "ConsistencyProof": strict(&["old_size", "new_size", "proof"], json!({
+            "old_size": size, "new_size": size, "proof": hashes})),
+    })
+}
 
 /// A query parameter's schema and description.
 fn query_param(name: &str) -> Value {
@@ -333,6 +414,14 @@ fn error_response(status: u16, path: &str) -> Value {
     }
     if let Some(text) = inspect::error(status, path) {
         return error_body(text);
+    }
+    if path.starts_with("/log/") {
+        return error_body(match status {
+            400 => "A size outside the signed tree, or a parameter missing: the details name it",
+            404 => "No checkpoint signed yet, no such receipt or tile, or beyond the newest signed checkpoint",
+            410 => "Receipts of that leaf were dropped by retention: its data can no longer be served",
+            _ => "Error",
+        });
     }
     let mut r = error_body(match status {
         400 => "Invalid input: the details name the parameter or field",
@@ -513,6 +602,7 @@ fn schemas() -> Value {
         urgent,
         preview_schemas(),
         inspect::schemas(),
+        log_schemas(),
     ] {
         if let (Some(a), Value::Object(b)) = (all.as_object_mut(), part) {
             a.extend(b);
@@ -598,14 +688,22 @@ fn adset_schema(bodies: bool) -> Value {
 /// The query parameters of a route, and its `{id}`.
 fn parameters(route: &Route) -> Vec<Value> {
     let preview = route.path.starts_with("/api/v1/preview");
+    let log = route.path.starts_with("/log/");
     let mut ps: Vec<Value> = route
         .query
         .iter()
-        .map(|p| match preview {
-            true => preview_param(p),
-            false => inspect::query_param(p).unwrap_or_else(|| query_param(p)),
+        .map(|p| match (preview, log) {
+            (true, _) => preview_param(p),
+            (_, true) => log_param(p),
+            _ => inspect::query_param(p).unwrap_or_else(|| query_param(p)),
         })
         .collect();
+    if route.path.contains("{path}") {
+        ps.push(
+            json!({"name": "path", "in": "path", "required": true, "schema": {"type": "string"},
+                       "description": "The tile's C2SP path after tile/"}),
+        );
+    }
     if route.path.contains("{id}") {
         ps.push(
             json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string"},

@@ -27,6 +27,12 @@ pub enum AuditCmd {
     Sample(SampleArgs),
     /// Planned versus played per feed and day, the shortfall by reason.
     Reconcile(ReconcileArgs),
+    /// Check the receipt log: against the live database (CIVICAST_DATABASE_URL), or a
+    /// bundle offline (BUNDLE with --key); exits 1 naming each bad receipt.
+    Verify(super::tlog::VerifyArgs),
+    /// Write a bundle of a period's receipts with their leaves, proofs and the signed
+    /// checkpoint, for `audit verify BUNDLE`.
+    Export(super::tlog::ExportArgs),
 }
 
 #[derive(Args, Debug)]
@@ -279,7 +285,9 @@ async fn report_with(store: Db, catalog: Catalog, cmd: AuditCmd) -> anyhow::Resu
         }
     };
     match cmd {
-        AuditCmd::Plays(_) => unreachable!("handled by audit_plays"),
+        AuditCmd::Plays(_) | AuditCmd::Verify(_) | AuditCmd::Export(_) => {
+            unreachable!("handled by audit_plays and cli::tlog")
+        }
         AuditCmd::Compliance(a) => {
             let p = reports::ComplianceParams {
                 from: a.from,

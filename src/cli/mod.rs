@@ -11,6 +11,7 @@ mod demo;
 mod inspect;
 mod serve;
 mod simulate;
+mod tlog;
 mod token;
 mod urgent;
 
@@ -89,6 +90,12 @@ pub enum Cmd {
     Inspect(InspectArgs),
     /// Run a simulated fleet of displays (one MQTT connection each) against a broker.
     Simulate(SimulateArgs),
+    /// The receipt log's keys.
+    #[command(subcommand)]
+    Log(tlog::LogCmd),
+    /// Cosign the receipt log's checkpoints for the campaign office: fetch the next one and
+    /// a consistency proof, verify them, add a cosignature; refuse a fork loudly.
+    Witness(tlog::WitnessArgs),
     /// Write the first city's inventory, classes, feeds and an ad set where missing.
     Init {
         /// Where to write devices/ and schedules/.
@@ -219,6 +226,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Reload { accept_drop } => serve::reload(&settings, accept_drop).await,
         Cmd::Check { dir } => Ok(check::run(&settings, dir)),
         Cmd::Audit(AuditCmd::Plays(a)) => audit::plays(&settings, a).await,
+        Cmd::Audit(AuditCmd::Verify(a)) => tlog::verify(&settings, a).await,
+        Cmd::Audit(AuditCmd::Export(a)) => tlog::export(&settings, a).await,
+        Cmd::Log(cmd) => tlog::log(cmd),
+        Cmd::Witness(a) => tlog::witness(&settings, a).await,
         Cmd::Audit(cmd) => audit::report(&settings, cmd).await,
         Cmd::Token(cmd) => token::run(&settings, cmd).await,
         Cmd::Urgent(a) => urgent::run(&settings, a).await,

@@ -12,5 +12,6 @@ pub mod model;
 pub mod play;
 pub mod receipt;
 pub mod rotation;
+pub mod tlog;
 pub mod urgent;
 pub mod wire;

@@ -155,6 +155,10 @@ impl App {
             time_scale,
         } = s;
         scale_time(&mut catalog, time_scale);
+        let log_signer = match &settings.log_key {
+            Some(p) => Some(crate::receipt_log::load_signer(p)?),
+            None => None,
+        };
         let shared = prepare(&settings, &store, catalog, clock.now()).await?;
         let topics = Topics::new(settings.prefix.clone());
         let tasks = TaskTracker::new();
@@ -180,6 +184,7 @@ impl App {
             shared: shared.clone(),
             clock: clock.clone(),
             shutdown: shutdown.clone(),
+            log_signer,
         };
         let urgent = Urgent {
             store: store.clone(),
@@ -288,11 +293,24 @@ struct Parts {
     shared: Shared,
     clock: Arc<dyn Clock>,
     shutdown: CancellationToken,
+    /// The receipt log's checkpoint key, when the settings name one.
+    log_signer: Option<signed_note::StandardSigner>,
 }
 
 impl Parts {
     /// Spawns the scheduler, and the file watcher and retention pruner where set.
     fn spawn_loops(&self, tasks: &TaskTracker, settings: &Settings, time_scale: f64) {
+        if let Some(signer) = self.log_signer.clone() {
+            let s = crate::receipt_log::signer::CheckpointSigner {
+                store: self.store.clone(),
+                signer,
+                shared: self.shared.clone(),
+                clock: self.clock.clone(),
+                every: settings.log_checkpoint_every,
+                shutdown: self.shutdown.clone(),
+            };
+            tasks.spawn(s.run());
+        }
         if let Some(days) = settings.retention_days {
             let pruner = Pruner {
                 store: self.store.clone(),

@@ -15,6 +15,7 @@ pub mod rows;
 pub mod sql;
 pub mod sqlite;
 pub mod timeline;
+pub mod tlog;
 pub mod urgent;
 pub mod url;
 
