@@ -172,19 +172,46 @@ async fn leaf_data(db: &Db, idx: u64, members: &[u8]) -> Result<Vec<u8>, ApiErro
     Ok(encode_leaf(&rs))
 }
 
+// Every field is read as text and checked here, so that a missing or malformed one gets
+// the API's JSON error naming it rather than the extractor's plain-text rejection.
 #[derive(Deserialize)]
 struct InclusionQuery {
-    device: String,
-    play_id: String,
-    tree_size: Option<u64>,
+    device: Option<String>,
+    play_id: Option<String>,
+    tree_size: Option<String>,
+}
+
+/// `field` of a query, required.
+fn required(field: &'static str, v: Option<String>) -> Result<String, ApiError> {
+    v.ok_or_else(|| ApiError::field(StatusCode::BAD_REQUEST, field, "required"))
+}
+
+/// `field` of a query as a size (a whole number), when given.
+fn size_param(field: &'static str, v: &Option<String>) -> Result<Option<u64>, ApiError> {
+    v.as_deref()
+        .map(|s| {
+            s.trim().parse::<u64>().map_err(|_| {
+                ApiError::field(
+                    StatusCode::BAD_REQUEST,
+                    field,
+                    format!("{s:?} is not a tree size (a whole number, 0 or more)"),
+                )
+            })
+        })
+        .transpose()
 }
 
 async fn inclusion(
     State(st): State<Arc<ApiState>>,
     Query(q): Query<InclusionQuery>,
 ) -> Result<Response, ApiError> {
+    let (device, play_id) = (
+        required("device", q.device)?,
+        required("play_id", q.play_id)?,
+    );
+    let tree_size = size_param("tree_size", &q.tree_size)?;
     let signed = signed_size(&st.store).await?;
-    let size = q.tree_size.unwrap_or(signed);
+    let size = tree_size.unwrap_or(signed);
     if size > signed || size == 0 {
         return Err(ApiError::field(
             StatusCode::BAD_REQUEST,
@@ -194,7 +221,7 @@ async fn inclusion(
     }
     let Some((device, play)) = st
         .store
-        .log_receipt_keys(&q.device, &q.play_id)
+        .log_receipt_keys(&device, &play_id)
         .await
         .map_err(internal)?
     else {
@@ -230,7 +257,7 @@ async fn inclusion(
     });
     Ok(with_cache(
         Json(body).into_response(),
-        if q.tree_size.is_some() {
+        if tree_size.is_some() {
             IMMUTABLE
         } else {
             "public, max-age=5"
@@ -240,6 +267,11 @@ async fn inclusion(
 
 #[derive(Deserialize)]
 struct ConsistencyQuery {
+    old_size: Option<String>,
+    new_size: Option<String>,
+}
+
+struct Sizes {
     old_size: u64,
     new_size: u64,
 }
@@ -248,6 +280,14 @@ async fn consistency(
     State(st): State<Arc<ApiState>>,
     Query(q): Query<ConsistencyQuery>,
 ) -> Result<Response, ApiError> {
+    let size = |field: &'static str, v: &Option<String>| {
+        size_param(field, v)?
+            .ok_or_else(|| ApiError::field(StatusCode::BAD_REQUEST, field, "required"))
+    };
+    let q = Sizes {
+        old_size: size("old_size", &q.old_size)?,
+        new_size: size("new_size", &q.new_size)?,
+    };
     let signed = signed_size(&st.store).await?;
     if q.new_size > signed {
         return Err(ApiError::field(

@@ -116,9 +116,10 @@ fn unprocessable(problems: Vec<FieldProblem>, stored: bool) -> ApiError {
 /// The expiry a body asks for, in ms: exactly one of `expires_at` and `expires_in`.
 fn expiry(at: &Option<String>, within: &Option<String>, now_ms: i64) -> Result<i64, ApiError> {
     let bad = |field: &str, m: String| ApiError::field(StatusCode::BAD_REQUEST, field, m);
-    let at = at.as_ref().filter(|s| !s.trim().is_empty());
-    let within = within.as_ref().filter(|s| !s.trim().is_empty());
-    match (at, within) {
+    // An empty field is refused as what it is (not a time), not read as absent: the API
+    // document says each is a date-time or a duration when given. The console's form,
+    // which always sends both, drops the empty one itself.
+    match (at.as_ref(), within.as_ref()) {
         (Some(at), None) => DateTime::parse_from_rfc3339(at.trim())
             .map(|t| t.timestamp_millis())
             .map_err(|e| {
