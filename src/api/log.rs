@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -16,7 +16,7 @@ use axum::{Json, Router};
 use base64::prelude::{Engine, BASE64_STANDARD};
 use serde::Deserialize;
 
-use super::{ApiError, ApiState};
+use super::{ApiError, ApiQuery, ApiState};
 use crate::core::tlog::{decode_members, encode_leaf, LogReceipt};
 use crate::store::Db;
 
@@ -203,7 +203,7 @@ fn size_param(field: &'static str, v: &Option<String>) -> Result<Option<u64>, Ap
 
 async fn inclusion(
     State(st): State<Arc<ApiState>>,
-    Query(q): Query<InclusionQuery>,
+    ApiQuery(q): ApiQuery<InclusionQuery>,
 ) -> Result<Response, ApiError> {
     let (device, play_id) = (
         required("device", q.device)?,
@@ -278,7 +278,7 @@ struct Sizes {
 
 async fn consistency(
     State(st): State<Arc<ApiState>>,
-    Query(q): Query<ConsistencyQuery>,
+    ApiQuery(q): ApiQuery<ConsistencyQuery>,
 ) -> Result<Response, ApiError> {
     let size = |field: &'static str, v: &Option<String>| {
         size_param(field, v)?
