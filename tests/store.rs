@@ -1527,6 +1527,9 @@ async fn reports<S: ApiStore>(s: S) {
     let p_before = play(&s, "before", Some(c.bus), None, c.x, t0 - 60 * min).await;
     let p_start = play(&s, "start", Some(c.bus), None, c.x, t0).await;
     let p_direct = play(&s, "direct", None, Some(c.c), c.y, t0 + min).await;
+    // Issued long before the range but stored among its plays: a play id inside the range's
+    // ids does not make its receipts the range's.
+    let p_stray = play(&s, "stray", None, Some(c.c), c.y, t0 - 300 * min).await;
     let p_late = play(&s, "late", Some(c.bus), None, c.y, t1 - min).await;
     let p_end = play(&s, "end", Some(c.bus), None, c.x, t1).await;
     s.commit_batch(&Batch {
@@ -1535,6 +1538,7 @@ async fn reports<S: ApiStore>(s: S) {
             receipt(c.a, &p_start, t0 + 1_000, Status::Played),
             receipt(c.b, &p_start, t0 + 2_000, Status::Skipped),
             receipt(c.c, &p_direct, t0 + min + 1_000, Status::Played),
+            receipt(c.c, &p_stray, t0 - 299 * min, Status::Played),
             // Issued inside the range, started after it.
             receipt(c.a, &p_late, t1 + 30_000, Status::Played),
             receipt(c.a, &p_end, t1 + 1_000, Status::Played),

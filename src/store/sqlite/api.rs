@@ -337,9 +337,17 @@ impl ApiStore for SqliteStore {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<Vec<PlayReceipt>> {
+        // Receipts are keyed (device, play): joined by play alone, SQLite read every receipt
+        // ever stored. Play ids grow with issue time, so the window's plays lie in one id
+        // range, and each display's receipts of it are one primary-key range; the IN list
+        // drops the few ids in that range issued outside the window.
         let rows = sqlx::query(
-            "SELECT r.device, r.play, r.status FROM receipts r JOIN plays p ON p.id = r.play
-             WHERE p.issued_at >= ? AND p.issued_at < ?",
+            "WITH w AS (SELECT min(id) AS lo, max(id) AS hi FROM plays
+                        WHERE issued_at >= ?1 AND issued_at < ?2)
+             SELECT r.device, r.play, r.status
+             FROM w CROSS JOIN devices d CROSS JOIN receipts r
+               ON r.device = d.id AND r.play >= w.lo AND r.play <= w.hi
+             WHERE r.play IN (SELECT id FROM plays WHERE issued_at >= ?1 AND issued_at < ?2)",
         )
         .bind(from_ms)
         .bind(to_ms)
