@@ -137,6 +137,12 @@ fn pages(o: &LoadOptions, tz: chrono_tz::Tz) -> Vec<(String, String, Option<Play
         (end - chrono::Duration::days(7)).format("%Y-%m-%d"),
         end.format("%Y-%m-%d")
     );
+    // The page's own default period is the last day: timed too, beside the week.
+    let day = format!(
+        "from={}&to={}",
+        (end - chrono::Duration::days(1)).format("%Y-%m-%d"),
+        end.format("%Y-%m-%d")
+    );
     let mut out: Vec<(String, String, Option<PlaysParams>)> = [
         ("overview", "/".to_owned()),
         ("overview, live part", "/overview/live".to_owned()),
@@ -150,6 +156,7 @@ fn pages(o: &LoadOptions, tz: chrono_tz::Tz) -> Vec<(String, String, Option<Play
         ("compliance, 7 days", format!("/audit/compliance?{week}")),
         ("sample", "/audit/sample".to_owned()),
         ("reconcile, 7 days", format!("/audit/reconcile?{week}")),
+        ("reconcile, 1 day", format!("/audit/reconcile?{day}")),
         ("urgent messages", "/urgent".to_owned()),
         ("about", "/about".to_owned()),
     ]
