@@ -269,6 +269,64 @@ async fn edited_files_are_picked_up_and_a_bad_edit_is_refused() {
     running.wait().await;
 }
 
+/// Units are operators' files like the displays: an edit to `devices/units/` reaches the
+/// inspection routes without a restart, and a broken one is refused like any bad edit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edited_units_are_picked_up_and_a_bad_units_edit_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_city(dir.path());
+    let (running, shutdown, _port, _) = start(dir.path()).await;
+    let has = |r: &daemon::App, id: &str| r.shared().inspect().units.get(id).is_some();
+    // The test city's displays name no company: none is a unit until a row names it.
+    assert!(!has(&running, "bus-9") && !has(&running, "bus-K1-0001"));
+
+    let units = dir.path().join("devices/units");
+    std::fs::create_dir_all(&units).expect("units dir");
+    std::fs::write(
+        units.join("depot.csv"),
+        "id,kind,company,display\nbus-K1-0001,bus,city-bus,bus-1\nbus-9,bus,city-bus,\nstation-1,station,keyun,\n",
+    )
+    .expect("write");
+    wait_for("the new units", 10, || {
+        has(&running, "bus-9") && has(&running, "station-1")
+    })
+    .await;
+    let inspect = running.shared().inspect();
+    let board = inspect
+        .units
+        .get("bus-K1-0001")
+        .expect("the bus with a board");
+    assert_eq!(board.display.as_deref(), Some("bus-1"));
+
+    // A unit of an unknown kind, and one on a display that does not exist: refused, and
+    // the units of the last good edit stay.
+    let refused = || {
+        running
+            .metrics()
+            .reloads_refused
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum::<u64>()
+    };
+    let before = refused();
+    std::fs::write(
+        units.join("depot.csv"),
+        "id,kind,company,display\nbus-10,tram,city-bus,\nbus-11,bus,city-bus,bus-404\n",
+    )
+    .expect("write");
+    wait_for("the broken units edit to be refused", 10, || {
+        refused() > before
+    })
+    .await;
+    assert!(
+        has(&running, "bus-9") && has(&running, "bus-K1-0001"),
+        "the last good units stay"
+    );
+    assert!(!has(&running, "bus-10") && !has(&running, "bus-11"));
+    shutdown.cancel();
+    running.wait().await;
+}
+
 /// A receipt padded (in its `reason`) to exactly `len` bytes.
 fn receipt_of_len(play_id: &str, len: usize) -> String {
     let bare = receipt(play_id, r#","reason":"""#);

@@ -131,7 +131,7 @@ pub(super) async fn plan_route(
         m
     };
     let (this, before) = (count(from, to), count(last_from, from));
-    let setup = &st.inspect;
+    let setup = st.shared.inspect();
     let mut rows = Vec::new();
     for d in plan::draw(&setup.units, &setup.config, &last, &seed, p.per_kind) {
         let n = before.get(&d.unit).copied().unwrap_or(0);
@@ -181,15 +181,21 @@ pub(super) async fn record(
     let v: VisitBody = body(&b)?;
     let tz = st.shared.current().timezone;
     let now_ms = st.clock.now().timestamp_millis();
-    let unit = st.inspect.units.get(&v.unit).cloned().ok_or_else(|| {
-        unprocessable(
-            "unit",
-            format!(
-                "unknown unit {:?}: no display or unit list in devices/ has it",
-                v.unit
-            ),
-        )
-    })?;
+    let unit = st
+        .shared
+        .inspect()
+        .units
+        .get(&v.unit)
+        .cloned()
+        .ok_or_else(|| {
+            unprocessable(
+                "unit",
+                format!(
+                    "unknown unit {:?}: no display or unit list in devices/ has it",
+                    v.unit
+                ),
+            )
+        })?;
     let at_ms = match &v.at {
         Some(s) => time("at", s)?,
         None => now_ms,
@@ -230,7 +236,8 @@ async fn check_items(
     at_ms: i64,
     now_ms: i64,
 ) -> Result<Vec<Option<i64>>, ApiError> {
-    let cfg = &st.inspect.config;
+    let setup = st.shared.inspect();
+    let cfg = &setup.config;
     let mut details = Vec::new();
     let mut deadlines = Vec::new();
     let mut problem = |field: String, message: String| {

@@ -164,8 +164,6 @@ pub struct ApiState {
     pub heavy: Heavy,
     /// Sends urgent messages on the daemon's MQTT session; None: urgent routes answer 503.
     pub urgent: Option<daemon::Urgent>,
-    /// The units and checklist the inspection routes work on (none by default).
-    pub inspect: Arc<crate::core::inspect::Setup>,
 }
 
 impl ApiState {
@@ -184,13 +182,13 @@ impl ApiState {
             limits,
             heavy: Heavy::new(&limits),
             urgent: None,
-            inspect: Arc::default(),
         }
     }
 
-    /// The same state, inspecting the units and checklist of `setup`.
-    pub fn with_inspect(mut self, setup: crate::core::inspect::Setup) -> Self {
-        self.inspect = Arc::new(setup);
+    /// The same state, inspecting the units and checklist of `setup` (until the file
+    /// watcher installs the next good `devices/`).
+    pub fn with_inspect(self, setup: crate::core::inspect::Setup) -> Self {
+        self.shared.set_inspect(setup);
         self
     }
 

@@ -204,6 +204,7 @@ impl App {
                 warn!(error = %e, "could not read the urgent messages; their feeds are not held")
             }
         }
+        shared.set_inspect(inspect_setup(&settings, &shared));
         parts.spawn_loops(&tasks, &settings, time_scale);
         let http_addr = match listeners.http {
             Some(http) => Some(spawn_http(
@@ -216,8 +217,7 @@ impl App {
                     Default::default(),
                     crate::api::Limits::of(&settings),
                 )
-                .with_urgent(urgent.clone())
-                .with_inspect(inspect_setup(&settings, &shared)),
+                .with_urgent(urgent.clone()),
                 &shutdown,
             )?),
             None => None,

@@ -2,7 +2,7 @@
 //!
 //! Owns: what plays now (the catalog with its effective ad sets, and the files' catalog
 //! alone), the display lookups, the recent plays, presence as last reported, the newest
-//! play of each feed, the feeds held by urgent messages, and the reload signal. Must not touch: the store, MQTT, HTTP.
+//! play of each feed, the feeds held by urgent messages, the units and checklist of `devices/`, and the reload signal. Must not touch: the store, MQTT, HTTP.
 //!
 //! Lock policy, one for every lock here: a std lock, held only to copy a value out, insert
 //! one entry, or swap one `Arc`, and never across an `.await`; such short sections are what
@@ -90,6 +90,8 @@ struct Inner {
     /// ms). A handful at a time, so a scan per slot is cheap.
     holds: Mutex<HashMap<String, (Vec<String>, i64)>>,
     retention_ms: Option<i64>,
+    /// The units and checklist of `devices/`, installed with the files they were read with.
+    inspect: RwLock<Arc<crate::core::inspect::Setup>>,
 }
 
 fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
@@ -142,7 +144,16 @@ impl Shared {
             last_play: Mutex::new(HashMap::new()),
             holds: Mutex::new(HashMap::new()),
             retention_ms: i.retention_ms,
+            inspect: RwLock::default(),
         }))
+    }
+
+    /// The units and checklist the inspection routes work on now.
+    pub fn inspect(&self) -> Arc<crate::core::inspect::Setup> {
+        read(&self.0.inspect).clone()
+    }
+    pub fn set_inspect(&self, setup: crate::core::inspect::Setup) {
+        *write(&self.0.inspect) = Arc::new(setup);
     }
 
     /// What plays now.

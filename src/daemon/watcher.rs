@@ -10,6 +10,9 @@
 //!   sets still to play is refused until an operator accepts it once
 //!   (`civicast reload --accept-drop`, see [`crate::files::RELOAD_MARKER`]).
 //!
+//! Units and `inspections.toml` are read with the rest and refused with it: an edit that
+//! breaks them keeps the last good displays playing and the last good units inspected.
+//!
 //! Owns: the folders' fingerprint and the per-file display counts of the last good state.
 //! Must not touch: receipts, plays. Installing the result is `daemon::apply_files`.
 
@@ -156,6 +159,30 @@ impl FileWatcher {
         !over.is_empty() && !accept
     }
 
+    /// The units and checklist of `devices/` against the edit's displays; None (each
+    /// problem logged) when `check` would call the edit wrong for them.
+    async fn inspect_setup(&self, catalog: &Catalog) -> Option<crate::core::inspect::Setup> {
+        let (dir, displays) = (self.devices.clone(), catalog.devices.clone());
+        let read = tokio::task::spawn_blocking(move || files::load_inspect(&dir, &displays));
+        let (setup, problems) = match read.await {
+            Ok(r) => r,
+            Err(e) => {
+                error!(error = %e, "reading devices/units failed; the last good state keeps playing");
+                return None;
+            }
+        };
+        log_problems(&problems);
+        let errors = problems.iter().filter(|p| p.is_error()).count();
+        if errors > 0 {
+            warn!(
+                errors,
+                "edit refused: devices/units or devices/inspections.toml has errors (as `civicast check` lists them); the last good state keeps playing"
+            );
+            return None;
+        }
+        Some(setup)
+    }
+
     /// Reads and applies one edit; whether a reload request was acted on and removed.
     async fn reload(&self, sources: Sources, lists: &mut Lists) -> bool {
         let request = files::reload_request(&self.devices);
@@ -169,6 +196,10 @@ impl FileWatcher {
                 warnings,
                 "edit refused: devices/ or schedules/ has errors (as `civicast check` lists them); the last good state keeps playing"
             );
+            return false;
+        };
+        let Some(setup) = self.inspect_setup(&catalog).await else {
+            self.shared.metrics().refuse_reload(Refusal::Errors);
             return false;
         };
         let now = self.clock.now();
@@ -191,6 +222,7 @@ impl FileWatcher {
             error!(error = %e, "could not apply the edited files; the last good state keeps playing");
             return false;
         }
+        self.shared.set_inspect(setup);
         let cleared = request.is_some();
         if cleared {
             if let Err(e) = files::clear_reload_request(&self.devices) {

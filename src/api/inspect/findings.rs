@@ -271,7 +271,8 @@ pub(crate) async fn confirm(
         body(&b)?
     };
     let default = st
-        .inspect
+        .shared
+        .inspect()
         .config
         .item(&f.item)
         .map_or(3 * 86_400_000, |i| i.deadline.as_millis() as i64);
@@ -357,7 +358,8 @@ pub(crate) async fn recheck_from_receipts(
     let now = st.clock.now();
     let mut short = Vec::new();
     let mut days = Vec::new();
-    for n in 1..=i64::from(st.inspect.config.recheck_days) {
+    let recheck_days = st.shared.inspect().config.recheck_days;
+    for n in 1..=i64::from(recheck_days) {
         let d = fix_day + Duration::days(n);
         if day_bounds(d, tz).1 > now {
             short.push(format!("{d} has not ended"));
@@ -377,7 +379,7 @@ pub(crate) async fn recheck_from_receipts(
         days.push(d.to_string());
     }
     if !short.is_empty() {
-        return Err(ApiError::new(StatusCode::CONFLICT, format!("display {display} has not met its cadence on each of the {} days after the fix: {}", st.inspect.config.recheck_days, short.join("; "))));
+        return Err(ApiError::new(StatusCode::CONFLICT, format!("display {display} has not met its cadence on each of the {} days after the fix: {}", recheck_days, short.join("; "))));
     }
     let note = format!("display {display} met its cadence on {}", days.join(", "));
     apply(
@@ -458,14 +460,14 @@ pub(crate) async fn propose(
     if to > now {
         return Err(unprocessable("day", format!("{day} has not ended")));
     }
-    let item = st
-        .inspect
+    let setup = st.shared.inspect();
+    let item = setup
         .config
         .item("ads")
-        .or(st.inspect.config.items.first())
+        .or(setup.config.items.first())
         .map(|i| i.id.clone())
         .unwrap_or_else(|| "ads".into());
-    let units = &st.inspect.units;
+    let units = &setup.units;
     let rows = reports::compliance_rows(
         &st.store,
         &c,
@@ -588,7 +590,8 @@ pub(crate) async fn scorecards(
         }
     }
     let only = mine.or(p.company.clone());
-    let units = &st.inspect.units;
+    let setup = st.shared.inspect();
+    let units = &setup.units;
     let companies = companies_asked(units, only.as_deref())?;
     let visits = st
         .store
