@@ -35,7 +35,7 @@ use crate::store::{
 };
 
 pub mod download;
-mod inspect;
+pub(crate) mod inspect;
 pub mod log;
 pub mod openapi;
 pub mod preview;

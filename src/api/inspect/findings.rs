@@ -78,12 +78,12 @@ async fn visible(st: &ApiState, who: &TokenRow, id: &str) -> Result<Finding, Api
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ListParams {
-    state: Option<String>,
-    unit: Option<String>,
-    overdue: Option<bool>,
+    pub(crate) state: Option<String>,
+    pub(crate) unit: Option<String>,
+    pub(crate) overdue: Option<bool>,
 }
 
 /// `GET /api/v1/findings?state=&unit=&overdue=`: oldest first; a company's own only.
@@ -92,9 +92,18 @@ pub(crate) async fn list(
     Extension(who): Extension<TokenRow>,
     ApiQuery(p): ApiQuery<ListParams>,
 ) -> Result<Response, ApiError> {
+    Ok(Json(findings_answer(&st, &who, p).await?).into_response())
+}
+
+/// The answer of `GET /api/v1/findings` to `who`, for the route and the console alike.
+pub(crate) async fn findings_answer(
+    st: &ApiState,
+    who: &TokenRow,
+    p: ListParams,
+) -> Result<Value, ApiError> {
     let tz = st.shared.current().timezone;
     let now = st.clock.now().timestamp_millis();
-    let company = scope(&st, &who).await?;
+    let company = scope(st, who).await?;
     let state = p.state.as_deref().filter(|s| !s.is_empty());
     if let Some(s) = state {
         if !["proposed", "open", "rectified", "closed", "dismissed"].contains(&s) {
@@ -116,7 +125,9 @@ pub(crate) async fn list(
         .filter(|f| p.overdue.is_none_or(|o| f.overdue(now) == o))
         .map(|f| view(f, now, tz))
         .collect();
-    Ok(Json(json!({"company": company, "state": state, "unit": p.unit, "overdue": p.overdue, "rows": rows})).into_response())
+    Ok(
+        json!({"company": company, "state": state, "unit": p.unit, "overdue": p.overdue, "rows": rows}),
+    )
 }
 
 /// `GET /api/v1/findings/{id}`.
@@ -125,26 +136,34 @@ pub(crate) async fn show(
     Extension(who): Extension<TokenRow>,
     ApiPath(id): ApiPath,
 ) -> Result<Response, ApiError> {
-    let f = visible(&st, &who, &id).await?;
-    Ok(Json(view(
+    Ok(Json(finding_answer(&st, &who, &id).await?).into_response())
+}
+
+/// The answer of `GET /api/v1/findings/{id}` to `who`: 404 for another company's.
+pub(crate) async fn finding_answer(
+    st: &ApiState,
+    who: &TokenRow,
+    id: &str,
+) -> Result<Value, ApiError> {
+    let f = visible(st, who, id).await?;
+    Ok(view(
         &f,
         st.clock.now().timestamp_millis(),
         st.shared.current().timezone,
     ))
-    .into_response())
 }
 
 /// What the change routes take.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ChangeBody {
-    note: Option<String>,
+    pub(crate) note: Option<String>,
     #[serde(default)]
-    photos: Vec<String>,
+    pub(crate) photos: Vec<String>,
     /// RFC 3339: a new deadline (deadline, confirm, reopen).
-    deadline: Option<String>,
+    pub(crate) deadline: Option<String>,
     /// `closed` or `reopened` (recheck).
-    result: Option<String>,
+    pub(crate) result: Option<String>,
 }
 
 /// Appends the event `change` makes, once `core` allows it; the finding as it is then.
@@ -155,7 +174,7 @@ async fn apply(
     change: Change,
     b: ChangeBody,
     source: Option<&str>,
-) -> Result<Response, ApiError> {
+) -> Result<Value, ApiError> {
     let now = st.clock.now().timestamp_millis();
     let kind = f.allows(change, &who.name, now)?;
     for p in &b.photos {
@@ -191,9 +210,10 @@ async fn apply(
             ),
         ));
     }
+    tracing::info!(finding = %f.id, kind = kind.as_str(), by = %who.name, "finding changed");
     let mut f = f;
     f.events.push(e);
-    Ok(Json(view(&f, now, st.shared.current().timezone)).into_response())
+    Ok(view(&f, now, st.shared.current().timezone))
 }
 
 fn deadline_of(b: &ChangeBody) -> Result<Option<i64>, ApiError> {
@@ -210,12 +230,22 @@ pub(crate) async fn rectify(
     ApiPath(id): ApiPath,
     ApiBody(b): ApiBody,
 ) -> Result<Response, ApiError> {
-    let f = visible(&st, &who, &id).await?;
     let b: ChangeBody = body(&b)?;
+    Ok(Json(rectify_finding(&st, &who, &id, b).await?).into_response())
+}
+
+/// A company's fix of finding `id`, as `POST /api/v1/findings/{id}/rectify` takes it.
+pub(crate) async fn rectify_finding(
+    st: &ApiState,
+    who: &TokenRow,
+    id: &str,
+    b: ChangeBody,
+) -> Result<Value, ApiError> {
+    let f = visible(st, who, id).await?;
     if b.note.as_deref().is_none_or(|n| n.trim().is_empty()) {
         return Err(unprocessable("note", "say what was fixed"));
     }
-    apply(&st, &who, f, Change::Rectify, b, None).await
+    apply(st, who, f, Change::Rectify, b, None).await
 }
 
 /// `POST /api/v1/findings/{id}/recheck` (inspector): `result` closed or reopened.
@@ -225,8 +255,19 @@ pub(crate) async fn recheck(
     ApiPath(id): ApiPath,
     ApiBody(b): ApiBody,
 ) -> Result<Response, ApiError> {
-    let f = visible(&st, &who, &id).await?;
     let b: ChangeBody = body(&b)?;
+    Ok(Json(recheck_finding(&st, &who, &id, b).await?).into_response())
+}
+
+/// An inspector's recheck of finding `id` (`result` closed or reopened), as
+/// `POST /api/v1/findings/{id}/recheck` takes it.
+pub(crate) async fn recheck_finding(
+    st: &ApiState,
+    who: &TokenRow,
+    id: &str,
+    b: ChangeBody,
+) -> Result<Value, ApiError> {
+    let f = visible(st, who, id).await?;
     let change = match b.result.as_deref() {
         Some("closed") => Change::Close,
         Some("reopened") => Change::Reopen {
@@ -239,7 +280,7 @@ pub(crate) async fn recheck(
             ))
         }
     };
-    apply(&st, &who, f, change, b, None).await
+    apply(st, who, f, change, b, None).await
 }
 
 /// `POST /api/v1/findings/{id}/deadline` (inspector): a new deadline, in the future.
@@ -253,7 +294,10 @@ pub(crate) async fn deadline(
     let b: ChangeBody = body(&b)?;
     let d = deadline_of(&b)?
         .ok_or_else(|| unprocessable("deadline", "give the new deadline (RFC 3339)"))?;
-    apply(&st, &who, f, Change::Deadline { deadline_ms: d }, b, None).await
+    Ok(
+        Json(apply(&st, &who, f, Change::Deadline { deadline_ms: d }, b, None).await?)
+            .into_response(),
+    )
 }
 
 /// `POST /api/v1/findings/{id}/confirm` (inspector): a proposal handed over, with the item's
@@ -264,19 +308,29 @@ pub(crate) async fn confirm(
     ApiPath(id): ApiPath,
     ApiBody(b): ApiBody,
 ) -> Result<Response, ApiError> {
-    let f = visible(&st, &who, &id).await?;
     let b: ChangeBody = if b.is_empty() {
         ChangeBody::default()
     } else {
         body(&b)?
     };
+    Ok(Json(confirm_finding(&st, &who, &id, b).await?).into_response())
+}
+
+/// A proposal `id` handed over, as `POST /api/v1/findings/{id}/confirm` does it.
+pub(crate) async fn confirm_finding(
+    st: &ApiState,
+    who: &TokenRow,
+    id: &str,
+    b: ChangeBody,
+) -> Result<Value, ApiError> {
+    let f = visible(st, who, id).await?;
     let default = st
         .inspect
         .config
         .item(&f.item)
         .map_or(3 * 86_400_000, |i| i.deadline.as_millis() as i64);
     let d = deadline_of(&b)?.unwrap_or(st.clock.now().timestamp_millis() + default);
-    apply(&st, &who, f, Change::Confirm { deadline_ms: d }, b, None).await
+    apply(st, who, f, Change::Confirm { deadline_ms: d }, b, None).await
 }
 
 /// `POST /api/v1/findings/{id}/dismiss` (inspector): a proposal not handed over.
@@ -286,13 +340,23 @@ pub(crate) async fn dismiss(
     ApiPath(id): ApiPath,
     ApiBody(b): ApiBody,
 ) -> Result<Response, ApiError> {
-    let f = visible(&st, &who, &id).await?;
     let b: ChangeBody = if b.is_empty() {
         ChangeBody::default()
     } else {
         body(&b)?
     };
-    apply(&st, &who, f, Change::Dismiss, b, None).await
+    Ok(Json(dismiss_finding(&st, &who, &id, b).await?).into_response())
+}
+
+/// A proposal `id` not handed over, as `POST /api/v1/findings/{id}/dismiss` does it.
+pub(crate) async fn dismiss_finding(
+    st: &ApiState,
+    who: &TokenRow,
+    id: &str,
+    b: ChangeBody,
+) -> Result<Value, ApiError> {
+    let f = visible(st, who, id).await?;
+    apply(st, who, f, Change::Dismiss, b, None).await
 }
 
 /// Local day `d`'s bounds in `tz`.
@@ -380,7 +444,7 @@ pub(crate) async fn recheck_from_receipts(
         return Err(ApiError::new(StatusCode::CONFLICT, format!("display {display} has not met its cadence on each of the {} days after the fix: {}", st.inspect.config.recheck_days, short.join("; "))));
     }
     let note = format!("display {display} met its cadence on {}", days.join(", "));
-    apply(
+    let v = apply(
         &st,
         &who,
         f,
@@ -391,7 +455,8 @@ pub(crate) async fn recheck_from_receipts(
         },
         Some("receipts"),
     )
-    .await
+    .await?;
+    Ok(Json(v).into_response())
 }
 
 /// A proposed finding on `u`, whose display missed its cadence on `day` as `r` says.
@@ -444,13 +509,24 @@ pub(crate) async fn propose(
     ApiBody(b): ApiBody,
 ) -> Result<Response, ApiError> {
     let p: ProposeBody = body(&b)?;
+    let out = propose_findings(&st, &who, &p.day).await?;
+    Ok((StatusCode::CREATED, Json(out)).into_response())
+}
+
+/// The proposals from receipts for local day `day`, as `POST /api/v1/findings/propose`
+/// makes them; its answer.
+pub(crate) async fn propose_findings(
+    st: &ApiState,
+    who: &TokenRow,
+    day: &str,
+) -> Result<Value, ApiError> {
     let c = st.shared.current();
     let tz = c.timezone;
-    let day = NaiveDate::parse_from_str(&p.day, "%Y-%m-%d").map_err(|_| {
+    let day = NaiveDate::parse_from_str(day, "%Y-%m-%d").map_err(|_| {
         ApiError::field(
             StatusCode::BAD_REQUEST,
             "day",
-            format!("{:?} is not a date like 2026-11-27", p.day),
+            format!("{day:?} is not a date like 2026-11-27"),
         )
     })?;
     let (from, to) = day_bounds(day, tz);
@@ -487,7 +563,7 @@ pub(crate) async fn propose(
                     && f.item == item
                     && !matches!(f.state(), FindingState::Closed | FindingState::Dismissed)
             });
-            (!pending).then(|| proposal(r, u, &item, &who, at_ms, &day_s))
+            (!pending).then(|| proposal(r, u, &item, who, at_ms, &day_s))
         })
         .collect();
     st.store.add_findings(&new).await?;
@@ -495,19 +571,22 @@ pub(crate) async fn propose(
         .iter()
         .map(|f| view(f, now.timestamp_millis(), tz))
         .collect();
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({"day": day.to_string(), "rows": rows})),
-    )
-        .into_response())
+    Ok(json!({"day": day.to_string(), "rows": rows}))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ScoreParams {
-    month: Option<String>,
-    company: Option<String>,
-    format: Option<String>,
+    pub(crate) month: Option<String>,
+    pub(crate) company: Option<String>,
+    pub(crate) format: Option<String>,
+}
+
+/// What `GET /api/v1/scorecards` answers: the JSON, and the cards it was made of.
+pub(crate) struct ScoreAnswer {
+    pub(crate) json: Value,
+    pub(crate) month: String,
+    pub(crate) cards: Vec<scorecard::Scorecard>,
 }
 
 /// The month asked (default: the one `now` is in), and its bounds in `tz`.
@@ -573,11 +652,24 @@ pub(crate) async fn scorecards(
     headers: HeaderMap,
     ApiQuery(p): ApiQuery<ScoreParams>,
 ) -> Result<Response, ApiError> {
+    let a = scorecard_answer(&st, &who, &p).await?;
+    match crate::api::download::wanted(&headers, p.format.as_deref())? {
+        None => Ok(Json(a.json).into_response()),
+        Some(d) => scorecard_download(&st, a, d).await,
+    }
+}
+
+/// The scorecards `p` asks of `who` (a company's token: its own only).
+pub(crate) async fn scorecard_answer(
+    st: &ApiState,
+    who: &TokenRow,
+    p: &ScoreParams,
+) -> Result<ScoreAnswer, ApiError> {
     let c = st.shared.current();
     let tz = c.timezone;
     let now = st.clock.now();
     let (month, from, to) = month_bounds(p.month.as_deref(), now, tz)?;
-    let mine = scope(&st, &who).await?;
+    let mine = scope(st, who).await?;
     if let (Some(m), Some(asked)) = (&mine, &p.company) {
         if m != asked {
             return Err(ApiError::field(
@@ -630,23 +722,32 @@ pub(crate) async fn scorecards(
         })
         .collect();
     let month_s = format!("{:04}-{:02}", month.year(), month.month());
-    let answer = json!({"month": month_s, "company": only, "from": t(from.timestamp_millis(), tz), "to": t(to.timestamp_millis(), tz), "rows": cards});
-    match crate::api::download::wanted(&headers, p.format.as_deref())? {
-        None => Ok(Json(answer).into_response()),
-        Some(d) => {
-            let sheet = export::Sheet::new("scorecards", &COLUMNS, &answer, tz);
-            let rows = score_rows(&month_s, &cards);
-            crate::api::download::rows_download(
-                &st.heavy,
-                sheet,
-                rows,
-                |r: &Value| r.clone(),
-                Vec::new(),
-                d,
-            )
-            .await
-        }
-    }
+    let json = json!({"month": month_s, "company": only, "from": t(from.timestamp_millis(), tz), "to": t(to.timestamp_millis(), tz), "rows": cards});
+    Ok(ScoreAnswer {
+        json,
+        month: month_s,
+        cards,
+    })
+}
+
+/// The scorecards of `a` as a CSV or XLSX download, streamed as every report's.
+pub(crate) async fn scorecard_download(
+    st: &ApiState,
+    a: ScoreAnswer,
+    d: reports::Download,
+) -> Result<Response, ApiError> {
+    let tz = st.shared.current().timezone;
+    let sheet = export::Sheet::new("scorecards", &COLUMNS, &a.json, tz);
+    let rows = score_rows(&a.month, &a.cards);
+    crate::api::download::rows_download(
+        &st.heavy,
+        sheet,
+        rows,
+        |r: &Value| r.clone(),
+        Vec::new(),
+        d,
+    )
+    .await
 }
 
 const COLUMNS: [export::Column; 12] = [
