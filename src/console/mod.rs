@@ -54,6 +54,20 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/urgent", get(urgent::list).post(urgent::send))
         .route("/urgent/{id}/approve", post(urgent::approve))
         .route("/urgent/{id}/cancel", post(urgent::cancel))
+        .route("/inspect", get(inspect::page))
+        .route(
+            "/inspect/visits",
+            post(inspect::record).layer(DefaultBodyLimit::max(inspect::VISIT_BODY)),
+        )
+        .route("/inspect/propose", post(inspect::propose))
+        .route("/findings", get(findings::list))
+        .route("/findings/{id}", get(findings::show))
+        .route("/findings/{id}/rectify", post(findings::rectify))
+        .route("/findings/{id}/recheck", post(inspect::recheck))
+        .route("/findings/{id}/confirm", post(inspect::confirm))
+        .route("/findings/{id}/dismiss", post(inspect::dismiss))
+        .route("/findings/photos/{sha}", get(findings::photo))
+        .route("/scorecards", get(scorecards::page))
         .route("/about", get(about::page))
         .route("/assets/console/{name}", get(assets::serve))
         // Room for the multipart framing around the largest upload.
