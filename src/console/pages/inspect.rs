@@ -325,6 +325,8 @@ async fn read_visit(c: &Ctx, mut m: Multipart) -> Result<Visit, Failure> {
 async fn items_of(st: &ApiState, v: Visit) -> Result<Vec<ItemResult>, ApiError> {
     let mut out = Vec::new();
     let mut details = Vec::new();
+    // The status of the first refused photo: 413 for one too large, as the API answers.
+    let mut status = StatusCode::UNPROCESSABLE_ENTITY;
     for (i, (item, a)) in v.answers.into_iter().enumerate() {
         let Some(pass) = a.pass else {
             continue;
@@ -333,11 +335,16 @@ async fn items_of(st: &ApiState, v: Visit) -> Result<Vec<ItemResult>, ApiError> 
         if let Some(bytes) = a.photo {
             match insp::store_photo(st, &bytes).await {
                 Ok(p) => photos.push(text(&p["sha256"])),
-                Err(e) => details.push(Detail {
-                    field: Some(format!("items[{i}].photos")),
-                    line: None,
-                    message: format!("{item}: {}", e.error),
-                }),
+                Err(e) => {
+                    if details.is_empty() {
+                        status = e.status;
+                    }
+                    details.push(Detail {
+                        field: Some(format!("items[{i}].photos")),
+                        line: None,
+                        message: format!("{item}: {}", e.error),
+                    })
+                }
             }
         }
         let note = Some(a.note.trim().to_owned()).filter(|n| !n.is_empty());
@@ -353,7 +360,7 @@ async fn items_of(st: &ApiState, v: Visit) -> Result<Vec<ItemResult>, ApiError> 
         return Ok(out);
     }
     let mut e = ApiError::new(
-        StatusCode::UNPROCESSABLE_ENTITY,
+        status,
         format!("the visit was not recorded: {}", details[0].message),
     );
     e.details = details;
