@@ -14,7 +14,8 @@
 //   CIVICAST_URL, CIVICAST_TOKEN_A, CIVICAST_TOKEN_B, CIVICAST_TOKEN_AUDITOR,
 //   CIVICAST_TOKEN_INSPECTOR, CIVICAST_TOKEN_COMPANY (city-bus),
 //   CIVICAST_TOKEN_OTHER_COMPANY (jiaotong-taxi),
-//   CIVICAST_SCREENSHOTS (a directory), CIVICAST_CHROMIUM (default /usr/bin/chromium).
+//   CIVICAST_SCREENSHOTS (a directory), CIVICAST_CHROMIUM (default /usr/bin/chromium);
+//   CIVICAST_BROWSER_STORIES, when set, runs only the stories named (`ads`, `inspections`).
 // Exits 1 with a message naming the step on any failure.
 import { chromium } from "playwright-core";
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
@@ -493,13 +494,18 @@ async function main() {
       contexts.push(c);
       return asBrowser(c);
     };
-    const rev = await operatorA(await open("operator-a"));
-    await operatorB(await open("operator-b"), rev);
-    await auditor(await open("auditor"));
-    const id = await inspectorVisits(await open("inspector", PHONE));
-    await companyFixes({ other: await open("company-taxi", PHONE), own: await open("company-bus", PHONE) }, id);
-    await inspectorCloses(await open("inspector-recheck", PHONE), id);
-    await scorecard(await open("auditor-scorecards"));
+    const only = (process.env.CIVICAST_BROWSER_STORIES || "ads,inspections").split(",");
+    if (only.includes("ads")) {
+      const rev = await operatorA(await open("operator-a"));
+      await operatorB(await open("operator-b"), rev);
+      await auditor(await open("auditor"));
+    }
+    if (only.includes("inspections")) {
+      const id = await inspectorVisits(await open("inspector", PHONE));
+      await companyFixes({ other: await open("company-taxi", PHONE), own: await open("company-bus", PHONE) }, id);
+      await inspectorCloses(await open("inspector-recheck", PHONE), id);
+      await scorecard(await open("auditor-scorecards"));
+    }
   } finally {
     for (const c of contexts) await c.close().catch(() => {});
     rmSync(profile, { recursive: true, force: true });
