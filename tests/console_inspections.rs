@@ -348,7 +348,11 @@ async fn plan_as_the_api_draws_it(b: &Bureau, ins: &str) {
     let en = format!("{ins}; civicast_lang=en");
     let page = b.get("/inspect", Some(&en)).await;
     assert!(page.body.contains("<html lang=\"en\">"));
-    assert!(page.body.contains("Fixed, waiting for recheck"), "{}", page.body);
+    assert!(
+        page.body.contains("Fixed, waiting for recheck"),
+        "{}",
+        page.body
+    );
     assert!(page.body.contains("Record the visit"));
 }
 

@@ -480,7 +480,7 @@ pub(crate) async fn photo_for(
     sha: &str,
 ) -> Result<(String, Vec<u8>), ApiError> {
     let missing = || ApiError::field(StatusCode::NOT_FOUND, "sha256", format!("no photo {sha:?}"));
-    if !photo::is_digest(&sha) {
+    if !photo::is_digest(sha) {
         return Err(missing());
     }
     if let Some(c) = scope(st, who).await? {
