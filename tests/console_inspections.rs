@@ -677,7 +677,24 @@ async fn whole_story(b: Bureau) -> Bureau {
     company_answers(&b, &id).await;
     inspector_closes(&b, &ins, &id).await;
     scorecard_as_the_api(&b).await;
+    metrics_count_the_story(&b).await;
     b
+}
+
+/// `/metrics`: the two visits, the one finding they opened, and that finding closed now.
+async fn metrics_count_the_story(b: &Bureau) {
+    let (code, text) = call(&b.router, "GET", "/metrics", None, None, "").await;
+    assert_eq!(code, StatusCode::OK);
+    for line in [
+        "civicast_inspections_recorded_total 2",
+        "civicast_findings_opened_total 1",
+        "civicast_findings{state=\"closed\",kind=\"bus\"} 1",
+        "civicast_findings{state=\"open\",kind=\"bus\"} 0",
+        "civicast_findings{state=\"overdue\",kind=\"bus\"} 0",
+        "# TYPE civicast_findings gauge",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

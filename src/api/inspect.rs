@@ -231,6 +231,11 @@ pub(crate) async fn record_visit(
     };
     let found = opened_findings(&visit, &unit, &deadlines, now_ms);
     st.store.record_inspection(&visit, &found).await?;
+    let m = st.shared.metrics();
+    m.inspections_recorded
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    m.findings_opened
+        .fetch_add(found.len() as u64, std::sync::atomic::Ordering::Relaxed);
     let ids: Vec<&str> = found.iter().map(|f| f.id.as_str()).collect();
     let mut out = visit_view(&visit, tz);
     out["findings"] = json!(ids);

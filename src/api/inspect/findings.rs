@@ -55,6 +55,41 @@ pub(crate) fn view(f: &Finding, now_ms: i64, tz: Tz) -> Value {
     })
 }
 
+/// Findings by (state, unit kind) at `now_ms`, an open one past its deadline as `overdue`;
+/// `open` and `overdue` are there for every kind, at 0 when none.
+pub(crate) fn count_by_state(
+    findings: &[Finding],
+    units: &crate::core::inspect::Units,
+    now_ms: i64,
+) -> std::collections::BTreeMap<(String, String), u64> {
+    use crate::core::inspect::units::Kind;
+    let mut out = std::collections::BTreeMap::new();
+    for k in Kind::ALL {
+        for s in ["open", "overdue"] {
+            out.insert((s.to_owned(), k.as_str().to_owned()), 0);
+        }
+    }
+    for f in findings {
+        let state = if f.overdue(now_ms) {
+            "overdue"
+        } else {
+            f.state().as_str()
+        };
+        let kind = units.get(&f.unit).map_or("unknown", |u| u.kind.as_str());
+        *out.entry((state.to_owned(), kind.to_owned())).or_insert(0) += 1;
+    }
+    out
+}
+
+/// Every finding counted as `/metrics` shows them.
+pub(crate) async fn tally(
+    st: &ApiState,
+) -> Result<std::collections::BTreeMap<(String, String), u64>, ApiError> {
+    let findings = st.store.findings(None).await?;
+    let now = st.clock.now().timestamp_millis();
+    Ok(count_by_state(&findings, &st.inspect.units, now))
+}
+
 /// The finding `id` as `who` may see it: a company's token finds only its own.
 async fn visible(st: &ApiState, who: &TokenRow, id: &str) -> Result<Finding, ApiError> {
     let company = scope(st, who).await?;
@@ -782,4 +817,75 @@ fn score_rows(month: &str, cards: &[scorecard::Scorecard]) -> Vec<Value> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::inspect::units::{Kind, Unit, Units};
+
+    fn finding(id: &str, unit: &str, events: Vec<(EventKind, i64, Option<i64>)>) -> Finding {
+        Finding {
+            id: id.into(),
+            unit: unit.into(),
+            company: "city-bus".into(),
+            item: "ads".into(),
+            inspection: None,
+            display: None,
+            events: events
+                .into_iter()
+                .enumerate()
+                .map(|(i, (kind, at_ms, deadline_ms))| FindingEvent {
+                    seq: i as i64 + 1,
+                    kind,
+                    at_ms,
+                    by: "ins".into(),
+                    by_token: None,
+                    note: None,
+                    photos: vec![],
+                    deadline_ms,
+                    source: None,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn findings_are_counted_by_state_and_kind_an_open_one_past_its_deadline_as_overdue() {
+        let unit = |id: &str, kind| Unit {
+            id: id.into(),
+            kind,
+            company: "city-bus".into(),
+            display: None,
+            attrs: Default::default(),
+        };
+        let units = Units::new(vec![unit("b1", Kind::Bus), unit("s1", Kind::Station)]);
+        let now = 10_000;
+        let found = [
+            finding("late", "b1", vec![(EventKind::Opened, 0, Some(5_000))]),
+            finding("fresh", "b1", vec![(EventKind::Opened, 0, Some(20_000))]),
+            finding(
+                "fixed",
+                "s1",
+                vec![
+                    (EventKind::Opened, 0, Some(5_000)),
+                    (EventKind::Rectified, 4_000, None),
+                ],
+            ),
+            finding("gone", "nowhere", vec![(EventKind::Proposed, 0, None)]),
+        ];
+        let c = count_by_state(&found, &units, now);
+        let n = |s: &str, k: &str| c.get(&(s.to_owned(), k.to_owned())).copied();
+        assert_eq!(n("overdue", "bus"), Some(1));
+        assert_eq!(n("open", "bus"), Some(1));
+        assert_eq!(n("rectified", "station"), Some(1));
+        assert_eq!(n("proposed", "unknown"), Some(1));
+        assert_eq!(
+            n("open", "taxi"),
+            Some(0),
+            "every kind has its open and overdue series"
+        );
+        assert_eq!(n("overdue", "stop"), Some(0));
+        assert_eq!(c.values().sum::<u64>(), 4);
+    }
 }
