@@ -406,6 +406,8 @@ mod tests {
             "civicast_reloads_total 0",
             "civicast_reloads_refused_total{reason=\"drop\"} 1",
             "civicast_reloads_refused_total{reason=\"errors\"} 0",
+            "civicast_inspections_recorded_total 0",
+            "# TYPE civicast_findings_opened_total counter",
         ] {
             assert!(
                 text.lines().any(|l| l == line),
@@ -413,7 +415,7 @@ mod tests {
             );
         }
         let families = text.lines().filter(|l| l.starts_with("# TYPE")).count();
-        assert_eq!(families, 14);
+        assert_eq!(families, 16);
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! The web console at `/` on the HTTP listener: server-rendered pages (askama templates under
-//! `templates/console/`, one template and one handler per page) for operators and auditors,
+//! `templates/console/`, one template and one handler per page) for operators, auditors,
+//! inspectors and the companies answering their findings,
 //! in Simplified Chinese by default with an English toggle, signed in with the API's tokens.
 //! Every page reads without JavaScript; `live.js` only refreshes the overview's figures.
 //!
 //! Owns: pages, sessions, the console's assets. Must not compute anything the API computes:
 //! uploads, approvals, retirements, health and play counts go through the API's own
 //! functions (`api::store_upload`, `api::approve_adset`, `api::retire_adset`, `api::health`,
-//! `api::statuses`) and the reports' and store's, so a page and the API never disagree.
+//! `api::statuses`) and the reports' and store's, so a page and the API never disagree;
+//! inspections, findings and scorecards through `api::inspect`'s own functions.
 
 use std::sync::Arc;
 
