@@ -505,27 +505,32 @@ async fn company_answers(b: &Bureau, id: &str) {
         )
         .await;
     assert_eq!(a.status, StatusCode::NOT_FOUND, "{}", a.body);
+    company_fixes(b, id, &bus, &taxi).await;
+}
+
+/// city-bus sees the finding's photo (jiaotong-taxi does not) and reports the fix.
+async fn company_fixes(b: &Bureau, id: &str, bus: &str, taxi: &str) {
     // The photo of the finding: its company sees it, another does not.
     let v = b.api(&format!("/api/v1/findings/{id}"), "ins1").await;
     let sha = v["events"][0]["photos"][0].as_str().expect("photo");
-    let p = b.get(&format!("/findings/photos/{sha}"), Some(&bus)).await;
+    let p = b.get(&format!("/findings/photos/{sha}"), Some(bus)).await;
     assert_eq!(p.status, StatusCode::OK);
     assert_eq!(p.ctype, "image/png");
-    let p = b.get(&format!("/findings/photos/{sha}"), Some(&taxi)).await;
+    let p = b.get(&format!("/findings/photos/{sha}"), Some(taxi)).await;
     assert_eq!(p.status, StatusCode::NOT_FOUND);
     // An empty note is refused as the API refuses it; then the fix.
-    let page = b.get(&format!("/findings/{id}"), Some(&bus)).await;
+    let page = b.get(&format!("/findings/{id}"), Some(bus)).await;
     assert!(page.body.contains("/rectify"), "{}", page.body);
     let csrf = page.csrf();
     let url = format!("/findings/{id}/rectify");
     let a = b
-        .multipart(&url, &bus, ORIGIN, &[("csrf", &csrf), ("note", " ")], &[])
+        .multipart(&url, bus, ORIGIN, &[("csrf", &csrf), ("note", " ")], &[])
         .await;
     assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", a.body);
     let a = b
         .multipart(
             &url,
-            &bus,
+            bus,
             ORIGIN,
             &[("csrf", ""), ("note", "replaced")],
             &[],
@@ -537,7 +542,7 @@ async fn company_answers(b: &Bureau, id: &str) {
     let a = b
         .multipart(
             &url,
-            &bus,
+            bus,
             ORIGIN,
             &[("csrf", &csrf), ("note", "board replaced")],
             &[("photo", PNG)],
@@ -547,7 +552,7 @@ async fn company_answers(b: &Bureau, id: &str) {
     let v = b.api(&format!("/api/v1/findings/{id}"), "co-bus").await;
     assert_eq!(v["state"], "rectified", "{v}");
     assert_eq!(v["events"][1]["note"], "board replaced");
-    let rectified = b.get("/findings?tab=rectified", Some(&bus)).await;
+    let rectified = b.get("/findings?tab=rectified", Some(bus)).await;
     assert!(rectified.body.contains(id));
 }
 

@@ -143,6 +143,29 @@ pub struct Asked {
     pub company: Option<String>,
 }
 
+/// The cards of each month the chart shows, each the API's answer for that month.
+async fn months_of(
+    st: &ApiState,
+    who: &crate::store::TokenRow,
+    p: &ScoreParams,
+    a: &f::ScoreAnswer,
+) -> Result<Vec<(String, Vec<Scorecard>)>, crate::api::ApiError> {
+    let mut months = Vec::new();
+    for m in months_to(&a.month) {
+        let cards = if m == a.month {
+            a.cards.clone()
+        } else {
+            let asked = ScoreParams {
+                month: Some(m.clone()),
+                ..p.clone()
+            };
+            f::scorecard_answer(st, who, &asked).await?.cards
+        };
+        months.push((m, cards));
+    }
+    Ok(months)
+}
+
 /// `GET /scorecards?month=&company=&format=`.
 pub async fn page(
     State(st): State<Arc<ApiState>>,
@@ -202,20 +225,9 @@ pub async fn page(
             .await
             .map_err(|e| c.api_failure(e));
     }
-    let mut months = Vec::new();
-    for m in months_to(&a.month) {
-        let asked = ScoreParams {
-            month: Some(m.clone()),
-            ..p.clone()
-        };
-        let cards = if m == a.month {
-            a.cards.clone()
-        } else {
-            let other = f::scorecard_answer(&st, &who, &asked).await;
-            other.map_err(|e| c.api_failure(e))?.cards
-        };
-        months.push((m, cards));
-    }
+    let months = months_of(&st, &who, &p, &a)
+        .await
+        .map_err(|e| c.api_failure(e))?;
     page.month = a.month.clone();
     page.lines = a.cards.iter().map(card_line).collect();
     page.chart = month_bars(months);
