@@ -37,6 +37,9 @@ pub struct Metrics {
     pub reloads: AtomicU64,
     /// Edits refused (the last good state kept playing), by [`Refusal`].
     pub reloads_refused: [AtomicU64; Refusal::ALL.len()],
+    /// Inspection visits recorded, and the findings they opened.
+    pub inspections_recorded: AtomicU64,
+    pub findings_opened: AtomicU64,
 }
 
 /// Why an edit of the operators' files was not applied.
@@ -176,7 +179,27 @@ impl Metrics {
         let mut o = String::new();
         self.render_receipts(&mut o);
         self.render_health(&mut o);
+        self.render_inspections(&mut o);
         o
+    }
+
+    /// Visits and the findings they opened (the findings' states now are read from the
+    /// store by the `/metrics` route itself, see [`findings_family`]).
+    fn render_inspections(&self, o: &mut String) {
+        family(
+            o,
+            "civicast_inspections_recorded_total",
+            "counter",
+            "Inspection visits recorded since start.",
+            one(counted(&self.inspections_recorded)),
+        );
+        family(
+            o,
+            "civicast_findings_opened_total",
+            "counter",
+            "Findings opened by failed checklist items since start.",
+            one(counted(&self.findings_opened)),
+        );
     }
 
     /// Plays, receipts and rejections.
@@ -317,6 +340,27 @@ fn family(o: &mut String, name: &str, kind: &str, help: &str, samples: Vec<(Stri
     }
 }
 
+/// `civicast_findings{state,kind}`: findings now by state (`open` within its deadline,
+/// `overdue`, `rectified`, `proposed`, `closed`, `dismissed`) and the kind of their unit.
+pub fn findings_family(o: &mut String, counts: &BTreeMap<(String, String), u64>) {
+    let samples = counts
+        .iter()
+        .map(|((state, kind), n)| {
+            (
+                format!("{{state=\"{state}\",kind=\"{kind}\"}}"),
+                n.to_string(),
+            )
+        })
+        .collect();
+    family(
+        o,
+        "civicast_findings",
+        "gauge",
+        "Findings now, by state (open within its deadline, overdue, ...) and unit kind.",
+        samples,
+    );
+}
+
 /// The samples of a map kept by one label.
 fn labelled<V: std::fmt::Display>(
     label: &str,
@@ -362,6 +406,8 @@ mod tests {
             "civicast_reloads_total 0",
             "civicast_reloads_refused_total{reason=\"drop\"} 1",
             "civicast_reloads_refused_total{reason=\"errors\"} 0",
+            "civicast_inspections_recorded_total 0",
+            "# TYPE civicast_findings_opened_total counter",
         ] {
             assert!(
                 text.lines().any(|l| l == line),
@@ -369,7 +415,7 @@ mod tests {
             );
         }
         let families = text.lines().filter(|l| l.starts_with("# TYPE")).count();
-        assert_eq!(families, 14);
+        assert_eq!(families, 16);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The console in headless Chromium: `tests/browser/console.mjs` (playwright-core, the
 //! system's /usr/bin/chromium, never a downloaded browser) against a real `civicast serve`
 //! on the demo city of `civicast init`, its embedded broker and SQLite in a temp dir, feeds
-//! sped up to a play every 5 s. Two operator tokens and an auditor's are made with
+//! sped up to a play every 5 s. Two operator tokens, an auditor's, an inspector's and two
+//! companies' (city-bus, jiaotong-taxi) are made with
 //! `civicast token create`. Screenshots go to target/browser-screenshots/. Ignored unless
 //! run with --include-ignored and CIVICAST_TEST_BROWSER set (`.ci/run` does both); `npm ci`
 //! runs first when tests/browser/node_modules is missing.
@@ -35,6 +36,34 @@ fn token(dir: &Path, env: &[(&str, String)], role: &str, name: &str) -> String {
         &["token", "create", "--role", role, "--name", name],
     );
     assert!(ok, "token create --role {role}: {out}{err}");
+    out.lines()
+        .last()
+        .unwrap_or_else(|| panic!("token create printed no token: {out}"))
+        .trim()
+        .to_owned()
+}
+
+/// A `company` token for `company`, as its staff would get one.
+fn company_token(dir: &Path, env: &[(&str, String)], company: &str) -> String {
+    let name = format!("staff-{company}");
+    let (ok, out, err) = civicast(
+        dir,
+        env,
+        &[
+            "token",
+            "create",
+            "--role",
+            "company",
+            "--company",
+            company,
+            "--name",
+            &name,
+        ],
+    );
+    assert!(
+        ok,
+        "token create --role company --company {company}: {out}{err}"
+    );
     out.lines()
         .last()
         .unwrap_or_else(|| panic!("token create printed no token: {out}"))
@@ -140,6 +169,9 @@ async fn an_operators_and_an_auditors_day_in_chromium() {
     let op_a = token(d, &env, "operator", "operator-a");
     let op_b = token(d, &env, "operator", "operator-b");
     let auditor = token(d, &env, "auditor", "auditor-1");
+    let inspector = token(d, &env, "inspector", "inspector-1");
+    let company = company_token(d, &env, "city-bus");
+    let other_company = company_token(d, &env, "jiaotong-taxi");
 
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let browser = root.join("tests/browser");
@@ -151,6 +183,9 @@ async fn an_operators_and_an_auditors_day_in_chromium() {
         .env("CIVICAST_TOKEN_A", &op_a)
         .env("CIVICAST_TOKEN_B", &op_b)
         .env("CIVICAST_TOKEN_AUDITOR", &auditor)
+        .env("CIVICAST_TOKEN_INSPECTOR", &inspector)
+        .env("CIVICAST_TOKEN_COMPANY", &company)
+        .env("CIVICAST_TOKEN_OTHER_COMPANY", &other_company)
         .env("CIVICAST_SCREENSHOTS", &shots)
         .env("CIVICAST_CHROMIUM", "/usr/bin/chromium")
         .output()

@@ -80,12 +80,12 @@ pub(super) async fn scope(st: &ApiState, who: &TokenRow) -> Result<Option<String
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct PlanParams {
-    week: Option<String>,
-    seed: Option<String>,
-    per_kind: Option<usize>,
+pub(crate) struct PlanParams {
+    pub(crate) week: Option<String>,
+    pub(crate) seed: Option<String>,
+    pub(crate) per_kind: Option<usize>,
 }
 
 /// `GET /api/v1/inspections/plan`: the week's units to visit, each with the visits it
@@ -94,6 +94,11 @@ pub(super) async fn plan_route(
     State(st): State<Arc<ApiState>>,
     ApiQuery(p): ApiQuery<PlanParams>,
 ) -> Result<Response, ApiError> {
+    Ok(Json(plan_answer(&st, p).await?).into_response())
+}
+
+/// The answer of `GET /api/v1/inspections/plan`, for the route and the console alike.
+pub(crate) async fn plan_answer(st: &ApiState, p: PlanParams) -> Result<Value, ApiError> {
     let tz = st.shared.current().timezone;
     let now = st.clock.now();
     let week = p
@@ -149,11 +154,10 @@ pub(super) async fn plan_route(
         ));
     }
     let tally = |s: &str| rows.iter().filter(|r| r["status"] == s).count();
-    Ok(Json(json!({
+    Ok(json!({
         "week": week, "seed": seed, "from": from.with_timezone(&tz).to_rfc3339(), "to": to.with_timezone(&tz).to_rfc3339(),
         "due": tally("due"), "overdue": tally("overdue"), "done": tally("done"), "rows": rows,
     }))
-    .into_response())
 }
 
 fn plan_row(week: &str, d: &plan::Due, visits: u32, s: plan::Standing) -> Value {
@@ -164,11 +168,11 @@ fn plan_row(week: &str, d: &plan::Due, visits: u32, s: plan::Standing) -> Value 
 /// The body of `POST /api/v1/inspections`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct VisitBody {
-    unit: String,
+pub(crate) struct VisitBody {
+    pub(crate) unit: String,
     /// When the visit was (RFC 3339); default now.
-    at: Option<String>,
-    items: Vec<ItemResult>,
+    pub(crate) at: Option<String>,
+    pub(crate) items: Vec<ItemResult>,
 }
 
 /// `POST /api/v1/inspections`: records a visit; each failed item opens a finding handed to
@@ -179,6 +183,17 @@ pub(super) async fn record(
     ApiBody(b): ApiBody,
 ) -> Result<Response, ApiError> {
     let v: VisitBody = body(&b)?;
+    let out = record_visit(&st, &who, v).await?;
+    Ok((StatusCode::CREATED, Json(out)).into_response())
+}
+
+/// Records the visit `v` by `who` as `POST /api/v1/inspections` does; the visit as the API
+/// shows it, with the ids of the findings it opened.
+pub(crate) async fn record_visit(
+    st: &ApiState,
+    who: &TokenRow,
+    v: VisitBody,
+) -> Result<Value, ApiError> {
     let tz = st.shared.current().timezone;
     let now_ms = st.clock.now().timestamp_millis();
     let unit = st
@@ -203,9 +218,9 @@ pub(super) async fn record(
     if at_ms > now_ms + AHEAD_MS {
         return Err(unprocessable("at", "the visit is in the future"));
     }
-    let deadlines = check_items(&st, &v.items, at_ms, now_ms).await?;
+    let deadlines = check_items(st, &v.items, at_ms, now_ms).await?;
     let evidence = match &unit.display {
-        Some(d) => Some(evidence(&st, d, at_ms, tz).await?),
+        Some(d) => Some(evidence(st, d, at_ms, tz).await?),
         None => None,
     };
     let id = ulid::Ulid::new().to_string();
@@ -222,10 +237,16 @@ pub(super) async fn record(
     };
     let found = opened_findings(&visit, &unit, &deadlines, now_ms);
     st.store.record_inspection(&visit, &found).await?;
+    let m = st.shared.metrics();
+    m.inspections_recorded
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    m.findings_opened
+        .fetch_add(found.len() as u64, std::sync::atomic::Ordering::Relaxed);
     let ids: Vec<&str> = found.iter().map(|f| f.id.as_str()).collect();
     let mut out = visit_view(&visit, tz);
     out["findings"] = json!(ids);
-    Ok((StatusCode::CREATED, Json(out)).into_response())
+    tracing::info!(inspection = %visit.id, unit = %visit.unit, findings = ids.len(), by = %visit.by, "inspection recorded");
+    Ok(out)
 }
 
 /// Every checklist item answered once, each known, photos stored; the deadline of each failed
@@ -430,7 +451,14 @@ pub(super) async fn upload_photo(
     State(st): State<Arc<ApiState>>,
     ApiBody(b): ApiBody,
 ) -> Result<Response, ApiError> {
-    let media_type = photo::check(&b).map_err(|e| {
+    let out = store_photo(&st, &b).await?;
+    Ok((StatusCode::CREATED, Json(out)).into_response())
+}
+
+/// Keeps the photo `b` under its SHA-256 once it passes the checks of
+/// `POST /api/v1/inspections/photos`; the route's answer.
+pub(crate) async fn store_photo(st: &ApiState, b: &[u8]) -> Result<Value, ApiError> {
+    let media_type = photo::check(b).map_err(|e| {
         let status = if matches!(e, photo::PhotoError::TooLarge(_)) {
             StatusCode::PAYLOAD_TOO_LARGE
         } else {
@@ -438,15 +466,11 @@ pub(super) async fn upload_photo(
         };
         ApiError::field(status, "body", e.to_string())
     })?;
-    let sha = photo::digest(&b);
+    let sha = photo::digest(b);
     st.store
-        .add_photo(&sha, media_type, &b, st.clock.now().timestamp_millis())
+        .add_photo(&sha, media_type, b, st.clock.now().timestamp_millis())
         .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({"sha256": sha, "media_type": media_type, "bytes": b.len()})),
-    )
-        .into_response())
+    Ok(json!({"sha256": sha, "media_type": media_type, "bytes": b.len()}))
 }
 
 /// `GET /api/v1/inspections/photos/{sha256}`; a company sees only photos of its findings.
@@ -456,11 +480,22 @@ pub(super) async fn get_photo(
     ApiPath(sha): ApiPath,
     _h: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let (media_type, bytes) = photo_for(&st, &who, &sha).await?;
+    Ok(([(header::CONTENT_TYPE, media_type)], bytes).into_response())
+}
+
+/// The photo `sha` (its media type and bytes) as `who` may see it: a company only the
+/// photos of its own findings; 404 otherwise.
+pub(crate) async fn photo_for(
+    st: &ApiState,
+    who: &TokenRow,
+    sha: &str,
+) -> Result<(String, Vec<u8>), ApiError> {
     let missing = || ApiError::field(StatusCode::NOT_FOUND, "sha256", format!("no photo {sha:?}"));
-    if !photo::is_digest(&sha) {
+    if !photo::is_digest(sha) {
         return Err(missing());
     }
-    if let Some(c) = scope(&st, &who).await? {
+    if let Some(c) = scope(st, who).await? {
         let mine = st.store.findings(Some(&c)).await?;
         let mut names = mine
             .iter()
@@ -469,15 +504,16 @@ pub(super) async fn get_photo(
             return Err(missing());
         }
     }
-    let (media_type, bytes) = st.store.photo(&sha).await?.ok_or_else(missing)?;
-    Ok(([(header::CONTENT_TYPE, media_type)], bytes).into_response())
+    let (media_type, bytes) = st.store.photo(sha).await?.ok_or_else(missing)?;
+    Ok((media_type, bytes))
 }
 
-const INSPECTOR: &[Role] = &[Role::Inspector];
-const PLAN_READERS: &[Role] = &[Role::Inspector, Role::Auditor];
-const FINDING_READERS: &[Role] = &[Role::Inspector, Role::Auditor, Role::Company];
-const COMPANY: &[Role] = &[Role::Company];
-const PHOTO_WRITERS: &[Role] = &[Role::Inspector, Role::Company];
+/// Roles of the routes (admin may do all); the console's pages use the same lists.
+pub const INSPECTOR: &[Role] = &[Role::Inspector];
+pub const PLAN_READERS: &[Role] = &[Role::Inspector, Role::Auditor];
+pub const FINDING_READERS: &[Role] = &[Role::Inspector, Role::Auditor, Role::Company];
+pub const COMPANY: &[Role] = &[Role::Company];
+pub const PHOTO_WRITERS: &[Role] = &[Role::Inspector, Role::Company];
 
 /// The inspection, finding and scorecard routes, each behind its roles.
 pub(super) fn routes(st: &Arc<ApiState>) -> axum::Router<Arc<ApiState>> {

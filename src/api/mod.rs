@@ -35,7 +35,7 @@ use crate::store::{
 };
 
 pub mod download;
-mod inspect;
+pub(crate) mod inspect;
 pub mod log;
 pub mod openapi;
 pub mod preview;
@@ -601,11 +601,14 @@ async fn healthz(State(st): State<Arc<ApiState>>) -> Response {
 }
 
 async fn metrics(State(st): State<Arc<ApiState>>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        st.shared.metrics().render(),
-    )
-        .into_response()
+    let mut text = st.shared.metrics().render();
+    // The findings' states are the store's; a scrape while it cannot answer leaves the
+    // family out rather than failing every other figure.
+    match inspect::findings::tally(&st).await {
+        Ok(counts) => crate::metrics::findings_family(&mut text, &counts),
+        Err(e) => tracing::warn!(error = %e.error, "counting findings for /metrics failed"),
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 /// The errors among `problems`, the first `max` of them, then one detail counting the rest.

@@ -1,12 +1,14 @@
 //! The web console at `/` on the HTTP listener: server-rendered pages (askama templates under
-//! `templates/console/`, one template and one handler per page) for operators and auditors,
+//! `templates/console/`, one template and one handler per page) for operators, auditors,
+//! inspectors and the companies answering their findings,
 //! in Simplified Chinese by default with an English toggle, signed in with the API's tokens.
 //! Every page reads without JavaScript; `live.js` only refreshes the overview's figures.
 //!
 //! Owns: pages, sessions, the console's assets. Must not compute anything the API computes:
 //! uploads, approvals, retirements, health and play counts go through the API's own
 //! functions (`api::store_upload`, `api::approve_adset`, `api::retire_adset`, `api::health`,
-//! `api::statuses`) and the reports' and store's, so a page and the API never disagree.
+//! `api::statuses`) and the reports' and store's, so a page and the API never disagree;
+//! inspections, findings and scorecards through `api::inspect`'s own functions.
 
 use std::sync::Arc;
 
@@ -54,6 +56,20 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/urgent", get(urgent::list).post(urgent::send))
         .route("/urgent/{id}/approve", post(urgent::approve))
         .route("/urgent/{id}/cancel", post(urgent::cancel))
+        .route("/inspect", get(inspect::page))
+        .route(
+            "/inspect/visits",
+            post(inspect::record).layer(DefaultBodyLimit::max(inspect::VISIT_BODY)),
+        )
+        .route("/inspect/propose", post(inspect::propose))
+        .route("/findings", get(findings::list))
+        .route("/findings/{id}", get(findings::show))
+        .route("/findings/{id}/rectify", post(findings::rectify))
+        .route("/findings/{id}/recheck", post(inspect::recheck))
+        .route("/findings/{id}/confirm", post(inspect::confirm))
+        .route("/findings/{id}/dismiss", post(inspect::dismiss))
+        .route("/findings/photos/{sha}", get(findings::photo))
+        .route("/scorecards", get(scorecards::page))
         .route("/about", get(about::page))
         .route("/assets/console/{name}", get(assets::serve))
         // Room for the multipart framing around the largest upload.

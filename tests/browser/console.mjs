@@ -5,10 +5,17 @@
 // refresh interval and a play; the LED preview's canvas is drawn; operator B opens the
 // urgent messages and requests one, which waits for a second operator; the auditor's
 // play-count table and chart bars equal GET /api/v1/audit/plays for the same query, and the
-// compliance, sample and reconciliation pages open. Every page visited is saved in Chinese
+// compliance, sample and reconciliation pages open. Then the inspections (issue 14) on a
+// phone-sized screen: the inspector's plan is drawn, a failing visit and a passing one are
+// recorded with a photo, the finding reaches city-bus's inbox and not a taxi company's,
+// city-bus reports the fix with a photo, the inspector's recheck closes it, and the
+// auditor's scorecard shows it as the API counts it. Every page visited is saved in Chinese
 // and in English. Run by tests/browser.rs, which starts the daemon and passes:
 //   CIVICAST_URL, CIVICAST_TOKEN_A, CIVICAST_TOKEN_B, CIVICAST_TOKEN_AUDITOR,
-//   CIVICAST_SCREENSHOTS (a directory), CIVICAST_CHROMIUM (default /usr/bin/chromium).
+//   CIVICAST_TOKEN_INSPECTOR, CIVICAST_TOKEN_COMPANY (city-bus),
+//   CIVICAST_TOKEN_OTHER_COMPANY (jiaotong-taxi),
+//   CIVICAST_SCREENSHOTS (a directory), CIVICAST_CHROMIUM (default /usr/bin/chromium);
+//   CIVICAST_BROWSER_STORIES, when set, runs only the stories named (`ads`, `inspections`).
 // Exits 1 with a message naming the step on any failure.
 import { chromium } from "playwright-core";
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
@@ -26,7 +33,17 @@ const tokens = {
   a: need("CIVICAST_TOKEN_A"),
   b: need("CIVICAST_TOKEN_B"),
   auditor: need("CIVICAST_TOKEN_AUDITOR"),
+  inspector: need("CIVICAST_TOKEN_INSPECTOR"),
+  company: need("CIVICAST_TOKEN_COMPANY"),
+  otherCompany: need("CIVICAST_TOKEN_OTHER_COMPANY"),
 };
+// A phone held upright: the inspection pages must fit it without scrolling sideways.
+const PHONE = { width: 390, height: 844 };
+// The smallest PNG there is: one transparent pixel.
+const PNG = Buffer.from(
+  "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==",
+  "base64"
+);
 const shots = need("CIVICAST_SCREENSHOTS");
 const executablePath = process.env.CIVICAST_CHROMIUM || "/usr/bin/chromium";
 // The feeds of the test city play every 5 s (tests/browser.rs).
@@ -67,12 +84,12 @@ let n = 0;
  * in the other language by `again`; with `again === null` it is saved in one language only
  * (a second upload would store another revision).
  */
-async function shoot(page, name, again) {
+async function shoot(page, name, again, fullPage = true) {
   n += 1;
   const lang = async () => page.locator("html").getAttribute("lang");
   const first = await lang();
   const file = (l) => join(shots, `${String(n).padStart(2, "0")}-${name}.${l}.png`);
-  await page.screenshot({ path: file(first), fullPage: true });
+  await page.screenshot({ path: file(first), fullPage });
   if (again === null) {
     console.log(`screenshots: ${file(first)} (the answer to an upload: one language)`);
     return;
@@ -81,7 +98,7 @@ async function shoot(page, name, again) {
   if (again) await again();
   const second = await lang();
   check(second !== first, `${name}: the language toggle left the page in ${first}`);
-  await page.screenshot({ path: file(second), fullPage: true });
+  await page.screenshot({ path: file(second), fullPage });
   await Promise.all([page.waitForNavigation(), page.locator("header form[action='/lang'] button").click()]);
   check((await lang()) === first, `${name}: toggling back did not return to ${first}`);
   console.log(`screenshots: ${file(first)} ${file(second)}`);
@@ -323,29 +340,172 @@ async function auditor(browser) {
   await context.close();
 }
 
+async function api(token, path, init = {}) {
+  const resp = await fetch(base + path, {
+    ...init,
+    headers: { authorization: `Bearer ${token}`, ...(init.headers || {}) },
+  });
+  if (!resp.ok) throw new Error(`${path}: ${resp.status} ${await resp.text()}`);
+  return resp.json();
+}
+
+/** Fails unless the page fits the phone's width: nothing to scroll sideways to. */
+async function fitsPhone(page, what) {
+  const [scroll, inner] = await page.evaluate(() => [document.documentElement.scrollWidth, window.innerWidth]);
+  check(scroll <= inner, `${what}: ${scroll} px wide on a ${inner} px screen (scrolls sideways)`);
+}
+
+async function tapHeight(locator, what) {
+  const box = await locator.boundingBox();
+  check(box && box.height >= 44, `${what}: a touch target ${box && box.height} px high, under 44`);
+}
+
+/** The inspector records two visits on the phone; the id of the finding the failing one opened. */
+async function inspectorVisits(browser) {
+  step = "the inspector's plan on a phone";
+  const { context, page } = await signIn(browser, tokens.inspector, "inspector");
+  check(page.url().endsWith("/inspect"), `the inspector landed on ${page.url()}, not /inspect`);
+  const plan = await api(tokens.inspector, "/api/v1/inspections/plan");
+  const cards = page.locator("ul.plan li.card[data-unit]");
+  check(plan.rows.length > 0, "the API's plan draws no unit");
+  check((await cards.count()) === plan.rows.length, `the page lists ${await cards.count()} units, the API's plan ${plan.rows.length}`);
+  check(Number(await page.locator("[data-due]").getAttribute("data-due")) === plan.due, "the due tally differs from the API's");
+  await fitsPhone(page, "/inspect");
+  await shoot(page, "inspect", undefined, false);
+
+  step = "the inspector records a failing visit";
+  const bus = plan.rows.find((r) => r.company === "city-bus" && r.status === "due");
+  const taxi = plan.rows.find((r) => r.company !== "city-bus" && r.status === "due");
+  check(bus && taxi, "the plan has no due unit of city-bus and of another company");
+  await Promise.all([page.waitForNavigation(), page.locator(`li.card[data-unit="${bus.unit}"] a.button`).first().click()]);
+  check((await page.locator("#unit").inputValue()) === bus.unit, `the form did not start with ${bus.unit}`);
+  await tapHeight(page.locator("label[for=fail-ads]"), "fail");
+  await tapHeight(page.locator("form.visit button[type=submit]"), "submit");
+  await page.click("label[for=fail-ads]");
+  await page.click("label[for=pass-atmosphere]");
+  await page.click("label[for=pass-cleanliness]");
+  await page.fill("#note-ads", "浏览器测试：屏幕不亮");
+  await page.setInputFiles("#photo-ads", { name: "dark.png", mimeType: "image/png", buffer: PNG });
+  await fitsPhone(page, "the visit form");
+  await page.locator("#visit").screenshot({ path: join(shots, "inspect-visit-form.phone.png") });
+  await Promise.all([page.waitForNavigation(), page.click("form.visit button[type=submit]")]);
+  const notice = (await page.locator("p.ok[role=status]").textContent().catch(() => "")) || "";
+  check(page.url().includes("findings=1"), `the visit did not open one finding: ${page.url()} ${notice}`);
+  step = "the inspector records a passing visit";
+  await page.goto(base + `/inspect?unit=${encodeURIComponent(taxi.unit)}`);
+  for (const item of ["ads", "atmosphere", "cleanliness"]) await page.click(`label[for=pass-${item}]`);
+  await Promise.all([page.waitForNavigation(), page.click("form.visit button[type=submit]")]);
+  check(page.url().includes("findings=0"), `the passing visit: ${page.url()}`);
+  const found = await api(tokens.inspector, `/api/v1/findings?unit=${encodeURIComponent(bus.unit)}`);
+  check(found.rows.length === 1 && found.rows[0].state === "open", `findings of ${bus.unit}: ${JSON.stringify(found.rows)}`);
+  check(found.rows[0].events[0].photos.length === 1, "the visit's photo is not on its finding");
+  console.log(`inspect: ${plan.rows.length} units planned, visits to ${bus.unit} (failed) and ${taxi.unit}`);
+  await context.close();
+  return found.rows[0].id;
+}
+
+/** city-bus sees and fixes the finding on a phone; a taxi company sees nothing of it. */
+async function companyFixes(browsers, id) {
+  step = "another company's inbox";
+  const other = await signIn(browsers.other, tokens.otherCompany, "company-taxi");
+  check(other.page.url().endsWith("/findings"), `a company landed on ${other.page.url()}`);
+  check((await other.page.locator(`[data-finding="${id}"]`).count()) === 0, "a taxi company sees city-bus's finding");
+  const resp = await other.page.goto(base + `/findings/${id}`);
+  check(resp.status() === 404, `another company's finding by its address: ${resp.status()}, not 404`);
+  await other.context.close();
+
+  step = "city-bus's inbox";
+  const { context, page } = await signIn(browsers.own, tokens.company, "company-bus");
+  const card = page.locator(`li.card[data-finding="${id}"]`);
+  check((await card.count()) === 1, "city-bus's inbox does not list its finding");
+  check((await card.locator("time").count()) === 1, "the finding shows no deadline");
+  await fitsPhone(page, "/findings");
+  await shoot(page, "findings-inbox", undefined, false);
+  await Promise.all([page.waitForNavigation(), card.locator("a").first().click()]);
+  await fitsPhone(page, "/findings/{id}");
+  await shoot(page, "finding-open");
+  step = "city-bus reports the fix";
+  await page.fill("#note", "浏览器测试：已更换屏幕");
+  await page.setInputFiles("#photo", { name: "fixed.png", mimeType: "image/png", buffer: PNG });
+  await tapHeight(page.locator("form.visit button[type=submit]"), "report fixed");
+  await Promise.all([page.waitForNavigation(), page.click("form.visit button[type=submit]")]);
+  check((await page.locator(`dl.finding[data-state=rectified]`).count()) === 1, `the fix was not taken: ${(await page.textContent("main")).slice(0, 300)}`);
+  check((await page.locator("img.photo").count()) >= 1, "the finding's page shows no photo");
+  await shoot(page, "finding-rectified");
+  await context.close();
+}
+
+async function inspectorCloses(browser, id) {
+  step = "the inspector's recheck";
+  const { context, page } = await signIn(browser, tokens.inspector, "inspector-recheck");
+  const card = page.locator(`li.card[data-finding="${id}"][data-state=rectified]`);
+  check((await card.count()) === 1, "the fix is not waiting for a recheck on /inspect");
+  await tapHeight(card.locator("button[value=closed]"), "close");
+  await Promise.all([page.waitForNavigation(), card.locator("button[value=closed]").click()]);
+  check(page.url().includes("state=closed"), `the recheck went to ${page.url()}`);
+  const f = await api(tokens.inspector, `/api/v1/findings/${id}`);
+  check(f.state === "closed", `after the recheck the API says ${f.state}`);
+  await context.close();
+}
+
+async function scorecard(browser) {
+  step = "the auditor's scorecard";
+  const { context, page } = await signIn(browser, tokens.auditor, "auditor-scorecards");
+  await Promise.all([page.waitForNavigation(), page.click("nav a[href='/scorecards']")]);
+  const month = await api(tokens.auditor, "/api/v1/scorecards");
+  const bus = month.rows.find((r) => r.company === "city-bus");
+  check(bus && bus.findings >= 1 && bus.fixed_on_time >= 1, `the API's city-bus card: ${JSON.stringify(bus)}`);
+  const row = page.locator(`tr[data-company="city-bus"]`);
+  for (const col of ["units", "inspections", "findings", "fixed_on_time", "overdue", "open"]) {
+    const shown = Number((await row.locator(`td[data-col=${col}]`).textContent()).trim());
+    check(shown === bus[col], `city-bus ${col}: the page says ${shown}, the API ${bus[col]}`);
+  }
+  const g = page.locator(`g.month[data-month="${month.month}"]`);
+  const sum = (k) => month.rows.reduce((s, r) => s + r[k], 0);
+  check(Number(await g.getAttribute("data-findings")) === sum("findings"), "the chart's findings differ from the API's");
+  check(Number(await g.getAttribute("data-fixed-on-time")) === sum("fixed_on_time"), "the chart's fixed-on-time differ");
+  const bar = await g.locator("rect.findings").boundingBox();
+  check(bar && bar.height > 0, "the month's findings bar is not drawn");
+  check((await page.locator("a[href*='format=csv']").count()) === 1, "/scorecards: no CSV link");
+  check((await page.locator("a[href*='format=xlsx']").count()) === 1, "/scorecards: no XLSX link");
+  console.log(`scorecard: ${month.month} city-bus findings ${bus.findings}, fixed on time ${bus.fixed_on_time}, page and API agree`);
+  await shoot(page, "scorecards");
+  await context.close();
+}
+
 async function main() {
   mkdirSync(shots, { recursive: true });
   const profile = mkdtempSync(join(tmpdir(), "civicast-chromium-"));
   // launchPersistentContext takes the profile directory (--user-data-dir); its contexts
   // would share cookies, so each account gets a fresh browser of its own on a fresh profile.
-  const launch = async (who) =>
+  const launch = async (who, viewport) =>
     chromium.launchPersistentContext(join(profile, who), {
       executablePath,
       headless: true,
       locale: "zh-CN",
+      ...(viewport ? { viewport, isMobile: true, hasTouch: true, deviceScaleFactor: 2 } : {}),
       args: ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--no-first-run"],
     });
   const asBrowser = (ctx) => ({ newContext: async () => ctx });
   const contexts = [];
   try {
-    const open = async (who) => {
-      const c = await launch(who);
+    const open = async (who, viewport) => {
+      const c = await launch(who, viewport);
       contexts.push(c);
       return asBrowser(c);
     };
-    const rev = await operatorA(await open("operator-a"));
-    await operatorB(await open("operator-b"), rev);
-    await auditor(await open("auditor"));
+    const only = (process.env.CIVICAST_BROWSER_STORIES || "ads,inspections").split(",");
+    if (only.includes("ads")) {
+      const rev = await operatorA(await open("operator-a"));
+      await operatorB(await open("operator-b"), rev);
+      await auditor(await open("auditor"));
+    }
+    if (only.includes("inspections")) {
+      const id = await inspectorVisits(await open("inspector", PHONE));
+      await companyFixes({ other: await open("company-taxi", PHONE), own: await open("company-bus", PHONE) }, id);
+      await inspectorCloses(await open("inspector-recheck", PHONE), id);
+      await scorecard(await open("auditor-scorecards"));
+    }
   } finally {
     for (const c of contexts) await c.close().catch(() => {});
     rmSync(profile, { recursive: true, force: true });

@@ -55,6 +55,41 @@ pub(crate) fn view(f: &Finding, now_ms: i64, tz: Tz) -> Value {
     })
 }
 
+/// Findings by (state, unit kind) at `now_ms`, an open one past its deadline as `overdue`;
+/// `open` and `overdue` are there for every kind, at 0 when none.
+pub(crate) fn count_by_state(
+    findings: &[Finding],
+    units: &crate::core::inspect::Units,
+    now_ms: i64,
+) -> std::collections::BTreeMap<(String, String), u64> {
+    use crate::core::inspect::units::Kind;
+    let mut out = std::collections::BTreeMap::new();
+    for k in Kind::ALL {
+        for s in ["open", "overdue"] {
+            out.insert((s.to_owned(), k.as_str().to_owned()), 0);
+        }
+    }
+    for f in findings {
+        let state = if f.overdue(now_ms) {
+            "overdue"
+        } else {
+            f.state().as_str()
+        };
+        let kind = units.get(&f.unit).map_or("unknown", |u| u.kind.as_str());
+        *out.entry((state.to_owned(), kind.to_owned())).or_insert(0) += 1;
+    }
+    out
+}
+
+/// Every finding counted as `/metrics` shows them.
+pub(crate) async fn tally(
+    st: &ApiState,
+) -> Result<std::collections::BTreeMap<(String, String), u64>, ApiError> {
+    let findings = st.store.findings(None).await?;
+    let now = st.clock.now().timestamp_millis();
+    Ok(count_by_state(&findings, &st.inspect.units, now))
+}
+
 /// The finding `id` as `who` may see it: a company's token finds only its own.
 async fn visible(st: &ApiState, who: &TokenRow, id: &str) -> Result<Finding, ApiError> {
     let company = scope(st, who).await?;
@@ -78,12 +113,12 @@ async fn visible(st: &ApiState, who: &TokenRow, id: &str) -> Result<Finding, Api
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ListParams {
-    state: Option<String>,
-    unit: Option<String>,
-    overdue: Option<bool>,
+    pub(crate) state: Option<String>,
+    pub(crate) unit: Option<String>,
+    pub(crate) overdue: Option<bool>,
 }
 
 /// `GET /api/v1/findings?state=&unit=&overdue=`: oldest first; a company's own only.
@@ -92,9 +127,18 @@ pub(crate) async fn list(
     Extension(who): Extension<TokenRow>,
     ApiQuery(p): ApiQuery<ListParams>,
 ) -> Result<Response, ApiError> {
+    Ok(Json(findings_answer(&st, &who, p).await?).into_response())
+}
+
+/// The answer of `GET /api/v1/findings` to `who`, for the route and the console alike.
+pub(crate) async fn findings_answer(
+    st: &ApiState,
+    who: &TokenRow,
+    p: ListParams,
+) -> Result<Value, ApiError> {
     let tz = st.shared.current().timezone;
     let now = st.clock.now().timestamp_millis();
-    let company = scope(&st, &who).await?;
+    let company = scope(st, who).await?;
     let state = p.state.as_deref().filter(|s| !s.is_empty());
     if let Some(s) = state {
         if !["proposed", "open", "rectified", "closed", "dismissed"].contains(&s) {
@@ -116,7 +160,9 @@ pub(crate) async fn list(
         .filter(|f| p.overdue.is_none_or(|o| f.overdue(now) == o))
         .map(|f| view(f, now, tz))
         .collect();
-    Ok(Json(json!({"company": company, "state": state, "unit": p.unit, "overdue": p.overdue, "rows": rows})).into_response())
+    Ok(
+        json!({"company": company, "state": state, "unit": p.unit, "overdue": p.overdue, "rows": rows}),
+    )
 }
 
 /// `GET /api/v1/findings/{id}`.
@@ -125,26 +171,34 @@ pub(crate) async fn show(
     Extension(who): Extension<TokenRow>,
     ApiPath(id): ApiPath,
 ) -> Result<Response, ApiError> {
-    let f = visible(&st, &who, &id).await?;
-    Ok(Json(view(
+    Ok(Json(finding_answer(&st, &who, &id).await?).into_response())
+}
+
+/// The answer of `GET /api/v1/findings/{id}` to `who`: 404 for another company's.
+pub(crate) async fn finding_answer(
+    st: &ApiState,
+    who: &TokenRow,
+    id: &str,
+) -> Result<Value, ApiError> {
+    let f = visible(st, who, id).await?;
+    Ok(view(
         &f,
         st.clock.now().timestamp_millis(),
         st.shared.current().timezone,
     ))
-    .into_response())
 }
 
 /// What the change routes take.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ChangeBody {
-    note: Option<String>,
+    pub(crate) note: Option<String>,
     #[serde(default)]
-    photos: Vec<String>,
+    pub(crate) photos: Vec<String>,
     /// RFC 3339: a new deadline (deadline, confirm, reopen).
-    deadline: Option<String>,
+    pub(crate) deadline: Option<String>,
     /// `closed` or `reopened` (recheck).
-    result: Option<String>,
+    pub(crate) result: Option<String>,
 }
 
 /// Appends the event `change` makes, once `core` allows it; the finding as it is then.
@@ -155,7 +209,7 @@ async fn apply(
     change: Change,
     b: ChangeBody,
     source: Option<&str>,
-) -> Result<Response, ApiError> {
+) -> Result<Value, ApiError> {
     let now = st.clock.now().timestamp_millis();
     let kind = f.allows(change, &who.name, now)?;
     for p in &b.photos {
@@ -191,9 +245,10 @@ async fn apply(
             ),
         ));
     }
+    tracing::info!(finding = %f.id, kind = kind.as_str(), by = %who.name, "finding changed");
     let mut f = f;
     f.events.push(e);
-    Ok(Json(view(&f, now, st.shared.current().timezone)).into_response())
+    Ok(view(&f, now, st.shared.current().timezone))
 }
 
 fn deadline_of(b: &ChangeBody) -> Result<Option<i64>, ApiError> {
@@ -210,12 +265,22 @@ pub(crate) async fn rectify(
     ApiPath(id): ApiPath,
     ApiBody(b): ApiBody,
 ) -> Result<Response, ApiError> {
-    let f = visible(&st, &who, &id).await?;
     let b: ChangeBody = body(&b)?;
+    Ok(Json(rectify_finding(&st, &who, &id, b).await?).into_response())
+}
+
+/// A company's fix of finding `id`, as `POST /api/v1/findings/{id}/rectify` takes it.
+pub(crate) async fn rectify_finding(
+    st: &ApiState,
+    who: &TokenRow,
+    id: &str,
+    b: ChangeBody,
+) -> Result<Value, ApiError> {
+    let f = visible(st, who, id).await?;
     if b.note.as_deref().is_none_or(|n| n.trim().is_empty()) {
         return Err(unprocessable("note", "say what was fixed"));
     }
-    apply(&st, &who, f, Change::Rectify, b, None).await
+    apply(st, who, f, Change::Rectify, b, None).await
 }
 
 /// `POST /api/v1/findings/{id}/recheck` (inspector): `result` closed or reopened.
@@ -225,8 +290,19 @@ pub(crate) async fn recheck(
     ApiPath(id): ApiPath,
     ApiBody(b): ApiBody,
 ) -> Result<Response, ApiError> {
-    let f = visible(&st, &who, &id).await?;
     let b: ChangeBody = body(&b)?;
+    Ok(Json(recheck_finding(&st, &who, &id, b).await?).into_response())
+}
+
+/// An inspector's recheck of finding `id` (`result` closed or reopened), as
+/// `POST /api/v1/findings/{id}/recheck` takes it.
+pub(crate) async fn recheck_finding(
+    st: &ApiState,
+    who: &TokenRow,
+    id: &str,
+    b: ChangeBody,
+) -> Result<Value, ApiError> {
+    let f = visible(st, who, id).await?;
     let change = match b.result.as_deref() {
         Some("closed") => Change::Close,
         Some("reopened") => Change::Reopen {
@@ -239,7 +315,7 @@ pub(crate) async fn recheck(
             ))
         }
     };
-    apply(&st, &who, f, change, b, None).await
+    apply(st, who, f, change, b, None).await
 }
 
 /// `POST /api/v1/findings/{id}/deadline` (inspector): a new deadline, in the future.
@@ -253,7 +329,10 @@ pub(crate) async fn deadline(
     let b: ChangeBody = body(&b)?;
     let d = deadline_of(&b)?
         .ok_or_else(|| unprocessable("deadline", "give the new deadline (RFC 3339)"))?;
-    apply(&st, &who, f, Change::Deadline { deadline_ms: d }, b, None).await
+    Ok(
+        Json(apply(&st, &who, f, Change::Deadline { deadline_ms: d }, b, None).await?)
+            .into_response(),
+    )
 }
 
 /// `POST /api/v1/findings/{id}/confirm` (inspector): a proposal handed over, with the item's
@@ -264,12 +343,22 @@ pub(crate) async fn confirm(
     ApiPath(id): ApiPath,
     ApiBody(b): ApiBody,
 ) -> Result<Response, ApiError> {
-    let f = visible(&st, &who, &id).await?;
     let b: ChangeBody = if b.is_empty() {
         ChangeBody::default()
     } else {
         body(&b)?
     };
+    Ok(Json(confirm_finding(&st, &who, &id, b).await?).into_response())
+}
+
+/// A proposal `id` handed over, as `POST /api/v1/findings/{id}/confirm` does it.
+pub(crate) async fn confirm_finding(
+    st: &ApiState,
+    who: &TokenRow,
+    id: &str,
+    b: ChangeBody,
+) -> Result<Value, ApiError> {
+    let f = visible(st, who, id).await?;
     let default = st
         .shared
         .inspect()
@@ -277,7 +366,7 @@ pub(crate) async fn confirm(
         .item(&f.item)
         .map_or(3 * 86_400_000, |i| i.deadline.as_millis() as i64);
     let d = deadline_of(&b)?.unwrap_or(st.clock.now().timestamp_millis() + default);
-    apply(&st, &who, f, Change::Confirm { deadline_ms: d }, b, None).await
+    apply(st, who, f, Change::Confirm { deadline_ms: d }, b, None).await
 }
 
 /// `POST /api/v1/findings/{id}/dismiss` (inspector): a proposal not handed over.
@@ -287,13 +376,23 @@ pub(crate) async fn dismiss(
     ApiPath(id): ApiPath,
     ApiBody(b): ApiBody,
 ) -> Result<Response, ApiError> {
-    let f = visible(&st, &who, &id).await?;
     let b: ChangeBody = if b.is_empty() {
         ChangeBody::default()
     } else {
         body(&b)?
     };
-    apply(&st, &who, f, Change::Dismiss, b, None).await
+    Ok(Json(dismiss_finding(&st, &who, &id, b).await?).into_response())
+}
+
+/// A proposal `id` not handed over, as `POST /api/v1/findings/{id}/dismiss` does it.
+pub(crate) async fn dismiss_finding(
+    st: &ApiState,
+    who: &TokenRow,
+    id: &str,
+    b: ChangeBody,
+) -> Result<Value, ApiError> {
+    let f = visible(st, who, id).await?;
+    apply(st, who, f, Change::Dismiss, b, None).await
 }
 
 /// Local day `d`'s bounds in `tz`.
@@ -382,7 +481,7 @@ pub(crate) async fn recheck_from_receipts(
         return Err(ApiError::new(StatusCode::CONFLICT, format!("display {display} has not met its cadence on each of the {} days after the fix: {}", recheck_days, short.join("; "))));
     }
     let note = format!("display {display} met its cadence on {}", days.join(", "));
-    apply(
+    let v = apply(
         &st,
         &who,
         f,
@@ -393,7 +492,8 @@ pub(crate) async fn recheck_from_receipts(
         },
         Some("receipts"),
     )
-    .await
+    .await?;
+    Ok(Json(v).into_response())
 }
 
 /// A proposed finding on `u`, whose display missed its cadence on `day` as `r` says.
@@ -446,13 +546,24 @@ pub(crate) async fn propose(
     ApiBody(b): ApiBody,
 ) -> Result<Response, ApiError> {
     let p: ProposeBody = body(&b)?;
+    let out = propose_findings(&st, &who, &p.day).await?;
+    Ok((StatusCode::CREATED, Json(out)).into_response())
+}
+
+/// The proposals from receipts for local day `day`, as `POST /api/v1/findings/propose`
+/// makes them; its answer.
+pub(crate) async fn propose_findings(
+    st: &ApiState,
+    who: &TokenRow,
+    day: &str,
+) -> Result<Value, ApiError> {
     let c = st.shared.current();
     let tz = c.timezone;
-    let day = NaiveDate::parse_from_str(&p.day, "%Y-%m-%d").map_err(|_| {
+    let day = NaiveDate::parse_from_str(day, "%Y-%m-%d").map_err(|_| {
         ApiError::field(
             StatusCode::BAD_REQUEST,
             "day",
-            format!("{:?} is not a date like 2026-11-27", p.day),
+            format!("{day:?} is not a date like 2026-11-27"),
         )
     })?;
     let (from, to) = day_bounds(day, tz);
@@ -489,7 +600,7 @@ pub(crate) async fn propose(
                     && f.item == item
                     && !matches!(f.state(), FindingState::Closed | FindingState::Dismissed)
             });
-            (!pending).then(|| proposal(r, u, &item, &who, at_ms, &day_s))
+            (!pending).then(|| proposal(r, u, &item, who, at_ms, &day_s))
         })
         .collect();
     st.store.add_findings(&new).await?;
@@ -497,19 +608,22 @@ pub(crate) async fn propose(
         .iter()
         .map(|f| view(f, now.timestamp_millis(), tz))
         .collect();
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({"day": day.to_string(), "rows": rows})),
-    )
-        .into_response())
+    Ok(json!({"day": day.to_string(), "rows": rows}))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ScoreParams {
-    month: Option<String>,
-    company: Option<String>,
-    format: Option<String>,
+    pub(crate) month: Option<String>,
+    pub(crate) company: Option<String>,
+    pub(crate) format: Option<String>,
+}
+
+/// What `GET /api/v1/scorecards` answers: the JSON, and the cards it was made of.
+pub(crate) struct ScoreAnswer {
+    pub(crate) json: Value,
+    pub(crate) month: String,
+    pub(crate) cards: Vec<scorecard::Scorecard>,
 }
 
 /// The month asked (default: the one `now` is in), and its bounds in `tz`.
@@ -575,11 +689,24 @@ pub(crate) async fn scorecards(
     headers: HeaderMap,
     ApiQuery(p): ApiQuery<ScoreParams>,
 ) -> Result<Response, ApiError> {
+    let a = scorecard_answer(&st, &who, &p).await?;
+    match crate::api::download::wanted(&headers, p.format.as_deref())? {
+        None => Ok(Json(a.json).into_response()),
+        Some(d) => scorecard_download(&st, a, d).await,
+    }
+}
+
+/// The scorecards `p` asks of `who` (a company's token: its own only).
+pub(crate) async fn scorecard_answer(
+    st: &ApiState,
+    who: &TokenRow,
+    p: &ScoreParams,
+) -> Result<ScoreAnswer, ApiError> {
     let c = st.shared.current();
     let tz = c.timezone;
     let now = st.clock.now();
     let (month, from, to) = month_bounds(p.month.as_deref(), now, tz)?;
-    let mine = scope(&st, &who).await?;
+    let mine = scope(st, who).await?;
     if let (Some(m), Some(asked)) = (&mine, &p.company) {
         if m != asked {
             return Err(ApiError::field(
@@ -633,23 +760,32 @@ pub(crate) async fn scorecards(
         })
         .collect();
     let month_s = format!("{:04}-{:02}", month.year(), month.month());
-    let answer = json!({"month": month_s, "company": only, "from": t(from.timestamp_millis(), tz), "to": t(to.timestamp_millis(), tz), "rows": cards});
-    match crate::api::download::wanted(&headers, p.format.as_deref())? {
-        None => Ok(Json(answer).into_response()),
-        Some(d) => {
-            let sheet = export::Sheet::new("scorecards", &COLUMNS, &answer, tz);
-            let rows = score_rows(&month_s, &cards);
-            crate::api::download::rows_download(
-                &st.heavy,
-                sheet,
-                rows,
-                |r: &Value| r.clone(),
-                Vec::new(),
-                d,
-            )
-            .await
-        }
-    }
+    let json = json!({"month": month_s, "company": only, "from": t(from.timestamp_millis(), tz), "to": t(to.timestamp_millis(), tz), "rows": cards});
+    Ok(ScoreAnswer {
+        json,
+        month: month_s,
+        cards,
+    })
+}
+
+/// The scorecards of `a` as a CSV or XLSX download, streamed as every report's.
+pub(crate) async fn scorecard_download(
+    st: &ApiState,
+    a: ScoreAnswer,
+    d: reports::Download,
+) -> Result<Response, ApiError> {
+    let tz = st.shared.current().timezone;
+    let sheet = export::Sheet::new("scorecards", &COLUMNS, &a.json, tz);
+    let rows = score_rows(&a.month, &a.cards);
+    crate::api::download::rows_download(
+        &st.heavy,
+        sheet,
+        rows,
+        |r: &Value| r.clone(),
+        Vec::new(),
+        d,
+    )
+    .await
 }
 
 const COLUMNS: [export::Column; 12] = [
@@ -684,4 +820,75 @@ fn score_rows(month: &str, cards: &[scorecard::Scorecard]) -> Vec<Value> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::inspect::units::{Kind, Unit, Units};
+
+    fn finding(id: &str, unit: &str, events: Vec<(EventKind, i64, Option<i64>)>) -> Finding {
+        Finding {
+            id: id.into(),
+            unit: unit.into(),
+            company: "city-bus".into(),
+            item: "ads".into(),
+            inspection: None,
+            display: None,
+            events: events
+                .into_iter()
+                .enumerate()
+                .map(|(i, (kind, at_ms, deadline_ms))| FindingEvent {
+                    seq: i as i64 + 1,
+                    kind,
+                    at_ms,
+                    by: "ins".into(),
+                    by_token: None,
+                    note: None,
+                    photos: vec![],
+                    deadline_ms,
+                    source: None,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn findings_are_counted_by_state_and_kind_an_open_one_past_its_deadline_as_overdue() {
+        let unit = |id: &str, kind| Unit {
+            id: id.into(),
+            kind,
+            company: "city-bus".into(),
+            display: None,
+            attrs: Default::default(),
+        };
+        let units = Units::new(vec![unit("b1", Kind::Bus), unit("s1", Kind::Station)]);
+        let now = 10_000;
+        let found = [
+            finding("late", "b1", vec![(EventKind::Opened, 0, Some(5_000))]),
+            finding("fresh", "b1", vec![(EventKind::Opened, 0, Some(20_000))]),
+            finding(
+                "fixed",
+                "s1",
+                vec![
+                    (EventKind::Opened, 0, Some(5_000)),
+                    (EventKind::Rectified, 4_000, None),
+                ],
+            ),
+            finding("gone", "nowhere", vec![(EventKind::Proposed, 0, None)]),
+        ];
+        let c = count_by_state(&found, &units, now);
+        let n = |s: &str, k: &str| c.get(&(s.to_owned(), k.to_owned())).copied();
+        assert_eq!(n("overdue", "bus"), Some(1));
+        assert_eq!(n("open", "bus"), Some(1));
+        assert_eq!(n("rectified", "station"), Some(1));
+        assert_eq!(n("proposed", "unknown"), Some(1));
+        assert_eq!(
+            n("open", "taxi"),
+            Some(0),
+            "every kind has its open and overdue series"
+        );
+        assert_eq!(n("overdue", "stop"), Some(0));
+        assert_eq!(c.values().sum::<u64>(), 4);
+    }
 }

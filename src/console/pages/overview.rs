@@ -9,7 +9,7 @@ use std::sync::Arc;
 use askama::Template;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 use super::super::i18n::key;
@@ -181,6 +181,15 @@ pub async fn page(
     }
     if c.viewer.is_none() {
         return Ok(signin::sign_in_page(&c, StatusCode::OK, ""));
+    }
+    // Inspectors and companies have no overview: their first page is their own work.
+    if !c.may(api::READERS) {
+        if c.may(api::inspect::PLAN_READERS) {
+            return Ok(Redirect::to("/inspect").into_response());
+        }
+        if c.may(api::inspect::FINDING_READERS) {
+            return Ok(Redirect::to("/findings").into_response());
+        }
     }
     c.require(api::READERS)?;
     let live = live_figures(&st).await.map_err(|e| c.api_failure(e))?;
