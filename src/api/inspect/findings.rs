@@ -87,7 +87,7 @@ pub(crate) async fn tally(
 ) -> Result<std::collections::BTreeMap<(String, String), u64>, ApiError> {
     let findings = st.store.findings(None).await?;
     let now = st.clock.now().timestamp_millis();
-    Ok(count_by_state(&findings, &st.inspect.units, now))
+    Ok(count_by_state(&findings, &st.shared.inspect().units, now))
 }
 
 /// The finding `id` as `who` may see it: a company's token finds only its own.

@@ -212,7 +212,7 @@ async fn page_of<'a>(
     let proposed = f::findings_answer(st, &v, state("proposed"))
         .await
         .map_err(fail)?;
-    let setup = &st.inspect;
+    let setup = st.shared.inspect();
     Ok(InspectPage {
         c,
         week: text(&plan["week"]),

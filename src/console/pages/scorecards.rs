@@ -180,7 +180,8 @@ pub async fn page(
         format: None,
     };
     let mut companies: Vec<String> = st
-        .inspect
+        .shared
+        .inspect()
         .units
         .list
         .iter()
