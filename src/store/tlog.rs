@@ -356,15 +356,20 @@ impl Db {
 
     /// Every leaf's member index, with its leaf hash, in leaf order.
     pub async fn log_leaves(&self) -> Result<Vec<StoredLeaf>> {
+        self.log_leaves_in(0, i64::MAX as u64).await
+    }
+
+    /// The leaves [lo, hi) with their member indexes and leaf hashes, in leaf order; a
+    /// leaf whose hash is not stored has none.
+    pub async fn log_leaves_in(&self, lo: u64, hi: u64) -> Result<Vec<StoredLeaf>> {
         // A leaf hash's stored index is a function of the leaf index that SQL does not
         // compute portably: the members first, then their hashes.
-        let sql = "SELECT idx, members FROM log_leaves ORDER BY idx";
-        let rows: Vec<(i64, Vec<u8>)> = on_db!(self, sql, |q, p| {
-            let rows = q.fetch_all(p).await?;
-            rows.iter()
-                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-                .collect::<std::result::Result<Vec<_>, sqlx::Error>>()?
-        });
+        let rows: Vec<(i64, Vec<u8>)> = self
+            .log_members(lo, hi)
+            .await?
+            .into_iter()
+            .map(|(i, m)| (i as i64, m))
+            .collect();
         let idx: Vec<u64> = rows
             .iter()
             .map(|(i, _)| tlog_tiles::stored_hash_index(0, *i as u64))
@@ -432,6 +437,25 @@ impl Db {
             }
         });
         Ok(out)
+    }
+
+    /// How many receipts are stored (raw and, on PostgreSQL, packed): of plays after
+    /// `before_play`, and of plays up to it.
+    pub async fn log_receipt_counts(&self, before_play: i64) -> Result<(u64, u64)> {
+        let from = match self {
+            Db::Sqlite(_) => "receipts",
+            Db::Postgres(_) => "receipts_all",
+        };
+        let sql = format!(
+            "SELECT CAST(COUNT(*) AS BIGINT),
+                    CAST(COALESCE(SUM(CASE WHEN play > ? THEN 0 ELSE 1 END), 0) AS BIGINT)
+             FROM {from}"
+        );
+        let (all, before): (i64, i64) = on_db!(self, &sql, |q, p| {
+            let r = q.bind(before_play).fetch_one(p).await?;
+            (r.try_get(0)?, r.try_get(1)?)
+        });
+        Ok(((all - before) as u64, before as u64))
     }
 
     /// Play ids and issue times by play key, and display names by key: what a deleted
