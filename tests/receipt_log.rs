@@ -3,7 +3,8 @@
 //! or inserted with plain SQL is named by the live check (the library call and `civicast
 //! audit verify`); a bundle verifies offline and fails when any one byte of it changes;
 //! packed days on PostgreSQL still verify and pruned receipts are reported as pruned; a
-//! witness refuses a forked checkpoint.
+//! witness refuses a forked checkpoint; the names a batch carries from the ingest are what
+//! is logged.
 //!
 //! PostgreSQL runs when `CIVICAST_TEST_PG` names a database (each test in its own schema).
 
@@ -423,6 +424,47 @@ async fn pruned_receipts_are_reported_as_pruned(db: Db, _url: String) {
     assert_eq!(out.before_log, 1, "{out:?}");
 }
 
+/// The names the ingest hands over with a batch are what the log records: with every name
+/// given, with only the displays', or with none (read in the commit), the stored root is
+/// the RFC 6962 root (an independent implementation) of the leaves an auditor encodes from
+/// the receipts, and the live check finds every receipt valid.
+async fn names_passed_with_a_batch_are_logged(db: Db, _url: String) {
+    use civicast::core::tlog::{encode_leaf, LogReceipt};
+    let k = city(&db).await;
+    let names = ["bus-1", "bus-2", "bus-3", "taxi-1"];
+    let mut tree = ct_merkle::CtMerkleTree::<sha2::Sha256, Vec<u8>>::new();
+    for (b, play) in k.plays.iter().enumerate() {
+        let mut batch = Batch::default();
+        let mut logged = Vec::new();
+        for (i, d) in k.devices.iter().enumerate().rev() {
+            batch.receipts.push(receipt(*d, play, 1_000 + i as i64));
+            match b {
+                0 => batch.names.note(*d, names[i], play.key, &play.play_id),
+                1 => {
+                    batch.names.devices.insert(*d, names[i].to_string());
+                }
+                _ => {}
+            }
+            logged.push(LogReceipt {
+                device: names[i].into(),
+                play_id: play.play_id.clone(),
+                started_ms: play.issued_ms + 1_000 + i as i64,
+                duration_ms: 15_000,
+                status: 0,
+            });
+        }
+        db.commit_batch(&batch).await.expect("commit");
+        logged.sort();
+        tree.push(encode_leaf(&logged));
+    }
+    let head = db.log_head().await.expect("head");
+    assert_eq!(head.size, 3);
+    assert_eq!(head.root.0.as_slice(), tree.root().as_bytes().as_slice());
+    let out = live::verify_live(&db, None).await.expect("verify");
+    assert!(out.ok(), "{:?} {:?}", out.findings, out.tree_problems);
+    assert_eq!(out.valid, 12, "{out:?}");
+}
+
 macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {$(
         mod $name {
@@ -444,6 +486,7 @@ both_backends!(
     bundles_verify_offline_and_fail_on_any_byte,
     the_witness_refuses_a_fork,
     pruned_receipts_are_reported_as_pruned,
+    names_passed_with_a_batch_are_logged,
 );
 
 /// Packed days (PostgreSQL) verify as raw ones do.

@@ -14,7 +14,9 @@ use std::path::Path;
 use std::time::Instant;
 
 use civicast::core::wire::Status;
-use civicast::store::{Batch, Db, DeviceRow, NewPlay, PgStore, ReceiptRow, SqliteStore, Store};
+use civicast::store::{
+    Batch, Db, DeviceRow, Keys, NewPlay, PgStore, ReceiptRow, SqliteStore, Store,
+};
 
 pub struct LogOptions {
     pub displays: usize,
@@ -29,6 +31,8 @@ pub struct LogRun {
     pub secs: f64,
     pub log_bytes: i64,
     pub leaves: u64,
+    /// Each `log_*` table and index with its bytes.
+    pub log_tables: Vec<(String, i64)>,
 }
 
 #[derive(Debug)]
@@ -59,89 +63,132 @@ async fn open(dir: &Path, name: &str, pg: Option<&str>, log: bool) -> anyhow::Re
     Ok(db)
 }
 
-/// Displays and plays; the receipts of each round, batched.
-async fn load(db: &Db, o: &LogOptions) -> anyhow::Result<LogRun> {
+/// One database of the scenario, with what its rounds need.
+struct Side {
+    db: Db,
+    keys: Keys,
+    slogan: i64,
+    run: LogRun,
+}
+
+/// The displays (feeds of `feed_size`) and their feeds' names.
+fn inventory(o: &LogOptions) -> (Vec<DeviceRow>, Vec<String>) {
     let feeds = o.displays.div_ceil(o.feed_size.max(1));
     let feed_names: Vec<String> = (0..feeds).map(|f| format!("feed-{f}")).collect();
-    let devices: Vec<DeviceRow> = (0..o.displays)
+    let devices = (0..o.displays)
         .map(|i| DeviceRow {
             name: format!("bus-{i:07}"),
             class: "bus_led".into(),
             feeds: vec![feed_names[i / o.feed_size.max(1)].clone()],
         })
         .collect();
-    let t0 = 1_764_547_200_000i64;
-    let keys = db.sync_inventory(&devices, &feed_names, t0).await?;
-    let slogan = db.slogan_key("bench", 1, "s").await?;
-    let mut run = LogRun::default();
-    for round in 0..o.rounds {
-        let issued = t0 + round as i64 * 180_000;
-        let mut plays = Vec::with_capacity(feeds);
-        for (f, name) in feed_names.iter().enumerate() {
-            let id = format!("r{round}-f{f}");
-            let p = NewPlay {
-                play_id: id.clone(),
-                feed: Some(keys.feeds[name]),
-                device: None,
-                slogan,
-                issued_ms: issued,
-                expires_ms: issued + 180_000,
-                members: o.feed_size as i64,
-            };
-            let key = db.record_play(&p, None).await?;
-            plays.push((key, keys.feeds[name]));
-        }
-        let receipts: Vec<ReceiptRow> = devices
-            .iter()
-            .enumerate()
-            .map(|(i, d)| {
-                let (play, feed) = plays[i / o.feed_size.max(1)];
-                ReceiptRow {
-                    device: keys.devices[&d.name],
-                    play,
-                    started_ms: issued + 1_000 + (i % 2_000) as i64,
-                    duration_ms: 15_000,
-                    status: Status::Played,
-                    slogan,
-                    feed,
-                }
-            })
-            .collect();
-        let t = Instant::now();
-        for chunk in receipts.chunks(o.batch.max(1)) {
-            let out = db
-                .commit_batch(&Batch {
-                    receipts: chunk.to_vec(),
-                    ..Batch::default()
-                })
-                .await?;
-            run.receipts += out.stored as u64;
-        }
-        run.secs += t.elapsed().as_secs_f64();
-    }
-    run.leaves = db.log_head().await?.size;
-    run.log_bytes = log_bytes(db).await?;
-    Ok(run)
+    (devices, feed_names)
 }
 
-/// Every `log_*` table with its indexes.
-async fn log_bytes(db: &Db) -> anyhow::Result<i64> {
+const T0: i64 = 1_764_547_200_000;
+
+async fn prepare(db: Db, devices: &[DeviceRow], feed_names: &[String]) -> anyhow::Result<Side> {
+    let keys = db.sync_inventory(devices, feed_names, T0).await?;
+    let slogan = db.slogan_key("bench", 1, "s").await?;
+    Ok(Side {
+        db,
+        keys,
+        slogan,
+        run: LogRun::default(),
+    })
+}
+
+/// One round: every display answers its feed's play, in batches carrying their names as
+/// the ingest worker gathers them; only the commits (and the batches' making) are timed.
+async fn round(
+    side: &mut Side,
+    o: &LogOptions,
+    round: usize,
+    devices: &[DeviceRow],
+    feed_names: &[String],
+) -> anyhow::Result<()> {
+    let issued = T0 + round as i64 * 180_000;
+    let mut plays = Vec::with_capacity(feed_names.len());
+    for (f, name) in feed_names.iter().enumerate() {
+        let p = NewPlay {
+            play_id: format!("r{round}-f{f}"),
+            feed: Some(side.keys.feeds[name]),
+            device: None,
+            slogan: side.slogan,
+            issued_ms: issued,
+            expires_ms: issued + 180_000,
+            members: o.feed_size as i64,
+        };
+        let key = side.db.record_play(&p, None).await?;
+        plays.push((key, side.keys.feeds[name], p.play_id));
+    }
+    let receipts: Vec<(ReceiptRow, &str, &str)> = devices
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let (play, feed, play_id) = &plays[i / o.feed_size.max(1)];
+            let row = ReceiptRow {
+                device: side.keys.devices[&d.name],
+                play: *play,
+                started_ms: issued + 1_000 + (i % 2_000) as i64,
+                duration_ms: 15_000,
+                status: Status::Played,
+                slogan: side.slogan,
+                feed: *feed,
+            };
+            (row, d.name.as_str(), play_id.as_str())
+        })
+        .collect();
+    let t = Instant::now();
+    for chunk in receipts.chunks(o.batch.max(1)) {
+        let mut batch = Batch {
+            receipts: Vec::with_capacity(chunk.len()),
+            ..Batch::default()
+        };
+        for (r, device, play_id) in chunk {
+            batch.names.note(r.device, device, r.play, play_id);
+            batch.receipts.push(r.clone());
+        }
+        let out = side.db.commit_batch(&batch).await?;
+        side.run.receipts += out.stored as u64;
+    }
+    side.run.secs += t.elapsed().as_secs_f64();
+    Ok(())
+}
+
+async fn finish(side: &mut Side) -> anyhow::Result<()> {
+    side.run.leaves = side.db.log_head().await?.size;
+    side.run.log_tables = log_tables(&side.db).await?;
+    side.run.log_bytes = side.run.log_tables.iter().map(|(_, b)| b).sum();
+    Ok(())
+}
+
+/// Every `log_*` table and each of its indexes, by name, with its bytes.
+async fn log_tables(db: &Db) -> anyhow::Result<Vec<(String, i64)>> {
     Ok(match db {
         Db::Sqlite(s) => {
-            sqlx::query_scalar(
-                "SELECT CAST(COALESCE(SUM(d.pgsize), 0) AS INTEGER) FROM dbstat d
-             JOIN sqlite_schema o ON o.name = d.name WHERE o.tbl_name LIKE 'log\\_%' ESCAPE '\\'",
+            sqlx::query_as(
+                "SELECT d.name, CAST(SUM(d.pgsize) AS INTEGER) FROM dbstat d
+                 JOIN sqlite_schema o ON o.name = d.name
+                 WHERE o.tbl_name LIKE 'log\\_%' ESCAPE '\\' GROUP BY d.name ORDER BY d.name",
             )
-            .fetch_one(s.pool())
+            .fetch_all(s.pool())
             .await?
         }
         Db::Postgres(s) => {
-            sqlx::query_scalar(
-                "SELECT CAST(COALESCE(SUM(pg_total_relation_size(c.oid)), 0) AS BIGINT)
-             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-             WHERE c.relkind = 'r' AND c.relname LIKE 'log\\_%' AND n.nspname = current_schema()",
+            // A table's own size counts its TOAST and free-space maps; its indexes apart.
+            sqlx::query_as(
+                "SELECT c.relname::text, pg_table_size(c.oid) FROM pg_class c
+                 JOIN pg_namespace n ON n.oid = c.relnamespace
+                 WHERE c.relkind = 'r' AND c.relname LIKE 'log\\_%' AND n.nspname = current_schema()
+                 UNION ALL
+                 SELECT i.relname::text, pg_relation_size(i.oid) FROM pg_index x
+                 JOIN pg_class c ON c.oid = x.indrelid JOIN pg_class i ON i.oid = x.indexrelid
+                 JOIN pg_namespace n ON n.oid = c.relnamespace
+                 WHERE c.relname LIKE 'log\\_%' AND n.nspname = current_schema()
+                 ORDER BY 1",
             )
-            .fetch_one(s.pool())
+            .fetch_all(s.pool())
             .await?
         }
     })
@@ -155,26 +202,42 @@ async fn drop_schema(db: &Db) {
     }
 }
 
-/// Runs both loads (without the log first, so that a warm cache favours the log's run no
-/// more than the baseline's), then `audit verify` over the logged one.
+/// Runs both loads round by round, interleaved (the baseline first in even rounds, the
+/// log first in odd ones), so that the shared machine's load shifts weigh on both alike;
+/// then `audit verify` over the logged one.
 pub async fn receipt_log(
     dir: &Path,
     pg: Option<&str>,
     o: &LogOptions,
 ) -> anyhow::Result<LogReport> {
-    let base = open(dir, "without", pg, false).await?;
-    let without_log = load(&base, o).await?;
-    drop_schema(&base).await;
-    let db = open(dir, "with", pg, true).await?;
-    let with_log = load(&db, o).await?;
+    let (devices, feed_names) = inventory(o);
+    let mut base = prepare(
+        open(dir, "without", pg, false).await?,
+        &devices,
+        &feed_names,
+    )
+    .await?;
+    let mut with = prepare(open(dir, "with", pg, true).await?, &devices, &feed_names).await?;
+    for r in 0..o.rounds {
+        let (first, second) = if r % 2 == 0 {
+            (&mut base, &mut with)
+        } else {
+            (&mut with, &mut base)
+        };
+        round(first, o, r, &devices, &feed_names).await?;
+        round(second, o, r, &devices, &feed_names).await?;
+    }
+    finish(&mut base).await?;
+    finish(&mut with).await?;
+    drop_schema(&base.db).await;
     let t = Instant::now();
-    let v = civicast::receipt_log::live::verify_live(&db, None).await?;
+    let v = civicast::receipt_log::live::verify_live(&with.db, None).await?;
     let verify_secs = t.elapsed().as_secs_f64();
-    drop_schema(&db).await;
-    let verify_ok = v.ok() && v.valid == with_log.receipts;
+    drop_schema(&with.db).await;
+    let verify_ok = v.ok() && v.valid == with.run.receipts;
     Ok(LogReport {
-        with_log,
-        without_log,
+        with_log: with.run,
+        without_log: base.run,
         verify_secs,
         verify_ok,
     })
@@ -201,6 +264,12 @@ pub fn print_receipt_log(o: &LogOptions, r: &LogReport) {
         r.with_log.log_bytes,
         r.with_log.log_bytes as f64 / r.with_log.receipts.max(1) as f64
     );
+    for (name, bytes) in &r.with_log.log_tables {
+        println!(
+            "    {name}: {bytes} bytes, {:.3} per receipt",
+            *bytes as f64 / r.with_log.receipts.max(1) as f64
+        );
+    }
     println!(
         "  audit verify: {:.2} s, {}",
         r.verify_secs,

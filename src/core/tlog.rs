@@ -38,19 +38,24 @@ pub struct LogReceipt {
 }
 
 impl LogReceipt {
-    /// The canonical encoding of one receipt inside a leaf: u16 length + UTF-8 device id,
-    /// u16 length + UTF-8 play id, i64 start (ms since the epoch), i64 duration (ms), u8
-    /// status; integers big-endian. Ids are at most 64 bytes (contract), so u16 fits.
+    /// The same receipt with its names borrowed.
+    pub fn as_ref(&self) -> ReceiptRef<'_> {
+        ReceiptRef {
+            device: &self.device,
+            play_id: &self.play_id,
+            started_ms: self.started_ms,
+            duration_ms: self.duration_ms,
+            status: self.status,
+        }
+    }
+
+    /// The canonical encoding of one receipt inside a leaf ([`ReceiptRef::encode_into`]).
     pub fn encode_into(&self, out: &mut Vec<u8>) {
-        put_str(out, &self.device);
-        put_str(out, &self.play_id);
-        out.extend_from_slice(&self.started_ms.to_be_bytes());
-        out.extend_from_slice(&self.duration_ms.to_be_bytes());
-        out.push(self.status);
+        self.as_ref().encode_into(out);
     }
 
     pub fn encoded_len(&self) -> usize {
-        2 + self.device.len() + 2 + self.play_id.len() + 8 + 8 + 1
+        self.as_ref().encoded_len()
     }
 
     /// One byte of SHA-256 over the receipt's encoding: the member index keeps it, so an
@@ -59,6 +64,35 @@ impl LogReceipt {
         let mut buf = Vec::with_capacity(self.encoded_len());
         self.encode_into(&mut buf);
         Sha256::digest(&buf)[0]
+    }
+}
+
+/// A receipt as the log records it, its names borrowed: a commit encodes its batch from
+/// the names it already holds instead of copying two strings a receipt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReceiptRef<'a> {
+    pub device: &'a str,
+    pub play_id: &'a str,
+    pub started_ms: i64,
+    pub duration_ms: i64,
+    /// 0 played, 1 skipped, 2 expired, 3 failed.
+    pub status: u8,
+}
+
+impl ReceiptRef<'_> {
+    /// The canonical encoding of one receipt inside a leaf: u16 length + UTF-8 device id,
+    /// u16 length + UTF-8 play id, i64 start (ms since the epoch), i64 duration (ms), u8
+    /// status; integers big-endian. Ids are at most 64 bytes (contract), so u16 fits.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        put_str(out, self.device);
+        put_str(out, self.play_id);
+        out.extend_from_slice(&self.started_ms.to_be_bytes());
+        out.extend_from_slice(&self.duration_ms.to_be_bytes());
+        out.push(self.status);
+    }
+
+    pub fn encoded_len(&self) -> usize {
+        2 + self.device.len() + 2 + self.play_id.len() + 8 + 8 + 1
     }
 }
 
@@ -158,6 +192,14 @@ pub struct KeyedReceipt {
     pub receipt: LogReceipt,
 }
 
+/// [`KeyedReceipt`] with its names borrowed, as a commit builds it.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyedRef<'a> {
+    pub device: i64,
+    pub play: i64,
+    pub receipt: ReceiptRef<'a>,
+}
+
 /// A leaf about to be appended: its data, and the member index that finds its receipts.
 #[derive(Debug, Clone)]
 pub struct NewLeaf {
@@ -168,9 +210,22 @@ pub struct NewLeaf {
 
 /// Splits a batch's stored receipts into leaves: sorted by (device, play_id), cut before a
 /// leaf would pass [`MAX_LEAF_BYTES`].
-pub fn batch_leaves(mut receipts: Vec<KeyedReceipt>) -> Vec<NewLeaf> {
+pub fn batch_leaves(receipts: Vec<KeyedReceipt>) -> Vec<NewLeaf> {
+    let mut refs: Vec<KeyedRef<'_>> = receipts
+        .iter()
+        .map(|r| KeyedRef {
+            device: r.device,
+            play: r.play,
+            receipt: r.receipt.as_ref(),
+        })
+        .collect();
+    batch_leaves_of(&mut refs)
+}
+
+/// [`batch_leaves`] over borrowed receipts; sorts `receipts` in place.
+pub fn batch_leaves_of(receipts: &mut [KeyedRef<'_>]) -> Vec<NewLeaf> {
     receipts.sort_unstable_by(|a, b| {
-        (&a.receipt.device, &a.receipt.play_id).cmp(&(&b.receipt.device, &b.receipt.play_id))
+        (a.receipt.device, a.receipt.play_id).cmp(&(b.receipt.device, b.receipt.play_id))
     });
     let mut out = Vec::new();
     let mut start = 0;
@@ -178,21 +233,21 @@ pub fn batch_leaves(mut receipts: Vec<KeyedReceipt>) -> Vec<NewLeaf> {
     for (i, r) in receipts.iter().enumerate() {
         let n = r.receipt.encoded_len();
         if size + n > MAX_LEAF_BYTES && i > start {
-            out.push(leaf_of(&receipts[start..i]));
+            out.push(leaf_of(&receipts[start..i], size));
             start = i;
             size = 5;
         }
         size += n;
     }
     if start < receipts.len() {
-        out.push(leaf_of(&receipts[start..]));
+        out.push(leaf_of(&receipts[start..], size));
     }
     out
 }
 
-fn leaf_of(rs: &[KeyedReceipt]) -> NewLeaf {
+/// One leaf of `len` bytes from `rs`, in their order.
+fn leaf_of(rs: &[KeyedRef<'_>], len: usize) -> NewLeaf {
     // One encoding: each receipt's fingerprint is taken over its bytes inside the leaf.
-    let len = 5 + rs.iter().map(|r| r.receipt.encoded_len()).sum::<usize>();
     let mut data = Vec::with_capacity(len);
     data.push(LEAF_VERSION);
     data.extend_from_slice(&(rs.len() as u32).to_be_bytes());

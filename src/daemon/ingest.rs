@@ -135,7 +135,10 @@ impl Ingest {
         match self.topics.classify(&topic) {
             Some(TopicKind::Receipt(dev)) => {
                 match self.receipt(dev, &msg.payload, now_ms).await {
-                    Verdict::Counted(row) => g.batch.receipts.push(row),
+                    Verdict::Counted(row, play_id) => {
+                        g.batch.names.note(row.device, dev, row.play, &play_id);
+                        g.batch.receipts.push(row);
+                    }
                     Verdict::Rejected(r) => {
                         debug!(device = dev, reason = r.as_str(), "receipt rejected");
                         g.batch.rejects.push((r, now_ms.div_euclid(86_400_000)));
@@ -190,7 +193,7 @@ impl Ingest {
             retention_ms: self.shared.retention_ms(),
         };
         match receipt::decide(&r, &play, &cx) {
-            Ok(row) => Verdict::Counted(row),
+            Ok(row) => Verdict::Counted(row, play.play_id),
             Err(reject) => Verdict::Rejected(reject),
         }
     }
@@ -221,7 +224,8 @@ impl Ingest {
 
 /// What becomes of one receipt.
 enum Verdict {
-    Counted(ReceiptRow),
+    /// Counted, with its play's id (the receipt log records it).
+    Counted(ReceiptRow, String),
     Rejected(Reject),
     /// Neither: the daemon stopped before it could tell (its database did not answer).
     Unanswered,

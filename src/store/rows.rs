@@ -55,6 +55,27 @@ pub struct Batch {
     pub receipts: Vec<ReceiptRow>,
     pub rejects: Vec<(Reject, i64)>,
     pub presence: Vec<PresenceEvent>,
+    /// The names of the receipts' keys, as the ingest knew them: the receipt log records
+    /// names, and reading them back inside the commit was most of the log's cost. A key
+    /// missing here is read from the store.
+    pub names: KeyNames,
+}
+
+/// Display names and play ids by store key.
+#[derive(Debug, Clone, Default)]
+pub struct KeyNames {
+    pub devices: HashMap<i64, String>,
+    pub plays: HashMap<i64, String>,
+}
+
+impl KeyNames {
+    /// Notes the names of one receipt's display and play (each key once).
+    pub fn note(&mut self, device: i64, name: &str, play: i64, play_id: &str) {
+        self.devices
+            .entry(device)
+            .or_insert_with(|| name.to_owned());
+        self.plays.entry(play).or_insert_with(|| play_id.to_owned());
+    }
 }
 
 impl Batch {

@@ -13,10 +13,10 @@ use std::collections::HashMap;
 
 use sqlx::{PgConnection, Row, SqliteConnection};
 
-use super::{Db, ReceiptRow, Result, StoreError};
+use super::{Db, KeyNames, ReceiptRow, Result, StoreError};
 use crate::core::tlog::{
-    append_leaves, batch_leaves, Appended, Hash, KeyedReceipt, LogReceipt, StoredLeaf,
-    StoredReceipt, TreeState,
+    append_leaves, batch_leaves_of, Appended, Hash, KeyedRef, LogReceipt, NewLeaf, ReceiptRef,
+    StoredLeaf, StoredReceipt, TreeState,
 };
 
 fn hash_of(b: &[u8]) -> Result<Hash> {
@@ -35,21 +35,26 @@ fn tree_of(size: i64, edge: &[u8]) -> Result<TreeState> {
     })
 }
 
-fn keyed(
+/// The batch's receipts as the log records them, named from `known` (what the ingest
+/// passed) or else from `fetched` (read in the commit).
+fn keyed<'a>(
     stored: &[&ReceiptRow],
-    devices: &HashMap<i64, String>,
-    plays: &HashMap<i64, String>,
-) -> Result<Vec<KeyedReceipt>> {
+    known: &'a KeyNames,
+    fetched: &'a KeyNames,
+) -> Result<Vec<KeyedRef<'a>>> {
+    let name = |m: &'a HashMap<i64, String>, f: &'a HashMap<i64, String>, k: i64| {
+        m.get(&k).or_else(|| f.get(&k)).map(String::as_str)
+    };
     stored
         .iter()
         .map(|r| {
-            let device = devices.get(&r.device).cloned();
-            let play_id = plays.get(&r.play).cloned();
+            let device = name(&known.devices, &fetched.devices, r.device);
+            let play_id = name(&known.plays, &fetched.plays, r.play);
             match (device, play_id) {
-                (Some(device), Some(play_id)) => Ok(KeyedReceipt {
+                (Some(device), Some(play_id)) => Ok(KeyedRef {
                     device: r.device,
                     play: r.play,
-                    receipt: LogReceipt {
+                    receipt: ReceiptRef {
                         device,
                         play_id,
                         started_ms: r.started_ms,
@@ -66,9 +71,18 @@ fn keyed(
         .collect()
 }
 
-fn key_list(stored: &[&ReceiptRow]) -> (Vec<i64>, Vec<i64>) {
-    let mut d: Vec<i64> = stored.iter().map(|r| r.device).collect();
-    let mut p: Vec<i64> = stored.iter().map(|r| r.play).collect();
+/// The display and play keys of `stored` that `known` does not name, each once.
+fn missing_keys(stored: &[&ReceiptRow], known: &KeyNames) -> (Vec<i64>, Vec<i64>) {
+    let mut d: Vec<i64> = stored
+        .iter()
+        .map(|r| r.device)
+        .filter(|k| !known.devices.contains_key(k))
+        .collect();
+    let mut p: Vec<i64> = stored
+        .iter()
+        .map(|r| r.play)
+        .filter(|k| !known.plays.contains_key(k))
+        .collect();
     d.sort_unstable();
     d.dedup();
     p.sort_unstable();
@@ -76,32 +90,61 @@ fn key_list(stored: &[&ReceiptRow]) -> (Vec<i64>, Vec<i64>) {
     (d, p)
 }
 
+/// The leaves of a batch, computed before the tree state is read (and, on PostgreSQL,
+/// locked): hashing does not depend on it.
+fn new_leaves(
+    stored: &[&ReceiptRow],
+    known: &KeyNames,
+    fetched: &KeyNames,
+) -> Result<Vec<NewLeaf>> {
+    let mut refs = keyed(stored, known, fetched)?;
+    Ok(batch_leaves_of(&mut refs))
+}
+
+fn names_of(rows: Vec<(i64, i64, String)>) -> KeyNames {
+    let mut out = KeyNames::default();
+    for (kind, id, name) in rows {
+        if kind == 0 {
+            &mut out.devices
+        } else {
+            &mut out.plays
+        }
+        .insert(id, name);
+    }
+    out
+}
+
 /// Appends the batch's stored receipts to the log, in the batch's SQLite transaction.
-pub(super) async fn sqlite_append(c: &mut SqliteConnection, stored: &[&ReceiptRow]) -> Result<()> {
+pub(super) async fn sqlite_append(
+    c: &mut SqliteConnection,
+    stored: &[&ReceiptRow],
+    known: &KeyNames,
+) -> Result<()> {
     if stored.is_empty() {
         return Ok(());
     }
-    let (d, p) = key_list(stored);
-    let json = |v: &[i64]| serde_json::to_string(v).unwrap_or_else(|_| "[]".into());
-    let rows = sqlx::query(
-        "SELECT 0, id, name FROM devices WHERE id IN (SELECT value FROM json_each(?1))
-         UNION ALL SELECT 1, id, play_id FROM plays WHERE id IN (SELECT value FROM json_each(?2))",
-    )
-    .bind(json(&d))
-    .bind(json(&p))
-    .fetch_all(&mut *c)
-    .await?;
-    let (mut devices, mut plays) = (HashMap::new(), HashMap::new());
-    for r in rows {
-        let (kind, id, name): (i64, i64, String) = (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
-        if kind == 0 { &mut devices } else { &mut plays }.insert(id, name);
-    }
+    let (d, p) = missing_keys(stored, known);
+    let fetched = if d.is_empty() && p.is_empty() {
+        KeyNames::default()
+    } else {
+        let json = |v: &[i64]| serde_json::to_string(v).unwrap_or_else(|_| "[]".into());
+        let rows: Vec<(i64, i64, String)> = sqlx::query_as(
+            "SELECT 0, id, name FROM devices WHERE id IN (SELECT value FROM json_each(?1))
+             UNION ALL SELECT 1, id, play_id FROM plays WHERE id IN (SELECT value FROM json_each(?2))",
+        )
+        .bind(json(&d))
+        .bind(json(&p))
+        .fetch_all(&mut *c)
+        .await?;
+        names_of(rows)
+    };
+    let leaves = new_leaves(stored, known, &fetched)?;
     let (size, edge): (i64, Vec<u8>) =
         sqlx::query_as("SELECT size, edge FROM log_state WHERE id = 1")
             .fetch_one(&mut *c)
             .await?;
     let mut tree = tree_of(size, &edge)?;
-    let out = append_leaves(&mut tree, batch_leaves(keyed(stored, &devices, &plays)?));
+    let out = append_leaves(&mut tree, leaves);
     sqlite_write(c, &out, &tree).await
 }
 
@@ -113,13 +156,16 @@ async fn sqlite_write(c: &mut SqliteConnection, out: &Appended, tree: &TreeState
         });
         q.build().execute(&mut *c).await?;
     }
-    for (idx, members, count) in &out.leaves {
-        sqlx::query("INSERT INTO log_leaves (idx, count, members) VALUES (?, ?, ?)")
-            .bind(*idx as i64)
-            .bind(*count as i64)
-            .bind(members)
-            .execute(&mut *c)
-            .await?;
+    for chunk in out.leaves.chunks(300) {
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO log_leaves (idx, count, members) ",
+        );
+        q.push_values(chunk, |mut b, (idx, members, count)| {
+            b.push_bind(*idx as i64)
+                .push_bind(*count as i64)
+                .push_bind(members.as_slice());
+        });
+        q.build().execute(&mut *c).await?;
     }
     sqlx::query("UPDATE log_state SET size = ?, root = ?, edge = ? WHERE id = 1")
         .bind(tree.size as i64)
@@ -131,40 +177,60 @@ async fn sqlite_write(c: &mut SqliteConnection, out: &Appended, tree: &TreeState
 }
 
 /// Appends the batch's stored receipts to the log, in the batch's PostgreSQL transaction.
-pub(super) async fn pg_append(c: &mut PgConnection, stored: &[&ReceiptRow]) -> Result<()> {
+pub(super) async fn pg_append(
+    c: &mut PgConnection,
+    stored: &[&ReceiptRow],
+    known: &KeyNames,
+) -> Result<()> {
     if stored.is_empty() {
         return Ok(());
     }
-    let (d, p) = key_list(stored);
-    let rows = sqlx::query(
-        "SELECT 0::int4, id, name FROM devices WHERE id = ANY($1)
-         UNION ALL SELECT 1::int4, id, play_id FROM plays WHERE id = ANY($2)",
-    )
-    .bind(&d)
-    .bind(&p)
-    .fetch_all(&mut *c)
-    .await?;
-    let (mut devices, mut plays) = (HashMap::new(), HashMap::new());
-    for r in rows {
-        let (kind, id, name): (i32, i64, String) = (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
-        if kind == 0 { &mut devices } else { &mut plays }.insert(id, name);
-    }
+    let (d, p) = missing_keys(stored, known);
+    let fetched = if d.is_empty() && p.is_empty() {
+        KeyNames::default()
+    } else {
+        let rows: Vec<(i32, i64, String)> = sqlx::query_as(
+            "SELECT 0::int4, id, name FROM devices WHERE id = ANY($1)
+             UNION ALL SELECT 1::int4, id, play_id FROM plays WHERE id = ANY($2)",
+        )
+        .bind(&d)
+        .bind(&p)
+        .fetch_all(&mut *c)
+        .await?;
+        names_of(
+            rows.into_iter()
+                .map(|(k, i, n)| (i64::from(k), i, n))
+                .collect(),
+        )
+    };
+    // Hashed before the state row is locked, so concurrent daemons wait on each other for
+    // the tree arithmetic and the write only.
+    let leaves = new_leaves(stored, known, &fetched)?;
     let (size, edge): (i64, Vec<u8>) =
         sqlx::query_as("SELECT size, edge FROM log_state WHERE id = 1 FOR UPDATE")
             .fetch_one(&mut *c)
             .await?;
     let mut tree = tree_of(size, &edge)?;
-    let out = append_leaves(&mut tree, batch_leaves(keyed(stored, &devices, &plays)?));
+    let out = append_leaves(&mut tree, leaves);
+    pg_write(c, out, &tree).await
+}
+
+async fn pg_write(c: &mut PgConnection, out: Appended, tree: &TreeState) -> Result<()> {
     let (idx, hashes): (Vec<i64>, Vec<Vec<u8>>) = out
         .hashes
         .iter()
         .map(|(i, h)| (*i as i64, h.0.to_vec()))
         .unzip();
-    let (mut li, mut lc, mut lm) = (Vec::new(), Vec::new(), Vec::new());
-    for (i, m, n) in &out.leaves {
-        li.push(*i as i64);
-        lc.push(*n as i64);
-        lm.push(m.clone());
+    let n = out.leaves.len();
+    let (mut li, mut lc, mut lm) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for (i, m, count) in out.leaves {
+        li.push(i as i64);
+        lc.push(count as i64);
+        lm.push(m);
     }
     // One round trip for the three writes.
     sqlx::query(
@@ -290,15 +356,20 @@ impl Db {
 
     /// Every leaf's member index, with its leaf hash, in leaf order.
     pub async fn log_leaves(&self) -> Result<Vec<StoredLeaf>> {
+        self.log_leaves_in(0, i64::MAX as u64).await
+    }
+
+    /// The leaves [lo, hi) with their member indexes and leaf hashes, in leaf order; a
+    /// leaf whose hash is not stored has none.
+    pub async fn log_leaves_in(&self, lo: u64, hi: u64) -> Result<Vec<StoredLeaf>> {
         // A leaf hash's stored index is a function of the leaf index that SQL does not
         // compute portably: the members first, then their hashes.
-        let sql = "SELECT idx, members FROM log_leaves ORDER BY idx";
-        let rows: Vec<(i64, Vec<u8>)> = on_db!(self, sql, |q, p| {
-            let rows = q.fetch_all(p).await?;
-            rows.iter()
-                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-                .collect::<std::result::Result<Vec<_>, sqlx::Error>>()?
-        });
+        let rows: Vec<(i64, Vec<u8>)> = self
+            .log_members(lo, hi)
+            .await?
+            .into_iter()
+            .map(|(i, m)| (i as i64, m))
+            .collect();
         let idx: Vec<u64> = rows
             .iter()
             .map(|(i, _)| tlog_tiles::stored_hash_index(0, *i as u64))
@@ -366,6 +437,25 @@ impl Db {
             }
         });
         Ok(out)
+    }
+
+    /// How many receipts are stored (raw and, on PostgreSQL, packed): of plays after
+    /// `before_play`, and of plays up to it.
+    pub async fn log_receipt_counts(&self, before_play: i64) -> Result<(u64, u64)> {
+        let from = match self {
+            Db::Sqlite(_) => "receipts",
+            Db::Postgres(_) => "receipts_all",
+        };
+        let sql = format!(
+            "SELECT CAST(COUNT(*) AS BIGINT),
+                    CAST(COALESCE(SUM(CASE WHEN play > ? THEN 0 ELSE 1 END), 0) AS BIGINT)
+             FROM {from}"
+        );
+        let (all, before): (i64, i64) = on_db!(self, &sql, |q, p| {
+            let r = q.bind(before_play).fetch_one(p).await?;
+            (r.try_get(0)?, r.try_get(1)?)
+        });
+        Ok(((all - before) as u64, before as u64))
     }
 
     /// Play ids and issue times by play key, and display names by key: what a deleted

@@ -409,7 +409,7 @@ impl Store for PgStore {
         let stored = self.insert_receipts(&mut tx, batch).await?;
         write_rollups(&mut tx, &stored, &offsets).await?;
         if self.log {
-            super::tlog::pg_append(&mut tx, &stored).await?;
+            super::tlog::pg_append(&mut tx, &stored, &batch.names).await?;
         }
         write_rejects(&mut tx, batch).await?;
         write_presence(&mut tx, batch).await?;

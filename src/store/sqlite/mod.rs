@@ -325,7 +325,7 @@ impl Store for SqliteStore {
         let t3 = t0.elapsed();
         played::add_late(&mut tx, &stored).await?;
         if self.log {
-            super::tlog::sqlite_append(&mut tx, &stored).await?;
+            super::tlog::sqlite_append(&mut tx, &stored, &batch.names).await?;
         }
         write_rejects(&mut tx, batch).await?;
         write_presence(&mut tx, batch).await?;
