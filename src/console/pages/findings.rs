@@ -15,9 +15,8 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::super::i18n::key;
 use super::super::{html, Ctx, Failure};
-use super::inspect::{wall, FindingLine};
+use super::inspect::{next_part, wall, FindingLine};
 use crate::api::inspect::findings::{self as f, ChangeBody};
 use crate::api::inspect::{self as insp};
 use crate::api::{ApiError, ApiState, Detail};
@@ -174,20 +173,12 @@ struct Fix {
 }
 
 async fn read_fix(c: &Ctx, mut m: Multipart) -> Result<Fix, Failure> {
-    let bad = |e: String| c.fail(StatusCode::BAD_REQUEST, key("error.invalid"), e);
     let mut fix = Fix::default();
-    while let Some(field) = m.next_field().await.map_err(|e| bad(e.body_text()))? {
-        let name = field.name().unwrap_or("").to_owned();
-        let has_file = field.file_name().is_some_and(|n| !n.is_empty());
-        let bytes = field.bytes().await.map_err(|e| bad(e.body_text()))?;
-        let utf8 = || {
-            String::from_utf8(bytes.to_vec())
-                .map_err(|e| bad(format!("{name}: not UTF-8: {}", e.utf8_error())))
-        };
-        match name.as_str() {
-            "csrf" => fix.csrf = utf8()?,
-            "note" => fix.note = utf8()?,
-            "photo" if has_file && !bytes.is_empty() => fix.photo = Some(bytes.to_vec()),
+    while let Some(p) = next_part(c, &mut m).await? {
+        match p.name.as_str() {
+            "csrf" => fix.csrf = p.text(c)?,
+            "note" => fix.note = p.text(c)?,
+            "photo" if p.is_file() => fix.photo = Some(p.bytes.to_vec()),
             _ => {}
         }
     }

@@ -295,25 +295,52 @@ impl Visit {
     }
 }
 
-async fn read_visit(c: &Ctx, mut m: Multipart) -> Result<Visit, Failure> {
+/// One field of a console form sent as multipart: its name, whether a file was chosen
+/// for it, its bytes.
+pub(super) struct Part {
+    pub name: String,
+    file: bool,
+    pub bytes: axum::body::Bytes,
+}
+
+impl Part {
+    /// The field as text; not UTF-8 is a 400 naming the field.
+    pub fn text(&self, c: &Ctx) -> Result<String, Failure> {
+        String::from_utf8(self.bytes.to_vec()).map_err(|e| {
+            c.fail(
+                StatusCode::BAD_REQUEST,
+                key("error.invalid"),
+                format!("{}: not UTF-8: {}", self.name, e.utf8_error()),
+            )
+        })
+    }
+    /// Whether a non-empty file was sent: an empty file input sends an empty part.
+    pub fn is_file(&self) -> bool {
+        self.file && !self.bytes.is_empty()
+    }
+}
+
+/// The form's next field; a broken body is a 400.
+pub(super) async fn next_part(c: &Ctx, m: &mut Multipart) -> Result<Option<Part>, Failure> {
     let bad = |e: String| c.fail(StatusCode::BAD_REQUEST, key("error.invalid"), e);
+    let Some(field) = m.next_field().await.map_err(|e| bad(e.body_text()))? else {
+        return Ok(None);
+    };
+    let name = field.name().unwrap_or("").to_owned();
+    let file = field.file_name().is_some_and(|n| !n.is_empty());
+    let bytes = field.bytes().await.map_err(|e| bad(e.body_text()))?;
+    Ok(Some(Part { name, file, bytes }))
+}
+
+async fn read_visit(c: &Ctx, mut m: Multipart) -> Result<Visit, Failure> {
     let mut v = Visit::default();
-    while let Some(field) = m.next_field().await.map_err(|e| bad(e.body_text()))? {
-        let name = field.name().unwrap_or("").to_owned();
-        let has_file = field.file_name().is_some_and(|n| !n.is_empty());
-        let bytes = field.bytes().await.map_err(|e| bad(e.body_text()))?;
-        let utf8 = || {
-            String::from_utf8(bytes.to_vec())
-                .map_err(|e| bad(format!("{name}: not UTF-8: {}", e.utf8_error())))
-        };
-        match name.split_once(':') {
-            None if name == "csrf" => v.csrf = utf8()?,
-            None if name == "unit" => v.unit = utf8()?.trim().to_owned(),
-            Some(("pass", item)) => v.answer(item).pass = Some(utf8()? == "pass"),
-            Some(("note", item)) => v.answer(item).note = utf8()?,
-            Some(("photo", item)) if has_file && !bytes.is_empty() => {
-                v.answer(item).photo = Some(bytes.to_vec())
-            }
+    while let Some(p) = next_part(c, &mut m).await? {
+        match p.name.split_once(':') {
+            None if p.name == "csrf" => v.csrf = p.text(c)?,
+            None if p.name == "unit" => v.unit = p.text(c)?.trim().to_owned(),
+            Some(("pass", item)) => v.answer(item).pass = Some(p.text(c)? == "pass"),
+            Some(("note", item)) => v.answer(item).note = p.text(c)?,
+            Some(("photo", item)) if p.is_file() => v.answer(item).photo = Some(p.bytes.to_vec()),
             _ => {}
         }
     }
