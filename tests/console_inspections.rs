@@ -7,14 +7,9 @@
 //!
 //! The API runs on a clock the test sets (`ShiftedClock`), in November 2026.
 
-use std::collections::HashMap;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
-
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use civicast::api::{self, ApiState};
-use civicast::store::{Db, InspectStore, Role};
+use civicast::store::{InspectStore, Role};
 use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;
@@ -25,24 +20,12 @@ use common::*;
 const HOST: &str = "127.0.0.1:8080";
 const ORIGIN: &str = "http://127.0.0.1:8080";
 
-const FLEET: &str = "id,class,operator\nbus-1,bus_led,city-bus\nbus-2,bus_led,city-bus\ntaxi-1,taxi_top,jiaotong-taxi\n";
-const FEEDS: &str = r#"
-timezone = "Asia/Shanghai"
-
-[[feed]]
-id = "bus"
-select = { class = "bus_led" }
-interval = "3m"
-
-[[feed]]
-id = "taxi"
-select = { class = "taxi_top" }
-interval = "3m"
-"#;
-const UNITS: &str = "id,kind,company,display,type\nbus-K1-0001,bus,city-bus,bus-1,\nbus-9,bus,city-bus,,\nstation-1,station,keyun,,passenger\n";
-const INSPECTIONS: &str = "recheck_days = 1\n[sample]\nbus = 2\ntaxi = 1\nstop = 0\nstation = 0\n";
-/// A PNG's first bytes: enough for the type check.
-const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0";
+const STAFF: &[(&str, Role)] = &[
+    ("ins1", Role::Inspector),
+    ("aud", Role::Auditor),
+    ("adm", Role::Admin),
+    ("op1", Role::Operator),
+];
 
 struct Answer {
     status: StatusCode,
@@ -76,78 +59,7 @@ impl Answer {
     }
 }
 
-struct Bureau {
-    router: axum::Router,
-    clock: Arc<ShiftedClock>,
-    db: Db,
-    tokens: HashMap<&'static str, String>,
-    running: civicast::daemon::App,
-    shutdown: tokio_util::sync::CancellationToken,
-    _dir: tempfile::TempDir,
-}
-
 impl Bureau {
-    async fn start(db: Db) -> Bureau {
-        let dir = tempfile::tempdir().expect("tempdir");
-        City {
-            fleet: FLEET,
-            feeds: FEEDS,
-            ..City::default()
-        }
-        .write(dir.path());
-        std::fs::create_dir_all(dir.path().join("devices/units")).expect("mkdir");
-        std::fs::write(dir.path().join("devices/units/units.csv"), UNITS).expect("units");
-        std::fs::write(dir.path().join("devices/inspections.toml"), INSPECTIONS).expect("toml");
-        let (running, shutdown) =
-            start_daemon(dir.path(), db.clone(), Broker::Embedded, |_| {}).await;
-        let mut tokens = create_tokens(
-            &db,
-            &[
-                ("ins1", Role::Inspector),
-                ("aud", Role::Auditor),
-                ("adm", Role::Admin),
-                ("op1", Role::Operator),
-            ],
-        )
-        .await;
-        for (name, company) in [("co-bus", "city-bus"), ("co-taxi", "jiaotong-taxi")] {
-            let t = api::new_token();
-            db.create_company_token(name, &api::token_hash(&t), company, 0)
-                .await
-                .expect("company token");
-            tokens.insert(name, t);
-        }
-        let (setup, problems) = civicast::files::load_inspect(
-            &dir.path().join("devices"),
-            &running.shared().current().devices,
-        );
-        assert!(problems.is_empty(), "{problems:?}");
-        let clock = Arc::new(ShiftedClock::default());
-        let state = ApiState::new(
-            db.clone(),
-            running.shared().clone(),
-            clock.clone(),
-            Default::default(),
-            api::Limits::default(),
-        )
-        .with_inspect(setup);
-        Bureau {
-            router: api::router(Arc::new(state)),
-            clock,
-            db,
-            tokens,
-            running,
-            shutdown,
-            _dir: dir,
-        }
-    }
-
-    fn at(&self, rfc3339: &str) {
-        let t = chrono::DateTime::parse_from_rfc3339(rfc3339).expect("time");
-        let offset = t.timestamp_millis() - chrono::Utc::now().timestamp_millis();
-        self.clock.offset_ms.store(offset, Ordering::Relaxed);
-    }
-
     async fn send(&self, req: Request<Body>) -> Answer {
         let resp = self.router.clone().oneshot(req).await.expect("response");
         let (parts, body) = resp.into_parts();
@@ -706,7 +618,7 @@ async fn metrics_count_the_story(b: &Bureau) {
 async fn inspection_pages_on_sqlite() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = sqlite_store(dir.path(), "console.db").await;
-    whole_story(Bureau::start(store.into()).await)
+    whole_story(Bureau::start(tempfile::tempdir().expect("tempdir"), store.into(), STAFF).await)
         .await
         .stop()
         .await;
@@ -718,10 +630,12 @@ async fn inspection_pages_on_postgres() {
     let base = std::env::var("CIVICAST_TEST_PG").expect("CIVICAST_TEST_PG");
     with_schema(base, |schema| async move {
         let store = schema.store().await;
-        whole_story(Bureau::start(store.into()).await)
-            .await
-            .stop()
-            .await;
+        whole_story(
+            Bureau::start(tempfile::tempdir().expect("tempdir"), store.into(), STAFF).await,
+        )
+        .await
+        .stop()
+        .await;
     })
     .await;
 }

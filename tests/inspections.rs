@@ -8,12 +8,8 @@
 //! The API runs on a clock the test sets (`ShiftedClock`), in November 2026, so deadlines
 //! and overdue findings never depend on the wall clock.
 
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
-
 use axum::http::StatusCode;
 use chrono::DateTime;
-use civicast::api::{self, ApiState};
 use civicast::core::wire::Status;
 use civicast::store::{Batch, Db, InspectStore, NewPlay, PresenceEvent, ReceiptRow, Role, Store};
 use serde_json::{json, Value};
@@ -21,36 +17,13 @@ use serde_json::{json, Value};
 mod common;
 use common::*;
 
-const FLEET: &str = "id,class,operator\nbus-1,bus_led,city-bus\nbus-2,bus_led,city-bus\ntaxi-1,taxi_top,jiaotong-taxi\n";
-
-const FEEDS: &str = r#"
-timezone = "Asia/Shanghai"
-
-[[feed]]
-id = "bus"
-select = { class = "bus_led" }
-interval = "3m"
-
-[[feed]]
-id = "taxi"
-select = { class = "taxi_top" }
-interval = "3m"
-"#;
-
-/// bus-1's board is on the bus `bus-K1-0001`; bus-9 has no board; one passenger station.
-const UNITS: &str = "id,kind,company,display,type\nbus-K1-0001,bus,city-bus,bus-1,\nbus-9,bus,city-bus,,\nstation-1,station,keyun,,passenger\n";
-
-const INSPECTIONS: &str = r#"
-recheck_days = 1
-[sample]
-bus = 2
-taxi = 1
-stop = 0
-station = 0
-"#;
-
-/// A PNG's first bytes: enough for the type check.
-const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0";
+const ACCOUNTS: &[(&str, Role)] = &[
+    ("ins1", Role::Inspector),
+    ("ins2", Role::Inspector),
+    ("aud", Role::Auditor),
+    ("adm", Role::Admin),
+    ("op1", Role::Operator),
+];
 
 fn ms(rfc3339: &str) -> i64 {
     DateTime::parse_from_rfc3339(rfc3339)
@@ -58,78 +31,7 @@ fn ms(rfc3339: &str) -> i64 {
         .timestamp_millis()
 }
 
-struct Bureau {
-    router: axum::Router,
-    clock: Arc<ShiftedClock>,
-    db: Db,
-    tokens: std::collections::HashMap<&'static str, String>,
-    running: civicast::daemon::App,
-    shutdown: tokio_util::sync::CancellationToken,
-    _dir: tempfile::TempDir,
-}
-
 impl Bureau {
-    async fn start(dir: tempfile::TempDir, db: Db) -> Bureau {
-        City {
-            fleet: FLEET,
-            feeds: FEEDS,
-            ..City::default()
-        }
-        .write(dir.path());
-        std::fs::create_dir_all(dir.path().join("devices/units")).expect("mkdir");
-        std::fs::write(dir.path().join("devices/units/units.csv"), UNITS).expect("units");
-        std::fs::write(dir.path().join("devices/inspections.toml"), INSPECTIONS).expect("toml");
-        let (running, shutdown) =
-            start_daemon(dir.path(), db.clone(), Broker::Embedded, |_| {}).await;
-        let mut tokens = create_tokens(
-            &db,
-            &[
-                ("ins1", Role::Inspector),
-                ("ins2", Role::Inspector),
-                ("aud", Role::Auditor),
-                ("adm", Role::Admin),
-                ("op1", Role::Operator),
-            ],
-        )
-        .await;
-        for (name, company) in [("co-bus", "city-bus"), ("co-taxi", "jiaotong-taxi")] {
-            let t = api::new_token();
-            db.create_company_token(name, &api::token_hash(&t), company, 0)
-                .await
-                .expect("company token");
-            tokens.insert(name, t);
-        }
-        let (setup, problems) = civicast::files::load_inspect(
-            &dir.path().join("devices"),
-            &running.shared().current().devices,
-        );
-        assert!(problems.is_empty(), "{problems:?}");
-        let clock = Arc::new(ShiftedClock::default());
-        let state = ApiState::new(
-            db.clone(),
-            running.shared().clone(),
-            clock.clone(),
-            Default::default(),
-            api::Limits::default(),
-        )
-        .with_inspect(setup);
-        Bureau {
-            router: api::router(Arc::new(state)),
-            clock,
-            db,
-            tokens,
-            running,
-            shutdown,
-            _dir: dir,
-        }
-    }
-
-    /// The API's clock at `rfc3339`.
-    fn at(&self, rfc3339: &str) {
-        let offset = ms(rfc3339) - chrono::Utc::now().timestamp_millis();
-        self.clock.offset_ms.store(offset, Ordering::Relaxed);
-    }
-
     async fn raw(
         &self,
         method: &str,
@@ -838,7 +740,7 @@ async fn refused_photos_and_changes(b: &Bureau, f2: &str) {
 }
 
 async fn story(dir: tempfile::TempDir, db: Db) {
-    let b = Bureau::start(dir, db).await;
+    let b = Bureau::start(dir, db, ACCOUNTS).await;
     plan_is_drawn(&b).await;
     let (f1, f2, f3) = visits(&b).await;
     each_company_sees_its_own(&b, &f1, &f2, &f3).await;
@@ -902,7 +804,7 @@ async fn visits_findings_and_photos_are_never_changed_in_place() {
 
 /// Runs `civicast inspect ARGS` against `api` with `who`'s token: (exit code, stdout, stderr).
 fn inspect_cli(b: &Bureau, api: &str, who: &str, args: &[&str]) -> (i32, String, String) {
-    let out = civicast_command(b._dir.path())
+    let out = civicast_command(b.dir.path())
         .arg("inspect")
         .args(["--api", api])
         .env("CIVICAST_TOKEN", &b.tokens[who])
@@ -921,7 +823,7 @@ fn inspect_cli(b: &Bureau, api: &str, who: &str, args: &[&str]) -> (i32, String,
 async fn civicast_inspect_records_a_visit_and_the_company_fixes_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = sqlite_store(dir.path(), "t.db").await;
-    let b = Bureau::start(dir, store.into()).await;
+    let b = Bureau::start(dir, store.into(), ACCOUNTS).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -983,7 +885,7 @@ async fn civicast_inspect_records_a_visit_and_the_company_fixes_it() {
     let (code, _, err) = run("ins1", vec!["record", "--unit", "nowhere", "--pass", "ads"]).await;
     assert!(code == 1 && err.contains("unknown unit"), "{err}");
 
-    let out = civicast_command(b._dir.path())
+    let out = civicast_command(b.dir.path())
         .args(["token", "create", "--role", "company"])
         .output()
         .expect("token create");
