@@ -584,6 +584,235 @@ async fn scorecard_as_the_api(b: &Bureau) {
     assert_eq!(theirs.status, StatusCode::NOT_FOUND);
 }
 
+/// An inspector's failing visit on bus-K1-0001 from the phone form; the finding it opened.
+async fn failing_visit(b: &Bureau, ins: &str, note: &str) -> String {
+    let before = b.api("/api/v1/findings", "ins1").await;
+    let known: Vec<Value> = before["rows"].as_array().expect("rows").clone();
+    let csrf = b.get("/inspect", Some(ins)).await.csrf();
+    let f = [
+        ("csrf", csrf.as_str()),
+        ("unit", "bus-K1-0001"),
+        ("pass:ads", "fail"),
+        ("note:ads", note),
+        ("pass:atmosphere", "pass"),
+        ("pass:cleanliness", "pass"),
+    ];
+    let a = b.multipart("/inspect/visits", ins, ORIGIN, &f, &[]).await;
+    assert!(a.location.ends_with("&findings=1"), "{}", a.location);
+    let after = b.api("/api/v1/findings", "ins1").await;
+    let new: Vec<&Value> = after["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .filter(|r| !known.iter().any(|k| k["id"] == r["id"]))
+        .collect();
+    assert_eq!(new.len(), 1, "{after}");
+    assert_eq!(new[0]["events"][0]["note"], note);
+    new[0]["id"].as_str().expect("id").to_owned()
+}
+
+/// The inspector moves a deadline on the finding's page, in the deployment's wall clock: a
+/// past one is refused there with the API's words and nothing changes; the company's page
+/// shows the new one.
+async fn deadline_moved(b: &Bureau, ins: &str, id: &str) {
+    let url = format!("/findings/{id}");
+    let page = b.get(&url, Some(ins)).await;
+    assert!(
+        page.body.contains(&format!("{url}/deadline")),
+        "{}",
+        page.body
+    );
+    let csrf = page.csrf();
+    let before = b.api(&format!("/api/v1/findings/{id}"), "ins1").await;
+    let a = b
+        .post(
+            &format!("{url}/deadline"),
+            ins,
+            &[
+                ("csrf", &csrf),
+                ("deadline", "2026-11-10T18:00"),
+                ("back", &url),
+            ],
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", a.body);
+    assert!(a.body.contains("deadline"), "{}", a.body);
+    assert!(
+        a.body.contains("role=\"alert\""),
+        "shown on the page: {}",
+        a.body
+    );
+    assert_eq!(
+        b.api(&format!("/api/v1/findings/{id}"), "ins1").await,
+        before
+    );
+    // Forged, and a company's: refused, nothing changed.
+    let bus = b.sign_in("co-bus").await;
+    let bus_csrf = b.get(&url, Some(&bus)).await.csrf();
+    for (cookie, c, why) in [
+        (ins, "", "no csrf"),
+        (bus.as_str(), bus_csrf.as_str(), "a company"),
+    ] {
+        let a = b
+            .post(
+                &format!("{url}/deadline"),
+                cookie,
+                &[("csrf", c), ("deadline", "2026-11-28T18:00")],
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::FORBIDDEN, "{why}: {}", a.body);
+        let a = b
+            .post(
+                &format!("{url}/recheck-from-receipts"),
+                cookie,
+                &[("csrf", c)],
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::FORBIDDEN, "{why}: {}", a.body);
+    }
+    assert_eq!(
+        b.api(&format!("/api/v1/findings/{id}"), "ins1").await,
+        before
+    );
+    let a = b
+        .post(
+            &format!("{url}/deadline"),
+            ins,
+            &[
+                ("csrf", &csrf),
+                ("deadline", "2026-11-27T18:00"),
+                ("note", "parts on order"),
+                ("back", &url),
+            ],
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+    let v = b.api(&format!("/api/v1/findings/{id}"), "ins1").await;
+    assert_eq!(v["deadline"], "2026-11-27T18:00:00+08:00", "{v}");
+    let events = v["events"].as_array().expect("events");
+    assert_eq!(events.last().expect("event")["kind"], "deadline", "{v}");
+    let theirs = b.get(&url, Some(&bus)).await;
+    assert!(
+        theirs.body.contains("<time>2026-11-27 18:00</time>"),
+        "{}",
+        theirs.body
+    );
+    assert!(
+        !theirs.body.contains("/deadline\""),
+        "a company does not move deadlines"
+    );
+}
+
+/// The fix of `id` on bus-1's bus is rechecked from the receipts on the finding's page: too
+/// early, the page names the day that has not ended; after a day of plays, it closes.
+async fn closed_from_receipts(b: &Bureau, id: &str) {
+    let url = format!("/findings/{id}");
+    let bus = b.sign_in("co-bus").await;
+    let csrf = b.get(&url, Some(&bus)).await.csrf();
+    let a = b
+        .multipart(
+            &format!("{url}/rectify"),
+            &bus,
+            ORIGIN,
+            &[("csrf", &csrf), ("note", "controller restarted")],
+            &[],
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+    let ins = b.sign_in("ins1").await;
+    let page = b.get(&url, Some(&ins)).await;
+    let action = format!("{url}/recheck-from-receipts");
+    assert!(page.body.contains(&action), "{}", page.body);
+    let csrf = page.csrf();
+    let a = b
+        .post(&action, &ins, &[("csrf", &csrf), ("back", &url)])
+        .await;
+    assert_eq!(a.status, StatusCode::CONFLICT, "{}", a.body);
+    assert!(a.body.contains("2026-11-20 has not ended"), "{}", a.body);
+    assert_eq!(
+        b.api(&format!("/api/v1/findings/{id}"), "ins1").await["state"],
+        "rectified"
+    );
+    b.online("bus-1", ms("2026-11-19T23:00:00+08:00")).await;
+    b.played(
+        "bus-1",
+        ms("2026-11-20T00:00:00+08:00"),
+        ms("2026-11-21T00:00:00+08:00"),
+    )
+    .await;
+    b.at("2026-11-21T09:00:00+08:00");
+    let ins = b.sign_in("ins1").await;
+    let csrf = b.get(&url, Some(&ins)).await.csrf();
+    let a = b
+        .post(&action, &ins, &[("csrf", &csrf), ("back", &url)])
+        .await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+    assert_eq!(a.location, format!("{url}?changed={id}&state=closed"));
+    let v = b.api(&format!("/api/v1/findings/{id}"), "aud").await;
+    let last = v["events"]
+        .as_array()
+        .expect("events")
+        .last()
+        .expect("event")
+        .clone();
+    assert_eq!(
+        (v["state"].clone(), last["source"].clone()),
+        (Value::from("closed"), Value::from("receipts")),
+        "{v}"
+    );
+    let shown = b.get(&url, Some(&ins)).await;
+    assert!(
+        shown.body.contains("met its cadence on 2026-11-20"),
+        "{}",
+        shown.body
+    );
+}
+
+/// A finding left past its deadline is on the company's overdue tab, and the month's
+/// scorecard page counts it as the API does.
+async fn gone_overdue(b: &Bureau, id: &str) {
+    b.at("2026-11-25T12:00:00+08:00");
+    let bus = b.sign_in("co-bus").await;
+    let over = b.get("/findings?tab=overdue", Some(&bus)).await;
+    assert!(
+        over.body.contains(&format!("data-finding=\"{id}\"")),
+        "{}",
+        over.body
+    );
+    let open = b.get("/findings?tab=open", Some(&bus)).await;
+    assert!(!open.body.contains(&format!("data-finding=\"{id}\"")));
+    let api = b
+        .api("/api/v1/scorecards?month=2026-11&company=city-bus", "aud")
+        .await;
+    let card = &api["rows"][0];
+    assert_eq!(card["overdue"], 1, "{api}");
+    assert_eq!(card["findings"], 3, "{api}");
+    let aud = b.sign_in("aud").await;
+    let page = b.get("/scorecards?month=2026-11", Some(&aud)).await;
+    let at = page
+        .body
+        .find("<tr data-company=\"city-bus\">")
+        .expect("city-bus row");
+    let row = &page.body[at..at + page.body[at..].find("</tr>").expect("row end")];
+    for col in ["findings", "overdue", "fixed_on_time"] {
+        let m = format!("data-col=\"{col}\">{}<", card[col]);
+        assert!(row.contains(&m), "{col}: {m} in {row}");
+    }
+}
+
+/// The rest of the story on the pages: a deadline moved, a fix closed from the display's
+/// receipts, and a finding gone overdue, each as the API has it.
+async fn deadlines_receipts_and_overdue(b: &Bureau) {
+    b.at("2026-11-19T09:00:00+08:00");
+    let ins = b.sign_in("ins1").await;
+    let moved = failing_visit(b, &ins, "board dark again").await;
+    deadline_moved(b, &ins, &moved).await;
+    closed_from_receipts(b, &moved).await;
+    let ins = b.sign_in("ins1").await;
+    let late = failing_visit(b, &ins, "slogan torn").await;
+    gone_overdue(b, &late).await;
+}
+
 async fn whole_story(b: Bureau) -> Bureau {
     b.at("2026-11-18T10:00:00+08:00");
     every_page_for_every_role(&b).await;
@@ -595,6 +824,7 @@ async fn whole_story(b: Bureau) -> Bureau {
     inspector_closes(&b, &ins, &id).await;
     scorecard_as_the_api(&b).await;
     metrics_count_the_story(&b).await;
+    deadlines_receipts_and_overdue(&b).await;
     b
 }
 

@@ -9,9 +9,7 @@
 //! and overdue findings never depend on the wall clock.
 
 use axum::http::StatusCode;
-use chrono::DateTime;
-use civicast::core::wire::Status;
-use civicast::store::{Batch, Db, InspectStore, NewPlay, PresenceEvent, ReceiptRow, Role, Store};
+use civicast::store::{Db, InspectStore, Role, Store};
 use serde_json::{json, Value};
 
 mod common;
@@ -24,12 +22,6 @@ const ACCOUNTS: &[(&str, Role)] = &[
     ("adm", Role::Admin),
     ("op1", Role::Operator),
 ];
-
-fn ms(rfc3339: &str) -> i64 {
-    DateTime::parse_from_rfc3339(rfc3339)
-        .expect("time")
-        .timestamp_millis()
-}
 
 impl Bureau {
     async fn raw(
@@ -95,72 +87,6 @@ impl Bureau {
             .expect("stored")
             .events
             .len()
-    }
-
-    /// Plays on bus-1 every 3 minutes in [from, to), each played, and both buses online from
-    /// `online_from`: what the daemon would have stored.
-    async fn played(&self, display: &str, from: i64, to: i64) {
-        let c = self.running.shared().current();
-        let keys = civicast::daemon::sync_inventory(&self.db, &c, from)
-            .await
-            .expect("keys");
-        let device = keys.devices[display];
-        let slogan = self
-            .db
-            .slogan_key("civility", 1, "jiang-wenming")
-            .await
-            .expect("slogan");
-        let mut receipts = Vec::new();
-        let mut t = from + 30_000;
-        while t < to {
-            let play_id = ulid::Ulid::new().to_string();
-            let np = NewPlay {
-                play_id: play_id.clone(),
-                feed: None,
-                device: Some(device),
-                slogan,
-                issued_ms: t - 1_000,
-                expires_ms: t + 180_000,
-                members: 1,
-            };
-            let play = self.db.record_play(&np, None).await.expect("play");
-            receipts.push(ReceiptRow {
-                device,
-                play,
-                started_ms: t,
-                duration_ms: 15_000,
-                status: Status::Played,
-                slogan,
-                feed: 0,
-            });
-            t += 180_000;
-        }
-        self.db
-            .commit_batch(&Batch {
-                receipts,
-                ..Batch::default()
-            })
-            .await
-            .expect("receipts");
-    }
-
-    async fn online(&self, display: &str, since: i64) {
-        let c = self.running.shared().current();
-        let keys = civicast::daemon::sync_inventory(&self.db, &c, since)
-            .await
-            .expect("keys");
-        let presence = vec![PresenceEvent {
-            device: keys.devices[display],
-            online: true,
-            at_ms: since,
-        }];
-        self.db
-            .commit_batch(&Batch {
-                presence,
-                ..Batch::default()
-            })
-            .await
-            .expect("presence");
     }
 
     async fn stop(self) {

@@ -66,6 +66,11 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/findings/{id}", get(findings::show))
         .route("/findings/{id}/rectify", post(findings::rectify))
         .route("/findings/{id}/recheck", post(inspect::recheck))
+        .route(
+            "/findings/{id}/recheck-from-receipts",
+            post(inspect::recheck_from_receipts),
+        )
+        .route("/findings/{id}/deadline", post(inspect::deadline))
         .route("/findings/{id}/confirm", post(inspect::confirm))
         .route("/findings/{id}/dismiss", post(inspect::dismiss))
         .route("/findings/photos/{sha}", get(findings::photo))

@@ -6,7 +6,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use civicast::api::{self, ApiState};
-use civicast::store::{Db, InspectStore, Role};
+use civicast::core::wire::Status;
+use civicast::store::{Batch, Db, InspectStore, NewPlay, PresenceEvent, ReceiptRow, Role, Store};
 
 use super::*;
 
@@ -109,4 +110,78 @@ impl Bureau {
         let offset = t.timestamp_millis() - chrono::Utc::now().timestamp_millis();
         self.clock.offset_ms.store(offset, Ordering::Relaxed);
     }
+
+    /// Plays on `display` every 3 minutes in [from, to), each played: what the daemon would
+    /// have stored.
+    pub async fn played(&self, display: &str, from: i64, to: i64) {
+        let c = self.running.shared().current();
+        let keys = civicast::daemon::sync_inventory(&self.db, &c, from)
+            .await
+            .expect("keys");
+        let device = keys.devices[display];
+        let slogan = self
+            .db
+            .slogan_key("civility", 1, "jiang-wenming")
+            .await
+            .expect("slogan");
+        let mut receipts = Vec::new();
+        let mut t = from + 30_000;
+        while t < to {
+            let play_id = ulid::Ulid::new().to_string();
+            let np = NewPlay {
+                play_id: play_id.clone(),
+                feed: None,
+                device: Some(device),
+                slogan,
+                issued_ms: t - 1_000,
+                expires_ms: t + 180_000,
+                members: 1,
+            };
+            let play = self.db.record_play(&np, None).await.expect("play");
+            receipts.push(ReceiptRow {
+                device,
+                play,
+                started_ms: t,
+                duration_ms: 15_000,
+                status: Status::Played,
+                slogan,
+                feed: 0,
+            });
+            t += 180_000;
+        }
+        self.db
+            .commit_batch(&Batch {
+                receipts,
+                ..Batch::default()
+            })
+            .await
+            .expect("receipts");
+    }
+
+    /// `display` online from `since` on.
+    pub async fn online(&self, display: &str, since: i64) {
+        let c = self.running.shared().current();
+        let keys = civicast::daemon::sync_inventory(&self.db, &c, since)
+            .await
+            .expect("keys");
+        let presence = vec![PresenceEvent {
+            device: keys.devices[display],
+            online: true,
+            at_ms: since,
+        }];
+        self.db
+            .commit_batch(&Batch {
+                presence,
+                ..Batch::default()
+            })
+            .await
+            .expect("presence");
+    }
+}
+
+/// Milliseconds of an RFC 3339 time.
+pub fn ms(rfc3339: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .expect("time")
+        .timestamp_millis()
 }

@@ -325,14 +325,21 @@ pub(crate) async fn deadline(
     ApiPath(id): ApiPath,
     ApiBody(b): ApiBody,
 ) -> Result<Response, ApiError> {
-    let f = visible(&st, &who, &id).await?;
     let b: ChangeBody = body(&b)?;
+    Ok(Json(deadline_finding(&st, &who, &id, b).await?).into_response())
+}
+
+/// A new deadline for finding `id`, as `POST /api/v1/findings/{id}/deadline` takes it.
+pub(crate) async fn deadline_finding(
+    st: &ApiState,
+    who: &TokenRow,
+    id: &str,
+    b: ChangeBody,
+) -> Result<Value, ApiError> {
+    let f = visible(st, who, id).await?;
     let d = deadline_of(&b)?
         .ok_or_else(|| unprocessable("deadline", "give the new deadline (RFC 3339)"))?;
-    Ok(
-        Json(apply(&st, &who, f, Change::Deadline { deadline_ms: d }, b, None).await?)
-            .into_response(),
-    )
+    apply(st, who, f, Change::Deadline { deadline_ms: d }, b, None).await
 }
 
 /// `POST /api/v1/findings/{id}/confirm` (inspector): a proposal handed over, with the item's
@@ -433,7 +440,17 @@ pub(crate) async fn recheck_from_receipts(
     Extension(who): Extension<TokenRow>,
     ApiPath(id): ApiPath,
 ) -> Result<Response, ApiError> {
-    let f = visible(&st, &who, &id).await?;
+    Ok(Json(recheck_from_receipts_finding(&st, &who, &id).await?).into_response())
+}
+
+/// Finding `id` closed from its display's receipts, as
+/// `POST /api/v1/findings/{id}/recheck-from-receipts` does it.
+pub(crate) async fn recheck_from_receipts_finding(
+    st: &ApiState,
+    who: &TokenRow,
+    id: &str,
+) -> Result<Value, ApiError> {
+    let f = visible(st, who, id).await?;
     let tz = st.shared.current().timezone;
     let Some(display) = f.display.clone() else {
         return Err(ApiError::new(
@@ -448,7 +465,7 @@ pub(crate) async fn recheck_from_receipts(
         .last_rectification()
         .filter(|_| f.state() == FindingState::Rectified)
     else {
-        return Err(Refusal::WrongState(id, f.state().as_str(), "rectified").into());
+        return Err(Refusal::WrongState(id.to_owned(), f.state().as_str(), "rectified").into());
     };
     let fix_day = DateTime::from_timestamp_millis(fix.at_ms)
         .unwrap_or_default()
@@ -464,7 +481,7 @@ pub(crate) async fn recheck_from_receipts(
             short.push(format!("{d} has not ended"));
             continue;
         }
-        let (met, online) = met_on(&st, &display, d, tz).await?;
+        let (met, online) = met_on(st, &display, d, tz).await?;
         if !met {
             short.push(format!(
                 "{d}: {} (online {online:.0} s)",
@@ -481,9 +498,9 @@ pub(crate) async fn recheck_from_receipts(
         return Err(ApiError::new(StatusCode::CONFLICT, format!("display {display} has not met its cadence on each of the {} days after the fix: {}", recheck_days, short.join("; "))));
     }
     let note = format!("display {display} met its cadence on {}", days.join(", "));
-    let v = apply(
-        &st,
-        &who,
+    apply(
+        st,
+        who,
         f,
         Change::Close,
         ChangeBody {
@@ -492,8 +509,7 @@ pub(crate) async fn recheck_from_receipts(
         },
         Some("receipts"),
     )
-    .await?;
-    Ok(Json(v).into_response())
+    .await
 }
 
 /// A proposed finding on `u`, whose display missed its cadence on `day` as `r` says.
@@ -689,11 +705,24 @@ pub(crate) async fn scorecards(
     headers: HeaderMap,
     ApiQuery(p): ApiQuery<ScoreParams>,
 ) -> Result<Response, ApiError> {
-    let a = scorecard_answer(&st, &who, &p).await?;
+    let a = scorecard_limited(&st, &who, &p).await?;
     match crate::api::download::wanted(&headers, p.format.as_deref())? {
         None => Ok(Json(a.json).into_response()),
         Some(d) => scorecard_download(&st, a, d).await,
     }
+}
+
+/// `scorecard_answer` among the heavy requests: a month's compliance reads the month's
+/// receipts, so it waits for a permit like every other report.
+pub(crate) async fn scorecard_limited(
+    st: &Arc<ApiState>,
+    who: &TokenRow,
+    p: &ScoreParams,
+) -> Result<ScoreAnswer, ApiError> {
+    let (st2, who, p) = (st.clone(), who.clone(), p.clone());
+    st.heavy
+        .run_async(async move { scorecard_answer(&st2, &who, &p).await })
+        .await?
 }
 
 /// The scorecards `p` asks of `who` (a company's token: its own only).

@@ -214,16 +214,27 @@ pub async fn rectify(
     .await;
     match done {
         Ok(_) => Ok(Redirect::to(&format!("/findings/{id}")).into_response()),
-        Err(e) if e.status.is_client_error() && e.status != StatusCode::NOT_FOUND => {
-            let mut page = finding_page(&st, &c, &id).await?;
-            page.error = e.error;
-            page.details = e.details;
-            let mut r = html(&page);
-            *r.status_mut() = e.status;
-            Ok(r)
-        }
-        Err(e) => Err(c.api_failure(e)),
+        Err(e) => refused(&st, &c, &id, e).await,
     }
+}
+
+/// A change the API refused, shown on the finding's page with what it said, under the
+/// API's status; a finding the reader may not see stays the API's 404.
+pub(super) async fn refused(
+    st: &ApiState,
+    c: &Ctx,
+    id: &str,
+    e: ApiError,
+) -> Result<Response, Failure> {
+    if !e.status.is_client_error() || e.status == StatusCode::NOT_FOUND {
+        return Err(c.api_failure(e));
+    }
+    let mut page = finding_page(st, c, id).await?;
+    page.error = e.error;
+    page.details = e.details;
+    let mut r = html(&page);
+    *r.status_mut() = e.status;
+    Ok(r)
 }
 
 /// `GET /findings/photos/{sha256}`: a photo of a finding, as the API's photo route shows it

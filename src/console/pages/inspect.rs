@@ -448,6 +448,8 @@ pub struct ChangeForm {
     csrf: String,
     note: String,
     result: String,
+    /// A new deadline: the deployment's wall clock (`datetime-local`) or RFC 3339.
+    deadline: String,
     /// Where to go back to: a path of this console.
     back: String,
 }
@@ -458,6 +460,20 @@ impl ChangeForm {
             note: Some(self.note.trim().to_owned()).filter(|n| !n.is_empty()),
             result: Some(self.result.clone()).filter(|r| !r.is_empty()),
             ..Default::default()
+        }
+    }
+    /// `body` with the deadline as the API reads it (RFC 3339), a wall-clock time taken in
+    /// `tz`; what does not read as one is passed on for the API to name.
+    fn body_in(&self, tz: chrono_tz::Tz) -> ChangeBody {
+        let d = self.deadline.trim();
+        let wall = ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M"]
+            .iter()
+            .find_map(|f| chrono::NaiveDateTime::parse_from_str(d, f).ok())
+            .and_then(|t| t.and_local_timezone(tz).earliest());
+        ChangeBody {
+            deadline: Some(wall.map_or_else(|| d.to_owned(), |t| t.to_rfc3339()))
+                .filter(|d| !d.is_empty()),
+            ..self.body()
         }
     }
     /// `back` when it is a path of this console, else the inspector's page.
@@ -493,6 +509,37 @@ pub async fn recheck(
         .await
         .map_err(|e| c.api_failure(e))?;
     Ok(changed(&form, &out))
+}
+
+/// `POST /findings/{id}/deadline`: a new deadline (the deployment's wall clock), as the
+/// API's deadline change; a refusal is shown on the finding's page.
+pub async fn deadline(
+    State(st): State<Arc<ApiState>>,
+    c: Ctx,
+    Path(id): Path<String>,
+    Form(form): Form<ChangeForm>,
+) -> Result<Response, Failure> {
+    let who = c.require_post(insp::INSPECTOR, &form.csrf)?.token.clone();
+    let tz = st.shared.current().timezone;
+    match f::deadline_finding(&st, &who, &id, form.body_in(tz)).await {
+        Ok(out) => Ok(changed(&form, &out)),
+        Err(e) => super::findings::refused(&st, &c, &id, e).await,
+    }
+}
+
+/// `POST /findings/{id}/recheck-from-receipts`: closed when the display met its cadence on
+/// each day after the fix, as the API's; otherwise the page says which days fell short.
+pub async fn recheck_from_receipts(
+    State(st): State<Arc<ApiState>>,
+    c: Ctx,
+    Path(id): Path<String>,
+    Form(form): Form<ChangeForm>,
+) -> Result<Response, Failure> {
+    let who = c.require_post(insp::INSPECTOR, &form.csrf)?.token.clone();
+    match f::recheck_from_receipts_finding(&st, &who, &id).await {
+        Ok(out) => Ok(changed(&form, &out)),
+        Err(e) => super::findings::refused(&st, &c, &id, e).await,
+    }
 }
 
 /// `POST /findings/{id}/confirm`: a proposal handed to its company.
@@ -560,6 +607,26 @@ mod tests {
         assert_eq!(form("https://evil.example/").back(), "/inspect");
         assert_eq!(form("/\\evil").back(), "/inspect");
         assert_eq!(form("").back(), "/inspect");
+    }
+
+    #[test]
+    fn a_wall_clock_deadline_is_taken_in_the_deployment_time_zone() {
+        let form = |d: &str| ChangeForm {
+            deadline: d.into(),
+            ..Default::default()
+        };
+        let tz = chrono_tz::Asia::Shanghai;
+        let d = |f: ChangeForm| f.body_in(tz).deadline;
+        assert_eq!(
+            d(form("2026-12-05T18:00")).as_deref(),
+            Some("2026-12-05T18:00:00+08:00")
+        );
+        assert_eq!(
+            d(form("2026-12-05T18:00:30+00:00")).as_deref(),
+            Some("2026-12-05T18:00:30+00:00")
+        );
+        assert_eq!(d(form("next friday")).as_deref(), Some("next friday"));
+        assert_eq!(d(form("  ")), None);
     }
 
     #[test]
