@@ -78,14 +78,20 @@ pub fn same_origin(headers: &HeaderMap) -> bool {
     if text("sec-fetch-site").is_some_and(|s| s == "cross-site" || s == "same-site") {
         return false;
     }
-    let host = text("x-forwarded-host")
-        .map(|h| h.split(',').next().unwrap_or("").trim())
-        .or_else(|| text("host"));
+    let host = host_of(headers);
     let from = text("origin")
         .filter(|o| *o != "null")
         .or_else(|| text("referer"))
         .and_then(authority);
     matches!((host, from), (Some(h), Some(f)) if h.eq_ignore_ascii_case(f))
+}
+
+/// The host the reader asked for (the first proxy's `X-Forwarded-Host`, else `Host`).
+fn host_of(headers: &HeaderMap) -> Option<&str> {
+    let text = |h: &str| headers.get(h).and_then(|v| v.to_str().ok());
+    text("x-forwarded-host")
+        .map(|h| h.split(',').next().unwrap_or("").trim())
+        .or_else(|| text("host"))
 }
 
 fn hex(b: &[u8]) -> String {
@@ -222,12 +228,36 @@ impl FromRequestParts<Arc<ApiState>> for Ctx {
             viewer,
             tls: over_tls(h),
             same_origin: same_origin(h),
-            here: parts
-                .uri
-                .path_and_query()
-                .map_or("/".into(), |p| p.as_str().to_owned()),
+            here: here_of(parts),
         })
     }
+}
+
+/// Where the language toggle comes back to: the address asked for, except after a form post
+/// (a refused form is shown at its POST-only address), where it is the page the form was on,
+/// as the same-origin `Referer` names it.
+fn here_of(parts: &Parts) -> String {
+    let asked = parts
+        .uri
+        .path_and_query()
+        .map_or("/".into(), |p| p.as_str().to_owned());
+    if parts.method == axum::http::Method::GET || parts.method == axum::http::Method::HEAD {
+        return asked;
+    }
+    let h = &parts.headers;
+    let from = h
+        .get(axum::http::header::REFERER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|r| {
+            same_origin(h)
+                && authority(r)
+                    .zip(host_of(h))
+                    .is_some_and(|(a, x)| a.eq_ignore_ascii_case(x))
+        })
+        .and_then(|r| r.split_once("://"))
+        .and_then(|(_, rest)| rest.find('/').map(|i| rest[i..].to_owned()))
+        .filter(|p| !p.starts_with("//") && !p.contains('\\'));
+    from.unwrap_or(asked)
 }
 
 /// The live session of `sid` with its token; None when unknown, ended or revoked, and
@@ -259,6 +289,41 @@ mod tests {
             h.append(*k, HeaderValue::from_static(v));
         }
         h
+    }
+
+    fn parts(method: &str, uri: &str, pairs: &[(&'static str, &'static str)]) -> Parts {
+        let mut b = axum::http::Request::builder().method(method).uri(uri);
+        for (k, v) in pairs {
+            b = b.header(*k, *v);
+        }
+        b.body(()).expect("request").into_parts().0
+    }
+
+    #[test]
+    fn after_a_form_post_the_toggle_comes_back_to_the_page_of_the_form() {
+        let on = |m, refr| {
+            here_of(&parts(
+                m,
+                "/findings/01J/deadline",
+                &[("host", "127.0.0.1:8080"), ("referer", refr)],
+            ))
+        };
+        assert_eq!(
+            on("POST", "http://127.0.0.1:8080/findings/01J"),
+            "/findings/01J"
+        );
+        assert_eq!(
+            on("GET", "http://127.0.0.1:8080/findings/01J"),
+            "/findings/01J/deadline"
+        );
+        assert_eq!(
+            on("POST", "http://evil.example/x"),
+            "/findings/01J/deadline"
+        );
+        assert_eq!(
+            on("POST", "http://127.0.0.1:8080//evil.example/"),
+            "/findings/01J/deadline"
+        );
     }
 
     #[test]

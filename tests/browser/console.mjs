@@ -374,9 +374,10 @@ async function inspectorVisits(browser) {
   await shoot(page, "inspect", undefined, false);
 
   step = "the inspector records a failing visit";
-  const bus = plan.rows.find((r) => r.company === "city-bus" && r.status === "due");
+  // A bus with a board, so its fix can also be rechecked from the board's receipts.
+  const bus = plan.rows.find((r) => r.company === "city-bus" && r.status === "due" && r.display);
   const taxi = plan.rows.find((r) => r.company !== "city-bus" && r.status === "due");
-  check(bus && taxi, "the plan has no due unit of city-bus and of another company");
+  check(bus && taxi, "the plan has no due unit of city-bus with a display and of another company");
   await Promise.all([page.waitForNavigation(), page.locator(`li.card[data-unit="${bus.unit}"] a.button`).first().click()]);
   check((await page.locator("#unit").inputValue()) === bus.unit, `the form did not start with ${bus.unit}`);
   await tapHeight(page.locator("label[for=fail-ads]"), "fail");
@@ -401,7 +402,7 @@ async function inspectorVisits(browser) {
   check(found.rows[0].events[0].photos.length === 1, "the visit's photo is not on its finding");
   console.log(`inspect: ${plan.rows.length} units planned, visits to ${bus.unit} (failed) and ${taxi.unit}`);
   await context.close();
-  return found.rows[0].id;
+  return { id: found.rows[0].id, unit: bus.unit };
 }
 
 /** city-bus sees and fixes the finding on a phone; a taxi company sees nothing of it. */
@@ -433,6 +434,95 @@ async function companyFixes(browsers, id) {
   check((await page.locator("img.photo").count()) >= 1, "the finding's page shows no photo");
   await shoot(page, "finding-rectified");
   await context.close();
+}
+
+/** Rechecked from the receipts on the day of the fix: refused on the page, naming the day
+ * after it that has not ended, and the finding stays rectified. */
+async function receiptsTooEarly(browser, id) {
+  step = "the recheck from the receipts, too early";
+  const { context, page } = await signIn(browser, tokens.inspector, "inspector-receipts");
+  await page.goto(base + `/findings/${id}`);
+  const form = page.locator(`form[action="/findings/${id}/recheck-from-receipts"]`);
+  check((await form.count()) === 1, "a rectified finding on a display has no recheck-from-receipts form");
+  await tapHeight(form.locator("button"), "close from the receipts");
+  const [resp] = await Promise.all([page.waitForNavigation(), form.locator("button").click()]);
+  check(resp && resp.status() === 409, `the early recheck answered ${resp && resp.status()}, not 409`);
+  const alert = (await page.locator("[role=alert]").textContent().catch(() => "")) || "";
+  check(/has not ended/.test(alert), `the page does not say which day has not ended: ${alert}`);
+  const f = await api(tokens.inspector, `/api/v1/findings/${id}`);
+  check(f.state === "rectified", `after the early recheck the API says ${f.state}`);
+  await fitsPhone(page, "the refused recheck");
+  await shoot(page, "finding-receipts-too-early");
+  await context.close();
+}
+
+/** The deployment's wall clock `ms` from now in `tz`, as YYYY-MM-DDTHH:MM:SS. */
+function wallClock(tz, ms) {
+  const parts = Object.fromEntries(
+    new Intl.DateTimeFormat("en-CA", { timeZone: tz, year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23" })
+      .formatToParts(new Date(Date.now() + ms))
+      .map((p) => [p.type, p.value]),
+  );
+  return `${parts.year}-${parts.month}-${parts.day}T${parts.hour}:${parts.minute}:${parts.second}`;
+}
+
+/** A second visit fails cleanliness; the inspector moves its deadline on the finding's page
+ * (a past one is refused there, nothing changed) to a minute or so from now, and when that
+ * has passed the finding is on city-bus's overdue tab. */
+async function deadlineAndOverdue(browsers, unit) {
+  step = "a visit failing cleanliness";
+  const ins = await signIn(browsers.inspector, tokens.inspector, "inspector-second");
+  let page = ins.page;
+  await page.goto(base + `/inspect?unit=${encodeURIComponent(unit)}`);
+  await page.click("label[for=pass-ads]");
+  await page.click("label[for=pass-atmosphere]");
+  await page.click("label[for=fail-cleanliness]");
+  await page.fill("#note-cleanliness", "浏览器测试：站台不洁");
+  await Promise.all([page.waitForNavigation(), page.click("form.visit button[type=submit]")]);
+  check(page.url().includes("findings=1"), `the visit did not open one finding: ${page.url()}`);
+  const found = await api(tokens.inspector, `/api/v1/findings?unit=${encodeURIComponent(unit)}`);
+  const clean = found.rows.find((r) => r.item === "cleanliness" && r.state === "open");
+  check(clean, `no open cleanliness finding on ${unit}: ${JSON.stringify(found.rows)}`);
+
+  step = "the inspector moves the deadline";
+  await page.goto(base + `/findings/${clean.id}`);
+  const button = `form[action="/findings/${clean.id}/deadline"] button`;
+  check((await page.locator(button).count()) === 1, "an open finding has no deadline form for the inspector");
+  await tapHeight(page.locator(button), "set the deadline");
+  const label = (await page.locator("label[for=dl]").textContent()) || "";
+  const tz = (label.match(/\(([^)]+)\)/) || [])[1];
+  check(tz, `the deadline's label names no time zone: ${label}`);
+  await page.fill("#dl", "2020-01-01T09:00");
+  let [resp] = await Promise.all([page.waitForNavigation(), page.click(button)]);
+  check(resp && resp.status() === 422, `a past deadline answered ${resp && resp.status()}, not 422`);
+  check((await page.locator("[role=alert]").count()) === 1, "the refused deadline is not explained on the page");
+  const before = await api(tokens.inspector, `/api/v1/findings/${clean.id}`);
+  check(before.deadline === clean.deadline, `a refused deadline changed it: ${before.deadline}`);
+  // The input takes whole minutes: the first whole minute at least 35 s from now.
+  const ahead = Math.ceil((Date.now() + 35_000) / 60_000) * 60_000 - Date.now();
+  const when = wallClock(tz, ahead).slice(0, 16);
+  await page.fill("#dl", when);
+  await page.fill("#dn", "浏览器测试：限时整改");
+  [resp] = await Promise.all([page.waitForNavigation(), page.click(button)]);
+  const moved = await api(tokens.inspector, `/api/v1/findings/${clean.id}`);
+  check(moved.deadline.startsWith(when), `the new deadline is ${moved.deadline}, not ${when} in ${tz}`);
+  check((await page.locator("dl.finding time").first().textContent()) === when.replace("T", " "), "the page does not show the new deadline");
+  await shoot(page, "finding-deadline-moved");
+  await ins.context.close();
+
+  step = "a finding gone overdue";
+  const wait = Date.parse(moved.deadline) - Date.now() + 1500;
+  if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+  const co = await signIn(browsers.company, tokens.company, "company-bus-overdue");
+  page = co.page;
+  await page.goto(base + "/findings?tab=overdue");
+  check((await page.locator(`[data-finding="${clean.id}"]`).count()) === 1, "the finding past its deadline is not on city-bus's overdue tab");
+  const f = await api(tokens.company, `/api/v1/findings/${clean.id}`);
+  check(f.overdue === true, `the API says overdue ${f.overdue}`);
+  await fitsPhone(page, "/findings?tab=overdue");
+  await shoot(page, "findings-overdue", undefined, false);
+  console.log(`deadline: ${clean.id} moved to ${moved.deadline}, then overdue in city-bus's inbox`);
+  await co.context.close();
 }
 
 async function inspectorCloses(browser, id) {
@@ -501,9 +591,11 @@ async function main() {
       await auditor(await open("auditor"));
     }
     if (only.includes("inspections")) {
-      const id = await inspectorVisits(await open("inspector", PHONE));
+      const { id, unit } = await inspectorVisits(await open("inspector", PHONE));
       await companyFixes({ other: await open("company-taxi", PHONE), own: await open("company-bus", PHONE) }, id);
+      await receiptsTooEarly(await open("inspector-receipts", PHONE), id);
       await inspectorCloses(await open("inspector-recheck", PHONE), id);
+      await deadlineAndOverdue({ inspector: await open("inspector-second", PHONE), company: await open("company-bus-overdue", PHONE) }, unit);
       await scorecard(await open("auditor-scorecards"));
     }
   } finally {
