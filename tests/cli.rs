@@ -529,3 +529,30 @@ fn the_demo_keeps_its_logs_in_a_file_and_the_terminal_for_progress_and_summary()
     assert!(err.contains("no/such/dir/x.log"), "{err}");
     assert!(!out.contains("embedded MQTT broker"), "{out}");
 }
+
+/// `civicast audit sample ... | head -c 100` ends quietly, as any command-line tool's output
+/// cut short by its reader does: no panic, no error message.
+#[test]
+fn a_tool_whose_reader_stops_early_ends_quietly() {
+    use std::io::Read;
+    let dir = first_city();
+    let mut child = civicast_command(dir.path())
+        .args(["audit", "sample", "--per-class", "5000", "--format", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn civicast");
+    let mut head = [0u8; 100];
+    child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_exact(&mut head)
+        .expect("the first 100 bytes");
+    // The reader is gone now; the sample (about 600 KB) is far more than a pipe holds.
+    let out = child.wait_with_output().expect("wait");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(head.starts_with(b"{"), "{}", String::from_utf8_lossy(&head));
+    assert!(!err.contains("panicked"), "{err}");
+    assert_ne!(out.status.code(), Some(101), "{err}");
+}

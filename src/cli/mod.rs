@@ -104,6 +104,18 @@ pub enum Cmd {
     },
 }
 
+/// A tool's output piped into `head` ends quietly, as coreutils' does: Rust starts with
+/// SIGPIPE ignored, so the next print fails and `println!` panics. Sockets are written with
+/// `MSG_NOSIGNAL` by the standard library on Linux, so a network client is not killed by it;
+/// `serve` and `demo` keep the signal ignored all the same.
+fn end_quietly_on_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: called once at start, before any thread, with the default action.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -118,6 +130,9 @@ pub fn main() -> ExitCode {
         },
         _ => Logs::Tool,
     };
+    if matches!(logs, Logs::Tool) {
+        end_quietly_on_closed_pipe();
+    }
     init_tracing(logs);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
