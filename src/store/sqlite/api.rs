@@ -301,17 +301,20 @@ impl ApiStore for SqliteStore {
             // before the start of the display's newest play's receipt minus the slack can be
             // later: only the receipts from the oldest play still live then onward (one
             // primary-key range, from the end) are ordered. The newest play's own key bounds
-            // the range should a stored receipt lie outside its window.
+            // the range should a stored receipt lie outside its window. MATERIALIZED: inlined,
+            // SQLite sorted all the display's receipts for `top` and left plays_expires unused.
             let r = sqlx::query(
-                "WITH d AS (SELECT id FROM devices WHERE name = ?1),
-                      top AS (SELECT r.play, r.started_at FROM d CROSS JOIN receipts r
-                              ON r.device = d.id ORDER BY r.play DESC LIMIT 1),
-                      lo AS (SELECT min(top.play,
-                                        coalesce((SELECT min(p.id) FROM plays p
-                                                  WHERE p.expires_at >= top.started_at - ?2),
-                                                 top.play)) AS play FROM top)
-                 SELECT r.started_at, r.status FROM d CROSS JOIN lo CROSS JOIN receipts r
-                   ON r.device = d.id AND r.play >= lo.play
+                "WITH top AS MATERIALIZED (
+                     SELECT device, play, started_at FROM receipts
+                     WHERE device = (SELECT id FROM devices WHERE name = ?1)
+                     ORDER BY play DESC LIMIT 1),
+                 lo AS MATERIALIZED (
+                     SELECT top.device, min(top.play, coalesce(
+                         (SELECT min(p.id) FROM plays p INDEXED BY plays_expires
+                          WHERE p.expires_at >= top.started_at - ?2), top.play)) AS play
+                     FROM top)
+                 SELECT r.started_at, r.status FROM lo CROSS JOIN receipts r
+                   ON r.device = lo.device AND r.play >= lo.play
                  ORDER BY r.started_at DESC, r.play DESC LIMIT 1",
             )
             .bind(d)
