@@ -296,11 +296,29 @@ impl ApiStore for SqliteStore {
     async fn last_receipts(&self, devices: &[String]) -> Result<Vec<LastReceipt>> {
         let mut out = Vec::new();
         for d in devices {
+            // Ordering a display's receipts by start read all of them. A receipt starts at
+            // most RECEIPT_SLACK_MS after its play expires, so none of a play that expired
+            // before the start of the display's newest play's receipt minus the slack can be
+            // later: only the receipts from the oldest play still live then onward (one
+            // primary-key range, from the end) are ordered. The newest play's own key bounds
+            // the range should a stored receipt lie outside its window. MATERIALIZED: inlined,
+            // SQLite sorted all the display's receipts for `top` and left plays_expires unused.
             let r = sqlx::query(
-                "SELECT r.started_at, r.status FROM receipts r JOIN devices d ON d.id = r.device
-                 WHERE d.name = ? ORDER BY r.started_at DESC LIMIT 1",
+                "WITH top AS MATERIALIZED (
+                     SELECT device, play, started_at FROM receipts
+                     WHERE device = (SELECT id FROM devices WHERE name = ?1)
+                     ORDER BY play DESC LIMIT 1),
+                 lo AS MATERIALIZED (
+                     SELECT top.device, min(top.play, coalesce(
+                         (SELECT min(p.id) FROM plays p INDEXED BY plays_expires
+                          WHERE p.expires_at >= top.started_at - ?2), top.play)) AS play
+                     FROM top)
+                 SELECT r.started_at, r.status FROM lo CROSS JOIN receipts r
+                   ON r.device = lo.device AND r.play >= lo.play
+                 ORDER BY r.started_at DESC, r.play DESC LIMIT 1",
             )
             .bind(d)
+            .bind(crate::core::wire::RECEIPT_SLACK_MS)
             .fetch_optional(&self.read)
             .await?;
             if let Some(r) = r {
