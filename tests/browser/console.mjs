@@ -324,6 +324,15 @@ async function auditor(browser) {
     );
     check((await page.locator(`a[href^='${path}?'][href*='format=csv']`).count()) === 1, `${path}: no CSV link`);
     check((await page.locator(`a[href^='${path}?'][href*='format=xlsx']`).count()) === 1, `${path}: no XLSX link`);
+    if (path === "/audit/compliance") {
+      // The city's 3,149 displays: the table is paged, its totals over all of them.
+      const api = await fetch(base + "/api/v1/audit/compliance", { headers: { authorization: `Bearer ${tokens.auditor}` } }).then((r) => r.json());
+      const rows = await page.locator("main table:not(.heat) tbody tr").count();
+      check(rows <= 500 && rows === Math.min(500, api.rows.length), `/audit/compliance: ${rows} rows on the first page of ${api.rows.length}`);
+      const pager = page.locator("nav.pager");
+      check((await pager.getAttribute("data-pages")) === String(Math.ceil(api.rows.length / 500)), "/audit/compliance: the pager's page count");
+      check((await pager.locator("a[rel=next]").count()) === 1, "/audit/compliance: no next page");
+    }
     await shoot(page, name);
   }
   step = "the sample printed on A4";

@@ -29,6 +29,26 @@ pub const HEAT_DAYS: usize = 31;
 /// Displays a heat map shows at most (the first by id, as the table orders them).
 pub const HEAT_DISPLAYS: usize = 200;
 
+/// Displays per page of the compliance table: a city's thousands of rows would make a page
+/// of megabytes; the totals are over all of them, and the downloads hold every row.
+pub const TABLE_ROWS: usize = 500;
+
+/// Which page of a long table (`?page=`, from 1).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+pub struct Paging {
+    pub page: Option<usize>,
+}
+
+/// The rows of page `asked` (from 1, clamped to the last) of `n` rows: (first, end, page,
+/// pages).
+pub fn page_of(n: usize, asked: Option<usize>, per: usize) -> (usize, usize, usize, usize) {
+    let pages = n.div_ceil(per).max(1);
+    let page = asked.unwrap_or(1).clamp(1, pages);
+    let first = (page - 1) * per;
+    (first, (first + per).min(n), page, pages)
+}
+
 /// `?format=` of a page: a download instead of the page.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
@@ -127,6 +147,14 @@ pub struct CompliancePage<'a> {
     pub displays_cut: bool,
     pub csv: String,
     pub xlsx: String,
+    /// All displays of the answer; the table shows `rows`, page `page` of `pages`, from row
+    /// `first` (from 1); `prev`/`next` are those pages' queries, empty at either end.
+    pub total: usize,
+    pub first: usize,
+    pub page: usize,
+    pub pages: usize,
+    pub prev: String,
+    pub next: String,
 }
 
 /// The local days from `from` to `to` (RFC 3339, as the answer states them), each as its
@@ -263,6 +291,7 @@ pub async fn compliance(
     c: Ctx,
     Query(p): Query<ComplianceParams>,
     Query(f): Query<Format>,
+    Query(paging): Query<Paging>,
 ) -> Result<Response, Failure> {
     c.require(api::AUDITOR)?;
     if let Some(d) = wanted(&c, &f)? {
@@ -293,6 +322,12 @@ pub async fn compliance(
         heat: Vec::new(),
         days_cut: false,
         displays_cut: false,
+        total: 0,
+        first: 0,
+        page: 1,
+        pages: 1,
+        prev: String::new(),
+        next: String::new(),
     };
     match compliance_answers(&st, p.clone()).await {
         Ok((whole, each, cut)) => {
@@ -313,7 +348,28 @@ pub async fn compliance(
             page.displays_cut = whole.rows.len() > HEAT_DISPLAYS;
             page.met = whole.rows.iter().filter(|r| r.met).count();
             page.plays = whole.rows.iter().map(|r| r.plays).sum();
-            page.rows = whole.rows.iter().map(compliance_line).collect();
+            let (first, end, at, pages) = page_of(whole.rows.len(), paging.page, TABLE_ROWS);
+            page.rows = whole.rows[first..end].iter().map(compliance_line).collect();
+            page.total = whole.rows.len();
+            page.first = first + 1;
+            page.page = at;
+            page.pages = pages;
+            let to_page = |n: usize| {
+                let n = n.to_string();
+                let mut q = pairs.to_vec();
+                q.push(("page", Some(n.as_str())));
+                query(&q, None)
+            };
+            page.prev = if at > 1 {
+                to_page(at - 1)
+            } else {
+                String::new()
+            };
+            page.next = if at < pages {
+                to_page(at + 1)
+            } else {
+                String::new()
+            };
             page.factors = format!("{} / {}", whole.mean_factor, whole.gap_factor);
             let tz = st.shared.current().timezone;
             page.from = wall(&whole.from, tz);
@@ -523,6 +579,15 @@ pub async fn reconcile(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_table_is_paged_and_a_page_past_the_end_is_the_last() {
+        assert_eq!(page_of(3149, None, 500), (0, 500, 1, 7));
+        assert_eq!(page_of(3149, Some(7), 500), (3000, 3149, 7, 7));
+        assert_eq!(page_of(3149, Some(99), 500), (3000, 3149, 7, 7));
+        assert_eq!(page_of(3149, Some(0), 500), (0, 500, 1, 7));
+        assert_eq!(page_of(0, None, 500), (0, 0, 1, 1));
+    }
 
     #[test]
     fn days_of_a_period_in_local_time_are_capped_and_say_so() {
