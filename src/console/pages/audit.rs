@@ -40,6 +40,28 @@ pub struct Paging {
     pub page: Option<usize>,
 }
 
+/// The queries of the pages before and after page `at` of `pages` (empty at either end),
+/// each `pairs` with its `page`.
+fn neighbours(pairs: &[(&str, Option<&str>)], at: usize, pages: usize) -> (String, String) {
+    let to_page = |n: usize| {
+        let n = n.to_string();
+        let mut q = pairs.to_vec();
+        q.push(("page", Some(n.as_str())));
+        query(&q, None)
+    };
+    let prev = if at > 1 {
+        to_page(at - 1)
+    } else {
+        String::new()
+    };
+    let next = if at < pages {
+        to_page(at + 1)
+    } else {
+        String::new()
+    };
+    (prev, next)
+}
+
 /// The rows of page `asked` (from 1, clamped to the last) of `n` rows: (first, end, page,
 /// pages).
 pub fn page_of(n: usize, asked: Option<usize>, per: usize) -> (usize, usize, usize, usize) {
@@ -350,26 +372,9 @@ pub async fn compliance(
             page.plays = whole.rows.iter().map(|r| r.plays).sum();
             let (first, end, at, pages) = page_of(whole.rows.len(), paging.page, TABLE_ROWS);
             page.rows = whole.rows[first..end].iter().map(compliance_line).collect();
-            page.total = whole.rows.len();
-            page.first = first + 1;
-            page.page = at;
-            page.pages = pages;
-            let to_page = |n: usize| {
-                let n = n.to_string();
-                let mut q = pairs.to_vec();
-                q.push(("page", Some(n.as_str())));
-                query(&q, None)
-            };
-            page.prev = if at > 1 {
-                to_page(at - 1)
-            } else {
-                String::new()
-            };
-            page.next = if at < pages {
-                to_page(at + 1)
-            } else {
-                String::new()
-            };
+            (page.total, page.first, page.page, page.pages) =
+                (whole.rows.len(), first + 1, at, pages);
+            (page.prev, page.next) = neighbours(&pairs, at, pages);
             page.factors = format!("{} / {}", whole.mean_factor, whole.gap_factor);
             let tz = st.shared.current().timezone;
             page.from = wall(&whole.from, tz);
