@@ -15,11 +15,13 @@ use tracing::info;
 use super::{load_catalog, open_store, shutdown_signal, EXIT_CONFIG};
 use crate::core::catalog::Shrink;
 use crate::core::model::Catalog;
+use crate::daemon::watcher::Fingerprint;
 use crate::daemon::{App, Listeners, Startup};
 use crate::settings::Settings;
 use crate::store::{Db, Store};
 
 pub async fn run(mut settings: Settings, accept_drop: bool) -> anyhow::Result<ExitCode> {
+    let files_seen = Fingerprint::of(&settings.devices, &settings.schedules);
     let catalog = match load_catalog(&settings.devices, &settings.schedules) {
         Ok(c) => c,
         Err(n) => {
@@ -49,7 +51,7 @@ pub async fn run(mut settings: Settings, accept_drop: bool) -> anyhow::Result<Ex
         );
         return Ok(ExitCode::from(EXIT_CONFIG));
     }
-    serve_with(store, settings, catalog).await
+    serve_with(store, settings, catalog, files_seen).await
 }
 
 /// What starting with `catalog` takes away from the inventory the database last recorded:
@@ -71,10 +73,16 @@ async fn startup_drop(store: &Db, catalog: &Catalog) -> anyhow::Result<Shrink> {
     Ok(Shrink::of_counts("displays", before.len(), after))
 }
 
-async fn serve_with(store: Db, settings: Settings, catalog: Catalog) -> anyhow::Result<ExitCode> {
+async fn serve_with(
+    store: Db,
+    settings: Settings,
+    catalog: Catalog,
+    files_seen: Fingerprint,
+) -> anyhow::Result<ExitCode> {
     let listeners = Listeners::bind(&settings).await?;
     let app = App::start(Startup {
         listeners,
+        files_seen: Some(files_seen),
         ..Startup::new(settings, store, catalog)
     })
     .await?;

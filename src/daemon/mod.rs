@@ -114,6 +114,9 @@ pub struct Startup {
     /// Multiplies feed intervals and on-screen durations, of the catalog given and of every
     /// reload (the demo compresses time); 1 in production.
     pub time_scale: f64,
+    /// The operators' folders as they were before `catalog` was read from them; when
+    /// None, as they are when the daemon starts (before it reads the units).
+    pub files_seen: Option<watcher::Fingerprint>,
 }
 
 impl Startup {
@@ -126,6 +129,7 @@ impl Startup {
             clock: Arc::new(SystemClock),
             shutdown: CancellationToken::new(),
             time_scale: 1.0,
+            files_seen: None,
         }
     }
 }
@@ -153,7 +157,10 @@ impl App {
             clock,
             shutdown,
             time_scale,
+            files_seen,
         } = s;
+        let files_seen = files_seen
+            .unwrap_or_else(|| watcher::Fingerprint::of(&settings.devices, &settings.schedules));
         scale_time(&mut catalog, time_scale);
         let log_signer = match &settings.log_key {
             Some(p) => Some(crate::receipt_log::load_signer(p)?),
@@ -205,7 +212,7 @@ impl App {
             }
         }
         shared.set_inspect(inspect_setup(&settings, &shared));
-        parts.spawn_loops(&tasks, &settings, time_scale);
+        parts.spawn_loops(&tasks, &settings, time_scale, files_seen);
         let http_addr = match listeners.http {
             Some(http) => Some(spawn_http(
                 &tasks,
@@ -299,7 +306,13 @@ struct Parts {
 
 impl Parts {
     /// Spawns the scheduler, and the file watcher and retention pruner where set.
-    fn spawn_loops(&self, tasks: &TaskTracker, settings: &Settings, time_scale: f64) {
+    fn spawn_loops(
+        &self,
+        tasks: &TaskTracker,
+        settings: &Settings,
+        time_scale: f64,
+        files_seen: watcher::Fingerprint,
+    ) {
         if let Some(signer) = self.log_signer.clone() {
             let s = crate::receipt_log::signer::CheckpointSigner {
                 store: self.store.clone(),
@@ -333,6 +346,7 @@ impl Parts {
                 every,
                 settle: settings.watch_settle,
                 max_drop: settings.max_drop,
+                seen: files_seen,
                 shutdown: self.shutdown.clone(),
             };
             tasks.spawn(watcher.run());

@@ -50,6 +50,9 @@ pub struct FileWatcher {
     pub settle: Duration,
     /// The largest share of displays or ad sets an edit may take away unasked.
     pub max_drop: f64,
+    /// The folders as they were before the running state was read from them: an edit made
+    /// after that read and before this task first runs is an edit like any other.
+    pub seen: Fingerprint,
     pub shutdown: CancellationToken,
 }
 
@@ -59,7 +62,7 @@ type Lists = Vec<(String, usize)>;
 impl FileWatcher {
     pub async fn run(self) {
         let dirs = [self.devices.clone(), self.schedules.clone()];
-        let mut last = fingerprint(&dirs);
+        let mut last = self.seen.0.clone();
         let mut lists = match self.read_once().await {
             Some(sources) => self.parse(sources).await.display_lists,
             None => Vec::new(),
@@ -277,6 +280,21 @@ fn shrunk_lists(before: &Lists, after: &Lists, s: &Shrink) -> String {
 
 /// A file's path, size and modification time.
 type Stamp = (PathBuf, u64, Option<SystemTime>);
+
+/// Every file of `devices/` and `schedules/` with its size and modification time. Taken
+/// before the files are read, so that the watcher can never mistake an edit made during
+/// the start for the state it started with.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Fingerprint(Vec<Stamp>);
+
+impl Fingerprint {
+    pub fn of(devices: &Path, schedules: &Path) -> Fingerprint {
+        Fingerprint(fingerprint(&[
+            devices.to_path_buf(),
+            schedules.to_path_buf(),
+        ]))
+    }
+}
 
 /// The first file modified less than `settle` before `now` (or in the future: a clock that
 /// moved counts as recent, to be safe).
