@@ -40,6 +40,26 @@ pub struct Scheduler {
     pub shutdown: CancellationToken,
 }
 
+/// A play whose recording failed. Its transaction may still have committed (the database
+/// went away between the commit and its answer), so the feed's next slot asks the store
+/// before it picks: picking from the old cursor after a commit that landed would store the
+/// same pick twice.
+struct Unsure {
+    new: NewPlay,
+    cursor: Cursor,
+    cmd: crate::core::wire::PlayCommand,
+    timing: Timing,
+}
+
+/// What the store says of an [`Unsure`] play (when it cannot say yet, the slot is skipped
+/// and the play stays unsure).
+enum Settled {
+    /// It was stored and is still live: it takes this slot.
+    Taken,
+    /// It was not stored, or was stored and has expired unsent: this slot picks as usual.
+    Free,
+}
+
 /// The feeds' timetable for one catalog: rebuilt whenever the catalog changes.
 struct Timetable {
     catalog: Arc<Catalog>,
@@ -65,6 +85,7 @@ impl Scheduler {
     pub async fn run(self) {
         let mut cursors: HashMap<String, Cursor> = HashMap::new();
         let mut slogan_keys: HashMap<(String, i64, String), i64> = HashMap::new();
+        let mut unsure: HashMap<String, Unsure> = HashMap::new();
         let mut plan = self.timetable(&mut cursors).await;
         let mut last_now = self.clock.now();
         loop {
@@ -120,8 +141,22 @@ impl Scheduler {
             let Some(cursor) = cursors.get_mut(feed.id.as_str()) else {
                 continue;
             };
-            self.play_slot(&plan, i, now, cursor, &mut slogan_keys)
-                .await;
+            if let Some(u) = unsure.remove(feed.id.as_str()) {
+                match self.settle(feed, u, now, cursor).await {
+                    Ok(Settled::Taken) => continue,
+                    Ok(Settled::Free) => {}
+                    Err(u) => {
+                        unsure.insert(feed.id.to_string(), u);
+                        continue;
+                    }
+                }
+            }
+            if let Some(u) = self
+                .play_slot(&plan, i, now, cursor, &mut slogan_keys)
+                .await
+            {
+                unsure.insert(feed.id.to_string(), u);
+            }
         }
         info!("scheduler stopped");
     }
@@ -164,8 +199,45 @@ impl Scheduler {
         }
     }
 
+    /// Whether an unsure play was stored after all. Stored: the cursor moves on as its
+    /// transaction said, and the play goes out now if it is still live. Err: the store
+    /// could not be asked; the play stays unsure.
+    async fn settle(
+        &self,
+        feed: &Feed,
+        u: Unsure,
+        now: DateTime<Utc>,
+        cursor: &mut Cursor,
+    ) -> Result<Settled, Unsure> {
+        let row = match self.store.play_by_id(&u.new.play_id).await {
+            Ok(row) => row,
+            Err(e) => {
+                warn!(feed = %feed.id, play_id = %u.new.play_id, error = %e, "cannot yet tell whether a play was recorded; skipping this slot");
+                return Err(u);
+            }
+        };
+        let Some(row) = row else {
+            debug!(feed = %feed.id, play_id = %u.new.play_id, "the unrecorded play was not stored; its slot stays skipped");
+            return Ok(Settled::Free);
+        };
+        *cursor = u.cursor;
+        self.shared.remember_play(row, now.timestamp_millis());
+        if u.timing.expires <= now {
+            warn!(feed = %feed.id, play_id = %u.new.play_id, "a play recorded as the database failed expired before it could be sent");
+            return Ok(Settled::Free);
+        }
+        info!(feed = %feed.id, play_id = %u.new.play_id, "a play recorded as the database failed goes out late");
+        let left = Timing {
+            issued: now,
+            expires: u.timing.expires,
+        };
+        self.publish(feed, u.cmd, left).await;
+        Ok(Settled::Taken)
+    }
+
     /// One slot of feed `i`: pick, record with the advanced cursor, publish. A slot that
-    /// cannot be recorded is skipped and the cursor stays where it was.
+    /// cannot be recorded is skipped and the cursor stays where it was; the play is
+    /// returned, as it may have been stored all the same.
     async fn play_slot(
         &self,
         plan: &Timetable,
@@ -173,20 +245,18 @@ impl Scheduler {
         now: DateTime<Utc>,
         cursor: &mut Cursor,
         slogan_keys: &mut HashMap<(String, i64, String), i64>,
-    ) {
+    ) -> Option<Unsure> {
         let (catalog, feed, shape) = (&plan.catalog, &plan.catalog.feeds[i], &plan.shapes[i]);
         let candidates = rotation::eligible(feed, &catalog.adsets, now, catalog.timezone);
         let mut next_cursor = cursor.clone();
         let Some(pick) = next_cursor.pick(&candidates) else {
             debug!(feed = %feed.id, "nothing eligible to play");
-            return;
+            return None;
         };
-        let Some(chosen) = play::resolve(&catalog.adsets, &candidates[pick]) else {
-            return;
-        };
-        let Some(slogan_key) = self.slogan_key(feed, &candidates[pick], slogan_keys).await else {
-            return;
-        };
+        let chosen = play::resolve(&catalog.adsets, &candidates[pick])?;
+        let slogan_key = self
+            .slogan_key(feed, &candidates[pick], slogan_keys)
+            .await?;
         let timing = Timing::for_feed(feed, now, self.play_ttl);
         let play_id = ulid::Ulid::new().to_string();
         let cmd = play::feed_play(
@@ -207,7 +277,12 @@ impl Scheduler {
             members: shape.members,
         };
         let Some(key) = self.record(feed, &new, &next_cursor).await else {
-            return;
+            return Some(Unsure {
+                new,
+                cursor: next_cursor,
+                cmd,
+                timing,
+            });
         };
         *cursor = next_cursor;
         self.shared.remember_play(
@@ -223,6 +298,7 @@ impl Scheduler {
             now.timestamp_millis(),
         );
         self.publish(feed, cmd, timing).await;
+        None
     }
 
     /// The store key of the picked slogan revision, cached; None (slot skipped) on failure.
