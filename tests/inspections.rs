@@ -598,7 +598,8 @@ async fn refusals_change_nothing(b: &Bureau) {
     refuse(
         json!({"unit": "bus-9", "items": past}),
         StatusCode::UNPROCESSABLE_ENTITY,
-        "in the past",
+        // Stated in the deployment's zone, as it was given.
+        "2026-11-01T00:00:00+08:00 is in the past",
     )
     .await;
     let mut photo = items("ads", "x");
@@ -644,6 +645,11 @@ async fn refused_photos_and_changes(b: &Bureau, f2: &str) {
         )
         .await;
     assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    assert!(
+        e.to_string()
+            .contains("deadline 2026-11-20T00:00:00+08:00 is not in the future"),
+        "the refused deadline in the deployment's zone: {e}"
+    );
     let (code, e) = b
         .call(
             "POST",

@@ -306,7 +306,7 @@ async fn check_items(
                 f("deadline"),
                 format!(
                     "the deadline {} is in the past; give a later one",
-                    crate::core::inspect::finding::ms_text(d)
+                    crate::core::inspect::finding::ms_text(d, st.shared.current().timezone)
                 ),
             );
         }

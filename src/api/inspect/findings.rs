@@ -24,6 +24,20 @@ use crate::core::inspect::{scorecard, Finding, FindingEvent, FindingState};
 use crate::reports::{self, export};
 use crate::store::{InspectStore, TokenRow};
 
+/// A refusal as the API answers it, instants in the deployment's zone `tz`.
+fn refusal(e: Refusal, tz: Tz) -> ApiError {
+    match e {
+        Refusal::DeadlinePast(d) => unprocessable(
+            "deadline",
+            format!(
+                "deadline {} is not in the future",
+                crate::core::inspect::finding::ms_text(d, tz)
+            ),
+        ),
+        e => e.into(),
+    }
+}
+
 impl From<Refusal> for ApiError {
     fn from(e: Refusal) -> Self {
         match e {
@@ -211,7 +225,9 @@ async fn apply(
     source: Option<&str>,
 ) -> Result<Value, ApiError> {
     let now = st.clock.now().timestamp_millis();
-    let kind = f.allows(change, &who.name, now)?;
+    let kind = f
+        .allows(change, &who.name, now)
+        .map_err(|e| refusal(e, st.shared.current().timezone))?;
     for p in &b.photos {
         if !photo::is_digest(p) || st.store.photo(p).await?.is_none() {
             return Err(unprocessable(

@@ -95,8 +95,9 @@ pub enum Refusal {
     WrongState(String, &'static str, &'static str),
     #[error("finding {0} was rectified by {1}: another account must recheck it")]
     SameAccount(String, String),
-    #[error("deadline {0} is not in the future")]
-    DeadlinePast(String),
+    /// The deadline asked for, in ms; the API states it in the deployment's zone.
+    #[error("deadline {} is not in the future", ms_text(*.0, chrono_tz::UTC))]
+    DeadlinePast(i64),
 }
 
 /// What someone asks to do to a finding.
@@ -213,9 +214,7 @@ impl Finding {
             if d > now_ms {
                 Ok(())
             } else {
-                Err(Refusal::DeadlinePast(
-                    crate::core::inspect::finding::ms_text(d),
-                ))
+                Err(Refusal::DeadlinePast(d))
             }
         };
         let need = |want: FindingState| {
@@ -264,8 +263,9 @@ impl Finding {
 }
 
 /// A time in ms as RFC 3339 (UTC), for messages.
-pub fn ms_text(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms).map_or_else(|| ms.to_string(), |t| t.to_rfc3339())
+pub fn ms_text(ms: i64, tz: chrono_tz::Tz) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map_or_else(|| ms.to_string(), |t| t.with_timezone(&tz).to_rfc3339())
 }
 
 #[cfg(test)]
