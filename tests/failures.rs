@@ -713,6 +713,92 @@ async fn a_receipt_for_an_uncached_play_waits_out_a_database_outage() {
     drop(broker);
 }
 
+/// The plays stored on `feed`, by play id, in the order they were recorded.
+async fn stored_play_ids(store: &PgStore, feed: &str) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT p.play_id FROM plays p JOIN feeds f ON f.id = p.feed WHERE f.name = $1 ORDER BY p.id",
+    )
+    .bind(feed)
+    .fetch_all(store.pool())
+    .await
+    .expect("plays")
+}
+
+/// PostgreSQL commits a play and its feed's advanced cursor, and its answer is lost (the
+/// proxy drops the connection right after the COMMIT's answer left the server): the
+/// scheduler cannot tell whether the play was stored. The feed's next slot asks the store,
+/// so the rotation neither repeats nor skips a pick, and every stored play goes out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs CIVICAST_TEST_MQTT and CIVICAST_TEST_PG"]
+async fn a_play_committed_whose_answer_is_lost_is_neither_repeated_nor_left_unsent() {
+    require_env();
+    let dir = city();
+    let pg = ProxiedPg::start().await;
+    // No displays: the scheduler's plays are the only transactions, so the lost answer is a
+    // play's.
+    let rig = Rig::start(
+        dir,
+        pg.store.clone().into(),
+        Arc::new(civicast::daemon::SystemClock),
+        Duration::from_millis(50),
+    )
+    .await;
+    let feeds = [format!("{P}/feeds/#")];
+    let watcher = Client::login("observer", "observer", rig.broker.port, true, &feeds).await;
+    watcher.subscribed(1).await;
+    let stored = |feed: &'static str| {
+        let direct = &pg.direct;
+        async move { stored_play_ids(direct, feed).await.len() }
+    };
+    // A play recorded before the watcher subscribed may have gone out before it listened.
+    let watched_from = [stored("bus").await, stored("taxi").await];
+    wait_until("two plays stored on each feed", 30, || async {
+        match (stored("bus").await, stored("taxi").await) {
+            (b, t) if b >= 2 && t >= 2 => Ok(()),
+            got => Err(format!("{got:?}")),
+        }
+    })
+    .await;
+    pg.proxy.lose_next_commit_answer();
+    wait_for("a COMMIT answer lost", 30, || {
+        pg.proxy.commit_answers_lost() == 1
+    })
+    .await;
+    let (bus, taxi) = (stored("bus").await, stored("taxi").await);
+    wait_until("three more plays stored on each feed", 45, || async {
+        match (stored("bus").await, stored("taxi").await) {
+            (b, t) if b >= bus + 3 && t >= taxi + 3 => Ok(()),
+            got => Err(format!("{got:?}, from {:?}", (bus, taxi))),
+        }
+    })
+    .await;
+    assert_rotation_uninterrupted(&pg.direct).await;
+    for (feed, from) in ["bus", "taxi"].into_iter().zip(watched_from) {
+        let ids = stored_play_ids(&pg.direct, feed).await.split_off(from);
+        wait_until(
+            &format!("every play stored on {feed} published"),
+            15,
+            || {
+                let seen: BTreeSet<String> = watcher
+                    .on(&format!("/feeds/{feed}"))
+                    .iter()
+                    .map(play_id)
+                    .collect();
+                let missing: Vec<&String> = ids.iter().filter(|id| !seen.contains(*id)).collect();
+                async move {
+                    if missing.is_empty() {
+                        Ok(())
+                    } else {
+                        Err(format!("stored, never published: {missing:?}"))
+                    }
+                }
+            },
+        )
+        .await;
+    }
+    rig.stop().await;
+}
+
 // ---------------------------------------------------------------------------------------
 // 4. SQLite's disk full
 // ---------------------------------------------------------------------------------------

@@ -142,7 +142,7 @@ impl Scheduler {
                 continue;
             };
             if let Some(u) = unsure.remove(feed.id.as_str()) {
-                match self.settle(feed, u, now, cursor).await {
+                match self.settle(feed, u, now, cursor, true).await {
                     Ok(Settled::Taken) => continue,
                     Ok(Settled::Free) => {}
                     Err(u) => {
@@ -155,7 +155,12 @@ impl Scheduler {
                 .play_slot(&plan, i, now, cursor, &mut slogan_keys)
                 .await
             {
-                unsure.insert(feed.id.to_string(), u);
+                // Often only the answer was lost and the store answers again at once: the
+                // play then goes out in its own slot. Not found yet, it is asked again at
+                // the next slot, as a commit on its way may still land.
+                if let Err(u) = self.settle(feed, u, now, cursor, false).await {
+                    unsure.insert(feed.id.to_string(), u);
+                }
             }
         }
         info!("scheduler stopped");
@@ -201,13 +206,14 @@ impl Scheduler {
 
     /// Whether an unsure play was stored after all. Stored: the cursor moves on as its
     /// transaction said, and the play goes out now if it is still live. Err: the store
-    /// could not be asked; the play stays unsure.
+    /// could not be asked, or (unless `last`) has not got it yet; the play stays unsure.
     async fn settle(
         &self,
         feed: &Feed,
         u: Unsure,
         now: DateTime<Utc>,
         cursor: &mut Cursor,
+        last: bool,
     ) -> Result<Settled, Unsure> {
         let row = match self.store.play_by_id(&u.new.play_id).await {
             Ok(row) => row,
@@ -217,6 +223,9 @@ impl Scheduler {
             }
         };
         let Some(row) = row else {
+            if !last {
+                return Err(u);
+            }
             debug!(feed = %feed.id, play_id = %u.new.play_id, "the unrecorded play was not stored; its slot stays skipped");
             return Ok(Settled::Free);
         };

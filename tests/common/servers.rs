@@ -7,6 +7,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -331,11 +332,59 @@ struct ProxyState {
 }
 
 /// Forwards 127.0.0.1:`port` to `upstream`. `cut` drops every open connection and closes
-/// the listener (new connections are refused); `restore` listens again on the same port.
+/// the listener (new connections are refused); `restore` listens again on the same port;
+/// `lose_next_commit_answer` drops PostgreSQL's answer to one COMMIT it has carried out.
 pub struct Proxy {
     pub addr: SocketAddr,
     upstream: SocketAddr,
     state: Arc<Mutex<ProxyState>>,
+    lose: Arc<AtomicBool>,
+    lost: Arc<AtomicUsize>,
+}
+
+/// PostgreSQL's CommandComplete for a COMMIT: tag `C`, length 11, `COMMIT\0`. The server
+/// sends it once the transaction is durable.
+const COMMIT_DONE: &[u8] = b"C\0\0\0\x0bCOMMIT\0";
+
+/// Forwards both ways until either side closes; while `lose` is set, the first answer from
+/// upstream that completes a COMMIT is not forwarded and the connection is dropped, so
+/// the client sees an error for a transaction that was committed.
+async fn forward(
+    inbound: tokio::net::TcpStream,
+    out: tokio::net::TcpStream,
+    lose: Arc<AtomicBool>,
+    lost: Arc<AtomicUsize>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut client_in, mut client_out) = inbound.into_split();
+    let (mut server_in, mut server_out) = out.into_split();
+    let up = async {
+        let _ = tokio::io::copy(&mut client_in, &mut server_out).await;
+    };
+    let down = async {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match server_in.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            let chunk = &buf[..n];
+            if lose.load(Ordering::SeqCst)
+                && chunk.windows(COMMIT_DONE.len()).any(|w| w == COMMIT_DONE)
+                && lose.swap(false, Ordering::SeqCst)
+            {
+                lost.fetch_add(1, Ordering::SeqCst);
+                return;
+            }
+            if client_out.write_all(chunk).await.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        _ = up => {}
+        _ = down => {}
+    }
 }
 
 impl Proxy {
@@ -347,6 +396,8 @@ impl Proxy {
             addr: listener.local_addr().expect("addr"),
             upstream,
             state: Arc::new(Mutex::new(ProxyState::default())),
+            lose: Arc::new(AtomicBool::new(false)),
+            lost: Arc::new(AtomicUsize::new(0)),
         };
         p.serve(listener);
         p
@@ -355,16 +406,18 @@ impl Proxy {
     fn serve(&self, listener: tokio::net::TcpListener) {
         let state = self.state.clone();
         let upstream = self.upstream;
+        let (lose, lost) = (self.lose.clone(), self.lost.clone());
         let accept = tokio::spawn(async move {
             loop {
-                let Ok((mut inbound, _)) = listener.accept().await else {
+                let Ok((inbound, _)) = listener.accept().await else {
                     continue;
                 };
+                let (lose, lost) = (lose.clone(), lost.clone());
                 let conn = tokio::spawn(async move {
-                    let Ok(mut out) = tokio::net::TcpStream::connect(upstream).await else {
+                    let Ok(out) = tokio::net::TcpStream::connect(upstream).await else {
                         return;
                     };
-                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                    forward(inbound, out, lose, lost).await;
                 });
                 let mut s = state.lock().expect("lock");
                 s.conns.retain(|c| !c.is_finished());
@@ -393,6 +446,18 @@ impl Proxy {
             let _ = c.await;
         }
         open
+    }
+
+    /// The next COMMIT PostgreSQL carries out through the proxy is not answered: its
+    /// connection is dropped instead, as when the server or the network fails between the
+    /// commit and its answer.
+    pub fn lose_next_commit_answer(&self) {
+        self.lose.store(true, Ordering::SeqCst);
+    }
+
+    /// How many COMMIT answers were lost so far.
+    pub fn commit_answers_lost(&self) -> usize {
+        self.lost.load(Ordering::SeqCst)
     }
 
     /// Listens again on the same address.
