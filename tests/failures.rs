@@ -799,6 +799,69 @@ async fn a_play_committed_whose_answer_is_lost_is_neither_repeated_nor_left_unse
     rig.stop().await;
 }
 
+/// PostgreSQL commits batches of receipts whose answers are lost (COMMIT answers are
+/// dropped until one of them was a receipt batch's): the daemon cannot tell that they were
+/// stored, so it acknowledges nothing and tries again. In the end every receipt is stored
+/// once and acknowledged, the rotation is whole, and the receipt log holds each receipt
+/// exactly once (`audit verify` finds nothing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs CIVICAST_TEST_MQTT and CIVICAST_TEST_PG"]
+async fn receipts_committed_whose_answer_is_lost_are_stored_and_logged_once() {
+    require_env();
+    let dir = city();
+    let pg = ProxiedPg::start().await;
+    let rig = Rig::start(
+        dir,
+        pg.store.clone().into(),
+        Arc::new(civicast::daemon::SystemClock),
+        Duration::from_millis(50),
+    )
+    .await;
+    let m = rig.metrics();
+    let displays = Display::fleet(rig.broker.port);
+    wait_for("three receipts from each display, stored", 20, || {
+        displays.iter().all(|x| x.sent() >= 3) && m.receipts_stored.load(Ordering::Relaxed) >= 9
+    })
+    .await;
+    let failed_before = m.commit_failures.load(Ordering::Relaxed);
+    for lost in 1..=10 {
+        pg.proxy.lose_next_commit_answer();
+        wait_for("a COMMIT answer lost", 30, || {
+            pg.proxy.commit_answers_lost() == lost
+        })
+        .await;
+        // A receipt batch's failure is counted once the daemon has seen the error; a play's
+        // is the scheduler's and is not.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if m.commit_failures.load(Ordering::Relaxed) > failed_before {
+            break;
+        }
+    }
+    assert!(
+        m.commit_failures.load(Ordering::Relaxed) > failed_before,
+        "none of {} lost COMMIT answers was a receipt batch's",
+        pg.proxy.commit_answers_lost()
+    );
+    let after = Instant::now();
+    new_plays_for_all(&displays, after, 2, 30).await;
+    stop_and_drain(&displays).await;
+    let problems = wait_all_stored_once(&pg.direct, &displays, 20).await;
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    all_acknowledged(&rig.tap).await;
+    assert_rotation_uninterrupted(&pg.direct).await;
+    let db: Db = pg.direct.clone().into();
+    let verified = civicast::receipt_log::live::verify_live(&db, None)
+        .await
+        .expect("verify the receipt log");
+    assert!(
+        verified.ok(),
+        "the receipt log after lost answers: {:?} {:?}",
+        verified.findings,
+        verified.tree_problems
+    );
+    rig.stop().await;
+}
+
 // ---------------------------------------------------------------------------------------
 // 4. SQLite's disk full
 // ---------------------------------------------------------------------------------------
