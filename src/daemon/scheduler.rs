@@ -141,27 +141,8 @@ impl Scheduler {
             let Some(cursor) = cursors.get_mut(feed.id.as_str()) else {
                 continue;
             };
-            if let Some(u) = unsure.remove(feed.id.as_str()) {
-                match self.settle(feed, u, now, cursor, true).await {
-                    Ok(Settled::Taken) => continue,
-                    Ok(Settled::Free) => {}
-                    Err(u) => {
-                        unsure.insert(feed.id.to_string(), u);
-                        continue;
-                    }
-                }
-            }
-            if let Some(u) = self
-                .play_slot(&plan, i, now, cursor, &mut slogan_keys)
-                .await
-            {
-                // Often only the answer was lost and the store answers again at once: the
-                // play then goes out in its own slot. Not found yet, it is asked again at
-                // the next slot, as a commit on its way may still land.
-                if let Err(u) = self.settle(feed, u, now, cursor, false).await {
-                    unsure.insert(feed.id.to_string(), u);
-                }
-            }
+            self.slot(&plan, i, now, cursor, &mut unsure, &mut slogan_keys)
+                .await;
         }
         info!("scheduler stopped");
     }
@@ -200,6 +181,38 @@ impl Scheduler {
             Err(e) => {
                 warn!(feed = %f.id, error = %e, "could not read rotation cursor; starting afresh");
                 Cursor::default()
+            }
+        }
+    }
+
+    /// Feed `i`'s slot at `now`: an unsure play of the feed is settled first (and may take
+    /// the slot), then the rotation picks.
+    async fn slot(
+        &self,
+        plan: &Timetable,
+        i: usize,
+        now: DateTime<Utc>,
+        cursor: &mut Cursor,
+        unsure: &mut HashMap<String, Unsure>,
+        slogan_keys: &mut HashMap<(String, i64, String), i64>,
+    ) {
+        let feed = &plan.catalog.feeds[i];
+        if let Some(u) = unsure.remove(feed.id.as_str()) {
+            match self.settle(feed, u, now, cursor, true).await {
+                Ok(Settled::Taken) => return,
+                Ok(Settled::Free) => {}
+                Err(u) => {
+                    unsure.insert(feed.id.to_string(), u);
+                    return;
+                }
+            }
+        }
+        if let Some(u) = self.play_slot(plan, i, now, cursor, slogan_keys).await {
+            // Often only the answer was lost and the store answers again at once: the play
+            // then goes out in its own slot. Not found yet, it is asked again at the next
+            // slot, as a commit on its way may still land.
+            if let Err(u) = self.settle(feed, u, now, cursor, false).await {
+                unsure.insert(feed.id.to_string(), u);
             }
         }
     }
