@@ -27,36 +27,55 @@ use crate::metrics::Metrics;
 
 /// How far back the daemon looks for plays to cache when it starts.
 pub const PLAY_CACHE_MS: i64 = 6 * 3600 * 1000;
-/// How long past its expiry a play stays in the in-memory index: its receipts come within
-/// its life give or take two minutes, delivered a little later; a display's receipts sent
-/// after longer offline find their play in the database.
+/// How long past its expiry a play stays in the in-memory index, at most: its receipts
+/// start within its life give or take two minutes (`wire::RECEIPT_SLACK_MS`) and are
+/// delivered a little later; a display's receipts sent after longer offline find their
+/// play in the database.
 const PLAY_CACHE_GRACE_MS: i64 = 30 * 60 * 1000;
-/// The most plays the index holds, whatever their expiry (oldest dropped first).
+/// How long past its expiry a play stays cached, at least: the receipt window's slack and
+/// a minute for delivery.
+const PLAY_CACHE_GRACE_MIN_MS: i64 = crate::core::wire::RECEIPT_SLACK_MS + 60 * 1000;
+/// The grace in lives of the play: ten, so that a play of the field (a 3-minute life) keeps
+/// the full 30 minutes, and plays a hundred times shorter (a time-compressed soak, a demo)
+/// are not kept a hundred times as many lives, which grew the daemon's memory for 30
+/// minutes of wall-clock time at their rate.
+const PLAY_CACHE_GRACE_LIVES: i64 = 10;
+
+/// How long past its expiry `play` stays in the index.
+fn cache_grace_ms(play: &PlayRow) -> i64 {
+    let life = play.expires_ms.saturating_sub(play.issued_ms).max(0);
+    life.saturating_mul(PLAY_CACHE_GRACE_LIVES)
+        .clamp(PLAY_CACHE_GRACE_MIN_MS, PLAY_CACHE_GRACE_MS)
+}
+/// The most plays the index holds, whatever their expiry (the soonest due dropped first).
 const PLAY_CACHE_MAX: usize = 500_000;
 
-/// Recent plays by public id, dropped in the order they were cached once past their
-/// expiry and grace: the index stays as large as the plays alive, whatever the rate (the
-/// 6-hour window it had before held 6 hours of plays however short they lived, and
-/// scanned all of them at every insert once past 100,000).
+/// Recent plays by public id, each dropped once past its expiry and grace, soonest due
+/// first: the index stays as large as the plays alive, whatever the rate (the 6-hour window
+/// it had before held 6 hours of plays however short they lived, and scanned all of them
+/// at every insert once past 100,000). Ordered by due time, not by insertion, so that one
+/// long-lived play (an urgent message of an hour) does not keep every shorter play cached
+/// after it.
 #[derive(Default)]
 struct PlayCache {
     by_id: HashMap<String, PlayRow>,
-    order: std::collections::VecDeque<(i64, String)>,
+    due: std::collections::BinaryHeap<std::cmp::Reverse<(i64, String)>>,
 }
 
 impl PlayCache {
     fn insert(&mut self, play: PlayRow, now_ms: i64) {
-        while let Some((until, _)) = self.order.front() {
-            if *until >= now_ms && self.order.len() < PLAY_CACHE_MAX {
+        while let Some(std::cmp::Reverse((until, _))) = self.due.peek() {
+            if *until >= now_ms && self.due.len() < PLAY_CACHE_MAX {
                 break;
             }
-            if let Some((_, id)) = self.order.pop_front() {
+            if let Some(std::cmp::Reverse((_, id))) = self.due.pop() {
                 self.by_id.remove(&id);
             }
         }
-        let until = play.expires_ms.saturating_add(PLAY_CACHE_GRACE_MS);
+        let until = play.expires_ms.saturating_add(cache_grace_ms(&play));
         if until >= now_ms {
-            self.order.push_back((until, play.play_id.clone()));
+            self.due
+                .push(std::cmp::Reverse((until, play.play_id.clone())));
             self.by_id.insert(play.play_id.clone(), play);
         }
     }
@@ -383,17 +402,49 @@ mod play_cache_tests {
     #[test]
     fn the_index_holds_the_plays_alive_and_no_more() {
         let mut c = PlayCache::default();
-        // A play every second for two hours, each alive a minute.
+        // A play every second for two hours, each alive a minute: ten lives of grace.
         for n in 0..7_200 {
             c.insert(play(n, n * 1_000 + 60_000), n * 1_000);
         }
-        let alive = (60_000 + PLAY_CACHE_GRACE_MS) / 1_000 + 1;
+        let alive = (60_000 + 10 * 60_000) / 1_000 + 1;
         assert!(c.by_id.len() as i64 <= alive, "{}", c.by_id.len());
-        assert_eq!(c.by_id.len(), c.order.len());
+        assert!(c.by_id.len() as i64 >= alive - 2, "{}", c.by_id.len());
+        assert_eq!(c.by_id.len(), c.due.len());
         assert!(c.by_id.contains_key("p7199"));
         assert!(!c.by_id.contains_key("p0"), "long expired");
         // Already past its expiry and grace when cached: not kept.
         c.insert(play(9_000, 0), 7_200_000);
         assert!(!c.by_id.contains_key("p9000"));
+    }
+
+    /// A play of `life_ms` issued at `at_ms`, keyed `n`.
+    fn lived(n: i64, at_ms: i64, life_ms: i64) -> PlayRow {
+        PlayRow {
+            issued_ms: at_ms,
+            ..play(n, at_ms + life_ms)
+        }
+    }
+
+    #[test]
+    fn the_grace_is_ten_lives_between_three_and_thirty_minutes() {
+        let min = 60_000;
+        assert_eq!(cache_grace_ms(&lived(1, 0, 3 * min)), 30 * min, "the field");
+        assert_eq!(cache_grace_ms(&lived(2, 0, 60 * min)), 30 * min, "an hour");
+        assert_eq!(cache_grace_ms(&lived(3, 0, 3_582)), 3 * min, "a soak's");
+        assert_eq!(cache_grace_ms(&lived(4, 0, 30_000)), 5 * min);
+    }
+
+    #[test]
+    fn a_long_lived_play_does_not_keep_the_short_ones_after_it() {
+        let mut c = PlayCache::default();
+        c.insert(lived(0, 0, 3_600_000), 0);
+        // Then a play of 3.6 s every 100 ms for an hour: three minutes' worth stay.
+        for n in 1..36_000 {
+            c.insert(lived(n, n * 100, 3_600), n * 100);
+        }
+        assert!(c.by_id.contains_key("p0"), "the hour-long play is alive");
+        let alive = (3_600 + PLAY_CACHE_GRACE_MIN_MS) / 100 + 2;
+        assert!(c.by_id.len() as i64 <= alive, "{} > {alive}", c.by_id.len());
+        assert_eq!(c.by_id.len(), c.due.len());
     }
 }
