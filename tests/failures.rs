@@ -215,6 +215,31 @@ async fn not_stored<S: Tables>(store: &S, held: &BTreeSet<(String, String)>) -> 
         .collect()
 }
 
+/// The test city's daemon on a private PostgreSQL behind a [`Proxy`], batches waiting 50 ms.
+async fn on_proxied_pg() -> (ProxiedPg, Rig) {
+    let pg = ProxiedPg::start().await;
+    let rig = Rig::start(
+        city(),
+        pg.store.clone().into(),
+        Arc::new(civicast::daemon::SystemClock),
+        Duration::from_millis(50),
+    )
+    .await;
+    (pg, rig)
+}
+
+/// The test fleet on `rig`'s broker, once each display has sent three receipts and nine are
+/// stored.
+async fn fleet_storing(rig: &Rig) -> Vec<Display> {
+    let m = rig.metrics();
+    let displays = Display::fleet(rig.broker.port);
+    wait_for("three receipts from each display, stored", 20, || {
+        displays.iter().all(|x| x.sent() >= 3) && m.receipts_stored.load(Ordering::Relaxed) >= 9
+    })
+    .await;
+    displays
+}
+
 /// The daemon in-process on Mosquitto through a tap, on `db`, with its HTTP router.
 struct Rig {
     dir: tempfile::TempDir,
@@ -544,21 +569,9 @@ async fn a_postgresql_restart_mid_batch_loses_no_receipt_and_counts_none_twice()
 async fn thirty_seconds_without_postgresql_acknowledge_nothing_and_lose_nothing() {
     const CUT: Duration = Duration::from_secs(30);
     require_env();
-    let dir = city();
-    let pg = ProxiedPg::start().await;
-    let rig = Rig::start(
-        dir,
-        pg.store.clone().into(),
-        Arc::new(civicast::daemon::SystemClock),
-        Duration::from_millis(50),
-    )
-    .await;
+    let (pg, rig) = on_proxied_pg().await;
     let m = rig.metrics();
-    let displays = Display::fleet(rig.broker.port);
-    wait_for("three receipts from each display, stored", 20, || {
-        displays.iter().all(|x| x.sent() >= 3) && m.receipts_stored.load(Ordering::Relaxed) >= 9
-    })
-    .await;
+    let displays = fleet_storing(&rig).await;
     let (st, v) = healthz(&rig.router).await;
     assert_eq!(st, StatusCode::OK, "healthy before the cut: {v}");
 
@@ -808,21 +821,9 @@ async fn a_play_committed_whose_answer_is_lost_is_neither_repeated_nor_left_unse
 #[ignore = "needs CIVICAST_TEST_MQTT and CIVICAST_TEST_PG"]
 async fn receipts_committed_whose_answer_is_lost_are_stored_and_logged_once() {
     require_env();
-    let dir = city();
-    let pg = ProxiedPg::start().await;
-    let rig = Rig::start(
-        dir,
-        pg.store.clone().into(),
-        Arc::new(civicast::daemon::SystemClock),
-        Duration::from_millis(50),
-    )
-    .await;
+    let (pg, rig) = on_proxied_pg().await;
     let m = rig.metrics();
-    let displays = Display::fleet(rig.broker.port);
-    wait_for("three receipts from each display, stored", 20, || {
-        displays.iter().all(|x| x.sent() >= 3) && m.receipts_stored.load(Ordering::Relaxed) >= 9
-    })
-    .await;
+    let displays = fleet_storing(&rig).await;
     let failed_before = m.commit_failures.load(Ordering::Relaxed);
     for lost in 1..=10 {
         pg.proxy.lose_next_commit_answer();
