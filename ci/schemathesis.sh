@@ -78,12 +78,16 @@ for role in operator auditor admin; do
   start=$(date +%s)
   set +e
   # From the temporary folder: schemathesis keeps its cache in the working directory.
+  # One worker: with two threads, Hypothesis describing a filter lambda (ast.parse) in the
+  # coverage phase once died of CPython's thread-unsafe AST recursion count ("SystemError:
+  # AST constructor recursion depth mismatch", cpython#106905), failing a run whose API
+  # had answered every case correctly.
   (cd "$work" && "$st_abs" run "$work/openapi.json" --url "$base" \
     -H "Authorization: Bearer ${token[$role]}" \
     --checks all --exclude-checks positive_data_acceptance \
     --max-examples "${SCHEMATHESIS_EXAMPLES:-25}" \
     --max-time "${SCHEMATHESIS_MAX_TIME:-90}" \
-    --seed 20261201 --workers 2 \
+    --seed 20261201 --workers 1 \
     --no-color) 2>&1 | tee "$work/$role.log"
   role_rc=${PIPESTATUS[0]}
   set -e
