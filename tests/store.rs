@@ -20,9 +20,9 @@ use civicast::core::urgent::{Targets, UrgentMessage, UrgentRefusal, UrgentStatus
 use civicast::core::wire::{Reject, Status};
 use civicast::store::{
     AdSetHistory, ApiStore, ApproveError, Approver, Batch, DeviceRow, FeedPlay, FeedState,
-    LastReceipt, Membership, NewPlay, PgStore, PlayReceipt, PlayRow, PlayedTimes, PresenceEvent,
-    PresenceKeySpan, PresenceSpan, ReceiptRow, RejectCount, Retirement, Revision, Role,
-    SqliteStore, Store, StoreError, TokenRow,
+    LastReceipt, Membership, NewPlay, PgStore, PlayRange, PlayReceipt, PlayRow, PlayedTimes,
+    PresenceEvent, PresenceKeySpan, PresenceSpan, ReceiptRow, RejectCount, Retirement, Revision,
+    Role, SqliteStore, Store, StoreError, TokenRow,
 };
 use civicast::store::{UrgentStore, UrgentStoreError};
 use sqlx::Connection;
@@ -1638,6 +1638,56 @@ async fn reports<S: ApiStore>(s: S) {
         .await
         .expect("receipts")
         .is_empty());
+
+    // The same receipts counted per play and status, and read back by key ranges.
+    let counts: Vec<(i64, String, i64)> = s
+        .play_counts_between(t0, t1)
+        .await
+        .expect("play counts")
+        .into_iter()
+        .map(|c| (c.play, format!("{:?}", c.status), c.receipts))
+        .collect();
+    let mut want_counts: Vec<(i64, String, i64)> =
+        want.iter().map(|(_, p, st)| (*p, st.clone(), 1)).collect();
+    want_counts.sort_unstable();
+    assert_eq!(counts, want_counts);
+    let range = |device: i64, lo: i64, hi: i64| PlayRange {
+        device,
+        lo,
+        hi,
+        first_issued_ms: t0 - 60 * min,
+        last_issued_ms: t1,
+    };
+    let mut got: Vec<(i64, i64, String)> = s
+        .receipts_in_ranges(&[
+            range(c.a, p_start.key, p_start.key),
+            range(c.b, p_start.key, p_late.key),
+            range(c.c, p_late.key, p_late.key),
+            // Keys, not issue times: the stray play's key lies between.
+            range(c.c, p_direct.key, p_stray.key),
+        ])
+        .await
+        .expect("receipts in ranges")
+        .into_iter()
+        .map(|r| (r.device, r.play, format!("{:?}", r.status)))
+        .collect();
+    got.sort_unstable();
+    let mut want_ranges: Vec<(i64, i64, String)> = [
+        (c.a, p_start.key, Status::Played),
+        (c.b, p_start.key, Status::Skipped),
+        (c.c, p_direct.key, Status::Played),
+        (c.c, p_stray.key, Status::Played),
+    ]
+    .into_iter()
+    .map(|(d, p, st)| (d, p, format!("{st:?}")))
+    .collect();
+    want_ranges.sort_unstable();
+    assert_eq!(got, want_ranges, "a's late play lies outside its range");
+    assert!(s
+        .receipts_in_ranges(&[])
+        .await
+        .expect("no ranges")
+        .is_empty());
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1783,6 +1833,7 @@ struct RawView {
     last: Vec<(String, i64, String)>,
     for_plays: Vec<(i64, i64, String)>,
     for_day1: Vec<(i64, i64, String)>,
+    in_ranges: Vec<(i64, i64, String)>,
     all_rows: i64,
 }
 
@@ -1811,7 +1862,30 @@ async fn raw_view(s: &PgStore, from: i64, to: i64) -> RawView {
         v.sort_unstable();
         v
     };
+    // Each display's receipts by its key range over the days: packed rows must answer too.
+    let mut ranges: std::collections::BTreeMap<i64, PlayRange> = Default::default();
+    for r in s
+        .receipts_for_plays_between(from, to)
+        .await
+        .expect("receipts of plays")
+    {
+        let e = ranges.entry(r.device).or_insert(PlayRange {
+            device: r.device,
+            lo: r.play,
+            hi: r.play,
+            first_issued_ms: from,
+            last_issued_ms: to - 1,
+        });
+        e.lo = e.lo.min(r.play);
+        e.hi = e.hi.max(r.play);
+    }
+    let ranges: Vec<PlayRange> = ranges.into_values().collect();
     RawView {
+        in_ranges: keyed(
+            s.receipts_in_ranges(&ranges)
+                .await
+                .expect("receipts in ranges"),
+        ),
         raw_audit: s.audit_plays(&q).await.expect("raw audit"),
         streamed,
         played: s.played_between(from, to, None).await.expect("played"),
@@ -1934,6 +2008,10 @@ async fn pg_compaction(s: PgStore) {
     assert_eq!(total(&s.audit_plays(&all).await.expect("audit")), 13);
     let before = raw_view(&s, from, to).await;
     assert_eq!(before.all_rows, 19);
+    assert_eq!(
+        before.in_ranges, before.for_plays,
+        "every receipt by its display's range"
+    );
 
     // Pack days 0 and 1; day 2 stays raw.
     let done = s.compact_receipts(first + 2).await.expect("compact");

@@ -1,13 +1,15 @@
 //! A database written by the release at migration 0007 (`tests/fixtures/release-0007/`,
 //! see its README) moves forward to the current schema and answers every play-count
-//! question as that release did: the 896 answers it gave, row for row, on both backends.
+//! question as that release did: the 896 answers it gave, row for row, on both backends; and
+//! the counts per play that migration 0014 adds are those of its receipts.
 //!
 //! PostgreSQL's half needs `CIVICAST_TEST_PG` and is ignored without it.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use civicast::core::audit::{PlaysParams, PlaysQuery};
-use civicast::store::{PgStore, SqliteStore, Store};
+use civicast::store::{ApiStore, PgStore, SqliteStore, Store};
 use sqlx::Connection;
 
 fn fixture(name: &str) -> PathBuf {
@@ -83,6 +85,27 @@ async fn same_answers<S: Store>(s: &S) {
     );
 }
 
+/// The counts per play that migration 0014 fills are those of the stored receipts.
+async fn play_counts_are_the_receipts<S: ApiStore>(s: &S) {
+    let mut want: BTreeMap<(i64, String), i64> = BTreeMap::new();
+    for r in s
+        .receipts_for_plays_between(i64::MIN, i64::MAX)
+        .await
+        .expect("receipts")
+    {
+        *want.entry((r.play, format!("{:?}", r.status))).or_default() += 1;
+    }
+    let got: BTreeMap<(i64, String), i64> = s
+        .play_counts_between(i64::MIN, i64::MAX)
+        .await
+        .expect("play counts")
+        .into_iter()
+        .map(|c| ((c.play, format!("{:?}", c.status)), c.receipts))
+        .collect();
+    assert!(want.len() > 100, "the release's receipts ({})", want.len());
+    assert_eq!(got, want, "counts per play and status after the migration");
+}
+
 #[tokio::test]
 async fn sqlite_database_of_the_release_keeps_its_counts() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -100,6 +123,7 @@ async fn sqlite_database_of_the_release_keeps_its_counts() {
     .expect("tables");
     assert_eq!(old, 0, "the per-receipt hourly rollup is gone");
     same_answers(&s).await;
+    play_counts_are_the_receipts(&s).await;
 }
 
 #[tokio::test]
@@ -124,6 +148,7 @@ async fn postgres_database_of_the_release_keeps_its_counts() {
         async move {
             s.migrate().await.expect("migrate the release's database");
             same_answers(&s).await;
+            play_counts_are_the_receipts(&s).await;
         }
     })
     .await;

@@ -203,6 +203,10 @@ pub async fn load_sqlite(
     sqlx::query("INSERT INTO rollup_daily_coverage (utc_offset) VALUES (8)")
         .execute(&mut *tx)
         .await?;
+    // Counts per play, by the migration's own statement (its backfill).
+    sqlx::query(&rollups::play_backfill("receipts"))
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
     let rollup_load = Rate {
         count: rollup_rows as u64,
@@ -543,6 +547,9 @@ pub async fn load_pg(
         tx.commit().await?;
     }
     sqlx::query("INSERT INTO rollup_daily_coverage (utc_offset) VALUES (8)")
+        .execute(&mut *c)
+        .await?;
+    sqlx::query(&rollups::play_backfill("receipts"))
         .execute(&mut *c)
         .await?;
     let rollup_load = Rate {

@@ -110,8 +110,13 @@ async fn sqlite_file(pool: &sqlx::SqlitePool, path: &Path) -> anyhow::Result<(i6
     Ok((pages * size, free * size, wal_bytes))
 }
 
-/// The rollup tables (migrations/*/0008_rollups_by_size.sql).
-pub(crate) const ROLLUPS: [&str; 3] = ["rollup_hour", "rollup_daily_slogan", "rollup_daily_device"];
+/// The rollup tables (migrations/*/0008_rollups_by_size.sql, 0014_play_counts.sql).
+pub(crate) const ROLLUPS: [&str; 4] = [
+    "rollup_hour",
+    "rollup_daily_slogan",
+    "rollup_daily_device",
+    "rollup_play",
+];
 
 #[derive(Debug, Clone, Default)]
 pub struct StorageReport {

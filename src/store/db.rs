@@ -191,6 +191,12 @@ impl ApiStore for Db {
     ) -> Result<Vec<PlayReceipt>> {
         delegate!(self, s => s.receipts_for_plays_between(from_ms, to_ms))
     }
+    async fn play_counts_between(&self, from_ms: i64, to_ms: i64) -> Result<Vec<PlayCount>> {
+        delegate!(self, s => s.play_counts_between(from_ms, to_ms))
+    }
+    async fn receipts_in_ranges(&self, ranges: &[PlayRange]) -> Result<Vec<PlayReceipt>> {
+        delegate!(self, s => s.receipts_in_ranges(ranges))
+    }
     async fn presence_keys_between(
         &self,
         from_ms: i64,

@@ -215,6 +215,17 @@ pub trait ApiStore: Store {
         from_ms: i64,
         to_ms: i64,
     ) -> impl Future<Output = Result<Vec<PlayReceipt>>> + Send;
+    /// Stored receipts per play and status, of plays issued in [from, to), by play key.
+    fn play_counts_between(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> impl Future<Output = Result<Vec<PlayCount>>> + Send;
+    /// The receipts each range names (each read by key, not by scanning the period).
+    fn receipts_in_ranges(
+        &self,
+        ranges: &[PlayRange],
+    ) -> impl Future<Output = Result<Vec<PlayReceipt>>> + Send;
     /// Presence intervals overlapping [from, to) by device key.
     fn presence_keys_between(
         &self,

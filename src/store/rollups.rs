@@ -299,6 +299,42 @@ impl Upsert<'_> {
     }
 }
 
+/// The upserts that add stored receipts, given as (play key, status code), to
+/// `rollup_play` (migrations/*/0014_play_counts.sql). A batch's receipts of one play are
+/// summed first: one statement may not touch a row twice.
+pub fn play_upserts(
+    receipts: impl IntoIterator<Item = (i64, i64)>,
+    ph: fn(usize) -> String,
+    qualify: bool,
+) -> Vec<(String, Vec<Bind>)> {
+    let mut counts: BTreeMap<(i64, i64), i64> = BTreeMap::new();
+    for k in receipts {
+        *counts.entry(k).or_default() += 1;
+    }
+    Upsert {
+        table: "rollup_play",
+        cols: &["play", "status", "receipts"],
+        keys: 2,
+    }
+    .statements(
+        counts
+            .into_iter()
+            .map(|((p, st), n)| vec![Bind::Int(p), Bind::Int(st), Bind::Int(n)])
+            .collect(),
+        ph,
+        qualify,
+    )
+}
+
+/// Fills `rollup_play` from receipts already stored (the migration's statement, for a
+/// loader that writes receipts by SQL): `receipts` names the table or view to read.
+pub fn play_backfill(receipts: &str) -> String {
+    format!(
+        "INSERT INTO rollup_play (play, status, receipts) \
+         SELECT play, status, COUNT(*) FROM {receipts} GROUP BY play, status"
+    )
+}
+
 /// Rows whose counts a class move brought to zero, removed.
 pub const DROP_EMPTY: [&str; 2] = [
     "DELETE FROM rollup_hour WHERE plays = 0",

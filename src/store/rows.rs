@@ -205,6 +205,25 @@ pub struct FeedPlay {
     pub feed_key: i64,
 }
 
+/// How many stored receipts of one play have one status (`rollup_play`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PlayCount {
+    pub play: i64,
+    pub status: Status,
+    pub receipts: i64,
+}
+
+/// One display's receipts of the plays with keys in [lo, hi], issued in
+/// [first_issued_ms, last_issued_ms] (the bound lets PostgreSQL reach only those days).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PlayRange {
+    pub device: i64,
+    pub lo: i64,
+    pub hi: i64,
+    pub first_issued_ms: i64,
+    pub last_issued_ms: i64,
+}
+
 /// A stored receipt by keys: which display answered which play, and how.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PlayReceipt {

@@ -111,6 +111,96 @@ pub fn reconcile(
     rows.into_values().collect()
 }
 
+/// A play's stored receipts by status, over all its members (a store keeps one count per
+/// play and status: `rollup_play`), indexed by [`Status::code`].
+pub type StatusCounts = [u64; 4];
+
+/// One play's members as [`reconcile_counted`] needs them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Split {
+    /// Distinct members.
+    pub targeted: u64,
+    /// Distinct members offline at issue, ascending.
+    pub offline: Vec<i64>,
+}
+
+/// Each play's distinct members, and those of them offline at issue (`online` as in
+/// [`reconcile`]).
+pub fn split_members(plays: &[Play], online: impl Fn(i64, i64) -> bool) -> Vec<Split> {
+    let mut members: Vec<i64> = Vec::new();
+    plays
+        .iter()
+        .map(|p| {
+            members.clear();
+            members.extend_from_slice(p.members);
+            members.sort_unstable();
+            members.dedup();
+            Split {
+                targeted: members.len() as u64,
+                offline: members
+                    .iter()
+                    .copied()
+                    .filter(|&m| !online(m, p.issued_ms))
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
+/// The same rows as [`reconcile`], from each play's receipt counts instead of every
+/// member's receipt: only the members offline at issue are asked for theirs
+/// (`offline_receipt(device, play_key)`), since a receipt moves such a member from
+/// `offline` to `played` and, from an online member, is simply counted by its status.
+/// `splits[i]` is [`split_members`] of `plays[i]`; `counts(play_key)` covers the stored
+/// receipts of the play, which a store only accepts from its members.
+pub fn reconcile_counted(
+    plays: &[Play],
+    splits: &[Split],
+    tz: Tz,
+    counts: impl Fn(i64) -> StatusCounts,
+    offline_receipt: impl Fn(i64, i64) -> Option<Status>,
+) -> Vec<Row> {
+    let mut rows: BTreeMap<(&str, String), Row> = BTreeMap::new();
+    for (p, split) in plays.iter().zip(splits) {
+        let row = rows
+            .entry((p.feed, day_of(p.issued_ms, tz)))
+            .or_insert_with_key(|(feed, day)| Row {
+                feed: (*feed).to_owned(),
+                day: day.clone(),
+                ..Row::default()
+            });
+        let all = counts(p.key);
+        // Receipts of members offline at issue, by status.
+        let mut away: StatusCounts = [0; 4];
+        for &m in &split.offline {
+            if let Some(st) = offline_receipt(m, p.key) {
+                away[st.code() as usize] += 1;
+            }
+        }
+        let of = |st: Status| all[st.code() as usize];
+        // What online members reported; saturating only against counts that disagree with
+        // the members (a store that accepted a receipt from a non-member), never otherwise.
+        let here = |st: Status| of(st).saturating_sub(away[st.code() as usize]);
+        let offline = split.offline.len() as u64;
+        let online = split.targeted - offline;
+        let reported = here(Status::Played)
+            + here(Status::Expired)
+            + here(Status::Skipped)
+            + here(Status::Failed);
+        row.plays += 1;
+        row.targeted += split.targeted;
+        row.online += online;
+        row.played += of(Status::Played);
+        row.offline += offline - away[Status::Played.code() as usize].min(offline);
+        row.expired += here(Status::Expired);
+        row.skipped += here(Status::Skipped);
+        row.failed += here(Status::Failed);
+        row.no_receipt += online.saturating_sub(reported);
+        row.shortfall = row.targeted.saturating_sub(row.played);
+    }
+    rows.into_values().collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,6 +338,64 @@ mod tests {
             }
             prop_assert_eq!(total_plays, plays.len() as u64);
             prop_assert!(rows.windows(2).all(|w| (&w[0].feed, &w[0].day) < (&w[1].feed, &w[1].day)));
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn counted_equals_the_definition(
+            plays in prop::collection::vec(
+                (0usize..3, 0i64..3 * 86_400_000, prop::collection::vec(0i64..12, 0..10)),
+                0..30,
+            ),
+            offline in prop::collection::btree_set((0i64..12, 0i64..3 * 86_400_000), 0..20),
+            down in prop::collection::btree_set(0i64..12, 0..6),
+            // Each (member, play) may have a receipt: which one is drawn from these codes.
+            codes in prop::collection::vec(0u8..6, 400),
+        ) {
+            let feeds = ["a", "b", "c"];
+            let plays: Vec<Play> = plays
+                .iter()
+                .enumerate()
+                .map(|(i, (f, at, m))| Play { key: i as i64, feed: feeds[*f], issued_ms: *at, members: m })
+                .collect();
+            // Receipts only from members: the store refuses others (`NotSent`).
+            let mut receipts: HashMap<(i64, i64), Status> = HashMap::new();
+            let mut n = 0;
+            for p in &plays {
+                for &m in p.members {
+                    if let Some(st) = status(codes[n % codes.len()]) {
+                        receipts.insert((m, p.key), st);
+                    }
+                    n += 1;
+                }
+            }
+            let online = |d: i64, at: i64| !down.contains(&d) && !offline.contains(&(d, at));
+            let want = reconcile(&plays, chrono_tz::Asia::Shanghai, online, |d, k| {
+                receipts.get(&(d, k)).copied()
+            });
+            let splits = split_members(&plays, online);
+            let mut counts: HashMap<i64, StatusCounts> = HashMap::new();
+            for ((_, k), st) in &receipts {
+                counts.entry(*k).or_default()[st.code() as usize] += 1;
+            }
+            let asked = std::cell::RefCell::new(Vec::new());
+            let got = reconcile_counted(
+                &plays,
+                &splits,
+                chrono_tz::Asia::Shanghai,
+                |k| counts.get(&k).copied().unwrap_or_default(),
+                |d, k| {
+                    asked.borrow_mut().push((d, k));
+                    receipts.get(&(d, k)).copied()
+                },
+            );
+            prop_assert_eq!(got, want);
+            // Only members offline at issue were looked up.
+            for (d, k) in asked.into_inner() {
+                let p = &plays[k as usize];
+                prop_assert!(!online(d, p.issued_ms));
+            }
         }
     }
 }

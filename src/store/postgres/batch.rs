@@ -131,7 +131,7 @@ impl PgStore {
 
 /// Adds the stored receipts to every rollup: by class for each hour, and for each zone
 /// offset kept (`offsets`, from [`covered_offsets`]) by class and by display for each
-/// local day. The classes are read under the shared class lock.
+/// local day; and by play and status. The classes are read under the shared class lock.
 pub(super) async fn write_rollups(
     conn: &mut PgConnection,
     stored: &[&ReceiptRow],
@@ -168,7 +168,15 @@ pub(super) async fn write_rollups(
             .collect();
     let deltas: Vec<_> = deltas.into_iter().collect();
     let class_of = |d: i64| classes.get(&d).map(String::as_str);
-    for (sql, binds) in rollups::upserts(&deltas, class_of, offsets, |n| format!("${n}"), true) {
+    let plays = rollups::play_upserts(
+        stored.iter().map(|r| (r.play, r.status.code())),
+        |n| format!("${n}"),
+        true,
+    );
+    for (sql, binds) in rollups::upserts(&deltas, class_of, offsets, |n| format!("${n}"), true)
+        .into_iter()
+        .chain(plays)
+    {
         bind_all(sqlx::query(&sql), binds)
             .execute(&mut *conn)
             .await?;

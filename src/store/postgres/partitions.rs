@@ -78,7 +78,8 @@ impl PgStore {
 
     /// Retention: drops every daily partition of `receipts` for a day before `day` (days
     /// since the epoch, UTC, by the play's issue day) and deletes such rows from the DEFAULT
-    /// partition. Rollups stay. Returns how many partitions were dropped.
+    /// partition. Rollups stay, but for the counts per play (`rollup_play`), which go with
+    /// their receipts. Returns how many partitions were dropped.
     #[instrument(skip(self))]
     pub async fn drop_partitions_before(&self, day: i64) -> Result<usize> {
         let old: Vec<_> = self
@@ -111,6 +112,13 @@ impl PgStore {
         ] {
             sqlx::query(sql).bind(cut).execute(&mut *tx).await?;
         }
+        // A play's count goes with its receipts (a receipt's play_day is its play's UTC day).
+        sqlx::query(
+            "DELETE FROM rollup_play WHERE play IN (SELECT id FROM plays WHERE issued_at < $1)",
+        )
+        .bind(i64::from(cut) * 86_400_000)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         if !old.is_empty() {
             info!(

@@ -371,18 +371,41 @@ impl ApiStore for SqliteStore {
         .bind(to_ms)
         .fetch_all(&self.read)
         .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in &rows {
-            let code: i64 = r.try_get(2)?;
-            if let Some(st) = Status::from_code(code) {
-                out.push(PlayReceipt {
-                    device: r.try_get(0)?,
-                    play: r.try_get(1)?,
-                    status: st,
-                });
-            }
+        play_receipt_rows(&rows)
+    }
+
+    async fn play_counts_between(&self, from_ms: i64, to_ms: i64) -> Result<Vec<PlayCount>> {
+        let rows = sqlx::query(
+            "SELECT c.play, c.status, c.receipts FROM plays p
+             JOIN rollup_play c ON c.play = p.id
+             WHERE p.issued_at >= ? AND p.issued_at < ? ORDER BY c.play, c.status",
+        )
+        .bind(from_ms)
+        .bind(to_ms)
+        .fetch_all(&self.read)
+        .await?;
+        play_count_rows(&rows)
+    }
+
+    async fn receipts_in_ranges(&self, ranges: &[PlayRange]) -> Result<Vec<PlayReceipt>> {
+        if ranges.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(out)
+        // One statement for every range: the list drives, each range one primary-key range.
+        let list: Vec<[i64; 3]> = ranges.iter().map(|r| [r.device, r.lo, r.hi]).collect();
+        let list = serde_json::to_string(&list)
+            .map_err(|e| StoreError::Invalid(format!("play ranges: {e}")))?;
+        let rows = sqlx::query(
+            "SELECT r.device, r.play, r.status
+             FROM (SELECT json_extract(value, '$[0]') AS device,
+                          json_extract(value, '$[1]') AS lo,
+                          json_extract(value, '$[2]') AS hi FROM json_each(?)) k
+             CROSS JOIN receipts r ON r.device = k.device AND r.play >= k.lo AND r.play <= k.hi",
+        )
+        .bind(list)
+        .fetch_all(&self.read)
+        .await?;
+        play_receipt_rows(&rows)
     }
 
     async fn presence_keys_between(
@@ -412,4 +435,36 @@ impl ApiStore for SqliteStore {
             .map(presence_key_span_row)
             .collect::<std::result::Result<_, _>>()?)
     }
+}
+
+/// (device, play, status) rows; a status code this release does not know is left out.
+fn play_receipt_rows(rows: &[sqlx::sqlite::SqliteRow]) -> Result<Vec<PlayReceipt>> {
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let code: i64 = r.try_get(2)?;
+        if let Some(st) = Status::from_code(code) {
+            out.push(PlayReceipt {
+                device: r.try_get(0)?,
+                play: r.try_get(1)?,
+                status: st,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// (play, status, receipts) rows; a status code this release does not know is left out.
+fn play_count_rows(rows: &[sqlx::sqlite::SqliteRow]) -> Result<Vec<PlayCount>> {
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let code: i64 = r.try_get(1)?;
+        if let Some(st) = Status::from_code(code) {
+            out.push(PlayCount {
+                play: r.try_get(0)?,
+                status: st,
+                receipts: r.try_get(2)?,
+            });
+        }
+    }
+    Ok(out)
 }

@@ -72,7 +72,7 @@ pub(super) async fn insert_receipts<'b>(
 
 /// Adds the stored receipts to every rollup: by class for each hour, and for each zone
 /// offset kept (`offsets`, from [`covered_offsets`]) by class and by display for each
-/// local day.
+/// local day; and by play and status.
 pub(super) async fn write_rollups(
     c: &mut SqliteConnection,
     stored: &[&ReceiptRow],
@@ -107,7 +107,15 @@ pub(super) async fn write_rollups(
     .into_iter()
     .collect();
     let class_of = |d: i64| classes.get(&d).map(String::as_str);
-    for (sql, binds) in rollups::upserts(&deltas, class_of, offsets, |_| "?".into(), false) {
+    let plays = rollups::play_upserts(
+        stored.iter().map(|r| (r.play, r.status.code())),
+        |_| "?".into(),
+        false,
+    );
+    for (sql, binds) in rollups::upserts(&deltas, class_of, offsets, |_| "?".into(), false)
+        .into_iter()
+        .chain(plays)
+    {
         bind_all(sqlx::query(&sql), binds).execute(&mut *c).await?;
     }
     Ok(())

@@ -391,12 +391,22 @@ impl Store for SqliteStore {
     }
 
     async fn prune_receipts(&self, before_ms: i64) -> Result<u64> {
+        // A play's count goes with its receipts: reconciliation then sees neither, as before
+        // the counts were kept.
+        let mut tx = self.pool.begin().await?;
         let r = sqlx::query(
             "DELETE FROM receipts WHERE play IN (SELECT id FROM plays WHERE issued_at < ?)",
         )
         .bind(before_ms)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        sqlx::query(
+            "DELETE FROM rollup_play WHERE play IN (SELECT id FROM plays WHERE issued_at < ?)",
+        )
+        .bind(before_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
         Db::Sqlite(self.clone()).log_mark_pruned(before_ms).await?;
         Ok(r.rows_affected())
     }
