@@ -1495,6 +1495,20 @@ async fn reports<S: ApiStore>(s: S) {
         })
         .to_vec()
     );
+    // The named displays alone: the same intervals, each display's by its key.
+    for names in [vec!["a"], vec!["b", "nobody"], vec!["a", "b", "c"], vec![]] {
+        let mut got = s
+            .presence_of(150, 650, &strings(&names))
+            .await
+            .expect("presence of");
+        got.sort_unstable();
+        let want: Vec<PresenceSpan> = named
+            .iter()
+            .filter(|p| names.contains(&p.device.as_str()))
+            .cloned()
+            .collect();
+        assert_eq!(got, want, "{names:?}");
+    }
     let mut keyed = s.presence_keys_between(150, 650).await.expect("presence");
     keyed.sort_unstable();
     let mut want: Vec<PresenceKeySpan> = [
@@ -1551,6 +1565,25 @@ async fn reports<S: ApiStore>(s: S) {
 
     // Played receipts by start time, only status played, by display then time.
     let at = |d: &str, started_ms: i64| (d.to_owned(), started_ms);
+    let (wide_from, wide_to) = (t0 - 120 * min, t1 + 120 * min);
+    let every = s
+        .played_between(wide_from, wide_to, None)
+        .await
+        .expect("played");
+    for names in [vec!["a"], vec!["c", "nobody"], vec!["a", "b", "c"], vec![]] {
+        let want: Vec<PlayedTimes> = every
+            .iter()
+            .filter(|p| names.contains(&p.device.as_str()))
+            .cloned()
+            .collect();
+        assert_eq!(
+            s.played_of(wide_from, wide_to, &strings(&names))
+                .await
+                .expect("played of"),
+            want,
+            "{names:?}"
+        );
+    }
     assert_eq!(
         flat(s.played_between(t0, t1, None).await.expect("played")),
         vec![at("a", t0 + 1_000), at("c", t0 + min + 1_000)]
@@ -2847,6 +2880,19 @@ async fn sqlite_timelines_of_closed_days() {
                 s.played_between(*f, *t, None).await.expect("played"),
                 before[i],
                 "period {i}"
+            );
+            // Days with timelines and days without, read by the displays' keys.
+            let want: Vec<PlayedTimes> = before[i]
+                .iter()
+                .filter(|p| p.device != "b")
+                .cloned()
+                .collect();
+            assert_eq!(
+                s.played_of(*f, *t, &strings(&["c", "a", "nobody"]))
+                    .await
+                    .expect("played of"),
+                want,
+                "period {i}, a and c"
             );
         }
         assert_eq!(

@@ -55,17 +55,31 @@ struct Readings {
     plays: HashMap<String, Vec<i64>>,
 }
 
-async fn read(store: &Db, f: i64, t: i64) -> Result<Readings, ReportError> {
+/// Reads every display, or only the `named` ones (each by key: a sample, one display).
+async fn read(
+    store: &Db,
+    f: i64,
+    t: i64,
+    named: Option<&[String]>,
+) -> Result<Readings, ReportError> {
+    let (presence, played) = match named {
+        None => (
+            store.presence_between(f, t).await?,
+            store.played_between(f, t, None).await?,
+        ),
+        Some(n) => (
+            store.presence_of(f, t, n).await?,
+            store.played_of(f, t, n).await?,
+        ),
+    };
     let mut online: HashMap<String, Vec<(i64, i64)>> = HashMap::new();
-    for p in store.presence_between(f, t).await? {
+    for p in presence {
         online
             .entry(p.device)
             .or_default()
             .push((p.since_ms, p.until_ms.unwrap_or(t)));
     }
-    let plays: HashMap<String, Vec<i64>> = store
-        .played_between(f, t, None)
-        .await?
+    let plays: HashMap<String, Vec<i64>> = played
         .into_iter()
         .map(|p| {
             let mut starts = p.starts;
@@ -132,17 +146,19 @@ fn fold(
     rows
 }
 
-/// Per-display compliance in one period, from presence and `played` receipts.
+/// Per-display compliance in one period, from presence and `played` receipts, of the
+/// displays `only` keeps. With `named`, only those displays are read (`only` should keep
+/// no other: the rest would be judged without their readings).
 pub async fn compliance_rows(
     store: &Db,
     catalog: &Catalog,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
+    (from, to): (DateTime<Utc>, DateTime<Utc>),
     only: &(dyn Fn(&crate::core::model::Device) -> bool + Sync),
+    named: Option<&[String]>,
     factors: compliance::Factors,
 ) -> Result<Vec<ComplianceRow>, ReportError> {
     let (f, t) = (from.timestamp_millis(), to.timestamp_millis());
-    let r = read(store, f, t).await?;
+    let r = read(store, f, t, named).await?;
     Ok(fold(catalog, &r, (f, t), only, factors))
 }
 
@@ -209,7 +225,7 @@ pub async fn compliance_report_parts(
             && device.as_ref().is_none_or(|x| d.id.as_str() == x)
     };
     let (f, t) = (from.timestamp_millis(), to.timestamp_millis());
-    let r = read(store, f, t).await?;
+    let r = read(store, f, t, None).await?;
     let rows = fold(catalog, &r, (f, t), &only, factors);
     let first: std::collections::HashSet<&str> =
         rows.iter().take(shown).map(|r| r.device.as_str()).collect();

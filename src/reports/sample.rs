@@ -86,19 +86,20 @@ pub async fn sample_report(
         .collect();
     let drawn = sample::draw(&all, &week, &seed, per_class);
     let picked: std::collections::HashSet<&str> = drawn.iter().map(|(_, id)| *id).collect();
+    let names: Vec<String> = drawn.iter().map(|(_, id)| (*id).to_owned()).collect();
+    // Only the drawn displays are read: a few per class, not the fleet's week.
     let evidence: HashMap<String, ComplianceRow> = compliance_rows(
         store,
         catalog,
-        from,
-        to,
+        (from, to),
         &|d| picked.contains(d.id.as_str()),
+        Some(&names),
         factors,
     )
     .await?
     .into_iter()
     .map(|r| (r.device.clone(), r))
     .collect();
-    let names: Vec<String> = drawn.iter().map(|(_, id)| (*id).to_owned()).collect();
     let last: HashMap<String, (i64, Status)> = store
         .last_receipts(&names)
         .await?

@@ -170,6 +170,22 @@ impl ApiStore for Db {
     async fn presence_between(&self, from_ms: i64, to_ms: i64) -> Result<Vec<PresenceSpan>> {
         delegate!(self, s => s.presence_between(from_ms, to_ms))
     }
+    async fn presence_of(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+        devices: &[String],
+    ) -> Result<Vec<PresenceSpan>> {
+        delegate!(self, s => s.presence_of(from_ms, to_ms, devices))
+    }
+    async fn played_of(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+        devices: &[String],
+    ) -> Result<Vec<PlayedTimes>> {
+        delegate!(self, s => s.played_of(from_ms, to_ms, devices))
+    }
     async fn played_between(
         &self,
         from_ms: i64,

@@ -190,6 +190,20 @@ pub trait ApiStore: Store {
         from_ms: i64,
         to_ms: i64,
     ) -> impl Future<Output = Result<Vec<PresenceSpan>>> + Send;
+    /// [`ApiStore::presence_between`] of the named displays alone, read by their keys.
+    fn presence_of(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+        devices: &[String],
+    ) -> impl Future<Output = Result<Vec<PresenceSpan>>> + Send;
+    /// [`ApiStore::played_between`] of the named displays alone, read by their keys.
+    fn played_of(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+        devices: &[String],
+    ) -> impl Future<Output = Result<Vec<PlayedTimes>>> + Send;
     /// Start times of `played` receipts in [from, to): one entry per display that has
     /// any, by name, its times in order.
     fn played_between(

@@ -437,9 +437,9 @@ async fn met_on(
     let rows = reports::compliance_rows(
         &st.store,
         &c,
-        from,
-        to,
+        (from, to),
         &|x| x.id.as_str() == display,
+        Some(&[display.to_owned()][..]),
         st.factors,
     )
     .await?;
@@ -614,9 +614,9 @@ pub(crate) async fn propose_findings(
     let rows = reports::compliance_rows(
         &st.store,
         &c,
-        from,
-        to,
+        (from, to),
         &|d| units.of_display(d.id.as_str()).is_some(),
+        None,
         st.factors,
     )
     .await?;
@@ -774,9 +774,9 @@ pub(crate) async fn scorecard_answer(
     let compliance = reports::compliance_rows(
         &st.store,
         &c,
-        from,
-        end.max(from),
+        (from, end.max(from)),
         &|d| units.of_display(d.id.as_str()).is_some(),
+        None,
         st.factors,
     )
     .await?;

@@ -248,23 +248,16 @@ impl ApiStore for PgStore {
     }
 
     async fn presence_between(&self, from_ms: i64, to_ms: i64) -> Result<Vec<PresenceSpan>> {
-        let rows = sqlx::query(
-            "SELECT d.name, p.online_from, p.online_until FROM presence p JOIN devices d ON d.id = p.device
-             WHERE p.online_from < $1 AND (p.online_until IS NULL OR p.online_until > $2)",
-        )
-        .bind(to_ms)
-        .bind(from_ms)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(PresenceSpan {
-                    device: r.try_get(0)?,
-                    since_ms: r.try_get(1)?,
-                    until_ms: r.try_get(2)?,
-                })
-            })
-            .collect()
+        self.presence_spans(from_ms, to_ms, None).await
+    }
+
+    async fn presence_of(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+        devices: &[String],
+    ) -> Result<Vec<PresenceSpan>> {
+        self.presence_spans(from_ms, to_ms, Some(devices)).await
     }
 
     async fn played_between(
@@ -273,59 +266,22 @@ impl ApiStore for PgStore {
         to_ms: i64,
         device: Option<&str>,
     ) -> Result<Vec<PlayedTimes>> {
-        // By started_at, not play_day: no partition pruning, but the BRIN indexes on
-        // started_at (raw) and on the packed rows' start bounds limit the scan to the
-        // matching blocks. The packed rows come as they are stored, one per display and
-        // day with its arrays, and are unpacked here: unnesting them in SQL returned a row
-        // per receipt, most of the report's time.
-        let raw = sqlx::query(
-            "SELECT d.name, r.started_at FROM receipts r JOIN devices d ON d.id = r.device
-             WHERE r.status = 0 AND r.started_at >= $1 AND r.started_at < $2
-               AND ($3::text IS NULL OR d.name = $3)",
-        )
-        .bind(from_ms)
-        .bind(to_ms)
-        .bind(device)
-        .fetch_all(&self.pool)
-        .await?;
-        let packed = sqlx::query(
-            "SELECT d.name, k.play_day, k.starts, k.outcomes FROM receipts_packed k
-             JOIN devices d ON d.id = k.device
-             WHERE k.max_start >= $1 AND k.min_start < $2 AND ($3::text IS NULL OR d.name = $3)",
-        )
-        .bind(from_ms)
-        .bind(to_ms)
-        .bind(device)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut by: BTreeMap<String, Vec<i64>> = BTreeMap::new();
-        for r in &raw {
-            by.entry(r.try_get(0)?).or_default().push(r.try_get(1)?);
+        match device {
+            Some(d) => {
+                self.played_times(from_ms, to_ms, Some(&[d.to_owned()][..]))
+                    .await
+            }
+            None => self.played_times(from_ms, to_ms, None).await,
         }
-        for r in &packed {
-            let day: i32 = r.try_get(1)?;
-            let starts: Vec<i32> = r.try_get(2)?;
-            let outcomes: Vec<i32> = r.try_get(3)?;
-            let base = i64::from(day) * 86_400_000;
-            let times = by.entry(r.try_get(0)?).or_default();
-            // Status 0 (played) in the low three bits of the outcome.
-            times.extend(
-                starts
-                    .iter()
-                    .zip(&outcomes)
-                    .filter(|(_, o)| *o & 7 == 0)
-                    .map(|(s, _)| base + i64::from(*s))
-                    .filter(|t| (from_ms..to_ms).contains(t)),
-            );
-        }
-        Ok(by
-            .into_iter()
-            .filter(|(_, t)| !t.is_empty())
-            .map(|(device, mut starts)| {
-                starts.sort_unstable();
-                PlayedTimes { device, starts }
-            })
-            .collect())
+    }
+
+    async fn played_of(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+        devices: &[String],
+    ) -> Result<Vec<PlayedTimes>> {
+        self.played_times(from_ms, to_ms, Some(devices)).await
     }
 
     async fn last_receipts(&self, devices: &[String]) -> Result<Vec<LastReceipt>> {
@@ -502,4 +458,96 @@ fn play_receipt_rows(rows: &[sqlx::postgres::PgRow]) -> Result<Vec<PlayReceipt>>
         }
     }
     Ok(out)
+}
+
+impl PgStore {
+    /// Presence overlapping [from, to), of every display or of the named ones.
+    async fn presence_spans(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+        devices: Option<&[String]>,
+    ) -> Result<Vec<PresenceSpan>> {
+        let rows = sqlx::query(
+            "SELECT d.name, p.online_from, p.online_until FROM presence p JOIN devices d ON d.id = p.device
+             WHERE p.online_from < $1 AND (p.online_until IS NULL OR p.online_until > $2)
+               AND ($3::text[] IS NULL OR d.name = ANY($3))",
+        )
+        .bind(to_ms)
+        .bind(from_ms)
+        .bind(devices)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(PresenceSpan {
+                    device: r.try_get(0)?,
+                    since_ms: r.try_get(1)?,
+                    until_ms: r.try_get(2)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Played start times in [from, to), of every display or of the named ones.
+    async fn played_times(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+        devices: Option<&[String]>,
+    ) -> Result<Vec<PlayedTimes>> {
+        // By started_at, not play_day: no partition pruning, but the BRIN indexes on
+        // started_at (raw) and on the packed rows' start bounds limit the scan to the
+        // matching blocks. The packed rows come as they are stored, one per display and
+        // day with its arrays, and are unpacked here: unnesting them in SQL returned a row
+        // per receipt, most of the report's time.
+        let raw = sqlx::query(
+            "SELECT d.name, r.started_at FROM receipts r JOIN devices d ON d.id = r.device
+             WHERE r.status = 0 AND r.started_at >= $1 AND r.started_at < $2
+               AND ($3::text[] IS NULL OR d.name = ANY($3))",
+        )
+        .bind(from_ms)
+        .bind(to_ms)
+        .bind(devices)
+        .fetch_all(&self.pool)
+        .await?;
+        let packed = sqlx::query(
+            "SELECT d.name, k.play_day, k.starts, k.outcomes FROM receipts_packed k
+             JOIN devices d ON d.id = k.device
+             WHERE k.max_start >= $1 AND k.min_start < $2 AND ($3::text[] IS NULL OR d.name = ANY($3))",
+        )
+        .bind(from_ms)
+        .bind(to_ms)
+        .bind(devices)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut by: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+        for r in &raw {
+            by.entry(r.try_get(0)?).or_default().push(r.try_get(1)?);
+        }
+        for r in &packed {
+            let day: i32 = r.try_get(1)?;
+            let starts: Vec<i32> = r.try_get(2)?;
+            let outcomes: Vec<i32> = r.try_get(3)?;
+            let base = i64::from(day) * 86_400_000;
+            let times = by.entry(r.try_get(0)?).or_default();
+            // Status 0 (played) in the low three bits of the outcome.
+            times.extend(
+                starts
+                    .iter()
+                    .zip(&outcomes)
+                    .filter(|(_, o)| *o & 7 == 0)
+                    .map(|(s, _)| base + i64::from(*s))
+                    .filter(|t| (from_ms..to_ms).contains(t)),
+            );
+        }
+        Ok(by
+            .into_iter()
+            .filter(|(_, t)| !t.is_empty())
+            .map(|(device, mut starts)| {
+                starts.sort_unstable();
+                PlayedTimes { device, starts }
+            })
+            .collect())
+    }
 }

@@ -210,53 +210,17 @@ impl ApiStore for SqliteStore {
     }
 
     async fn presence_between(&self, from_ms: i64, to_ms: i64) -> Result<Vec<PresenceSpan>> {
-        // Disjoint parts, each one range of an index, instead of every interval since the
-        // start: those opened inside the period (a range of the key per display), and those
-        // opened before it and still open at its start (closed after it, or not closed: two
-        // ranges of presence_until; one OR would make SQLite look each row up again). One row
-        // per display, as in `played_between`. The unary `+` keeps the first part on the key:
-        // with bound values and statistics, SQLite 3.4x chose presence_until there instead,
-        // once per display (minutes at 100 M receipts).
-        let rows = sqlx::query(
-            "SELECT d.name, g.spans FROM (
-               SELECT device, group_concat(online_from || ':' || IFNULL(online_until, '')) AS spans
-               FROM (
-                 SELECT p.device, p.online_from, p.online_until FROM devices d CROSS JOIN presence p
-                   ON p.device = d.id AND p.online_from >= ?1 AND p.online_from < ?2
-                 WHERE +p.online_until > ?1 OR +p.online_until IS NULL
-                 UNION ALL
-                 SELECT device, online_from, online_until FROM presence
-                 WHERE online_until > ?1 AND online_from < ?1
-                 UNION ALL
-                 SELECT device, online_from, online_until FROM presence
-                 WHERE online_until IS NULL AND online_from < ?1
-               ) GROUP BY device
-             ) g CROSS JOIN devices d ON d.id = g.device",
-        )
-        .bind(from_ms)
-        .bind(to_ms)
-        .fetch_all(&self.read)
-        .await?;
-        let mut out = Vec::new();
-        for r in &rows {
-            let name: String = r.try_get(0)?;
-            let spans: String = r.try_get(1)?;
-            for span in spans.split(',') {
-                let (from, until) = span
-                    .split_once(':')
-                    .ok_or_else(|| StoreError::Invalid(format!("presence span {span:?}")))?;
-                let until = match until {
-                    "" => None,
-                    u => Some(ms_of(u)?),
-                };
-                out.push(PresenceSpan {
-                    device: name.clone(),
-                    since_ms: ms_of(from)?,
-                    until_ms: until,
-                });
-            }
-        }
-        Ok(out)
+        self.presence_spans(from_ms, to_ms, None).await
+    }
+
+    async fn presence_of(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+        devices: &[String],
+    ) -> Result<Vec<PresenceSpan>> {
+        let keys = self.keys_of(devices).await?;
+        self.presence_spans(from_ms, to_ms, Some(&keys)).await
     }
 
     async fn played_between(
@@ -265,32 +229,20 @@ impl ApiStore for SqliteStore {
         to_ms: i64,
         device: Option<&str>,
     ) -> Result<Vec<PlayedTimes>> {
-        let names: HashMap<i64, String> = sqlx::query_as("SELECT id, name FROM devices")
-            .fetch_all(&self.read)
-            .await?
-            .into_iter()
-            .collect();
-        let key = match device {
-            Some(d) => match names.iter().find(|(_, n)| n.as_str() == d) {
-                Some((k, _)) => Some(*k),
-                None => return Ok(Vec::new()),
-            },
-            None => None,
-        };
-        let mut out: Vec<PlayedTimes> = self
-            .played_by_key(from_ms, to_ms, key)
-            .await?
-            .into_iter()
-            .filter(|(_, t)| !t.is_empty())
-            .filter_map(|(k, starts)| {
-                names.get(&k).map(|n| PlayedTimes {
-                    device: n.clone(),
-                    starts,
-                })
-            })
-            .collect();
-        out.sort_by(|a, b| a.device.cmp(&b.device));
-        Ok(out)
+        match device {
+            Some(d) => self.played_of(from_ms, to_ms, &[d.to_owned()]).await,
+            None => self.played_times(from_ms, to_ms, None).await,
+        }
+    }
+
+    async fn played_of(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+        devices: &[String],
+    ) -> Result<Vec<PlayedTimes>> {
+        let keys = self.keys_of(devices).await?;
+        self.played_times(from_ms, to_ms, Some(&keys)).await
     }
 
     async fn last_receipts(&self, devices: &[String]) -> Result<Vec<LastReceipt>> {
@@ -467,4 +419,114 @@ fn play_count_rows(rows: &[sqlx::sqlite::SqliteRow]) -> Result<Vec<PlayCount>> {
         }
     }
     Ok(out)
+}
+
+impl SqliteStore {
+    /// The keys of the named displays that exist.
+    async fn keys_of(&self, devices: &[String]) -> Result<Vec<i64>> {
+        let names = serde_json::to_string(devices)
+            .map_err(|e| StoreError::Invalid(format!("display names: {e}")))?;
+        Ok(sqlx::query_scalar(
+            "SELECT d.id FROM json_each(?) k CROSS JOIN devices d ON d.name = k.value",
+        )
+        .bind(names)
+        .fetch_all(&self.read)
+        .await?)
+    }
+
+    /// Presence overlapping [from, to), of every display or of the keyed ones.
+    async fn presence_spans(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+        keys: Option<&[i64]>,
+    ) -> Result<Vec<PresenceSpan>> {
+        // Disjoint parts, each one range of an index, instead of every interval since the
+        // start: those opened inside the period (a range of the key per display), and those
+        // opened before it and still open at its start (closed after it, or not closed: two
+        // ranges of presence_until; one OR would make SQLite look each row up again). One row
+        // per display, as in `played_between`. The unary `+` keeps the first part on the key:
+        // with bound values and statistics, SQLite 3.4x chose presence_until there instead,
+        // once per display (minutes at 100 M receipts). Keyed, the first part walks the
+        // listed displays only and the other two keep only theirs.
+        let (displays, only) = match keys {
+            None => ("devices d", ""),
+            Some(_) => (
+                "(SELECT value AS id FROM json_each(?3)) d",
+                " AND device IN (SELECT value FROM json_each(?3))",
+            ),
+        };
+        let sql = format!(
+            "SELECT d.name, g.spans FROM (
+               SELECT device, group_concat(online_from || ':' || IFNULL(online_until, '')) AS spans
+               FROM (
+                 SELECT p.device, p.online_from, p.online_until FROM {displays} CROSS JOIN presence p
+                   ON p.device = d.id AND p.online_from >= ?1 AND p.online_from < ?2
+                 WHERE +p.online_until > ?1 OR +p.online_until IS NULL
+                 UNION ALL
+                 SELECT device, online_from, online_until FROM presence
+                 WHERE online_until > ?1 AND online_from < ?1{only}
+                 UNION ALL
+                 SELECT device, online_from, online_until FROM presence
+                 WHERE online_until IS NULL AND online_from < ?1{only}
+               ) GROUP BY device
+             ) g CROSS JOIN devices d ON d.id = g.device"
+        );
+        let mut q = sqlx::query(&sql).bind(from_ms).bind(to_ms);
+        if let Some(k) = keys {
+            q = q.bind(
+                serde_json::to_string(k)
+                    .map_err(|e| StoreError::Invalid(format!("display keys: {e}")))?,
+            );
+        }
+        let rows = q.fetch_all(&self.read).await?;
+        let mut out = Vec::new();
+        for r in &rows {
+            let name: String = r.try_get(0)?;
+            let spans: String = r.try_get(1)?;
+            for span in spans.split(',') {
+                let (from, until) = span
+                    .split_once(':')
+                    .ok_or_else(|| StoreError::Invalid(format!("presence span {span:?}")))?;
+                let until = match until {
+                    "" => None,
+                    u => Some(ms_of(u)?),
+                };
+                out.push(PresenceSpan {
+                    device: name.clone(),
+                    since_ms: ms_of(from)?,
+                    until_ms: until,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Played start times in [from, to), of every display or of the keyed ones, by name.
+    async fn played_times(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+        keys: Option<&[i64]>,
+    ) -> Result<Vec<PlayedTimes>> {
+        let names: HashMap<i64, String> = sqlx::query_as("SELECT id, name FROM devices")
+            .fetch_all(&self.read)
+            .await?
+            .into_iter()
+            .collect();
+        let mut out: Vec<PlayedTimes> = self
+            .played_by_key(from_ms, to_ms, keys)
+            .await?
+            .into_iter()
+            .filter(|(_, t)| !t.is_empty())
+            .filter_map(|(k, starts)| {
+                names.get(&k).map(|n| PlayedTimes {
+                    device: n.clone(),
+                    starts,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.device.cmp(&b.device));
+        Ok(out)
+    }
 }

@@ -135,13 +135,14 @@ impl SqliteStore {
         });
     }
 
-    /// Played start times in [from, to): the timelines of the days that have them, the
-    /// receipts of the rest (one key range per display, as for raw audits). By display key.
+    /// Played start times in [from, to) of every display, or of the `keys` ones: the
+    /// timelines of the days that have them, the receipts of the rest (one key range per
+    /// display, as for raw audits). By display key.
     pub(super) async fn played_by_key(
         &self,
         from_ms: i64,
         to_ms: i64,
-        device: Option<i64>,
+        keys: Option<&[i64]>,
     ) -> Result<BTreeMap<i64, Vec<i64>>> {
         let mut by: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
         if from_ms >= to_ms {
@@ -156,17 +157,27 @@ impl SqliteStore {
                 .await?
                 .into_iter()
                 .collect();
-        for r in sqlx::query(
-            "SELECT day, device, starts FROM played_days
-             WHERE day BETWEEN ? AND ? AND (? IS NULL OR device = ?)",
-        )
-        .bind(d0)
-        .bind(d1)
-        .bind(device)
-        .bind(device)
-        .fetch_all(&self.read)
-        .await?
-        {
+        let list = keys
+            .map(|k| {
+                serde_json::to_string(k)
+                    .map_err(|e| StoreError::Invalid(format!("display keys: {e}")))
+            })
+            .transpose()?;
+        let timelines = match &list {
+            None => sqlx::query("SELECT day, device, starts FROM played_days WHERE day BETWEEN ? AND ?")
+                .bind(d0)
+                .bind(d1),
+            // Each (day, display) by the key: a day's range would walk every display.
+            Some(list) => sqlx::query(
+                "WITH RECURSIVE days(day) AS (SELECT ?1 UNION ALL SELECT day + 1 FROM days WHERE day < ?2)
+                 SELECT p.day, p.device, p.starts FROM days j CROSS JOIN json_each(?3) k
+                 CROSS JOIN played_days p ON p.day = j.day AND p.device = k.value",
+            )
+            .bind(d0)
+            .bind(d1)
+            .bind(list.clone()),
+        };
+        for r in timelines.fetch_all(&self.read).await? {
             let (day, dev): (i64, i64) = (r.try_get(0)?, r.try_get(1)?);
             let bytes: Vec<u8> = r.try_get(2)?;
             let starts = timeline::decode(day, &bytes).ok_or_else(|| {
@@ -190,7 +201,7 @@ impl SqliteStore {
                 end += 1;
             }
             let (f, t) = (from_ms.max(day * DAY_MS), to_ms.min((end + 1) * DAY_MS));
-            self.played_raw(f, t, device, &mut by).await?;
+            self.played_raw(f, t, list.as_deref(), &mut by).await?;
             day = end + 1;
         }
         for t in by.values_mut() {
@@ -199,31 +210,37 @@ impl SqliteStore {
         Ok(by)
     }
 
-    /// Played start times in [from, to) from the receipts, added to `by`.
+    /// Played start times in [from, to) from the receipts, added to `by`: of every display,
+    /// or of those in `keys` (a JSON list).
     async fn played_raw(
         &self,
         from_ms: i64,
         to_ms: i64,
-        device: Option<i64>,
+        keys: Option<&str>,
         by: &mut BTreeMap<i64, Vec<i64>>,
     ) -> Result<()> {
         let (lo, hi) = self.play_keys(from_ms, to_ms).await?;
+        let displays = match keys {
+            None => "devices d NOT INDEXED",
+            Some(_) => "(SELECT value AS id FROM json_each(?5)) d",
+        };
         // One row per display, its start times joined: the driver's cost is per row (each
         // crosses from SQLite's thread to this task), and here it was most of the time.
-        let rows = sqlx::query(
-            "SELECT d.id, group_concat(r.started_at) FROM devices d NOT INDEXED CROSS JOIN receipts r
-               ON r.device = d.id AND r.play BETWEEN ? AND ?
-             WHERE r.status = 0 AND r.started_at >= ? AND r.started_at < ? AND (? IS NULL OR d.id = ?)
-             GROUP BY d.id",
-        )
-        .bind(lo)
-        .bind(hi)
-        .bind(from_ms)
-        .bind(to_ms)
-        .bind(device)
-        .bind(device)
-        .fetch_all(&self.read)
-        .await?;
+        let sql = format!(
+            "SELECT d.id, group_concat(r.started_at) FROM {displays} CROSS JOIN receipts r
+               ON r.device = d.id AND r.play BETWEEN ?1 AND ?2
+             WHERE r.status = 0 AND r.started_at >= ?3 AND r.started_at < ?4
+             GROUP BY d.id"
+        );
+        let mut q = sqlx::query(&sql)
+            .bind(lo)
+            .bind(hi)
+            .bind(from_ms)
+            .bind(to_ms);
+        if let Some(k) = keys {
+            q = q.bind(k.to_owned());
+        }
+        let rows = q.fetch_all(&self.read).await?;
         for r in &rows {
             let joined: String = r.try_get(1)?;
             let times = by.entry(r.try_get(0)?).or_default();
