@@ -265,11 +265,18 @@ pub fn print_load(l: &LoadReport) {
 }
 
 /// Presence as the displays would have reported it, from the formula that decides which
-/// receipts exist: a display comes online for its first receipt of a local day and stays on
-/// to the end of its last, and it is offline for each receipt it misses (the MISSING_PCT
-/// "display offline"): from the end of the receipt before to the start of the one after. So
-/// no stored receipt falls in offline time, and no missed play falls in online time. Bound
-/// multi-row INSERTs in key order, as for the rollup.
+/// receipts exist: a display comes online [`CONNECT_LEAD_MS`] before the play of its first
+/// receipt of a local day (it must be connected to be sent the play) and stays on to the end
+/// of its last, and it is offline for each receipt it misses (the MISSING_PCT "display
+/// offline"): from the end of the receipt before to just before the play after. So no stored
+/// receipt falls in offline time, no play it answered was issued while it was offline, and
+/// no missed play falls in online time. Bound multi-row INSERTs in key order, as for the
+/// rollup.
+/// How long before the play that opens its online interval a display connected. (Until
+/// 2026-12-03 intervals opened at the receipt's start, after the play's issue: a fifth of
+/// the members that played then counted as offline at issue.)
+const CONNECT_LEAD_MS: i64 = 1_000;
+
 async fn load_presence(
     pool: &sqlx::SqlitePool,
     o: &LoadOptions,
@@ -300,7 +307,7 @@ async fn load_presence(
             match &mut open {
                 Some((_, e, on)) if *on == day => *e = (*e).max(s + RECEIPT_MS),
                 _ => {
-                    let closed = open.replace((s, s + RECEIPT_MS, day));
+                    let closed = open.replace((p.issued - CONNECT_LEAD_MS, s + RECEIPT_MS, day));
                     rows.extend(closed.map(|(s, e, _)| (d, s, e)));
                 }
             }
