@@ -10,7 +10,7 @@ use super::{bounds, qerr, ReportError};
 use crate::core::audit::reconcile;
 use crate::core::model::Catalog;
 use crate::core::wire::Status;
-use crate::store::{ApiStore, Db, PlayRange, Store};
+use crate::store::{ApiStore, Db, FeedPlay, Membership, PlayRange, Store};
 
 /// Query text of `reconcile`.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
@@ -45,34 +45,17 @@ pub async fn reconcile_report(
         }
     }
     let (f, t) = (from.timestamp_millis(), to.timestamp_millis());
-    let plays = store.feed_plays_between(f, t).await?;
-    let mut spans: HashMap<i64, Vec<(i64, i64, Option<i64>)>> = HashMap::new();
-    for m in store.memberships().await? {
-        spans
-            .entry(m.feed)
-            .or_default()
-            .push((m.device, m.since_ms, m.until_ms));
-    }
-    // A receipt may name a play issued just before `to` and arrive later: plays are the unit.
-    let members: Vec<Vec<i64>> = plays
-        .iter()
-        .map(|p| {
-            let issued = &p.issued_ms;
-            spans
-                .get(&p.feed_key)
-                .map(|v| {
-                    v.iter()
-                        .filter(|(_, s, u)| *s <= *issued && u.is_none_or(|u| *issued < u))
-                        .map(|(d, _, _)| *d)
-                        .collect()
-                })
-                .unwrap_or_default()
-        })
+    let plays: Vec<FeedPlay> = store
+        .feed_plays_between(f, t)
+        .await?
+        .into_iter()
+        .filter(|p| feed.as_ref().is_none_or(|x| *x == p.feed))
         .collect();
+    // A receipt may name a play issued just before `to` and arrive later: plays are the unit.
+    let members = members_at_issue(&plays, store.memberships().await?);
     let list: Vec<reconcile::Play> = plays
         .iter()
         .zip(&members)
-        .filter(|(p, _)| feed.as_ref().is_none_or(|x| *x == p.feed))
         .map(|(p, m)| reconcile::Play {
             key: p.play,
             feed: &p.feed,
@@ -118,6 +101,32 @@ pub async fn reconcile_report(
         feed,
         rows,
     })
+}
+
+/// The displays each play was sent to: its feed's members when it was issued.
+fn members_at_issue(plays: &[FeedPlay], memberships: Vec<Membership>) -> Vec<Vec<i64>> {
+    let mut spans: HashMap<i64, Vec<(i64, i64, Option<i64>)>> = HashMap::new();
+    for m in memberships {
+        spans
+            .entry(m.feed)
+            .or_default()
+            .push((m.device, m.since_ms, m.until_ms));
+    }
+    plays
+        .iter()
+        .map(|p| {
+            let issued = p.issued_ms;
+            spans
+                .get(&p.feed_key)
+                .map(|v| {
+                    v.iter()
+                        .filter(|(_, s, u)| *s <= issued && u.is_none_or(|u| issued < u))
+                        .map(|(d, _, _)| *d)
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
+        .collect()
 }
 
 /// Key ranges that hold every receipt of a member offline at issue: one per display and run
