@@ -345,8 +345,7 @@ impl ApiStore for SqliteStore {
         }
         // One statement for every range: the list drives, each range one primary-key range.
         let list: Vec<[i64; 3]> = ranges.iter().map(|r| [r.device, r.lo, r.hi]).collect();
-        let list = serde_json::to_string(&list)
-            .map_err(|e| StoreError::Invalid(format!("play ranges: {e}")))?;
+        let list = json_list("play ranges", &list)?;
         let rows = sqlx::query(
             "SELECT r.device, r.play, r.status
              FROM (SELECT json_extract(value, '$[0]') AS device,
@@ -424,8 +423,7 @@ fn play_count_rows(rows: &[sqlx::sqlite::SqliteRow]) -> Result<Vec<PlayCount>> {
 impl SqliteStore {
     /// The keys of the named displays that exist.
     async fn keys_of(&self, devices: &[String]) -> Result<Vec<i64>> {
-        let names = serde_json::to_string(devices)
-            .map_err(|e| StoreError::Invalid(format!("display names: {e}")))?;
+        let names = json_list("display names", &devices)?;
         Ok(sqlx::query_scalar(
             "SELECT d.id FROM json_each(?) k CROSS JOIN devices d ON d.name = k.value",
         )
@@ -474,10 +472,7 @@ impl SqliteStore {
         );
         let mut q = sqlx::query(&sql).bind(from_ms).bind(to_ms);
         if let Some(k) = keys {
-            q = q.bind(
-                serde_json::to_string(k)
-                    .map_err(|e| StoreError::Invalid(format!("display keys: {e}")))?,
-            );
+            q = q.bind(json_list("display keys", &k)?);
         }
         let rows = q.fetch_all(&self.read).await?;
         let mut out = Vec::new();

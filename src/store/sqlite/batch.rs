@@ -96,8 +96,7 @@ pub(super) async fn write_rollups(
             .or_default() += 1;
     }
     let deltas: Vec<_> = deltas.into_iter().collect();
-    let ids = serde_json::to_string(&devices.into_iter().collect::<Vec<_>>())
-        .map_err(|e| StoreError::Invalid(format!("display keys: {e}")))?;
+    let ids = json_list("display keys", &devices.into_iter().collect::<Vec<_>>())?;
     let classes: HashMap<i64, String> = sqlx::query_as(
         "SELECT id, class FROM devices WHERE id IN (SELECT value FROM json_each(?))",
     )

@@ -68,6 +68,12 @@ async fn keep_writer(conn: &mut sqlx::SqliteConnection) -> sqlx::Result<bool> {
     Ok(clean)
 }
 
+/// `values` as the JSON text that `json_each(?)` reads: how a statement takes a list of
+/// any length as one parameter. `what` names the list in the error.
+fn json_list(what: &str, values: &impl serde::Serialize) -> Result<String> {
+    serde_json::to_string(values).map_err(|e| StoreError::Invalid(format!("{what}: {e}")))
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the database at `url` (`sqlite://path`).
     pub async fn connect(url: &str) -> Result<SqliteStore> {

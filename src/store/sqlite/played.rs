@@ -157,12 +157,7 @@ impl SqliteStore {
                 .await?
                 .into_iter()
                 .collect();
-        let list = keys
-            .map(|k| {
-                serde_json::to_string(k)
-                    .map_err(|e| StoreError::Invalid(format!("display keys: {e}")))
-            })
-            .transpose()?;
+        let list = keys.map(|k| json_list("display keys", &k)).transpose()?;
         let timelines = match &list {
             None => sqlx::query("SELECT day, device, starts FROM played_days WHERE day BETWEEN ? AND ?")
                 .bind(d0)
