@@ -514,6 +514,71 @@ async fn packed_days_still_verify() {
     .await;
 }
 
+/// Two daemons committing into one PostgreSQL database extend one tree: each keeps the
+/// tree of its own last commit, which the other's commits make stale, in turn and at the
+/// same time. Every receipt is logged once, the state's size is the number of batches, the
+/// stored hashes give the stored root, and the live check finds every receipt valid.
+#[tokio::test]
+#[ignore = "needs CIVICAST_TEST_PG (PostgreSQL)"]
+async fn two_daemons_on_one_database_extend_one_tree() {
+    on_pg(|db, url| async move {
+        let other = Db::Postgres(PgStore::connect(&url).await.expect("second store"));
+        let k = city(&db).await;
+        let mut batches: Vec<Batch> = Vec::new();
+        for play in &k.plays {
+            for (i, d) in k.devices.iter().enumerate() {
+                batches.push(Batch {
+                    receipts: vec![receipt(*d, play, 1_000 + i as i64)],
+                    ..Batch::default()
+                });
+            }
+        }
+        let (in_turn, together) = batches.split_at(8);
+        for (i, b) in in_turn.iter().enumerate() {
+            let store = if i % 2 == 0 { &db } else { &other };
+            let out = store.commit_batch(b).await.expect("commit in turn");
+            assert_eq!(out.stored, 1);
+        }
+        let (a, b) = together.split_at(2);
+        let one = async {
+            for batch in a {
+                db.commit_batch(batch)
+                    .await
+                    .expect("commit together (first)");
+            }
+        };
+        let two = async {
+            for batch in b {
+                other
+                    .commit_batch(batch)
+                    .await
+                    .expect("commit together (second)");
+            }
+        };
+        tokio::join!(one, two);
+        let head = db.log_head().await.expect("head");
+        assert_eq!(head.size, 12, "one leaf a batch");
+        let out = live::verify_live(&db, None).await.expect("verify");
+        assert!(out.ok(), "{:?} {:?}", out.findings, out.tree_problems);
+        assert_eq!(out.valid, 12, "{out:?}");
+        // Committing again from either store still extends the same tree.
+        let again = Batch {
+            receipts: vec![receipt(k.devices[0], &k.plays[0], 1_000)],
+            ..Batch::default()
+        };
+        assert_eq!(
+            other
+                .commit_batch(&again)
+                .await
+                .expect("redelivery")
+                .duplicates,
+            1
+        );
+        assert_eq!(db.log_head().await.expect("head").size, 12);
+    })
+    .await;
+}
+
 // ---------------------------------------------------------------------------------------
 // The daemon: SIGKILLed mid-batch, its log served over HTTP, a witness across restarts
 // ---------------------------------------------------------------------------------------

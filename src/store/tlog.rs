@@ -5,9 +5,10 @@
 //! tree arithmetic (`core::tlog` decides them), signing keys, HTTP.
 //!
 //! Appending reads the one `log_state` row inside the batch's transaction (on PostgreSQL
-//! `FOR UPDATE`, so concurrent daemons extend the tree one after the other), and writes
-//! the leaves, their hashes and the new state before the same COMMIT as the receipts: a
-//! crash leaves neither receipts outside the tree nor the tree ahead of them.
+//! `FOR UPDATE`, so concurrent daemons extend the tree one after the other, or not at all
+//! when the store's own last commit is known: [`LogTip`]), and writes the leaves, their
+//! hashes and the new state before the same COMMIT as the receipts: a crash leaves neither
+//! receipts outside the tree nor the tree ahead of them.
 
 use std::collections::HashMap;
 
@@ -176,15 +177,57 @@ async fn sqlite_write(c: &mut SqliteConnection, out: &Appended, tree: &TreeState
     Ok(())
 }
 
-/// Appends the batch's stored receipts to the log, in the batch's PostgreSQL transaction.
-pub(super) async fn pg_append(
+/// The log's tree as this store last committed it (PostgreSQL only). The next batch
+/// appends from it without first reading and locking the state row: one round trip per
+/// batch instead of two. Its write is conditional on the stored size still being the
+/// cached one, so a cache gone stale (another daemon appended, or a COMMIT whose answer
+/// was lost) costs one retry from the stored state, never a wrong tree.
+#[derive(Debug, Default)]
+pub(super) struct LogTip(std::sync::Mutex<Option<TreeState>>);
+
+impl LogTip {
+    /// The cached tree, taken: concurrent batches of this store find none and read (and
+    /// lock) the stored state, so at most one of them relies on the cache.
+    pub(super) fn take(&self) -> Option<TreeState> {
+        self.0.lock().map(|mut t| t.take()).unwrap_or(None)
+    }
+
+    /// After a COMMIT: keeps `tree` unless a larger one (a later commit's) is kept already.
+    pub(super) fn put(&self, tree: TreeState) {
+        if let Ok(mut t) = self.0.lock() {
+            if t.as_ref().is_none_or(|old| old.size < tree.size) {
+                *t = Some(tree);
+            }
+        }
+    }
+}
+
+/// What appending a batch in its PostgreSQL transaction came to.
+pub(super) enum PgAppended {
+    /// The tree as the transaction leaves it, to keep once it commits.
+    Tree(TreeState),
+    /// The cached tree was no longer the stored one; the transaction is spoilt and the
+    /// batch must be committed again from the stored state.
+    Moved,
+}
+
+/// The leaves of a whole batch, when the ingest named each of its receipts (it does), to
+/// be hashed before the commit knows which receipts are new.
+pub(super) fn leaves_ahead(batch: &[ReceiptRow], known: &KeyNames) -> Option<Vec<NewLeaf>> {
+    let all: Vec<&ReceiptRow> = batch.iter().collect();
+    let (d, p) = missing_keys(&all, known);
+    if !(d.is_empty() && p.is_empty()) {
+        return None;
+    }
+    new_leaves(&all, known, &KeyNames::default()).ok()
+}
+
+/// The leaves of `stored`, names the batch lacks read in its transaction.
+async fn pg_leaves(
     c: &mut PgConnection,
     stored: &[&ReceiptRow],
     known: &KeyNames,
-) -> Result<()> {
-    if stored.is_empty() {
-        return Ok(());
-    }
+) -> Result<Vec<NewLeaf>> {
     let (d, p) = missing_keys(stored, known);
     let fetched = if d.is_empty() && p.is_empty() {
         KeyNames::default()
@@ -203,19 +246,59 @@ pub(super) async fn pg_append(
                 .collect(),
         )
     };
-    // Hashed before the state row is locked, so concurrent daemons wait on each other for
-    // the tree arithmetic and the write only.
-    let leaves = new_leaves(stored, known, &fetched)?;
-    let (size, edge): (i64, Vec<u8>) =
-        sqlx::query_as("SELECT size, edge FROM log_state WHERE id = 1 FOR UPDATE")
-            .fetch_one(&mut *c)
-            .await?;
-    let mut tree = tree_of(size, &edge)?;
-    let out = append_leaves(&mut tree, leaves);
-    pg_write(c, out, &tree).await
+    new_leaves(stored, known, &fetched)
 }
 
-async fn pg_write(c: &mut PgConnection, out: Appended, tree: &TreeState) -> Result<()> {
+/// Appends the batch's stored receipts to the log, in the batch's PostgreSQL transaction,
+/// from `cached` (see [`LogTip`]) or else from the stored state, read `FOR UPDATE`.
+/// `ahead`, when given, are the leaves of exactly `stored` ([`leaves_ahead`]).
+pub(super) async fn pg_append(
+    c: &mut PgConnection,
+    stored: &[&ReceiptRow],
+    known: &KeyNames,
+    cached: Option<TreeState>,
+    ahead: Option<Vec<NewLeaf>>,
+) -> Result<PgAppended> {
+    // Hashed before the state row is locked, so concurrent daemons wait on each other for
+    // the tree arithmetic and the write only.
+    let leaves = match ahead {
+        Some(l) => l,
+        None => pg_leaves(c, stored, known).await?,
+    };
+    let from_cache = cached.is_some();
+    let mut tree = match cached {
+        Some(t) => t,
+        None => {
+            let (size, edge): (i64, Vec<u8>) =
+                sqlx::query_as("SELECT size, edge FROM log_state WHERE id = 1 FOR UPDATE")
+                    .fetch_one(&mut *c)
+                    .await?;
+            tree_of(size, &edge)?
+        }
+    };
+    let before = tree.size;
+    let out = append_leaves(&mut tree, leaves);
+    match pg_write(c, out, &tree, before).await {
+        Ok(true) => Ok(PgAppended::Tree(tree)),
+        Ok(false) if from_cache => Ok(PgAppended::Moved),
+        Err(StoreError::Db(sqlx::Error::Database(e))) if from_cache && e.is_unique_violation() => {
+            Ok(PgAppended::Moved)
+        }
+        Ok(false) => Err(StoreError::Invalid(
+            "the receipt log's state row changed while it was locked".into(),
+        )),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes the appended hashes, leaves and state; false when the stored tree no longer had
+/// `before` leaves (nothing is then updated, and the caller rolls back).
+async fn pg_write(
+    c: &mut PgConnection,
+    out: Appended,
+    tree: &TreeState,
+    before: u64,
+) -> Result<bool> {
     let (idx, hashes): (Vec<i64>, Vec<Vec<u8>>) = out
         .hashes
         .iter()
@@ -233,12 +316,12 @@ async fn pg_write(c: &mut PgConnection, out: Appended, tree: &TreeState) -> Resu
         lm.push(m);
     }
     // One round trip for the three writes.
-    sqlx::query(
+    let updated = sqlx::query(
         "WITH h AS (INSERT INTO log_hashes (idx, hash)
                     SELECT * FROM UNNEST($1::bigint[], $2::bytea[])),
               l AS (INSERT INTO log_leaves (idx, count, members)
                     SELECT * FROM UNNEST($3::bigint[], $4::bigint[], $5::bytea[]))
-         UPDATE log_state SET size = $6, root = $7, edge = $8 WHERE id = 1",
+         UPDATE log_state SET size = $6, root = $7, edge = $8 WHERE id = 1 AND size = $9",
     )
     .bind(idx)
     .bind(hashes)
@@ -248,9 +331,10 @@ async fn pg_write(c: &mut PgConnection, out: Appended, tree: &TreeState) -> Resu
     .bind(tree.size as i64)
     .bind(tree.root().0.to_vec())
     .bind(tree.edge_bytes())
+    .bind(before as i64)
     .execute(&mut *c)
     .await?;
-    Ok(())
+    Ok(updated.rows_affected() == 1)
 }
 
 /// The tree state as stored: its size and root.

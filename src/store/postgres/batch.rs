@@ -9,9 +9,51 @@ use sqlx::{PgConnection, Row};
 
 use super::packing::packed_duplicates;
 use super::*;
+use crate::core::tlog::TreeState;
 use crate::store::sql::bind_all;
+use crate::store::tlog::{self, PgAppended};
 
 impl PgStore {
+    /// The batch in one transaction, its log appended from `tip` when given; None when
+    /// `tip` was stale (the transaction is rolled back, nothing stored).
+    pub(super) async fn commit_once(
+        &self,
+        batch: &Batch,
+        tip: Option<TreeState>,
+    ) -> Result<Option<Outcome>> {
+        let mut tx = self.pool.begin().await?;
+        let offsets = covered_offsets(&mut tx, batch.utc_offset_h).await?;
+        // The log's hashing runs while the database inserts: both futures are polled by
+        // this task, the hashing to its end as soon as the insert waits on its answer.
+        let (stored, ahead) = tokio::join!(self.insert_receipts(&mut tx, batch), async {
+            self.log
+                .then(|| tlog::leaves_ahead(&batch.receipts, &batch.names))
+                .flatten()
+        });
+        let stored = stored?;
+        // Hashed over the whole batch, they are its leaves when every receipt was new.
+        let ahead = ahead.filter(|_| stored.len() == batch.receipts.len());
+        write_rollups(&mut tx, &stored, &offsets).await?;
+        let tree = if self.log && !stored.is_empty() {
+            match tlog::pg_append(&mut tx, &stored, &batch.names, tip, ahead).await? {
+                PgAppended::Tree(t) => Some(t),
+                PgAppended::Moved => return Ok(None),
+            }
+        } else {
+            tip
+        };
+        write_rejects(&mut tx, batch).await?;
+        write_presence(&mut tx, batch).await?;
+        tx.commit().await?;
+        if let Some(t) = tree {
+            self.log_tip.put(t);
+        }
+        Ok(Some(Outcome {
+            stored: stored.len(),
+            duplicates: batch.receipts.len() - stored.len(),
+        }))
+    }
+
     /// The batch's receipts not stored before (raw or packed), inserted: at most once per
     /// (device, play), under the shared locks of their play days.
     pub(super) async fn insert_receipts<'b>(
@@ -132,7 +174,7 @@ impl PgStore {
 /// Adds the stored receipts to every rollup: by class for each hour, and for each zone
 /// offset kept (`offsets`, from [`covered_offsets`]) by class and by display for each
 /// local day; and by play and status. The classes are read under the shared class lock.
-pub(super) async fn write_rollups(
+async fn write_rollups(
     conn: &mut PgConnection,
     stored: &[&ReceiptRow],
     offsets: &[i64],
@@ -188,10 +230,7 @@ pub(super) async fn write_rollups(
 /// from the rest of the rollups the first time it comes. Runs before the batch's receipts
 /// are stored, so that the backfill and the batch's own upserts count them once (under the exclusive class lock,
 /// so that two writers cannot both backfill it).
-pub(super) async fn covered_offsets(
-    c: &mut PgConnection,
-    batch_offset: Option<i64>,
-) -> Result<Vec<i64>> {
+async fn covered_offsets(c: &mut PgConnection, batch_offset: Option<i64>) -> Result<Vec<i64>> {
     const READ: &str = "SELECT utc_offset FROM rollup_daily_coverage ORDER BY utc_offset";
     let mut offsets: Vec<i64> = sqlx::query_scalar(READ).fetch_all(&mut *c).await?;
     if let Some(off) = batch_offset.filter(|o| !offsets.contains(o)) {
@@ -249,7 +288,7 @@ pub(super) async fn move_classes(
 }
 
 /// Counts the batch's rejections by day and reason, in one statement.
-pub(super) async fn write_rejects(c: &mut PgConnection, batch: &Batch) -> Result<()> {
+async fn write_rejects(c: &mut PgConnection, batch: &Batch) -> Result<()> {
     let mut rejects: BTreeMap<(i64, &str), i64> = BTreeMap::new();
     for (reason, day) in &batch.rejects {
         *rejects.entry((*day, reason.as_str())).or_default() += 1;
@@ -278,7 +317,7 @@ pub(super) async fn write_rejects(c: &mut PgConnection, batch: &Batch) -> Result
 }
 
 /// Opens and closes presence intervals.
-pub(super) async fn write_presence(c: &mut PgConnection, batch: &Batch) -> Result<()> {
+async fn write_presence(c: &mut PgConnection, batch: &Batch) -> Result<()> {
     for p in &batch.presence {
         let open: Option<i64> = sqlx::query_scalar(
             "SELECT online_from FROM presence WHERE device = $1 AND online_until IS NULL",

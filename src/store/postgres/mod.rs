@@ -43,7 +43,7 @@ use super::sql::{
     PLAY_COLS,
 };
 use super::*;
-use batch::{covered_offsets, move_classes, write_presence, write_rejects, write_rollups};
+use batch::move_classes;
 use packing::receipts_in;
 
 /// Rows per receipt or rollup statement. Rows travel as one array per column, so this only
@@ -85,6 +85,7 @@ pub struct PgStore {
     compacting: Arc<AtomicBool>,
     /// False only in the benchmark's baseline ([`PgStore::without_receipt_log`]).
     log: bool,
+    log_tip: Arc<super::tlog::LogTip>,
 }
 
 impl PgStore {
@@ -119,6 +120,7 @@ impl PgStore {
             next_partition_check: Arc::new(AtomicI64::new(0)),
             compacting: Arc::new(AtomicBool::new(false)),
             log: true,
+            log_tip: Arc::default(),
         })
     }
 
@@ -404,19 +406,12 @@ impl Store for PgStore {
     #[instrument(skip_all, fields(receipts = batch.receipts.len(), rejects = batch.rejects.len()))]
     async fn commit_batch(&self, batch: &Batch) -> Result<Outcome> {
         self.maintain_partitions().await;
-        let mut tx = self.pool.begin().await?;
-        let offsets = covered_offsets(&mut tx, batch.utc_offset_h).await?;
-        let stored = self.insert_receipts(&mut tx, batch).await?;
-        write_rollups(&mut tx, &stored, &offsets).await?;
-        if self.log {
-            super::tlog::pg_append(&mut tx, &stored, &batch.names).await?;
+        if let Some(out) = self.commit_once(batch, self.log_tip.take()).await? {
+            return Ok(out);
         }
-        write_rejects(&mut tx, batch).await?;
-        write_presence(&mut tx, batch).await?;
-        tx.commit().await?;
-        Ok(Outcome {
-            stored: stored.len(),
-            duplicates: batch.receipts.len() - stored.len(),
+        // The cached tree was stale: once more from the stored state, under its lock.
+        self.commit_once(batch, None).await?.ok_or_else(|| {
+            StoreError::Invalid("the receipt log moved while its state row was locked".into())
         })
     }
 
