@@ -150,6 +150,10 @@ struct BenchArgs {
     /// storm: seconds for every display to have its config.
     #[arg(long, default_value_t = 60)]
     within: u64,
+    /// log: load only the database with the log and leave it under --dir as `with.db` (or
+    /// its schema) for `civicast audit verify` to be timed on its own; no baseline, no verify.
+    #[arg(long)]
+    load_only: bool,
     /// storm-fleet: the display ids, one a line.
     #[arg(long, hide = true)]
     ids: Option<PathBuf>,
@@ -174,6 +178,7 @@ async fn run_scenario(settings: Settings, a: BenchArgs) -> anyhow::Result<ExitCo
                 rounds: a.plays.unwrap_or(5).max(1) as usize,
                 batch: settings.batch_max,
                 feed_size: 500,
+                load_only: a.load_only,
             };
             let pg = a.database.as_deref().filter(|u| u.starts_with("postgres"));
             let r = receipt_log(&a.dir, pg, &o).await?;

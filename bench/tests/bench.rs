@@ -384,6 +384,7 @@ async fn the_receipt_log_scenario_runs_with_and_without_the_log() {
         rounds: 2,
         batch: 500,
         feed_size: 500,
+        load_only: false,
     };
     let r = receipt_log(dir.path(), None, &o)
         .await
@@ -397,4 +398,26 @@ async fn the_receipt_log_scenario_runs_with_and_without_the_log() {
     );
     assert!(r.with_log.log_bytes > r.without_log.log_bytes, "{r:?}");
     assert!(r.verify_ok, "{r:?}");
+    assert!(r.verify_secs.is_some(), "{r:?}");
+
+    // --load-only: the logged database alone, left for `civicast audit verify`.
+    let only = LogOptions {
+        load_only: true,
+        ..o
+    };
+    let r = receipt_log(dir.path(), None, &only)
+        .await
+        .expect("load only");
+    assert_eq!((r.with_log.receipts, r.without_log.receipts), (2_400, 0));
+    assert_eq!(r.verify_secs, None);
+    let url = format!("sqlite://{}", dir.path().join("with.db").display());
+    let db = civicast::store::Db::Sqlite(
+        civicast::store::SqliteStore::connect(&url)
+            .await
+            .expect("open the loaded database"),
+    );
+    let v = civicast::receipt_log::live::verify_live(&db, None)
+        .await
+        .expect("verify");
+    assert!(v.ok() && v.valid == 2_400, "{v:?}");
 }
