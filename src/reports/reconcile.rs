@@ -1,16 +1,15 @@
 //! Reconciliation: plays planned against played per feed and day, the shortfall by reason.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde::Serialize;
 
 use super::export::{Column, Kind, Sheet};
 use super::{bounds, qerr, ReportError};
-use crate::core::audit::reconcile;
+use crate::core::audit::{members, reconcile};
 use crate::core::model::Catalog;
-use crate::core::wire::Status;
-use crate::store::{ApiStore, Db, FeedPlay, Membership, PlayRange, Store};
+use crate::store::{ApiStore, Db, FeedPlay, PlayRange, Store};
 
 /// Query text of `reconcile`.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
@@ -52,17 +51,6 @@ pub async fn reconcile_report(
         .filter(|p| feed.as_ref().is_none_or(|x| *x == p.feed))
         .collect();
     // A receipt may name a play issued just before `to` and arrive later: plays are the unit.
-    let members = members_at_issue(&plays, store.memberships().await?);
-    let list: Vec<reconcile::Play> = plays
-        .iter()
-        .zip(&members)
-        .map(|(p, m)| reconcile::Play {
-            key: p.play,
-            feed: &p.feed,
-            issued_ms: p.issued_ms,
-            members: m,
-        })
-        .collect();
     let mut online: HashMap<i64, Vec<(i64, i64)>> = HashMap::new();
     for p in store.presence_keys_between(f, t).await? {
         online
@@ -70,31 +58,67 @@ pub async fn reconcile_report(
             .or_default()
             .push((p.since_ms, p.until_ms.unwrap_or(i64::MAX)));
     }
-    let splits = reconcile::split_members(&list, |d, at| {
-        online
-            .get(&d)
-            .is_some_and(|v| v.iter().any(|(s, e)| *s <= at && at < *e))
-    });
+    let of: Vec<members::PlayOf> = plays
+        .iter()
+        .map(|p| members::PlayOf {
+            feed: p.feed_key,
+            issued_ms: p.issued_ms,
+        })
+        .collect();
+    let memberships = store.memberships().await?;
+    let at = members::at_issue(
+        &of,
+        memberships
+            .iter()
+            .map(|m| (m.device, m.feed, m.since_ms, m.until_ms)),
+        &online,
+    );
+    let mut counted: Vec<reconcile::Counted> = at
+        .counts
+        .iter()
+        .map(|&(targeted, offline)| reconcile::Counted {
+            targeted,
+            offline,
+            away: [0; 4],
+        })
+        .collect();
     // Counts per play answer every online member; only the offline ones' receipts are read,
     // and those are rare (a display off the network seldom has the play).
-    let away: HashMap<(i64, i64), Status> = store
-        .receipts_in_ranges(&offline_ranges(&list, &splits))
-        .await?
-        .into_iter()
-        .map(|r| ((r.device, r.play), r.status))
-        .collect();
+    let index: HashMap<i64, usize> = plays.iter().enumerate().map(|(i, p)| (p.play, i)).collect();
+    let mut seen = HashSet::new();
+    let ranges = offline_ranges(&plays, &at);
+    tracing::debug!(
+        plays = plays.len(),
+        offline_spans = at.offline.values().map(Vec::len).sum::<usize>(),
+        ranges = ranges.len(),
+        "reconcile: receipts of members offline at issue, by key range"
+    );
+    for r in store.receipts_in_ranges(&ranges).await? {
+        let Some(&i) = index.get(&r.play) else {
+            continue;
+        };
+        // A range may hold plays its display was online for, or of another feed.
+        let p = &plays[i];
+        if at.offline_at(r.device, p.feed_key, p.issued_ms) && seen.insert((r.device, r.play)) {
+            counted[i].away[r.status.code() as usize] += 1;
+        }
+    }
     let mut counts: HashMap<i64, reconcile::StatusCounts> = HashMap::new();
     for c in store.play_counts_between(f, t).await? {
         counts.entry(c.play).or_default()[c.status.code() as usize] +=
             u64::try_from(c.receipts).unwrap_or(0);
     }
-    let rows = reconcile::reconcile_counted(
-        &list,
-        &splits,
-        tz,
-        |k| counts.get(&k).copied().unwrap_or_default(),
-        |d, k| away.get(&(d, k)).copied(),
-    );
+    let issued: Vec<reconcile::Issued> = plays
+        .iter()
+        .map(|p| reconcile::Issued {
+            key: p.play,
+            feed: &p.feed,
+            issued_ms: p.issued_ms,
+        })
+        .collect();
+    let rows = reconcile::reconcile_counted(&issued, &counted, tz, |k| {
+        counts.get(&k).copied().unwrap_or_default()
+    });
     Ok(ReconcileAnswer {
         from: from.with_timezone(&tz).to_rfc3339(),
         to: to.with_timezone(&tz).to_rfc3339(),
@@ -103,61 +127,42 @@ pub async fn reconcile_report(
     })
 }
 
-/// The displays each play was sent to: its feed's members when it was issued.
-fn members_at_issue(plays: &[FeedPlay], memberships: Vec<Membership>) -> Vec<Vec<i64>> {
-    let mut spans: HashMap<i64, Vec<(i64, i64, Option<i64>)>> = HashMap::new();
-    for m in memberships {
-        spans
-            .entry(m.feed)
+/// Key ranges that hold every receipt of a member offline at issue: one per display and
+/// span of its membership of a feed in which it was offline, over that feed's plays
+/// issued in the span, so a display online in between is not read for the plays it was
+/// online for.
+fn offline_ranges(plays: &[FeedPlay], at: &members::AtIssue) -> Vec<PlayRange> {
+    let mut by_feed: HashMap<i64, Vec<(i64, i64)>> = HashMap::new();
+    for p in plays {
+        by_feed
+            .entry(p.feed_key)
             .or_default()
-            .push((m.device, m.since_ms, m.until_ms));
+            .push((p.issued_ms, p.play));
     }
-    plays
-        .iter()
-        .map(|p| {
-            let issued = p.issued_ms;
-            spans
-                .get(&p.feed_key)
-                .map(|v| {
-                    v.iter()
-                        .filter(|(_, s, u)| *s <= issued && u.is_none_or(|u| issued < u))
-                        .map(|(d, _, _)| *d)
-                        .collect()
-                })
-                .unwrap_or_default()
-        })
-        .collect()
-}
-
-/// Key ranges that hold every receipt of a member offline at issue: one per display and run
-/// of its consecutive plays (in key order) that found it offline, so a display online in
-/// between is not read for the plays it was online for.
-fn offline_ranges(plays: &[reconcile::Play], splits: &[reconcile::Split]) -> Vec<PlayRange> {
-    let mut open: HashMap<i64, PlayRange> = HashMap::new();
+    for v in by_feed.values_mut() {
+        v.sort_unstable();
+    }
     let mut out = Vec::new();
-    for (p, split) in plays.iter().zip(splits) {
-        for &m in p.members {
-            if split.offline.binary_search(&m).is_err() {
-                if let Some(r) = open.remove(&m) {
-                    out.push(r);
-                }
-            }
-        }
-        for &m in &split.offline {
-            let r = open.entry(m).or_insert(PlayRange {
-                device: m,
-                lo: p.key,
-                hi: p.key,
-                first_issued_ms: p.issued_ms,
-                last_issued_ms: p.issued_ms,
+    for (&(device, feed), spans) in &at.offline {
+        let Some(issued) = by_feed.get(&feed) else {
+            continue;
+        };
+        for &(s, e) in spans {
+            let lo = issued.partition_point(|(t, _)| *t < s);
+            let hi = issued.partition_point(|(t, _)| *t < e);
+            let run = &issued[lo..hi];
+            let (Some(first), Some(last)) = (run.first(), run.last()) else {
+                continue;
+            };
+            out.push(PlayRange {
+                device,
+                lo: run.iter().map(|(_, k)| *k).min().unwrap_or(first.1),
+                hi: run.iter().map(|(_, k)| *k).max().unwrap_or(last.1),
+                first_issued_ms: first.0,
+                last_issued_ms: last.0,
             });
-            r.lo = r.lo.min(p.key);
-            r.hi = r.hi.max(p.key);
-            r.first_issued_ms = r.first_issued_ms.min(p.issued_ms);
-            r.last_issued_ms = r.last_issued_ms.max(p.issued_ms);
         }
     }
-    out.extend(open.into_values());
     out.sort_unstable();
     out
 }
@@ -190,41 +195,60 @@ mod tests {
 
     proptest! {
         /// Every member offline at issue lies in one of its display's ranges, by key and by
-        /// issue time, and no range holds a play its display was online for.
+        /// issue time, and no range holds (by both) a play its display was a member of
+        /// and online for.
         #[test]
         fn offline_ranges_hold_each_offline_member_and_no_online_one(
-            plays in prop::collection::vec(
-                (0i64..5_000, prop::collection::vec(0i64..8, 0..8)),
-                0..40,
+            plays in prop::collection::vec((0i64..2, 0i64..5_000), 0..40),
+            memberships in prop::collection::vec(
+                (0i64..6, 0i64..2, 0i64..3_000, prop::option::of(2_000i64..6_000)),
+                0..12,
             ),
-            offline in prop::collection::btree_set((0i64..8, 0usize..40), 0..80),
+            online in prop::collection::hash_map(
+                0i64..6,
+                prop::collection::vec((0i64..5_000, 0i64..1_500), 0..4),
+                0..6,
+            ),
         ) {
-            let list: Vec<reconcile::Play> = plays
+            let plays: Vec<FeedPlay> = plays
                 .iter()
                 .enumerate()
-                .map(|(i, (t, m))| reconcile::Play {
-                    key: i as i64 * 3,
-                    feed: "f",
-                    issued_ms: *t,
-                    members: m,
+                .map(|(i, &(feed_key, issued_ms))| FeedPlay {
+                    play: i as i64 * 3,
+                    feed: format!("f{feed_key}"),
+                    issued_ms,
+                    feed_key,
                 })
                 .collect();
-            let splits = reconcile::split_members(&list, |d, at| {
-                let i = list.iter().position(|p| p.issued_ms == at).unwrap_or(usize::MAX);
-                !offline.contains(&(d, i))
-            });
-            let ranges = offline_ranges(&list, &splits);
-            let within = |d: i64, p: &reconcile::Play| {
-                ranges.iter().any(|r| {
-                    r.device == d
-                        && (r.lo..=r.hi).contains(&p.key)
-                        && (r.first_issued_ms..=r.last_issued_ms).contains(&p.issued_ms)
-                })
-            };
-            for (p, s) in list.iter().zip(&splits) {
-                for &m in p.members {
-                    let away = s.offline.binary_search(&m).is_ok();
-                    prop_assert_eq!(within(m, p), away, "display {} play {}", m, p.key);
+            let online: HashMap<i64, Vec<(i64, i64)>> = online
+                .into_iter()
+                .map(|(d, v)| (d, v.into_iter().map(|(s, l)| (s, s + l)).collect()))
+                .collect();
+            let of: Vec<members::PlayOf> = plays
+                .iter()
+                .map(|p| members::PlayOf { feed: p.feed_key, issued_ms: p.issued_ms })
+                .collect();
+            let at = members::at_issue(&of, memberships.iter().copied(), &online);
+            let ranges = offline_ranges(&plays, &at);
+            for p in &plays {
+                for d in 0..6 {
+                    let member = memberships.iter().any(|&(m, f, s, u)| {
+                        m == d && f == p.feed_key && s <= p.issued_ms && u.is_none_or(|u| p.issued_ms < u)
+                    });
+                    let on = online
+                        .get(&d)
+                        .is_some_and(|v| v.iter().any(|(s, e)| *s <= p.issued_ms && p.issued_ms < *e));
+                    let within = ranges.iter().any(|r| {
+                        r.device == d
+                            && (r.lo..=r.hi).contains(&p.play)
+                            && (r.first_issued_ms..=r.last_issued_ms).contains(&p.issued_ms)
+                    });
+                    if member && !on {
+                        prop_assert!(within, "display {} offline for play {}, in no range", d, p.play);
+                    }
+                    if member && on {
+                        prop_assert!(!within, "display {} online for play {}, in a range", d, p.play);
+                    }
                 }
             }
         }

@@ -5,6 +5,7 @@
 //! Pure: the store hands rows in; the shells (`reports`, `api`, `cli`) format the answers.
 
 pub mod compliance;
+pub mod members;
 pub mod plays;
 pub mod reconcile;
 pub mod sample;

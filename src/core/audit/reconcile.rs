@@ -115,13 +115,30 @@ pub fn reconcile(
 /// play and status: `rollup_play`), indexed by [`Status::code`].
 pub type StatusCounts = [u64; 4];
 
-/// One play's members as [`reconcile_counted`] needs them.
+/// One play's members at issue, by [`split_members`]: the definition's way.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Split {
     /// Distinct members.
     pub targeted: u64,
     /// Distinct members offline at issue, ascending.
     pub offline: Vec<i64>,
+}
+
+impl Split {
+    /// Counted, asking `offline_receipt(device)` for each member offline at issue.
+    pub fn counted(&self, offline_receipt: impl Fn(i64) -> Option<Status>) -> Counted {
+        let mut away: StatusCounts = [0; 4];
+        for &m in &self.offline {
+            if let Some(st) = offline_receipt(m) {
+                away[st.code() as usize] += 1;
+            }
+        }
+        Counted {
+            targeted: self.targeted,
+            offline: self.offline.len() as u64,
+            away,
+        }
+    }
 }
 
 /// Each play's distinct members, and those of them offline at issue (`online` as in
@@ -147,21 +164,47 @@ pub fn split_members(plays: &[Play], online: impl Fn(i64, i64) -> bool) -> Vec<S
         .collect()
 }
 
+/// One play as [`reconcile_counted`] needs it: no member list.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Issued<'a> {
+    pub key: i64,
+    pub feed: &'a str,
+    pub issued_ms: i64,
+}
+
+impl<'a> From<&Play<'a>> for Issued<'a> {
+    fn from(p: &Play<'a>) -> Issued<'a> {
+        Issued {
+            key: p.key,
+            feed: p.feed,
+            issued_ms: p.issued_ms,
+        }
+    }
+}
+
+/// One play's members at issue, counted (distinct), and the stored receipts of those
+/// offline at issue by status: all [`reconcile_counted`] needs of its members.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Counted {
+    pub targeted: u64,
+    pub offline: u64,
+    pub away: StatusCounts,
+}
+
 /// The same rows as [`reconcile`], from each play's receipt counts instead of every
-/// member's receipt: only the members offline at issue are asked for theirs
-/// (`offline_receipt(device, play_key)`), since a receipt moves such a member from
-/// `offline` to `played` and, from an online member, is simply counted by its status.
-/// `splits[i]` is [`split_members`] of `plays[i]`; `counts(play_key)` covers the stored
-/// receipts of the play, which a store only accepts from its members.
+/// member's receipt: of its members only how many there were, how many were offline at
+/// issue and what those offline reported are needed ([`Counted`]), since a receipt moves
+/// such a member from `offline` to `played` and, from an online member, is simply counted
+/// by its status. `counts(play_key)` covers the stored receipts of the play, which a store
+/// only accepts from its members.
 pub fn reconcile_counted(
-    plays: &[Play],
-    splits: &[Split],
+    plays: &[Issued],
+    members: &[Counted],
     tz: Tz,
     counts: impl Fn(i64) -> StatusCounts,
-    offline_receipt: impl Fn(i64, i64) -> Option<Status>,
 ) -> Vec<Row> {
     let mut rows: BTreeMap<(&str, String), Row> = BTreeMap::new();
-    for (p, split) in plays.iter().zip(splits) {
+    for (p, m) in plays.iter().zip(members) {
         let row = rows
             .entry((p.feed, day_of(p.issued_ms, tz)))
             .or_insert_with_key(|(feed, day)| Row {
@@ -170,25 +213,19 @@ pub fn reconcile_counted(
                 ..Row::default()
             });
         let all = counts(p.key);
-        // Receipts of members offline at issue, by status.
-        let mut away: StatusCounts = [0; 4];
-        for &m in &split.offline {
-            if let Some(st) = offline_receipt(m, p.key) {
-                away[st.code() as usize] += 1;
-            }
-        }
+        let away = m.away;
         let of = |st: Status| all[st.code() as usize];
         // What online members reported; saturating only against counts that disagree with
         // the members (a store that accepted a receipt from a non-member), never otherwise.
         let here = |st: Status| of(st).saturating_sub(away[st.code() as usize]);
-        let offline = split.offline.len() as u64;
-        let online = split.targeted - offline;
+        let offline = m.offline.min(m.targeted);
+        let online = m.targeted - offline;
         let reported = here(Status::Played)
             + here(Status::Expired)
             + here(Status::Skipped)
             + here(Status::Failed);
         row.plays += 1;
-        row.targeted += split.targeted;
+        row.targeted += m.targeted;
         row.online += online;
         row.played += of(Status::Played);
         row.offline += offline - away[Status::Played.code() as usize].min(offline);
@@ -380,15 +417,22 @@ mod tests {
                 counts.entry(*k).or_default()[st.code() as usize] += 1;
             }
             let asked = std::cell::RefCell::new(Vec::new());
+            let members: Vec<Counted> = plays
+                .iter()
+                .zip(&splits)
+                .map(|(p, s)| {
+                    s.counted(|d| {
+                        asked.borrow_mut().push((d, p.key));
+                        receipts.get(&(d, p.key)).copied()
+                    })
+                })
+                .collect();
+            let issued: Vec<Issued> = plays.iter().map(Issued::from).collect();
             let got = reconcile_counted(
-                &plays,
-                &splits,
+                &issued,
+                &members,
                 chrono_tz::Asia::Shanghai,
                 |k| counts.get(&k).copied().unwrap_or_default(),
-                |d, k| {
-                    asked.borrow_mut().push((d, k));
-                    receipts.get(&(d, k)).copied()
-                },
             );
             prop_assert_eq!(got, want);
             // Only members offline at issue were looked up.
