@@ -650,6 +650,18 @@ async fn refused_photos_and_changes(b: &Bureau, f2: &str) {
             .contains("deadline 2026-11-20T00:00:00+08:00 is not in the future"),
         "the refused deadline in the deployment's zone: {e}"
     );
+    // A result that is not one of the schema's, on a route that has no use for it, is
+    // refused all the same, and names the field.
+    let (code, e) = b
+        .call(
+            "POST",
+            &format!("/api/v1/findings/{f2}/deadline"),
+            "ins1",
+            json!({"deadline": "2699-12-15T19:56:06-07:57", "result": "__not_in_enum__"}),
+        )
+        .await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    assert!(e.to_string().contains("result"), "{e}");
     let (code, e) = b
         .call(
             "POST",

@@ -224,6 +224,18 @@ async fn apply(
     b: ChangeBody,
     source: Option<&str>,
 ) -> Result<Value, ApiError> {
+    // Every change route takes the same body, and its schema names the results: one that
+    // is not among them is refused wherever it comes, not ignored.
+    if let Some(r) = b
+        .result
+        .as_deref()
+        .filter(|r| !matches!(*r, "closed" | "reopened"))
+    {
+        return Err(unprocessable(
+            "result",
+            format!("{r:?}: use closed or reopened"),
+        ));
+    }
     let now = st.clock.now().timestamp_millis();
     let kind = f
         .allows(change, &who.name, now)
