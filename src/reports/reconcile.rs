@@ -73,36 +73,7 @@ pub async fn reconcile_report(
             .map(|m| (m.device, m.feed, m.since_ms, m.until_ms)),
         &online,
     );
-    let mut counted: Vec<reconcile::Counted> = at
-        .counts
-        .iter()
-        .map(|&(targeted, offline)| reconcile::Counted {
-            targeted,
-            offline,
-            away: [0; 4],
-        })
-        .collect();
-    // Counts per play answer every online member; only the offline ones' receipts are read,
-    // and those are rare (a display off the network seldom has the play).
-    let index: HashMap<i64, usize> = plays.iter().enumerate().map(|(i, p)| (p.play, i)).collect();
-    let mut seen = HashSet::new();
-    let ranges = offline_ranges(&plays, &at);
-    tracing::debug!(
-        plays = plays.len(),
-        offline_spans = at.offline.values().map(Vec::len).sum::<usize>(),
-        ranges = ranges.len(),
-        "reconcile: receipts of members offline at issue, by key range"
-    );
-    for r in store.receipts_in_ranges(&ranges).await? {
-        let Some(&i) = index.get(&r.play) else {
-            continue;
-        };
-        // A range may hold plays its display was online for, or of another feed.
-        let p = &plays[i];
-        if at.offline_at(r.device, p.feed_key, p.issued_ms) && seen.insert((r.device, r.play)) {
-            counted[i].away[r.status.code() as usize] += 1;
-        }
-    }
+    let counted = counted_members(store, &plays, &at).await?;
     let mut counts: HashMap<i64, reconcile::StatusCounts> = HashMap::new();
     for c in store.play_counts_between(f, t).await? {
         counts.entry(c.play).or_default()[c.status.code() as usize] +=
@@ -125,6 +96,46 @@ pub async fn reconcile_report(
         feed,
         rows,
     })
+}
+
+/// Each play's members counted, with the receipts of those offline at issue read by key
+/// range and added by status. Counts per play answer every online member; only the
+/// offline ones' receipts are read, and those are rare (a display off the network seldom
+/// has the play).
+async fn counted_members(
+    store: &Db,
+    plays: &[FeedPlay],
+    at: &members::AtIssue,
+) -> Result<Vec<reconcile::Counted>, ReportError> {
+    let mut counted: Vec<reconcile::Counted> = at
+        .counts
+        .iter()
+        .map(|&(targeted, offline)| reconcile::Counted {
+            targeted,
+            offline,
+            away: [0; 4],
+        })
+        .collect();
+    let index: HashMap<i64, usize> = plays.iter().enumerate().map(|(i, p)| (p.play, i)).collect();
+    let mut seen = HashSet::new();
+    let ranges = offline_ranges(plays, at);
+    tracing::debug!(
+        plays = plays.len(),
+        offline_spans = at.offline.values().map(Vec::len).sum::<usize>(),
+        ranges = ranges.len(),
+        "reconcile: receipts of members offline at issue, by key range"
+    );
+    for r in store.receipts_in_ranges(&ranges).await? {
+        let Some(&i) = index.get(&r.play) else {
+            continue;
+        };
+        // A range may hold plays its display was online for, or of another feed.
+        let p = &plays[i];
+        if at.offline_at(r.device, p.feed_key, p.issued_ms) && seen.insert((r.device, r.play)) {
+            counted[i].away[r.status.code() as usize] += 1;
+        }
+    }
+    Ok(counted)
 }
 
 /// Key ranges that hold every receipt of a member offline at issue: one per display and

@@ -79,20 +79,12 @@ pub struct Outcome {
 
 /// Clips to `[lo, hi)`, drops empty pieces, sorts and merges overlapping or touching ones.
 fn normalize(intervals: &[(i64, i64)], lo: i64, hi: i64) -> Vec<(i64, i64)> {
-    let mut v: Vec<(i64, i64)> = intervals
-        .iter()
-        .map(|&(s, e)| (s.max(lo), e.min(hi)))
-        .filter(|&(s, e)| s < e)
-        .collect();
-    v.sort_unstable();
-    let mut out: Vec<(i64, i64)> = Vec::with_capacity(v.len());
-    for (s, e) in v {
-        match out.last_mut() {
-            Some(last) if s <= last.1 => last.1 = last.1.max(e),
-            _ => out.push((s, e)),
-        }
-    }
-    out
+    super::members::union(
+        intervals
+            .iter()
+            .map(|&(s, e)| (s.max(lo), e.min(hi)))
+            .collect(),
+    )
 }
 
 /// Intersection of two normalized lists; the result is normalized too (touching pieces
