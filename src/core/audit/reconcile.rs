@@ -115,71 +115,12 @@ pub fn reconcile(
 /// play and status: `rollup_play`), indexed by [`Status::code`].
 pub type StatusCounts = [u64; 4];
 
-/// One play's members at issue, by [`split_members`]: the definition's way.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Split {
-    /// Distinct members.
-    pub targeted: u64,
-    /// Distinct members offline at issue, ascending.
-    pub offline: Vec<i64>,
-}
-
-impl Split {
-    /// Counted, asking `offline_receipt(device)` for each member offline at issue.
-    pub fn counted(&self, offline_receipt: impl Fn(i64) -> Option<Status>) -> Counted {
-        let mut away: StatusCounts = [0; 4];
-        for &m in &self.offline {
-            if let Some(st) = offline_receipt(m) {
-                away[st.code() as usize] += 1;
-            }
-        }
-        Counted {
-            targeted: self.targeted,
-            offline: self.offline.len() as u64,
-            away,
-        }
-    }
-}
-
-/// Each play's distinct members, and those of them offline at issue (`online` as in
-/// [`reconcile`]).
-pub fn split_members(plays: &[Play], online: impl Fn(i64, i64) -> bool) -> Vec<Split> {
-    let mut members: Vec<i64> = Vec::new();
-    plays
-        .iter()
-        .map(|p| {
-            members.clear();
-            members.extend_from_slice(p.members);
-            members.sort_unstable();
-            members.dedup();
-            Split {
-                targeted: members.len() as u64,
-                offline: members
-                    .iter()
-                    .copied()
-                    .filter(|&m| !online(m, p.issued_ms))
-                    .collect(),
-            }
-        })
-        .collect()
-}
-
 /// One play as [`reconcile_counted`] needs it: no member list.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Issued<'a> {
     pub key: i64,
     pub feed: &'a str,
     pub issued_ms: i64,
-}
-
-impl<'a> From<&Play<'a>> for Issued<'a> {
-    fn from(p: &Play<'a>) -> Issued<'a> {
-        Issued {
-            key: p.key,
-            feed: p.feed,
-            issued_ms: p.issued_ms,
-        }
-    }
 }
 
 /// One play's members at issue, counted (distinct), and the stored receipts of those
@@ -243,6 +184,65 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use std::collections::{BTreeSet, HashMap};
+
+    impl<'a> From<&Play<'a>> for Issued<'a> {
+        fn from(p: &Play<'a>) -> Issued<'a> {
+            Issued {
+                key: p.key,
+                feed: p.feed,
+                issued_ms: p.issued_ms,
+            }
+        }
+    }
+
+    /// One play's members at issue as the definition finds them: listed one by one.
+    #[derive(Debug, Clone, Default, PartialEq)]
+    struct Split {
+        /// Distinct members.
+        targeted: u64,
+        /// Distinct members offline at issue, ascending.
+        offline: Vec<i64>,
+    }
+
+    impl Split {
+        /// Counted, asking `offline_receipt(device)` for each member offline at issue.
+        fn counted(&self, offline_receipt: impl Fn(i64) -> Option<Status>) -> Counted {
+            let mut away: StatusCounts = [0; 4];
+            for &m in &self.offline {
+                if let Some(st) = offline_receipt(m) {
+                    away[st.code() as usize] += 1;
+                }
+            }
+            Counted {
+                targeted: self.targeted,
+                offline: self.offline.len() as u64,
+                away,
+            }
+        }
+    }
+
+    /// Each play's distinct members, and those of them offline at issue (`online` as in
+    /// [`reconcile`]).
+    fn split_members(plays: &[Play], online: impl Fn(i64, i64) -> bool) -> Vec<Split> {
+        let mut members: Vec<i64> = Vec::new();
+        plays
+            .iter()
+            .map(|p| {
+                members.clear();
+                members.extend_from_slice(p.members);
+                members.sort_unstable();
+                members.dedup();
+                Split {
+                    targeted: members.len() as u64,
+                    offline: members
+                        .iter()
+                        .copied()
+                        .filter(|&m| !online(m, p.issued_ms))
+                        .collect(),
+                }
+            })
+            .collect()
+    }
 
     fn ms(s: &str) -> i64 {
         DateTime::parse_from_rfc3339(s)
