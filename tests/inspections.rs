@@ -651,17 +651,25 @@ async fn refused_photos_and_changes(b: &Bureau, f2: &str) {
         "the refused deadline in the deployment's zone: {e}"
     );
     // A result that is not one of the schema's, on a route that has no use for it, is
-    // refused all the same, and names the field.
-    let (code, e) = b
-        .call(
-            "POST",
-            &format!("/api/v1/findings/{f2}/deadline"),
-            "ins1",
-            json!({"deadline": "2699-12-15T19:56:06-07:57", "result": "__not_in_enum__"}),
-        )
+    // refused all the same, names the field, and is an answer the route documents.
+    let (_, doc) = b
+        .call("GET", "/api/v1/openapi.json", "adm", Value::Null)
         .await;
-    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
-    assert!(e.to_string().contains("result"), "{e}");
+    for route in ["rectify", "recheck", "deadline", "confirm", "dismiss"] {
+        let (code, e) = b
+            .call(
+                "POST",
+                &format!("/api/v1/findings/{f2}/{route}"),
+                "adm",
+                json!({"deadline": "2699-12-15T19:56:06-07:57", "note": "x", "result": "__not_in_enum__"}),
+            )
+            .await;
+        assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{route}: {e}");
+        assert!(e.to_string().contains("result"), "{route}: {e}");
+        let documented =
+            &doc["paths"][format!("/api/v1/findings/{{id}}/{route}")]["post"]["responses"]["422"];
+        assert!(documented.is_object(), "{route} documents its 422");
+    }
     let (code, e) = b
         .call(
             "POST",

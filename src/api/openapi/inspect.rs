@@ -51,7 +51,7 @@ pub const ROUTES: &[Route] = &[
     route("post", "/api/v1/findings/{id}/recheck-from-receipts", "recheckFindingFromReceipts", INSPECTOR, "Close a rectified finding on a display that met its cadence on each of the recheck_days days after the fix; 409 naming the days that fall short", &[], &[400, 403, 404, 409], "Finding"),
     route("post", "/api/v1/findings/{id}/deadline", "findingDeadline", INSPECTOR, "A new deadline (in the future) for a finding", &[], &[400, 404, 409, 413, 422], "Finding"),
     route("post", "/api/v1/findings/{id}/confirm", "confirmFinding", INSPECTOR, "Hand a proposed finding over to its company, with the item's default deadline or the one given", &[], &[400, 404, 409, 413, 422], "Finding"),
-    route("post", "/api/v1/findings/{id}/dismiss", "dismissFinding", INSPECTOR, "A proposed finding not handed over", &[], &[400, 404, 409, 413], "Finding"),
+    route("post", "/api/v1/findings/{id}/dismiss", "dismissFinding", INSPECTOR, "A proposed finding not handed over", &[], &[400, 404, 409, 413, 422], "Finding"),
     route("get", "/api/v1/scorecards", "scorecards", FINDING_READERS, "A month per company for its credit record: units, inspections, findings (by item), fixed on time, overdue, repeat findings on the same unit, open, displays meeting their cadence; as JSON, CSV or XLSX (a company: its own)", &["month", "company", "format"], &[400, 403, 404], "Scorecards"),
 ];
 
@@ -172,7 +172,7 @@ pub fn error(status: u16, path: &str) -> Option<&'static str> {
         404 => "No such inspection, photo, finding or company (another company's finding is not found for a company's token)",
         409 => "The finding is not in a state that allows this (closed or dismissed: no change at all; a recheck before a fix), or its receipts fall short",
         413 => "A photo over 512 KiB, or a body over 1 MiB",
-        422 => "Refused, nothing stored: an unknown unit or checklist item, an item unanswered, a deadline in the past, an unknown photo, a file that is not an image",
+        422 => "Refused, nothing stored: an unknown unit or checklist item, an item unanswered, a deadline in the past, an unknown photo, a file that is not an image, a result other than closed or reopened",
         _ => return None,
     })
 }
